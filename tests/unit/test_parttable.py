@@ -1,0 +1,70 @@
+"""The esp-idf partition-table binary: round trip, MD5, blank tables, malformed input."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from atflash.errors import FormatError
+from atflash.parttable import encode_table, is_blank, parse_table
+from atflash.profiles import find_profile
+
+
+@pytest.mark.parametrize("with_md5", [True, False])
+def test_round_trip_of_a_shipped_layout(with_md5: bool) -> None:
+    parts = find_profile("esp32").partitions
+    data = encode_table(parts, with_md5=with_md5) + b"\xff" * 512
+    assert parse_table(data) == parts
+
+
+def test_entry_layout_matches_esp_idf() -> None:
+    part = find_profile("esp32").partition("client_cert")
+    entry = encode_table([part], with_md5=False)
+    assert entry[:2] == b"\xaa\x50"
+    assert entry[2:4] == bytes([0x40, 5])
+    assert entry[4:8] == (0x2A000).to_bytes(4, "little")
+    assert entry[8:12] == (0x2000).to_bytes(4, "little")
+    assert entry[12:28] == b"client_cert".ljust(16, b"\x00")
+
+
+def test_blank_table() -> None:
+    assert parse_table(b"\xff" * 4096) == ()
+    assert is_blank(b"\xff" * 64)
+    assert not is_blank(encode_table(find_profile("esp32").partitions))
+
+
+def test_bad_md5_and_bad_magic_are_reported_with_offset() -> None:
+    data = bytearray(encode_table(find_profile("esp32").partitions) + b"\xff" * 64)
+    data[40] ^= 1  # inside entry 1
+    with pytest.raises(FormatError, match="MD5 does not match"):
+        parse_table(bytes(data))
+    bad = b"\xaa\x51" + b"\x00" * 30 + b"\xff" * 32
+    with pytest.raises(FormatError, match=r"bad entry magic AA 51.*offset 0x0"):
+        parse_table(bad)
+
+
+def test_cut_off_table_has_no_end_marker() -> None:
+    data = encode_table(find_profile("esp32").partitions, with_md5=False)
+    with pytest.raises(FormatError, match="no end marker"):
+        parse_table(data)
+    with pytest.raises(FormatError, match="truncated entry"):
+        parse_table(data[:40])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=400))
+def test_parser_raises_only_format_errors(data: bytes) -> None:
+    try:
+        parse_table(data)
+    except FormatError:
+        pass
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=30, max_size=30), st.binary(max_size=100))
+def test_parser_with_valid_magic(entry: bytes, tail: bytes) -> None:
+    try:
+        parse_table(b"\xaa\x50" + entry + tail)
+    except FormatError:
+        pass
