@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ def test_exact_set_of_shipped_profiles() -> None:
 @pytest.mark.parametrize("profile", builtin_profiles(), ids=lambda p: p.name)
 def test_every_profile_has_all_twelve_pki_partitions(profile) -> None:
     names = {p.name for p in profile.pki_partitions()}
-    expected = {f"{g}_{k}" for g in ("server", "client", "wpa2", "mqtt") for k in ("cert", "key", "ca")}
+    expected = {
+        f"{g}_{k}" for g in ("server", "client", "wpa2", "mqtt") for k in ("cert", "key", "ca")
+    }
     assert names == expected
     for part in profile.pki_partitions():
         assert part.type == 0x40
@@ -67,12 +70,17 @@ def test_known_chips_are_esptool_chips() -> None:
 
 
 def test_unknown_partition_names_the_choices() -> None:
-    with pytest.raises(ProfileError, match="no partition 'client_crt'.*client_cert"):
+    with pytest.raises(ProfileError, match=r"no partition 'client_crt'.*client_cert"):
         find_profile("esp32").partition("client_crt")
 
 
 def _profile_text(partitions: str, **over: str) -> str:
-    head = {"name": '"mine"', "chip": '"esp32"', "flash_size": '"4MB"', "at_customize_offset": "0x20000"}
+    head = {
+        "name": '"mine"',
+        "chip": '"esp32"',
+        "flash_size": '"4MB"',
+        "at_customize_offset": "0x20000",
+    }
     head.update(over)
     return "\n".join(f"{k} = {v}" for k, v in head.items()) + "\n" + partitions
 
@@ -101,7 +109,9 @@ def test_user_profile_file_loads(tmp_path: Path) -> None:
         ('[[partitions]]\nname = "a"\n', {}, "missing required field 'subtype'"),
     ],
 )  # fmt: skip
-def test_invalid_profiles_are_refused_with_one_clear_line(tmp_path: Path, parts: str, over: dict, message: str) -> None:
+def test_invalid_profiles_are_refused_with_one_clear_line(
+    tmp_path: Path, parts: str, over: dict, message: str
+) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(_profile_text(parts, **over))
     with pytest.raises(ProfileError) as err:
@@ -163,7 +173,5 @@ def test_bad_at_customize_lines(line: str, message: str) -> None:
 @settings(max_examples=300)
 @given(st.text(max_size=300))
 def test_csv_parser_raises_only_profile_errors(text: str) -> None:
-    try:
+    with contextlib.suppress(ProfileError):
         parse_csv(text, source="x.csv")
-    except ProfileError:
-        pass

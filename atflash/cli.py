@@ -1,4 +1,0 @@
-"""Command-line interface (placeholder until the commands land)."""
-
-def main() -> None:
-    raise SystemExit(0)

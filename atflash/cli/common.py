@@ -1,0 +1,70 @@
+"""Argument handling shared by commands: profile choice and PARTITION FILE... groups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
+
+import click
+
+from ..errors import InputError
+from ..files import expand
+from ..plan import PartitionRequest
+from ..profiles import Profile, load_profile
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def profile_options(func: F) -> F:
+    """``--chip`` and ``--profile``, the two ways to say where partitions are."""
+    func = click.option(
+        "--profile",
+        "profile_path",
+        metavar="FILE",
+        help="Profile TOML file, or your firmware's at_customize.csv (with --chip).",
+    )(func)
+    func = click.option(
+        "--chip",
+        "-c",
+        metavar="CHIP",
+        help="Chip or built-in profile name (esp32, esp32c3, wrover-32...); see 'atflash profiles'.",
+    )(func)
+    return func
+
+
+def resolve_profile(chip: str | None, profile_path: str | None) -> Profile:
+    """The profile named by --profile (and --chip for a CSV) or by --chip."""
+    if profile_path:
+        return load_profile(profile_path, chip=chip)
+    if chip:
+        return load_profile(chip)
+    raise InputError("no chip given", hint="pass --chip (see 'atflash profiles') or --profile FILE")
+
+
+def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> list[PartitionRequest]:
+    """Split ``PARTITION FILE... [PARTITION FILE...]`` into requests.
+
+    A token naming a partition starts a group; the files after it (glob
+    patterns expanded, natural order) belong to it.
+    """
+    if not tokens:
+        raise InputError(
+            "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
+        )
+    if tokens[0] not in partition_names:
+        raise InputError(
+            f"{tokens[0]!r} is not a partition name",
+            hint=f"start with one of: {', '.join(sorted(partition_names))}",
+        )
+    groups: list[tuple[str, list[str]]] = []
+    for token in tokens:
+        if token in partition_names:
+            groups.append((token, []))
+        else:
+            groups[-1][1].append(token)
+    requests = []
+    for name, files in groups:
+        if not files:
+            raise InputError(f"partition {name}: no files given", hint=f"write '{name} FILE...'")
+        requests.append(PartitionRequest(name, tuple(expand(files))))
+    return requests

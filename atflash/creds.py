@@ -1,0 +1,573 @@
+"""Credential files: check them, pair them and describe them.
+
+ESP-AT takes certificates and private keys as PEM or DER. This module reads
+them with ``cryptography`` and turns every problem into a one-line
+:class:`~atflash.errors.ContentError` or :class:`~atflash.errors.PairingError`
+that names the file and says what to do.
+
+Key files are secrets: no message, repr or description built here carries
+any part of a file's content. ``cryptography``'s own exception text can
+echo input, so it is never shown; errors are raised ``from None`` so it
+does not surface in tracebacks either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import (
+    dh,
+    dsa,
+    ec,
+    ed448,
+    ed25519,
+    rsa,
+    x448,
+    x25519,
+)
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+
+from .errors import ContentError, PairingError
+from .profiles import PkiKind
+
+Kind = Literal["certificate", "private key", "unknown"]
+KeyLike = x509.Certificate | PrivateKeyTypes
+
+# What cryptography raises for input it cannot use. TypeError means "this
+# key is encrypted and no password was given".
+_PARSE_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
+
+_DECRYPT_HINT = "decrypt it first with openssl pkey -in KEY -out KEY.plain and give KEY.plain"
+_CERT_FORM_HINT = "give the certificate in PEM (-----BEGIN CERTIFICATE-----) or DER form"
+_KEY_FORM_HINT = "give the private key in PEM (-----BEGIN PRIVATE KEY-----) or DER form"
+
+_CERT_LABEL = "CERTIFICATE"
+_KEY_LABELS = frozenset(
+    {"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY", "ENCRYPTED PRIVATE KEY"}
+)
+# What other PEM labels hold, for "holds X, not a certificate" messages.
+# Labels come from the file, so only these fixed words are ever shown.
+_OTHER_LABELS = {
+    "OPENSSH PRIVATE KEY": "an OpenSSH private key",
+    "PUBLIC KEY": "a public key",
+    "RSA PUBLIC KEY": "a public key",
+    "CERTIFICATE REQUEST": "a certificate signing request",
+    "NEW CERTIFICATE REQUEST": "a certificate signing request",
+    "X509 CRL": "a certificate revocation list",
+    "PKCS7": "a PKCS#7 bundle",
+}
+
+_BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
+_LEGACY_ENCRYPTED = b"Proc-Type: 4,ENCRYPTED"
+
+
+# -- PEM blocks ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One ``-----BEGIN X-----`` block; ``text`` is None when its END line is missing."""
+
+    label: str
+    text: bytes | None
+    encrypted: bool
+
+    def __repr__(self) -> str:
+        # The text may be a private key.
+        return f"_Block(label={self.label!r}, complete={self.text is not None})"
+
+
+def _pem_blocks(data: bytes) -> list[_Block]:
+    """Every PEM block in ``data``, in order. Text around blocks is ignored.
+
+    A linear scan rather than one big regex: a regex with a back-reference
+    to the label can go quadratic on junk full of BEGIN lines.
+    """
+    blocks: list[_Block] = []
+    pos = 0
+    while match := _BEGIN.search(data, pos):
+        label = match.group(1)
+        end_line = b"-----END " + label + b"-----"
+        end = data.find(end_line, match.end())
+        stop = len(data) if end < 0 else end + len(end_line)
+        body = data[match.end() : stop]
+        encrypted = label == b"ENCRYPTED PRIVATE KEY" or _LEGACY_ENCRYPTED in body
+        text = None if end < 0 else data[match.start() : stop]
+        blocks.append(_Block(label.decode("ascii"), text, encrypted))
+        pos = stop
+    return blocks
+
+
+def _holds(blocks: Sequence[_Block]) -> str | None:
+    """What the first recognisable block holds, in words, or None."""
+    for block in blocks:
+        if block.label == _CERT_LABEL:
+            return "a certificate"
+        if block.label in _KEY_LABELS:
+            return "a private key"
+        if block.label in _OTHER_LABELS:
+            return _OTHER_LABELS[block.label]
+    return None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    """Whether ``data`` reads as text: UTF-8 without control characters (DER has plenty)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
+
+
+# -- certificates ----------------------------------------------------------------------
+
+
+def load_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
+    """Every certificate in a PEM file (in file order), or the one in a DER file.
+
+    Text before, between and after PEM blocks is ignored, so the output of
+    ``openssl x509 -text`` works. Raises :class:`ContentError` when there is
+    no certificate or one of the certificate blocks cannot be decoded.
+    """
+    if not data:
+        raise ContentError(source, "the file is empty", hint=_CERT_FORM_HINT)
+    blocks = _pem_blocks(data)
+    if not blocks:
+        return [_load_der_certificate(data, source=source)]
+    cert_blocks = [b for b in blocks if b.label == _CERT_LABEL]
+    if not cert_blocks:
+        raise _not_a_certificate(source, _holds(blocks))
+    return [_load_pem_certificate(block, source=source) for block in cert_blocks]
+
+
+def load_certificate(data: bytes, *, source: str) -> x509.Certificate:
+    """The first certificate in ``data`` (PEM, with any text around it, or DER).
+
+    Raises :class:`ContentError` for an empty file, a file without a
+    certificate (a key, say), a damaged PEM block or binary junk.
+    """
+    return load_certificates(data, source=source)[0]
+
+
+def _not_a_certificate(source: str, holds: str | None) -> ContentError:
+    if holds == "a private key":
+        return ContentError(
+            source,
+            "holds a private key, not a certificate",
+            hint="give the certificate here and the key to the key partition",
+        )
+    if holds is not None:
+        return ContentError(source, f"holds {holds}, not a certificate", hint=_CERT_FORM_HINT)
+    return ContentError(source, "has no -----BEGIN CERTIFICATE----- block", hint=_CERT_FORM_HINT)
+
+
+def _load_pem_certificate(block: _Block, *, source: str) -> x509.Certificate:
+    if block.text is None:
+        raise ContentError(
+            source,
+            "the certificate is truncated (no -----END CERTIFICATE----- line)",
+            hint="copy the whole certificate file again",
+        )
+    try:
+        return x509.load_pem_x509_certificate(block.text)
+    except _PARSE_ERRORS:
+        raise ContentError(
+            source,
+            "the certificate block is damaged and cannot be decoded",
+            hint="export the certificate again, e.g. openssl x509 -in CERT -out CERT.pem",
+        ) from None
+
+
+def _load_der_certificate(data: bytes, *, source: str) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(data)
+    except _PARSE_ERRORS:
+        pass
+    if _der_private_key_state(data) is not None:
+        raise _not_a_certificate(source, "a private key") from None
+    if _looks_like_text(data):
+        raise ContentError(
+            source, "holds text with no -----BEGIN CERTIFICATE----- block", hint=_CERT_FORM_HINT
+        )
+    raise ContentError(source, "is neither a PEM nor a DER certificate", hint=_CERT_FORM_HINT)
+
+
+# -- private keys ----------------------------------------------------------------------
+
+
+def is_encrypted_key(data: bytes) -> bool:
+    """Whether ``data`` holds a password-protected private key; no password needed.
+
+    Recognises PKCS#8 ``ENCRYPTED PRIVATE KEY`` (PEM or DER) and legacy PEM
+    keys with a ``Proc-Type: 4,ENCRYPTED`` header.
+    """
+    blocks = _pem_blocks(data)
+    if blocks:
+        key_block = _first_key_block(blocks)
+        return key_block is not None and key_block.encrypted
+    return _der_private_key_state(data) == "encrypted"
+
+
+def load_private_key(data: bytes, *, source: str) -> PrivateKeyTypes:
+    """The unencrypted private key in ``data`` (PEM PKCS#1, SEC 1 or PKCS#8, or DER).
+
+    Raises :class:`ContentError` for an empty file, an encrypted key (the
+    firmware has no way to take a password), a certificate or other object
+    given as a key, a damaged key block or junk.
+    """
+    if not data:
+        raise ContentError(source, "the file is empty", hint=_KEY_FORM_HINT)
+    blocks = _pem_blocks(data)
+    if not blocks:
+        return _load_der_private_key(data, source=source)
+    block = _first_key_block(blocks)
+    if block is None:
+        raise _not_a_private_key(source, _holds(blocks))
+    if block.encrypted:
+        raise _encrypted_key_error(source)
+    if block.text is None:
+        raise ContentError(
+            source,
+            "the private key is truncated (no -----END line)",
+            hint="copy the whole key file again",
+        )
+    try:
+        return serialization.load_pem_private_key(block.text, password=None)
+    except UnsupportedAlgorithm:
+        raise _unsupported_key_error(source) from None
+    except _PARSE_ERRORS:
+        raise ContentError(
+            source,
+            "the private key block is damaged and cannot be decoded",
+            hint="export the key again, e.g. openssl pkey -in KEY -out KEY.pem",
+        ) from None
+
+
+def _first_key_block(blocks: Sequence[_Block]) -> _Block | None:
+    return next((b for b in blocks if b.label in _KEY_LABELS), None)
+
+
+def _der_private_key_state(data: bytes) -> Literal["plain", "encrypted"] | None:
+    """Whether DER ``data`` is a plain or an encrypted private key (None: neither)."""
+    try:
+        # Only the structure matters here; skipping RSA validation keeps it cheap.
+        serialization.load_der_private_key(data, None, unsafe_skip_rsa_key_validation=True)
+    except TypeError:
+        return "encrypted"
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    return "plain"
+
+
+def _load_der_private_key(data: bytes, *, source: str) -> PrivateKeyTypes:
+    try:
+        return serialization.load_der_private_key(data, password=None)
+    except TypeError:
+        raise _encrypted_key_error(source) from None
+    except UnsupportedAlgorithm:
+        raise _unsupported_key_error(source) from None
+    except ValueError:
+        pass
+    try:
+        x509.load_der_x509_certificate(data)
+    except _PARSE_ERRORS:
+        if _looks_like_text(data):
+            raise ContentError(
+                source, "holds text with no PRIVATE KEY block", hint=_KEY_FORM_HINT
+            ) from None
+        raise ContentError(
+            source, "is not a private key (neither PEM nor DER)", hint=_KEY_FORM_HINT
+        ) from None
+    raise _not_a_private_key(source, "a certificate")
+
+
+def _not_a_private_key(source: str, holds: str | None) -> ContentError:
+    if holds == "a certificate":
+        return ContentError(
+            source,
+            "holds a certificate, not a private key",
+            hint="give the private key here and the certificate to the cert partition",
+        )
+    if holds == "an OpenSSH private key":
+        return ContentError(
+            source,
+            "holds an OpenSSH private key, which the firmware cannot read",
+            hint="convert a copy to PEM with ssh-keygen -p -m PEM -f KEY",
+        )
+    if holds is not None:
+        return ContentError(source, f"holds {holds}, not a private key", hint=_KEY_FORM_HINT)
+    return ContentError(source, "has no -----BEGIN ... PRIVATE KEY----- block", hint=_KEY_FORM_HINT)
+
+
+def _encrypted_key_error(source: str) -> ContentError:
+    return ContentError(
+        source,
+        "holds an encrypted private key, and the firmware cannot use an encrypted key",
+        hint=_DECRYPT_HINT,
+    )
+
+
+def _unsupported_key_error(source: str) -> ContentError:
+    return ContentError(
+        source, "holds a private key of a type atflash cannot read", hint="use an RSA or EC key"
+    )
+
+
+# -- pairing ---------------------------------------------------------------------------
+
+
+def public_key_der(obj: KeyLike) -> bytes:
+    """The DER SubjectPublicKeyInfo of a certificate's or private key's public key.
+
+    May raise :class:`cryptography.exceptions.UnsupportedAlgorithm` for a
+    certificate whose key type cryptography does not know.
+    """
+    return _spki(obj.public_key())
+
+
+def _spki(public: PublicKeyTypes) -> bytes:
+    return public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def public_key_fingerprint(obj: KeyLike) -> str:
+    """SHA-256 (lower-case hex) of the DER SubjectPublicKeyInfo of ``obj``'s public key.
+
+    A certificate and its private key have the same fingerprint; it is
+    public information, safe to show.
+    """
+    return hashlib.sha256(public_key_der(obj)).hexdigest()
+
+
+def check_pairs(certs: Sequence[tuple[str, bytes]], keys: Sequence[tuple[str, bytes]]) -> None:
+    """Check that certificate n and key n (both in ID order) share a public key.
+
+    Each element is ``(file name, file bytes)``. Raises :class:`PairingError`
+    on the first mismatch and :class:`ContentError` for a file of a pair that
+    cannot be read. Certificates or keys without a partner are allowed, as in
+    ESP-AT, and are not read here (:func:`validate_item` checks them).
+    """
+    for index, ((cert_name, cert_data), (key_name, key_data)) in enumerate(
+        zip(certs, keys, strict=False)
+    ):
+        cert = load_certificate(cert_data, source=cert_name)
+        key = load_private_key(key_data, source=key_name)
+        try:
+            cert_public = public_key_der(cert)
+        except UnsupportedAlgorithm:
+            raise ContentError(
+                cert_name,
+                "the certificate's public key is of a type atflash cannot read",
+                hint="pass --no-pair-check to skip the pairing check",
+            ) from None
+        if cert_public != public_key_der(key):
+            raise PairingError(cert_name, key_name, index)
+
+
+# -- content checks --------------------------------------------------------------------
+
+
+def validate_item(kind: PkiKind, data: bytes, *, source: str) -> None:
+    """Check that ``data`` is fit for a PKI item of ``kind`` before it is built or written.
+
+    ``cert`` and ``ca`` must hold a certificate, ``key`` an unencrypted
+    private key. Raises :class:`ContentError` otherwise.
+    """
+    if kind == "key":
+        load_private_key(data, source=source)
+    elif kind in ("cert", "ca"):
+        load_certificate(data, source=source)
+    else:
+        # A caller bug, not a user error: the type says this cannot happen.
+        raise ValueError(f"unknown PKI item kind {kind!r}")
+
+
+# -- description -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What a credential file holds, for ``inspect``. Never holds key material.
+
+    Certificate fields are None for keys and unknown content; ``key_type``
+    is set for both certificates (their public key) and private keys.
+    """
+
+    kind: Kind
+    encoding: Literal["PEM", "DER"] | None = None
+    note: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    expired: bool = False
+    expiring_soon: bool = False
+    key_type: str | None = None
+    is_ca: bool | None = None
+    sha256_fingerprint: str | None = None
+    public_key_sha256: str | None = None
+    encrypted: bool = False
+
+
+def describe(
+    data: bytes,
+    *,
+    source: str,
+    now: datetime | None = None,
+    expiring_days: int = 30,
+) -> ItemInfo:
+    """Describe ``data`` (a certificate, a private key or anything else); never raises.
+
+    ``source`` names the input in the loaders' errors, which are turned into
+    a short ``note`` here. Expiry is judged at ``now`` (default: the current
+    time; a naive datetime is taken as UTC); ``expiring_soon`` means valid
+    for ``expiring_days`` days or fewer.
+    """
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    try:
+        return _describe(data, source=source, now=now, expiring_days=expiring_days)
+    except Exception:
+        # inspect must report on anything it is given, and a corner of
+        # cryptography we did not foresee must not turn into a crash.
+        return ItemInfo("unknown", note="content cannot be read")
+
+
+def _describe(data: bytes, *, source: str, now: datetime, expiring_days: int) -> ItemInfo:
+    if not data:
+        return ItemInfo("unknown", note="empty")
+    blocks = _pem_blocks(data)
+    if not blocks:
+        return _describe_der(data, source=source, now=now, expiring_days=expiring_days)
+    holds = _holds(blocks)
+    if holds == "a certificate":
+        cert_blocks = [b for b in blocks if b.label == _CERT_LABEL]
+        try:
+            cert = _load_pem_certificate(cert_blocks[0], source=source)
+        except ContentError:
+            return ItemInfo("unknown", "PEM", note="damaged certificate block")
+        note = f"first of {len(cert_blocks)} certificates" if len(cert_blocks) > 1 else None
+        return _describe_certificate(cert, "PEM", now, expiring_days, note)
+    if holds == "a private key":
+        block = _first_key_block(blocks)
+        assert block is not None  # _holds found one
+        if block.encrypted:
+            return ItemInfo(
+                "private key", "PEM", key_type=_label_key_type(block.label), encrypted=True
+            )
+        try:
+            key = load_private_key(data, source=source)
+        except ContentError:
+            return ItemInfo("unknown", "PEM", note="damaged or unsupported private key block")
+        return _describe_private_key(key, "PEM")
+    return ItemInfo("unknown", "PEM", note=holds or "no certificate or private key")
+
+
+def _describe_der(data: bytes, *, source: str, now: datetime, expiring_days: int) -> ItemInfo:
+    try:
+        cert = x509.load_der_x509_certificate(data)
+    except _PARSE_ERRORS:
+        pass
+    else:
+        return _describe_certificate(cert, "DER", now, expiring_days, None)
+    state = _der_private_key_state(data)
+    if state == "encrypted":
+        return ItemInfo("private key", "DER", encrypted=True)
+    if state == "plain":
+        try:
+            key = load_private_key(data, source=source)
+        except ContentError:
+            return ItemInfo("unknown", "DER", note="damaged or unsupported private key")
+        return _describe_private_key(key, "DER")
+    note = "text, not PEM" if _looks_like_text(data) else "neither PEM nor DER"
+    return ItemInfo("unknown", note=note)
+
+
+def _describe_certificate(
+    cert: x509.Certificate,
+    encoding: Literal["PEM", "DER"],
+    now: datetime,
+    expiring_days: int,
+    note: str | None,
+) -> ItemInfo:
+    not_after = cert.not_valid_after_utc
+    expired = now > not_after
+    try:
+        public = cert.public_key()
+    except UnsupportedAlgorithm:
+        key_type, public_sha = "unsupported key type", None
+    else:
+        key_type, public_sha = _key_type(public), hashlib.sha256(_spki(public)).hexdigest()
+    return ItemInfo(
+        "certificate",
+        encoding,
+        note=note,
+        subject=_name(cert.subject),
+        issuer=_name(cert.issuer),
+        not_before=cert.not_valid_before_utc,
+        not_after=not_after,
+        expired=expired,
+        expiring_soon=not expired and not_after - now <= timedelta(days=expiring_days),
+        key_type=key_type,
+        is_ca=_is_ca(cert),
+        sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        public_key_sha256=public_sha,
+    )
+
+
+def _describe_private_key(key: PrivateKeyTypes, encoding: Literal["PEM", "DER"]) -> ItemInfo:
+    return ItemInfo(
+        "private key",
+        encoding,
+        key_type=_key_type(key.public_key()),
+        public_key_sha256=public_key_fingerprint(key),
+    )
+
+
+def _name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return "(unreadable name)"
+
+
+def _is_ca(cert: x509.Certificate) -> bool | None:
+    """The BasicConstraints CA flag; None when the extension is absent or unreadable."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _key_type(public: PublicKeyTypes) -> str:
+    """E.g. ``RSA 2048``, ``EC secp256r1``, ``Ed25519``."""
+    if isinstance(public, rsa.RSAPublicKey):
+        return f"RSA {public.key_size}"
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return f"EC {public.curve.name}"
+    if isinstance(public, dsa.DSAPublicKey):
+        return f"DSA {public.key_size}"
+    simple = {
+        ed25519.Ed25519PublicKey: "Ed25519",
+        ed448.Ed448PublicKey: "Ed448",
+        x25519.X25519PublicKey: "X25519",
+        x448.X448PublicKey: "X448",
+        dh.DHPublicKey: "DH",
+    }
+    return next((name for cls, name in simple.items() if isinstance(public, cls)), "unknown")
+
+
+def _label_key_type(label: str) -> str | None:
+    """The key type a legacy PEM label names (PKCS#8 labels do not say)."""
+    return {"RSA PRIVATE KEY": "RSA", "EC PRIVATE KEY": "EC", "DSA PRIVATE KEY": "DSA"}.get(label)

@@ -1,0 +1,101 @@
+"""What a PKI bin, partition dump or credential file holds, for people.
+
+The report names items, IDs and lengths, describes certificates (subject,
+issuer, validity, key type) and keys (type, encrypted or not), and lists
+the problems the firmware would trip on. It never carries key material.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from . import creds, pki
+
+_EXPECTED_KIND = {"cert": "certificate", "ca": "certificate", "key": "private key"}
+
+
+@dataclass(frozen=True)
+class ItemReport:
+    """One item of a bin (or the whole file, for a plain credential file)."""
+
+    type: str | None  # PKI item type, None for a plain file
+    id: int | None
+    length: int
+    info: creds.ItemInfo
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InspectReport:
+    """Everything ``inspect`` shows for one input."""
+
+    source: str
+    kind: str  # "pki-bin" | "partition-dump" | "blank" | "file"
+    size: int
+    bin_size: int | None
+    items: tuple[ItemReport, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        for item in out["items"]:
+            item["info"] = {k: _jsonable(v) for k, v in item["info"].items()}
+        return out
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for item in self.items for w in item.warnings]
+
+
+def _jsonable(value: object) -> object:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def inspect_bytes(
+    data: bytes, *, source: str, expiring_days: int = 30, now: datetime | None = None
+) -> InspectReport:
+    """Describe ``data``: a PKI bin, a partition dump, blank flash or a credential file."""
+    if data and all(b == pki.ERASED for b in data):
+        return InspectReport(source, "blank", len(data), None, ())
+    if not pki.is_pki_bin(data):
+        info = creds.describe(data, source=source, now=now, expiring_days=expiring_days)
+        item = ItemReport(None, None, len(data), info, _warnings(info, None))
+        return InspectReport(source, "file", len(data), None, (item,))
+    parsed = pki.parse(data, source=source)
+    items = tuple(
+        _item_report(item, source=source, now=now, expiring_days=expiring_days)
+        for item in parsed.items
+    )
+    kind = "pki-bin" if parsed.size == len(data) else "partition-dump"
+    return InspectReport(source, kind, len(data), parsed.size, items)
+
+
+def _item_report(
+    item: pki.PkiItem, *, source: str, now: datetime | None, expiring_days: int
+) -> ItemReport:
+    info = creds.describe(
+        item.content,
+        source=f"{source}[{item.type} {item.id}]",
+        now=now,
+        expiring_days=expiring_days,
+    )
+    return ItemReport(item.type, item.id, len(item.content), info, _warnings(info, item.type))
+
+
+def _warnings(info: creds.ItemInfo, item_type: str | None) -> tuple[str, ...]:
+    found = []
+    expected = _EXPECTED_KIND.get(item_type or "")
+    if expected and info.kind != expected:
+        found.append(f"stored as {item_type} but holds {_article(info.kind)}")
+    if info.kind == "private key" and info.encrypted:
+        found.append("encrypted key: the firmware cannot use it")
+    if info.expired:
+        found.append("certificate has expired")
+    elif info.expiring_soon:
+        found.append("certificate expires soon")
+    return tuple(found)
+
+
+def _article(kind: str) -> str:
+    return "an unknown object" if kind == "unknown" else f"a {kind}"

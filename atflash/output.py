@@ -1,0 +1,67 @@
+"""Writing result files: all or nothing, private files readable by the owner only."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .errors import FileInputError
+
+PRIVATE_MODE = 0o600
+
+
+def write_outputs(
+    outputs: Mapping[Path, bytes], *, private: Callable[[Path], bool] = lambda _p: False
+) -> None:
+    """Write every file or none: each goes to a temp file, then all are renamed.
+
+    A failure part-way removes what this call already put in place, so a
+    refused or failed command leaves no output behind. Files for which
+    ``private(path)`` is true (keys, backups) are created mode 0600.
+    """
+    for target in outputs:
+        if target.is_dir():
+            raise FileInputError(target, "is a directory", hint="choose another output name")
+    staged: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for target, data in outputs.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.append((_stage(target, data, private(target)), target))
+        for temp, target in staged:
+            os.replace(temp, target)
+            placed.append(target)
+    except OSError as exc:
+        for temp, _target in staged:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+        for target in placed:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        name = exc.filename or "output"
+        raise FileInputError(name, f"cannot write ({exc.strerror})") from None
+
+
+def _stage(target: Path, data: bytes, private: bool) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        # mkstemp creates 0600; widen only what is not private, honouring umask.
+        if not private:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(name, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    return Path(name)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """One owner-only file (a backup or a report), written atomically."""
+    write_outputs({path: data}, private=lambda _p: True)

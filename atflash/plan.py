@@ -1,0 +1,161 @@
+"""The write plan: every image built, checked and placed before a port opens.
+
+``build_plan`` turns ``(partition, files)`` requests into padded images at
+their partition offsets. It checks everything that can be checked offline:
+the partition exists and takes PKI items, each file is readable and holds
+what the partition needs, each image fits, certificates and keys pair up.
+Device adapters only execute a finished plan, so a refused command writes
+nothing, whichever front end called it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import creds, pki
+from .errors import ImageTooBigError, InputError, Overflow
+from .profiles import Partition, Profile
+
+
+@dataclass(frozen=True)
+class PartitionRequest:
+    """One partition and the files (already expanded and ordered) to put in it."""
+
+    partition: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How strict to be while planning."""
+
+    check_content: bool = True  # certificates parse, keys parse and are unencrypted
+    pair_check: bool = True  # certificate n matches key n
+    pad: bool = True  # pad each image to its partition size
+
+
+@dataclass(frozen=True)
+class PartitionImage:
+    """A built image for one partition."""
+
+    partition: Partition
+    bin: bytes = field(repr=False)  # the PKI bin itself, unpadded
+    sources: tuple[str, ...]
+    # (name, content) of each item in ID order, for pairing and inspection.
+    items: tuple[tuple[str, bytes], ...] = field(repr=False, default=())
+    prebuilt: bool = False  # the user gave a ready PKI bin
+
+    @property
+    def padded(self) -> bytes:
+        """The bin followed by erased flash up to the partition's size."""
+        return pki.pad(self.bin, self.partition.size)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.padded).hexdigest()
+
+    @property
+    def address(self) -> int:
+        return self.partition.offset
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """Everything to write to one board, validated."""
+
+    profile: Profile
+    images: tuple[PartitionImage, ...]
+    pad: bool = True
+
+    def data_for(self, image: PartitionImage) -> bytes:
+        return image.padded if self.pad else image.bin
+
+    def addr_data(self) -> list[tuple[int, bytes]]:
+        """``(address, bytes)`` pairs in flash order, as esptool's write_flash takes them."""
+        return [
+            (img.address, self.data_for(img))
+            for img in sorted(self.images, key=lambda i: i.address)
+        ]
+
+
+def build_plan(
+    profile: Profile,
+    requests: Sequence[PartitionRequest],
+    *,
+    options: PlanOptions | None = None,
+) -> WritePlan:
+    """Build and check every image; raise an :class:`InputError` on the first problem."""
+    opts = options or PlanOptions()
+    _refuse_duplicates(requests)
+    images = tuple(_build_image(profile, req, opts) for req in requests)
+    if opts.pair_check:
+        check_pairs(images)
+    return WritePlan(profile, images, pad=opts.pad)
+
+
+def _refuse_duplicates(requests: Sequence[PartitionRequest]) -> None:
+    seen: set[str] = set()
+    for req in requests:
+        if req.partition in seen:
+            raise InputError(
+                f"partition {req.partition} is given twice",
+                hint="list all its files after one partition name",
+            )
+        seen.add(req.partition)
+
+
+def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> PartitionImage:
+    part = profile.partition(req.partition)
+    if part.pki is None:
+        raise InputError(
+            f"partition {part.name} does not hold PKI items",
+            hint="write credentials to a *_cert, *_key or *_ca partition",
+        )
+    if not req.files:
+        raise InputError(f"partition {part.name}: no files given")
+    contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
+    ready = [path for path, data in contents if pki.is_pki_bin(data)]
+    if ready:
+        image = _prebuilt_image(part, contents, ready)
+    else:
+        if opts.check_content:
+            for path, data in contents:
+                creds.validate_item(part.pki, data, source=path)
+        built = pki.build((part.pki, data, path) for path, data in contents)
+        image = PartitionImage(part, built, tuple(req.files), tuple(contents))
+    if len(image.bin) > part.size:
+        raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
+    return image
+
+
+def _prebuilt_image(
+    part: Partition, contents: list[tuple[str, bytes]], ready: list[str]
+) -> PartitionImage:
+    if len(contents) > 1:
+        raise InputError(
+            f"partition {part.name}: {ready[0]} is a ready PKI bin and cannot be mixed with other files",
+            hint="give the bin alone, or only certificate/key files",
+        )
+    path, data = contents[0]
+    parsed = pki.parse(data, source=path)
+    wrong = [item for item in parsed.items if item.type != part.pki]
+    if wrong:
+        raise InputError(
+            f"{path}: holds {wrong[0].type} items but partition {part.name} takes {part.pki} items"
+        )
+    items = tuple((f"{path}[{item.id}]", item.content) for item in parsed.items)
+    # A partition dump (bin + trailing 0xFF) is written as its bin only.
+    return PartitionImage(part, data[: parsed.size], (path,), items, prebuilt=True)
+
+
+def check_pairs(images: Sequence[PartitionImage]) -> None:
+    """Certificate ID n in ``X_cert`` must match key ID n in ``X_key``."""
+    by_name = {img.partition.name: img for img in images}
+    for name, cert_image in by_name.items():
+        if not name.endswith("_cert"):
+            continue
+        key_image = by_name.get(name[: -len("_cert")] + "_key")
+        if key_image is not None:
+            creds.check_pairs(cert_image.items, key_image.items)
