@@ -146,7 +146,19 @@ class ChipMismatchError(DeviceError):
 
 
 class TableMismatchError(DeviceError):
-    """The board's own partition table disagrees with the profile."""
+    """The board's own partition table disagrees with the profile.
+
+    ``rows`` holds ``(name, profile placement, device placement)`` for every
+    partition involved, so a front end can show both tables side by side.
+    """
+
+    def __init__(self, port: str | None, message: str, rows: list[tuple[str, str, str]]) -> None:
+        self.rows = rows
+        super().__init__(
+            port,
+            message,
+            hint="pass --profile with this firmware's at_customize.csv, or --force to write anyway",
+        )
 
 
 class VerifyError(DeviceError):

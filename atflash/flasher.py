@@ -1,0 +1,339 @@
+"""The esptool adapter: the one module that imports esptool.
+
+:class:`EsptoolBoard` holds one connection to a board's ROM loader and
+offers what provisioning needs: identify the chip, read and hash flash,
+write verified images. esptool's console output is captured and turned
+into events (it is process-global, which is why a batch runs one board per
+process).
+
+Reads are done by the ROM loader's 64-byte ``READ_FLASH_SLOW`` command
+while it is still in charge, before the flasher stub is loaded. ESP32's ROM
+has it; newer ROMs answer it with an error at once, and then the stub's
+streaming ``READ_FLASH`` takes over. Partitions here are a few KB, so the
+ROM path costs little, and it is the path the mock board implements fully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import struct
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import serial
+from esp_pylib.logger import EspLog, EspLogBase, ProgressTask
+from esptool import cmds
+from esptool.loader import ESPLoader
+from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
+
+from . import chips
+from .errors import DeviceError, PortError, VerifyError
+from .events import Event, EventSink
+from .ports import describe_open_error
+
+ROM_BAUD = 115200
+ROM_READ_BLOCK = 64
+CMD_READ_FLASH_SLOW = 0x0E
+DEFAULT_CONNECT_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach one board's ROM loader."""
+
+    port: str
+    baud: int = 921600
+    before: str = "default-reset"
+    after: str = "hard-reset"
+    connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS
+
+
+@dataclass(frozen=True)
+class FlashSettings:
+    """Flash parameters passed to esptool (from the profile)."""
+
+    mode: str
+    freq: str
+    size: str
+
+
+class _EventLogger(EspLogBase):
+    """esptool's logger, redirected: text to a debug buffer, progress to events."""
+
+    def __init__(self, emit: Callable[[str, int, int], None]) -> None:
+        self.lines: list[str] = []
+        self._emit = emit
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        text = " ".join(str(a) for a in args).strip()
+        if text:
+            self.lines.append(text)
+
+    def err(self, *args: Any, suggestion: str | None = None) -> None:
+        self.print(*args)
+
+    warn = err
+
+    def note(self, *args: Any) -> None:
+        self.print(*args)
+
+    hint = debug = note
+
+    def set_verbosity(self, mode: int | str) -> None:
+        pass
+
+    def progress_bar(
+        self,
+        cur_iter: int,
+        total_iters: int,
+        prefix: str = "",
+        suffix: str = "",
+        bar_length: int = 30,
+    ) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def progress(
+        self, total: int, description: str = "", bar_length: int = 30, **_kw: Any
+    ) -> Iterator[Any]:
+        logger = self
+
+        class Task:
+            done = 0
+
+            def update(self, advance: int = 1, description: str | None = None) -> None:
+                self.done += advance
+                logger._emit(description or "", self.done, total)
+
+        yield Task()
+
+
+@contextlib.contextmanager
+def _captured_esptool_output(emit: Callable[[str, int, int], None]) -> Iterator[_EventLogger]:
+    previous = EspLog.instance
+    logger = _EventLogger(emit)
+    EspLog.set_logger(logger)
+    try:
+        yield logger
+    finally:
+        EspLog.instance = previous
+
+
+class EsptoolBoard:
+    """One open connection to a board in download mode.
+
+    Use as a context manager; every esptool and serial failure leaves as a
+    :class:`DeviceError` naming the port.
+    """
+
+    def __init__(self, options: ConnectOptions, *, events: EventSink | None = None) -> None:
+        self.options = options
+        self._events = events or (lambda _e: None)
+        self._esp: ESPLoader | None = None
+        self._stack = contextlib.ExitStack()
+        self.chip = ""
+        self.mac = ""
+        self._rom_reads = True
+        self._attached = False
+
+    # -- connection ---------------------------------------------------------
+
+    def __enter__(self) -> EsptoolBoard:
+        self._stack.__enter__()
+        self._log = self._stack.enter_context(_captured_esptool_output(self._on_progress))
+        try:
+            self._connect()
+        except BaseException:
+            self._stack.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self._esp is not None:
+                if exc_type is None:
+                    with self._translated("reset"):
+                        cmds.reset_chip(self._esp, self.options.after)
+                self._esp._port.close()
+        finally:
+            self._esp = None
+            self._stack.__exit__(None, None, None)
+
+    def _connect(self) -> None:
+        port = self.options.port
+        self._event("connecting", f"connecting at {ROM_BAUD} baud")
+        with self._translated("connect"):
+            try:
+                self._esp = cmds.detect_chip(
+                    port,
+                    ROM_BAUD,
+                    self.options.before,
+                    connect_attempts=self.options.connect_attempts,
+                )
+            except serial.SerialException as exc:
+                raise describe_open_error(port, exc) from None
+            except OSError as exc:
+                raise describe_open_error(port, exc) from None
+            self.chip = chips.normalize(self._esp.CHIP_NAME)
+            self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
+            if self.options.baud != ROM_BAUD:
+                self._esp.change_baud(self.options.baud)
+        self._event("connected", f"{self._esp.CHIP_NAME}, MAC {self.mac}")
+
+    @property
+    def esp(self) -> ESPLoader:
+        if self._esp is None:
+            raise DeviceError(self.options.port, "not connected")
+        return self._esp
+
+    # -- flash access -------------------------------------------------------
+
+    def attach(self, flash_size: str) -> None:
+        """Attach the SPI flash and tell the loader its size (needed before ROM reads)."""
+        if self._attached:
+            return
+        with self._translated("attach flash"):
+            cmds.attach_flash(self.esp)
+            self.esp.flash_set_parameters(flash_size_bytes(flash_size))
+        self._attached = True
+
+    def read(self, address: int, size: int, *, label: str = "") -> bytes:
+        """Read flash: ROM block reads while the ROM allows, else the stub's stream."""
+        with self._translated(f"read {label or hex(address)}"):
+            if self._rom_reads and not self.esp.IS_STUB:
+                data = self._rom_read(address, size, label)
+                if data is not None:
+                    return data
+                self._rom_reads = False
+            self._ensure_stub()
+            return self.esp.read_flash(address, size)
+
+    def _rom_read(self, address: int, size: int, label: str) -> bytes | None:
+        out = bytearray()
+        while len(out) < size:
+            block = min(ROM_READ_BLOCK, size - len(out))
+            try:
+                reply = self.esp.check_command(
+                    "read flash block",
+                    CMD_READ_FLASH_SLOW,
+                    struct.pack("<II", address + len(out), block),
+                    resp_data_len=ROM_READ_BLOCK,
+                )
+            except FatalError:
+                if not out:
+                    return None  # this ROM has no block read: use the stub
+                raise
+            if len(reply) < block:
+                raise FatalError(f"short read: {len(reply)} of {block} bytes")
+            out += reply[:block]
+            self._on_progress(f"reading {label}", len(out), size)
+        return bytes(out)
+
+    def md5(self, address: int, size: int) -> str:
+        """MD5 (hex) of a flash range, computed on the chip."""
+        with self._translated(f"checksum {address:#x}"):
+            return str(self.esp.flash_md5sum(address, size)).lower()
+
+    def _ensure_stub(self) -> None:
+        if not self.esp.IS_STUB:
+            self._esp = cmds.run_stub(self.esp)
+            self._attached = False
+            self._esp_attach_again()
+
+    def _esp_attach_again(self) -> None:
+        cmds.attach_flash(self.esp)
+
+    def write(self, addr_data: Sequence[tuple[int, bytes]], settings: FlashSettings) -> None:
+        """Write every image in one esptool call, compressed and MD5-verified by esptool.
+
+        Callers verify again independently: esptool skips verification
+        silently in some modes, and a skipped check is not a pass.
+        """
+        with self._translated("write"):
+            self._ensure_stub()
+            cmds.write_flash(
+                self.esp,
+                list(addr_data),
+                flash_mode=settings.mode,
+                flash_freq=settings.freq,
+                flash_size=settings.size,
+                compress=True,
+            )
+
+    def verify(self, address: int, data: bytes, *, label: str) -> None:
+        """Raise :class:`VerifyError` unless flash at ``address`` holds ``data``."""
+        expected = hashlib.md5(data).hexdigest()
+        actual = self.md5(address, len(data))
+        if actual != expected:
+            raise VerifyError(
+                self.options.port,
+                f"{label}: flash content differs from the image after writing "
+                f"(MD5 {actual}, expected {expected})",
+                hint="the board was left with a possibly partial image: write it again",
+            )
+
+    # -- plumbing -----------------------------------------------------------
+
+    def _event(self, kind: str, message: str, **fields: Any) -> None:
+        self._events(Event(kind=kind, port=self.options.port, message=message, **fields))
+
+    def _on_progress(self, description: str, done: int, total: int) -> None:
+        self._events(
+            Event(
+                kind="progress", port=self.options.port, message=description, done=done, total=total
+            )
+        )
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn esptool and serial exceptions into one-line device errors."""
+        port = self.options.port
+        try:
+            yield
+        except DeviceError:
+            raise
+        except NotImplementedInROMError as exc:
+            raise DeviceError(
+                port, f"{action}: not supported by this chip's ROM loader ({exc})"
+            ) from None
+        except FatalError as exc:
+            raise DeviceError(
+                port, f"{action} failed: {_one_line(exc)}", hint=_hint_for(str(exc))
+            ) from None
+        except serial.SerialException as exc:
+            raise DeviceError(
+                port,
+                f"{action} failed: serial error: {_one_line(exc)}",
+                hint="check the cable and that no other program uses the port",
+            ) from None
+        except (OSError, struct.error) as exc:
+            raise DeviceError(port, f"{action} failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _hint_for(text: str) -> str | None:
+    lowered = text.lower()
+    if "no serial data received" in lowered or "failed to connect" in lowered:
+        return (
+            "the board did not answer: check the port, the cable and that the board is in "
+            "download mode (hold BOOT, tap RESET), or try --before"
+        )
+    if "wrong --chip" in lowered or "this chip is" in lowered:
+        return "pass the right --chip, or --chip auto"
+    return None
+
+
+def measure(fn: Callable[[], None]) -> float:
+    """Seconds ``fn`` took."""
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+__all__ = ["ConnectOptions", "EsptoolBoard", "FlashSettings", "PortError", "ProgressTask"]

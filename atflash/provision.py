@@ -1,0 +1,265 @@
+"""Provisioning one board through its ROM loader: execute a checked write plan.
+
+The order is fixed and every step before the write only reads: identify the
+chip, compare the board's own partition table with the profile, back up,
+skip what is already in place, then write everything in one esptool call
+and verify each partition independently by MD5.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import AtflashError, ChipMismatchError, FormatError, TableMismatchError
+from .events import Event, EventSink, ignore
+from .flasher import ConnectOptions, EsptoolBoard, FlashSettings
+from .output import write_private
+from .parttable import MAX_TABLE, is_blank, parse_table
+from .plan import PartitionImage, WritePlan
+from .profiles import Partition, Profile
+from .results import BoardResult, PartitionResult
+
+TABLE_FIRST_READ = 0x400  # 31 entries and the MD5: every ESP-AT table fits
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Choices that change what a write does on the board."""
+
+    force: bool = False  # write even if the board's table disagrees
+    skip_unchanged: bool = True
+    backup_dir: Path | None = None
+
+
+def select_plan(plans: Sequence[WritePlan], chip: str, port: str) -> WritePlan:
+    """The plan whose profile is for ``chip`` (several plans come from --chip auto)."""
+    for plan in plans:
+        if plan.profile.chip == chip:
+            return plan
+    wanted = " or ".join(sorted({p.profile.chip for p in plans}))
+    raise ChipMismatchError(
+        port,
+        f"board is an {chip}, but the profile is for {wanted}",
+        hint="pass the board's --chip (or --chip auto); nothing was written",
+    )
+
+
+def new_result(port: str, plan: WritePlan | None) -> BoardResult:
+    """A result with every partition of the plan not started yet."""
+    result = BoardResult(port=port)
+    if plan is not None:
+        result.partitions = [_partition_result(img, plan) for img in plan.images]
+    return result
+
+
+def _partition_result(image: PartitionImage, plan: WritePlan) -> PartitionResult:
+    data = plan.data_for(image)
+    import hashlib
+
+    return PartitionResult(
+        name=image.partition.name,
+        address=image.address,
+        size=len(data),
+        bin_size=len(image.bin),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def write_board(
+    connect: ConnectOptions,
+    plans: Sequence[WritePlan],
+    *,
+    options: WriteOptions | None = None,
+    events: EventSink = ignore,
+) -> BoardResult:
+    """Provision one board; never raises for a board failure, reports it in the result."""
+    opts = options or WriteOptions()
+    start = time.monotonic()
+    result = new_result(connect.port, plans[0] if len(plans) == 1 else None)
+    try:
+        with EsptoolBoard(connect, events=events) as board:
+            result.chip, result.mac = board.chip, board.mac
+            plan = select_plan(plans, board.chip, connect.port)
+            if not result.partitions:
+                result = _rebase(result, plan)
+            result.profile = plan.profile.name
+            _execute(board, plan, result, opts, events)
+    except AtflashError as exc:
+        result.error = str(exc)
+        _mark_failed(result)
+        events(Event("failed", connect.port, str(exc)))
+        if isinstance(exc, TableMismatchError):
+            result.warnings.append(render_table_rows(exc.rows))
+    result.seconds = round(time.monotonic() - start, 3)
+    if result.ok:
+        events(Event("done", connect.port, "verified"))
+    return result
+
+
+def _rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
+    fresh = new_result(result.port, plan)
+    fresh.chip, fresh.mac = result.chip, result.mac
+    return fresh
+
+
+def _execute(
+    board: EsptoolBoard, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
+) -> None:
+    profile = plan.profile
+    board.attach(profile.flash_size)
+    check_device_table(
+        board, profile, [img.partition for img in plan.images], force=opts.force, events=events
+    )
+    by_name = {p.name: p for p in result.partitions}
+    if opts.backup_dir is not None:
+        result.backups = backup(board, plan, opts.backup_dir, events=events)
+    pending = []
+    for image in plan.images:
+        data = plan.data_for(image)
+        entry = by_name[image.partition.name]
+        if opts.skip_unchanged and board.md5(image.address, len(data)) == _md5(data):
+            entry.status = "unchanged"
+            events(Event("unchanged", board.options.port, "already in flash", partition=entry.name))
+        else:
+            pending.append((image, data, entry))
+    if pending:
+        _write_pending(board, profile, pending, events)
+
+
+def _write_pending(board: EsptoolBoard, profile: Profile, pending: list, events: EventSink) -> None:
+    port = board.options.port
+    for _image, _data, entry in pending:
+        entry.status = "possibly-partial"
+        events(
+            Event(
+                "writing", port, f"{entry.size} bytes at {entry.address:#x}", partition=entry.name
+            )
+        )
+    start = time.monotonic()
+    board.write(
+        [(img.address, data) for img, data, _entry in pending],
+        FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
+    )
+    elapsed = (time.monotonic() - start) / len(pending)
+    for image, data, entry in pending:
+        board.verify(image.address, data, label=entry.name)
+        entry.status = "written"
+        entry.seconds = round(elapsed, 3)
+        events(
+            Event(
+                "verified", port, f"{entry.size} bytes written and verified", partition=entry.name
+            )
+        )
+
+
+def _md5(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.md5(data).hexdigest()
+
+
+def _mark_failed(result: BoardResult) -> None:
+    for entry in result.partitions:
+        if entry.status == "possibly-partial":
+            entry.error = result.error
+
+
+# -- the board's own partition table ----------------------------------------
+
+
+def read_device_table(board: EsptoolBoard, profile: Profile) -> tuple[Partition, ...] | None:
+    """The board's at_customize table, or None when that flash is blank."""
+    offset = profile.at_customize_offset
+    data = board.read(offset, TABLE_FIRST_READ, label="at_customize.bin")
+    if is_blank(data):
+        return None
+    try:
+        return parse_table(data, source=f"at_customize.bin at {offset:#x}")
+    except FormatError as exc:
+        if "no end marker" not in str(exc):
+            raise
+    data = board.read(offset, MAX_TABLE, label="at_customize.bin")
+    return parse_table(data, source=f"at_customize.bin at {offset:#x}")
+
+
+def check_device_table(
+    board: EsptoolBoard,
+    profile: Profile,
+    targets: Sequence[Partition],
+    *,
+    force: bool,
+    events: EventSink,
+) -> None:
+    """Refuse to write where the board's own table puts partitions elsewhere."""
+    port = board.options.port
+    device = read_device_table(board, profile)
+    if device is None:
+        events(
+            Event(
+                "warning",
+                port,
+                f"blank at_customize table at {profile.at_customize_offset:#x}: "
+                "cannot confirm the layout (is ESP-AT flashed?)",
+            )
+        )
+        return
+    rows = compare_tables(targets, device)
+    if not rows:
+        events(Event("table", port, f"board table matches profile {profile.name}"))
+        return
+    names = ", ".join(name for name, _p, _d in rows)
+    if force:
+        events(Event("warning", port, f"board table differs for {names}; writing anyway (--force)"))
+        return
+    raise TableMismatchError(
+        port,
+        f"the board's partition table places {names} differently from profile {profile.name}",
+        rows,
+    )
+
+
+def compare_tables(
+    targets: Sequence[Partition], device: Sequence[Partition]
+) -> list[tuple[str, str, str]]:
+    """``(name, profile, device)`` rows for target partitions the device places differently."""
+    on_device = {p.name: p for p in device}
+    rows = []
+    for part in targets:
+        other = on_device.get(part.name)
+        if other is None or (other.offset, other.size) != (part.offset, part.size):
+            rows.append((part.name, _placement(part), _placement(other)))
+    return rows
+
+
+def _placement(part: Partition | None) -> str:
+    return "absent" if part is None else f"{part.offset:#x} size {part.size:#x}"
+
+
+def render_table_rows(rows: Sequence[tuple[str, str, str]]) -> str:
+    """Plain-text side-by-side table of a mismatch."""
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'partition':<{width}}  {'profile':<22}  board"]
+    lines += [f"{name:<{width}}  {prof:<22}  {dev}" for name, prof, dev in rows]
+    return "\n".join(lines)
+
+
+# -- backups -----------------------------------------------------------------
+
+
+def backup(
+    board: EsptoolBoard, plan: WritePlan, directory: Path, *, events: EventSink
+) -> list[str]:
+    """Save each target partition's current content as DIR/<mac>-<partition>.bin (0600)."""
+    saved = []
+    mac = board.mac.replace(":", "")
+    for image in plan.images:
+        part = image.partition
+        data = board.read(part.offset, part.size, label=part.name)
+        target = directory / f"{mac}-{part.name}.bin"
+        write_private(target, data)
+        saved.append(str(target))
+        events(Event("backup", board.options.port, f"saved to {target}", partition=part.name))
+    return saved

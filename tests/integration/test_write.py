@@ -1,0 +1,221 @@
+"""atflash write / verify / read / partitions through the real esptool against mock boards."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from atflash import pki
+from atflash.cli import cli
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
+from atflash.parttable import encode_table
+from atflash.profiles import Partition, find_profile
+from atflash.sim.rom import MockBoard
+
+from .conftest import flash_holds, preload
+
+CONNECT = ["--before", "no-reset", "--after", "no-reset"]
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def padded_image(raw: Path, partition: str, size: int = 0x2000) -> bytes:
+    kind = {"cert": "cert", "key": "key", "ca": "ca"}[partition.rsplit("_", 1)[1]]
+    files = sorted((raw / partition).iterdir())
+    return pki.pad(pki.build((kind, f.read_bytes(), None) for f in files), size)
+
+
+def test_write_three_partitions_in_one_connection(
+    at_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    profile = find_profile(at_board.chip)
+    result = run(
+        "write", "--chip", at_board.chip, "--port", at_board.url, *CONNECT, "--json",
+        "client_cert", str(raw / "client_cert" / "*.crt"),
+        "client_key", str(raw / "client_key" / "*.key"),
+        "client_ca", str(raw / "client_ca" / "*.crt"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert [p["status"] for p in report["partitions"]] == ["written"] * 3
+    assert report["mac"].startswith("24:0a:c4")
+    for name in ("client_cert", "client_key", "client_ca"):
+        part = profile.partition(name)
+        assert flash_holds(at_board, part.offset, padded_image(raw, name), tmp_path), name
+
+
+def test_second_write_skips_unchanged_partitions(esp32_board: MockBoard, raw: Path) -> None:
+    args = ["write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "--json",
+            "client_cert", str(raw / "client_cert" / "client_cert_00.crt")]  # fmt: skip
+    first = run(*args)
+    assert first.exit_code == 0, first.output
+    second = run(*args)
+    assert second.exit_code == 0, second.output
+    assert json.loads(second.stdout)["partitions"][0]["status"] == "unchanged"
+    forced = run(*args[:-2], "--no-skip-unchanged", *args[-2:])
+    assert json.loads(forced.stdout)["partitions"][0]["status"] == "written"
+
+
+def test_backup_saves_old_content_that_can_be_written_back(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    old = pki.pad(pki.build([("cert", b"old content", None)]), 0x2000)
+    preload(esp32_board, 0x2A000, old, tmp_path)
+    backups = tmp_path / "backups"
+    result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "--backup", str(backups),
+                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = list(backups.glob("*-client_cert.bin"))
+    assert len(saved) == 1
+    assert saved[0].read_bytes() == old
+    assert saved[0].stat().st_mode & 0o077 == 0
+    assert saved[0].name.startswith("240ac4")
+    undo = run(
+        "write",
+        "--chip",
+        "esp32",
+        "--port",
+        esp32_board.url,
+        *CONNECT,
+        "client_cert",
+        str(saved[0]),
+    )
+    assert undo.exit_code == 0, undo.output
+    assert flash_holds(esp32_board, 0x2A000, old, tmp_path)
+
+
+def test_device_table_mismatch_is_refused_and_flash_untouched(
+    blank_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    profile = find_profile(blank_board.chip)
+    moved = [
+        Partition(p.name, p.type, p.subtype, p.offset + 0x1000 if p.name == "client_cert" else p.offset, p.size, p.pki)
+        for p in profile.partitions
+        if p.name != "client_key"
+    ]  # fmt: skip
+    table = encode_table(moved)
+    preload(blank_board, profile.at_customize_offset, table, tmp_path)
+    result = run("write", "--chip", blank_board.chip, "--port", blank_board.url, *CONNECT,
+                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR
+    assert "places client_cert differently" in result.output
+    assert (
+        "board" in result.output
+        and hex(profile.partition("client_cert").offset + 0x1000) in result.output
+    )
+    assert flash_holds(
+        blank_board, profile.partition("client_cert").offset, b"\xff" * 0x2000, tmp_path
+    )
+
+
+def test_blank_device_table_is_a_warning(blank_board: MockBoard, raw: Path, tmp_path: Path) -> None:
+    result = run("write", "--chip", blank_board.chip, "--port", blank_board.url, *CONNECT,
+                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "blank at_customize table" in result.stderr
+
+
+def test_wrong_chip_is_refused_before_writing(
+    blank_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    other = "esp32c3" if blank_board.chip == "esp32" else "esp32"
+    result = run("write", "--chip", other, "--port", blank_board.url, *CONNECT,
+                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR
+    assert f"board is an {blank_board.chip}" in result.output
+    for part in find_profile(other).pki_partitions()[:6]:
+        assert flash_holds(blank_board, part.offset, b"\xff" * part.size, tmp_path)
+
+
+def test_chip_auto_uses_the_detected_chips_profile(
+    at_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    result = run("write", "--chip", "auto", "--port", at_board.url, *CONNECT, "--json",
+                 "client_ca", str(raw / "client_ca" / "client_ca_00.crt"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["profile"] == at_board.chip
+    offset = find_profile(at_board.chip).partition("client_ca").offset
+    assert flash_holds(at_board, offset, _one(raw, "client_ca", "client_ca_00.crt"), tmp_path)
+
+
+def _one(raw: Path, partition: str, name: str) -> bytes:
+    return pki.pad(pki.build([("ca", (raw / partition / name).read_bytes(), None)]), 0x2000)
+
+
+def test_verify_reports_match_and_difference(esp32_board: MockBoard, raw: Path) -> None:
+    cert = str(raw / "client_cert" / "client_cert_00.crt")
+    other = str(raw / "client_cert" / "client_cert_01.crt")
+    assert (
+        run(
+            "write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "client_cert", cert
+        ).exit_code
+        == 0
+    )
+    ok = run("verify", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "client_cert", cert)
+    assert ok.exit_code == 0, ok.output
+    assert "match" in ok.stdout
+    bad = run(
+        "verify", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "client_cert", other
+    )
+    assert bad.exit_code == EXIT_MISMATCH
+    assert "differs" in bad.stdout
+
+
+def test_read_shows_and_saves_a_partition(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    image = padded_image(raw, "client_cert")
+    preload(esp32_board, 0x2A000, image, tmp_path)
+    out = tmp_path / "dump.bin"
+    result = run(
+        "read",
+        "--chip",
+        "esp32",
+        "--port",
+        esp32_board.url,
+        *CONNECT,
+        "client_cert",
+        "-o",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == image
+    assert "PKI bin, 2 item(s)" in result.stdout
+    assert "subject" in result.stdout
+
+
+def test_partitions_reads_the_boards_table(esp32_board: MockBoard) -> None:
+    result = run("partitions", "--chip", "esp32", "--port", esp32_board.url, "--before", "no-reset")
+    assert result.exit_code == 0, result.output
+    assert "client_cert" in result.stdout and "0x2a000" in result.stdout
+
+
+def test_port_with_nothing_listening_fails_fast_and_clearly(raw: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    start = time.monotonic()
+    result = run("write", "--chip", "esp32", "--port", f"socket://127.0.0.1:{free}", *CONNECT,
+                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR
+    assert time.monotonic() - start < 15
+    assert "Traceback" not in result.output
+    assert f"127.0.0.1:{free}" in result.output
+
+
+@pytest.mark.parametrize("missing", ["/dev/ttyNOPE0"])
+def test_port_that_does_not_exist(missing: str, raw: Path) -> None:
+    result = run("write", "--chip", "esp32", "--port", missing, *CONNECT,
+                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+    assert result.exit_code != 0
+    assert missing in result.output
+    assert "Traceback" not in result.output
