@@ -11,7 +11,7 @@ nothing, whichever front end called it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from . import creds, pki
@@ -78,6 +78,23 @@ class WritePlan:
             (img.address, self.data_for(img))
             for img in sorted(self.images, key=lambda i: i.address)
         ]
+
+
+@dataclass(frozen=True)
+class BoardIdentity:
+    """What is known of a board once connected, to choose its plan (per-device credentials)."""
+
+    port: str
+    chip: str | None = None
+    mac: str | None = None  # lower-case, colon-separated
+    serial_number: str | None = None  # the USB bridge's serial number, when known
+
+
+# Chooses the plan for a board once it is identified (a manifest keyed by MAC,
+# say). Returns the candidate plans (one per profile, as with a fixed list);
+# raises an atflash error to refuse or skip the board. Every plan it can
+# return must have been built and checked before the first board is touched.
+PlanResolver = Callable[[BoardIdentity], Sequence[WritePlan]]
 
 
 def build_plan(
