@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -313,8 +314,13 @@ class EsptoolBoard:
             raise DeviceError(port, f"{action} failed: {_one_line(exc)}") from None
 
 
+_TROUBLESHOOTING = re.compile(r"\s*For troubleshooting steps visit: \S+", re.IGNORECASE)
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """esptool's message on one line, without its troubleshooting link (our hint replaces it)."""
+    text = _TROUBLESHOOTING.sub("", str(exc))
+    return " ".join(text.split()).rstrip(".") or type(exc).__name__
 
 
 def _hint_for(text: str) -> str | None:

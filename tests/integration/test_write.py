@@ -219,3 +219,29 @@ def test_port_that_does_not_exist(missing: str, raw: Path) -> None:
     assert result.exit_code != 0
     assert missing in result.output
     assert "Traceback" not in result.output
+
+
+def test_board_that_never_answers_fails_within_bounded_time(raw: Path) -> None:
+    """A port that accepts the connection but never speaks: esptool's sync gives up, clearly."""
+    import socket
+    import threading
+
+    accepted: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(20)
+        thread = threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True)
+        thread.start()
+        url = f"socket://127.0.0.1:{server.getsockname()[1]}"
+        start = time.monotonic()
+        result = run("write", "--chip", "esp32", "--port", url, *CONNECT,
+                     "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+        elapsed = time.monotonic() - start
+        thread.join(5)
+    for conn in accepted:
+        conn.close()
+    assert accepted, "atflash never connected"
+    assert result.exit_code == EXIT_DEVICE_ERROR
+    assert elapsed < 30
+    assert "did not answer" in result.output
+    assert "not-started" in result.stdout
+    assert "Traceback" not in result.output
