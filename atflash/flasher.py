@@ -67,11 +67,14 @@ class _EventLogger(EspLogBase):
     def __init__(self, emit: Callable[[str, int, int], None]) -> None:
         self.lines: list[str] = []
         self._emit = emit
+        self.on_line: Callable[[str], None] | None = None
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         text = " ".join(str(a) for a in args).strip()
         if text:
             self.lines.append(text)
+            if self.on_line is not None:
+                self.on_line(text)
 
     def err(self, *args: Any, suggestion: str | None = None) -> None:
         self.print(*args)
@@ -174,10 +177,17 @@ class EsptoolBoard:
                     self.options.before,
                     connect_attempts=self.options.connect_attempts,
                 )
-            except serial.SerialException as exc:
-                raise describe_open_error(port, exc) from None
-            except OSError as exc:
-                raise describe_open_error(port, exc) from None
+            except FatalError as exc:
+                # esptool wraps a failed open in a FatalError of its own words.
+                if str(exc).startswith("Could not open"):
+                    raise describe_open_error(port, exc) from None
+                raise
+            except (serial.SerialException, OSError) as exc:
+                if _is_open_failure(exc):
+                    raise describe_open_error(port, exc) from None
+                raise DeviceError(
+                    port, f"connection lost while connecting ({_one_line(exc)})", hint=_CABLE_HINT
+                ) from None
             self.chip = chips.normalize(self._esp.CHIP_NAME)
             self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
             if self.options.baud != ROM_BAUD:
@@ -233,9 +243,9 @@ class EsptoolBoard:
             self._on_progress(f"reading {label}", len(out), size)
         return bytes(out)
 
-    def md5(self, address: int, size: int) -> str:
+    def md5(self, address: int, size: int, *, label: str = "") -> str:
         """MD5 (hex) of a flash range, computed on the chip."""
-        with self._translated(f"checksum {address:#x}"):
+        with self._translated(f"checksum {label or hex(address)}"):
             return str(self.esp.flash_md5sum(address, size)).lower()
 
     def _ensure_stub(self) -> None:
@@ -247,27 +257,43 @@ class EsptoolBoard:
     def _esp_attach_again(self) -> None:
         cmds.attach_flash(self.esp)
 
-    def write(self, addr_data: Sequence[tuple[int, bytes]], settings: FlashSettings) -> None:
+    def write(
+        self,
+        addr_data: Sequence[tuple[int, bytes]],
+        settings: FlashSettings,
+        *,
+        on_start: Callable[[int], None] | None = None,
+    ) -> None:
         """Write every image in one esptool call, compressed and MD5-verified by esptool.
 
-        Callers verify again independently: esptool skips verification
-        silently in some modes, and a skipped check is not a pass.
+        ``on_start(address)`` is called as esptool begins each image, so a
+        caller knows which partitions a failure may have left half-written
+        and which were never touched. Callers verify again independently:
+        esptool skips verification silently in some modes, and a skipped
+        check is not a pass.
         """
-        with self._translated("write"):
-            self._ensure_stub()
-            cmds.write_flash(
-                self.esp,
-                list(addr_data),
-                flash_mode=settings.mode,
-                flash_freq=settings.freq,
-                flash_size=settings.size,
-                compress=True,
-            )
+        starts = on_start or (lambda _address: None)
+        if len(addr_data) == 1:
+            starts(addr_data[0][0])  # esptool announces only one of several images
+        self._log.on_line = lambda line: _announce_start(line, starts)
+        try:
+            with self._translated("write"):
+                self._ensure_stub()
+                cmds.write_flash(
+                    self.esp,
+                    list(addr_data),
+                    flash_mode=settings.mode,
+                    flash_freq=settings.freq,
+                    flash_size=settings.size,
+                    compress=True,
+                )
+        finally:
+            self._log.on_line = None
 
     def verify(self, address: int, data: bytes, *, label: str) -> None:
         """Raise :class:`VerifyError` unless flash at ``address`` holds ``data``."""
         expected = hashlib.md5(data).hexdigest()
-        actual = self.md5(address, len(data))
+        actual = self.md5(address, len(data), label=f"verify {label}")
         if actual != expected:
             raise VerifyError(
                 self.options.port,
@@ -306,21 +332,43 @@ class EsptoolBoard:
             ) from None
         except serial.SerialException as exc:
             raise DeviceError(
-                port,
-                f"{action} failed: serial error: {_one_line(exc)}",
-                hint="check the cable and that no other program uses the port",
+                port, f"connection lost during {action} ({_one_line(exc)})", hint=_CABLE_HINT
             ) from None
         except (OSError, struct.error) as exc:
             raise DeviceError(port, f"{action} failed: {_one_line(exc)}") from None
 
 
-_TROUBLESHOOTING = re.compile(r"\s*For troubleshooting steps visit: \S+", re.IGNORECASE)
+# esptool's line as it starts one of several images: "Writing input at 0x0002a000..."
+_WRITING = re.compile(r"^Writing .* at (0x[0-9a-fA-F]+)\.\.\.$")
+
+
+def _announce_start(line: str, on_start: Callable[[int], None]) -> None:
+    match = _WRITING.match(line)
+    if match:
+        on_start(int(match.group(1), 16))
+
+
+_CABLE_HINT = "check the cable and that no other program uses the port, then write again"
+
+
+def _is_open_failure(exc: BaseException) -> bool:
+    """Whether a serial error happened opening the port, not talking through it."""
+    return "could not open" in str(exc).lower()
+
+
+_TROUBLESHOOTING = re.compile(r"[^.]*troubleshooting steps visit: \S+", re.IGNORECASE)
 
 
 def _one_line(exc: BaseException) -> str:
-    """esptool's message on one line, without its troubleshooting link (our hint replaces it)."""
-    text = _TROUBLESHOOTING.sub("", str(exc))
-    return " ".join(text.split()).rstrip(".") or type(exc).__name__
+    """esptool's message on one line, without its troubleshooting link (our hint replaces it).
+
+    A multi-line esptool message keeps its first sentence: the rest is advice
+    written for its own command line.
+    """
+    text = _TROUBLESHOOTING.sub("", str(exc)).strip()
+    if "\n" in text:
+        text = text.split("\n", 1)[0].split(". ", 1)[0]
+    return " ".join(text.split()).rstrip(".,") or type(exc).__name__
 
 
 def _hint_for(text: str) -> str | None:
