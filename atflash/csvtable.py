@@ -24,7 +24,9 @@ SUBTYPE_NAMES = {
     "efuse": 0x05, "undefined": 0x06, "esphttpd": 0x80, "fat": 0x81, "spiffs": 0x82,
     "littlefs": 0x83, "factory": 0x00, "test": 0x20,
 }  # fmt: skip
-_NUMBER = re.compile(r"^(0x[0-9a-f]+|\d+)([km]?)$", re.IGNORECASE)
+# No leading zeros on decimals: esp-idf (int(x, 0)) refuses "08" and "010" too,
+# and Python's int() would raise ValueError on them instead of a clear error.
+_NUMBER = re.compile(r"^(0x[0-9a-f]+|0|[1-9]\d*)([km]?)$", re.IGNORECASE)
 
 
 def parse_number(text: str, *, what: str, where: str) -> int:

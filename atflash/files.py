@@ -41,7 +41,7 @@ def expand(patterns: Iterable[str]) -> list[str]:
     """
     out: list[str] = []
     for pattern in patterns:
-        if not is_glob(pattern) or Path(pattern).exists():
+        if not is_glob(pattern) or _exists(pattern):
             out.append(pattern)
             continue
         matches = [m for m in glob.glob(pattern, recursive=True) if not Path(m).is_dir()]
@@ -49,3 +49,15 @@ def expand(patterns: Iterable[str]) -> list[str]:
             raise FileInputError(pattern, "no file matches this pattern")
         out.extend(natural_sorted(matches))
     return out
+
+
+def _exists(name: str) -> bool:
+    """Whether a file of that name exists; a name the OS cannot even look up does not.
+
+    ``Path.exists`` raises for names too long for the file system (and, on
+    some Pythons, for names with a NUL): such a name is a pattern to expand.
+    """
+    try:
+        return Path(name).exists()
+    except (OSError, ValueError):
+        return False
