@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import re
 import struct
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -157,11 +158,9 @@ class EsptoolBoard:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
-            if self._esp is not None:
-                if exc_type is None:
-                    with self._translated("reset"):
-                        cmds.reset_chip(self._esp, self.options.after)
-                self._esp._port.close()
+            if self._esp is not None and exc_type is None:
+                with self._translated("reset"):
+                    cmds.reset_chip(self._esp, self.options.after)
         finally:
             self._esp = None
             self._stack.__exit__(None, None, None)
@@ -169,22 +168,16 @@ class EsptoolBoard:
     def _connect(self) -> None:
         port = self.options.port
         self._event("connecting", f"connecting at {ROM_BAUD} baud")
+        link = self._open_port()
         with self._translated("connect"):
             try:
                 self._esp = cmds.detect_chip(
-                    port,
+                    link,
                     ROM_BAUD,
                     self.options.before,
                     connect_attempts=self.options.connect_attempts,
                 )
-            except FatalError as exc:
-                # esptool wraps a failed open in a FatalError of its own words.
-                if str(exc).startswith("Could not open"):
-                    raise describe_open_error(port, exc) from None
-                raise
             except (serial.SerialException, OSError) as exc:
-                if _is_open_failure(exc):
-                    raise describe_open_error(port, exc) from None
                 raise DeviceError(
                     port, f"connection lost while connecting ({_one_line(exc)})", hint=_CABLE_HINT
                 ) from None
@@ -193,6 +186,27 @@ class EsptoolBoard:
             if self.options.baud != ROM_BAUD:
                 self._esp.change_baud(self.options.baud)
         self._event("connected", f"{self._esp.CHIP_NAME}, MAC {self.mac}")
+
+    def _open_port(self) -> serial.SerialBase:
+        """Open the port ourselves, so that it is closed whatever happens after.
+
+        esptool would open it too, but a connect that fails after the open
+        would leave the port held until garbage collection, and the retry or
+        the next command could not open it.
+        """
+        port = self.options.port
+        try:
+            link = serial.serial_for_url(port, do_not_open=True, exclusive=True)
+            link.baudrate = ROM_BAUD
+            if sys.platform == "win32":
+                # Windows drives RTS/DTR (active low) on open: hold them so the chip is not reset.
+                link.rts = False
+                link.dtr = False
+            link.open()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise describe_open_error(port, exc) from None
+        self._stack.callback(link.close)
+        return link
 
     @property
     def esp(self) -> ESPLoader:
@@ -349,11 +363,6 @@ def _announce_start(line: str, on_start: Callable[[int], None]) -> None:
 
 
 _CABLE_HINT = "check the cable and that no other program uses the port, then write again"
-
-
-def _is_open_failure(exc: BaseException) -> bool:
-    """Whether a serial error happened opening the port, not talking through it."""
-    return "could not open" in str(exc).lower()
 
 
 _TROUBLESHOOTING = re.compile(r"[^.]*troubleshooting steps visit: \S+", re.IGNORECASE)
