@@ -34,9 +34,15 @@ class AtflashError(Exception):
         super().__init__(message)
 
     def __str__(self) -> str:
-        text = self.message
-        if self.hint:
-            text = f"{text}: {self.hint}"
+        return self._line(self.message)
+
+    @property
+    def detail(self) -> str:
+        """The line without the port it happened on, for output already labelled by port."""
+        return str(self)
+
+    def _line(self, message: str) -> str:
+        text = f"{message}: {self.hint}" if self.hint else message
         # One line, always: a multi-line message would break batch logs and
         # the plain-text report.
         return " ".join(text.split())
@@ -133,8 +139,13 @@ class DeviceError(AtflashError):
 
     def __init__(self, port: str | None, message: str, *, hint: str | None = None) -> None:
         self.port = port
+        self._unlabelled = message
         prefix = f"{port}: " if port else ""
         super().__init__(f"{prefix}{message}", hint=hint)
+
+    @property
+    def detail(self) -> str:
+        return self._line(self._unlabelled)
 
 
 class PortError(DeviceError):
@@ -165,3 +176,72 @@ class VerifyError(DeviceError):
     """Flash content differs from what was written."""
 
     exit_code = EXIT_MISMATCH
+
+
+class BoardSkipped(AtflashError):
+    """A board was deliberately left alone (not in the manifest); not a failure.
+
+    Raised by a plan resolver; ``write_board`` records it as a skipped
+    result rather than an error.
+    """
+
+    def __init__(self, port: str | None, reason: str) -> None:
+        self.port = port
+        self.reason = reason
+        prefix = f"{port}: " if port else ""
+        super().__init__(f"{prefix}skipped: {reason}")
+
+
+class NotInManifestError(DeviceError):
+    """A board has no manifest row and ``--strict`` refuses to skip it."""
+
+
+class ManifestError(InputError):
+    """A manifest or bench file problem, located by file and line."""
+
+    def __init__(self, source: str, line: int | None, problem: str, *, hint: str | None = None) -> None:
+        self.source = source
+        self.line = line
+        self.problem = problem
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {problem}", hint=hint)
+
+
+class AtError(DeviceError):
+    """An AT command failed (``ERROR``, ``busy``), got no answer, or an answer that makes no sense.
+
+    Carries the command (never its data) and the last text lines the
+    firmware sent, so a user sees what the module said.
+    """
+
+    def __init__(
+        self,
+        port: str | None,
+        command: str,
+        problem: str,
+        *,
+        lines: tuple[str, ...] = (),
+        hint: str | None = None,
+    ) -> None:
+        self.command = command
+        self.problem = problem
+        self.lines = lines
+        said = f" (last lines: {' | '.join(lines[-3:])})" if lines else ""
+        what = f"{command}: " if command else ""
+        super().__init__(port, f"{what}{problem}{said}", hint=hint)
+
+
+class AtTimeoutError(AtError):
+    """The firmware did not finish its answer to an AT command in time."""
+
+
+class AtBusyError(AtError):
+    """The firmware answered ``busy p...``: it did not take the command."""
+
+
+class FirmwareError(DeviceError):
+    """The running firmware cannot do what was asked (no PKI partitions, wrong version)."""
+
+
+class AtRejectedError(AtError):
+    """The firmware answered ``ERROR`` (or ``SEND FAIL``) to an AT command."""

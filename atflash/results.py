@@ -50,14 +50,32 @@ class BoardResult:
     warnings: list[str] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     firmware: str | None = None  # AT path: the firmware's version line
+    # Why the board was deliberately left alone (no manifest row): not a failure.
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(p.ok for p in self.partitions)
+        """Everything planned for this board is verified in flash."""
+        return self.skipped is None and self.error is None and all(p.ok for p in self.partitions)
+
+    @property
+    def failed(self) -> bool:
+        """The board needed work and did not get it; a skipped board has not failed."""
+        return self.skipped is None and not self.ok
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, ``skipped`` or ``failed``: one word for tables and reports."""
+        if self.skipped is not None:
+            return "skipped"
+        return "ok" if self.ok else "failed"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
+        # Single-board JSON kept its shape from before skipping existed.
+        if data["skipped"] is None:
+            del data["skipped"]
         for part in data["partitions"]:
             part["address"] = f"{part['address']:#x}"
         return data

@@ -1,0 +1,397 @@
+"""The AT client: talks to a running ESP-AT firmware over its command UART.
+
+The only module here that speaks AT. One :meth:`AtClient.command` writes a
+command line and reads the answer token by token until a final line
+(``OK``, ``ERROR``, ``busy p...``, ``SEND FAIL``); on the way it routes
+away what a real AT port mixes in: the echoed command, blank lines,
+unsolicited messages (``WIFI GOT IP``, ``+IPD,...`` with its payload,
+``ready``). Every wait is bounded, and a failure is an
+:class:`~atflash.errors.AtError` carrying the command and the last lines.
+
+The byte-level parsing lives in :mod:`atflash.atreply` (pure, fuzzed). Data
+bytes (partition contents, ``+IPD`` payloads) never enter lines, events or
+errors.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import serial
+
+from .atreply import (
+    FINAL_ERRORS,
+    FINAL_OK,
+    ReplyReader,
+    Token,
+    is_unsolicited,
+    parse_mac,
+    parse_partitions,
+    printable,
+    quote,
+)
+from .errors import AtBusyError, AtError, AtRejectedError, AtTimeoutError, InputError
+from .ports import describe_open_error
+from .profiles import Partition
+
+DEFAULT_BAUD = 115200
+DEFAULT_TIMEOUT = 5.0  # seconds for one command's answer, on top of the wire time of its data
+DEFAULT_CHUNK = 4096  # bytes per AT+SYSFLASH write or read
+DEFAULT_ATTEMPTS = 3  # "AT" tries before a port counts as silent
+SYNC_WAIT = 1.0  # longest wait for the OK of one "AT" try
+BUSY_RETRIES = 3
+BUSY_PAUSE = 0.2  # seconds, times the retry number: the firmware finishes what it was doing
+POLL = 0.05  # port read timeout: how often a wait looks at its deadline
+KEEP_LINES = 8  # text lines kept for error messages
+
+
+@dataclass(frozen=True)
+class AtConnectOptions:
+    """How to reach one module's AT port."""
+
+    port: str  # any pyserial URL: /dev/ttyUSB0, COM3, socket://host:port, rfc2217://...
+    baud: int = DEFAULT_BAUD
+    chunk_size: int = DEFAULT_CHUNK
+    timeout: float = DEFAULT_TIMEOUT
+    attempts: int = DEFAULT_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0 or self.chunk_size % 4:
+            raise InputError(
+                f"chunk size {self.chunk_size} is not a positive multiple of 4",
+                hint="AT+SYSFLASH writes PKI partitions in 4-byte units; try 4096",
+            )
+        if self.timeout <= 0 or self.attempts < 1 or self.baud <= 0:
+            raise InputError("AT timeout, attempts and baud rate must be positive")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the handshake learned about the module."""
+
+    version_lines: tuple[str, ...]  # AT+GMR's lines
+    mac: str | None  # station MAC, lower-case with colons; None if the firmware would not say
+
+    @property
+    def firmware(self) -> str | None:
+        """The ``AT version:...`` line (or the first version line)."""
+        for line in self.version_lines:
+            if line.startswith("AT version"):
+                return line
+        return self.version_lines[0] if self.version_lines else None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The useful part of one command's answer."""
+
+    lines: tuple[str, ...]  # information lines, without echo, noise and the final OK
+    data: bytes = field(default=b"", repr=False)  # raw bytes of a +SYSFLASH read
+
+
+# -- the client -------------------------------------------------------------------
+
+
+class AtClient:
+    """One open AT port. Use as a context manager; every method may raise :class:`AtError`."""
+
+    def __init__(
+        self, options: AtConnectOptions, *, on_unsolicited: Callable[[str], None] | None = None
+    ) -> None:
+        self.options = options
+        self.port = options.port
+        self._on_unsolicited = on_unsolicited
+        self._reader = ReplyReader()
+        self._recent: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
+        self._ser: Any = None
+
+    # -- port ------------------------------------------------------------------
+
+    def open(self) -> AtClient:
+        try:
+            self._ser = serial.serial_for_url(
+                self.port,
+                baudrate=self.options.baud,
+                timeout=POLL,
+                write_timeout=self.options.timeout,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise describe_open_error(self.port, exc) from None
+        return self
+
+    def close(self) -> None:
+        if self._ser is not None:
+            # A dropped connection may fail to close; nothing is left to release.
+            with contextlib.suppress(serial.SerialException, OSError):
+                self._ser.close()
+            self._ser = None
+
+    def __enter__(self) -> AtClient:
+        return self.open() if self._ser is None else self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- handshake ---------------------------------------------------------------
+
+    def handshake(self) -> DeviceInfo:
+        """``AT`` until ``OK``, echo off, version lines, and the MAC if the firmware gives it."""
+        self.sync()
+        self.command("ATE0")
+        version = self.command("AT+GMR").lines
+        try:
+            mac = parse_mac(self.command("AT+CIPSTAMAC?", expect="+CIPSTAMAC:").lines)
+        except AtRejectedError:
+            mac = None  # a firmware without Wi-Fi commands: no MAC, not a failure
+        return DeviceInfo(version, mac)
+
+    def sync(self) -> None:
+        """Send ``AT`` until the firmware answers ``OK``; junk before it is dropped."""
+        wait = min(self.options.timeout, SYNC_WAIT)
+        for attempt in range(1, self.options.attempts + 1):
+            self._discard_input()
+            self._send(b"AT\r\n", "AT")
+            if self._wait_ok(time.monotonic() + wait):
+                if attempt > 1:
+                    # Late answers to earlier tries must not pass for the next command's.
+                    self._wait_ok(time.monotonic() + min(wait, 0.2))
+                    self._discard_input()
+                return
+        raise AtTimeoutError(
+            self.port,
+            "AT",
+            f"no answer after {self.options.attempts} tries of {wait:g} s",
+            lines=tuple(self._recent),
+            hint="check the port and baud rate (ESP-AT uses 115200 by default) "
+            "and that the module runs ESP-AT firmware",
+        )
+
+    def _wait_ok(self, deadline: float) -> bool:
+        while True:
+            token = self._next_token(deadline, "AT", read_reply=False)
+            if token is None:
+                return False
+            if token.kind == "line" and token.text == "OK":
+                return True
+
+    # -- commands -------------------------------------------------------------------
+
+    def command(
+        self,
+        cmd: str,
+        *,
+        expect: str | None = None,
+        payload: bytes | None = None,
+        read_length: int | None = None,
+        timeout: float | None = None,
+    ) -> Reply:
+        """Run one command and return its answer; ``busy`` is retried a few times.
+
+        ``expect`` keeps only lines with that prefix (others count as noise);
+        ``payload`` is sent after the ``>`` prompt; ``read_length`` expects a
+        ``+SYSFLASH:<len>,<bytes>`` reply of that many bytes.
+        """
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                return self._transact(cmd, expect, payload, read_length, timeout)
+            except AtBusyError:
+                if attempt == BUSY_RETRIES:
+                    raise
+                time.sleep(BUSY_PAUSE * (attempt + 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transact(
+        self,
+        cmd: str,
+        expect: str | None,
+        payload: bytes | None,
+        read_length: int | None,
+        timeout: float | None,
+    ) -> Reply:
+        wire = len(payload or b"") + (read_length or 0)
+        deadline = time.monotonic() + (timeout or self.options.timeout) + self._wire_time(wire)
+        self._recent.clear()  # an error shows what the module said to this command
+        self._send(cmd.encode("ascii") + b"\r\n", cmd)
+        lines: list[str] = []
+        data: bytes | None = None
+        sent = payload is None
+        heard = False
+        while True:
+            token = self._next_token(deadline, cmd, read_reply=read_length is not None)
+            if token is None:
+                what = "no final OK or ERROR" if heard or self._reader.pending else "no answer"
+                raise AtTimeoutError(
+                    self.port,
+                    cmd,
+                    f"{what} within {timeout or self.options.timeout:g} s",
+                    lines=tuple(self._recent),
+                    hint="the module stopped answering: check it is powered and not reset",
+                )
+            heard = True
+            if token.kind == "prompt":
+                if not sent and payload is not None:
+                    self._send(payload, cmd)
+                    sent = True
+                continue
+            if token.kind == "data":
+                data = self._check_data(cmd, token.data, read_length)
+                continue
+            if token.kind == "ipd":
+                self._unsolicited(token.text)
+                continue
+            text = token.text
+            if not text or text == cmd or is_unsolicited(text):
+                if text and text != cmd:
+                    self._unsolicited(text)
+                continue
+            self._recent.append(printable(text))
+            if text in FINAL_OK:
+                return self._finish(cmd, lines, data, sent, read_length)
+            if text in FINAL_ERRORS or text.startswith("busy "):
+                kind = AtBusyError if text.startswith("busy ") else AtRejectedError
+                said = tuple(self._recent)[:-1]  # what came before the final line
+                raise kind(self.port, cmd, f"firmware answered {text}", lines=said)
+            if expect is None or text.startswith(expect):
+                lines.append(text)
+            else:
+                self._unsolicited(text)
+
+    def _finish(
+        self, cmd: str, lines: list[str], data: bytes | None, sent: bool, read_length: int | None
+    ) -> Reply:
+        if not sent:
+            raise AtError(self.port, cmd, "OK came before the > prompt: no data was written")
+        if read_length is not None and data is None:
+            raise AtError(self.port, cmd, "OK without the +SYSFLASH data")
+        return Reply(tuple(lines), data or b"")
+
+    def _check_data(self, cmd: str, data: bytes, expected: int | None) -> bytes:
+        if expected is not None and len(data) != expected:
+            raise AtError(self.port, cmd, f"asked for {expected} bytes, got {len(data)}")
+        return data
+
+    # -- AT+SYSFLASH --------------------------------------------------------------
+
+    def partitions(self) -> tuple[Partition, ...]:
+        """The module's partition table as ``AT+SYSFLASH?`` lists it."""
+        reply = self.command("AT+SYSFLASH?", expect="+SYSFLASH:")
+        try:
+            return parse_partitions(reply.lines)
+        except AtError as exc:
+            raise AtError(self.port, exc.command, exc.problem) from None
+
+    def erase(
+        self,
+        name: str,
+        *,
+        offset: int | None = None,
+        length: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Erase a whole partition, or a 4 KB-aligned range of it."""
+        cmd = f"AT+SYSFLASH=0,{quote(name)}"
+        if offset is not None and length is not None:
+            cmd += f",{offset},{length}"
+        self.command(cmd, timeout=timeout)
+
+    def write(
+        self,
+        name: str,
+        offset: int,
+        data: bytes,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Write ``data`` (length a multiple of 4) in chunks; the range must be erased."""
+        if len(data) % 4:
+            raise InputError(f"{name}: {len(data)} bytes is not a multiple of 4")
+        step = self.options.chunk_size
+        for pos in range(0, len(data), step):
+            chunk = data[pos : pos + step]
+            self.command(f"AT+SYSFLASH=1,{quote(name)},{offset + pos},{len(chunk)}", payload=chunk)
+            if progress:
+                progress(pos + len(chunk), len(data))
+
+    def read(
+        self,
+        name: str,
+        offset: int,
+        length: int,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> bytes:
+        """Read ``length`` bytes of a partition in chunks."""
+        out = bytearray()
+        step = self.options.chunk_size
+        while len(out) < length:
+            n = min(step, length - len(out))
+            cmd = f"AT+SYSFLASH=2,{quote(name)},{offset + len(out)},{n}"
+            out += self.command(cmd, read_length=n).data
+            if progress:
+                progress(len(out), length)
+        return bytes(out)
+
+    # -- bytes on the wire -----------------------------------------------------------
+
+    def _wire_time(self, nbytes: int) -> float:
+        # 10 bits a byte, and twice that for a slow firmware: a read of 8 KB
+        # at 115200 baud takes 0.7 s on the wire alone.
+        return 2 * nbytes * 10 / self.options.baud
+
+    def _send(self, data: bytes, cmd: str) -> None:
+        try:
+            self._ser.write(data)
+            self._ser.flush()
+        except serial.SerialTimeoutException:
+            raise AtTimeoutError(self.port, cmd, "the port would not take the bytes") from None
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(cmd, exc) from None
+
+    def _next_token(self, deadline: float, cmd: str, *, read_reply: bool) -> Token | None:
+        while True:
+            try:
+                token = self._reader.next_token(read_reply=read_reply)
+            except AtError as exc:
+                raise AtError(self.port, cmd, exc.problem, lines=tuple(self._recent)) from None
+            if token is not None:
+                return token
+            if time.monotonic() >= deadline:
+                return None
+            self._fill(cmd)
+
+    def _fill(self, cmd: str) -> None:
+        try:
+            # A socket:// port reports at most 1 byte waiting; a payload's
+            # known length lets one read take it all.
+            waiting = self._ser.in_waiting
+            chunk = self._ser.read(max(waiting, self._reader.wanted, 1))
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(cmd, exc) from None
+        if chunk:
+            self._reader.feed(chunk)
+
+    def _discard_input(self) -> None:
+        try:
+            self._ser.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost("AT", exc) from None
+        self._reader.clear()
+
+    def _lost(self, cmd: str, exc: BaseException) -> AtError:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        return AtError(
+            self.port,
+            cmd,
+            f"connection lost ({printable(reason)})",
+            lines=tuple(self._recent),
+            hint="check the cable and that nothing else uses the port",
+        )
+
+    def _unsolicited(self, text: str) -> None:
+        if self._on_unsolicited is not None:
+            self._on_unsolicited(printable(text))
