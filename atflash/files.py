@@ -44,7 +44,7 @@ def expand(patterns: Iterable[str]) -> list[str]:
         if not is_glob(pattern) or _exists(pattern):
             out.append(pattern)
             continue
-        matches = [m for m in glob.glob(pattern, recursive=True) if not Path(m).is_dir()]
+        matches = [m for m in _glob(pattern) if not Path(m).is_dir()]
         if not matches:
             raise FileInputError(pattern, "no file matches this pattern")
         out.extend(natural_sorted(matches))
@@ -61,3 +61,11 @@ def _exists(name: str) -> bool:
         return Path(name).exists()
     except (OSError, ValueError):
         return False
+
+
+def _glob(pattern: str) -> list[str]:
+    """Matches of ``pattern``; one the OS cannot look up (a NUL byte, say) matches nothing."""
+    try:
+        return glob.glob(pattern, recursive=True)
+    except (OSError, ValueError):
+        return []
