@@ -199,7 +199,9 @@ class NotInManifestError(DeviceError):
 class ManifestError(InputError):
     """A manifest or bench file problem, located by file and line."""
 
-    def __init__(self, source: str, line: int | None, problem: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, source: str, line: int | None, problem: str, *, hint: str | None = None
+    ) -> None:
         self.source = source
         self.line = line
         self.problem = problem

@@ -13,12 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AtflashError, ChipMismatchError, FormatError, TableMismatchError
+from .errors import (
+    AtflashError,
+    BoardSkipped,
+    ChipMismatchError,
+    FormatError,
+    TableMismatchError,
+)
 from .events import Event, EventSink, ignore
 from .flasher import ConnectOptions, EsptoolBoard, FlashSettings
 from .output import write_private
 from .parttable import MAX_TABLE, is_blank, parse_table
-from .plan import PartitionImage, WritePlan
+from .plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from .profiles import Partition, Profile
 from .results import BoardResult, PartitionResult
 
@@ -68,29 +74,46 @@ def _partition_result(image: PartitionImage, plan: WritePlan) -> PartitionResult
     )
 
 
+def resolve_plans(
+    plans: Sequence[WritePlan] | PlanResolver, identity: BoardIdentity
+) -> Sequence[WritePlan]:
+    """The candidate plans for an identified board (a resolver may raise to skip or refuse)."""
+    return plans(identity) if callable(plans) else plans
+
+
 def write_board(
     connect: ConnectOptions,
-    plans: Sequence[WritePlan],
+    plans: Sequence[WritePlan] | PlanResolver,
     *,
     options: WriteOptions | None = None,
     events: EventSink = ignore,
 ) -> BoardResult:
-    """Provision one board; never raises for a board failure, reports it in the result."""
+    """Provision one board; never raises for a board failure, reports it in the result.
+
+    ``plans`` is a fixed list of candidate plans, or a resolver called once
+    the chip and MAC are known (per-device credentials). A resolver raising
+    :class:`BoardSkipped` leaves the board untouched and the result skipped.
+    """
     opts = options or WriteOptions()
     start = time.monotonic()
-    result = new_result(connect.port, plans[0] if len(plans) == 1 else None)
+    fixed = None if callable(plans) else plans
+    result = new_result(connect.port, fixed[0] if fixed and len(fixed) == 1 else None)
     try:
         with EsptoolBoard(connect, events=events) as board:
             result.chip, result.mac = board.chip, board.mac
-            plan = select_plan(plans, board.chip, connect.port)
+            identity = BoardIdentity(connect.port, chip=board.chip, mac=board.mac)
+            plan = select_plan(resolve_plans(plans, identity), board.chip, connect.port)
             if not result.partitions:
                 result = _rebase(result, plan)
             result.profile = plan.profile.name
             _execute(board, plan, result, opts, events)
+    except BoardSkipped as exc:
+        result.skipped = exc.reason
+        events(Event("skipped", connect.port, exc.reason))
     except AtflashError as exc:
         result.error = str(exc)
         _mark_failed(result)
-        events(Event("failed", connect.port, str(exc)))
+        events(Event("failed", connect.port, exc.detail))
         if isinstance(exc, TableMismatchError):
             result.warnings.append(render_table_rows(exc.rows))
     result.seconds = round(time.monotonic() - start, 3)
@@ -130,29 +153,47 @@ def _execute(
 
 
 def _write_pending(board: EsptoolBoard, profile: Profile, pending: list, events: EventSink) -> None:
+    """Write ``(image, data, entry)`` items in one esptool call, then verify each ourselves.
+
+    A partition turns ``possibly-partial`` only when esptool starts on it, so
+    after a failure the ones it never reached are still ``not-started``.
+    """
     port = board.options.port
-    for _image, _data, entry in pending:
+    pending = sorted(pending, key=lambda item: item[0].address)
+    by_address = {image.address: entry for image, _data, entry in pending}
+    started: dict[int, float] = {}
+
+    def on_start(address: int) -> None:
+        entry = by_address.get(address)
+        if entry is None:
+            return
+        started[address] = time.monotonic()
         entry.status = "possibly-partial"
-        events(
-            Event(
-                "writing", port, f"{entry.size} bytes at {entry.address:#x}", partition=entry.name
-            )
-        )
-    start = time.monotonic()
+        events(Event("writing", port, f"{entry.size} bytes at {address:#x}", partition=entry.name))
+
     board.write(
-        [(img.address, data) for img, data, _entry in pending],
+        [(image.address, data) for image, data, _entry in pending],
         FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
+        on_start=on_start,
     )
-    elapsed = (time.monotonic() - start) / len(pending)
+    done = time.monotonic()
     for image, data, entry in pending:
+        entry.status = "possibly-partial"  # written, not yet verified by us
         board.verify(image.address, data, label=entry.name)
         entry.status = "written"
-        entry.seconds = round(elapsed, 3)
+        entry.seconds = round(_write_time(image.address, started, done), 3)
         events(
             Event(
                 "verified", port, f"{entry.size} bytes written and verified", partition=entry.name
             )
         )
+
+
+def _write_time(address: int, started: dict[int, float], done: float) -> float:
+    """Seconds from this image's start to the next image's start (or the end of the write)."""
+    begin = started.get(address, done)
+    later = [t for a, t in started.items() if t > begin]
+    return (min(later) if later else done) - begin
 
 
 def _md5(data: bytes) -> str:

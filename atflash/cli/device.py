@@ -7,32 +7,30 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .. import provision
+from ..config import AFTER, BEFORE, candidate_profiles, check_config, load_config
 from ..errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
 from ..flasher import ConnectOptions, EsptoolBoard
 from ..inspect import inspect_bytes
 from ..output import write_outputs
 from ..plan import PlanOptions, WritePlan, build_plan
-from ..profiles import Profile, builtin_profiles, load_profile
+from ..ports import list_ports
+from ..profiles import Profile, load_profile
 from ..results import BoardResult
-from . import render
+from . import batchopts, render
 from .app import cli
+from .batchopts import batch_options
 from .common import F, parse_groups, profile_options, resolve_profile
 
-BEFORE = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
-AFTER = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
 
-
-def connection_options(func: F) -> F:
-    """--port, --baud, --before, --after, --connect-attempts."""
+def link_options(func: F) -> F:
+    """--baud, --before, --after, --connect-attempts: how to talk to each board."""
     for decorator in reversed(
         [
-            click.option(
-                "--port", "-p", required=True, help="Serial port, device path or socket:// URL."
-            ),
             click.option(
                 "--baud",
                 "-b",
@@ -68,19 +66,20 @@ def connection_options(func: F) -> F:
     return func
 
 
+def connection_options(func: F) -> F:
+    """--port (one board) and the link options."""
+    func = link_options(func)
+    return click.option(
+        "--port", "-p", required=True, help="Serial port, device path or socket:// URL."
+    )(func)
+
+
 def _connect_opts(
     port: str, baud: int, before: str, after: str, connect_attempts: int
 ) -> ConnectOptions:
     return ConnectOptions(
         port=port, baud=baud, before=before, after=after, connect_attempts=connect_attempts
     )
-
-
-def candidate_profiles(chip: str | None, profile_path: str | None) -> list[Profile]:
-    """The profiles a board may turn out to need: one, or every chip's default for --chip auto."""
-    if (chip or "").lower() == "auto" and not profile_path:
-        return [p for p in builtin_profiles() if p.default]
-    return [resolve_profile(chip, profile_path)]
 
 
 def plans_for(
@@ -97,7 +96,8 @@ def plans_for(
 
 @cli.command()
 @profile_options
-@connection_options
+@batch_options
+@link_options
 @click.option(
     "--force", is_flag=True, help="Write even if the board's own table disagrees with the profile."
 )
@@ -117,45 +117,46 @@ def plans_for(
     "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.argument(
-    "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
-)
-def write(
-    chip: str | None,
-    profile_path: str | None,
-    port: str,
-    baud: int,
-    before: str,
-    after: str,
-    connect_attempts: int,
-    force: bool,
-    backup_dir: str | None,
-    skip_unchanged: bool,
-    no_pair_check: bool,
-    as_json: bool,
-    groups: tuple[str, ...],
-) -> None:
-    """Write credentials to a board, verified.
+@click.argument("groups", nargs=-1, metavar="PARTITION FILE... [PARTITION FILE...]...")
+@click.pass_context
+def write(ctx: click.Context, **params: Any) -> None:
+    """Write credentials to one board or many, verified.
 
     Each PARTITION is followed by its files (certificates, keys, or one ready
-    PKI bin). Everything is built and checked before the port is opened.
+    PKI bin). Everything is built and checked before any port is opened.
+    Several --port values, a glob, 'auto', --manifest or --config run a
+    batch: one worker process per board, a live view, a summary table.
     """
+    settings = batchopts.settle(ctx, params)
+    if settings.single_board:
+        _write_one(settings)
+    else:
+        batchopts.run_write_batch(settings)
+
+
+def _write_one(settings: batchopts.WriteSettings) -> None:
+    """One board, the output and JSON shape of a plain ``write --port``."""
+    if not settings.groups:
+        raise InputError(
+            "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
+        )
     plans = plans_for(
-        candidate_profiles(chip, profile_path), groups, PlanOptions(pair_check=not no_pair_check)
+        candidate_profiles(settings.chip, settings.profile),
+        settings.groups,
+        PlanOptions(pair_check=settings.pair_check),
     )
     options = provision.WriteOptions(
-        force=force,
-        skip_unchanged=skip_unchanged,
-        backup_dir=Path(backup_dir) if backup_dir else None,
+        force=settings.force,
+        skip_unchanged=settings.skip_unchanged,
+        backup_dir=batchopts.backup_path(settings),
     )
-    sink = render.event_printer(as_json)
-    result = provision.write_board(
-        _connect_opts(port, baud, before, after, connect_attempts),
-        plans,
-        options=options,
-        events=sink,
+    port = settings.ports[0]
+    sink = render.event_printer(settings.as_json)
+    connect = _connect_opts(
+        port, settings.baud, settings.before, settings.after, settings.connect_attempts
     )
-    _finish(result, as_json)
+    result = provision.write_board(connect, plans, options=options, events=sink)
+    _finish(result, settings.as_json)
 
 
 def _finish(result: BoardResult, as_json: bool) -> None:
@@ -283,6 +284,37 @@ def partitions(
     render.print_partitions(where, table)
 
 
+# -- ports / check ---------------------------------------------------------------
+
+
+@cli.command("ports")
+@click.option("--all", "show_all", is_flag=True, help="Also list ports without a known ESP bridge.")
+def ports_command(show_all: bool) -> None:
+    """List serial ports that may be boards (what --port auto would take)."""
+    found = [p for p in list_ports() if show_all or p.bridge]
+    if not found:
+        click.echo(
+            "no serial port with a known ESP bridge found" + ("" if show_all else " (try --all)")
+        )
+        return
+    render.print_ports(found)
+
+
+@cli.command("check")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Bench file (TOML) to validate.",
+)
+def check(config_path: str) -> None:
+    """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
+    config = load_config(config_path)
+    checked = check_config(config)
+    render.echo_checked_config(config, checked)
+
+
 # -- sim -------------------------------------------------------------------------
 
 
@@ -321,4 +353,4 @@ def sim_rom(chip: str, pty: bool, tcp_port: int) -> None:
         board.stop()
 
 
-__all__ = ["load_profile", "partitions", "read", "sim", "verify", "write"]
+__all__ = ["check", "load_profile", "partitions", "ports_command", "read", "sim", "verify", "write"]

@@ -10,9 +10,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..config import BenchConfig, CheckedConfig
 from ..events import Event, EventSink
 from ..inspect import InspectReport, ItemReport
 from ..plan import PartitionImage
+from ..ports import PortInfo
 from ..profiles import Partition, Profile
 from ..results import BoardResult
 
@@ -140,3 +142,41 @@ def echo_board_result(result: BoardResult) -> None:
     verdict = "OK" if result.ok else "FAILED"
     tail = f": {result.error}" if result.error else ""
     click.echo(f"{verdict} in {result.seconds:.1f} s{tail}")
+
+
+# -- ports and bench files ---------------------------------------------------------
+
+
+def print_ports(ports: Sequence[PortInfo]) -> None:
+    table = Table(title="Serial ports", title_justify="left")
+    for column in ("device", "VID:PID", "bridge", "serial", "location", "description"):
+        table.add_column(column)
+    for port in ports:
+        table.add_row(
+            port.device,
+            port.vid_pid,
+            port.bridge or "",
+            port.serial_number or "",
+            port.location or "",
+            port.description or "",
+        )
+    console().print(table)
+
+
+def echo_checked_config(config: BenchConfig, checked: CheckedConfig) -> None:
+    """What a bench file will do, after every file was built and checked."""
+    click.echo(f"{config.source}: OK")
+    click.echo(f"  profiles  {', '.join(p.name for p in checked.profiles)}")
+    click.echo(f"  ports     {' '.join(config.ports or ()) or '(none: give --port when writing)'}")
+    for plan in checked.plans[:1]:
+        for image in plan.images:
+            part = image.partition
+            click.echo(
+                f"  {part.name:<12} {len(image.bin):>5} of {part.size} bytes, "
+                f"{len(image.sources)} file(s)"
+            )
+    if checked.resolver is not None:
+        click.echo(
+            f"  manifest  {checked.resolver.source}: {len(checked.resolver.plans)} board(s) "
+            f"keyed by {checked.resolver.key_kind}, every row built and checked"
+        )

@@ -1,0 +1,277 @@
+"""Bench configuration files: what an operator would otherwise type for every batch.
+
+A bench file is TOML; every key is optional and a command-line option
+overrides it::
+
+    chip = "esp32"                 # or: profile = "at_customize.csv" (with chip)
+    baud = 921600
+    before = "default-reset"
+    after = "hard-reset"
+    connect_attempts = 3
+    ports = ["/dev/ttyUSB*"]       # paths, globs, URLs or "auto"
+    vid_pid = "10C4:EA60"          # filters for "auto" and globs
+    serial_number = "0001"
+    location = "1-1.2"
+    jobs = 8
+    retry = 1
+    skip_unchanged = true
+    force = false
+    pair_check = true
+    backup = "backups"             # folder
+    report = "reports/today.json"
+    manifest = "devices.csv"       # per-board files, see atflash.manifest
+    strict = false
+
+    [partitions]                   # written to every board
+    client_ca = ["certs/ca.crt"]
+    client_cert = "certs/client.crt"
+
+Relative paths (profile, backup, report, manifest, partition files) are
+taken from the bench file's folder, so a bench folder can move as a whole.
+Unknown keys are errors: a typo must not silently drop a setting.
+:func:`check_config` validates a loaded file completely (profile, port
+syntax, every file builds, fits and pairs, the manifest) without touching a
+board.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import AtflashError, InputError, ManifestError
+from .files import expand
+from .manifest import ManifestResolver, build_resolver, load_manifest
+from .plan import PartitionRequest, PlanOptions, WritePlan, build_plan
+from .ports import check_port_spec, parse_vid_pid
+from .profiles import Profile, builtin_profiles, load_profile
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+BEFORE = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
+AFTER = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+MAX_JOBS = 256
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A bench file's settings; ``None`` means "not set here"."""
+
+    source: str
+    chip: str | None = None
+    profile: str | None = None
+    baud: int | None = None
+    before: str | None = None
+    after: str | None = None
+    connect_attempts: int | None = None
+    ports: tuple[str, ...] | None = None
+    vid_pid: str | None = None
+    serial_number: str | None = None
+    location: str | None = None
+    jobs: int | None = None
+    retry: int | None = None
+    skip_unchanged: bool | None = None
+    force: bool | None = None
+    pair_check: bool | None = None
+    backup: str | None = None
+    report: str | None = None
+    manifest: str | None = None
+    strict: bool | None = None
+    partitions: tuple[PartitionRequest, ...] = ()
+
+
+# key -> (expected type(s), description for errors); ports and partitions are special.
+_SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "chip": (str, "a chip or profile name"),
+    "profile": (str, "a file name"),
+    "baud": (int, "a number"),
+    "before": (str, f"one of {', '.join(BEFORE)}"),
+    "after": (str, f"one of {', '.join(AFTER)}"),
+    "connect_attempts": (int, "a number"),
+    "vid_pid": (str, "VID:PID in hex"),
+    "serial_number": (str, "a string"),
+    "location": (str, "a string"),
+    "jobs": (int, "a number"),
+    "retry": (int, "a number"),
+    "skip_unchanged": (bool, "true or false"),
+    "force": (bool, "true or false"),
+    "pair_check": (bool, "true or false"),
+    "backup": (str, "a folder name"),
+    "report": (str, "a file name"),
+    "manifest": (str, "a file name"),
+    "strict": (bool, "true or false"),
+}
+_PATH_KEYS = ("profile", "backup", "report", "manifest")
+_RANGES = {
+    "baud": (1200, 5_000_000),
+    "connect_attempts": (1, 20),
+    "jobs": (1, MAX_JOBS),
+    "retry": (0, 100),
+}
+KNOWN_KEYS = (*_SCALARS, "ports", "partitions")
+
+
+def load_config(path: str | Path) -> BenchConfig:
+    """Read and check a bench file's syntax and types (files are checked by :func:`check_config`)."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ManifestError(source, None, f"cannot read the bench file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise ManifestError(source, None, "the bench file is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(source, None, f"not valid TOML: {exc}") from None
+    return parse_config(data, source=source, base=path.parent)
+
+
+def parse_config(data: dict[str, Any], *, source: str, base: Path) -> BenchConfig:
+    """Turn a bench file's TOML table into a :class:`BenchConfig`."""
+    unknown = sorted(set(data) - set(KNOWN_KEYS))
+    if unknown:
+        raise ManifestError(
+            source, None, f"unknown key {unknown[0]!r}",
+            hint=f"known keys: {', '.join(KNOWN_KEYS)}",
+        )  # fmt: skip
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SCALARS:
+            values[key] = _scalar(key, value, source, base)
+    if "ports" in data:
+        values["ports"] = _ports(data["ports"], source)
+    if "partitions" in data:
+        values["partitions"] = _partitions(data["partitions"], source, base)
+    return BenchConfig(source=source, **values)
+
+
+def _scalar(key: str, value: Any, source: str, base: Path) -> Any:
+    kind, description = _SCALARS[key]
+    if not _has_type(value, kind):
+        raise ManifestError(source, None, f"{key} must be {description}, not {value!r}")
+    if key in _RANGES:
+        low, high = _RANGES[key]
+        if not low <= value <= high:
+            raise ManifestError(source, None, f"{key} = {value} is outside {low}..{high}")
+    if (key == "before" and value not in BEFORE) or (key == "after" and value not in AFTER):
+        raise ManifestError(source, None, f"{key} = {value!r}: must be {description}")
+    if key == "vid_pid":
+        try:
+            parse_vid_pid(value)
+        except InputError as exc:
+            raise ManifestError(source, None, str(exc)) from None
+    if key in _PATH_KEYS:
+        return str(base / value)
+    return value
+
+
+def _has_type(value: Any, kind: type | tuple[type, ...]) -> bool:
+    # bool is an int in Python: refuse `jobs = true` explicitly.
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _ports(value: Any, source: str) -> tuple[str, ...]:
+    ports = [value] if isinstance(value, str) else value
+    if not isinstance(ports, list) or not ports or not all(isinstance(p, str) for p in ports):
+        raise ManifestError(source, None, "ports must be a port name or a list of them")
+    for port in ports:
+        try:
+            check_port_spec(port)
+        except InputError as exc:
+            raise ManifestError(source, None, str(exc)) from None
+    return tuple(ports)
+
+
+def _partitions(value: Any, source: str, base: Path) -> tuple[PartitionRequest, ...]:
+    if not isinstance(value, dict):
+        raise ManifestError(source, None, "[partitions] must be a table of partition = files")
+    requests = []
+    for name, files in value.items():
+        names = [files] if isinstance(files, str) else files
+        if not isinstance(names, list) or not names or not all(isinstance(f, str) for f in names):
+            raise ManifestError(
+                source, None, f"partitions.{name} must be a file name or a list of them"
+            )
+        try:
+            expanded = expand(str(base / f) for f in names)
+        except AtflashError as exc:
+            raise ManifestError(source, None, f"partitions.{name}: {exc}") from None
+        requests.append(PartitionRequest(name, tuple(expanded)))
+    return tuple(requests)
+
+
+def set_keys(config: BenchConfig) -> list[str]:
+    """The names of the settings a bench file gives (for messages)."""
+    return [
+        f.name
+        for f in fields(config)
+        if f.name != "source" and getattr(config, f.name) not in (None, ())
+    ]
+
+
+# -- complete validation -----------------------------------------------------------
+
+
+def candidate_profiles(chip: str | None, profile_path: str | None) -> list[Profile]:
+    """The profiles a board may need: one, or every chip's default for ``chip = "auto"``."""
+    if (chip or "").lower() == "auto" and not profile_path:
+        return [p for p in builtin_profiles() if p.default]
+    if profile_path:
+        return [load_profile(profile_path, chip=chip)]
+    if chip:
+        return [load_profile(chip)]
+    raise InputError("no chip given", hint="pass --chip (see 'atflash profiles') or --profile FILE")
+
+
+@dataclass(frozen=True)
+class CheckedConfig:
+    """What a bench file will do, every file built: plans for all boards, or a manifest."""
+
+    profiles: tuple[Profile, ...]
+    plans: tuple[WritePlan, ...]  # the same for every board (no manifest)
+    resolver: ManifestResolver | None  # per-board plans (manifest)
+
+
+def check_config(
+    config: BenchConfig,
+    *,
+    chip: str | None = None,
+    profile: str | None = None,
+    partitions: Sequence[PartitionRequest] | None = None,
+    manifest: str | None = None,
+    strict: bool | None = None,
+    pair_check: bool | None = None,
+) -> CheckedConfig:
+    """Build every image the bench would write; raise the first problem found.
+
+    Keyword arguments override the file's values (command-line options).
+    """
+    profiles = candidate_profiles(chip or config.chip, profile or config.profile)
+    requests = list(partitions if partitions is not None else config.partitions)
+    if pair_check is None:
+        pair_check = config.pair_check is not False
+    options = PlanOptions(pair_check=pair_check)
+    manifest = manifest or config.manifest
+    if manifest:
+        resolver = build_resolver(
+            load_manifest(manifest),
+            profiles,
+            common=requests,
+            options=options,
+            strict=bool(strict if strict is not None else config.strict),
+        )
+        return CheckedConfig(tuple(profiles), (), resolver)
+    if not requests:
+        where = f"{config.source}: " if config.source else ""
+        raise InputError(
+            f"{where}nothing to write",
+            hint="give PARTITION FILE... arguments, --manifest, or a bench file's [partitions]",
+        )
+    plans = tuple(build_plan(p, requests, options=options) for p in profiles)
+    return CheckedConfig(tuple(profiles), plans, None)
