@@ -25,8 +25,9 @@ start) and 0.07 s for the next 16 together.
 
 Backends: a backend is a :data:`BoardRunner`, a module-level function taking
 a :class:`BoardJob` and an event sink and returning the board's result.
-``BACKENDS`` names them for the command line; the esptool one wraps
-:func:`atflash.provision.write_board`.
+``BACKENDS`` names them for the command line: ``esptool`` wraps
+:func:`atflash.provision.write_board`, ``at`` wraps
+:func:`atflash.atprovision.write_board_at`.
 """
 
 from __future__ import annotations
@@ -101,7 +102,17 @@ def run_esptool_board(job: BoardJob, events: EventSink) -> BoardResult:
     return provision.write_board(job.connect, plans, options=job.options, events=events)
 
 
-BACKENDS: dict[str, BoardRunner] = {"esptool": run_esptool_board}
+def run_at_board(job: BoardJob, events: EventSink) -> BoardResult:
+    """The AT backend: one module over its running firmware's AT+SYSFLASH."""
+    from . import atprovision  # only AT batches pay for importing it
+
+    plans = job.plans
+    if callable(plans) and job.serial_number:
+        plans = WithSerialNumber(plans, job.serial_number)
+    return atprovision.write_board_at(job.connect, plans, options=job.options, events=events)
+
+
+BACKENDS: dict[str, BoardRunner] = {"esptool": run_esptool_board, "at": run_at_board}
 
 
 def default_start_method() -> str:

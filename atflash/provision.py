@@ -122,6 +122,34 @@ def write_board(
     return result
 
 
+def verify_board(
+    connect: ConnectOptions, plans: Sequence[WritePlan], *, events: EventSink = ignore
+) -> BoardResult:
+    """Compare each image with the board's flash by MD5 (statuses ``match`` / ``differs``).
+
+    Never raises for a board failure: it is reported in the result.
+    """
+    start = time.monotonic()
+    result = new_result(connect.port, plans[0] if len(plans) == 1 else None)
+    try:
+        with EsptoolBoard(connect, events=events) as board:
+            result.chip, result.mac = board.chip, board.mac
+            plan = select_plan(plans, board.chip, connect.port)
+            if not result.partitions:
+                result = _rebase(result, plan)
+            result.profile = plan.profile.name
+            board.attach(plan.profile.flash_size)
+            for image, entry in zip(plan.images, result.partitions, strict=True):
+                data = plan.data_for(image)
+                same = board.md5(image.address, len(data), label=entry.name) == _md5(data)
+                entry.status = "match" if same else "differs"
+    except AtflashError as exc:
+        result.error = str(exc)
+        events(Event("failed", connect.port, exc.detail))
+    result.seconds = round(time.monotonic() - start, 3)
+    return result
+
+
 def _rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
     fresh = new_result(result.port, plan)
     fresh.chip, fresh.mac = result.chip, result.mac

@@ -7,7 +7,7 @@ as one line on stderr with a non-zero exit code (see :mod:`.app`).
 
 from __future__ import annotations
 
-from . import device, offline  # noqa: F401  (registers the commands)
+from . import device, offline, sim  # noqa: F401  (registers the commands)
 from .app import cli
 
 

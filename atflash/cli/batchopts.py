@@ -19,18 +19,19 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from ..atclient import DEFAULT_CHUNK
 from ..batch import BACKENDS, BatchOptions, BoardJob, run_batch
 from ..config import BenchConfig, CheckedConfig, candidate_profiles, check_config, load_config
 from ..errors import EXIT_DEVICE_ERROR, InputError
 from ..files import is_glob
-from ..flasher import ConnectOptions
 from ..manifest import ManifestResolver
 from ..plan import BoardIdentity
 from ..ports import AUTO, PortFilter, is_url, resolve_ports
+from ..profiles import Profile
 from ..provision import WriteOptions
 from ..report import build_report, load_failed, write_report
 from ..results import BoardResult
-from .common import F, parse_groups
+from .common import F, connect_options, parse_groups
 from .live import BatchView, print_summary
 
 
@@ -70,7 +71,7 @@ class WriteSettings:
     profile: str | None
     ports: tuple[str, ...]
     filters: PortFilter
-    baud: int
+    baud: int | None  # None: the backend's own default
     before: str
     after: str
     connect_attempts: int
@@ -87,8 +88,8 @@ class WriteSettings:
     config: BenchConfig | None
     groups: tuple[str, ...]
     as_json: bool
-    # The backend that writes each board; "esptool" for now, an AT backend plugs in here.
-    via: str = "esptool"
+    via: str = "esptool"  # the backend that writes each board (a key of batch.BACKENDS)
+    chunk_size: int = DEFAULT_CHUNK  # AT only: bytes per AT+SYSFLASH write
 
     @property
     def single_board(self) -> bool:
@@ -150,6 +151,8 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
         config=config,
         groups=tuple(params["groups"]),
         as_json=params["as_json"],
+        via=pick("via"),
+        chunk_size=pick("chunk_size"),
     )
 
 
@@ -192,7 +195,7 @@ def run_write_batch(settings: WriteSettings) -> None:
     jobs = [
         BoardJob(
             port=p.device,
-            connect=_connect_options(settings, p.device),
+            connect=connect_for(settings, p.device),
             plans=checked.resolver or checked.plans,
             options=WriteOptions(
                 force=settings.force,
@@ -224,15 +227,26 @@ def run_write_batch(settings: WriteSettings) -> None:
         sys.exit(EXIT_DEVICE_ERROR)
 
 
+def profiles_for(chip: str | None, profile: str | None, via: str) -> list[Profile]:
+    """Candidate profiles (see :func:`chip_for`)."""
+    return candidate_profiles(chip_for(chip, profile, via), profile)
+
+
+def chip_for(chip: str | None, profile: str | None, via: str) -> str | None:
+    """The --chip to plan with: over AT the device's table places images, so none is needed."""
+    return "auto" if via == "at" and not chip and not profile else chip
+
+
 def _check(settings: WriteSettings) -> CheckedConfig:
     """Every image of the batch built and checked, before the first board."""
     config = settings.config or BenchConfig(source="")
-    profiles = candidate_profiles(settings.chip, settings.profile)
+    chip = chip_for(settings.chip or config.chip, settings.profile or config.profile, settings.via)
+    profiles = candidate_profiles(chip, settings.profile or config.profile)
     names = {p.name for prof in profiles for p in prof.partitions}
     requests = parse_groups(settings.groups, names) if settings.groups else None
     return check_config(
         config,
-        chip=settings.chip,
+        chip=chip,
         profile=settings.profile,
         partitions=requests,
         manifest=settings.manifest,
@@ -241,14 +255,16 @@ def _check(settings: WriteSettings) -> CheckedConfig:
     )
 
 
-def _connect_options(settings: WriteSettings, port: str) -> Any:
+def connect_for(settings: WriteSettings, port: str) -> Any:
     """The chosen backend's connection options for one port."""
-    return ConnectOptions(
-        port=port,
+    return connect_options(
+        settings.via,
+        port,
         baud=settings.baud,
         before=settings.before,
         after=settings.after,
         connect_attempts=settings.connect_attempts,
+        chunk_size=settings.chunk_size,
     )
 
 

@@ -7,8 +7,10 @@ from typing import TypeVar
 
 import click
 
+from ..atclient import AtConnectOptions
 from ..errors import InputError
 from ..files import expand
+from ..flasher import ConnectOptions
 from ..plan import PartitionRequest
 from ..profiles import Profile, load_profile
 
@@ -68,3 +70,28 @@ def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> lis
             raise InputError(f"partition {name}: no files given", hint=f"write '{name} FILE...'")
         requests.append(PartitionRequest(name, tuple(expand(files))))
     return requests
+
+
+# How a board is reached: its ROM loader through esptool (download mode), or
+# the AT port of its running ESP-AT 2.x firmware. Each starts at its own rate.
+VIAS = ("esptool", "at")
+DEFAULT_BAUD = {"esptool": 921600, "at": 115200}
+
+
+def connect_options(
+    via: str,
+    port: str,
+    *,
+    baud: int | None,
+    before: str,
+    after: str,
+    connect_attempts: int,
+    chunk_size: int,
+) -> ConnectOptions | AtConnectOptions:
+    """The backend's connection options for one port (``baud`` None: the backend's default)."""
+    rate = baud or DEFAULT_BAUD[via]
+    if via == "at":
+        return AtConnectOptions(port, baud=rate, chunk_size=chunk_size, attempts=connect_attempts)
+    return ConnectOptions(
+        port=port, baud=rate, before=before, after=after, connect_attempts=connect_attempts
+    )

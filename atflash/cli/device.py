@@ -1,10 +1,9 @@
-"""Commands that talk to a board: write, read, verify, partitions, sim."""
+"""Commands that talk to a board: write, read, verify, partitions, ports, check."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,12 @@ from typing import Any
 import click
 
 from .. import provision
+from ..atclient import DEFAULT_CHUNK
+from ..atprovision import read_partition_at, read_table_at, verify_board_at
+from ..batch import BACKENDS, BoardJob
 from ..config import AFTER, BEFORE, candidate_profiles, check_config, load_config
 from ..errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
-from ..flasher import ConnectOptions, EsptoolBoard
+from ..flasher import EsptoolBoard
 from ..inspect import inspect_bytes
 from ..output import write_outputs
 from ..plan import PlanOptions, WritePlan, build_plan
@@ -24,41 +26,55 @@ from ..results import BoardResult
 from . import batchopts, render
 from .app import cli
 from .batchopts import batch_options
-from .common import F, parse_groups, profile_options, resolve_profile
+from .common import VIAS, F, connect_options, parse_groups, profile_options, resolve_profile
 
 
 def link_options(func: F) -> F:
-    """--baud, --before, --after, --connect-attempts: how to talk to each board."""
+    """--via, --baud, --before, --after, --connect-attempts, --chunk-size: how to reach each board."""
     for decorator in reversed(
         [
             click.option(
+                "--via",
+                type=click.Choice(VIAS),
+                default="esptool",
+                show_default=True,
+                help="esptool: the ROM loader in download mode. at: the AT port of running "
+                "ESP-AT 2.x firmware (AT+SYSFLASH), no reset needed.",
+            ),
+            click.option(
                 "--baud",
                 "-b",
-                default=921600,
-                show_default=True,
                 type=click.IntRange(1200, 5_000_000),
-                help="Baud rate after connecting (the ROM starts at 115200).",
+                help="Baud rate: esptool's after connecting (default 921600; the ROM starts at "
+                "115200), or the AT port's (default 115200).",
             ),
             click.option(
                 "--before",
                 type=click.Choice(BEFORE),
                 default="default-reset",
                 show_default=True,
-                help="How to put the chip in download mode.",
+                help="esptool: how to put the chip in download mode.",
             ),
             click.option(
                 "--after",
                 type=click.Choice(AFTER),
                 default="hard-reset",
                 show_default=True,
-                help="What to do with the chip when done.",
+                help="esptool: what to do with the chip when done.",
             ),
             click.option(
                 "--connect-attempts",
                 default=3,
                 show_default=True,
                 type=click.IntRange(1, 20),
-                help="Sync attempts before giving up on a board.",
+                help="Sync (esptool) or AT handshake attempts before giving up on a board.",
+            ),
+            click.option(
+                "--chunk-size",
+                default=DEFAULT_CHUNK,
+                show_default=True,
+                type=click.IntRange(4, 65536),
+                help="at: bytes per AT+SYSFLASH write or read (a multiple of 4).",
             ),
         ]
     ):
@@ -74,12 +90,17 @@ def connection_options(func: F) -> F:
     )(func)
 
 
-def _connect_opts(
-    port: str, baud: int, before: str, after: str, connect_attempts: int
-) -> ConnectOptions:
-    return ConnectOptions(
-        port=port, baud=baud, before=before, after=after, connect_attempts=connect_attempts
-    )
+def _link(port: str, link: dict[str, Any]) -> Any:
+    """Connection options for ``port`` from the link options a command received."""
+    return connect_options(link["via"], port, **{k: v for k, v in link.items() if k != "via"})
+
+
+LINK_KEYS = ("via", "baud", "before", "after", "connect_attempts", "chunk_size")
+
+
+def _split_link(params: dict[str, Any]) -> dict[str, Any]:
+    """Take the link options out of a command's parameters."""
+    return {key: params.pop(key) for key in LINK_KEYS}
 
 
 def plans_for(
@@ -141,7 +162,7 @@ def _write_one(settings: batchopts.WriteSettings) -> None:
             "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
         )
     plans = plans_for(
-        candidate_profiles(settings.chip, settings.profile),
+        batchopts.profiles_for(settings.chip, settings.profile, settings.via),
         settings.groups,
         PlanOptions(pair_check=settings.pair_check),
     )
@@ -151,21 +172,29 @@ def _write_one(settings: batchopts.WriteSettings) -> None:
         backup_dir=batchopts.backup_path(settings),
     )
     port = settings.ports[0]
-    sink = render.event_printer(settings.as_json)
-    connect = _connect_opts(
-        port, settings.baud, settings.before, settings.after, settings.connect_attempts
-    )
-    result = provision.write_board(connect, plans, options=options, events=sink)
-    _finish(result, settings.as_json)
+    job = BoardJob(port, batchopts.connect_for(settings, port), plans, options)
+    result = BACKENDS[settings.via](job, render.event_printer(settings.as_json))
+    _finish(result, settings.as_json, failed_exit=EXIT_DEVICE_ERROR)
 
 
-def _finish(result: BoardResult, as_json: bool) -> None:
+def _finish(result: BoardResult, as_json: bool, *, failed_exit: int) -> None:
+    """Print a board's result and exit non-zero unless it is all verified.
+
+    A board that was never reached (no port, no answer) has nothing to show
+    but the reason: that is one error line, like any other refusal.
+    """
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
+    elif result.error and result.chip is None and result.mac is None and not _touched(result):
+        click.echo(f"atflash: error: {result.error}", err=True)
     else:
         render.echo_board_result(result)
     if not result.ok:
-        sys.exit(EXIT_DEVICE_ERROR)
+        sys.exit(failed_exit)
+
+
+def _touched(result: BoardResult) -> bool:
+    return any(p.status != "not-started" for p in result.partitions)
 
 
 # -- read / verify ---------------------------------------------------------------
@@ -182,20 +211,21 @@ def read(
     chip: str | None,
     profile_path: str | None,
     port: str,
-    baud: int,
-    before: str,
-    after: str,
-    connect_attempts: int,
     output: str | None,
     partition: str,
+    **params: Any,
 ) -> None:
     """Read a partition from a board and show what it holds."""
-    profile = resolve_profile(chip, profile_path)
-    part = profile.partition(partition)
-    with EsptoolBoard(_connect_opts(port, baud, before, after, connect_attempts)) as board:
-        provision.select_plan([WritePlan(profile, ())], board.chip, port)
-        board.attach(profile.flash_size)
-        data = board.read(part.offset, part.size, label=part.name)
+    link = _split_link(params)
+    if link["via"] == "at":
+        part, data = read_partition_at(_link(port, link), partition)
+    else:
+        profile = resolve_profile(chip, profile_path)
+        part = profile.partition(partition)
+        with EsptoolBoard(_link(port, link)) as board:
+            provision.select_plan([WritePlan(profile, ())], board.chip, port)
+            board.attach(profile.flash_size)
+            data = board.read(part.offset, part.size, label=part.name)
     if output:
         write_outputs({Path(output): data}, private=lambda _p: True)
         click.echo(f"{output}: {len(data)} bytes of {part.name} saved")
@@ -216,35 +246,24 @@ def verify(
     chip: str | None,
     profile_path: str | None,
     port: str,
-    baud: int,
-    before: str,
-    after: str,
-    connect_attempts: int,
     no_pair_check: bool,
     as_json: bool,
     groups: tuple[str, ...],
+    **params: Any,
 ) -> None:
     """Check that a board holds exactly the images these files build (exit 0 only if all match)."""
+    link = _split_link(params)
     plans = plans_for(
-        candidate_profiles(chip, profile_path), groups, PlanOptions(pair_check=not no_pair_check)
+        batchopts.profiles_for(chip, profile_path, link["via"]),
+        groups,
+        PlanOptions(pair_check=not no_pair_check),
     )
-    start = time.monotonic()
-    with EsptoolBoard(_connect_opts(port, baud, before, after, connect_attempts)) as board:
-        plan = provision.select_plan(plans, board.chip, port)
-        result = provision.new_result(port, plan)
-        result.chip, result.mac, result.profile = board.chip, board.mac, plan.profile.name
-        board.attach(plan.profile.flash_size)
-        for image, entry in zip(plan.images, result.partitions, strict=True):
-            data = plan.data_for(image)
-            same = board.md5(image.address, len(data)) == provision._md5(data)
-            entry.status = "match" if same else "differs"
-    result.seconds = round(time.monotonic() - start, 3)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+    connect = _link(port, link)
+    if link["via"] == "at":
+        result = verify_board_at(connect, plans)
     else:
-        render.echo_board_result(result)
-    if not result.ok:
-        sys.exit(EXIT_MISMATCH)
+        result = provision.verify_board(connect, plans)
+    _finish(result, as_json, failed_exit=EXIT_DEVICE_ERROR if result.error else EXIT_MISMATCH)
 
 
 # -- partitions ------------------------------------------------------------------
@@ -255,13 +274,10 @@ def verify(
 @click.option(
     "--port", "-p", help="Read the table from this board instead of showing the profile's."
 )
-@click.option("--baud", default=921600, show_default=True, type=click.IntRange(1200, 5_000_000))
-@click.option("--before", type=click.Choice(BEFORE), default="default-reset", show_default=True)
-@click.option("--after", type=click.Choice(AFTER), default="hard-reset", show_default=True)
-def partitions(
-    chip: str | None, profile_path: str | None, port: str | None, baud: int, before: str, after: str
-) -> None:
+@link_options
+def partitions(chip: str | None, profile_path: str | None, port: str | None, **params: Any) -> None:
     """Show a profile's partition table, or a board's own (with --port)."""
+    link = _split_link(params)
     if port is None:
         profile = resolve_profile(chip, profile_path)
         render.print_partitions(
@@ -270,14 +286,24 @@ def partitions(
             profile.partitions,
         )
         return
-    profiles = candidate_profiles(chip or "auto", profile_path)
-    with EsptoolBoard(_connect_opts(port, baud, before, after, 3)) as board:
-        profile = provision.select_plan(
-            [WritePlan(p, ()) for p in profiles], board.chip, port
-        ).profile
+    if link["via"] == "at":
+        firmware, at_table = read_table_at(_link(port, link))
+        render.print_partitions(f"{port} ({firmware or 'ESP-AT'}): AT+SYSFLASH?", at_table)
+        return
+    _show_board_table(port, candidate_profiles(chip or "auto", profile_path), link)
+
+
+def _show_board_table(port: str, profiles: Sequence[Profile], link: dict[str, Any]) -> None:
+    """The at_customize table a board holds in flash, read through its ROM loader."""
+    with EsptoolBoard(_link(port, link)) as board:
+        plan = provision.select_plan([WritePlan(p, ()) for p in profiles], board.chip, port)
+        profile = plan.profile
         board.attach(profile.flash_size)
         table = provision.read_device_table(board, profile)
-    where = f"{port} ({board.chip}, MAC {board.mac}): at_customize.bin at {profile.at_customize_offset:#x}"
+    where = (
+        f"{port} ({board.chip}, MAC {board.mac}): at_customize.bin at "
+        f"{profile.at_customize_offset:#x}"
+    )
     if table is None:
         click.echo(f"{where}: blank (all 0xFF): no ESP-AT partition table on this board")
         return
@@ -315,42 +341,4 @@ def check(config_path: str) -> None:
     render.echo_checked_config(config, checked)
 
 
-# -- sim -------------------------------------------------------------------------
-
-
-@cli.group()
-def sim() -> None:
-    """Simulated boards for trying atflash without hardware."""
-
-
-@sim.command("rom")
-@click.option(
-    "--chip",
-    "-c",
-    type=click.Choice(["esp32", "esp32c3", "esp32c2", "esp32s2", "esp32s3", "esp32c6"]),
-    default="esp32",
-    show_default=True,
-)
-@click.option("--pty", is_flag=True, help="Serve a pseudo-terminal instead of TCP.")
-@click.option(
-    "--tcp-port", type=click.IntRange(0, 65535), default=0, help="TCP port (default: a free one)."
-)
-def sim_rom(chip: str, pty: bool, tcp_port: int) -> None:
-    """Run a mock board in download mode (esp32-mock-bootloader) until Ctrl-C."""
-    from ..sim.rom import start_mock
-
-    board = start_mock(chip, pty=pty, port=tcp_port or None)
-    try:
-        click.echo(f"mock {chip} board in download mode: --port {board.url}")
-        click.echo(
-            "flash starts blank and lives as long as this command; Ctrl-C stops it", err=True
-        )
-        board.proc.wait()
-        raise InputError("the mock board stopped unexpectedly")
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
-    finally:
-        board.stop()
-
-
-__all__ = ["check", "load_profile", "partitions", "ports_command", "read", "sim", "verify", "write"]
+__all__ = ["check", "load_profile", "partitions", "ports_command", "read", "verify", "write"]

@@ -109,7 +109,9 @@ def _echo_item(item: ItemReport, *, indent: str) -> None:
 
 # -- device results ----------------------------------------------------------------
 
-QUIET_EVENTS = {"progress"}
+# One board's stderr lines: its steps. Progress is too chatty for plain lines;
+# "connecting" is implied by what follows and "failed" ends the output anyway.
+QUIET_EVENTS = {"progress", "connecting", "failed"}
 
 
 def event_printer(quiet: bool) -> EventSink:

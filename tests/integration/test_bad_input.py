@@ -8,8 +8,10 @@ sample credentials, ``{out}`` an output path that must not appear,
 - ``error``: exactly one stderr line, ``atflash: error: ...``, nothing on stdout;
 - ``usage``: click's own usage error (argument grammar: a missing argument,
   an option value out of range), exit 2;
-- ``board``: the write path's per-board result: the summary on stdout ends
-  ``FAILED ...: <reason>``, every stderr line is a progress line of that port.
+- ``board``: a board that was reached but failed (write, verify): the summary
+  on stdout ends ``FAILED ...: <reason>``, every stderr line is a progress
+  line of that port. A board never reached (no port, no answer) is an
+  ``error``: there is nothing to show but the reason.
 
 Every row runs in an empty working folder that must still be empty
 afterwards. Rows that reach the mock board check with an independent
@@ -157,18 +159,18 @@ CASES = [
     Case("write-wrong-chip", f"write --chip esp32c3 --port {{board}} {CONNECT} --backup {{out}}/backups client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32, but the profile is for esp32c3", D, "board"),
     Case("read-wrong-chip", f"read --chip esp32c3 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_cert", "board is an esp32, but the profile is for esp32c3", D),
     Case("read-unknown-partition", f"read --chip esp32 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_crt", "no partition 'client_crt' in profile esp32"),
-    Case("verify-wrong-chip", f"verify --chip esp32c3 --port {{board}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32", D),
+    Case("verify-wrong-chip", f"verify --chip esp32c3 --port {{board}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32", D, "board"),
     Case("partitions-port-wrong-chip", f"partitions --chip esp32c3 --port {{board}} {CONNECT}", "board is an esp32", D),
     # -- baud rates: click bounds the number; a rate the port's driver refuses is a device error
     Case("read-baud-zero", f"read --chip esp32 --port {{board}} {CONNECT} --baud 0 client_cert", "0 is not in the range 1200<=x<=5000000", style="usage"),
     Case("write-baud-too-high", f"write {W} --baud 9000000 client_cert {{raw}}/client_cert/client_cert_00.crt", "9000000 is not in the range", style="usage"),
     Case("read-baud-refused-by-driver", f"read --chip esp32 --port {{choosy}} {CONNECT} --baud 3000000 -o {{out}}/dump.bin client_cert", "Failed to set baud rate 3000000", D),
-    Case("write-baud-refused-by-driver", f"write --chip esp32 --port {{choosy}} {CONNECT} --baud 3000000 client_cert {{raw}}/client_cert/client_cert_00.crt", "Failed to set baud rate 3000000", D, "board"),
+    Case("write-baud-refused-by-driver", f"write --chip esp32 --port {{choosy}} {CONNECT} --baud 3000000 client_cert {{raw}}/client_cert/client_cert_00.crt", "Failed to set baud rate 3000000", D),
     # -- ports that do not exist or cannot be opened (no board needed)
-    Case("write-port-does-not-exist", f"write --chip esp32 --port /dev/ttyNOPE0 {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "/dev/ttyNOPE0", D, "board"),
-    Case("write-port-is-a-directory", f"write --chip esp32 --port {{ws}}/certdir {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "certdir", D, "board"),
-    Case("write-port-is-a-regular-file", f"write --chip esp32 --port {{ws}}/junk.bin {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "junk.bin", D, "board"),
-    Case("write-port-nothing-listens", f"write --chip esp32 --port {{closed}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "nothing is listening at this address", D, "board"),
+    Case("write-port-does-not-exist", f"write --chip esp32 --port /dev/ttyNOPE0 {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "/dev/ttyNOPE0", D),
+    Case("write-port-is-a-directory", f"write --chip esp32 --port {{ws}}/certdir {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "certdir", D),
+    Case("write-port-is-a-regular-file", f"write --chip esp32 --port {{ws}}/junk.bin {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "junk.bin", D),
+    Case("write-port-nothing-listens", f"write --chip esp32 --port {{closed}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "nothing is listening at this address", D),
     Case("read-port-does-not-exist", f"read --chip esp32 --port /dev/ttyNOPE0 {CONNECT} -o {{out}}/dump.bin client_cert", "/dev/ttyNOPE0", D),
     Case("read-port-nothing-listens", f"read --chip esp32 --port {{closed}} {CONNECT} client_cert", "nothing is listening at this address", D),
     Case("verify-port-is-a-directory", f"verify --chip esp32 --port {{ws}}/certdir {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "certdir", D),

@@ -1,0 +1,5 @@
+"""python -m atflash: the command line."""
+
+from .cli import main
+
+main()

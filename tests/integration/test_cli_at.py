@@ -1,0 +1,142 @@
+"""The AT path from the command line: write / verify / read / partitions --via at, batches, sim at.
+
+Each test drives the real CLI and AT client against the ESP-AT simulator
+over TCP and a PTY, and checks the simulator's own flash byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from atflash import pki
+from atflash.cli import cli
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
+from atflash.profiles import find_profile
+from atflash.sim.at import AtSimulator
+
+SIM_START_TIMEOUT = 20
+
+
+def run(*args: str) -> object:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def image(raw: Path, partition: str, size: int = 0x2000) -> bytes:
+    kind = partition.rsplit("_", 1)[1]
+    files = sorted((raw / partition).iterdir())
+    return pki.pad(pki.build((kind, f.read_bytes(), None) for f in files), size)
+
+
+def files(raw: Path, partition: str) -> list[str]:
+    return [partition, *(str(f) for f in sorted((raw / partition).iterdir()))]
+
+
+@pytest.fixture(params=["tcp", "pty"])
+def module(request: pytest.FixtureRequest) -> Iterator[tuple[AtSimulator, str]]:
+    """A simulated ESP32 ESP-AT 2.x module and the --port that reaches it."""
+    if request.param == "pty" and sys.platform == "win32":  # pragma: no cover
+        pytest.skip("PTY needs a Unix host")
+    with AtSimulator(find_profile("esp32")) as sim:
+        port = sim.start_tcp() if request.param == "tcp" else sim.start_pty()
+        yield sim, port
+
+
+def test_write_via_at_lands_byte_for_byte(module: tuple[AtSimulator, str], raw: Path) -> None:
+    sim, port = module
+    result = run("write", "--via", "at", "--port", port, "--json",
+                 *files(raw, "client_cert"), *files(raw, "client_key"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert report["mac"] == "24:0a:c4:00:00:01"
+    assert report["firmware"]
+    assert [p["status"] for p in report["partitions"]] == ["written", "written"]
+    assert sim.partition_bytes("client_cert") == image(raw, "client_cert")
+    assert sim.partition_bytes("client_key") == image(raw, "client_key")
+
+
+def test_verify_and_read_via_at(module: tuple[AtSimulator, str], raw: Path, tmp_path: Path) -> None:
+    sim, port = module
+    sim.load("client_ca", image(raw, "client_ca"))
+    ok = run("verify", "--via", "at", "--port", port, *files(raw, "client_ca"))
+    assert ok.exit_code == 0, ok.output
+    assert "match" in ok.stdout
+    other = run("verify", "--via", "at", "--port", port,
+                "client_ca", str(raw / "client_ca" / "client_ca_00.crt"))  # fmt: skip
+    assert other.exit_code == EXIT_MISMATCH
+    assert "differs" in other.stdout
+
+    dump = tmp_path / "ca.bin"
+    read = run("read", "--via", "at", "--port", port, "client_ca", "-o", str(dump))
+    assert read.exit_code == 0, read.output
+    assert dump.read_bytes() == image(raw, "client_ca")
+    assert "PKI bin, 2 item(s)" in read.stdout
+
+
+def test_partitions_via_at_lists_the_modules_table(module: tuple[AtSimulator, str]) -> None:
+    _sim, port = module
+    result = run("partitions", "--via", "at", "--port", port)
+    assert result.exit_code == 0, result.output
+    assert "AT+SYSFLASH?" in result.stdout
+    assert "client_cert" in result.stdout and "0x2a000" in result.stdout
+
+
+def test_write_via_at_refuses_a_partition_the_module_lacks(raw: Path) -> None:
+    """ESP-AT 3.x lists mfg_nvs only: nothing is erased or written, one clear reason."""
+    with AtSimulator(find_profile("esp32"), firmware="3.x") as sim:
+        port = sim.start_tcp()
+        before = bytes(sim.flash)
+        result = run("write", "--via", "at", "--port", port, *files(raw, "client_cert"))
+        assert result.exit_code == EXIT_DEVICE_ERROR
+        assert "mfg_nvs" in result.output
+        assert bytes(sim.flash) == before
+        assert not any(c.startswith(("AT+SYSFLASH=0", "AT+SYSFLASH=1")) for c in sim.commands)
+
+
+def test_batch_via_at_with_a_report(raw: Path, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    with (
+        AtSimulator(find_profile("esp32"), mac="24:0a:c4:00:00:01") as one,
+        AtSimulator(find_profile("esp32"), mac="24:0a:c4:00:00:02") as two,
+    ):
+        ports = [one.start_tcp(), two.start_tcp()]
+        result = run("write", "--via", "at", "--port", ports[0], "--port", ports[1],
+                     "--report", str(report_path), *files(raw, "client_cert"))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        for sim in (one, two):
+            assert sim.partition_bytes("client_cert") == image(raw, "client_cert")
+    report = json.loads(report_path.read_text())
+    boards = report["boards"]
+    assert [b["port"] for b in boards] == ports
+    assert {b["mac"] for b in boards} == {"24:0a:c4:00:00:01", "24:0a:c4:00:00:02"}
+    assert report_path.stat().st_mode & 0o077 == 0
+
+
+def test_sim_at_command_serves_a_module_to_another_process(raw: Path) -> None:
+    """`atflash sim at` as a user runs it: a separate process, provisioned by the CLI."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "atflash", "sim", "at", "--chip", "esp32c3", "--no-pty"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded by the simulator's start; pytest-timeout guards it
+        assert "--port socket://127.0.0.1:" in line, line
+        port = line.rsplit("--port ", 1)[1].strip()
+        wrote = run("write", "--via", "at", "--port", port, *files(raw, "client_ca"))
+        assert wrote.exit_code == 0, wrote.output
+        checked = run("verify", "--via", "at", "--chip", "esp32c3", "--port", port,
+                      *files(raw, "client_ca"))  # fmt: skip
+        assert checked.exit_code == 0, checked.output
+    finally:
+        proc.terminate()
+        proc.wait(SIM_START_TIMEOUT)
