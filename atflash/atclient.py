@@ -36,7 +36,7 @@ from .atreply import (
     quote,
 )
 from .errors import AtBusyError, AtError, AtRejectedError, AtTimeoutError, InputError
-from .ports import describe_open_error
+from .ports import LINK_ERRORS, describe_open_error
 from .profiles import Partition
 
 DEFAULT_BAUD = 115200
@@ -127,7 +127,7 @@ class AtClient:
     def close(self) -> None:
         if self._ser is not None:
             # A dropped connection may fail to close; nothing is left to release.
-            with contextlib.suppress(serial.SerialException, OSError):
+            with contextlib.suppress(*LINK_ERRORS):
                 self._ser.close()
             self._ser = None
 
@@ -349,7 +349,7 @@ class AtClient:
             self._ser.flush()
         except serial.SerialTimeoutException:
             raise AtTimeoutError(self.port, cmd, "the port would not take the bytes") from None
-        except (serial.SerialException, OSError) as exc:
+        except LINK_ERRORS as exc:
             raise self._lost(cmd, exc) from None
 
     def _next_token(self, deadline: float, cmd: str, *, read_reply: bool) -> Token | None:
@@ -370,7 +370,7 @@ class AtClient:
             # known length lets one read take it all.
             waiting = self._ser.in_waiting
             chunk = self._ser.read(max(waiting, self._reader.wanted, 1))
-        except (serial.SerialException, OSError) as exc:
+        except LINK_ERRORS as exc:
             raise self._lost(cmd, exc) from None
         if chunk:
             self._reader.feed(chunk)
@@ -378,7 +378,7 @@ class AtClient:
     def _discard_input(self) -> None:
         try:
             self._ser.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except LINK_ERRORS as exc:
             raise self._lost("AT", exc) from None
         self._reader.clear()
 

@@ -21,6 +21,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+import serial
+
 from .errors import InputError, PortError
 from .files import is_glob, natural_key
 
@@ -234,6 +236,23 @@ _PERMISSION_HINT = (
     if sys.platform.startswith("linux")
     else "check that your user may open this port"
 )
+
+
+def _link_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [serial.SerialException, OSError]
+    try:
+        import termios
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    else:
+        # pyserial lets termios.error (not an OSError) escape from a PTY whose
+        # other end has gone, e.g. tcdrain() in flush().
+        errors.append(termios.error)
+    return tuple(errors)
+
+
+# What a serial link raises when it breaks under us: device gone, peer closed.
+LINK_ERRORS = _link_errors()
 
 
 def describe_open_error(port: str, exc: BaseException) -> PortError:

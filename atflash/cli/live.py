@@ -105,8 +105,8 @@ class BatchView:
         row.phase = event.kind
         if event.partition:
             row.partition = event.partition
-        if event.kind in ("failed", "skipped", "retrying", "warning"):
-            row.note = event.message
+        # The latest step's words: "verified" once done, the reason once failed.
+        row.note = _without_port(event.port, event.message)
         if event.kind in ("connecting", "retrying"):
             row.done = row.total = None
 
@@ -137,8 +137,8 @@ class BatchView:
         table = Table(title="atflash batch", title_justify="left", expand=False)
         for column, justify in (("port", "left"), ("MAC", "left"), ("phase", "left"),
                                 ("partition", "left"), ("bytes", "right"), ("%", "right"),
-                                ("", "left")):  # fmt: skip
-            table.add_column(column, justify=justify, no_wrap=column != "")  # type: ignore[arg-type]
+                                ("last step", "left")):  # fmt: skip
+            table.add_column(column, justify=justify, no_wrap=column != "last step")  # type: ignore[arg-type]
         for port, row in self.rows.items():
             done = "" if row.done is None else f"{row.done}/{row.total}"
             percent = f"{row.done * 100 // row.total}" if row.done is not None and row.total else ""

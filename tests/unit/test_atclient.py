@@ -262,3 +262,23 @@ def test_partition_line_roundtrip(
         offset,
         size,
     )
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "openpty"), reason="termios is POSIX only")
+def test_a_pty_whose_peer_vanished_is_a_lost_connection_not_a_crash() -> None:
+    """pyserial lets termios.error escape flush() on a dead PTY; it must become an AtError."""
+    import termios
+
+    from atflash.atclient import AtClient
+
+    class DeadPty:
+        def write(self, data: bytes) -> int:
+            return len(data)
+
+        def flush(self) -> None:
+            raise termios.error(5, "Input/output error")
+
+    client = AtClient(AtConnectOptions("/dev/pts/99"))
+    client._ser = DeadPty()
+    with pytest.raises(AtError, match="/dev/pts/99"):
+        client.command("AT")
