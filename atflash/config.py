@@ -4,6 +4,8 @@ A bench file is TOML; every key is optional and a command-line option
 overrides it::
 
     chip = "esp32"                 # or: profile = "at_customize.csv" (with chip)
+    via = "esptool"                # or "at": the AT port of running ESP-AT firmware
+    chunk_size = 4096              # at: bytes per AT+SYSFLASH write
     baud = 921600
     before = "default-reset"
     after = "hard-reset"
@@ -56,6 +58,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 BEFORE = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
 AFTER = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
+# How a board is reached: its ROM loader through esptool, or the AT port of
+# its running ESP-AT 2.x firmware.
+VIAS = ("esptool", "at")
 MAX_JOBS = 256
 
 
@@ -66,6 +71,8 @@ class BenchConfig:
     source: str
     chip: str | None = None
     profile: str | None = None
+    via: str | None = None
+    chunk_size: int | None = None
     baud: int | None = None
     before: str | None = None
     after: str | None = None
@@ -90,6 +97,8 @@ class BenchConfig:
 _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "chip": (str, "a chip or profile name"),
     "profile": (str, "a file name"),
+    "via": (str, f"one of {', '.join(VIAS)}"),
+    "chunk_size": (int, "a number"),
     "baud": (int, "a number"),
     "before": (str, f"one of {', '.join(BEFORE)}"),
     "after": (str, f"one of {', '.join(AFTER)}"),
@@ -111,6 +120,7 @@ _PATH_KEYS = ("profile", "backup", "report", "manifest")
 _RANGES = {
     "baud": (1200, 5_000_000),
     "connect_attempts": (1, 20),
+    "chunk_size": (4, 65536),
     "jobs": (1, MAX_JOBS),
     "retry": (0, 100),
 }
@@ -159,7 +169,8 @@ def _scalar(key: str, value: Any, source: str, base: Path) -> Any:
         low, high = _RANGES[key]
         if not low <= value <= high:
             raise ManifestError(source, None, f"{key} = {value} is outside {low}..{high}")
-    if (key == "before" and value not in BEFORE) or (key == "after" and value not in AFTER):
+    choices = {"before": BEFORE, "after": AFTER, "via": VIAS}
+    if key in choices and value not in choices[key]:
         raise ManifestError(source, None, f"{key} = {value!r}: must be {description}")
     if key == "vid_pid":
         try:
@@ -238,6 +249,15 @@ class CheckedConfig:
     resolver: ManifestResolver | None  # per-board plans (manifest)
 
 
+def chip_for(chip: str | None, profile: str | None, via: str | None) -> str | None:
+    """The chip to plan with: over AT the module's own table places images, so none is needed.
+
+    Without --chip or --profile, the AT path plans against every chip's
+    default layout ("auto") and the module's AT+SYSFLASH? table decides.
+    """
+    return "auto" if via == "at" and not chip and not profile else chip
+
+
 def check_config(
     config: BenchConfig,
     *,
@@ -252,7 +272,8 @@ def check_config(
 
     Keyword arguments override the file's values (command-line options).
     """
-    profiles = candidate_profiles(chip or config.chip, profile or config.profile)
+    profile = profile or config.profile
+    profiles = candidate_profiles(chip_for(chip or config.chip, profile, config.via), profile)
     requests = list(partitions if partitions is not None else config.partitions)
     if pair_check is None:
         pair_check = config.pair_check is not False

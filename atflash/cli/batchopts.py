@@ -21,7 +21,14 @@ from click.core import ParameterSource
 
 from ..atclient import DEFAULT_CHUNK
 from ..batch import BACKENDS, BatchOptions, BoardJob, run_batch
-from ..config import BenchConfig, CheckedConfig, candidate_profiles, check_config, load_config
+from ..config import (
+    BenchConfig,
+    CheckedConfig,
+    candidate_profiles,
+    check_config,
+    chip_for,
+    load_config,
+)
 from ..errors import EXIT_DEVICE_ERROR, InputError
 from ..files import is_glob
 from ..manifest import ManifestResolver
@@ -228,20 +235,16 @@ def run_write_batch(settings: WriteSettings) -> None:
 
 
 def profiles_for(chip: str | None, profile: str | None, via: str) -> list[Profile]:
-    """Candidate profiles (see :func:`chip_for`)."""
+    """Candidate profiles (see :func:`atflash.config.chip_for`)."""
     return candidate_profiles(chip_for(chip, profile, via), profile)
-
-
-def chip_for(chip: str | None, profile: str | None, via: str) -> str | None:
-    """The --chip to plan with: over AT the device's table places images, so none is needed."""
-    return "auto" if via == "at" and not chip and not profile else chip
 
 
 def _check(settings: WriteSettings) -> CheckedConfig:
     """Every image of the batch built and checked, before the first board."""
     config = settings.config or BenchConfig(source="")
-    chip = chip_for(settings.chip or config.chip, settings.profile or config.profile, settings.via)
-    profiles = candidate_profiles(chip, settings.profile or config.profile)
+    # settings already hold the bench file's chip and profile where none was typed.
+    chip = chip_for(settings.chip, settings.profile, settings.via)
+    profiles = candidate_profiles(chip, settings.profile)
     names = {p.name for prof in profiles for p in prof.partitions}
     requests = parse_groups(settings.groups, names) if settings.groups else None
     return check_config(

@@ -72,9 +72,7 @@ def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> lis
     return requests
 
 
-# How a board is reached: its ROM loader through esptool (download mode), or
-# the AT port of its running ESP-AT 2.x firmware. Each starts at its own rate.
-VIAS = ("esptool", "at")
+# Each way of reaching a board (config.VIAS) starts at its own rate.
 DEFAULT_BAUD = {"esptool": 921600, "at": 115200}
 
 

@@ -14,7 +14,7 @@ from .. import provision
 from ..atclient import DEFAULT_CHUNK
 from ..atprovision import read_partition_at, read_table_at, verify_board_at
 from ..batch import BACKENDS, BoardJob
-from ..config import AFTER, BEFORE, candidate_profiles, check_config, load_config
+from ..config import AFTER, BEFORE, VIAS, candidate_profiles, check_config, load_config
 from ..errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
 from ..flasher import EsptoolBoard
 from ..inspect import inspect_bytes
@@ -26,7 +26,7 @@ from ..results import BoardResult
 from . import batchopts, render
 from .app import cli
 from .batchopts import batch_options
-from .common import VIAS, F, connect_options, parse_groups, profile_options, resolve_profile
+from .common import F, connect_options, parse_groups, profile_options, resolve_profile
 
 
 def link_options(func: F) -> F:

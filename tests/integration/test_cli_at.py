@@ -140,3 +140,18 @@ def test_sim_at_command_serves_a_module_to_another_process(raw: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(SIM_START_TIMEOUT)
+
+
+def test_bench_file_with_via_at(raw: Path, tmp_path: Path) -> None:
+    """An AT bench: the file says via = "at"; check and write both honour it."""
+    with AtSimulator(find_profile("esp32c3")) as sim:
+        port = sim.start_tcp()
+        bench = tmp_path / "bench.toml"
+        ca = raw / "client_ca" / "client_ca_00.crt"
+        bench.write_text(f'via = "at"\nports = ["{port}"]\n[partitions]\nclient_ca = ["{ca}"]\n')
+        checked = run("check", "--config", str(bench))
+        assert checked.exit_code == 0, checked.output
+        wrote = run("write", "--config", str(bench))
+        assert wrote.exit_code == 0, wrote.output
+        expected = pki.pad(pki.build([("ca", ca.read_bytes(), None)]), 0x2000)
+        assert sim.partition_bytes("client_ca") == expected

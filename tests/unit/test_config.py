@@ -130,3 +130,13 @@ def test_check_command_reports_ok_and_errors(bench: Path) -> None:
     assert result.exit_code == 2
     assert "unknown key 'retries'" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_bench_file_may_choose_the_at_path(tmp_path: Path) -> None:
+    bench = tmp_path / "bench.toml"
+    bench.write_text('via = "at"\nchunk_size = 1024\n')
+    config = load_config(bench)
+    assert (config.via, config.chunk_size) == ("at", 1024)
+    bench.write_text('via = "jtag"\n')
+    with pytest.raises(ManifestError, match="via"):
+        load_config(bench)
