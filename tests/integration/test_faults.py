@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -77,6 +78,26 @@ def _when(kind: str, partition: str | None, arm: Callable[[UartLine], None], lin
     return sink
 
 
+class _Rig(Protocol):
+    line: UartLine
+
+    def write(self, events: Callable[[Event], None] = ...) -> provision.BoardResult: ...
+
+
+def break_and_write(rig: _Rig, case: tuple) -> provision.BoardResult:
+    """Arm the case's fault (at once, or at its phase) and write; the board must fail plainly."""
+    kind, partition, arm, _expected = case
+    if kind is None:
+        arm(rig.line)
+        failed = rig.write()
+    else:
+        failed = rig.write(_when(kind, partition, arm, rig.line))
+    assert not failed.ok, "reported OK"
+    assert failed.error and rig.line.url in failed.error
+    assert "\n" not in failed.error
+    return failed
+
+
 # Each case: (phase event, partition, how to break the line, statuses the board must report).
 # None in the statuses means "any": the fault may or may not have hit that partition's bytes.
 CASES = {
@@ -103,17 +124,8 @@ CASES = {
 def test_fault_leaves_an_honest_result_and_a_retry_repairs(
     rig: Rig, case: str, tmp_path: Path
 ) -> None:
-    kind, partition, arm, expected = CASES[case]
-    if kind is None:
-        arm(rig.line)
-        sink: Callable[[Event], None] = lambda _e: None  # noqa: E731
-    else:
-        sink = _when(kind, partition, arm, rig.line)
-    failed = rig.write(sink)
-
-    assert not failed.ok, f"{case}: reported OK"
-    assert failed.error and rig.line.url in failed.error
-    assert "\n" not in failed.error
+    failed = break_and_write(rig, CASES[case])
+    expected = CASES[case][3]
     statuses = [p.status for p in failed.partitions]
     for got, want in zip(statuses, expected, strict=True):
         assert want is None or got == want, f"{case}: {statuses}"
@@ -214,18 +226,8 @@ AT_CASES = {
 
 @pytest.mark.parametrize("case", list(AT_CASES))
 def test_at_fault_leaves_an_honest_result_and_a_retry_repairs(at_rig: AtRig, case: str) -> None:
-    kind, partition, arm, expected = AT_CASES[case]
-    if kind is None:
-        arm(at_rig.line)
-        sink: Callable[[Event], None] = lambda _e: None  # noqa: E731
-    else:
-        sink = _when(kind, partition, arm, at_rig.line)
-    failed = at_rig.write(sink)
-
-    assert not failed.ok, f"{case}: reported OK"
-    assert failed.error and at_rig.line.url in failed.error
-    assert "\n" not in failed.error
-    assert [p.status for p in failed.partitions] == list(expected), case
+    failed = break_and_write(at_rig, AT_CASES[case])
+    assert [p.status for p in failed.partitions] == list(AT_CASES[case][3]), case
     for entry, image in zip(failed.partitions, at_rig.plan.images, strict=True):
         if entry.status == "written":
             assert at_rig.sim.partition_bytes(entry.name) == image.padded
