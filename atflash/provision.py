@@ -17,18 +17,15 @@ from .errors import (
     AtflashError,
     BoardSkipped,
     ChipMismatchError,
-    FormatError,
     TableMismatchError,
 )
 from .events import Event, EventSink, ignore
 from .flasher import ConnectOptions, EsptoolBoard, FlashSettings
 from .output import write_private
-from .parttable import MAX_TABLE, is_blank, parse_table
+from .parttable import ENTRY, ENTRY_MAGIC, MAX_TABLE, is_blank, parse_table
 from .plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from .profiles import Partition, Profile
 from .results import BoardResult, PartitionResult
-
-TABLE_FIRST_READ = 0x400  # 31 entries and the MD5: every ESP-AT table fits
 
 
 @dataclass(frozen=True)
@@ -240,18 +237,29 @@ def _mark_failed(result: BoardResult) -> None:
 
 
 def read_device_table(board: EsptoolBoard, profile: Profile) -> tuple[Partition, ...] | None:
-    """The board's at_customize table, or None when that flash is blank."""
+    """The board's at_customize table, or None when that flash is blank.
+
+    The read stops at the table's end: one 64-byte ROM block for a blank
+    table, a few for an ESP-AT one, instead of a fixed kilobyte (each block
+    is a round trip). ``parse_table`` then checks what was read as before.
+    """
     offset = profile.at_customize_offset
-    data = board.read(offset, TABLE_FIRST_READ, label="at_customize.bin")
+    data = board.read(offset, MAX_TABLE, label="at_customize.bin", stop_when=table_complete)
     if is_blank(data):
         return None
-    try:
-        return parse_table(data, source=f"at_customize.bin at {offset:#x}")
-    except FormatError as exc:
-        if "no end marker" not in str(exc):
-            raise
-    data = board.read(offset, MAX_TABLE, label="at_customize.bin")
     return parse_table(data, source=f"at_customize.bin at {offset:#x}")
+
+
+def table_complete(data: bytes) -> bool:
+    """Whether ``data`` holds a partition table up to its end, or enough to refuse it.
+
+    True at the first whole entry that ends the table (0xFF or the MD5
+    entry) or cannot belong to one (a bad magic: ``parse_table`` says why).
+    """
+    for pos in range(0, len(data) - ENTRY.size + 1, ENTRY.size):
+        if data[pos : pos + 2] != ENTRY_MAGIC:
+            return True  # end marker, MD5 entry or garbage: nothing after it matters
+    return False
 
 
 def check_device_table(

@@ -1,0 +1,58 @@
+"""socket:// ports for esptool: in_waiting counts the bytes, close does not pause."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import serial
+
+from atflash.seriallink import SocketLink, open_link
+
+
+@pytest.fixture
+def peer() -> Iterator[tuple[str, socket.socket]]:
+    """A listening loopback socket: the URL to open and, once accepted, the far end."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield f"socket://127.0.0.1:{server.getsockname()[1]}", server
+
+
+def test_socket_urls_get_the_socket_link_and_others_pyserial() -> None:
+    assert isinstance(open_link("socket://127.0.0.1:1"), SocketLink)
+    assert not open_link("socket://127.0.0.1:1").is_open
+    assert not isinstance(open_link("loop://"), SocketLink)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="FIONREAD on sockets is POSIX")
+def test_in_waiting_counts_the_bytes(peer: tuple[str, socket.socket]) -> None:
+    url, server = peer
+    link = open_link(url)
+    link.open()
+    far, _ = server.accept()
+    with far:
+        assert link.in_waiting == 0
+        far.sendall(b"\xc0" + b"x" * 99)
+        deadline = time.monotonic() + 5
+        while link.in_waiting < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert link.in_waiting == 100  # pyserial's own answer is 1
+        assert link.read(100) == b"\xc0" + b"x" * 99
+        link.close()
+
+
+def test_close_is_prompt_and_final(peer: tuple[str, socket.socket]) -> None:
+    url, server = peer
+    link = open_link(url)
+    link.open()
+    far, _ = server.accept()
+    with far:
+        start = time.monotonic()
+        link.close()
+        assert time.monotonic() - start < 0.2  # pyserial pauses 0.3 s
+        assert far.recv(1) == b""  # the far end sees the connection end
+        link.close()  # closing twice is harmless
+        with pytest.raises(serial.PortNotOpenError):
+            link.read(1)
