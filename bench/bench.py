@@ -16,23 +16,45 @@ measures, on fresh blank boards each time:
 (d) the wire-time floor of (a): bytes that crossed the busiest line divided
     by the line rate (UartLine counts both).
 
+On a bench of real boards the boards use no host CPU; here every board is a
+Python process on the same host, and every line a relay thread. So each run
+of (a) also reports the CPU seconds of the mock processes, of atflash (the
+command, its fork server and its workers) and of the relay threads, and
+``cpu floor s``: atflash's CPU seconds spread over every core, the least
+wall time the host allows atflash alone. A 16-board figure far above one
+board's, with the mocks' CPU near the host's capacity, is a host limit.
+
+Every mock gets its own state directory: the mock rewrites its state file
+on each register read, under a lock shared by every mock on the host, and
+the shared file keeps the entries of every mock ever killed, so with a
+shared one the mocks' CPU grows from run to run and serialises the boards.
+
 Run: ``python bench/bench.py [--boards 1,4,16] [--baud 921600] [--skip-documented]``.
 Mock boards need ``--before no-reset`` (a socket has no reset lines).
+The CPU columns need Linux (/proc, and adopting the fork server's orphans to
+count the workers); elsewhere they show nan or miss the workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+
+try:
+    import resource  # POSIX
+except ImportError:  # pragma: no cover - Windows: no CPU columns
+    resource = None  # type: ignore[assignment]
 
 from atflash import pki
 from atflash.profiles import find_profile
@@ -45,6 +67,9 @@ PARTITIONS = ("client_cert", "client_key", "client_ca")
 KINDS = {"client_cert": "cert", "client_key": "key", "client_ca": "ca"}
 NO_RESET = ["--before", "no-reset", "--after", "no-reset"]
 RUN_TIMEOUT = 600
+REAP_TIMEOUT = 5.0  # an orphaned fork server exits as soon as its parent has
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+MOCK_STATE_ENV = "ESP32_MOCK_BOOTLOADER_STATE_DIR"
 
 
 @dataclass
@@ -64,7 +89,7 @@ def bench(count: int) -> Iterator[Bench]:
     with ExitStack() as stack:
         boards = []
         for _ in range(count):
-            board = start_mock("esp32")
+            board = _private_mock(stack)
             stack.callback(board.stop)
             boards.append(board)
         lines = []
@@ -72,6 +97,21 @@ def bench(count: int) -> Iterator[Bench]:
             host, port = board.url.removeprefix("socket://").rsplit(":", 1)
             lines.append(stack.enter_context(UartLine(upstream=(host, int(port)))))
         yield Bench(boards, lines)
+
+
+def _private_mock(stack: ExitStack) -> MockBoard:
+    """A mock board with a state directory of its own (see the module docstring)."""
+    state = tempfile.mkdtemp(prefix="atflash-bench-mock-")
+    stack.callback(shutil.rmtree, state, ignore_errors=True)
+    previous = os.environ.get(MOCK_STATE_ENV)
+    os.environ[MOCK_STATE_ENV] = state  # the mock process inherits the environment
+    try:
+        return start_mock("esp32")
+    finally:
+        if previous is None:
+            del os.environ[MOCK_STATE_ENV]
+        else:
+            os.environ[MOCK_STATE_ENV] = previous
 
 
 def files(partition: str) -> list[str]:
@@ -157,17 +197,118 @@ def way_parallel_esptool(b: Bench, baud: int, bins: dict[str, Path]) -> None:
             raise SystemExit(f"parallel esptool failed: {err.decode()[-2000:]}")
 
 
-def timed(count: int, action: Callable[[Bench], None]) -> tuple[float, float, float]:
-    """Wall seconds, wire-time floor (busiest line) and host CPU use (0..1) for one run."""
+@dataclass(frozen=True)
+class Run:
+    """One measured run: wall time, wire-time floor and where the CPU went."""
+
+    wall: float
+    floor: float  # wire-time floor of the busiest line
+    host: float  # host CPU use, 0..1 (everything on the host, other users included)
+    mock_cpu: float  # CPU seconds of the mock board processes
+    tool_cpu: float  # CPU seconds of the tool's processes (and everything they started)
+    relay_cpu: float  # CPU seconds of the UartLine threads
+
+
+def timed(count: int, action: Callable[[Bench], None]) -> Run:
+    """Measure ``action`` on ``count`` fresh boards."""
     with bench(count) as b:
-        busy0 = _busy()
+        mock_pids = {board.proc.pid for board in b.boards}
+        before = _Cpu.now(mock_pids)
         start = time.monotonic()
         action(b)
         wall = time.monotonic() - start
-        busy1 = _busy()
+        _reap_orphans(mock_pids)
+        after = _Cpu.now(mock_pids)
         floor = max(line.wire_time for line in b.lines)
-        used = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
-        return wall, floor, used
+        return after.since(before, wall, floor)
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    """CPU counters at one instant (seconds; nan where the platform cannot say)."""
+
+    busy: tuple[int, int]
+    mocks: float
+    children: float
+    relays: float
+
+    @classmethod
+    def now(cls, mock_pids: set[int]) -> _Cpu:
+        children = float("nan")
+        if resource is not None:
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            children = usage.ru_utime + usage.ru_stime
+        mocks = sum(_proc_cpu(f"/proc/{pid}/stat") for pid in mock_pids)
+        relays = sum(
+            _proc_cpu(f"/proc/self/task/{t.native_id}/stat")
+            for t in threading.enumerate()
+            if t.name.startswith("UartLine:")
+        )
+        return cls(_busy(), mocks, children, relays)
+
+    def since(self, before: _Cpu, wall: float, floor: float) -> Run:
+        busy = (self.busy[0] - before.busy[0]) / max(1, self.busy[1] - before.busy[1])
+        return Run(
+            wall=wall,
+            floor=floor,
+            host=busy,
+            mock_cpu=self.mocks - before.mocks,
+            tool_cpu=self.children - before.children,
+            relay_cpu=self.relays - before.relays,
+        )
+
+
+def _proc_cpu(stat_path: str) -> float:
+    """utime + stime of a process or thread from its /proc stat file (nan off Linux)."""
+    try:
+        text = Path(stat_path).read_text()
+    except OSError:
+        return float("nan")
+    fields = text.rsplit(")", 1)[1].split()  # the name may hold spaces: split after it
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _become_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux), so their CPU time reaches RUSAGE_CHILDREN.
+
+    atflash's fork server and resource tracker outlive the atflash process by
+    a moment and are never waited for by it: without this, the workers' CPU
+    (counted in the fork server's, which reaps them) would be lost.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _reap_orphans(keep: set[int]) -> None:
+    """Wait for adopted orphans (not the mocks in ``keep``); bounded."""
+    deadline = time.monotonic() + REAP_TIMEOUT
+    while time.monotonic() < deadline:
+        orphans = [pid for pid in _children() if pid not in keep]
+        if not orphans:
+            return
+        for pid in orphans:
+            with suppress(ChildProcessError):  # reaped meanwhile
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+
+
+def _children() -> list[int]:
+    """Pids whose parent is this process (Linux; empty elsewhere)."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # zombies too: reaping them is the point
+            found.append(int(entry.parent.name))
+    return found
 
 
 def _busy() -> tuple[int, int]:
@@ -189,28 +330,33 @@ def main() -> None:
     parser.add_argument("--skip-documented", action="store_true", help="skip way (b), the slowest")
     args = parser.parse_args()
     counts = [int(c) for c in args.boards.split(",")]
+    if not _become_subreaper():
+        print("note: cannot adopt orphans here: atflash cpu misses its workers", file=sys.stderr)
     folder = Path(tempfile.mkdtemp(prefix="atflash-bench-"))
     try:
         bins = write_bare_bins(folder)
+        cores = os.cpu_count() or 1
         print(f"3 partitions ({', '.join(f'{n} {bins[n].stat().st_size} B' for n in PARTITIONS)}), "
-              f"baud {args.baud}, {os.cpu_count()} CPU(s)")  # fmt: skip
-        header = (f"{'boards':>6} {'atflash s':>9} {'boards/min':>10} {'vs 1':>6} {'floor s':>8} "
-                  f"{'vs floor':>8} {'(b) doc s':>9} {'a/b':>6} {'(c) par s':>9} {'a/c':>6} {'cpu %':>6}")  # fmt: skip
-        print(header)
+              f"baud {args.baud}, {cores} CPU(s)")  # fmt: skip
+        print(f"{'boards':>6} {'atflash s':>9} {'boards/min':>10} {'vs 1':>6} {'floor s':>8} "
+              f"{'vs floor':>8} {'(b) doc s':>9} {'a/b':>6} {'(c) par s':>9} {'a/c':>6} "
+              f"{'cpu %':>6} {'mock cpu':>8} {'atfl cpu':>8} {'relay cpu':>9} {'cpu floor':>9}")  # fmt: skip
         one = None
         for count in counts:
-            wall, floor, cpu = timed(count, lambda b: way_atflash(b, args.baud))
-            one = one or (wall if count == 1 else None)
+            a = timed(count, lambda b: way_atflash(b, args.baud))
+            one = one or (a.wall if count == 1 else None)
             doc = (
                 None
                 if args.skip_documented
-                else timed(count, lambda b: way_documented(b, args.baud, bins))[0]
+                else timed(count, lambda b: way_documented(b, args.baud, bins)).wall
             )
-            par = timed(count, lambda b: way_parallel_esptool(b, args.baud, bins))[0]
-            print(f"{count:>6} {wall:>9.2f} {count * 60 / wall:>10.1f} "
-                  f"{(wall / one if one else float('nan')):>6.2f} {floor:>8.2f} {wall / floor:>8.2f} "
-                  f"{(doc or float('nan')):>9.2f} {(wall / doc if doc else float('nan')):>6.2f} "
-                  f"{par:>9.2f} {wall / par:>6.2f} {cpu * 100:>6.0f}", flush=True)  # fmt: skip
+            par = timed(count, lambda b: way_parallel_esptool(b, args.baud, bins)).wall
+            print(f"{count:>6} {a.wall:>9.2f} {count * 60 / a.wall:>10.1f} "
+                  f"{(a.wall / one if one else float('nan')):>6.2f} {a.floor:>8.2f} "
+                  f"{a.wall / a.floor:>8.2f} {(doc or float('nan')):>9.2f} "
+                  f"{(a.wall / doc if doc else float('nan')):>6.2f} {par:>9.2f} {a.wall / par:>6.2f} "
+                  f"{a.host * 100:>6.0f} {a.mock_cpu:>8.2f} {a.tool_cpu:>8.2f} {a.relay_cpu:>9.2f} "
+                  f"{a.tool_cpu / cores:>9.2f}", flush=True)  # fmt: skip
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

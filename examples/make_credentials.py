@@ -57,7 +57,9 @@ def main() -> None:
     (HERE / "ca.crt").write_bytes(ca.public_bytes(pem))
     (HERE / "client.crt").write_bytes(client.public_bytes(pem))
     (HERE / "client.key").write_bytes(
-        client_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        client_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     print(f"wrote {HERE / 'ca.crt'}, {HERE / 'client.crt'}, {HERE / 'client.key'}")
 
