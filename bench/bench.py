@@ -24,7 +24,7 @@ command, its fork server and its workers) and of the relay threads, and
 wall time the host allows atflash alone. A 16-board figure far above one
 board's, with the mocks' CPU near the host's capacity, is a host limit.
 
-Every mock gets its own state directory: the mock rewrites its state file
+Every mock gets its own state directory (``start_mock`` sees to it): the mock rewrites its state file
 on each register read, under a lock shared by every mock on the host, and
 the shared file keeps the entries of every mock ever killed, so with a
 shared one the mocks' CPU grows from run to run and serialises the boards.
@@ -69,7 +69,6 @@ NO_RESET = ["--before", "no-reset", "--after", "no-reset"]
 RUN_TIMEOUT = 600
 REAP_TIMEOUT = 5.0  # an orphaned fork server exits as soon as its parent has
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
-MOCK_STATE_ENV = "ESP32_MOCK_BOOTLOADER_STATE_DIR"
 
 
 @dataclass
@@ -89,7 +88,7 @@ def bench(count: int) -> Iterator[Bench]:
     with ExitStack() as stack:
         boards = []
         for _ in range(count):
-            board = _private_mock(stack)
+            board = start_mock("esp32")  # with a private state folder (see sim.rom)
             stack.callback(board.stop)
             boards.append(board)
         lines = []
@@ -97,21 +96,6 @@ def bench(count: int) -> Iterator[Bench]:
             host, port = board.url.removeprefix("socket://").rsplit(":", 1)
             lines.append(stack.enter_context(UartLine(upstream=(host, int(port)))))
         yield Bench(boards, lines)
-
-
-def _private_mock(stack: ExitStack) -> MockBoard:
-    """A mock board with a state directory of its own (see the module docstring)."""
-    state = tempfile.mkdtemp(prefix="atflash-bench-mock-")
-    stack.callback(shutil.rmtree, state, ignore_errors=True)
-    previous = os.environ.get(MOCK_STATE_ENV)
-    os.environ[MOCK_STATE_ENV] = state  # the mock process inherits the environment
-    try:
-        return start_mock("esp32")
-    finally:
-        if previous is None:
-            del os.environ[MOCK_STATE_ENV]
-        else:
-            os.environ[MOCK_STATE_ENV] = previous
 
 
 def files(partition: str) -> list[str]:
