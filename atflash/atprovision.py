@@ -22,7 +22,6 @@ from . import pki
 from .atclient import AtClient, AtConnectOptions, DeviceInfo
 from .errors import (
     AtflashError,
-    BoardSkipped,
     FirmwareError,
     ImageTooBigError,
     InputError,
@@ -33,7 +32,7 @@ from .events import Event, EventSink, ignore
 from .output import write_private
 from .plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from .profiles import Partition
-from .provision import WriteOptions, new_result
+from .provision import WriteOptions, close_result, new_result, rebase, record_exception
 from .results import BoardResult, PartitionResult
 
 __all__ = [
@@ -125,28 +124,12 @@ def _session(
             # Any candidate profile will do: the device's table places the images.
             plan = candidates[0]
             if fixed is None:
-                result = _rebase(result, plan)
+                result = rebase(result, plan)
             result.profile = plan.profile.name
             work(client, plan, result)
-    except BoardSkipped as exc:
-        result.skipped = exc.reason
-        events(Event("skipped", connect.port, exc.reason))
     except AtflashError as exc:
-        result.error = str(exc)
-        for entry in result.partitions:
-            if entry.status == "possibly-partial":
-                entry.error = result.error
-        events(Event("failed", connect.port, exc.detail))
-    result.seconds = round(time.monotonic() - start, 3)
-    if result.ok:
-        events(Event("done", connect.port, "verified"))
-    return result
-
-
-def _rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
-    fresh = new_result(result.port, plan)
-    fresh.mac, fresh.firmware = result.mac, result.firmware
-    return fresh
+        record_exception(result, exc, events)
+    return close_result(result, start, events)
 
 
 def _connect(client: AtClient, events: EventSink) -> DeviceInfo:

@@ -9,7 +9,7 @@ and verify each partition independently by MD5.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,9 +78,13 @@ def resolve_plans(
     return plans(identity) if callable(plans) else plans
 
 
+Plans = Sequence[WritePlan] | PlanResolver
+Work = Callable[[EsptoolBoard, WritePlan, BoardResult], None]
+
+
 def write_board(
     connect: ConnectOptions,
-    plans: Sequence[WritePlan] | PlanResolver,
+    plans: Plans,
     *,
     options: WriteOptions | None = None,
     events: EventSink = ignore,
@@ -92,6 +96,29 @@ def write_board(
     :class:`BoardSkipped` leaves the board untouched and the result skipped.
     """
     opts = options or WriteOptions()
+    return _session(connect, plans, events, lambda b, p, r: _execute(b, p, r, opts, events))
+
+
+def verify_board(
+    connect: ConnectOptions, plans: Plans, *, events: EventSink = ignore
+) -> BoardResult:
+    """Compare each image with the board's flash by MD5 (statuses ``match`` / ``differs``).
+
+    Never raises for a board failure: it is reported in the result.
+    """
+
+    def compare(board: EsptoolBoard, plan: WritePlan, result: BoardResult) -> None:
+        board.attach(plan.profile.flash_size)
+        for image, entry in zip(plan.images, result.partitions, strict=True):
+            data = plan.data_for(image)
+            same = board.md5(image.address, len(data), label=entry.name) == _md5(data)
+            entry.status = "match" if same else "differs"
+
+    return _session(connect, plans, events, compare)
+
+
+def _session(connect: ConnectOptions, plans: Plans, events: EventSink, work: Work) -> BoardResult:
+    """Connect, choose the plan for the chip found, run ``work``, record the outcome."""
     start = time.monotonic()
     fixed = None if callable(plans) else plans
     result = new_result(connect.port, fixed[0] if fixed and len(fixed) == 1 else None)
@@ -101,55 +128,41 @@ def write_board(
             identity = BoardIdentity(connect.port, chip=board.chip, mac=board.mac)
             plan = select_plan(resolve_plans(plans, identity), board.chip, connect.port)
             if not result.partitions:
-                result = _rebase(result, plan)
+                result = rebase(result, plan)
             result.profile = plan.profile.name
-            _execute(board, plan, result, opts, events)
-    except BoardSkipped as exc:
-        result.skipped = exc.reason
-        events(Event("skipped", connect.port, exc.reason))
+            work(board, plan, result)
     except AtflashError as exc:
-        result.error = str(exc)
-        _mark_failed(result)
-        events(Event("failed", connect.port, exc.detail))
-        if isinstance(exc, TableMismatchError):
-            result.warnings.append(render_table_rows(exc.rows))
+        record_exception(result, exc, events)
+    return close_result(result, start, events)
+
+
+def record_exception(result: BoardResult, exc: AtflashError, events: EventSink) -> None:
+    """Record why a board stopped: skipped on purpose, or failed (partials keep the error)."""
+    if isinstance(exc, BoardSkipped):
+        result.skipped = exc.reason
+        events(Event("skipped", result.port, exc.reason))
+        return
+    result.error = str(exc)
+    for entry in result.partitions:
+        if entry.status == "possibly-partial":
+            entry.error = result.error
+    events(Event("failed", result.port, exc.detail))
+    if isinstance(exc, TableMismatchError):
+        result.warnings.append(render_table_rows(exc.rows))
+
+
+def close_result(result: BoardResult, start: float, events: EventSink) -> BoardResult:
+    """Stamp the board's time; a board that holds everything it should says so."""
     result.seconds = round(time.monotonic() - start, 3)
     if result.ok:
-        events(Event("done", connect.port, "verified"))
+        events(Event("done", result.port, "verified"))
     return result
 
 
-def verify_board(
-    connect: ConnectOptions, plans: Sequence[WritePlan], *, events: EventSink = ignore
-) -> BoardResult:
-    """Compare each image with the board's flash by MD5 (statuses ``match`` / ``differs``).
-
-    Never raises for a board failure: it is reported in the result.
-    """
-    start = time.monotonic()
-    result = new_result(connect.port, plans[0] if len(plans) == 1 else None)
-    try:
-        with EsptoolBoard(connect, events=events) as board:
-            result.chip, result.mac = board.chip, board.mac
-            plan = select_plan(plans, board.chip, connect.port)
-            if not result.partitions:
-                result = _rebase(result, plan)
-            result.profile = plan.profile.name
-            board.attach(plan.profile.flash_size)
-            for image, entry in zip(plan.images, result.partitions, strict=True):
-                data = plan.data_for(image)
-                same = board.md5(image.address, len(data), label=entry.name) == _md5(data)
-                entry.status = "match" if same else "differs"
-    except AtflashError as exc:
-        result.error = str(exc)
-        events(Event("failed", connect.port, exc.detail))
-    result.seconds = round(time.monotonic() - start, 3)
-    return result
-
-
-def _rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
+def rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
+    """A fresh result for ``plan`` (chosen once the board was identified), keeping what is known."""
     fresh = new_result(result.port, plan)
-    fresh.chip, fresh.mac = result.chip, result.mac
+    fresh.chip, fresh.mac, fresh.firmware = result.chip, result.mac, result.firmware
     return fresh
 
 
@@ -225,12 +238,6 @@ def _md5(data: bytes) -> str:
     import hashlib
 
     return hashlib.md5(data).hexdigest()
-
-
-def _mark_failed(result: BoardResult) -> None:
-    for entry in result.partitions:
-        if entry.status == "possibly-partial":
-            entry.error = result.error
 
 
 # -- the board's own partition table ----------------------------------------
