@@ -228,7 +228,8 @@ def _write_one(
     events(Event("writing", port, f"{len(data)} bytes at {part.offset:#x}", partition=name))
     entry.status = "possibly-partial"
     client.erase(name, timeout=client.options.timeout + ERASE_SECONDS_PER_64K * part.size / 0x10000)
-    client.write(name, 0, data, progress=_progress(events, port, name, "write"))
+    if data:  # an empty bin (restoring a blank backup) is the erase alone
+        client.write(name, 0, data, progress=_progress(events, port, name, "write"))
     back = _read_whole(client, part, events)
     expected = pki.pad(image.bin, part.size)
     if back != expected:

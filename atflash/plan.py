@@ -134,7 +134,9 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
         raise InputError(f"partition {part.name}: no files given")
     contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
     ready = [path for path, data in contents if pki.is_pki_bin(data)]
-    if ready:
+    if len(contents) == 1 and _is_erased(contents[0][1]):
+        image = _blank_image(part, contents[0])
+    elif ready:
         image = _prebuilt_image(part, contents, ready)
     else:
         if opts.check_content:
@@ -145,6 +147,22 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
     if len(image.bin) > part.size:
         raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
     return image
+
+
+def _is_erased(data: bytes) -> bool:
+    return bool(data) and data.count(pki.ERASED) == len(data)
+
+
+def _blank_image(part: Partition, content: tuple[str, bytes]) -> PartitionImage:
+    """Erased flash given as a file: the backup of a partition that held nothing.
+
+    Writing it back empties the partition, so ``--backup`` can undo a write
+    to a blank partition too. It must not be longer than the partition.
+    """
+    path, data = content
+    if len(data) > part.size:
+        raise ImageTooBigError(Overflow(part.name, len(data), part.size))
+    return PartitionImage(part, b"", (path,), (), prebuilt=True)
 
 
 def _prebuilt_image(

@@ -155,3 +155,16 @@ def test_bench_file_with_via_at(raw: Path, tmp_path: Path) -> None:
         assert wrote.exit_code == 0, wrote.output
         expected = pki.pad(pki.build([("ca", ca.read_bytes(), None)]), 0x2000)
         assert sim.partition_bytes("client_ca") == expected
+
+
+def test_blank_backup_restores_a_blank_partition_via_at(raw: Path, tmp_path: Path) -> None:
+    with AtSimulator(find_profile("esp32")) as sim:
+        port = sim.start_tcp()
+        backups = tmp_path / "backups"
+        first = run("write", "--via", "at", "--port", port, "--backup", str(backups),
+                    *files(raw, "client_ca"))  # fmt: skip
+        assert first.exit_code == 0, first.output
+        (saved,) = backups.glob("*-client_ca.bin")
+        undo = run("write", "--via", "at", "--port", port, "client_ca", str(saved))
+        assert undo.exit_code == 0, undo.output
+        assert sim.partition_bytes("client_ca") == b"\xff" * 0x2000

@@ -248,3 +248,21 @@ def test_board_that_never_answers_fails_within_bounded_time(raw: Path) -> None:
     assert len(result.stderr.splitlines()) == 1
     assert "did not answer" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_backup_of_a_blank_partition_restores_it_blank(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    """Undo of a first write: the backup is erased flash, and writing it back erases again."""
+    backups = tmp_path / "backups"
+    cert = str(raw / "client_cert" / "client_cert_00.crt")
+    first = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
+                "--backup", str(backups), "client_cert", cert)  # fmt: skip
+    assert first.exit_code == 0, first.output
+    (saved,) = backups.glob("*-client_cert.bin")
+    assert saved.read_bytes() == b"\xff" * 0x2000
+    undo = run(
+        "write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "client_cert", str(saved)
+    )
+    assert undo.exit_code == 0, undo.output
+    assert flash_holds(esp32_board, 0x2A000, b"\xff" * 0x2000, tmp_path)
