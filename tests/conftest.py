@@ -21,3 +21,21 @@ FIXTURES = Path(__file__).parent / "fixtures" / "esp-at-raw-data"
 def raw() -> Path:
     """ESP-AT's sample credentials folder (one subfolder per partition)."""
     return FIXTURES
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("atflash hardware")
+    group.addoption("--hw-port", help="A real board's port: runs the tests marked 'hardware'.")
+    group.addoption("--hw-chip", default="auto", help="Its chip or profile (default: auto).")
+    group.addoption(
+        "--hw-via", default="esptool", choices=("esptool", "at"), help="How to reach it."
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--hw-port"):
+        return
+    skip = pytest.mark.skip(reason="needs a real board: pass --hw-port")
+    for item in items:
+        if "hardware" in item.keywords:
+            item.add_marker(skip)
