@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 
 from ..atclient import DEFAULT_CHUNK
-from ..batch import BACKENDS, BatchOptions, BoardJob, run_batch
+from ..batch import BACKENDS, BatchOptions, BoardJob, run_batch, warm_up
 from ..config import (
     BenchConfig,
     CheckedConfig,
@@ -198,6 +198,7 @@ def run_write_batch(settings: WriteSettings) -> None:
                 "none of the given ports failed in the report",
                 hint="drop --port to re-run them all",
             )
+    warm_up()  # the worker server starts while the plans are built
     checked = _check(settings)
     jobs = [
         BoardJob(
