@@ -288,7 +288,7 @@ class _Batch:
                 Event(
                     "retrying",
                     result.port,
-                    f"attempt {run.attempt} failed ({result.error}); retrying from connect",
+                    f"attempt {run.attempt} failed ({result.error_detail}); retrying from connect",
                 )
             )
             self.pending.appendleft(index)
@@ -314,7 +314,7 @@ class _Batch:
             entry.status = run.statuses.get(entry.name, "not-started")  # type: ignore[assignment]
             if entry.status == "possibly-partial":
                 entry.error = result.error
-        self.events(Event("failed", job.port, result.error))
+        self.events(Event("failed", job.port, why))
         return result
 
     def _stop_all(self) -> None:

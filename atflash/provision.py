@@ -8,6 +8,7 @@ and verify each partition independently by MD5.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ def new_result(port: str, plan: WritePlan | None) -> BoardResult:
 
 def _partition_result(image: PartitionImage, plan: WritePlan) -> PartitionResult:
     data = plan.data_for(image)
-    import hashlib
-
     return PartitionResult(
         name=image.partition.name,
         address=image.address,
@@ -235,8 +234,6 @@ def _write_time(address: int, started: dict[int, float], done: float) -> float:
 
 
 def _md5(data: bytes) -> str:
-    import hashlib
-
     return hashlib.md5(data).hexdigest()
 
 

@@ -59,6 +59,14 @@ class BoardResult:
         return self.skipped is None and self.error is None and all(p.ok for p in self.partitions)
 
     @property
+    def error_detail(self) -> str | None:
+        """The error without the port it starts with, for lines already labelled by port."""
+        if self.error is None:
+            return None
+        prefix = f"{self.port}: "
+        return self.error[len(prefix) :] if self.error.startswith(prefix) else self.error
+
+    @property
     def failed(self) -> bool:
         """The board needed work and did not get it; a skipped board has not failed."""
         return self.skipped is None and not self.ok

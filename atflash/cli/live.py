@@ -38,12 +38,6 @@ class _Row:
     note: str = ""
 
 
-def _without_port(port: str, text: str) -> str:
-    """Error texts start with their port already; the line starts with it too."""
-    prefix = f"{port}: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
-
-
 def _mac_from(message: str) -> str:
     """The MAC in a "connected" event's text (``ESP32, MAC 24:0a:...``)."""
     _, found, rest = message.partition("MAC ")
@@ -106,7 +100,7 @@ class BatchView:
         if event.partition:
             row.partition = event.partition
         # The latest step's words: "verified" once done, the reason once failed.
-        row.note = _without_port(event.port, event.message)
+        row.note = event.message
         if event.kind in ("connecting", "retrying"):
             row.done = row.total = None
 
@@ -117,7 +111,7 @@ class BatchView:
                 click.echo(line, err=True)
             return
         where = f" {event.partition}" if event.partition else ""
-        text = _without_port(event.port, event.message) or event.kind
+        text = event.message or event.kind
         click.echo(f"{event.port}:{where} {text}", err=True)
 
     def _progress_line(self, event: Event) -> str | None:
@@ -174,9 +168,9 @@ def print_summary(
     out = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 200)
     out.print(table)
     for result in results:
-        why = result.error or result.skipped
+        why = result.error_detail or result.skipped
         if why:
-            click.echo(f"{result.port}: {result.outcome}: {_without_port(result.port, why)}")
+            click.echo(f"{result.port}: {result.outcome}: {why}")
     outcomes = [r.outcome for r in results]
     click.echo(
         f"{len(results)} board(s) in {seconds:.1f} s: {outcomes.count('ok')} ok, "

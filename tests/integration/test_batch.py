@@ -274,7 +274,7 @@ def test_plain_output_shows_progress_in_quarter_steps(capsys: pytest.CaptureFixt
         view(Event("connected", "p1", "ESP32, MAC 24:0a:c4:00:00:01"))
         for done in range(0, 1025, 64):
             view(Event("progress", "p1", "Writing", done=done, total=1024))
-        view(Event("failed", "p1", "p1: write failed: cable"))
+        view(Event("failed", "p1", "write failed: cable"))  # events carry the unlabelled line
     lines = capsys.readouterr().err.splitlines()
     assert [line for line in lines if "Writing" in line] == [
         f"p1: Writing {p}% ({p * 1024 // 100} of 1024 bytes)" for p in (0, 25, 50, 75, 100)
