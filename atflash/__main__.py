@@ -1,5 +1,5 @@
 """python -m atflash: the command line."""
 
-from .cli import main
+from atflash.cli import main
 
 main()

@@ -33,8 +33,8 @@ the server preloads every atflash module the parent has imported.
 Backends: a backend is a :data:`BoardRunner`, a module-level function taking
 a :class:`BoardJob` and an event sink and returning the board's result.
 ``BACKENDS`` names them for the command line: ``esptool`` wraps
-:func:`atflash.provision.write_board`, ``at`` wraps
-:func:`atflash.atprovision.write_board_at`.
+:func:`atflash.backends.esptool.backend.write_board`, ``at`` wraps
+:func:`atflash.backends.at.backend.write_board_at`.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from typing import Any
 
-from . import provision
-from .events import Event, EventSink, ignore
-from .plan import BoardIdentity, PlanResolver, WritePlan
-from .results import BoardResult
+from atflash.backends.esptool import backend as provision
+from atflash.events import Event, EventSink, ignore
+from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
+from atflash.results import BoardResult
 
 DEFAULT_ATTEMPT_TIMEOUT = 600.0  # a stuck board, not a slow one: ESP-AT partitions are small
 _TICK = 0.2  # longest wait for a message before checking the timeouts
@@ -116,7 +116,7 @@ def run_esptool_board(job: BoardJob, events: EventSink) -> BoardResult:
 
 def run_at_board(job: BoardJob, events: EventSink) -> BoardResult:
     """The AT backend: one module over its running firmware's AT+SYSFLASH."""
-    from . import atprovision  # only AT batches pay for importing it
+    from atflash.backends.at import backend as atprovision  # only AT batches pay for importing it
 
     plans = job.plans
     if callable(plans) and job.serial_number:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import FileInputError
+from atflash.errors import FileInputError
 
 _DIGITS = re.compile(r"(\d+)")
 _GLOB_CHARS = re.compile(r"[*?\[]")

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .errors import FileInputError
+from atflash.errors import FileInputError
 
 PRIVATE_MODE = 0o600
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import serial
 
-from .errors import InputError, PortError
-from .files import is_glob, natural_key
+from atflash.errors import InputError, PortError
+from atflash.files import is_glob, natural_key
 
 # USB-to-UART bridges found on ESP development boards and modules, by VID:PID.
 KNOWN_BRIDGES: dict[tuple[int, int], str] = {

@@ -26,10 +26,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import FileInputError
-from .output import write_private
-from .results import BoardResult
+from atflash import __version__
+from atflash.errors import FileInputError
+from atflash.output import write_private
+from atflash.results import BoardResult
 
 REPORT_FORMAT = "atflash-report"
 REPORT_VERSION = 1

@@ -1,7 +1,7 @@
 """Benchmark: provisioning 1, 4 and 16 mock boards behind UART-paced lines.
 
 Not a test: it prints figures. Each board is an esp32-mock-bootloader
-process behind its own :class:`atflash.sim.line.UartLine`, which delivers
+process behind its own :class:`tests.support.line.UartLine`, which delivers
 bytes no faster than a UART at the negotiated baud rate. Every board gets
 the same credentials (client_cert + client_key + client_ca from
 tests/fixtures/esp-at-raw-data), three partitions. For each board count it
@@ -56,12 +56,14 @@ try:
 except ImportError:  # pragma: no cover - Windows: no CPU columns
     resource = None  # type: ignore[assignment]
 
-from atflash import pki
-from atflash.profiles import find_profile
-from atflash.sim.line import UartLine
-from atflash.sim.rom import MockBoard, start_mock
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the UART line model is a test rig (tests/support), not shipped
+
+from atflash.content import pki  # noqa: E402
+from atflash.layout.profiles import find_profile  # noqa: E402
+from atflash.sim.rom import MockBoard, start_mock  # noqa: E402
+from tests.support.line import UartLine  # noqa: E402
+
 RAW = ROOT / "tests" / "fixtures" / "esp-at-raw-data"
 PARTITIONS = ("client_cert", "client_key", "client_ca")
 KINDS = {"client_cert": "cert", "client_key": "key", "client_ca": "ca"}

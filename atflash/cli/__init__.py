@@ -7,8 +7,8 @@ as one line on stderr with a non-zero exit code (see :mod:`.app`).
 
 from __future__ import annotations
 
-from . import device, offline, sim  # noqa: F401  (registers the commands)
-from .app import cli
+from atflash.cli import device, offline, sim  # noqa: F401  (registers the commands)
+from atflash.cli.app import cli
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import click
 
-from .. import __version__
-from ..errors import AtflashError
+from atflash import __version__
+from atflash.errors import AtflashError
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130

@@ -19,9 +19,15 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from ..atclient import DEFAULT_CHUNK
-from ..batch import BACKENDS, BatchOptions, BoardJob, run_batch, warm_up
-from ..config import (
+from atflash.backends.at.client import DEFAULT_CHUNK
+from atflash.backends.esptool.backend import WriteOptions
+from atflash.batch import BACKENDS, BatchOptions, BoardJob, run_batch, warm_up
+from atflash.cli.common import F, connect_options, parse_groups
+from atflash.cli.live import BatchView, print_summary
+from atflash.errors import EXIT_DEVICE_ERROR, InputError
+from atflash.files import is_glob
+from atflash.layout.model import Profile
+from atflash.planning.bench import (
     BenchConfig,
     CheckedConfig,
     candidate_profiles,
@@ -29,17 +35,11 @@ from ..config import (
     chip_for,
     load_config,
 )
-from ..errors import EXIT_DEVICE_ERROR, InputError
-from ..files import is_glob
-from ..manifest import ManifestResolver
-from ..plan import BoardIdentity
-from ..ports import AUTO, PortFilter, is_url, resolve_ports
-from ..profiles import Profile
-from ..provision import WriteOptions
-from ..report import build_report, load_failed, write_report
-from ..results import BoardResult
-from .common import F, connect_options, parse_groups
-from .live import BatchView, print_summary
+from atflash.planning.manifest import ManifestResolver
+from atflash.planning.plan import BoardIdentity
+from atflash.ports import AUTO, PortFilter, is_url, resolve_ports
+from atflash.report import build_report, load_failed, write_report
+from atflash.results import BoardResult
 
 
 def batch_options(func: F) -> F:
@@ -236,7 +236,7 @@ def run_write_batch(settings: WriteSettings) -> None:
 
 
 def profiles_for(chip: str | None, profile: str | None, via: str) -> list[Profile]:
-    """Candidate profiles (see :func:`atflash.config.chip_for`)."""
+    """Candidate profiles (see :func:`atflash.planning.bench.chip_for`)."""
     return candidate_profiles(chip_for(chip, profile, via), profile)
 
 

@@ -7,12 +7,13 @@ from typing import TypeVar
 
 import click
 
-from ..atclient import AtConnectOptions
-from ..errors import InputError
-from ..files import expand
-from ..flasher import ConnectOptions
-from ..plan import PartitionRequest
-from ..profiles import Profile, load_profile
+from atflash.backends.at.client import AtConnectOptions
+from atflash.backends.esptool.flasher import ConnectOptions
+from atflash.errors import InputError
+from atflash.files import expand
+from atflash.layout.model import Profile
+from atflash.layout.profiles import load_profile
+from atflash.planning.plan import PartitionRequest
 
 F = TypeVar("F", bound=Callable[..., object])
 

@@ -10,23 +10,31 @@ from typing import Any
 
 import click
 
-from .. import provision
-from ..atclient import DEFAULT_CHUNK
-from ..atprovision import read_partition_at, read_table_at, verify_board_at
-from ..batch import BACKENDS, BoardJob
-from ..config import AFTER, BEFORE, VIAS, candidate_profiles, check_config, load_config
-from ..errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
-from ..flasher import EsptoolBoard
-from ..inspect import inspect_bytes
-from ..output import write_outputs
-from ..plan import PlanOptions, WritePlan, build_plan
-from ..ports import list_ports
-from ..profiles import Profile, load_profile
-from ..results import BoardResult
-from . import batchopts, render
-from .app import cli
-from .batchopts import batch_options
-from .common import F, connect_options, parse_groups, profile_options, resolve_profile
+from atflash.backends.at.backend import read_partition_at, read_table_at, verify_board_at
+from atflash.backends.at.client import DEFAULT_CHUNK
+from atflash.backends.esptool import backend as provision
+from atflash.backends.esptool.flasher import EsptoolBoard
+from atflash.batch import BACKENDS, BoardJob
+from atflash.cli import batchopts, render
+from atflash.cli.app import cli
+from atflash.cli.batchopts import batch_options
+from atflash.cli.common import F, connect_options, parse_groups, profile_options, resolve_profile
+from atflash.content.describe import inspect_bytes
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
+from atflash.layout.model import Profile
+from atflash.layout.profiles import load_profile
+from atflash.output import write_outputs
+from atflash.planning.bench import (
+    AFTER,
+    BEFORE,
+    VIAS,
+    candidate_profiles,
+    check_config,
+    load_config,
+)
+from atflash.planning.plan import PlanOptions, WritePlan, build_plan
+from atflash.ports import list_ports
+from atflash.results import BoardResult
 
 
 def link_options(func: F) -> F:

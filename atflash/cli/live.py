@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..events import Event
-from ..results import BoardResult
+from atflash.events import Event
+from atflash.results import BoardResult
 
 PROGRESS_STEP = 25  # percent between two plain progress lines
 _REFRESH_PER_SECOND = 4

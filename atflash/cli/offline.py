@@ -7,15 +7,15 @@ from pathlib import Path
 
 import click
 
-from .. import pki
-from ..errors import InputError
-from ..inspect import inspect_bytes
-from ..output import write_outputs
-from ..plan import PlanOptions, build_plan
-from ..profiles import builtin_profiles
-from . import render
-from .app import cli
-from .common import parse_groups, profile_options, resolve_profile
+from atflash.cli import render
+from atflash.cli.app import cli
+from atflash.cli.common import parse_groups, profile_options, resolve_profile
+from atflash.content import pki
+from atflash.content.describe import inspect_bytes
+from atflash.errors import InputError
+from atflash.layout.profiles import builtin_profiles
+from atflash.output import write_outputs
+from atflash.planning.plan import PlanOptions, build_plan
 
 ITEM_TYPES = tuple(pki.TYPE_CODES)
 
@@ -111,7 +111,7 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
     Certificates: subject, issuer, validity, key type. Keys: type and whether
     encrypted. Key material is never shown.
     """
-    from ..files import expand
+    from atflash.files import expand
 
     reports = []
     for path in expand(files):

@@ -10,13 +10,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..config import BenchConfig, CheckedConfig
-from ..events import Event, EventSink
-from ..inspect import InspectReport, ItemReport
-from ..plan import PartitionImage
-from ..ports import PortInfo
-from ..profiles import Partition, Profile
-from ..results import BoardResult
+from atflash.content.describe import InspectReport, ItemReport
+from atflash.events import Event, EventSink
+from atflash.layout.model import Partition, Profile
+from atflash.planning.bench import BenchConfig, CheckedConfig
+from atflash.planning.plan import PartitionImage
+from atflash.ports import PortInfo
+from atflash.results import BoardResult
 
 
 def console() -> Console:

@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from ..errors import InputError
-from ..profiles import find_profile
-from .app import cli
+from atflash.cli.app import cli
+from atflash.errors import InputError
+from atflash.layout.profiles import find_profile
 
 ROM_CHIPS = ("esp32", "esp32c3", "esp32c2", "esp32s2", "esp32s3", "esp32c6")
 _WAIT_TICK = 0.5  # how often the foreground wait wakes, so Ctrl-C is handled promptly
@@ -27,7 +27,7 @@ def sim() -> None:
 )
 def sim_rom(chip: str, pty: bool, tcp_port: int) -> None:
     """Run a mock board in download mode (esp32-mock-bootloader) until Ctrl-C."""
-    from ..sim.rom import start_mock
+    from atflash.sim.rom import start_mock
 
     board = start_mock(chip, pty=pty, port=tcp_port or None)
     try:
@@ -71,7 +71,7 @@ def sim_at(chip: str, tcp_port: int, pty: bool, mac: str) -> None:
     Its flash holds the profile's at_customize table and lives as long as
     this command.
     """
-    from ..sim.at import AtSimulator
+    from atflash.sim.at import AtSimulator
 
     profile = find_profile(chip)
     module = AtSimulator(profile, mac=mac)

@@ -29,9 +29,9 @@ import tty
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..errors import AtflashError, FormatError
-from ..parttable import MAX_TABLE, encode_table, parse_table
-from ..profiles import SECTOR, Partition, Profile, pki_kind_for
+from atflash.errors import AtflashError, FormatError
+from atflash.layout.model import SECTOR, Partition, Profile, pki_kind_for
+from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table
 
 FaultAction = Literal["error", "busy", "stall", "drop", "noise"]
 NoiseWhere = Literal["before", "after_echo", "before_final", "after"]

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..errors import AtflashError
+from atflash.errors import AtflashError
 
 STOP_TIMEOUT = 3.0
 # The mock keeps a registry of running mocks in one state folder per host and

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from atflash.parttable import encode_table
-from atflash.profiles import find_profile
+from atflash.layout.parttable import encode_table
+from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard, start_mock
 
 ESPTOOL_TIMEOUT = 60

@@ -17,19 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from atflash import pki
-from atflash.atclient import AtClient, AtConnectOptions
-from atflash.atprovision import (
+from atflash.backends.at.backend import (
     read_partition_at,
     read_table_at,
     verify_board_at,
     write_board_at,
 )
+from atflash.backends.at.client import AtClient, AtConnectOptions
+from atflash.backends.esptool.backend import WriteOptions
+from atflash.content import pki
 from atflash.errors import AtError, FirmwareError
 from atflash.events import Event
-from atflash.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
-from atflash.profiles import Profile, find_profile
-from atflash.provision import WriteOptions
+from atflash.layout.model import Profile
+from atflash.layout.profiles import find_profile
+from atflash.planning.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
 from atflash.sim.at import AtSimulator
 
 RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
@@ -406,7 +407,7 @@ def test_reset_prints_ready_again(sim: AtSimulator) -> None:
 
 def test_uart_speed_line_within_short_timeouts(sim: AtSimulator) -> None:
     """At 115200 baud a 4 KB chunk needs 0.36 s on the wire: waits allow for it beyond the timeout."""
-    from atflash.sim.line import UartLine
+    from tests.support.line import UartLine
 
     port = int(sim.start_tcp().rsplit(":", 1)[1])
     plan = build_plan(find_profile("esp32"), [PartitionRequest("client_ca", (str(CAS[0]),))])

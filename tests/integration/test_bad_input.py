@@ -42,11 +42,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from serial.urlhandler import protocol_socket
 
-from atflash import pki
 from atflash.cli import cli
+from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
-from atflash.parttable import encode_table
-from atflash.profiles import find_profile
+from atflash.layout.parttable import encode_table
+from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard, start_mock
 
 from .conftest import esptool, preload

@@ -18,18 +18,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from atflash import pki
+from atflash.backends.esptool.flasher import ConnectOptions
 from atflash.batch import BatchOptions, BoardJob, run_batch
 from atflash.cli import cli
 from atflash.cli.live import BatchView
+from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.events import Event, EventSink
-from atflash.flasher import ConnectOptions
-from atflash.plan import PartitionRequest, build_plan
-from atflash.profiles import find_profile
+from atflash.layout.profiles import find_profile
+from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult
-from atflash.sim.line import UartLine
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.line import UartLine
 
 from .conftest import flash_holds
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from atflash import pki
 from atflash.cli import cli
+from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
-from atflash.profiles import find_profile
+from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
 
 SIM_START_TIMEOUT = 20

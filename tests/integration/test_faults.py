@@ -18,17 +18,17 @@ from typing import Protocol
 
 import pytest
 
-from atflash import provision
-from atflash.atclient import AtConnectOptions
-from atflash.atprovision import write_board_at
+from atflash.backends.at.backend import write_board_at
+from atflash.backends.at.client import AtConnectOptions
+from atflash.backends.esptool import backend as provision
+from atflash.backends.esptool.flasher import ConnectOptions
 from atflash.events import Event
-from atflash.flasher import ConnectOptions
-from atflash.parttable import encode_table
-from atflash.plan import PartitionRequest, WritePlan, build_plan
-from atflash.profiles import find_profile
+from atflash.layout.parttable import encode_table
+from atflash.layout.profiles import find_profile
+from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.sim.at import AtSimulator
-from atflash.sim.line import UartLine
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.line import UartLine
 
 from .conftest import flash_holds, preload
 

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from atflash.sim.line import CHANGE_BAUDRATE, UartLine, _SlipHeads
 from atflash.sim.rom import mock_board
+from tests.support.line import CHANGE_BAUDRATE, UartLine, _SlipHeads
 
 IO_TIMEOUT = 3.0  # any single socket wait in these tests
 

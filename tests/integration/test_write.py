@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from atflash import pki
 from atflash.cli import cli
+from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
-from atflash.parttable import encode_table
-from atflash.profiles import Partition, find_profile
+from atflash.layout.model import Partition
+from atflash.layout.parttable import encode_table
+from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard
 
 from .conftest import flash_holds, preload

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atflash.atclient import AtConnectOptions
-from atflash.atreply import (
+from atflash.backends.at.client import AtConnectOptions
+from atflash.backends.at.reply import (
     ReplyReader,
     Token,
     is_unsolicited,
@@ -21,7 +21,7 @@ from atflash.atreply import (
     quote,
 )
 from atflash.errors import AtError, AtflashError, InputError
-from atflash.profiles import Partition
+from atflash.layout.model import Partition
 
 
 def tokens(
@@ -269,7 +269,7 @@ def test_a_pty_whose_peer_vanished_is_a_lost_connection_not_a_crash() -> None:
     """pyserial lets termios.error escape flush() on a dead PTY; it must become an AtError."""
     import termios
 
-    from atflash.atclient import AtClient
+    from atflash.backends.at.client import AtClient
 
     class DeadPty:
         def write(self, data: bytes) -> int:

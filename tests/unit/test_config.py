@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from atflash.cli import cli
-from atflash.config import check_config, load_config
 from atflash.errors import InputError, ManifestError, PairingError
+from atflash.planning.bench import check_config, load_config
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atflash import creds
+from atflash.content import creds
 from atflash.errors import AtflashError, ContentError, PairingError
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)

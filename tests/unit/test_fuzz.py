@@ -20,10 +20,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from atflash import creds, csvtable, files, inspect, pki
+from atflash import files
+from atflash.content import creds, pki
+from atflash.content import describe as inspect
 from atflash.errors import AtflashError, ProfileError
-from atflash.parttable import ENTRY, encode_table, parse_table
-from atflash.profiles import Partition, find_profile, load_profile_file
+from atflash.layout import csvtable
+from atflash.layout.model import Partition
+from atflash.layout.parttable import ENTRY, encode_table, parse_table
+from atflash.layout.profiles import find_profile, load_profile_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
 CERT = (FIXTURES / "client_cert" / "client_cert_00.crt").read_bytes()

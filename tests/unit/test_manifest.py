@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from atflash.errors import BoardSkipped, ManifestError, NotInManifestError
-from atflash.manifest import build_resolver, load_manifest, normalize_mac, parse_manifest
-from atflash.plan import BoardIdentity, PartitionRequest
-from atflash.profiles import find_profile
+from atflash.layout.profiles import find_profile
+from atflash.planning.manifest import build_resolver, load_manifest, normalize_mac, parse_manifest
+from atflash.planning.plan import BoardIdentity, PartitionRequest
 
 ESP32 = find_profile("esp32")
 C3 = find_profile("esp32c3")

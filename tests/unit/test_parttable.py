@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atflash.errors import FormatError
-from atflash.parttable import encode_table, is_blank, parse_table
-from atflash.profiles import find_profile
+from atflash.layout.parttable import encode_table, is_blank, parse_table
+from atflash.layout.profiles import find_profile
 
 
 @pytest.mark.parametrize("with_md5", [True, False])

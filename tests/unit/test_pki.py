@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atflash import pki
+from atflash.content import pki
 from atflash.errors import FileInputError, FormatError, LimitError
 
 

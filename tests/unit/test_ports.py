@@ -8,13 +8,7 @@ from pathlib import Path
 import pytest
 
 from atflash.errors import InputError, PortError
-from atflash.ports import (
-    PortFilter,
-    PortInfo,
-    describe_open_error,
-    parse_vid_pid,
-    resolve_ports,
-)
+from atflash.ports import PortFilter, PortInfo, describe_open_error, parse_vid_pid, resolve_ports
 
 CP2102 = PortInfo("/dev/ttyUSB0", 0x10C4, 0xEA60, "0001", "1-1.1", "CP2102N")
 CH340 = PortInfo("/dev/ttyUSB10", 0x1A86, 0x7523, None, "1-1.2", "USB Serial")

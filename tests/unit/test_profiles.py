@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atflash import chips
-from atflash.csvtable import parse_csv
 from atflash.errors import ProfileError
-from atflash.profiles import builtin_profiles, find_profile, load_profile
+from atflash.layout.csvtable import parse_csv
+from atflash.layout.profiles import builtin_profiles, find_profile, load_profile
 
 SHIPPED = {"esp32", "esp32-d2wd", "esp32c3", "esp32s2", "esp32c2", "esp32c2-2mb"}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from atflash.backends.esptool.backend import new_result
 from atflash.errors import FileInputError
-from atflash.plan import PartitionRequest, build_plan
-from atflash.profiles import find_profile
-from atflash.provision import new_result
+from atflash.layout.profiles import find_profile
+from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.report import build_report, load_failed, write_report
 from atflash.results import BoardResult
 

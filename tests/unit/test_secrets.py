@@ -22,14 +22,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from atflash import creds, pki, provision
+from atflash.backends.esptool import backend as provision
+from atflash.backends.esptool.flasher import ConnectOptions
 from atflash.cli import cli
+from atflash.content import creds, pki
+from atflash.content.describe import inspect_bytes
 from atflash.errors import AtflashError
 from atflash.events import Event
-from atflash.flasher import ConnectOptions
-from atflash.inspect import inspect_bytes
-from atflash.plan import PartitionRequest, build_plan
-from atflash.profiles import find_profile
+from atflash.layout.profiles import find_profile
+from atflash.planning.plan import PartitionRequest, build_plan
 
 PROFILE = find_profile("esp32")
 NOW = datetime.now(timezone.utc)

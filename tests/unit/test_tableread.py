@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from atflash.backends.esptool.backend import table_complete
 from atflash.errors import FormatError
-from atflash.parttable import MAX_TABLE, encode_table, parse_table
-from atflash.profiles import find_profile
-from atflash.provision import table_complete
+from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table
+from atflash.layout.profiles import find_profile
 
 BLOCK = 64  # the ROM's READ_FLASH_SLOW block
 

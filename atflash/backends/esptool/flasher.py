@@ -37,11 +37,11 @@ from esptool import loader as esptool_loader
 from esptool.loader import ESPLoader
 from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
 
-from . import chips
-from .errors import DeviceError, PortError, VerifyError
-from .events import Event, EventSink
-from .ports import LINK_ERRORS, describe_open_error
-from .seriallink import open_link
+from atflash import chips
+from atflash.errors import DeviceError, PortError, VerifyError
+from atflash.events import Event, EventSink
+from atflash.ports import LINK_ERRORS, describe_open_error
+from atflash.seriallink import open_link
 
 ROM_BAUD = 115200
 ROM_READ_BLOCK = 64

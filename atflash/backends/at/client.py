@@ -8,7 +8,7 @@ unsolicited messages (``WIFI GOT IP``, ``+IPD,...`` with its payload,
 ``ready``). Every wait is bounded, and a failure is an
 :class:`~atflash.errors.AtError` carrying the command and the last lines.
 
-The byte-level parsing lives in :mod:`atflash.atreply` (pure, fuzzed). Data
+The byte-level parsing lives in :mod:`atflash.backends.at.reply` (pure, fuzzed). Data
 bytes (partition contents, ``+IPD`` payloads) never enter lines, events or
 errors.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import serial
 
-from .atreply import (
+from atflash.backends.at.reply import (
     FINAL_ERRORS,
     FINAL_OK,
     ReplyReader,
@@ -35,9 +35,9 @@ from .atreply import (
     printable,
     quote,
 )
-from .errors import AtBusyError, AtError, AtRejectedError, AtTimeoutError, InputError
-from .ports import LINK_ERRORS, describe_open_error
-from .profiles import Partition
+from atflash.errors import AtBusyError, AtError, AtRejectedError, AtTimeoutError, InputError
+from atflash.layout.model import Partition
+from atflash.ports import LINK_ERRORS, describe_open_error
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT = 5.0  # seconds for one command's answer, on top of the wire time of its data

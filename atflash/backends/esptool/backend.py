@@ -14,19 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import (
-    AtflashError,
-    BoardSkipped,
-    ChipMismatchError,
-    TableMismatchError,
-)
-from .events import Event, EventSink, ignore
-from .flasher import ConnectOptions, EsptoolBoard, FlashSettings
-from .output import write_private
-from .parttable import ENTRY, ENTRY_MAGIC, MAX_TABLE, is_blank, parse_table
-from .plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
-from .profiles import Partition, Profile
-from .results import BoardResult, PartitionResult
+from atflash.backends.esptool.flasher import ConnectOptions, EsptoolBoard, FlashSettings
+from atflash.errors import AtflashError, BoardSkipped, ChipMismatchError, TableMismatchError
+from atflash.events import Event, EventSink, ignore
+from atflash.layout.model import Partition, Profile
+from atflash.layout.parttable import ENTRY, ENTRY_MAGIC, MAX_TABLE, is_blank, parse_table
+from atflash.output import write_private
+from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
+from atflash.results import BoardResult, PartitionResult
 
 
 @dataclass(frozen=True)

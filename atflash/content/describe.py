@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from . import creds, pki
+from atflash.content import creds, pki
 
 _EXPECTED_KIND = {"cert": "certificate", "ca": "certificate", "key": "private key"}
 

@@ -14,9 +14,9 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import creds, pki
-from .errors import ImageTooBigError, InputError, Overflow
-from .profiles import Partition, Profile
+from atflash.content import creds, pki
+from atflash.errors import ImageTooBigError, InputError, Overflow
+from atflash.layout.model import Partition, Profile
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
-from .errors import FormatError
-from .profiles import Partition, pki_kind_for
+from atflash.errors import FormatError
+from atflash.layout.model import Partition, pki_kind_for
 
 ENTRY = struct.Struct("<2sBBII16sI")
 ENTRY_MAGIC = b"\xaa\x50"

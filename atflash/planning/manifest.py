@@ -39,11 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from .errors import AtflashError, BoardSkipped, ManifestError, NotInManifestError
-from .files import expand
-from .plan import BoardIdentity, PartitionRequest, PlanOptions, WritePlan, build_plan
-from .ports import is_url
-from .profiles import Profile
+from atflash.errors import AtflashError, BoardSkipped, ManifestError, NotInManifestError
+from atflash.files import expand
+from atflash.layout.model import Profile
+from atflash.planning.plan import (
+    BoardIdentity,
+    PartitionRequest,
+    PlanOptions,
+    WritePlan,
+    build_plan,
+)
+from atflash.ports import is_url
 
 KeyKind = Literal["mac", "serial_number", "port"]
 KEY_KINDS: tuple[KeyKind, ...] = ("mac", "serial_number", "port")
@@ -187,7 +193,7 @@ def _parse_row(
 
 @dataclass(frozen=True)
 class ManifestResolver:
-    """Chooses a board's plans by its manifest row (a :data:`~atflash.plan.PlanResolver`).
+    """Chooses a board's plans by its manifest row (a :data:`~atflash.planning.plan.PlanResolver`).
 
     A plain frozen dataclass so it can be pickled to batch workers.
     """

@@ -14,8 +14,8 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import ProfileError
-from .profiles import SECTOR, Partition, Profile, pki_kind_for, validate
+from atflash.errors import ProfileError
+from atflash.layout.model import SECTOR, Partition, Profile, pki_kind_for, validate
 
 TYPE_NAMES = {"app": 0x00, "data": 0x01}
 SUBTYPE_NAMES = {

@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import (
 )
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
-from .errors import ContentError, PairingError
-from .profiles import PkiKind
+from atflash.errors import ContentError, PairingError
+from atflash.layout.model import PkiKind
 
 Kind = Literal["certificate", "private key", "unknown"]
 KeyLike = x509.Certificate | PrivateKeyTypes

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FileInputError, FormatError, LimitError
+from atflash.errors import FileInputError, FormatError, LimitError
 
 MAGIC = 0xF1F1
 HEADER = struct.Struct("<HHI")

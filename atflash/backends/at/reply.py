@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import AtError, InputError
-from .profiles import Partition, pki_kind_for
+from atflash.errors import AtError, InputError
+from atflash.layout.model import Partition, pki_kind_for
 
 MAX_LINE = 4096  # a text line longer than this is not an AT reply
 IPD_PREFIX = b"+IPD,"

@@ -1,6 +1,6 @@
 """Provisioning one module over its AT port (``AT+SYSFLASH``), executing a checked write plan.
 
-The twin of :mod:`atflash.provision` for modules whose ROM loader is out of
+The twin of :mod:`atflash.backends.esptool.backend` for modules whose ROM loader is out of
 reach (behind a host MCU) but whose ESP-AT 2.x firmware runs. The device's
 own table (``AT+SYSFLASH?``) is the truth: every target must be listed and
 its image must fit there, or nothing is written. Per partition: skip it if
@@ -18,9 +18,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import pki
-from .atclient import AtClient, AtConnectOptions, DeviceInfo
-from .errors import (
+from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
+from atflash.backends.esptool.backend import (
+    WriteOptions,
+    close_result,
+    new_result,
+    rebase,
+    record_exception,
+)
+from atflash.content import pki
+from atflash.errors import (
     AtflashError,
     FirmwareError,
     ImageTooBigError,
@@ -28,12 +35,11 @@ from .errors import (
     Overflow,
     VerifyError,
 )
-from .events import Event, EventSink, ignore
-from .output import write_private
-from .plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
-from .profiles import Partition
-from .provision import WriteOptions, close_result, new_result, rebase, record_exception
-from .results import BoardResult, PartitionResult
+from atflash.events import Event, EventSink, ignore
+from atflash.layout.model import Partition
+from atflash.output import write_private
+from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
+from atflash.results import BoardResult, PartitionResult
 
 __all__ = [
     "AtConnectOptions",

@@ -21,7 +21,7 @@ overrides it::
     pair_check = true
     backup = "backups"             # folder
     report = "reports/today.json"
-    manifest = "devices.csv"       # per-board files, see atflash.manifest
+    manifest = "devices.csv"       # per-board files, see atflash.planning.manifest
     strict = false
 
     [partitions]                   # written to every board
@@ -44,12 +44,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import AtflashError, InputError, ManifestError
-from .files import expand
-from .manifest import ManifestResolver, build_resolver, load_manifest
-from .plan import PartitionRequest, PlanOptions, WritePlan, build_plan
-from .ports import check_port_spec, parse_vid_pid
-from .profiles import Profile, builtin_profiles, load_profile
+from atflash.errors import AtflashError, InputError, ManifestError
+from atflash.files import expand
+from atflash.layout.model import Profile
+from atflash.layout.profiles import builtin_profiles, load_profile
+from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
+from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plan
+from atflash.ports import check_port_spec, parse_vid_pid
 
 if sys.version_info >= (3, 11):
     import tomllib
