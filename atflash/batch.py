@@ -30,11 +30,9 @@ For the ``atflash`` command that re-run imports the whole command line,
 about 50 ms of CPU per worker, unless the fork server already holds it: so
 the server preloads every atflash module the parent has imported.
 
-Backends: a backend is a :data:`BoardRunner`, a module-level function taking
-a :class:`BoardJob` and an event sink and returning the board's result.
-``BACKENDS`` names them for the command line: ``esptool`` wraps
-:func:`atflash.backends.esptool.backend.write_board`, ``at`` wraps
-:func:`atflash.backends.at.backend.write_board_at`.
+Backends: each job names its backend (a key of
+:data:`atflash.backends.registry.BACKENDS`); the worker loads it and runs
+the shared flow of :mod:`atflash.backends.base`.
 """
 
 from __future__ import annotations
@@ -50,10 +48,11 @@ from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from typing import Any
 
-from atflash.backends.esptool import backend as provision
+from atflash.backends import registry
+from atflash.backends.base import WriteOptions, new_result, write_board
 from atflash.events import Event, EventSink, ignore
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
-from atflash.results import BoardResult
+from atflash.results import BoardResult, PartitionStatus
 
 DEFAULT_ATTEMPT_TIMEOUT = 600.0  # a stuck board, not a slow one: ESP-AT partitions are small
 _TICK = 0.2  # longest wait for a message before checking the timeouts
@@ -69,17 +68,17 @@ _PRELOAD = ("__main__", "atflash.batch", "encodings.idna")
 class BoardJob:
     """One board to provision: where it is, how to reach it, what to write.
 
-    ``connect`` is the backend's connection options (``ConnectOptions`` for
-    esptool), already naming ``port``. Everything here is pickled to the
-    worker, so a resolver must be an instance of a module-level class, not
-    a closure.
+    ``connect`` is the backend's connection options, already naming
+    ``port``. Everything here is pickled to the worker, so a resolver must
+    be an instance of a module-level class, not a closure.
     """
 
     port: str
     connect: Any
     plans: Sequence[WritePlan] | PlanResolver
-    options: provision.WriteOptions = field(default_factory=provision.WriteOptions)
+    options: WriteOptions = field(default_factory=WriteOptions)
     serial_number: str | None = None  # the USB bridge's, for manifests keyed by it
+    backend: str = "esptool"  # a key of registry.BACKENDS
 
 
 BoardRunner = Callable[[BoardJob, EventSink], BoardResult]
@@ -106,25 +105,13 @@ class WithSerialNumber:
         return self.resolver(replace(identity, serial_number=self.serial_number))
 
 
-def run_esptool_board(job: BoardJob, events: EventSink) -> BoardResult:
-    """The esptool backend: one board through its ROM loader."""
+def run_board(job: BoardJob, events: EventSink) -> BoardResult:
+    """One board through the backend its job names (the default runner)."""
     plans = job.plans
     if callable(plans) and job.serial_number:
         plans = WithSerialNumber(plans, job.serial_number)
-    return provision.write_board(job.connect, plans, options=job.options, events=events)
-
-
-def run_at_board(job: BoardJob, events: EventSink) -> BoardResult:
-    """The AT backend: one module over its running firmware's AT+SYSFLASH."""
-    from atflash.backends.at import backend as atprovision  # only AT batches pay for importing it
-
-    plans = job.plans
-    if callable(plans) and job.serial_number:
-        plans = WithSerialNumber(plans, job.serial_number)
-    return atprovision.write_board_at(job.connect, plans, options=job.options, events=events)
-
-
-BACKENDS: dict[str, BoardRunner] = {"esptool": run_esptool_board, "at": run_at_board}
+    backend = registry.get(job.backend).load()
+    return write_board(backend, job.connect, plans, options=job.options, events=events)
 
 
 def default_start_method() -> str:
@@ -194,7 +181,7 @@ class _Running:
     reader: Connection
     attempt: int
     started: float
-    statuses: dict[str, str] = field(default_factory=dict)  # partition -> last known status
+    statuses: dict[str, PartitionStatus] = field(default_factory=dict)  # last known, by partition
 
 
 class _Batch:
@@ -272,9 +259,8 @@ class _Batch:
             self._finish(index, self._lost(index, run, why))
 
     def _on_event(self, run: _Running, event: Event) -> None:
-        status = {"writing": "possibly-partial", "verified": "written", "unchanged": "unchanged"}
-        if event.partition and event.kind in status:
-            run.statuses[event.partition] = status[event.kind]
+        if event.partition and event.status is not None:
+            run.statuses[event.partition] = event.status
         self.events(event)
 
     def _finish(self, index: int, result: BoardResult) -> None:
@@ -308,12 +294,8 @@ class _Batch:
         """A failed result for an attempt whose worker said nothing more, built from its events."""
         job = self.jobs[index]
         fixed = None if callable(job.plans) else job.plans
-        result = provision.new_result(job.port, fixed[0] if fixed and len(fixed) == 1 else None)
-        result.error = f"{job.port}: {why}"
-        for entry in result.partitions:
-            entry.status = run.statuses.get(entry.name, "not-started")  # type: ignore[assignment]
-            if entry.status == "possibly-partial":
-                entry.error = result.error
+        result = new_result(job.port, fixed[0] if fixed and len(fixed) == 1 else None)
+        result.mark_lost(f"{job.port}: {why}", run.statuses)
         self.events(Event("failed", job.port, why))
         return result
 
@@ -338,7 +320,7 @@ def _stop(proc: Any) -> None:
 def run_batch(
     jobs: Sequence[BoardJob],
     *,
-    runner: BoardRunner = run_esptool_board,
+    runner: BoardRunner = run_board,
     options: BatchOptions | None = None,
     events: EventSink = ignore,
 ) -> list[BoardResult]:

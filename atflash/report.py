@@ -5,14 +5,16 @@ Layout (``format`` names it, ``version`` changes when a field's meaning does)::
     {"format": "atflash-report", "version": 1,
      "created": "2025-01-01T12:00:00+00:00", "atflash": "0.1.0", "esptool": "5.1.0",
      "summary": {"boards": 16, "ok": 15, "failed": 1, "skipped": 0, "seconds": 21.3},
-     "boards": [{"port": ..., "mac": ..., "chip": ..., "profile": ..., "result": "ok",
-                 "error": null, "seconds": 4.2, "attempts": 1, "warnings": [...],
+     "boards": [{"port": ..., "mac": ..., "chip": ..., "profile": ..., "firmware": null,
+                 "result": "ok", "ok": true, "error": null, "skipped": null, "seconds": 4.2,
+                 "attempts": 1, "warnings": [...], "backups": [...],
                  "partitions": [{"name": "client_cert", "address": "0x2a000", "size": 8192,
                                  "bin_size": 2344, "sha256": "...", "status": "written",
                                  "seconds": 1.1, "error": null}]}]}
 
 No key material: images are named by partition, address, size and the
-SHA-256 of what was written; file contents never appear. The file is
+SHA-256 of what was written; file contents never appear. Each board record
+is :meth:`BoardResult.to_json`, the shape ``--json`` prints for one board. The file is
 written owner-only all the same (it names every device of a bench).
 """
 
@@ -43,32 +45,8 @@ def _version_of(package: str) -> str | None:
 
 
 def board_record(result: BoardResult) -> dict[str, Any]:
-    """One board as a report record."""
-    return {
-        "port": result.port,
-        "mac": result.mac,
-        "chip": result.chip,
-        "profile": result.profile,
-        "result": result.outcome,
-        "error": result.error,
-        "skipped": result.skipped,
-        "seconds": result.seconds,
-        "attempts": result.attempts,
-        "warnings": list(result.warnings),
-        "partitions": [
-            {
-                "name": p.name,
-                "address": f"{p.address:#x}",
-                "size": p.size,
-                "bin_size": p.bin_size,
-                "sha256": p.sha256,
-                "status": p.status,
-                "seconds": p.seconds,
-                "error": p.error,
-            }
-            for p in result.partitions
-        ],
-    }
+    """One board as a report record: the same shape as ``--json`` prints."""
+    return result.to_json()
 
 
 def build_report(

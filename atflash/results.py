@@ -1,20 +1,40 @@
-"""What happened to each board and partition, for summaries and reports.
+"""What happened to each board and partition, for summaries, ``--json`` and reports.
 
-A partition's ``status`` says what state its flash is in, not only whether
-the command succeeded: ``written`` and ``unchanged`` are verified; after a
-failure a partition is ``not-started`` (untouched) or ``possibly-partial``
-(a write began, so its content is unknown until rewritten).
+A partition's :class:`PartitionStatus` says what state its flash is in, not
+only whether the command succeeded: ``written`` and ``unchanged`` are
+verified; after a failure a partition is ``not-started`` (untouched) or
+``possibly-partial`` (a write began, so its content is unknown until
+rewritten). The write flow in :mod:`atflash.backends.base` is the only
+place that changes a status, and every change travels in an event.
+
+:meth:`BoardResult.to_json` is the one JSON shape of a board, used by
+``--json``, batch output and the report alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
 
-PartitionStatus = Literal[
-    "written", "unchanged", "match", "differs", "failed", "not-started", "possibly-partial"
-]
-VERIFIED = ("written", "unchanged", "match")
+
+class PartitionStatus(str, Enum):
+    """The state of one target partition on one board (a ``str``: JSON shows the value)."""
+
+    NOT_STARTED = "not-started"
+    POSSIBLY_PARTIAL = "possibly-partial"
+    WRITTEN = "written"
+    UNCHANGED = "unchanged"
+    MATCH = "match"
+    DIFFERS = "differs"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def verified(self) -> bool:
+        """The partition is known to hold its image."""
+        return self in (PartitionStatus.WRITTEN, PartitionStatus.UNCHANGED, PartitionStatus.MATCH)
 
 
 @dataclass
@@ -23,16 +43,31 @@ class PartitionResult:
 
     name: str
     address: int
-    size: int  # bytes written (the padded image)
-    bin_size: int  # the PKI bin inside it
+    size: int  # bytes the image covers on the board (the padded image)
+    bin_size: int  # the credential payload inside it (PKI bin, or the NVS items)
     sha256: str  # of the padded image
-    status: PartitionStatus = "not-started"
+    status: PartitionStatus = PartitionStatus.NOT_STARTED
     seconds: float = 0.0
     error: str | None = None
 
+    def __post_init__(self) -> None:
+        self.status = PartitionStatus(self.status)  # accepts the JSON spelling too
+
     @property
     def ok(self) -> bool:
-        return self.status in VERIFIED
+        return PartitionStatus(self.status).verified
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": f"{self.address:#x}",
+            "size": self.size,
+            "bin_size": self.bin_size,
+            "sha256": self.sha256,
+            "status": PartitionStatus(self.status).value,
+            "seconds": self.seconds,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -72,18 +107,41 @@ class BoardResult:
         return self.skipped is None and not self.ok
 
     @property
+    def touched(self) -> bool:
+        """Some partition left ``not-started``: the board's flash may have changed."""
+        return any(p.status != PartitionStatus.NOT_STARTED for p in self.partitions)
+
+    @property
     def outcome(self) -> str:
         """``ok``, ``skipped`` or ``failed``: one word for tables and reports."""
         if self.skipped is not None:
             return "skipped"
         return "ok" if self.ok else "failed"
 
+    def mark_lost(self, error: str, statuses: dict[str, PartitionStatus] | None = None) -> None:
+        """Record a failure: partitions take their last known status; partial ones keep the error."""
+        self.error = error
+        for entry in self.partitions:
+            if statuses is not None:
+                entry.status = statuses.get(entry.name, PartitionStatus.NOT_STARTED)
+            if entry.status == PartitionStatus.POSSIBLY_PARTIAL:
+                entry.error = error
+
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        # Single-board JSON kept its shape from before skipping existed.
-        if data["skipped"] is None:
-            del data["skipped"]
-        for part in data["partitions"]:
-            part["address"] = f"{part['address']:#x}"
-        return data
+        """The board as JSON: the same record for ``--json``, batches and reports."""
+        return {
+            "port": self.port,
+            "mac": self.mac,
+            "chip": self.chip,
+            "profile": self.profile,
+            "firmware": self.firmware,
+            "result": self.outcome,
+            "ok": self.ok,
+            "error": self.error,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "attempts": self.attempts,
+            "warnings": list(self.warnings),
+            "backups": list(self.backups),
+            "partitions": [p.to_json() for p in self.partitions],
+        }

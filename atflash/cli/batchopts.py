@@ -1,45 +1,27 @@
 """``atflash write`` options for many boards, and merging them with a bench file.
 
-The command gathers its parameters into :class:`WriteArgs`; :func:`settle`
-merges them with ``--config`` (an option typed on the command line wins
-over the file, the file wins over the option's default) into
-:class:`WriteSettings`, the one set of values the rest of the command uses.
+The command gathers its parameters; :func:`settle` merges them with
+``--config`` (an option typed on the command line wins over the file, the
+file wins over the option's default) into :class:`~atflash.batchrun.WriteSettings`,
+the one set of values the run acts on. The run itself is library work
+(:mod:`atflash.batchrun`); this module only parses and renders.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from atflash.backends.at.client import DEFAULT_CHUNK
-from atflash.backends.esptool.backend import WriteOptions
-from atflash.batch import BACKENDS, BatchOptions, BoardJob, run_batch, warm_up
-from atflash.cli.common import F, connect_options, parse_groups
+from atflash.batchrun import LINK_OPTIONS, WriteSettings, execute, prepare
+from atflash.cli.common import F, parse_groups
 from atflash.cli.live import BatchView, print_summary
-from atflash.errors import EXIT_DEVICE_ERROR, InputError
-from atflash.files import is_glob
-from atflash.layout.model import Profile
-from atflash.planning.bench import (
-    BenchConfig,
-    CheckedConfig,
-    candidate_profiles,
-    check_config,
-    chip_for,
-    load_config,
-)
-from atflash.planning.manifest import ManifestResolver
-from atflash.planning.plan import BoardIdentity
-from atflash.ports import AUTO, PortFilter, is_url, resolve_ports
-from atflash.report import build_report, load_failed, write_report
-from atflash.results import BoardResult
+from atflash.planning.bench import BenchConfig, load_config
+from atflash.ports import PortFilter
 
 
 def batch_options(func: F) -> F:
@@ -70,53 +52,6 @@ def batch_options(func: F) -> F:
     return func
 
 
-@dataclass(frozen=True)
-class WriteSettings:
-    """Every value ``atflash write`` acts on, after merging the bench file."""
-
-    chip: str | None
-    profile: str | None
-    ports: tuple[str, ...]
-    filters: PortFilter
-    baud: int | None  # None: the backend's own default
-    before: str
-    after: str
-    connect_attempts: int
-    force: bool
-    backup: str | None
-    skip_unchanged: bool
-    pair_check: bool
-    jobs: int | None
-    retry: int
-    report: str | None
-    only_failed: str | None
-    manifest: str | None
-    strict: bool
-    config: BenchConfig | None
-    groups: tuple[str, ...]
-    as_json: bool
-    via: str = "esptool"  # the backend that writes each board (a key of batch.BACKENDS)
-    chunk_size: int = DEFAULT_CHUNK  # AT only: bytes per AT+SYSFLASH write
-
-    @property
-    def single_board(self) -> bool:
-        """One plain port and no batch option: keep the one-board output of old."""
-        if len(self.ports) != 1 or self.filters or self.config is not None:
-            return False
-        port = self.ports[0]
-        if port == AUTO or (not is_url(port) and is_glob(port)):
-            return False
-        batch_only = (
-            self.jobs,
-            self.retry,
-            self.report,
-            self.only_failed,
-            self.manifest,
-            self.strict,
-        )
-        return not any(batch_only)
-
-
 # Command-line parameter -> bench-file key, where the names differ.
 _CONFIG_KEY = {"profile_path": "profile", "backup_dir": "backup"}
 
@@ -137,14 +72,12 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
     filters = PortFilter(pick("vid_pid"), pick("serial_number"), pick("location"))
     pair_check = not params["no_pair_check"] and (config is None or config.pair_check is not False)
     return WriteSettings(
+        link={name: pick(name) for name in LINK_OPTIONS},
+        given=given_options(ctx, config, (*LINK_OPTIONS, "force")),
         chip=pick("chip"),
         profile=pick("profile_path"),
         ports=ports,
         filters=filters,
-        baud=pick("baud"),
-        before=pick("before"),
-        after=pick("after"),
-        connect_attempts=pick("connect_attempts"),
         force=pick("force"),
         backup=pick("backup_dir"),
         skip_unchanged=pick("skip_unchanged"),
@@ -157,128 +90,34 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
         strict=pick("strict"),
         config=config,
         groups=tuple(params["groups"]),
-        as_json=params["as_json"],
         via=pick("via"),
-        chunk_size=pick("chunk_size"),
     )
 
 
-def port_specs(settings: WriteSettings, failed_ports: Sequence[str] | None) -> list[str]:
-    """The --port values to resolve: given ones, 'auto' when only filters are, or a report's."""
-    if failed_ports is not None:
-        if not settings.ports:
-            return list(failed_ports)
-        return list(settings.ports)
-    if settings.ports:
-        return list(settings.ports)
-    if settings.filters:
-        return [AUTO]
-    raise InputError("no port given", hint="pass --port (a device, a glob, a URL or 'auto')")
+def given_options(
+    ctx: click.Context, config: BenchConfig | None, names: Iterable[str]
+) -> frozenset[str]:
+    """The options among ``names`` the user set, on the command line or in the bench file."""
+    given = set()
+    for name in names:
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+            given.add(name)
+        elif config is not None and getattr(config, name, None) not in (None, False):
+            given.add(name)  # a bench file's "force = false" sets nothing
+    return frozenset(given)
 
 
-def backup_path(settings: WriteSettings) -> Path | None:
-    return Path(settings.backup) if settings.backup else None
-
-
-# -- running the batch --------------------------------------------------------------
-
-
-def run_write_batch(settings: WriteSettings) -> None:
-    """Resolve the ports, check every plan, provision the boards, render, report, exit."""
-    failed = load_failed(settings.only_failed) if settings.only_failed else None
-    failed_ports = [b.port for b in failed] if failed is not None else None
-    if failed_ports == []:
-        click.echo(f"{settings.only_failed}: no failed boards: nothing to do")
+def run_write_batch(settings: WriteSettings, *, as_json: bool) -> None:
+    """Prepare the run, provision the boards behind a live view, render, exit."""
+    run = prepare(settings, parse_groups)
+    if run.nothing_to_do:
+        click.echo(run.nothing_to_do)
         return
-    ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
-    if failed_ports is not None and settings.ports:
-        ports = [p for p in ports if p.device in set(failed_ports)]
-        if not ports:
-            raise InputError(
-                "none of the given ports failed in the report",
-                hint="drop --port to re-run them all",
-            )
-    warm_up()  # the worker server starts while the plans are built
-    checked = _check(settings)
-    jobs = [
-        BoardJob(
-            port=p.device,
-            connect=connect_for(settings, p.device),
-            plans=checked.resolver or checked.plans,
-            options=WriteOptions(
-                force=settings.force,
-                skip_unchanged=settings.skip_unchanged,
-                backup_dir=backup_path(settings),
-            ),
-            serial_number=p.serial_number,
-        )
-        for p in ports
-    ]
-    start = time.monotonic()
-    with BatchView([j.port for j in jobs], quiet=settings.as_json) as view:
-        results = run_batch(
-            jobs,
-            runner=BACKENDS[settings.via],
-            options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
-            events=view,
-        )
-    seconds = time.monotonic() - start
-    unused = _unused_rows(checked.resolver, jobs, results)
-    report = build_report(results, seconds=seconds, unused_rows=unused)
-    if settings.report:
-        write_report(Path(settings.report), report)
-    if settings.as_json:
-        click.echo(json.dumps(report, indent=2))
+    with BatchView([j.port for j in run.jobs], quiet=as_json) as view:
+        outcome = execute(run, events=view)
+    if as_json:
+        click.echo(json.dumps(outcome.report, indent=2))
     else:
-        print_summary(results, seconds=seconds, unused_rows=unused)
-    if any(r.failed for r in results):
-        sys.exit(EXIT_DEVICE_ERROR)
-
-
-def profiles_for(chip: str | None, profile: str | None, via: str) -> list[Profile]:
-    """Candidate profiles (see :func:`atflash.planning.bench.chip_for`)."""
-    return candidate_profiles(chip_for(chip, profile, via), profile)
-
-
-def _check(settings: WriteSettings) -> CheckedConfig:
-    """Every image of the batch built and checked, before the first board."""
-    config = settings.config or BenchConfig(source="")
-    # settings already hold the bench file's chip and profile where none was typed.
-    chip = chip_for(settings.chip, settings.profile, settings.via)
-    profiles = candidate_profiles(chip, settings.profile)
-    names = {p.name for prof in profiles for p in prof.partitions}
-    requests = parse_groups(settings.groups, names) if settings.groups else None
-    return check_config(
-        config,
-        chip=chip,
-        profile=settings.profile,
-        partitions=requests,
-        manifest=settings.manifest,
-        strict=settings.strict,
-        pair_check=settings.pair_check,
-    )
-
-
-def connect_for(settings: WriteSettings, port: str) -> Any:
-    """The chosen backend's connection options for one port."""
-    return connect_options(
-        settings.via,
-        port,
-        baud=settings.baud,
-        before=settings.before,
-        after=settings.after,
-        connect_attempts=settings.connect_attempts,
-        chunk_size=settings.chunk_size,
-    )
-
-
-def _unused_rows(
-    resolver: ManifestResolver | None, jobs: Sequence[BoardJob], results: Sequence[BoardResult]
-) -> list[tuple[int, str]]:
-    if resolver is None:
-        return []
-    seen = [
-        BoardIdentity(r.port, chip=r.chip, mac=r.mac, serial_number=j.serial_number)
-        for j, r in zip(jobs, results, strict=True)
-    ]
-    return resolver.unused(seen)
+        print_summary(outcome.results, seconds=outcome.seconds, unused_rows=outcome.unused_rows)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)

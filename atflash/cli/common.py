@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from atflash.backends.at.client import AtConnectOptions
-from atflash.backends.esptool.flasher import ConnectOptions
+from atflash.backends import registry
 from atflash.errors import InputError
 from atflash.files import expand
 from atflash.layout.model import Profile
@@ -73,24 +72,6 @@ def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> lis
     return requests
 
 
-# Each way of reaching a board (config.VIAS) starts at its own rate.
-DEFAULT_BAUD = {"esptool": 921600, "at": 115200}
-
-
-def connect_options(
-    via: str,
-    port: str,
-    *,
-    baud: int | None,
-    before: str,
-    after: str,
-    connect_attempts: int,
-    chunk_size: int,
-) -> ConnectOptions | AtConnectOptions:
-    """The backend's connection options for one port (``baud`` None: the backend's default)."""
-    rate = baud or DEFAULT_BAUD[via]
-    if via == "at":
-        return AtConnectOptions(port, baud=rate, chunk_size=chunk_size, attempts=connect_attempts)
-    return ConnectOptions(
-        port=port, baud=rate, before=before, after=after, connect_attempts=connect_attempts
-    )
+def connect_options(via: str, port: str, values: dict[str, Any]) -> Any:
+    """The backend's connection options for one port (``None`` values: the backend's default)."""
+    return registry.get(via).connect_options(port, values)

@@ -1,4 +1,9 @@
-"""Commands that talk to a board: write, read, verify, partitions, ports, check."""
+"""Commands that talk to a board: write, read, verify, partitions, ports, check.
+
+Each command parses, calls one library flow of :mod:`atflash.backends.base`
+(or :mod:`atflash.batchrun` for many boards) through the backend the
+registry names, and renders.
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
-from atflash.backends.at.backend import read_partition_at, read_table_at, verify_board_at
+from atflash.backends import base, registry
 from atflash.backends.at.client import DEFAULT_CHUNK
-from atflash.backends.esptool import backend as provision
-from atflash.backends.esptool.flasher import EsptoolBoard
-from atflash.batch import BACKENDS, BoardJob
+from atflash.backends.esptool.options import AFTER, BEFORE
+from atflash.batchrun import LINK_OPTIONS, WriteSettings
 from atflash.cli import batchopts, render
 from atflash.cli.app import cli
 from atflash.cli.batchopts import batch_options
-from atflash.cli.common import F, connect_options, parse_groups, profile_options, resolve_profile
+from atflash.cli.common import F, parse_groups, profile_options, resolve_profile
 from atflash.content.describe import inspect_bytes
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
 from atflash.layout.model import Profile
-from atflash.layout.profiles import load_profile
 from atflash.output import write_outputs
-from atflash.planning.bench import (
-    AFTER,
-    BEFORE,
-    VIAS,
-    candidate_profiles,
-    check_config,
-    load_config,
-)
+from atflash.planning.bench import candidate_profiles, check_config, chip_for, load_config
 from atflash.planning.plan import PlanOptions, WritePlan, build_plan
 from atflash.ports import list_ports
 from atflash.results import BoardResult
@@ -43,11 +40,10 @@ def link_options(func: F) -> F:
         [
             click.option(
                 "--via",
-                type=click.Choice(VIAS),
+                type=click.Choice(registry.NAMES),
                 default="esptool",
                 show_default=True,
-                help="esptool: the ROM loader in download mode. at: the AT port of running "
-                "ESP-AT 2.x firmware (AT+SYSFLASH), no reset needed.",
+                help="; ".join(f"{b.name}: {b.summary}" for b in registry.BACKENDS.values()) + ".",
             ),
             click.option(
                 "--baud",
@@ -59,30 +55,22 @@ def link_options(func: F) -> F:
             click.option(
                 "--before",
                 type=click.Choice(BEFORE),
-                default="default-reset",
-                show_default=True,
-                help="esptool: how to put the chip in download mode.",
+                help="esptool: how to put the chip in download mode [default: default-reset].",
             ),
             click.option(
                 "--after",
                 type=click.Choice(AFTER),
-                default="hard-reset",
-                show_default=True,
-                help="esptool: what to do with the chip when done.",
+                help="esptool: what to do with the chip when done [default: hard-reset].",
             ),
             click.option(
                 "--connect-attempts",
-                default=3,
-                show_default=True,
                 type=click.IntRange(1, 20),
-                help="Sync (esptool) or AT handshake attempts before giving up on a board.",
+                help="Sync (esptool) or AT handshake attempts before giving up on a board [default: 3].",
             ),
             click.option(
                 "--chunk-size",
-                default=DEFAULT_CHUNK,
-                show_default=True,
                 type=click.IntRange(4, 65536),
-                help="at: bytes per AT+SYSFLASH write or read (a multiple of 4).",
+                help=f"at: bytes per AT+SYSFLASH write or read [default: {DEFAULT_CHUNK}].",
             ),
         ]
     ):
@@ -98,17 +86,20 @@ def connection_options(func: F) -> F:
     )(func)
 
 
-def _link(port: str, link: dict[str, Any]) -> Any:
-    """Connection options for ``port`` from the link options a command received."""
-    return connect_options(link["via"], port, **{k: v for k, v in link.items() if k != "via"})
-
-
-LINK_KEYS = ("via", "baud", "before", "after", "connect_attempts", "chunk_size")
-
-
-def _split_link(params: dict[str, Any]) -> dict[str, Any]:
-    """Take the link options out of a command's parameters."""
-    return {key: params.pop(key) for key in LINK_KEYS}
+def link_settings(
+    ctx: click.Context, params: dict[str, Any]
+) -> tuple[registry.BackendInfo, dict[str, Any]]:
+    """Take the link options out of a command's parameters; refuse ones foreign to the backend."""
+    via = params.pop("via")
+    link = {key: params.pop(key) for key in LINK_OPTIONS}
+    given = {
+        k
+        for k in LINK_OPTIONS
+        if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)
+    }
+    backend = registry.get(via)
+    backend.refuse_foreign(given)
+    return backend, link
 
 
 def plans_for(
@@ -157,32 +148,31 @@ def write(ctx: click.Context, **params: Any) -> None:
     batch: one worker process per board, a live view, a summary table.
     """
     settings = batchopts.settle(ctx, params)
+    as_json = params["as_json"]
     if settings.single_board:
-        _write_one(settings)
+        _write_one(settings, as_json)
     else:
-        batchopts.run_write_batch(settings)
+        batchopts.run_write_batch(settings, as_json=as_json)
 
 
-def _write_one(settings: batchopts.WriteSettings) -> None:
+def _write_one(settings: WriteSettings, as_json: bool) -> None:
     """One board, the output and JSON shape of a plain ``write --port``."""
     if not settings.groups:
         raise InputError(
             "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
         )
     plans = plans_for(
-        batchopts.profiles_for(settings.chip, settings.profile, settings.via),
-        settings.groups,
-        PlanOptions(pair_check=settings.pair_check),
-    )
-    options = provision.WriteOptions(
-        force=settings.force,
-        skip_unchanged=settings.skip_unchanged,
-        backup_dir=batchopts.backup_path(settings),
+        settings.candidate_profiles(), settings.groups, PlanOptions(pair_check=settings.pair_check)
     )
     port = settings.ports[0]
-    job = BoardJob(port, batchopts.connect_for(settings, port), plans, options)
-    result = BACKENDS[settings.via](job, render.event_printer(settings.as_json))
-    _finish(result, settings.as_json, failed_exit=EXIT_DEVICE_ERROR)
+    result = base.write_board(
+        registry.get(settings.via).load(),
+        settings.connect_for(port),
+        plans,
+        options=settings.write_options,
+        events=render.event_printer(as_json),
+    )
+    _finish(result, as_json, failed_exit=EXIT_DEVICE_ERROR)
 
 
 def _finish(result: BoardResult, as_json: bool, *, failed_exit: int) -> None:
@@ -193,16 +183,12 @@ def _finish(result: BoardResult, as_json: bool, *, failed_exit: int) -> None:
     """
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
-    elif result.error and result.chip is None and result.mac is None and not _touched(result):
+    elif result.error and result.chip is None and result.mac is None and not result.touched:
         click.echo(f"atflash: error: {result.error}", err=True)
     else:
         render.echo_board_result(result)
     if not result.ok:
         sys.exit(failed_exit)
-
-
-def _touched(result: BoardResult) -> bool:
-    return any(p.status != "not-started" for p in result.partitions)
 
 
 # -- read / verify ---------------------------------------------------------------
@@ -215,7 +201,9 @@ def _touched(result: BoardResult) -> bool:
     "-o", "--output", type=click.Path(dir_okay=False), help="Save the raw partition dump here."
 )
 @click.argument("partition")
+@click.pass_context
 def read(
+    ctx: click.Context,
     chip: str | None,
     profile_path: str | None,
     port: str,
@@ -224,16 +212,11 @@ def read(
     **params: Any,
 ) -> None:
     """Read a partition from a board and show what it holds."""
-    link = _split_link(params)
-    if link["via"] == "at":
-        part, data = read_partition_at(_link(port, link), partition)
-    else:
-        profile = resolve_profile(chip, profile_path)
-        part = profile.partition(partition)
-        with EsptoolBoard(_link(port, link)) as board:
-            provision.select_plan([WritePlan(profile, ())], board.chip, port)
-            board.attach(profile.flash_size)
-            data = board.read(part.offset, part.size, label=part.name)
+    backend, link = link_settings(ctx, params)
+    profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
+    part, data = base.read_partition(
+        backend.load(), backend.connect_options(port, link), partition, profiles
+    )
     if output:
         write_outputs({Path(output): data}, private=lambda _p: True)
         click.echo(f"{output}: {len(data)} bytes of {part.name} saved")
@@ -250,7 +233,9 @@ def read(
 @click.argument(
     "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
 )
+@click.pass_context
 def verify(
+    ctx: click.Context,
     chip: str | None,
     profile_path: str | None,
     port: str,
@@ -260,17 +245,13 @@ def verify(
     **params: Any,
 ) -> None:
     """Check that a board holds exactly the images these files build (exit 0 only if all match)."""
-    link = _split_link(params)
+    backend, link = link_settings(ctx, params)
     plans = plans_for(
-        batchopts.profiles_for(chip, profile_path, link["via"]),
+        candidate_profiles(chip_for(chip, profile_path, backend.name), profile_path),
         groups,
         PlanOptions(pair_check=not no_pair_check),
     )
-    connect = _link(port, link)
-    if link["via"] == "at":
-        result = verify_board_at(connect, plans)
-    else:
-        result = provision.verify_board(connect, plans)
+    result = base.verify_board(backend.load(), backend.connect_options(port, link), plans)
     _finish(result, as_json, failed_exit=EXIT_DEVICE_ERROR if result.error else EXIT_MISMATCH)
 
 
@@ -283,9 +264,12 @@ def verify(
     "--port", "-p", help="Read the table from this board instead of showing the profile's."
 )
 @link_options
-def partitions(chip: str | None, profile_path: str | None, port: str | None, **params: Any) -> None:
+@click.pass_context
+def partitions(
+    ctx: click.Context, chip: str | None, profile_path: str | None, port: str | None, **params: Any
+) -> None:
     """Show a profile's partition table, or a board's own (with --port)."""
-    link = _split_link(params)
+    backend, link = link_settings(ctx, params)
     if port is None:
         profile = resolve_profile(chip, profile_path)
         render.print_partitions(
@@ -294,28 +278,12 @@ def partitions(chip: str | None, profile_path: str | None, port: str | None, **p
             profile.partitions,
         )
         return
-    if link["via"] == "at":
-        firmware, at_table = read_table_at(_link(port, link))
-        render.print_partitions(f"{port} ({firmware or 'ESP-AT'}): AT+SYSFLASH?", at_table)
-        return
-    _show_board_table(port, candidate_profiles(chip or "auto", profile_path), link)
-
-
-def _show_board_table(port: str, profiles: Sequence[Profile], link: dict[str, Any]) -> None:
-    """The at_customize table a board holds in flash, read through its ROM loader."""
-    with EsptoolBoard(_link(port, link)) as board:
-        plan = provision.select_plan([WritePlan(p, ()) for p in profiles], board.chip, port)
-        profile = plan.profile
-        board.attach(profile.flash_size)
-        table = provision.read_device_table(board, profile)
-    where = (
-        f"{port} ({board.chip}, MAC {board.mac}): at_customize.bin at "
-        f"{profile.at_customize_offset:#x}"
-    )
+    profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
+    title, table = base.read_table(backend.load(), backend.connect_options(port, link), profiles)
     if table is None:
-        click.echo(f"{where}: blank (all 0xFF): no ESP-AT partition table on this board")
+        click.echo(f"{title}: blank (all 0xFF): no ESP-AT partition table on this board")
         return
-    render.print_partitions(where, table)
+    render.print_partitions(title, table)
 
 
 # -- ports / check ---------------------------------------------------------------
@@ -349,4 +317,4 @@ def check(config_path: str) -> None:
     render.echo_checked_config(config, checked)
 
 
-__all__ = ["check", "load_profile", "partitions", "ports_command", "read", "verify", "write"]
+__all__ = ["check", "partitions", "ports_command", "read", "verify", "write"]

@@ -154,7 +154,7 @@ def print_summary(
     for column in ("port", "MAC", "chip", *names, "tries", "seconds", "result"):
         table.add_column(column)
     for result in results:
-        statuses = {p.name: p.status for p in result.partitions}
+        statuses = {p.name: p.status.value for p in result.partitions}
         table.add_row(
             result.port,
             result.mac or "",

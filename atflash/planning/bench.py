@@ -44,6 +44,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from atflash.backends import registry
+from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.errors import AtflashError, InputError, ManifestError
 from atflash.files import expand
 from atflash.layout.model import Profile
@@ -57,11 +59,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-BEFORE = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
-AFTER = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset")
 # How a board is reached: its ROM loader through esptool, or the AT port of
 # its running ESP-AT 2.x firmware.
-VIAS = ("esptool", "at")
+VIAS = registry.NAMES
 MAX_JOBS = 256
 
 

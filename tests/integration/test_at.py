@@ -17,14 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from atflash.backends.at.backend import (
-    read_partition_at,
-    read_table_at,
-    verify_board_at,
-    write_board_at,
-)
+from atflash.backends.at.backend import AtBackend
 from atflash.backends.at.client import AtClient, AtConnectOptions
-from atflash.backends.esptool.backend import WriteOptions
+from atflash.backends.base import (
+    WriteOptions,
+    read_partition,
+    read_table,
+    verify_board,
+    write_board,
+)
 from atflash.content import pki
 from atflash.errors import AtError, FirmwareError
 from atflash.events import Event
@@ -100,7 +101,9 @@ def connect(port: str, **kw: object) -> AtConnectOptions:
 def test_fresh_module_gets_exact_images(sim: AtSimulator, transport: str) -> None:
     blank = bytes(sim.flash)
     events: list[Event] = []
-    result = write_board_at(connect(serve(sim, transport)), [client_plan()], events=events.append)
+    result = write_board(
+        AtBackend(), connect(serve(sim, transport)), [client_plan()], events=events.append
+    )
     assert result.ok, result.error
     assert [p.status for p in result.partitions] == ["written"] * 3
     assert_written(sim)
@@ -125,7 +128,9 @@ def test_fresh_module_gets_exact_images(sim: AtSimulator, transport: str) -> Non
 @pytest.mark.parametrize("name", ["esp32c3", "esp32c2-2mb", "esp32s2"])
 def test_other_layouts(name: str) -> None:
     with AtSimulator(find_profile(name)) as sim:
-        result = write_board_at(connect(sim.start_tcp()), [client_plan(find_profile(name))])
+        result = write_board(
+            AtBackend(), connect(sim.start_tcp()), [client_plan(find_profile(name))]
+        )
         assert result.ok, result.error
         assert_written(sim)
 
@@ -135,7 +140,7 @@ def test_older_longer_content_is_erased_first(sim: AtSimulator, transport: str) 
     old = offline_bin("cert", (*CERTS, RAW / "mqtt_cert" / "mqtt_client.crt"))
     sim.load("client_cert", old)
     plan = build_plan(find_profile("esp32"), [PartitionRequest("client_cert", (str(CERTS[0]),))])
-    result = write_board_at(connect(serve(sim, transport)), [plan])
+    result = write_board(AtBackend(), connect(serve(sim, transport)), [plan])
     assert result.ok, result.error
     assert sim.partition_bytes("client_cert") == expected(sim, "client_cert", "cert", CERTS[:1])
     assert any(c.startswith('AT+SYSFLASH=0,"client_cert"') for c in sim.commands)
@@ -167,7 +172,7 @@ def test_unsolicited_noise_everywhere(sim: AtSimulator, transport: str) -> None:
     sim.noise_on("", where="before_final", repeat=True)  # a blank line
     url = serve(sim, transport)
     sim.emit("ready")
-    result = write_board_at(connect(url, chunk_size=1024), [client_plan()])
+    result = write_board(AtBackend(), connect(url, chunk_size=1024), [client_plan()])
     assert result.ok, result.error
     assert_written(sim)
     # The noise did reach the client, and went to the unsolicited route.
@@ -181,7 +186,7 @@ def test_unsolicited_noise_everywhere(sim: AtSimulator, transport: str) -> None:
 
 def test_echo_left_on(transport: str) -> None:
     with AtSimulator(find_profile("esp32"), echo_sticky=True) as sim:
-        result = write_board_at(connect(serve(sim, transport)), [client_plan()])
+        result = write_board(AtBackend(), connect(serve(sim, transport)), [client_plan()])
         assert result.ok, result.error
         assert sim.echo  # ATE0 was ignored all along
         assert_written(sim)
@@ -189,10 +194,13 @@ def test_echo_left_on(transport: str) -> None:
 
 def test_error_on_nth_command(sim: AtSimulator, transport: str) -> None:
     sim.error_on("AT+SYSFLASH=1", nth=2)
-    result = write_board_at(connect(serve(sim, transport), chunk_size=1024), [client_plan()])
+    result = write_board(
+        AtBackend(), connect(serve(sim, transport), chunk_size=1024), [client_plan()]
+    )
     assert not result.ok
     assert result.error is not None
-    assert 'AT+SYSFLASH=1,"client_cert",1024,1024' in result.error
+    # The PKI header's chunk is written last: the second write is the tail's end.
+    assert 'AT+SYSFLASH=1,"client_cert",2048,296' in result.error
     assert "ERROR" in result.error
     assert [p.status for p in result.partitions] == [
         "possibly-partial",
@@ -204,7 +212,7 @@ def test_error_on_nth_command(sim: AtSimulator, transport: str) -> None:
 
 def test_busy_is_retried(sim: AtSimulator) -> None:
     sim.busy_on("AT+SYSFLASH=1", nth=1)
-    result = write_board_at(connect(sim.start_tcp()), [client_plan()])
+    result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
     assert result.ok, result.error
     first_write = [c for c in sim.commands if c.startswith("AT+SYSFLASH=1")][:2]
     assert first_write[0] == first_write[1]  # the refused chunk was sent again
@@ -214,7 +222,7 @@ def test_busy_is_retried(sim: AtSimulator) -> None:
 def test_stall_names_the_command(sim: AtSimulator, transport: str) -> None:
     sim.stall_on('AT+SYSFLASH=1,"client_key"')
     start = time.monotonic()
-    result = write_board_at(connect(serve(sim, transport), timeout=FAST), [client_plan()])
+    result = write_board(AtBackend(), connect(serve(sim, transport), timeout=FAST), [client_plan()])
     elapsed = time.monotonic() - start
     assert result.error is not None
     assert 'AT+SYSFLASH=1,"client_key",0,' in result.error
@@ -226,7 +234,7 @@ def test_stall_names_the_command(sim: AtSimulator, transport: str) -> None:
 def test_dropped_connection(sim: AtSimulator, transport: str) -> None:
     # Reads 1-2 of client_cert are the unchanged check; read 3 is the read-back.
     sim.drop_on('AT+SYSFLASH=2,"client_cert"', nth=3)
-    result = write_board_at(connect(serve(sim, transport), timeout=FAST), [client_plan()])
+    result = write_board(AtBackend(), connect(serve(sim, transport), timeout=FAST), [client_plan()])
     assert result.error is not None
     assert 'AT+SYSFLASH=2,"client_cert",0,4096: connection lost' in result.error
     assert [p.status for p in result.partitions] == [
@@ -239,7 +247,9 @@ def test_dropped_connection(sim: AtSimulator, transport: str) -> None:
 def test_silent_port_on_connect(sim: AtSimulator, transport: str) -> None:
     sim.hang()
     url = serve(sim, transport)
-    result = write_board_at(connect(url, timeout=0.3, attempts=2), [client_plan()])
+    result = write_board(
+        AtBackend(), connect(url, timeout=0.3, connect_attempts=2), [client_plan()]
+    )
     assert result.error is not None
     assert result.error.startswith(f"{url}: AT: no answer after 2 tries")
     assert [p.status for p in result.partitions] == ["not-started"] * 3
@@ -266,7 +276,7 @@ def device_profile(**changes: tuple[int, int] | None) -> Profile:
 def test_unknown_partition_refused_before_writing() -> None:
     with AtSimulator(device_profile(client_ca=None)) as sim:
         before = bytes(sim.flash)
-        result = write_board_at(connect(sim.start_tcp()), [client_plan()])
+        result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
         assert result.error is not None
         assert "does not list partition client_ca" in result.error
         assert not writes(sim)
@@ -277,7 +287,7 @@ def test_image_too_big_for_device_partition_refused() -> None:
     # The device's client_key is 2 KB; the two keys' bin is larger.
     with AtSimulator(device_profile(client_key=(0x2C000, 0x800))) as sim:
         before = bytes(sim.flash)
-        result = write_board_at(connect(sim.start_tcp()), [client_plan()])
+        result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
         assert result.error is not None
         size = len(offline_bin("key", KEYS))
         assert f"client_key: image is {size} bytes but the partition holds 2048" in result.error
@@ -288,7 +298,9 @@ def test_image_too_big_for_device_partition_refused() -> None:
 def test_device_placement_differs_is_a_warning() -> None:
     with AtSimulator(device_profile(client_ca=(0x2E000, 0x1000))) as sim:
         events: list[Event] = []
-        result = write_board_at(connect(sim.start_tcp()), [client_plan()], events=events.append)
+        result = write_board(
+            AtBackend(), connect(sim.start_tcp()), [client_plan()], events=events.append
+        )
         assert result.ok, result.error
         assert any("client_ca" in w and "0x1000" in w for w in result.warnings)
         assert any(e.kind == "warning" and e.partition == "client_ca" for e in events)
@@ -298,7 +310,7 @@ def test_device_placement_differs_is_a_warning() -> None:
 
 def test_esp_at_3_firmware_is_explained(transport: str) -> None:
     with AtSimulator(find_profile("esp32"), firmware="3.x") as sim:
-        result = write_board_at(connect(serve(sim, transport)), [client_plan()])
+        result = write_board(AtBackend(), connect(serve(sim, transport)), [client_plan()])
         assert result.error is not None
         assert "mfg_nvs" in result.error and "ESP-AT 2.x" in result.error
         assert not writes(sim)
@@ -310,14 +322,14 @@ def test_esp_at_3_firmware_is_explained(transport: str) -> None:
 
 def test_skip_unchanged(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    assert write_board_at(connect(url), [client_plan()]).ok
+    assert write_board(AtBackend(), connect(url), [client_plan()]).ok
     sim.commands.clear()
-    again = write_board_at(connect(url), [client_plan()])
+    again = write_board(AtBackend(), connect(url), [client_plan()])
     assert again.ok, again.error
     assert [p.status for p in again.partitions] == ["unchanged"] * 3
     assert not writes(sim)
-    forced = write_board_at(
-        connect(url), [client_plan()], options=WriteOptions(skip_unchanged=False)
+    forced = write_board(
+        AtBackend(), connect(url), [client_plan()], options=WriteOptions(skip_unchanged=False)
     )
     assert [p.status for p in forced.partitions] == ["written"] * 3
 
@@ -326,11 +338,14 @@ def test_backup_saves_previous_content(sim: AtSimulator, tmp_path: Path) -> None
     old = offline_bin("cert", (RAW / "mqtt_cert" / "mqtt_client.crt",))
     sim.load("client_cert", old)
     backups = tmp_path / "backups"
-    result = write_board_at(
-        connect(sim.start_tcp()), [client_plan()], options=WriteOptions(backup_dir=backups)
+    result = write_board(
+        AtBackend(),
+        connect(sim.start_tcp()),
+        [client_plan()],
+        options=WriteOptions(backup_dir=backups),
     )
     assert result.ok, result.error
-    saved = backups / "240ac4000001-client_cert.bin"
+    (saved,) = backups.glob("240ac4000001-client_cert-*.bin")  # time-stamped: never overwritten
     assert str(saved) in result.backups and len(result.backups) == 3
     assert saved.read_bytes() == pki.pad(old, 0x2000)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
@@ -340,41 +355,41 @@ def test_backup_saves_previous_content(sim: AtSimulator, tmp_path: Path) -> None
 def test_backup_without_mac_is_named_by_port(tmp_path: Path) -> None:
     with AtSimulator(find_profile("esp32"), mac=None) as sim:
         url = sim.start_tcp()
-        result = write_board_at(
-            connect(url), [client_plan()], options=WriteOptions(backup_dir=tmp_path)
+        result = write_board(
+            AtBackend(), connect(url), [client_plan()], options=WriteOptions(backup_dir=tmp_path)
         )
         assert result.ok and result.mac is None
         port = url.rsplit(":", 1)[1]
-        assert (tmp_path / f"socket-127.0.0.1-{port}-client_key.bin").exists()
+        assert list(tmp_path.glob(f"socket-127.0.0.1-{port}-client_key-*.bin"))
 
 
 def test_verify_match_then_differs(sim: AtSimulator, transport: str) -> None:
     url = serve(sim, transport)
-    assert write_board_at(connect(url), [client_plan()]).ok
-    verified = verify_board_at(connect(url), [client_plan()])
+    assert write_board(AtBackend(), connect(url), [client_plan()]).ok
+    verified = verify_board(AtBackend(), connect(url), [client_plan()])
     assert verified.ok and [p.status for p in verified.partitions] == ["match"] * 3
     # One bit flipped in the padding of client_key.
     sim.flash[sim.partition("client_key").end - 1] ^= 0x01
-    again = verify_board_at(connect(url), [client_plan()])
+    again = verify_board(AtBackend(), connect(url), [client_plan()])
     assert not again.ok
     assert [p.status for p in again.partitions] == ["match", "differs", "match"]
 
 
 def test_read_table_and_partition(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    firmware, table = read_table_at(connect(url))
-    assert firmware.startswith("AT version:2.")
+    title, table = read_table(AtBackend(), connect(url), [])
+    assert "AT version:2." in title
     assert table == find_profile("esp32").partitions
     sim.load("mqtt_ca", b"\xf1\xf1abc")
-    part, data = read_partition_at(connect(url, chunk_size=512), "mqtt_ca")
+    part, data = read_partition(AtBackend(), connect(url, chunk_size=512), "mqtt_ca", [])
     assert part.name == "mqtt_ca" and data == pki.pad(b"\xf1\xf1abc", part.size)
     with pytest.raises(FirmwareError, match="does not list partition nope"):
-        read_partition_at(connect(url), "nope")
+        read_partition(AtBackend(), connect(url), "nope", [])
 
 
 def test_bare_decimal_table_style() -> None:
     with AtSimulator(find_profile("esp32c3"), table_style="bare-decimal") as sim:
-        _firmware, table = read_table_at(connect(sim.start_tcp()))
+        _title, table = read_table(AtBackend(), connect(sim.start_tcp()), [])
         assert table == find_profile("esp32c3").partitions
 
 
@@ -386,7 +401,7 @@ def test_resolver_gets_the_mac(sim: AtSimulator) -> None:
         return [client_plan()]
 
     url = sim.start_tcp()
-    result = write_board_at(connect(url), resolve)
+    result = write_board(AtBackend(), connect(url), resolve)
     assert result.ok, result.error
     assert seen == [BoardIdentity(url, chip=None, mac="24:0a:c4:00:00:01")]
     assert_written(sim)
@@ -412,8 +427,11 @@ def test_uart_speed_line_within_short_timeouts(sim: AtSimulator) -> None:
     port = int(sim.start_tcp().rsplit(":", 1)[1])
     plan = build_plan(find_profile("esp32"), [PartitionRequest("client_ca", (str(CAS[0]),))])
     with UartLine(upstream=("127.0.0.1", port), baud=115200) as line:
-        result = write_board_at(
-            connect(line.url, timeout=0.2), [plan], options=WriteOptions(skip_unchanged=False)
+        result = write_board(
+            AtBackend(),
+            connect(line.url, timeout=0.2),
+            [plan],
+            options=WriteOptions(skip_unchanged=False),
         )
         assert result.ok, result.error
         assert line.wire_time_to_host >= 8192 * 10 / 115200  # the whole read-back was paced

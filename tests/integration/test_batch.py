@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from atflash.backends.esptool.flasher import ConnectOptions
+from atflash.backends.esptool.options import ConnectOptions
 from atflash.batch import BatchOptions, BoardJob, run_batch
 from atflash.cli import cli
 from atflash.cli.live import BatchView
@@ -27,7 +27,7 @@ from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
-from atflash.results import BoardResult
+from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.line import UartLine
 
@@ -229,7 +229,15 @@ def test_bench_config_check_then_write_with_command_line_override(
 
 
 def _dies(job: BoardJob, events: EventSink) -> BoardResult:
-    events(Event("writing", job.port, "8192 bytes", partition="client_ca"))
+    events(
+        Event(
+            "writing",
+            job.port,
+            "8192 bytes",
+            partition="client_ca",
+            status=PartitionStatus.POSSIBLY_PARTIAL,
+        )
+    )
     os.kill(os.getpid(), signal.SIGKILL)
     raise AssertionError("unreachable")
 

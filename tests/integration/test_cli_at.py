@@ -164,7 +164,7 @@ def test_blank_backup_restores_a_blank_partition_via_at(raw: Path, tmp_path: Pat
         first = run("write", "--via", "at", "--port", port, "--backup", str(backups),
                     *files(raw, "client_ca"))  # fmt: skip
         assert first.exit_code == 0, first.output
-        (saved,) = backups.glob("*-client_ca.bin")
+        (saved,) = backups.glob("*-client_ca-*.bin")
         undo = run("write", "--via", "at", "--port", port, "client_ca", str(saved))
         assert undo.exit_code == 0, undo.output
         assert sim.partition_bytes("client_ca") == b"\xff" * 0x2000

@@ -18,14 +18,16 @@ from typing import Protocol
 
 import pytest
 
-from atflash.backends.at.backend import write_board_at
+from atflash.backends.at.backend import AtBackend
 from atflash.backends.at.client import AtConnectOptions
-from atflash.backends.esptool import backend as provision
-from atflash.backends.esptool.flasher import ConnectOptions
+from atflash.backends.base import WriteOptions, write_board
+from atflash.backends.esptool.backend import EsptoolBackend
+from atflash.backends.esptool.options import ConnectOptions
 from atflash.events import Event
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
+from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.line import UartLine
@@ -41,10 +43,10 @@ class Rig:
     line: UartLine
     plan: WritePlan
 
-    def write(self, events: Callable[[Event], None] = lambda _e: None) -> provision.BoardResult:
+    def write(self, events: Callable[[Event], None] = lambda _e: None) -> BoardResult:
         connect = ConnectOptions(self.line.url, before="no-reset", after="no-reset")
-        options = provision.WriteOptions(skip_unchanged=False)
-        return provision.write_board(connect, [self.plan], options=options, events=events)
+        options = WriteOptions(skip_unchanged=False)
+        return write_board(EsptoolBackend(), connect, [self.plan], options=options, events=events)
 
 
 @pytest.fixture
@@ -81,10 +83,10 @@ def _when(kind: str, partition: str | None, arm: Callable[[UartLine], None], lin
 class _Rig(Protocol):
     line: UartLine
 
-    def write(self, events: Callable[[Event], None] = ...) -> provision.BoardResult: ...
+    def write(self, events: Callable[[Event], None] = ...) -> BoardResult: ...
 
 
-def break_and_write(rig: _Rig, case: tuple) -> provision.BoardResult:
+def break_and_write(rig: _Rig, case: tuple) -> BoardResult:
     """Arm the case's fault (at once, or at its phase) and write; the board must fail plainly."""
     kind, partition, arm, _expected = case
     if kind is None:
@@ -177,11 +179,11 @@ class AtRig:
     line: UartLine
     plan: WritePlan
 
-    def write(self, events: Callable[[Event], None] = lambda _e: None) -> provision.BoardResult:
+    def write(self, events: Callable[[Event], None] = lambda _e: None) -> BoardResult:
         # A short timeout: the stall cases wait it out, and the simulator answers at once.
         connect = AtConnectOptions(self.line.url, timeout=1.0, chunk_size=1024)
-        options = provision.WriteOptions(skip_unchanged=False)
-        return write_board_at(connect, [self.plan], options=options, events=events)
+        options = WriteOptions(skip_unchanged=False)
+        return write_board(AtBackend(), connect, [self.plan], options=options, events=events)
 
     def holds_plan(self) -> bool:
         """The simulator's own flash, read directly (not through the client), holds every image."""

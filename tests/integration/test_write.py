@@ -73,7 +73,7 @@ def test_backup_saves_old_content_that_can_be_written_back(
     result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "--backup", str(backups),
                  "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
     assert result.exit_code == 0, result.output
-    saved = list(backups.glob("*-client_cert.bin"))
+    saved = list(backups.glob("*-client_cert-*.bin"))
     assert len(saved) == 1
     assert saved[0].read_bytes() == old
     assert saved[0].stat().st_mode & 0o077 == 0
@@ -260,7 +260,7 @@ def test_backup_of_a_blank_partition_restores_it_blank(
     first = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
                 "--backup", str(backups), "client_cert", cert)  # fmt: skip
     assert first.exit_code == 0, first.output
-    (saved,) = backups.glob("*-client_cert.bin")
+    (saved,) = backups.glob("*-client_cert-*.bin")
     assert saved.read_bytes() == b"\xff" * 0x2000
     undo = run(
         "write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "client_cert", str(saved)

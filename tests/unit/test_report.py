@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atflash.backends.esptool.backend import new_result
+from atflash.backends.base import new_result
 from atflash.errors import FileInputError
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan

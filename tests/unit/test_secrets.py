@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from atflash.backends.esptool import backend as provision
-from atflash.backends.esptool.flasher import ConnectOptions
+from atflash.backends.base import new_result, write_board
+from atflash.backends.esptool.backend import EsptoolBackend
+from atflash.backends.esptool.options import ConnectOptions
 from atflash.cli import cli
 from atflash.content import creds, pki
 from atflash.content.describe import inspect_bytes
@@ -316,12 +317,15 @@ def test_reprs_never_carry_a_key(material: Material) -> None:
 def test_events_and_board_result_never_carry_a_key(material: Material) -> None:
     plan = build_plan(PROFILE, [PartitionRequest("client_key", (material.path("key.pem"),))])
     events: list[Event] = []
-    result = provision.write_board(
-        ConnectOptions(port="/dev/ttyNOPE0", before="no-reset"), [plan], events=events.append
+    result = write_board(
+        EsptoolBackend(),
+        ConnectOptions(port="/dev/ttyNOPE0", before="no-reset"),
+        [plan],
+        events=events.append,
     )
     assert not result.ok
     assert events
-    fresh = provision.new_result("/dev/ttyNOPE0", plan)
+    fresh = new_result("/dev/ttyNOPE0", plan)
     texts = [json.dumps(e.to_dict()) for e in events] + [repr(e) for e in events]
     texts += [json.dumps(result.to_json()), repr(result), json.dumps(fresh.to_json()), repr(fresh)]
     assert_clean(texts, material)

@@ -58,7 +58,7 @@ class AtConnectOptions:
     baud: int = DEFAULT_BAUD
     chunk_size: int = DEFAULT_CHUNK
     timeout: float = DEFAULT_TIMEOUT
-    attempts: int = DEFAULT_ATTEMPTS
+    connect_attempts: int = DEFAULT_ATTEMPTS
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.chunk_size % 4:
@@ -66,7 +66,7 @@ class AtConnectOptions:
                 f"chunk size {self.chunk_size} is not a positive multiple of 4",
                 hint="AT+SYSFLASH writes PKI partitions in 4-byte units; try 4096",
             )
-        if self.timeout <= 0 or self.attempts < 1 or self.baud <= 0:
+        if self.timeout <= 0 or self.connect_attempts < 1 or self.baud <= 0:
             raise InputError("AT timeout, attempts and baud rate must be positive")
 
 
@@ -153,7 +153,7 @@ class AtClient:
     def sync(self) -> None:
         """Send ``AT`` until the firmware answers ``OK``; junk before it is dropped."""
         wait = min(self.options.timeout, SYNC_WAIT)
-        for attempt in range(1, self.options.attempts + 1):
+        for attempt in range(1, self.options.connect_attempts + 1):
             self._discard_input()
             self._send(b"AT\r\n", "AT")
             if self._wait_ok(time.monotonic() + wait):
@@ -165,7 +165,7 @@ class AtClient:
         raise AtTimeoutError(
             self.port,
             "AT",
-            f"no answer after {self.options.attempts} tries of {wait:g} s",
+            f"no answer after {self.options.connect_attempts} tries of {wait:g} s",
             lines=tuple(self._recent),
             hint="check the port and baud rate (ESP-AT uses 115200 by default) "
             "and that the module runs ESP-AT firmware",

@@ -1,238 +1,128 @@
-"""Provisioning one board through its ROM loader: execute a checked write plan.
+"""The esptool backend: a board's ROM loader, through :class:`EsptoolBoard`.
 
-The order is fixed and every step before the write only reads: identify the
-chip, compare the board's own partition table with the profile, back up,
-skip what is already in place, then write everything in one esptool call
-and verify each partition independently by MD5.
+Its session reads the board's own at_customize table before anything is
+written (a different layout is refused unless ``--force``), hashes flash on
+the chip to skip what is in place and to verify, and writes every pending
+image in one compressed esptool call. The shared flow in
+:mod:`atflash.backends.base` drives it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 
-from atflash.backends.esptool.flasher import ConnectOptions, EsptoolBoard, FlashSettings
-from atflash.errors import AtflashError, BoardSkipped, ChipMismatchError, TableMismatchError
-from atflash.events import Event, EventSink, ignore
+from atflash.backends.base import BoardInfo, Session, Target, select_plan
+from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
+from atflash.backends.esptool.options import ConnectOptions
+from atflash.errors import TableMismatchError
+from atflash.events import Event, EventSink
 from atflash.layout.model import Partition, Profile
 from atflash.layout.parttable import ENTRY, ENTRY_MAGIC, MAX_TABLE, is_blank, parse_table
-from atflash.output import write_private
-from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
-from atflash.results import BoardResult, PartitionResult
+from atflash.planning.plan import WritePlan
 
 
-@dataclass(frozen=True)
-class WriteOptions:
-    """Choices that change what a write does on the board."""
+class EsptoolBackend:
+    """Boards in download mode, reached through their ROM loader."""
 
-    force: bool = False  # write even if the board's table disagrees
-    skip_unchanged: bool = True
-    backup_dir: Path | None = None
+    name = "esptool"
 
-
-def select_plan(plans: Sequence[WritePlan], chip: str, port: str) -> WritePlan:
-    """The plan whose profile is for ``chip`` (several plans come from --chip auto)."""
-    for plan in plans:
-        if plan.profile.chip == chip:
-            return plan
-    wanted = " or ".join(sorted({p.profile.chip for p in plans}))
-    raise ChipMismatchError(
-        port,
-        f"board is an {chip}, but the profile is for {wanted}",
-        hint="pass the board's --chip (or --chip auto); nothing was written",
-    )
-
-
-def new_result(port: str, plan: WritePlan | None) -> BoardResult:
-    """A result with every partition of the plan not started yet."""
-    result = BoardResult(port=port)
-    if plan is not None:
-        result.partitions = [_partition_result(img, plan) for img in plan.images]
-    return result
-
-
-def _partition_result(image: PartitionImage, plan: WritePlan) -> PartitionResult:
-    data = plan.data_for(image)
-    return PartitionResult(
-        name=image.partition.name,
-        address=image.address,
-        size=len(data),
-        bin_size=len(image.bin),
-        sha256=hashlib.sha256(data).hexdigest(),
-    )
-
-
-def resolve_plans(
-    plans: Sequence[WritePlan] | PlanResolver, identity: BoardIdentity
-) -> Sequence[WritePlan]:
-    """The candidate plans for an identified board (a resolver may raise to skip or refuse)."""
-    return plans(identity) if callable(plans) else plans
-
-
-Plans = Sequence[WritePlan] | PlanResolver
-Work = Callable[[EsptoolBoard, WritePlan, BoardResult], None]
-
-
-def write_board(
-    connect: ConnectOptions,
-    plans: Plans,
-    *,
-    options: WriteOptions | None = None,
-    events: EventSink = ignore,
-) -> BoardResult:
-    """Provision one board; never raises for a board failure, reports it in the result.
-
-    ``plans`` is a fixed list of candidate plans, or a resolver called once
-    the chip and MAC are known (per-device credentials). A resolver raising
-    :class:`BoardSkipped` leaves the board untouched and the result skipped.
-    """
-    opts = options or WriteOptions()
-    return _session(connect, plans, events, lambda b, p, r: _execute(b, p, r, opts, events))
-
-
-def verify_board(
-    connect: ConnectOptions, plans: Plans, *, events: EventSink = ignore
-) -> BoardResult:
-    """Compare each image with the board's flash by MD5 (statuses ``match`` / ``differs``).
-
-    Never raises for a board failure: it is reported in the result.
-    """
-
-    def compare(board: EsptoolBoard, plan: WritePlan, result: BoardResult) -> None:
-        board.attach(plan.profile.flash_size)
-        for image, entry in zip(plan.images, result.partitions, strict=True):
-            data = plan.data_for(image)
-            same = board.md5(image.address, len(data), label=entry.name) == _md5(data)
-            entry.status = "match" if same else "differs"
-
-    return _session(connect, plans, events, compare)
-
-
-def _session(connect: ConnectOptions, plans: Plans, events: EventSink, work: Work) -> BoardResult:
-    """Connect, choose the plan for the chip found, run ``work``, record the outcome."""
-    start = time.monotonic()
-    fixed = None if callable(plans) else plans
-    result = new_result(connect.port, fixed[0] if fixed and len(fixed) == 1 else None)
-    try:
+    @contextlib.contextmanager
+    def open(self, connect: ConnectOptions, events: EventSink) -> Iterator[EsptoolSession]:
         with EsptoolBoard(connect, events=events) as board:
-            result.chip, result.mac = board.chip, board.mac
-            identity = BoardIdentity(connect.port, chip=board.chip, mac=board.mac)
-            plan = select_plan(resolve_plans(plans, identity), board.chip, connect.port)
-            if not result.partitions:
-                result = rebase(result, plan)
-            result.profile = plan.profile.name
-            work(board, plan, result)
-    except AtflashError as exc:
-        record_exception(result, exc, events)
-    return close_result(result, start, events)
+            yield EsptoolSession(board)
 
 
-def record_exception(result: BoardResult, exc: AtflashError, events: EventSink) -> None:
-    """Record why a board stopped: skipped on purpose, or failed (partials keep the error)."""
-    if isinstance(exc, BoardSkipped):
-        result.skipped = exc.reason
-        events(Event("skipped", result.port, exc.reason))
-        return
-    result.error = str(exc)
-    for entry in result.partitions:
-        if entry.status == "possibly-partial":
-            entry.error = result.error
-    events(Event("failed", result.port, exc.detail))
-    if isinstance(exc, TableMismatchError):
-        result.warnings.append(render_table_rows(exc.rows))
+class EsptoolSession(Session):
+    """One board's ROM loader session."""
 
+    def __init__(self, board: EsptoolBoard) -> None:
+        self.board = board
+        self.port = board.options.port
+        self.info = BoardInfo(chip=board.chip, mac=board.mac)
+        self._profile: Profile | None = None
 
-def close_result(result: BoardResult, start: float, events: EventSink) -> BoardResult:
-    """Stamp the board's time; a board that holds everything it should says so."""
-    result.seconds = round(time.monotonic() - start, 3)
-    if result.ok:
-        events(Event("done", result.port, "verified"))
-    return result
+    # -- the board's table ----------------------------------------------------------
 
-
-def rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
-    """A fresh result for ``plan`` (chosen once the board was identified), keeping what is known."""
-    fresh = new_result(result.port, plan)
-    fresh.chip, fresh.mac, fresh.firmware = result.chip, result.mac, result.firmware
-    return fresh
-
-
-def _execute(
-    board: EsptoolBoard, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
-) -> None:
-    profile = plan.profile
-    board.attach(profile.flash_size)
-    check_device_table(
-        board, profile, [img.partition for img in plan.images], force=opts.force, events=events
-    )
-    by_name = {p.name: p for p in result.partitions}
-    if opts.backup_dir is not None:
-        result.backups = backup(board, plan, opts.backup_dir, events=events)
-    pending = []
-    for image in plan.images:
-        data = plan.data_for(image)
-        entry = by_name[image.partition.name]
-        if opts.skip_unchanged and board.md5(image.address, len(data)) == _md5(data):
-            entry.status = "unchanged"
-            events(Event("unchanged", board.options.port, "already in flash", partition=entry.name))
-        else:
-            pending.append((image, data, entry))
-    if pending:
-        _write_pending(board, profile, pending, events)
-
-
-def _write_pending(board: EsptoolBoard, profile: Profile, pending: list, events: EventSink) -> None:
-    """Write ``(image, data, entry)`` items in one esptool call, then verify each ourselves.
-
-    A partition turns ``possibly-partial`` only when esptool starts on it, so
-    after a failure the ones it never reached are still ``not-started``.
-    """
-    port = board.options.port
-    pending = sorted(pending, key=lambda item: item[0].address)
-    by_address = {image.address: entry for image, _data, entry in pending}
-    started: dict[int, float] = {}
-
-    def on_start(address: int) -> None:
-        entry = by_address.get(address)
-        if entry is None:
-            return
-        started[address] = time.monotonic()
-        entry.status = "possibly-partial"
-        events(Event("writing", port, f"{entry.size} bytes at {address:#x}", partition=entry.name))
-
-    board.write(
-        [(image.address, data) for image, data, _entry in pending],
-        FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
-        on_start=on_start,
-    )
-    done = time.monotonic()
-    for image, data, entry in pending:
-        entry.status = "possibly-partial"  # written, not yet verified by us
-        board.verify(image.address, data, label=entry.name)
-        entry.status = "written"
-        entry.seconds = round(_write_time(image.address, started, done), 3)
-        events(
-            Event(
-                "verified", port, f"{entry.size} bytes written and verified", partition=entry.name
+    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
+        self._use(plan.profile)
+        check_device_table(
+            self.board,
+            plan.profile,
+            [image.partition for image in plan.images],
+            force=force,
+            events=events,
+        )
+        return [
+            Target(
+                image.partition.name,
+                image.address,
+                plan.data_for(image),
+                payload=len(image.bin),
+                image=image,
             )
+            for image in plan.images
+        ]
+
+    def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
+        profile = self._choose(profiles)
+        where = (
+            f"{self.port} ({self.board.chip}, MAC {self.board.mac}): at_customize.bin at "
+            f"{profile.at_customize_offset:#x}"
+        )
+        return where, read_device_table(self.board, profile)
+
+    def read_partition(self, name: str, profiles: Sequence[Profile]) -> tuple[Partition, bytes]:
+        part = self._choose(profiles).partition(name)
+        return part, self.board.read(part.offset, part.size, label=part.name)
+
+    # -- flash ---------------------------------------------------------------------------
+
+    def read(self, target: Target) -> bytes:
+        return self.board.read(target.address, target.size, label=target.name)
+
+    def holds(self, target: Target) -> bool:
+        return self._same(target)
+
+    def matches(self, target: Target) -> bool:
+        return self._same(target)
+
+    def write(self, targets: Sequence[Target], *, on_start: Callable[[Target], None]) -> None:
+        profile = self._profile
+        assert profile is not None, "place() comes first"
+        by_address = {t.address: t for t in targets}
+
+        def started(address: int) -> None:
+            target = by_address.get(address)
+            if target is not None:
+                on_start(target)
+
+        ordered = sorted(targets, key=lambda t: t.address)
+        self.board.write(
+            [(t.address, t.data) for t in ordered],
+            FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
+            on_start=started,
         )
 
+    # -- plumbing ------------------------------------------------------------------------
 
-def _write_time(address: int, started: dict[int, float], done: float) -> float:
-    """Seconds from this image's start to the next image's start (or the end of the write)."""
-    begin = started.get(address, done)
-    later = [t for a, t in started.items() if t > begin]
-    return (min(later) if later else done) - begin
+    def _same(self, target: Target) -> bool:
+        digest = self.board.md5(target.address, target.size, label=target.name)
+        return digest == hashlib.md5(target.data).hexdigest()
+
+    def _choose(self, profiles: Sequence[Profile]) -> Profile:
+        plans = [WritePlan(p, ()) for p in profiles]
+        profile = select_plan(plans, self.board.chip, self.port).profile
+        self._use(profile)
+        return profile
+
+    def _use(self, profile: Profile) -> None:
+        self._profile = profile
+        self.board.attach(profile.flash_size)
 
 
-def _md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-# -- the board's own partition table ----------------------------------------
+# -- the board's own partition table ----------------------------------------------------
 
 
 def read_device_table(board: EsptoolBoard, profile: Profile) -> tuple[Partition, ...] | None:
@@ -312,30 +202,3 @@ def compare_tables(
 
 def _placement(part: Partition | None) -> str:
     return "absent" if part is None else f"{part.offset:#x} size {part.size:#x}"
-
-
-def render_table_rows(rows: Sequence[tuple[str, str, str]]) -> str:
-    """Plain-text side-by-side table of a mismatch."""
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'partition':<{width}}  {'profile':<22}  board"]
-    lines += [f"{name:<{width}}  {prof:<22}  {dev}" for name, prof, dev in rows]
-    return "\n".join(lines)
-
-
-# -- backups -----------------------------------------------------------------
-
-
-def backup(
-    board: EsptoolBoard, plan: WritePlan, directory: Path, *, events: EventSink
-) -> list[str]:
-    """Save each target partition's current content as DIR/<mac>-<partition>.bin (0600)."""
-    saved = []
-    mac = board.mac.replace(":", "")
-    for image in plan.images:
-        part = image.partition
-        data = board.read(part.offset, part.size, label=part.name)
-        target = directory / f"{mac}-{part.name}.bin"
-        write_private(target, data)
-        saved.append(str(target))
-        events(Event("backup", board.options.port, f"saved to {target}", partition=part.name))
-    return saved

@@ -21,43 +21,29 @@ milliseconds to each), so reads stop as soon as they have what they need.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import struct
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import serial
-from esp_pylib.logger import EspLog, EspLogBase, ProgressTask
+from esp_pylib.logger import EspLog, EspLogBase
 from esptool import cmds
 from esptool import loader as esptool_loader
 from esptool.loader import ESPLoader
 from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
 
 from atflash import chips
-from atflash.errors import DeviceError, PortError, VerifyError
-from atflash.events import Event, EventSink
+from atflash.backends.esptool.options import ROM_BAUD, ConnectOptions
+from atflash.errors import DeviceError
+from atflash.events import Event, EventKind, EventSink
 from atflash.ports import LINK_ERRORS, describe_open_error
 from atflash.seriallink import open_link
 
-ROM_BAUD = 115200
 ROM_READ_BLOCK = 64
 CMD_READ_FLASH_SLOW = 0x0E
-DEFAULT_CONNECT_ATTEMPTS = 3
-
-
-@dataclass(frozen=True)
-class ConnectOptions:
-    """How to reach one board's ROM loader."""
-
-    port: str
-    baud: int = 921600
-    before: str = "default-reset"
-    after: str = "hard-reset"
-    connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -369,21 +355,9 @@ class EsptoolBoard:
         finally:
             self._log.on_line = None
 
-    def verify(self, address: int, data: bytes, *, label: str) -> None:
-        """Raise :class:`VerifyError` unless flash at ``address`` holds ``data``."""
-        expected = hashlib.md5(data).hexdigest()
-        actual = self.md5(address, len(data), label=f"verify {label}")
-        if actual != expected:
-            raise VerifyError(
-                self.options.port,
-                f"{label}: flash content differs from the image after writing "
-                f"(MD5 {actual}, expected {expected})",
-                hint="the board was left with a possibly partial image: write it again",
-            )
-
     # -- plumbing -----------------------------------------------------------
 
-    def _event(self, kind: str, message: str, **fields: Any) -> None:
+    def _event(self, kind: EventKind, message: str, **fields: Any) -> None:
         self._events(Event(kind=kind, port=self.options.port, message=message, **fields))
 
     def _on_progress(self, description: str, done: int, total: int) -> None:
@@ -463,11 +437,4 @@ def _hint_for(text: str) -> str | None:
     return None
 
 
-def measure(fn: Callable[[], None]) -> float:
-    """Seconds ``fn`` took."""
-    start = time.monotonic()
-    fn()
-    return time.monotonic() - start
-
-
-__all__ = ["ConnectOptions", "EsptoolBoard", "FlashSettings", "PortError", "ProgressTask"]
+__all__ = ["ConnectOptions", "EsptoolBoard", "FlashSettings"]

@@ -1,0 +1,472 @@
+"""The backend interface, and the one write flow every backend runs through.
+
+A backend reaches boards one way (the ROM loader through esptool, or a
+running firmware's AT port) and opens a :class:`Session` per board. A
+session knows its transport and the board's own tables; it never decides a
+partition's status. The flows here own everything the backends share:
+choosing the plan once the board is identified, timing, backup,
+skip-unchanged, every :class:`~atflash.results.PartitionStatus` change (each
+announced by an event) and the :class:`~atflash.results.BoardResult`.
+
+Adding a backend means a package under ``atflash/backends/`` with a
+:class:`Backend` and one line in :mod:`atflash.backends.registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime
+import hashlib
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from atflash.errors import (
+    AtflashError,
+    BoardSkipped,
+    ChipMismatchError,
+    InputError,
+    TableMismatchError,
+    VerifyError,
+)
+from atflash.events import Event, EventSink, ignore
+from atflash.layout.model import Partition
+from atflash.output import write_private
+from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
+from atflash.results import BoardResult, PartitionResult, PartitionStatus
+
+Plans = Sequence[WritePlan] | PlanResolver
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    """Choices that change what a write does on the board."""
+
+    force: bool = False  # esptool: write where the board's table says, even if it differs
+    skip_unchanged: bool = True
+    backup_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One image placed where this board keeps it: what must end up in flash, and where.
+
+    ``data`` is the whole content the region must hold afterwards (the
+    image padded with erased flash); ``payload`` is the credential part of
+    it (the PKI bin), for sizes shown to people.
+    """
+
+    name: str  # the partition (or NVS namespace) the result entry is named by
+    address: int
+    data: bytes = field(repr=False)
+    payload: int = 0
+    image: PartitionImage | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class BoardInfo:
+    """What a session learned of its board while connecting."""
+
+    chip: str | None = None  # esptool's chip name, when known
+    mac: str | None = None  # lower-case, colon-separated
+    firmware: str | None = None  # the AT firmware's version line
+
+
+class Session(abc.ABC):
+    """One connected board. Every method may raise an :class:`AtflashError`."""
+
+    port: str
+    info: BoardInfo
+
+    @abc.abstractmethod
+    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
+        """Check ``plan`` against the board's own tables and place each image.
+
+        Reads only. Refuses (raises) before anything is written when the
+        board disagrees, unless ``force`` allows what the backend can do.
+        """
+
+    @abc.abstractmethod
+    def read(self, target: Target) -> bytes:
+        """What the board holds now where ``target`` goes (``target.size`` bytes)."""
+
+    @abc.abstractmethod
+    def holds(self, target: Target) -> bool:
+        """Whether the board already holds ``target.data`` (so nothing needs writing)."""
+
+    @abc.abstractmethod
+    def write(self, targets: Sequence[Target], *, on_start: Callable[[Target], None]) -> None:
+        """Write every target; ``on_start`` is called as each one's write begins."""
+
+    def rounds(self, targets: Sequence[Target]) -> list[list[Target]]:
+        """How the pending targets are written: each round is written, then verified.
+
+        One round by default (esptool writes everything in one call); a
+        backend that writes one partition at a time verifies each before
+        the next, so a failure leaves the earlier ones verified.
+        """
+        return [list(targets)]
+
+    @abc.abstractmethod
+    def matches(self, target: Target) -> bool:
+        """Whether the board's flash now equals ``target.data``, checked independently."""
+
+    @abc.abstractmethod
+    def table(self, profiles: Sequence[Any]) -> tuple[str, tuple[Partition, ...] | None]:
+        """A title and the board's own credential partition table (None when blank)."""
+
+    @abc.abstractmethod
+    def read_partition(self, name: str, profiles: Sequence[Any]) -> tuple[Partition, bytes]:
+        """A whole partition, found where the board's own table (or the profile) puts it."""
+
+
+class Backend(Protocol):
+    """A way of reaching boards: opens one :class:`Session` per board."""
+
+    name: str
+
+    def open(self, connect: Any, events: EventSink) -> AbstractContextManager[Session]:
+        """Connect to the board ``connect`` names; the session closes the port on exit."""
+
+
+Work = Callable[[Session, WritePlan, BoardResult, EventSink], None]
+
+
+# -- the flows -------------------------------------------------------------------
+
+
+def write_board(
+    backend: Backend,
+    connect: Any,
+    plans: Plans,
+    *,
+    options: WriteOptions | None = None,
+    events: EventSink = ignore,
+) -> BoardResult:
+    """Provision one board; never raises for a board failure, reports it in the result.
+
+    ``plans`` is a fixed list of candidate plans (one per profile), or a
+    resolver called once the board is identified (per-device credentials).
+    A resolver raising :class:`BoardSkipped` leaves the board untouched.
+    """
+    opts = options or WriteOptions()
+    return run_session(backend, connect, plans, events, lambda s, p, r, e: _write(s, p, r, opts, e))
+
+
+def verify_board(
+    backend: Backend, connect: Any, plans: Plans, *, events: EventSink = ignore
+) -> BoardResult:
+    """Compare each image with the board (statuses ``match`` / ``differs``); never raises."""
+
+    def compare(session: Session, plan: WritePlan, result: BoardResult, events: EventSink) -> None:
+        entries = _placed(session, plan, result, force=False, events=events)
+        for target, entry in entries:
+            same = session.matches(target)
+            status = PartitionStatus.MATCH if same else PartitionStatus.DIFFERS
+            _set(events, session.port, entry, status, "verified", status.value)
+
+    return run_session(backend, connect, plans, events, compare)
+
+
+def read_table(
+    backend: Backend, connect: Any, profiles: Sequence[Any], *, events: EventSink = ignore
+) -> tuple[str, tuple[Partition, ...] | None]:
+    """A title naming the board, and its own credential partition table (None when blank)."""
+    with backend.open(connect, events) as session:
+        return session.table(profiles)
+
+
+def read_partition(
+    backend: Backend,
+    connect: Any,
+    name: str,
+    profiles: Sequence[Any],
+    *,
+    events: EventSink = ignore,
+) -> tuple[Partition, bytes]:
+    """One whole partition of a board, and where it was found."""
+    with backend.open(connect, events) as session:
+        return session.read_partition(name, profiles)
+
+
+def run_session(
+    backend: Backend, connect: Any, plans: Plans, events: EventSink, work: Work
+) -> BoardResult:
+    """Connect, choose the plan for the board found, run ``work``, record the outcome."""
+    start = time.monotonic()
+    port = connect.port
+    fixed = None if callable(plans) else plans
+    result = new_result(port, fixed[0] if fixed and len(fixed) == 1 else None)
+    warnings: list[str] = []
+
+    def sink(event: Event, forward: EventSink = events) -> None:
+        if event.kind == "warning":
+            warnings.append(event.message)  # every warning reaches --json and the report
+        forward(event)
+
+    events = sink
+    try:
+        with backend.open(connect, events) as session:
+            info = session.info
+            result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
+            identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
+            plan = select_plan(resolve_plans(plans, identity), info.chip, port)
+            if not result.partitions:
+                result = rebase(result, plan)
+            result.profile = plan.profile.name
+            work(session, plan, result, events)
+    except AtflashError as exc:
+        record_exception(result, exc, events)
+    result.warnings[:0] = warnings
+    return close_result(result, start, events)
+
+
+def _write(
+    session: Session, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
+) -> None:
+    entries = _placed(session, plan, result, force=opts.force, events=events)
+    if opts.backup_dir is not None:
+        result.backups = backup(session, [t for t, _e in entries], opts.backup_dir, events)
+    pending = []
+    for target, entry in entries:
+        if opts.skip_unchanged and session.holds(target):
+            _set(
+                events,
+                session.port,
+                entry,
+                PartitionStatus.UNCHANGED,
+                "unchanged",
+                "already in flash",
+            )
+        else:
+            pending.append((target, entry))
+    if not pending:
+        return
+    by_name = {target.name: entry for target, entry in pending}
+    for round_ in session.rounds([t for t, _e in pending]):
+        _write_round(session, round_, by_name, events)
+
+
+def _write_round(
+    session: Session,
+    targets: Sequence[Target],
+    entries: dict[str, PartitionResult],
+    events: EventSink,
+) -> None:
+    """Write ``targets`` in one backend call, then verify each independently."""
+    started: dict[str, float] = {}
+
+    def on_start(target: Target) -> None:
+        started[target.name] = time.monotonic()
+        message = f"{_bytes(target)} at {target.address:#x}"
+        _set(
+            events,
+            session.port,
+            entries[target.name],
+            PartitionStatus.POSSIBLY_PARTIAL,
+            "writing",
+            message,
+        )
+
+    session.write(targets, on_start=on_start)
+    done = time.monotonic()
+    for target in targets:
+        entry = entries[target.name]
+        # Whatever the backend said while writing, the flash is checked again here.
+        entry.status = PartitionStatus.POSSIBLY_PARTIAL
+        if not session.matches(target):
+            raise VerifyError(
+                session.port,
+                f"{target.name}: read-back differs from the image after writing",
+                hint="the partition content is unknown; write it again",
+            )
+        entry.seconds = round(_span(target.name, started, done), 3)
+        _set(
+            events,
+            session.port,
+            entry,
+            PartitionStatus.WRITTEN,
+            "verified",
+            f"{_bytes(target)} written and verified",
+        )
+
+
+def _bytes(target: Target) -> str:
+    """``612 of 8192 bytes``: the credential payload and the region it fills, where they differ."""
+    if target.payload and target.payload != target.size:
+        return f"{target.payload} of {target.size} bytes"
+    return f"{target.size} bytes"
+
+
+def _placed(
+    session: Session, plan: WritePlan, result: BoardResult, *, force: bool, events: EventSink
+) -> list[tuple[Target, PartitionResult]]:
+    """Place the plan on the board and describe each result entry by where it really goes."""
+    targets = session.place(plan, force=force, events=events)
+    by_name = {entry.name: entry for entry in result.partitions}
+    placed = []
+    for target in targets:
+        entry = by_name[target.name]
+        entry.address, entry.size, entry.sha256 = target.address, target.size, target.sha256
+        if target.payload:
+            entry.bin_size = target.payload
+        placed.append((target, entry))
+    return placed
+
+
+def _set(
+    events: EventSink,
+    port: str,
+    entry: PartitionResult,
+    status: PartitionStatus,
+    kind: Any,
+    message: str,
+) -> None:
+    """The one place a partition's status changes, announced with it."""
+    entry.status = status
+    events(Event(kind, port, message, partition=entry.name, status=status))
+
+
+def _span(name: str, started: dict[str, float], done: float) -> float:
+    """Seconds from this target's start to the next target's start (or the end of the write)."""
+    begin = started.get(name, done)
+    later = [t for t in started.values() if t > begin]
+    return (min(later) if later else done) - begin
+
+
+# -- results -----------------------------------------------------------------------
+
+
+def select_plan(plans: Sequence[WritePlan], chip: str | None, port: str) -> WritePlan:
+    """The plan whose profile is for ``chip`` (several plans come from --chip auto).
+
+    A board whose chip is not known (an AT firmware that did not say) takes
+    the first candidate: its own table places the images.
+    """
+    if not plans:
+        raise InputError("no write plan for this board")
+    if chip is None:
+        return plans[0]
+    for plan in plans:
+        if plan.profile.chip == chip:
+            return plan
+    wanted = " or ".join(sorted({p.profile.chip for p in plans}))
+    raise ChipMismatchError(
+        port,
+        f"board is an {chip}, but the profile is for {wanted}",
+        hint="pass the board's --chip (or --chip auto); nothing was written",
+    )
+
+
+def resolve_plans(plans: Plans, identity: BoardIdentity) -> Sequence[WritePlan]:
+    """The candidate plans for an identified board (a resolver may raise to skip or refuse)."""
+    return plans(identity) if callable(plans) else plans
+
+
+def new_result(port: str, plan: WritePlan | None) -> BoardResult:
+    """A result with every partition of the plan not started yet."""
+    result = BoardResult(port=port)
+    if plan is not None:
+        result.partitions = [_planned(image, plan) for image in plan.images]
+    return result
+
+
+def _planned(image: PartitionImage, plan: WritePlan) -> PartitionResult:
+    data = plan.data_for(image)
+    return PartitionResult(
+        name=image.partition.name,
+        address=image.address,
+        size=len(data),
+        bin_size=len(image.bin),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def rebase(result: BoardResult, plan: WritePlan) -> BoardResult:
+    """A fresh result for ``plan`` (chosen once the board was identified), keeping what is known."""
+    fresh = new_result(result.port, plan)
+    fresh.chip, fresh.mac, fresh.firmware = result.chip, result.mac, result.firmware
+    return fresh
+
+
+def record_exception(result: BoardResult, exc: AtflashError, events: EventSink) -> None:
+    """Record why a board stopped: skipped on purpose, or failed (partials keep the error)."""
+    if isinstance(exc, BoardSkipped):
+        result.skipped = exc.reason
+        events(Event("skipped", result.port, exc.reason))
+        return
+    result.mark_lost(str(exc))
+    events(Event("failed", result.port, exc.detail))
+    if isinstance(exc, TableMismatchError):
+        result.warnings.append(render_table_rows(exc.rows))
+
+
+def close_result(result: BoardResult, start: float, events: EventSink) -> BoardResult:
+    """Stamp the board's time; a board that holds everything it should says so."""
+    result.seconds = round(time.monotonic() - start, 3)
+    if result.ok:
+        events(Event("done", result.port, "verified"))
+    return result
+
+
+def render_table_rows(rows: Sequence[tuple[str, str, str]]) -> str:
+    """Plain-text side-by-side table of a mismatch."""
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'partition':<{width}}  {'profile':<22}  board"]
+    lines += [f"{name:<{width}}  {prof:<22}  {dev}" for name, prof, dev in rows]
+    return "\n".join(lines)
+
+
+# -- backups -----------------------------------------------------------------------
+
+
+def backup(
+    session: Session, targets: Sequence[Target], directory: Path, events: EventSink
+) -> list[str]:
+    """Save what each target region holds now as DIR/<board>-<name>-<time>.bin (0600).
+
+    A backup never replaces an earlier one: the name carries the time, and
+    a clash within the same second gets a counter.
+    """
+    stem = (session.info.mac or "").replace(":", "") or port_stem(session.port)
+    stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
+    saved = []
+    for target in targets:
+        path = _free_name(directory, f"{stem}-{target.name}-{stamp}")
+        write_private(path, session.read(target))
+        saved.append(str(path))
+        events(Event("backup", session.port, f"saved to {path}", partition=target.name))
+    return saved
+
+
+def _free_name(directory: Path, stem: str) -> Path:
+    for candidate in _candidates(directory, stem):
+        if not candidate.exists():
+            return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _candidates(directory: Path, stem: str) -> Iterator[Path]:
+    yield directory / f"{stem}.bin"
+    n = 1
+    while True:
+        yield directory / f"{stem}-{n}.bin"
+        n += 1
+
+
+def port_stem(port: str) -> str:
+    """A file-name-safe name for a port: /dev/ttyUSB0 -> ttyUSB0, socket://h:1 -> socket-h-1."""
+    tail = port.rsplit("/", 1)[-1] if "://" not in port else port.replace("://", "-")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", tail).strip("-") or "port"

@@ -1,0 +1,32 @@
+"""How to reach a board's ROM loader: options, with no esptool import (the CLI and batches build them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ROM_BAUD = 115200  # every ROM loader starts here; esptool changes rate after sync
+DEFAULT_BAUD = 921600
+DEFAULT_CONNECT_ATTEMPTS = 3
+
+Before = Literal["default-reset", "usb-reset", "no-reset", "no-reset-no-sync"]
+After = Literal["hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-reset"]
+BEFORE: tuple[Before, ...] = ("default-reset", "usb-reset", "no-reset", "no-reset-no-sync")
+AFTER: tuple[After, ...] = (
+    "hard-reset",
+    "soft-reset",
+    "no-reset",
+    "no-reset-stub",
+    "watchdog-reset",
+)
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    """How to reach one board's ROM loader."""
+
+    port: str
+    baud: int = DEFAULT_BAUD
+    before: Before = "default-reset"
+    after: After = "hard-reset"
+    connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS

@@ -1,0 +1,228 @@
+"""A whole write run over many boards, as a library: ports, plans, workers, report, exit code.
+
+The CLI gathers :class:`WriteSettings` (command line merged with a bench
+file) and renders; everything between is here, so a Python caller runs a
+bench the same way without click::
+
+    run = prepare(settings)          # ports resolved, every image built and checked
+    outcome = execute(run, events=print)
+    sys.exit(outcome.exit_code)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atflash.backends import registry
+from atflash.backends.base import WriteOptions
+from atflash.batch import BatchOptions, BoardJob, run_batch, warm_up
+from atflash.errors import EXIT_DEVICE_ERROR, InputError
+from atflash.events import EventSink, ignore
+from atflash.files import is_glob
+from atflash.layout.model import Profile
+from atflash.planning.bench import (
+    BenchConfig,
+    CheckedConfig,
+    candidate_profiles,
+    check_config,
+    chip_for,
+)
+from atflash.planning.manifest import ManifestResolver
+from atflash.planning.plan import BoardIdentity, PartitionRequest
+from atflash.ports import AUTO, PortFilter, is_url, resolve_ports
+from atflash.report import build_report, load_failed, write_report
+from atflash.results import BoardResult
+
+# Link options (CLI spellings) handed to the chosen backend's connection options.
+LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size")
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    """Every value a write run acts on, after merging the bench file."""
+
+    chip: str | None
+    profile: str | None
+    ports: tuple[str, ...]
+    filters: PortFilter
+    link: dict[str, Any]  # LINK_OPTIONS -> value (None: the backend's default)
+    force: bool
+    backup: str | None
+    skip_unchanged: bool
+    pair_check: bool
+    jobs: int | None
+    retry: int
+    report: str | None
+    only_failed: str | None
+    manifest: str | None
+    strict: bool
+    config: BenchConfig | None
+    groups: tuple[str, ...]
+    via: str = "esptool"  # a key of registry.BACKENDS
+    given: frozenset[str] = field(default_factory=frozenset)  # options set by the user
+
+    def __post_init__(self) -> None:
+        # An option that means nothing to the chosen backend is refused, never ignored.
+        registry.get(self.via).refuse_foreign(self.given)
+
+    @property
+    def single_board(self) -> bool:
+        """One plain port and no batch option: the one-board output."""
+        if len(self.ports) != 1 or self.filters or self.config is not None:
+            return False
+        port = self.ports[0]
+        if port == AUTO or (not is_url(port) and is_glob(port)):
+            return False
+        batch_only = (
+            self.jobs,
+            self.retry,
+            self.report,
+            self.only_failed,
+            self.manifest,
+            self.strict,
+        )
+        return not any(batch_only)
+
+    @property
+    def write_options(self) -> WriteOptions:
+        return WriteOptions(
+            force=self.force,
+            skip_unchanged=self.skip_unchanged,
+            backup_dir=Path(self.backup) if self.backup else None,
+        )
+
+    def connect_for(self, port: str) -> Any:
+        """The chosen backend's connection options for one port."""
+        return registry.get(self.via).connect_options(port, self.link)
+
+    def candidate_profiles(self) -> list[Profile]:
+        """The layouts a board may have (see :func:`atflash.planning.bench.chip_for`)."""
+        return candidate_profiles(chip_for(self.chip, self.profile, self.via), self.profile)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Boards found and every image checked: nothing is left that could refuse the run."""
+
+    settings: WriteSettings
+    jobs: tuple[BoardJob, ...]
+    checked: CheckedConfig | None
+    nothing_to_do: str | None = None  # why the run has no board to touch
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a run did: every board's result, the report, and the exit code to end with."""
+
+    results: list[BoardResult]
+    seconds: float
+    unused_rows: list[tuple[int, str]]
+    report: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DEVICE_ERROR if any(r.failed for r in self.results) else 0
+
+
+def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
+    """Resolve the ports and build and check every plan, before the first board.
+
+    ``parse_groups`` turns the command line's ``PARTITION FILE...`` tokens
+    into requests (the CLI passes its parser; a library caller may give a
+    bench file's ``[partitions]`` instead and no groups).
+    """
+    failed = load_failed(settings.only_failed) if settings.only_failed else None
+    failed_ports = [b.port for b in failed] if failed is not None else None
+    if failed_ports == []:
+        return PreparedRun(
+            settings, (), None, f"{settings.only_failed}: no failed boards: nothing to do"
+        )
+    ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
+    if failed_ports is not None and settings.ports:
+        ports = [p for p in ports if p.device in set(failed_ports)]
+        if not ports:
+            raise InputError(
+                "none of the given ports failed in the report",
+                hint="drop --port to re-run them all",
+            )
+    warm_up()  # the worker server starts while the plans are built
+    checked = check_plans(settings, parse_groups)
+    jobs = tuple(
+        BoardJob(
+            port=p.device,
+            connect=settings.connect_for(p.device),
+            plans=checked.resolver or checked.plans,
+            options=settings.write_options,
+            serial_number=p.serial_number,
+            backend=settings.via,
+        )
+        for p in ports
+    )
+    return PreparedRun(settings, jobs, checked)
+
+
+def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
+    """Provision every board of a prepared run; write the report if asked."""
+    settings = run.settings
+    start = time.monotonic()
+    results = run_batch(
+        list(run.jobs),
+        options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
+        events=events,
+    )
+    seconds = time.monotonic() - start
+    resolver = run.checked.resolver if run.checked else None
+    unused = unused_rows(resolver, run.jobs, results)
+    report = build_report(results, seconds=seconds, unused_rows=unused)
+    if settings.report:
+        write_report(Path(settings.report), report)
+    return RunOutcome(results, seconds, unused, report)
+
+
+def port_specs(settings: WriteSettings, failed_ports: Sequence[str] | None) -> list[str]:
+    """The --port values to resolve: given ones, 'auto' when only filters are, or a report's."""
+    if failed_ports is not None and not settings.ports:
+        return list(failed_ports)
+    if settings.ports:
+        return list(settings.ports)
+    if settings.filters:
+        return [AUTO]
+    raise InputError("no port given", hint="pass --port (a device, a glob, a URL or 'auto')")
+
+
+def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedConfig:
+    """Every image of the run built and checked, before the first board."""
+    config = settings.config or BenchConfig(source="")
+    # settings already hold the bench file's chip and profile where none was typed.
+    chip = chip_for(settings.chip, settings.profile, settings.via)
+    profiles = candidate_profiles(chip, settings.profile)
+    requests: list[PartitionRequest] | None = None
+    if settings.groups:
+        names = {p.name for prof in profiles for p in prof.partitions}
+        requests = parse_groups(settings.groups, names)
+    return check_config(
+        config,
+        chip=chip,
+        profile=settings.profile,
+        partitions=requests,
+        manifest=settings.manifest,
+        strict=settings.strict,
+        pair_check=settings.pair_check,
+    )
+
+
+def unused_rows(
+    resolver: ManifestResolver | None, jobs: Sequence[BoardJob], results: Sequence[BoardResult]
+) -> list[tuple[int, str]]:
+    """Manifest rows no board of the run used (line, key)."""
+    if resolver is None:
+        return []
+    seen = [
+        BoardIdentity(r.port, chip=r.chip, mac=r.mac, serial_number=j.serial_number)
+        for j, r in zip(jobs, results, strict=True)
+    ]
+    return resolver.unused(seen)
