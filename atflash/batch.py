@@ -50,6 +50,7 @@ from typing import Any
 
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result, write_board
+from atflash.errors import one_line
 from atflash.events import Event, EventSink, ignore
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
 from atflash.results import BoardResult, PartitionStatus
@@ -164,8 +165,9 @@ def _worker(runner: BoardRunner, job: BoardJob, out: Connection) -> None:
     except KeyboardInterrupt:
         return  # the parent stops the batch and reports what it has
     except Exception as exc:  # a bug in a backend must still leave a result
-        text = " ".join(str(exc).split())
-        result = BoardResult(port=job.port, error=f"internal error: {type(exc).__name__}: {text}")
+        result = BoardResult(
+            port=job.port, error=f"internal error: {type(exc).__name__}: {one_line(exc)}"
+        )
     out.send(("result", result))
     out.close()
 

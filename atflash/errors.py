@@ -42,10 +42,21 @@ class AtflashError(Exception):
         return str(self)
 
     def _line(self, message: str) -> str:
-        text = f"{message}: {self.hint}" if self.hint else message
         # One line, always: a multi-line message would break batch logs and
         # the plain-text report.
-        return " ".join(text.split())
+        return one_line(f"{message}: {self.hint}" if self.hint else message)
+
+
+def one_line(value: object) -> str:
+    """``value`` as text on one line, runs of white space folded; an exception without text is named.
+
+    The one place messages from elsewhere (esptool, pyserial, the OS) are
+    made fit for a single output line.
+    """
+    text = " ".join(str(value).split())
+    if not text and isinstance(value, BaseException):
+        return type(value).__name__
+    return text
 
 
 class InputError(AtflashError):

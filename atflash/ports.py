@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import serial
 
-from atflash.errors import InputError, PortError
+from atflash.errors import InputError, PortError, one_line
 from atflash.files import is_glob, natural_key
 
 # USB-to-UART bridges found on ESP development boards and modules, by VID:PID.
@@ -262,7 +262,7 @@ def describe_open_error(port: str, exc: BaseException) -> PortError:
     ("the port is busy or doesn't exist") names every cause at once.
     """
     code = _errno_of(exc)
-    text = " ".join(str(exc).split()).lower()
+    text = one_line(exc).lower()
     if code == errno.ECONNREFUSED or (code is None and "connection refused" in text):
         return PortError(
             port, "nothing is listening at this address", hint="start the board or simulator first"
@@ -305,4 +305,4 @@ def _errno_of(exc: BaseException) -> int | None:
 
 
 def _short(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return one_line(exc)

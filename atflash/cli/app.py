@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import click
 
 from atflash import __version__
-from atflash.errors import AtflashError
+from atflash.errors import AtflashError, one_line
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
@@ -40,7 +40,7 @@ class AtflashGroup(click.Group):
             if _debug(ctx):
                 raise
             click.echo(
-                f"atflash: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+                f"atflash: internal error: {type(exc).__name__}: {one_line(exc)} "
                 f"(atflash {__version__}; rerun with --debug for the traceback and report it)",
                 err=True,
             )

@@ -19,7 +19,6 @@ ENTRY = struct.Struct("<2sBBII16sI")
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
 MAX_TABLE = 0xC00  # esp-idf's limit: 3 KB, 95 entries + MD5
-TABLE_READ_SIZE = 0x1000  # one sector holds any table
 
 
 def parse_table(data: bytes, *, source: str | None = None) -> tuple[Partition, ...]:

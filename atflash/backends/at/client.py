@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import serial
 from atflash.backends.at.reply import (
     FINAL_ERRORS,
     FINAL_OK,
+    READ_PREFIX,
     ReplyReader,
     Token,
     is_unsolicited,
@@ -35,7 +37,14 @@ from atflash.backends.at.reply import (
     printable,
     quote,
 )
-from atflash.errors import AtBusyError, AtError, AtRejectedError, AtTimeoutError, InputError
+from atflash.errors import (
+    AtBusyError,
+    AtError,
+    AtRejectedError,
+    AtTimeoutError,
+    InputError,
+    one_line,
+)
 from atflash.layout.model import Partition
 from atflash.ports import LINK_ERRORS, describe_open_error
 
@@ -48,6 +57,7 @@ BUSY_RETRIES = 3
 BUSY_PAUSE = 0.2  # seconds, times the retry number: the firmware finishes what it was doing
 POLL = 0.05  # port read timeout: how often a wait looks at its deadline
 KEEP_LINES = 8  # text lines kept for error messages
+PAYLOAD_PIECE = 1024  # bytes per port write of a data phase: an interruption leaves a known count
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ class AtClient:
         self._reader = ReplyReader()
         self._recent: collections.deque[str] = collections.deque(maxlen=KEEP_LINES)
         self._ser: Any = None
+        self.pending_filler = 0  # bytes an interrupted data phase still owes the module
 
     # -- port ------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class AtClient:
 
     def _wait_ok(self, deadline: float) -> bool:
         while True:
-            token = self._next_token(deadline, "AT", read_reply=False)
+            token = self._next_token(deadline, "AT", read_reply=None)
             if token is None:
                 return False
             if token.kind == "line" and token.text == "OK":
@@ -187,88 +198,132 @@ class AtClient:
         *,
         expect: str | None = None,
         payload: bytes | None = None,
+        read_reply: bytes | None = None,
         read_length: int | None = None,
+        ok_before_prompt: bool = False,
         timeout: float | None = None,
     ) -> Reply:
         """Run one command and return its answer; ``busy`` is retried a few times.
 
         ``expect`` keeps only lines with that prefix (others count as noise);
-        ``payload`` is sent after the ``>`` prompt; ``read_length`` expects a
-        ``+SYSFLASH:<len>,<bytes>`` reply of that many bytes.
+        ``payload`` is sent after the ``>`` prompt (``ok_before_prompt``: the
+        module first answers ``OK``, as ``AT+SYSMFG`` writes do);
+        ``read_reply`` is the prefix of a ``<prefix><len>,<bytes>`` reply and
+        ``read_length`` its expected length.
         """
+        exchange = _Exchange(
+            cmd,
+            expect=expect,
+            payload=payload,
+            read_reply=read_reply,
+            read_length=read_length,
+            ok_before_prompt=ok_before_prompt,
+        )
         for attempt in range(BUSY_RETRIES + 1):
             try:
-                return self._transact(cmd, expect, payload, read_length, timeout)
+                return self._transact(exchange.fresh(), timeout)
             except AtBusyError:
                 if attempt == BUSY_RETRIES:
                     raise
                 time.sleep(BUSY_PAUSE * (attempt + 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transact(
-        self,
-        cmd: str,
-        expect: str | None,
-        payload: bytes | None,
-        read_length: int | None,
-        timeout: float | None,
-    ) -> Reply:
-        wire = len(payload or b"") + (read_length or 0)
-        deadline = time.monotonic() + (timeout or self.options.timeout) + self._wire_time(wire)
+    def _transact(self, ex: _Exchange, timeout: float | None) -> Reply:
+        """Send one command and run its answer through the exchange's states to a final line."""
+        wait = timeout or self.options.timeout
+        wire = len(ex.payload or b"") + (ex.read_length or 0)
+        deadline = time.monotonic() + wait + self._wire_time(wire)
         self._recent.clear()  # an error shows what the module said to this command
-        self._send(cmd.encode("ascii") + b"\r\n", cmd)
-        lines: list[str] = []
-        data: bytes | None = None
-        sent = payload is None
-        heard = False
+        self._send(ex.cmd.encode("ascii") + b"\r\n", ex.cmd)
         while True:
-            token = self._next_token(deadline, cmd, read_reply=read_length is not None)
+            token = self._next_token(deadline, ex.cmd, read_reply=ex.read_reply)
             if token is None:
-                what = "no final OK or ERROR" if heard or self._reader.pending else "no answer"
-                raise AtTimeoutError(
-                    self.port,
-                    cmd,
-                    f"{what} within {timeout or self.options.timeout:g} s",
-                    lines=tuple(self._recent),
-                    hint="the module stopped answering: check it is powered and not reset",
-                )
-            heard = True
+                raise self._silent(ex, wait)
+            ex.heard = True
             if token.kind == "prompt":
-                if not sent and payload is not None:
-                    self._send(payload, cmd)
-                    sent = True
-                continue
-            if token.kind == "data":
-                data = self._check_data(cmd, token.data, read_length)
-                continue
-            if token.kind == "ipd":
+                self._on_prompt(ex)
+            elif token.kind == "data":
+                ex.data = self._check_data(ex.cmd, token.data, ex.read_length)
+            elif token.kind == "ipd":
                 self._unsolicited(token.text)
-                continue
-            text = token.text
-            if not text or text == cmd or is_unsolicited(text):
-                if text and text != cmd:
-                    self._unsolicited(text)
-                continue
-            self._recent.append(printable(text))
-            if text in FINAL_OK:
-                return self._finish(cmd, lines, data, sent, read_length)
-            if text in FINAL_ERRORS or text.startswith("busy "):
-                kind = AtBusyError if text.startswith("busy ") else AtRejectedError
-                said = tuple(self._recent)[:-1]  # what came before the final line
-                raise kind(self.port, cmd, f"firmware answered {text}", lines=said)
-            if expect is None or text.startswith(expect):
-                lines.append(text)
             else:
-                self._unsolicited(text)
+                reply = self._on_line(ex, token.text)
+                if reply is not None:
+                    return reply
 
-    def _finish(
-        self, cmd: str, lines: list[str], data: bytes | None, sent: bool, read_length: int | None
-    ) -> Reply:
-        if not sent:
-            raise AtError(self.port, cmd, "OK came before the > prompt: no data was written")
-        if read_length is not None and data is None:
-            raise AtError(self.port, cmd, "OK without the +SYSFLASH data")
-        return Reply(tuple(lines), data or b"")
+    def _on_prompt(self, ex: _Exchange) -> None:
+        """``>``: the module now takes exactly the announced bytes, whatever they are."""
+        if ex.state is not _State.AWAIT_PROMPT or ex.payload is None:
+            return  # a stray ">" (noise, or a prompt we did not ask for)
+        self._send_payload(ex)
+        ex.state = _State.AWAIT_FINAL
+
+    def _on_line(self, ex: _Exchange, text: str) -> Reply | None:
+        kind = _classify(text, ex.cmd)
+        if kind is _Line.NOISE:
+            return None
+        if kind is _Line.UNSOLICITED:
+            self._unsolicited(text)
+            return None
+        self._recent.append(printable(text))
+        if kind is _Line.OK:
+            if ex.state is _State.AWAIT_PROMPT and ex.ok_before_prompt and not ex.early_ok:
+                ex.early_ok = True  # "OK", then the prompt: the firmware's "OK and input" result
+                return None
+            return self._finish(ex)
+        if kind in (_Line.ERROR, _Line.BUSY):
+            error = AtBusyError if kind is _Line.BUSY else AtRejectedError
+            said = tuple(self._recent)[:-1]  # what came before the final line
+            raise error(self.port, ex.cmd, f"firmware answered {text}", lines=said)
+        if ex.expect is None or text.startswith(ex.expect):
+            ex.lines.append(text)
+        else:
+            self._unsolicited(text)
+        return None
+
+    def _finish(self, ex: _Exchange) -> Reply:
+        if ex.state is _State.AWAIT_PROMPT:
+            raise AtError(self.port, ex.cmd, "OK came before the > prompt: no data was written")
+        if ex.read_length is not None and ex.data is None:
+            raise AtError(self.port, ex.cmd, "OK without the data it announced")
+        return Reply(tuple(ex.lines), ex.data or b"")
+
+    def _silent(self, ex: _Exchange, wait: float) -> AtTimeoutError:
+        what = "no final OK or ERROR" if ex.heard or self._reader.pending else "no answer"
+        return AtTimeoutError(
+            self.port,
+            ex.cmd,
+            f"{what} within {wait:g} s",
+            lines=tuple(self._recent),
+            hint="the module stopped answering: check it is powered and not reset",
+        )
+
+    def _send_payload(self, ex: _Exchange) -> None:
+        """Send the data phase; if it is cut short, complete it with erased-flash filler.
+
+        The module waits for the announced count without a timeout, so
+        anything sent next (``AT`` included) would become data. 0xFF is
+        what erased flash holds: ANDed into NOR flash it changes nothing.
+        """
+        payload = ex.payload or b""
+        sent = 0
+        try:
+            for pos in range(0, len(payload), PAYLOAD_PIECE):
+                piece = payload[pos : pos + PAYLOAD_PIECE]
+                self._send(piece, ex.cmd)
+                sent += len(piece)
+        except BaseException:
+            self.pending_filler = len(payload) - sent
+            self.complete_data_phase()
+            raise
+
+    def complete_data_phase(self) -> None:
+        """Send what an interrupted data phase still owes the module (best effort)."""
+        owed, self.pending_filler = self.pending_filler, 0
+        if owed > 0 and self._ser is not None:
+            with contextlib.suppress(*LINK_ERRORS, serial.SerialTimeoutException):
+                self._ser.write(b"\xff" * owed)
+                self._ser.flush()
 
     def _check_data(self, cmd: str, data: bytes, expected: int | None) -> bytes:
         if expected is not None and len(data) != expected:
@@ -331,7 +386,7 @@ class AtClient:
         while len(out) < length:
             n = min(step, length - len(out))
             cmd = f"AT+SYSFLASH=2,{quote(name)},{offset + len(out)},{n}"
-            out += self.command(cmd, read_length=n).data
+            out += self.command(cmd, read_reply=READ_PREFIX, read_length=n).data
             if progress:
                 progress(len(out), length)
         return bytes(out)
@@ -352,7 +407,7 @@ class AtClient:
         except LINK_ERRORS as exc:
             raise self._lost(cmd, exc) from None
 
-    def _next_token(self, deadline: float, cmd: str, *, read_reply: bool) -> Token | None:
+    def _next_token(self, deadline: float, cmd: str, *, read_reply: bytes | None) -> Token | None:
         while True:
             try:
                 token = self._reader.next_token(read_reply=read_reply)
@@ -383,7 +438,7 @@ class AtClient:
         self._reader.clear()
 
     def _lost(self, cmd: str, exc: BaseException) -> AtError:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = one_line(exc)
         return AtError(
             self.port,
             cmd,
@@ -395,3 +450,64 @@ class AtClient:
     def _unsolicited(self, text: str) -> None:
         if self._on_unsolicited is not None:
             self._on_unsolicited(printable(text))
+
+
+# -- one command's exchange --------------------------------------------------------------
+
+
+class _State(enum.Enum):
+    AWAIT_PROMPT = "await-prompt"  # a payload is announced; the module has not asked for it
+    AWAIT_FINAL = "await-final"  # nothing left to send: information lines, then OK or ERROR
+
+
+class _Line(enum.Enum):
+    NOISE = "noise"  # blank, or the echoed command
+    UNSOLICITED = "unsolicited"  # WIFI GOT IP, ready, ...: routed away
+    OK = "ok"
+    ERROR = "error"
+    BUSY = "busy"
+    INFO = "info"  # part of the answer
+
+
+def _classify(text: str, cmd: str) -> _Line:
+    if not text or text == cmd:
+        return _Line.NOISE
+    if is_unsolicited(text):
+        return _Line.UNSOLICITED
+    if text in FINAL_OK:
+        return _Line.OK
+    if text.startswith("busy "):
+        return _Line.BUSY
+    if text in FINAL_ERRORS:
+        return _Line.ERROR
+    return _Line.INFO
+
+
+@dataclass
+class _Exchange:
+    """What one command expects and what has come back so far."""
+
+    cmd: str
+    expect: str | None = None
+    payload: bytes | None = field(default=None, repr=False)
+    read_reply: bytes | None = None
+    read_length: int | None = None
+    ok_before_prompt: bool = False
+    state: _State = _State.AWAIT_FINAL
+    early_ok: bool = False
+    heard: bool = False
+    lines: list[str] = field(default_factory=list)
+    data: bytes | None = field(default=None, repr=False)
+
+    def fresh(self) -> _Exchange:
+        """The same command, nothing heard yet (a retry after ``busy``)."""
+        state = _State.AWAIT_PROMPT if self.payload is not None else _State.AWAIT_FINAL
+        return _Exchange(
+            self.cmd,
+            expect=self.expect,
+            payload=self.payload,
+            read_reply=self.read_reply,
+            read_length=self.read_length,
+            ok_before_prompt=self.ok_before_prompt,
+            state=state,
+        )

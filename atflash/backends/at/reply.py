@@ -21,7 +21,8 @@ from atflash.layout.model import Partition, pki_kind_for
 MAX_LINE = 4096  # a text line longer than this is not an AT reply
 IPD_PREFIX = b"+IPD,"
 READ_PREFIX = b"+SYSFLASH:"
-_HEADER_MAX = 64  # longest "+IPD,link,len,"ip",port:" or "+SYSFLASH:len," header
+_HEADER_MAX = 64  # longest "+IPD,link,len,"ip",port:" header
+_LENGTH_MAX = 12  # a read reply's "<len>," after its prefix
 
 FINAL_OK = ("OK", "SEND OK")
 FINAL_ERRORS = ("ERROR", "SEND FAIL", "FAIL")
@@ -91,8 +92,11 @@ class ReplyReader:
     def pending(self) -> int:
         return len(self._buf)
 
-    def next_token(self, *, read_reply: bool = False) -> Token | None:
+    def next_token(self, *, read_reply: bytes | bool | None = None) -> Token | None:
         """The next complete token, or None until more bytes arrive.
+
+        ``read_reply`` is the prefix of an expected ``<prefix><len>,<bytes>``
+        reply (``True``: ``+SYSFLASH:``), whose payload is cut by length.
 
         Raises :class:`AtError` (without port or command) on a malformed
         read header or an endless line.
@@ -105,8 +109,9 @@ class ReplyReader:
             # The write prompt ends no line: the firmware waits right after it.
             del buf[: 2 if buf[1:2] == b" " else 1]
             return Token("prompt")
-        if read_reply and _may_start(buf, READ_PREFIX):
-            return self._read_reply()
+        prefix = READ_PREFIX if read_reply is True else read_reply or None
+        if prefix and _may_start(buf, prefix):
+            return self._read_reply(prefix)
         if _may_start(buf, IPD_PREFIX):
             is_ipd, token = self._ipd()
             if is_ipd:
@@ -126,16 +131,17 @@ class ReplyReader:
         del buf[: end + 1]
         return Token("line", text)
 
-    def _read_reply(self) -> Token | None:
+    def _read_reply(self, prefix: bytes) -> Token | None:
         buf = self._buf
-        if len(buf) < len(READ_PREFIX):
+        if len(buf) < len(prefix):
             return None
-        comma = buf.find(b",", len(READ_PREFIX), _HEADER_MAX)
+        limit = len(prefix) + _LENGTH_MAX
+        comma = buf.find(b",", len(prefix), limit)
         if comma < 0:
-            if len(buf) >= _HEADER_MAX or b"\n" in buf:
+            if len(buf) >= limit or b"\n" in buf:
                 raise _reply_error("malformed read reply (no length before the data)")
             return None
-        digits = bytes(buf[len(READ_PREFIX) : comma]).strip()
+        digits = bytes(buf[len(prefix) : comma]).strip()
         if not digits.isdigit() or len(digits) > 9:
             raise _reply_error("malformed read reply (length is not a number)")
         length = int(digits)

@@ -37,7 +37,7 @@ from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
 
 from atflash import chips
 from atflash.backends.esptool.options import ROM_BAUD, ConnectOptions
-from atflash.errors import DeviceError
+from atflash.errors import DeviceError, one_line
 from atflash.events import Event, EventKind, EventSink
 from atflash.ports import LINK_ERRORS, describe_open_error
 from atflash.seriallink import open_link
@@ -422,7 +422,7 @@ def _one_line(exc: BaseException) -> str:
     text = _TROUBLESHOOTING.sub("", str(exc)).strip()
     if "\n" in text:
         text = text.split("\n", 1)[0].split(". ", 1)[0]
-    return " ".join(text.split()).rstrip(".,") or type(exc).__name__
+    return one_line(text).rstrip(".,") or type(exc).__name__
 
 
 def _hint_for(text: str) -> str | None:
