@@ -110,22 +110,34 @@ CASES = {
                        # esptool reconnects and retries a dropped image itself, so
                        # it may reach client_ca before the failure shows.
                        ("possibly-partial", "possibly-partial", None)),
-    "drop-during-verify": ("verified", "client_cert",
-                           lambda ln: ln.drop_after(ln.bytes_to_host + 4, "to_host"),
-                           ("written", "possibly-partial", "possibly-partial")),
+    # The three partitions are one contiguous span: one image, one MD5 check by
+    # esptool at its end, so a fault in it leaves all three possibly partial.
     "stall-mid-image": ("writing", "client_cert",
                         lambda ln: ln.stall_after(ln.bytes_to_device + 300, "to_device"),
-                        ("possibly-partial", "not-started", "not-started")),
+                        ("possibly-partial",) * 3),
     "board-stops-answering": ("writing", "client_key",
                               lambda ln: ln.stall_after(ln.bytes_to_host + 2, "to_host"),
                               ("possibly-partial", "possibly-partial", None)),
 }  # fmt: skip
 
 
+# Cases the ROM loader can ride out: esptool re-sends a lost block and checks the MD5
+# itself, so the board may end verified. Then the flash must prove it.
+RECOVERABLE = {"drop-mid-image", "stall-mid-image"}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_fault_leaves_an_honest_result_and_a_retry_repairs(
     rig: Rig, case: str, tmp_path: Path
 ) -> None:
+    if case in RECOVERABLE:
+        kind, partition, arm, _expected = CASES[case]
+        outcome = rig.write(_when(kind, partition, arm, rig.line))
+        if outcome.ok:
+            assert not rig.line._faults, "the fault never fired"
+            for image in rig.plan.images:
+                assert flash_holds(rig.board, image.address, image.padded, tmp_path)
+            return
     failed = break_and_write(rig, CASES[case])
     expected = CASES[case][3]
     statuses = [p.status for p in failed.partitions]

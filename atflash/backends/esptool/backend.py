@@ -42,6 +42,8 @@ class EsptoolSession(Session):
         self.port = board.options.port
         self.info = BoardInfo(chip=board.chip, mac=board.mac)
         self._profile: Profile | None = None
+        self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
+        self._verified: set[str] = set()  # targets esptool's own MD5 check covered
 
     # -- the board's table ----------------------------------------------------------
 
@@ -54,7 +56,7 @@ class EsptoolSession(Session):
             force=force,
             events=events,
         )
-        return [
+        targets = [
             Target(
                 image.partition.name,
                 image.address,
@@ -64,6 +66,8 @@ class EsptoolSession(Session):
             )
             for image in plan.images
         ]
+        self._survey(targets)
+        return targets
 
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
         profile = self._choose(profiles)
@@ -80,36 +84,71 @@ class EsptoolSession(Session):
     # -- flash ---------------------------------------------------------------------------
 
     def read(self, target: Target) -> bytes:
+        # Erased flash is known by its MD5 (one round trip) instead of read in 64-byte blocks.
+        erased = b"\xff" * target.size
+        if self._digest(target) == hashlib.md5(erased).hexdigest():
+            return erased
         return self.board.read(target.address, target.size, label=target.name)
 
     def holds(self, target: Target) -> bool:
-        return self._same(target)
+        return self._digest(target) == hashlib.md5(target.data).hexdigest()
 
     def matches(self, target: Target) -> bool:
-        return self._same(target)
+        if target.name in self._verified:
+            return True  # esptool checked this span's MD5 on the chip and said so
+        return (
+            self.board.md5(target.address, target.size, label=target.name)
+            == hashlib.md5(target.data).hexdigest()
+        )
 
     def write(self, targets: Sequence[Target], *, on_start: Callable[[Target], None]) -> None:
+        """Write contiguous targets as one image each: one esptool MD5 check per span."""
         profile = self._profile
         assert profile is not None, "place() comes first"
-        by_address = {t.address: t for t in targets}
+        spans = contiguous(targets)
+        by_address = {span[0].address: span for span in spans}
 
         def started(address: int) -> None:
-            target = by_address.get(address)
-            if target is not None:
+            for target in by_address.get(address, ()):
                 on_start(target)
 
-        ordered = sorted(targets, key=lambda t: t.address)
-        self.board.write(
-            [(t.address, t.data) for t in ordered],
+        self._verified = set()
+        verified = self.board.write(
+            [(span[0].address, b"".join(t.data for t in span)) for span in spans],
             FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
             on_start=started,
         )
+        if verified == len(spans):
+            self._verified = {t.name for t in targets}
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _same(self, target: Target) -> bool:
-        digest = self.board.md5(target.address, target.size, label=target.name)
-        return digest == hashlib.md5(target.data).hexdigest()
+    def _survey(self, targets: Sequence[Target]) -> None:
+        """One MD5 per contiguous span tells most of what per-target MD5s would.
+
+        A span that already holds its images is unchanged throughout; an
+        erased span (a fresh board) holds erased flash in every target.
+        Only a span that is neither needs a checksum per target.
+        """
+        for span in contiguous(targets):
+            if len(span) < 2:
+                continue
+            size = sum(t.size for t in span)
+            digest = self.board.md5(span[0].address, size, label="targets")
+            wanted = hashlib.md5(b"".join(t.data for t in span)).hexdigest()
+            if digest in (wanted, _ERASED_MD5(size)):
+                for target in span:
+                    same = digest == wanted
+                    known = target.data if same else b"\xff" * target.size
+                    self._digests[target.name] = hashlib.md5(known).hexdigest()
+
+    def _digest(self, target: Target) -> str:
+        """The board's MD5 of the target region, asked once per session (flash changes only here)."""
+        if target.name not in self._digests:
+            self._digests[target.name] = self.board.md5(
+                target.address, target.size, label=target.name
+            )
+        return self._digests[target.name]
 
     def _choose(self, profiles: Sequence[Profile]) -> Profile:
         plans = [WritePlan(p, ()) for p in profiles]
@@ -120,6 +159,21 @@ class EsptoolSession(Session):
     def _use(self, profile: Profile) -> None:
         self._profile = profile
         self.board.attach(profile.flash_size)
+
+
+def _ERASED_MD5(size: int) -> str:
+    return hashlib.md5(b"\xff" * size).hexdigest()
+
+
+def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
+    """Targets in flash order, grouped where each one ends where the next begins."""
+    spans: list[list[Target]] = []
+    for target in sorted(targets, key=lambda t: t.address):
+        if spans and spans[-1][-1].address + spans[-1][-1].size == target.address:
+            spans[-1].append(target)
+        else:
+            spans.append([target])
+    return spans
 
 
 # -- the board's own partition table ----------------------------------------------------

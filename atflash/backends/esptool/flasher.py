@@ -44,6 +44,12 @@ from atflash.seriallink import open_link
 
 ROM_READ_BLOCK = 64
 CMD_READ_FLASH_SLOW = 0x0E
+# Chips whose ROM loader has flash MD5 and compressed writes: they need no stub.
+# (ESP8266's ROM has neither.)
+ROM_WRITES = frozenset(
+    {"esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61",
+     "esp32h2", "esp32p4"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -309,10 +315,9 @@ class EsptoolBoard:
     def _ensure_stub(self) -> None:
         """Load the flasher stub and attach the flash through it, in esptool's own order.
 
-        Skipping this attach when the ROM already attached would save some
-        25 round trips a board, but esptool always attaches after its stub
-        starts, and a real board's flash start-up (XMC chips, say) is not
-        something the mock board can prove safe to skip.
+        Only where the ROM cannot do the job (ESP8266: no flash MD5, no
+        compressed writes) or refuses block reads: the stub's upload and a
+        second flash attach are a third of a session's round trips.
         """
         if self.esp.IS_STUB:
             return
@@ -328,22 +333,31 @@ class EsptoolBoard:
         settings: FlashSettings,
         *,
         on_start: Callable[[int], None] | None = None,
-    ) -> None:
-        """Write every image in one esptool call, compressed and MD5-verified by esptool.
+    ) -> int:
+        """Write every image in one esptool call, compressed; returns how many esptool verified.
 
         ``on_start(address)`` is called as esptool begins each image, so a
         caller knows which partitions a failure may have left half-written
-        and which were never touched. Callers verify again independently:
-        esptool skips verification silently in some modes, and a skipped
-        check is not a pass.
+        and which were never touched. esptool checks each image's MD5 on the
+        chip and says so ("Hash of data verified."); it skips the check
+        silently in some modes, so callers count only what it said it
+        verified, and check the rest themselves.
         """
         starts = on_start or (lambda _address: None)
         if len(addr_data) == 1:
             starts(addr_data[0][0])  # esptool announces only one of several images
-        self._log.on_line = lambda line: _announce_start(line, starts)
+        verified = 0
+
+        def on_line(line: str) -> None:
+            nonlocal verified
+            _announce_start(line, starts)
+            verified += line == _VERIFIED
+
+        self._log.on_line = on_line
         try:
             with self._translated("write"):
-                self._ensure_stub()
+                if self.chip not in ROM_WRITES:
+                    self._ensure_stub()
                 cmds.write_flash(
                     self.esp,
                     list(addr_data),
@@ -354,6 +368,7 @@ class EsptoolBoard:
                 )
         finally:
             self._log.on_line = None
+        return verified
 
     # -- plumbing -----------------------------------------------------------
 
@@ -396,6 +411,9 @@ def _close_quietly(link: serial.SerialBase) -> None:
     with contextlib.suppress(*LINK_ERRORS):
         link.close()
 
+
+# esptool's line after it checked an image's MD5 on the chip.
+_VERIFIED = "Hash of data verified."
 
 # esptool's line as it starts one of several images: "Writing input at 0x0002a000..."
 _WRITING = re.compile(r"^Writing .* at (0x[0-9a-fA-F]+)\.\.\.$")
