@@ -7,8 +7,7 @@ as one line on stderr with a non-zero exit code (see :mod:`.app`).
 
 from __future__ import annotations
 
-from atflash.cli import device, offline, sim  # noqa: F401  (registers the commands)
-from atflash.cli.app import cli
+from atflash.cli.app import cli  # commands load on first use (see atflash.cli.app)
 
 
 def main() -> None:
