@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import sys
 import time
 from collections import deque
@@ -53,6 +54,7 @@ from atflash.backends.base import WriteOptions, new_result, write_board
 from atflash.errors import one_line
 from atflash.events import Event, EventSink, ignore
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
+from atflash.ports import PortFilter, find_port
 from atflash.results import BoardResult, PartitionStatus
 
 DEFAULT_ATTEMPT_TIMEOUT = 600.0  # a stuck board, not a slow one: ESP-AT partitions are small
@@ -80,6 +82,7 @@ class BoardJob:
     options: WriteOptions = field(default_factory=WriteOptions)
     serial_number: str | None = None  # the USB bridge's, for manifests keyed by it
     backend: str = "esptool"  # a key of registry.BACKENDS
+    locate: PortFilter | None = None  # how to find the board again if its port name changes
 
 
 BoardRunner = Callable[[BoardJob, EventSink], BoardResult]
@@ -93,6 +96,9 @@ class BatchOptions:
     retries: int = 0  # extra attempts for a failed board, each from connect
     attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT
     start_method: str | None = None  # default: forkserver (POSIX) or spawn (Windows)
+    # Finds a board again by its USB serial number or location before a retry
+    # (USB-Serial-JTAG chips re-enumerate after a reset, sometimes under a new name).
+    relocate: Callable[[PortFilter], str | None] = find_port
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,14 @@ def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     return write_board(backend, job.connect, plans, options=job.options, events=events)
 
 
+START_METHOD_ENV = "ATFLASH_START_METHOD"  # forkserver or spawn: to run Windows' way elsewhere
+
+
 def default_start_method() -> str:
+    """``forkserver`` on POSIX, ``spawn`` on Windows (its only method); the env var overrides."""
+    chosen = os.environ.get(START_METHOD_ENV, "").strip()
+    if chosen in ("forkserver", "spawn"):
+        return chosen
     return "spawn" if sys.platform == "win32" else "forkserver"
 
 
@@ -196,7 +209,7 @@ class _Batch:
         options: BatchOptions,
         events: EventSink,
     ) -> None:
-        self.jobs = jobs
+        self.jobs = list(jobs)
         self.runner = runner
         self.options = options
         self.events = events
@@ -220,6 +233,8 @@ class _Batch:
 
     def _start(self, index: int) -> None:
         self.attempts[index] += 1
+        if self.attempts[index] > 1:
+            self._find_again(index)
         reader, writer = self.ctx.Pipe(duplex=False)
         proc = self.ctx.Process(
             target=_worker,
@@ -230,6 +245,17 @@ class _Batch:
         proc.start()
         writer.close()  # the worker holds the only write end: its exit reads as EOF
         self.running[index] = _Running(proc, reader, self.attempts[index], time.monotonic())
+
+    def _find_again(self, index: int) -> None:
+        """Before a retry, look the board up by what selected it, not by its old port name."""
+        job = self.jobs[index]
+        if job.locate is None:
+            return
+        device = self.options.relocate(job.locate)
+        if device is None or device == job.port:
+            return
+        self.events(Event("retrying", job.port, f"board found again at {device}"))
+        self.jobs[index] = replace(job, port=device, connect=replace(job.connect, port=device))
 
     def _receive(self) -> None:
         """Wait (one tick at most) for messages or exits, and handle them."""

@@ -33,7 +33,7 @@ from atflash.planning.bench import (
 )
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest
-from atflash.ports import AUTO, PortFilter, is_url, resolve_ports
+from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
 from atflash.report import build_report, load_failed, write_report
 from atflash.results import BoardResult
 
@@ -143,7 +143,8 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         )
     ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
     if failed_ports is not None and settings.ports:
-        ports = [p for p in ports if p.device in set(failed_ports)]
+        wanted = {port_key(name) for name in failed_ports}  # COM3 is com3 on Windows
+        ports = [p for p in ports if port_key(p.device) in wanted]
         if not ports:
             raise InputError(
                 "none of the given ports failed in the report",
@@ -159,6 +160,7 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
             options=settings.write_options,
             serial_number=p.serial_number,
             backend=settings.via,
+            locate=_locator(p, settings.filters),
         )
         for p in ports
     )
@@ -181,6 +183,15 @@ def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
     if settings.report:
         write_report(Path(settings.report), report)
     return RunOutcome(results, seconds, unused, report)
+
+
+def _locator(port: PortInfo, filters: PortFilter) -> PortFilter | None:
+    """What finds this board again after a re-enumeration: its USB serial number, else location."""
+    if port.serial_number:
+        return PortFilter(serial_number=port.serial_number)
+    if filters.location and port.location:
+        return PortFilter(location=port.location)
+    return None
 
 
 def port_specs(settings: WriteSettings, failed_ports: Sequence[str] | None) -> list[str]:

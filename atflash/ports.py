@@ -5,15 +5,17 @@ such as ``/dev/ttyUSB*``, ``auto``, ``socket://`` URLs) into a list of
 :class:`PortInfo`, in a stable natural order with no port twice. ``auto``
 means every port whose USB VID:PID is a bridge ESP boards are built with.
 
-pyserial raises a ``SerialException`` wrapping the OS error, with text that
-differs per platform. ``describe_open_error`` maps the common causes (no
-such device, permission, busy, nothing listening on a ``socket://``
-address) to one :class:`~atflash.errors.PortError` with a hint.
+Nothing here imports pyserial until ports are listed: offline commands and
+``--help`` never load the serial stack (nor its POSIX-only modules).
+
+On macOS every USB serial device appears twice: ``/dev/cu.*`` and
+``/dev/tty.*``. Opening ``tty.*`` waits for carrier detect, which a USB
+bridge never raises: atflash takes ``cu.*`` and refuses ``tty.*`` with the
+name to use instead. Windows port names (``COM3``) compare without case.
 """
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
 import re
@@ -21,9 +23,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import serial
-
-from atflash.errors import InputError, PortError, one_line
+from atflash.errors import InputError, PortError
 from atflash.files import is_glob, natural_key
 
 # USB-to-UART bridges found on ESP development boards and modules, by VID:PID.
@@ -124,11 +124,44 @@ def list_ports() -> list[PortInfo]:
         )
         for p in pyserial_ports.comports()
     ]
-    return sorted(found, key=lambda p: natural_key(p.device))
+    return sorted(prefer_callout(found), key=lambda p: natural_key(p.device))
+
+
+def find_port(locate: PortFilter) -> str | None:
+    """The one port that matches ``locate`` now (None: none, or more than one)."""
+    found = [p for p in list_ports() if locate.matches(p)]
+    return found[0].device if len(found) == 1 else None
 
 
 def is_url(spec: str) -> bool:
     return spec.startswith(URL_SCHEMES)
+
+
+_MAC_TTY = re.compile(r"^/dev/tty\.")
+
+
+def port_key(name: str, *, windows: bool = sys.platform == "win32") -> str:
+    """How two spellings of one port compare: ``COM3`` and ``com3`` are one port on Windows."""
+    return name.upper() if windows and not is_url(name) else name
+
+
+def prefer_callout(ports: Iterable[PortInfo]) -> list[PortInfo]:
+    """macOS lists each device as ``cu.X`` and ``tty.X``: keep ``cu.X`` where both exist."""
+    ports = list(ports)
+    callouts = {p.device for p in ports if p.device.startswith("/dev/cu.")}
+    return [
+        p for p in ports
+        if not (_MAC_TTY.match(p.device) and "/dev/cu." + p.device[len("/dev/tty."):] in callouts)
+    ]  # fmt: skip
+
+
+def _refuse_mac_tty(spec: str) -> None:
+    if _MAC_TTY.match(spec):
+        callout = "/dev/cu." + spec[len("/dev/tty.") :]
+        raise InputError(
+            f"--port {spec}: a macOS tty.* device waits for carrier detect and hangs",
+            hint=f"use the call-out device {callout} instead",
+        )
 
 
 def check_port_spec(spec: str) -> None:
@@ -140,6 +173,7 @@ def check_port_spec(spec: str) -> None:
             f"--port {spec!r}: unknown URL scheme",
             hint=f"use one of {', '.join(URL_SCHEMES)}",
         )
+    _refuse_mac_tty(spec)
 
 
 def resolve_ports(
@@ -163,7 +197,7 @@ def resolve_ports(
     for spec in specs:
         check_port_spec(spec)
         for port in _expand_spec(spec, filters, by_device, expand):
-            key = port.device if is_url(port.device) else os.path.realpath(port.device)
+            key = port_key(port.device if is_url(port.device) else os.path.realpath(port.device))
             if key not in seen:
                 seen.add(key)
                 out.append(port)
@@ -194,7 +228,7 @@ def _expand_spec(
         return sorted(ports, key=lambda p: natural_key(p.device))
     if is_glob(spec):
         names = sorted(expand(spec), key=natural_key)
-        ports = [by_device.get(n) or _info_via_link(n, by_device) for n in names]
+        ports = prefer_callout(by_device.get(n) or _info_via_link(n, by_device) for n in names)
         ports = [p for p in ports if not filters or filters.matches(p)]
         if not ports:
             raise PortError(
@@ -229,80 +263,3 @@ def _filter_text(filters: PortFilter) -> str:
         if value
     ]
     return f" with {', '.join(parts)}" if parts else ""
-
-
-_PERMISSION_HINT = (
-    "add your user to the 'dialout' group (Linux: sudo usermod -aG dialout $USER, then log in again)"
-    if sys.platform.startswith("linux")
-    else "check that your user may open this port"
-)
-
-
-def _link_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [serial.SerialException, OSError]
-    try:
-        import termios
-    except ImportError:  # pragma: no cover - Windows
-        pass
-    else:
-        # pyserial lets termios.error (not an OSError) escape from a PTY whose
-        # other end has gone, e.g. tcdrain() in flush().
-        errors.append(termios.error)
-    return tuple(errors)
-
-
-# What a serial link raises when it breaks under us: device gone, peer closed.
-LINK_ERRORS = _link_errors()
-
-
-def describe_open_error(port: str, exc: BaseException) -> PortError:
-    """A :class:`PortError` naming ``port`` and the likely cause of ``exc``.
-
-    The OS error number decides when there is one: esptool's own wording
-    ("the port is busy or doesn't exist") names every cause at once.
-    """
-    code = _errno_of(exc)
-    text = one_line(exc).lower()
-    if code == errno.ECONNREFUSED or (code is None and "connection refused" in text):
-        return PortError(
-            port, "nothing is listening at this address", hint="start the board or simulator first"
-        )
-    if code == errno.ENOENT or (
-        code is None and ("no such file" in text or "could not find port" in text)
-    ):
-        return PortError(
-            port,
-            "no such serial port",
-            hint="check the name; 'atflash ports' lists the ports found",
-        )
-    if code in (errno.EACCES, errno.EPERM) or (code is None and "permission denied" in text):
-        return PortError(port, "permission denied opening the port", hint=_PERMISSION_HINT)
-    if code == errno.EBUSY or (code is None and ("busy" in text or "access is denied" in text)):
-        return PortError(
-            port,
-            "the port is in use",
-            hint="close the other program (serial monitor, IDE) using it",
-        )
-    if code in (errno.EISDIR, errno.ENOTTY, errno.EINVAL):
-        return PortError(
-            port,
-            "not a serial port",
-            hint="give the board's device (e.g. /dev/ttyUSB0, COM3) or a socket:// URL",
-        )
-    return PortError(port, f"cannot open the port ({_short(exc)})")
-
-
-def _errno_of(exc: BaseException) -> int | None:
-    """The OS error number behind ``exc`` (pyserial keeps it in ``args`` or its cause)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return seen.errno
-        if seen.args and isinstance(seen.args[0], int):
-            return seen.args[0]
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _short(exc: BaseException) -> str:
-    return one_line(exc)

@@ -1,4 +1,11 @@
-"""Opening a port for esptool: pyserial's ``serial_for_url``, with ``socket://`` fixed up.
+"""Opening serial links, and explaining why one cannot be opened.
+
+pyserial raises a ``SerialException`` wrapping the OS error, with text that
+differs per platform. ``describe_open_error`` maps the common causes (no
+such device, permission, busy, nothing listening on a ``socket://``
+address) to one :class:`~atflash.errors.PortError` with a hint.
+
+Opening a port for esptool: pyserial's ``serial_for_url``, with ``socket://`` fixed up.
 
 Device paths and every URL scheme go through ``serial.serial_for_url``
 unchanged. ``socket://`` (a network serial server, a mock board, a
@@ -19,11 +26,14 @@ from __future__ import annotations
 
 import array
 import contextlib
+import errno
 import socket
 import sys
 
 import serial
 from serial.urlhandler import protocol_socket
+
+from atflash.errors import PortError, one_line
 
 SOCKET_SCHEME = "socket://"
 
@@ -67,3 +77,79 @@ class SocketLink(protocol_socket.Serial):
             with contextlib.suppress(OSError):  # the peer is gone already: just close
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+
+
+# -- why a port cannot be opened, and what a broken link raises ------------------------
+
+
+_PERMISSION_HINT = (
+    "add your user to the 'dialout' group (Linux: sudo usermod -aG dialout $USER, then log in again)"
+    if sys.platform.startswith("linux")
+    else "check that your user may open this port"
+)
+
+
+def _link_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [serial.SerialException, OSError]
+    try:
+        import termios
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    else:
+        # pyserial lets termios.error (not an OSError) escape from a PTY whose
+        # other end has gone, e.g. tcdrain() in flush().
+        errors.append(termios.error)
+    return tuple(errors)
+
+
+# What a serial link raises when it breaks under us: device gone, peer closed.
+LINK_ERRORS = _link_errors()
+
+
+def describe_open_error(port: str, exc: BaseException) -> PortError:
+    """A :class:`PortError` naming ``port`` and the likely cause of ``exc``.
+
+    The OS error number decides when there is one: esptool's own wording
+    ("the port is busy or doesn't exist") names every cause at once.
+    """
+    code = _errno_of(exc)
+    text = one_line(exc).lower()
+    if code == errno.ECONNREFUSED or (code is None and "connection refused" in text):
+        return PortError(
+            port, "nothing is listening at this address", hint="start the board or simulator first"
+        )
+    if code == errno.ENOENT or (
+        code is None and ("no such file" in text or "could not find port" in text)
+    ):
+        return PortError(
+            port,
+            "no such serial port",
+            hint="check the name; 'atflash ports' lists the ports found",
+        )
+    if code in (errno.EACCES, errno.EPERM) or (code is None and "permission denied" in text):
+        return PortError(port, "permission denied opening the port", hint=_PERMISSION_HINT)
+    if code == errno.EBUSY or (code is None and ("busy" in text or "access is denied" in text)):
+        return PortError(
+            port,
+            "the port is in use",
+            hint="close the other program (serial monitor, IDE) using it",
+        )
+    if code in (errno.EISDIR, errno.ENOTTY, errno.EINVAL):
+        return PortError(
+            port,
+            "not a serial port",
+            hint="give the board's device (e.g. /dev/ttyUSB0, COM3) or a socket:// URL",
+        )
+    return PortError(port, f"cannot open the port ({one_line(exc)})")
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The OS error number behind ``exc`` (pyserial keeps it in ``args`` or its cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno
+        if seen.args and isinstance(seen.args[0], int):
+            return seen.args[0]
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -17,7 +17,7 @@ import click
 from click.core import ParameterSource
 
 from atflash.backends import base, registry
-from atflash.backends.at.client import DEFAULT_CHUNK
+from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.batchrun import LINK_OPTIONS, WriteSettings
 from atflash.cli import batchopts, render

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.batch import BatchOptions, BoardJob, run_batch
+from atflash.batch import START_METHOD_ENV, BatchOptions, BoardJob, run_batch
 from atflash.cli import cli
 from atflash.cli.live import BatchView
 from atflash.content import pki
@@ -27,6 +27,7 @@ from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
+from atflash.ports import PortFilter
 from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.line import UartLine
@@ -54,6 +55,18 @@ def cert_and_key(raw: Path, n: str = "00") -> list[str]:
             "client_key", str(raw / "client_key" / f"client_key_{n}.key")]  # fmt: skip
 
 
+# Tests of the worker machinery also run under spawn, Windows' only start method:
+# workers there inherit nothing (imports, signal handlers, the live view).
+BOTH = pytest.mark.parametrize("start_method", ["forkserver", "spawn"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    method = getattr(request, "param", "forkserver")
+    monkeypatch.setenv(START_METHOD_ENV, method)
+    return str(method)
+
+
 @pytest.fixture
 def boards() -> Iterator[list[MockBoard]]:
     """Three blank ESP32 mock boards."""
@@ -71,6 +84,7 @@ def dead_port() -> str:
         return f"socket://127.0.0.1:{sock.getsockname()[1]}"
 
 
+@BOTH
 def test_all_boards_written_one_failing_does_not_stop_the_others(
     boards: list[MockBoard], dead_port: str, raw: Path, tmp_path: Path
 ) -> None:
@@ -96,6 +110,7 @@ def test_all_boards_written_one_failing_does_not_stop_the_others(
     assert flash_holds(boards[2], 0x2C000, image(raw, "client_key", "client_key_00.key"), tmp_path)
 
 
+@BOTH
 def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> None:
     board = start_mock("esp32")
     try:
@@ -143,6 +158,7 @@ def test_only_failed_reruns_just_the_failed_boards(
     assert nothing.exit_code == 0 and "nothing to do" in nothing.stdout
 
 
+@BOTH
 def test_manifest_by_mac_puts_each_boards_credentials_on_it(raw: Path, tmp_path: Path) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
     from esp32_mock_bootloader.registers import mac_bytes_for_chip
@@ -252,6 +268,7 @@ def _raises(job: BoardJob, events: EventSink) -> BoardResult:
     raise ValueError("a bug")
 
 
+@BOTH
 @pytest.mark.parametrize(
     ("runner", "timeout", "message", "status"),
     [
@@ -295,3 +312,28 @@ def test_plain_output_shows_progress_in_quarter_steps(capsys: pytest.CaptureFixt
 def _address(board: MockBoard) -> tuple[str, int]:
     host, port = board.url.removeprefix("socket://").rsplit(":", 1)
     return host, int(port)
+
+
+@BOTH
+def test_a_board_that_re_enumerates_is_found_again_by_serial_number(
+    boards: list[MockBoard], dead_port: str, raw: Path
+) -> None:
+    """USB-Serial-JTAG chips may come back under another name after a reset."""
+    plan = build_plan(
+        find_profile("esp32"),
+        [PartitionRequest("client_ca", (str(raw / "client_ca" / "client_ca_00.crt"),))],
+    )
+    connect = ConnectOptions(dead_port, before="no-reset", after="no-reset", connect_attempts=1)
+    job = BoardJob(dead_port, connect, [plan], locate=PortFilter(serial_number="SN1"))
+    asked: list[PortFilter] = []
+
+    def relocate(locate: PortFilter) -> str:
+        asked.append(locate)
+        return boards[0].url
+
+    seen: list[Event] = []
+    options = BatchOptions(retries=1, relocate=relocate)
+    (result,) = run_batch([job], options=options, events=seen.append)
+    assert result.ok and result.attempts == 2, result.error
+    assert asked == [PortFilter(serial_number="SN1")]
+    assert any(e.kind == "retrying" and boards[0].url in e.message for e in seen)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from atflash.errors import InputError, PortError
-from atflash.ports import PortFilter, PortInfo, describe_open_error, parse_vid_pid, resolve_ports
+from atflash.ports import PortFilter, PortInfo, parse_vid_pid, resolve_ports
+from atflash.seriallink import describe_open_error
 
 CP2102 = PortInfo("/dev/ttyUSB0", 0x10C4, 0xEA60, "0001", "1-1.1", "CP2102N")
 CH340 = PortInfo("/dev/ttyUSB10", 0x1A86, 0x7523, None, "1-1.2", "USB Serial")
@@ -103,3 +104,34 @@ def test_open_errors_are_named_by_errno_before_text() -> None:
     assert "in use" in str(describe_open_error("/dev/ttyUSB0", busy))
     denied = OSError(errno.EACCES, "Permission denied")
     assert "permission denied" in str(describe_open_error("/dev/ttyUSB0", denied))
+
+
+# -- macOS and Windows port names -----------------------------------------------------------
+
+
+def test_macos_lists_the_callout_device_not_its_tty_twin() -> None:
+    from atflash.ports import prefer_callout
+
+    ports = [PortInfo("/dev/cu.usbserial-1"), PortInfo("/dev/tty.usbserial-1"), PortInfo("/dev/tty.other")]
+    assert [p.device for p in prefer_callout(ports)] == ["/dev/cu.usbserial-1", "/dev/tty.other"]
+
+
+def test_macos_glob_takes_callout_devices_only() -> None:
+    names = ["/dev/cu.usbserial-1", "/dev/tty.usbserial-1", "/dev/cu.usbserial-2", "/dev/tty.usbserial-2"]
+    found = resolve_ports(["/dev/*.usbserial-*"], available=lambda: [], expand=lambda _p: names)
+    assert [p.device for p in found] == ["/dev/cu.usbserial-1", "/dev/cu.usbserial-2"]
+
+
+@pytest.mark.parametrize("spec", ["/dev/tty.usbserial-1", "/dev/tty.usbserial-*"])
+def test_macos_tty_port_is_refused_with_the_callout_name(spec: str) -> None:
+    with pytest.raises(InputError) as caught:
+        resolve_ports([spec], available=lambda: [], expand=lambda _p: [])
+    text = str(caught.value)
+    assert "carrier detect" in text and "/dev/cu.usbserial-" in text
+
+
+def test_windows_port_names_compare_without_case() -> None:
+    from atflash.ports import port_key
+
+    assert port_key("COM3", windows=True) == port_key("com3", windows=True)
+    assert port_key("/dev/ttyUSB0", windows=False) != port_key("/dev/ttyusb0", windows=False)

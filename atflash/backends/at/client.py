@@ -25,6 +25,7 @@ from typing import Any
 
 import serial
 
+from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.at.reply import (
     FINAL_ERRORS,
     FINAL_OK,
@@ -46,11 +47,11 @@ from atflash.errors import (
     one_line,
 )
 from atflash.layout.model import Partition
-from atflash.ports import LINK_ERRORS, describe_open_error
+from atflash.seriallink import LINK_ERRORS, describe_open_error
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT = 5.0  # seconds for one command's answer, on top of the wire time of its data
-DEFAULT_CHUNK = 4096  # bytes per AT+SYSFLASH write or read
+
 DEFAULT_ATTEMPTS = 3  # "AT" tries before a port counts as silent
 SYNC_WAIT = 1.0  # longest wait for the OK of one "AT" try
 BUSY_RETRIES = 3

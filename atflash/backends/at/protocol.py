@@ -43,3 +43,4 @@ class MfgType(IntEnum):
 MFG_NAME_MAX = 15  # characters of a namespace or key
 MFG_VALUE_MAX = 8191  # bytes of one string or binary value
 WRITE_PROMPT = b">"  # sent alone, no line break, when the module wants the data
+DEFAULT_CHUNK = 4096  # bytes per AT+SYSFLASH write or read (the v3.1+ docs ask for 4 KB)

@@ -39,8 +39,7 @@ from atflash import chips
 from atflash.backends.esptool.options import ROM_BAUD, ConnectOptions
 from atflash.errors import DeviceError, one_line
 from atflash.events import Event, EventKind, EventSink
-from atflash.ports import LINK_ERRORS, describe_open_error
-from atflash.seriallink import open_link
+from atflash.seriallink import LINK_ERRORS, describe_open_error, open_link
 
 ROM_READ_BLOCK = 64
 CMD_READ_FLASH_SLOW = 0x0E
