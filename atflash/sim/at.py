@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from atflash.backends.at.protocol import MFG_NVS_LABEL
+from atflash.content.nvs import NvsItem, parse_nvs
 from atflash.errors import AtflashError, FormatError, InputError, PortError
 from atflash.layout.model import Partition, Profile
 from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table
@@ -298,6 +300,10 @@ class AtSimulator:
         with self._lock:
             self.flash[part.offset : part.end] = b"\xff" * part.size
             self.flash[part.offset : part.offset + len(data)] = data
+
+    def mfg_items(self) -> list[NvsItem]:
+        """The items of the mfg_nvs partition (ESP-AT 3.1+), parsed as atflash's reader does."""
+        return parse_nvs(self.partition_bytes(MFG_NVS_LABEL), source="simulated mfg_nvs")
 
     # -- faults --------------------------------------------------------------------------
 

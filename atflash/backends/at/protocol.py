@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from atflash.content.nvs import NvsType
+
 
 class SysflashOp(IntEnum):
     """``AT+SYSFLASH=<operation>,...``"""
@@ -45,7 +47,7 @@ MFG_VALUE_MAX = 8191  # bytes of one string or binary value
 WRITE_PROMPT = b">"  # sent alone, no line break, when the module wants the data
 
 # The NVS item type behind each AT+SYSMFG type code, as atflash.content.nvs names it.
-MFG_TYPE_NAMES: dict[MfgType, str] = {
+MFG_TYPE_NAMES: dict[MfgType, NvsType] = {
     MfgType.U8: "u8",
     MfgType.I8: "i8",
     MfgType.U16: "u16",
