@@ -30,9 +30,10 @@ Where the doc is silent, the most literal reading of it:
   longer listed: the image is rebuilt from its items;
 - a write replaces the key whatever type it had; 64-bit items (no AT type
   code) are neither listed nor readable;
-- a string is stored as an NVS string: one longer than NVS holds (3999
-  bytes), or holding a NUL, is taken and then answered ``ERROR``, as
-  ``nvs_set_str`` fails; so is any write that does not fit the partition;
+- a string is stored as an NVS string, a C string: it ends at its first
+  NUL, and one longer than NVS holds (3999 bytes) is taken and then answered
+  ``ERROR``, as ``nvs_set_str`` fails; so is any write that does not fit the
+  partition;
 - an image that does not parse answers ``ERROR`` to everything.
 """
 
@@ -146,7 +147,7 @@ def _name(param: Param) -> str | None:
 
 
 def _lines(lines: list[str]) -> Answer:
-    return Answer("".join(f"{line}\r\n" for line in lines).encode("latin-1"))
+    return Answer("".join(f"{line}\r\n" for line in lines).encode("utf-8", "surrogateescape"))
 
 
 def _namespaces(items: list[NvsItem]) -> Answer:
@@ -186,7 +187,7 @@ def _read(items: list[NvsItem], rest: list[Param]) -> Answer:
         if offset < 0 or length < 1 or offset + length > len(raw):
             return FAILED
         raw = raw[offset : offset + length]
-    return Answer(f"{head}{len(raw)},".encode("latin-1") + raw + b"\r\n")
+    return Answer(f"{head}{len(raw)},".encode("utf-8", "surrogateescape") + raw + b"\r\n")
 
 
 def _erase(store: MfgStore, items: list[NvsItem], rest: list[Param]) -> Answer:
@@ -223,8 +224,9 @@ def _write(store: MfgStore, rest: list[Param]) -> Reply:
         return FAILED
 
     def finish(data: bytes) -> Answer:
-        # The wire carries bytes; surrogateescape keeps any of them through the str.
-        text = data.decode("utf-8", "surrogateescape")
+        # nvs_set_str takes a C string: it ends at the first NUL. The wire
+        # carries bytes; surrogateescape keeps any of them through the str.
+        text = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
         stored = text if kind == MfgType.STRING else data
         return _store(store, NvsItem(ns, key, MFG_TYPE_NAMES[kind], stored))
 
