@@ -20,10 +20,9 @@ Quirks of the real firmware kept on purpose:
   (the EN pin) ends it;
 - flash is NOR: a write ANDs the new bits into the old ones.
 
-One TCP client at a time, like one host on a UART: a second connection while
-one is open gets the line ``ERROR: busy: another client is connected`` and is
-closed at once; the first keeps working. A PTY, when served, is a separate
-port on the same module.
+The ports live in :mod:`atflash.sim.at_ports`: one TCP client at a time,
+like one host on a UART (a second one gets ``ERROR: busy: another client is
+connected`` and is closed at once; the first keeps working).
 
 Faults (:mod:`atflash.sim.at_faults`) are injected on request, thread-safe.
 Tests read and change the flash directly, or wait on the module's state with
@@ -32,22 +31,11 @@ Tests read and change the flash directly, or wait on the module's state with
 
 from __future__ import annotations
 
-import contextlib
-import heapq
-import itertools
-import os
-import selectors
-import socket
-import threading
-import time
-import tty
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 from atflash.backends.at.protocol import MFG_NVS_LABEL
 from atflash.content.nvs import NvsItem, parse_nvs
-from atflash.errors import AtflashError, FormatError, InputError, PortError
+from atflash.errors import AtflashError, FormatError, InputError
 from atflash.layout.model import Partition, Profile
 from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table
 from atflash.sim import at_sysmfg
@@ -61,6 +49,7 @@ from atflash.sim.at_module import (
     normalize_mac,
     version_lines,
 )
+from atflash.sim.at_ports import BUSY_LINE, Channel, PortLoop
 from atflash.sim.at_sysflash import TableStyle, sysflash, table_lines
 
 __all__ = [
@@ -74,22 +63,7 @@ __all__ = [
     "TableStyle",
 ]
 
-BUSY_LINE = b"ERROR: busy: another client is connected\r\n"  # to a refused second TCP client
 MAX_COMMAND = 512  # a longer line is not a command
-_TICK = 0.05
-_RECV = 65536
-_JOIN_TIMEOUT = 3.0
-
-
-@dataclass
-class _Channel:
-    """One host connection (a TCP client or the PTY)."""
-
-    kind: Literal["tcp", "pty"]
-    fd: int
-    sock: socket.socket | None = None
-    line: bytearray = field(default_factory=bytearray)
-    out: bytearray = field(default_factory=bytearray)
 
 
 @dataclass
@@ -108,7 +82,7 @@ class _Phase:
         return self.want.length - len(self.data)
 
 
-class AtSimulator:
+class AtSimulator(PortLoop):
     """A simulated ESP-AT module. Use as a context manager, or call :meth:`close`.
 
     ``firmware`` "2.x" has the profile's PKI partitions; "3.x" is ESP-AT 3.1+
@@ -116,6 +90,8 @@ class AtSimulator:
     firmware that will not tell its MAC. ``echo_sticky`` ignores ``ATE0``;
     ``table_style`` picks the ``AT+SYSFLASH?`` line format.
     """
+
+    _thread_name = "at-simulator"
 
     def __init__(
         self,
@@ -136,98 +112,17 @@ class AtSimulator:
         self.reset_delay = reset_delay
         self.flash = bytearray(b"\xff" * profile.flash_bytes)
         self.commands: list[str] = []  # every command line received, in order
-        self.refused = 0  # TCP clients turned away because one was connected
         self.echo = True
-        self.url: str | None = None
-        self.pty_path: str | None = None
         self._mac = normalize_mac(mac) if mac is not None else None
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
         self._faults: list[Fault] = []
         self._hung = False
         self._phase: _Phase | None = None
-        self._channels: dict[int, _Channel] = {}
-        self._timers: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
-        self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._listener: socket.socket | None = None
-        self._pty_slave: int | None = None
-        self._stop = False
-        self._closed = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         start = profile.at_customize_offset
         encoded = encode_table(firmware_table(profile, firmware))
         self.flash[start : start + len(encoded)] = encoded
         if firmware == "3.x":
             at_sysmfg.seed(self.flash, self.partitions(), profile)
-
-    # -- transports ---------------------------------------------------------------
-
-    def start_tcp(self, port: int = 0) -> str:
-        """Listen on 127.0.0.1 (a free port unless given); returns the ``socket://`` URL.
-
-        Raises :class:`~atflash.errors.PortError` when the port cannot be had.
-        """
-        try:
-            listener = socket.create_server(("127.0.0.1", port))
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise PortError(
-                f"127.0.0.1:{port}",
-                f"cannot listen: {reason}",
-                hint="choose another TCP port, or 0 for a free one",
-            ) from None
-        listener.setblocking(False)
-        with self._lock:
-            self._listener = listener
-            self._selector.register(listener, selectors.EVENT_READ, "listen")
-            self.url = f"socket://127.0.0.1:{listener.getsockname()[1]}"
-        self._ensure_thread()
-        return self.url
-
-    def start_pty(self) -> str:
-        """Serve a pseudo-terminal in raw mode; returns the path to open."""
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        with self._lock:
-            # Keeping the slave open here lets a host close and reopen the path.
-            self._pty_slave = slave
-            self.pty_path = os.ttyname(slave)
-            self._add_channel(_Channel("pty", master))
-        self._ensure_thread()
-        return self.pty_path
-
-    def close(self) -> None:
-        """Stop the thread and close every connection (the flash stays readable)."""
-        if self._closed.is_set():
-            return
-        self._stop = True
-        self._wake()
-        if self._thread is not None:
-            self._thread.join(_JOIN_TIMEOUT)
-        with self._lock:
-            for ch in list(self._channels.values()):
-                self._drop(ch)
-            if self._listener is not None:
-                self._listener.close()
-                self._listener = None
-            if self._pty_slave is not None:
-                with contextlib.suppress(OSError):
-                    os.close(self._pty_slave)
-                self._pty_slave = None
-        self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-        self._closed.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`close` (from another thread or a signal handler); True if closed."""
-        return self._closed.wait(timeout)
 
     def __enter__(self) -> AtSimulator:
         return self
@@ -254,18 +149,13 @@ class AtSimulator:
         with self._lock:
             return self._phase.missing if self._phase is not None else None
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait (bounded) until ``predicate()`` holds; it is checked as the module works."""
-        with self._changed:
-            return self._changed.wait_for(predicate, timeout)
-
     def reset(self) -> None:
         """Pull EN: whatever the module was waiting for is gone, ``ready`` comes again."""
         with self._lock:
             self._phase = None
             self._hung = False
             self.echo = True
-            self._schedule("ready")
+            self._schedule("ready", self.reset_delay)
         self._wake()
 
     # -- flash access for tests ---------------------------------------------------------
@@ -355,138 +245,17 @@ class AtSimulator:
 
     def emit(self, text: str | bytes) -> None:
         """Send an unsolicited message now, on every connection."""
-        data = Fault("noise", text=text).noise()
-        with self._lock:
-            for ch in self._channels.values():
-                ch.out += data
-        self._wake()
-
-    # -- the I/O thread ----------------------------------------------------------------------
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="at-simulator", daemon=True)
-            self._thread.start()
-        self._wake()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-
-    def _run(self) -> None:
-        while not self._stop:
-            with self._lock:
-                self._update_interest()
-                wait = self._next_timer_wait()
-            for key, mask in self._selector.select(wait):
-                with self._lock:
-                    self._dispatch(key, mask)
-            with self._changed:
-                self._fire_timers()
-                self._changed.notify_all()
-
-    def _update_interest(self) -> None:
-        for ch in self._channels.values():
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if ch.out else 0)
-            self._selector.modify(ch.sock or ch.fd, events, ch)
-
-    def _next_timer_wait(self) -> float:
-        if not self._timers:
-            return _TICK
-        return max(0.0, min(_TICK, self._timers[0][0] - time.monotonic()))
-
-    def _dispatch(self, key: selectors.SelectorKey, mask: int) -> None:
-        if key.data == "wake":
-            with contextlib.suppress(OSError):
-                self._wake_r.recv(4096)
-        elif key.data == "listen" and self._listener is not None:
-            self._accept(self._listener)
-        elif isinstance(key.data, _Channel) and key.data.fd in self._channels:
-            ch = key.data
-            if mask & selectors.EVENT_WRITE:
-                self._flush(ch)
-            if mask & selectors.EVENT_READ and ch.fd in self._channels:
-                self._receive(ch)
-
-    def _accept(self, listener: socket.socket) -> None:
-        try:
-            conn, _addr = listener.accept()
-        except OSError:
-            return
-        for old in [c for c in self._channels.values() if c.kind == "tcp"]:
-            # A client that already hung up is gone, not busy: read it to its end.
-            while old.fd in self._channels and self._receive(old):
-                pass
-        if any(c.kind == "tcp" for c in self._channels.values()):
-            self.refused += 1
-            with contextlib.suppress(OSError):
-                conn.send(BUSY_LINE)
-                conn.shutdown(socket.SHUT_WR)
-            conn.close()
-            return
-        conn.setblocking(False)
-        self._add_channel(_Channel("tcp", conn.fileno(), conn))
-
-    def _add_channel(self, ch: _Channel) -> None:
-        self._channels[ch.fd] = ch
-        self._selector.register(ch.sock or ch.fd, selectors.EVENT_READ, ch)
-
-    def _drop(self, ch: _Channel) -> None:
-        if self._channels.pop(ch.fd, None) is None:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(ch.sock or ch.fd)
-        with contextlib.suppress(OSError):
-            if ch.sock is not None:
-                ch.sock.close()
-            else:
-                os.close(ch.fd)
-                # The path dies with its master: the host sees the line go.
-                if self._pty_slave is not None:
-                    os.close(self._pty_slave)
-                    self._pty_slave = None
-
-    def _flush(self, ch: _Channel) -> None:
-        try:
-            sent = ch.sock.send(ch.out) if ch.sock is not None else os.write(ch.fd, ch.out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._drop(ch)
-            return
-        del ch.out[:sent]
-
-    def _receive(self, ch: _Channel) -> bool:
-        """Read what the host sent; False when nothing more is there now (or it hung up)."""
-        try:
-            data = ch.sock.recv(_RECV) if ch.sock is not None else os.read(ch.fd, _RECV)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            data = b""
-        if not data:
-            if ch.sock is not None:
-                self._drop(ch)  # the host closed; a PTY just has no host right now
-            return False
-        if not self._hung:
-            self._feed(ch, data)
-        return True
-
-    def _schedule(self, what: str) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + self.reset_delay, next(self._seq), what))
-
-    def _fire_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _when, _seq, what = heapq.heappop(self._timers)
-            if what == "ready":
-                self.echo = True
-                for ch in self._channels.values():
-                    ch.out += b"\r\nready\r\n"
+        self.emit_bytes(Fault("noise", text=text).noise())
 
     # -- the AT engine --------------------------------------------------------------------------
 
-    def _feed(self, ch: _Channel, data: bytes) -> None:
+    def _on_timer(self, what: str) -> None:
+        if what == "ready":
+            self.echo = True
+            for ch in self._channels.values():
+                ch.out += b"\r\nready\r\n"
+
+    def _feed(self, ch: Channel, data: bytes) -> None:
         pos = 0
         while pos < len(data) and not self._hung and ch.fd in self._channels:
             if self._phase is not None:
@@ -506,7 +275,7 @@ class AtSimulator:
             if line.strip():
                 self._command(ch, line)
 
-    def _take_data(self, ch: _Channel, phase: _Phase, data: bytes, pos: int) -> int:
+    def _take_data(self, ch: Channel, phase: _Phase, data: bytes, pos: int) -> int:
         """Data bytes from ``data[pos:]`` into the phase; returns the new position."""
         if phase.lose and len(phase.data) == phase.lose_at:
             lost = min(phase.lose, len(data) - pos)
@@ -531,7 +300,7 @@ class AtSimulator:
             self._final(ch, answer.final, phase.late)
         return pos
 
-    def _command(self, ch: _Channel, line: str) -> None:
+    def _command(self, ch: Channel, line: str) -> None:
         self.commands.append(line)
         fired = [f for f in self._faults if f.fires(line)]
         spent = {id(f) for f in fired if not f.repeat}
@@ -574,7 +343,7 @@ class AtSimulator:
         if phase.drop_at == 0:
             self._drop(ch)
 
-    def _final(self, ch: _Channel, final: bytes, late: list[Fault]) -> None:
+    def _final(self, ch: Channel, final: bytes, late: list[Fault]) -> None:
         ch.out += b"".join(f.noise() for f in late if f.where == "before_final")
         ch.out += final
         ch.out += b"".join(f.noise() for f in late if f.where == "after")
@@ -591,7 +360,7 @@ class AtSimulator:
             lines = version_lines(self.profile, self.firmware)
             return Answer("".join(f"{v}\r\n" for v in lines).encode())
         if cmd == "AT+RST":
-            self._schedule("ready")
+            self._schedule("ready", self.reset_delay)
             return Answer()
         if cmd == "AT+CIPSTAMAC?":
             if self._mac is None:
