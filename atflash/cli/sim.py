@@ -9,6 +9,7 @@ import click
 from atflash.cli.app import cli
 from atflash.errors import InputError
 from atflash.layout.profiles import find_profile
+from atflash.sim.at_module import FIRMWARES, Firmware
 
 ROM_CHIPS = ("esp32", "esp32c3", "esp32c2", "esp32s2", "esp32s3", "esp32c6")
 _WAIT_TICK = 0.5  # how often the foreground wait wakes, so Ctrl-C is handled promptly
@@ -50,7 +51,14 @@ def sim_rom(chip: str, pty: bool, tcp_port: int) -> None:
     default="esp32",
     show_default=True,
     metavar="PROFILE",
-    help="Chip or built-in profile whose ESP-AT 2.x layout the module has.",
+    help="Chip or built-in profile: the module's layout and what AT+GMR names.",
+)
+@click.option(
+    "--firmware",
+    type=click.Choice(FIRMWARES),
+    default="2.x",
+    show_default=True,
+    help="2.x: PKI partitions; 3.x: ESP-AT 3.1+ with mfg_nvs and AT+SYSMFG.",
 )
 @click.option(
     "--tcp-port", type=click.IntRange(0, 65535), default=0, help="TCP port (default: a free one)."
@@ -62,21 +70,31 @@ def sim_rom(chip: str, pty: bool, tcp_port: int) -> None:
     help="Also serve a pseudo-terminal.",
 )
 @click.option(
-    "--mac", default="24:0a:c4:00:00:01", show_default=True, help="Station MAC it reports."
+    "--mac",
+    default=None,
+    help="Station MAC it reports [default: 24:0a:c4:01:xx:xx from the TCP port, "
+    "so every instance differs].",
 )
-def sim_at(chip: str, tcp_port: int, pty: bool, mac: str) -> None:
-    """Run a simulated ESP-AT 2.x module (AT+SYSFLASH and friends) until Ctrl-C.
+def sim_at(chip: str, firmware: Firmware, tcp_port: int, pty: bool, mac: str | None) -> None:
+    """Run a simulated ESP-AT module (AT+SYSFLASH, AT+SYSMFG and friends) until Ctrl-C.
 
     Use its address with --via at, e.g. atflash write --via at --port URL ...
-    Its flash holds the profile's at_customize table and lives as long as
-    this command.
+    Its flash holds the firmware's at_customize table (and, for 3.x, a
+    factory mfg_nvs) and lives as long as this command. One TCP client at a
+    time: a second one is turned away while the first is connected.
     """
     from atflash.sim.at import AtSimulator
+    from atflash.sim.at_module import mac_for_port, normalize_mac
 
     profile = find_profile(chip)
-    module = AtSimulator(profile, mac=mac)
+    wanted_mac = normalize_mac(mac) if mac is not None else None  # refused before listening
+    module = AtSimulator(profile, firmware=firmware, mac=wanted_mac)
     try:
-        click.echo(f"ESP-AT {profile.name} module: --via at --port {module.start_tcp(tcp_port)}")
+        url = module.start_tcp(tcp_port)
+        module.mac = wanted_mac or mac_for_port(int(url.rsplit(":", 1)[1]))
+        click.echo(
+            f"ESP-AT {firmware} {profile.name} module, MAC {module.mac}: --via at --port {url}"
+        )
         if pty:
             click.echo(f"  the same module on a PTY: --via at --port {module.start_pty()}")
         click.echo("Ctrl-C stops it", err=True)

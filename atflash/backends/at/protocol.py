@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from atflash.content.nvs import NvsType
+
 
 class SysflashOp(IntEnum):
     """``AT+SYSFLASH=<operation>,...``"""
@@ -44,3 +46,27 @@ MFG_NAME_MAX = 15  # characters of a namespace or key
 MFG_VALUE_MAX = 8191  # bytes of one string or binary value
 WRITE_PROMPT = b">"  # sent alone, no line break, when the module wants the data
 DEFAULT_CHUNK = 4096  # bytes per AT+SYSFLASH write or read (the v3.1+ docs ask for 4 KB)
+
+# The NVS item type behind each AT+SYSMFG type code, as atflash.content.nvs names it.
+MFG_TYPE_NAMES: dict[MfgType, NvsType] = {
+    MfgType.U8: "u8",
+    MfgType.I8: "i8",
+    MfgType.U16: "u16",
+    MfgType.I16: "i16",
+    MfgType.U32: "u32",
+    MfgType.I32: "i32",
+    MfgType.STRING: "string",
+    MfgType.BINARY: "binary",
+}
+# Inclusive value range of each numeric type (types 7 and 8 carry a length instead).
+MFG_INT_RANGES: dict[MfgType, tuple[int, int]] = {
+    MfgType.U8: (0, 0xFF),
+    MfgType.I8: (-0x80, 0x7F),
+    MfgType.U16: (0, 0xFFFF),
+    MfgType.I16: (-0x8000, 0x7FFF),
+    MfgType.U32: (0, 0xFFFF_FFFF),
+    MfgType.I32: (-0x8000_0000, 0x7FFF_FFFF),
+}
+MFG_VALUE_MIN = 1  # bytes: an empty string or binary value is refused
+MFG_NVS_LABEL = "mfg_nvs"  # the partition ESP-AT 3.1+ keeps credentials in
+SYSFLASH_ERASE_UNIT = 0x1000  # an erase with offset and length needs both multiples of this

@@ -1,0 +1,423 @@
+"""ESP-IDF NVS partitions (page format version 2, unencrypted): the item model and the reader.
+
+The writer is :mod:`atflash.content.nvs_build`; :func:`build_nvs` here is its
+public entry point, so callers import everything from this module.
+
+Layout (little-endian), facts from ESP-IDF's ``nvs_flash`` and Espressif's
+``esp-idf-nvs-partition-gen``::
+
+    page (4096)  header (32) | entry state bitmap (32) | 126 entries of 32 bytes
+    header       state u32 | sequence number u32 | version u8 (0xFE = v2) | 19 x 0xFF
+                 | CRC32 of bytes 4..28
+    bitmap       2 bits per entry, entry 0 in the low bits: 11 empty, 10 written, 00 erased
+    entry        namespace index u8 | type u8 | span u8 | chunk index u8 | CRC32 u32
+                 | key[16] (NUL-terminated) | data[8]
+
+The CRC of an entry covers its bytes 0..4 and 8..32. Every CRC is the
+standard CRC-32 started from 0xFFFFFFFF (``zlib.crc32(data, 0xFFFFFFFF)``).
+Namespace names live in namespace 0 as ``u8`` items mapping name -> index.
+A primitive's value sits at the start of ``data``. Variable-length items
+(string, blob data, legacy blob) put ``size u16 | 0xFFFF | CRC32 of the
+value`` in ``data`` and the value in the ``span - 1`` entries that follow.
+Version 2 stores a blob as ``BLOB_DATA`` chunks (chunk index = start + n, at
+most one chunk per page) and a ``BLOB_IDX`` entry ``size u32 | chunk count
+u8 | chunk start u8``; ESP-IDF alternates the chunk start between 0 and 128
+when it rewrites a blob, so both occur.
+
+What the reader does differently from ESP-IDF, and why: ESP-IDF silently
+erases a page or entry whose CRC is wrong, or whose span is not fully
+written. atflash reads a partition in order to write it back with some
+namespaces changed, and a partition rebuilt from a partial read would make
+the loss permanent (``factory_param`` gone means a module that no longer
+starts), so the reader raises :class:`~atflash.errors.FormatError` instead.
+Pages ESP-IDF itself marked corrupt are skipped: it never reads them either.
+Where ESP-IDF's own bookkeeping leaves two copies of an item (an interrupted
+update, a page being freed), the newer copy (higher page sequence number,
+then later entry) wins; blob data chunks no index refers to are ignored.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal, get_args
+
+from atflash.errors import FormatError
+
+NvsType = Literal["u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "string", "binary"]
+NVS_TYPES: tuple[NvsType, ...] = get_args(NvsType)
+
+PAGE_SIZE = 4096
+ENTRY_SIZE = 32
+ENTRIES_PER_PAGE = 126  # (4096 - header 32 - bitmap 32) / 32
+FIRST_ENTRY = 64  # header + bitmap
+MIN_PAGES = 3  # ESP-IDF refuses a writable NVS partition smaller than 3 pages
+RESERVED_PAGES = 1  # ESP-IDF needs one free page to move items into when it frees a page
+
+PAGE_HEADER = struct.Struct("<IIB19xI")  # state, sequence number, version, reserved, CRC32
+ENTRY = struct.Struct("<BBBBI16s8s")  # namespace, type, span, chunk index, CRC32, key, data
+VARLEN = struct.Struct("<HHI")  # in ``data``: size, reserved (0xFFFF), CRC32 of the value
+BLOB_INDEX = struct.Struct("<IBBH")  # in ``data``: total size, chunk count, chunk start, reserved
+RESERVED16 = 0xFFFF  # what the reserved half-words hold: erased flash
+
+VERSION2 = 0xFE  # page format with multi-page blobs
+VERSION1 = 0xFF  # the format before: single-page blobs (0x41), still readable
+CHUNK_ANY = 0xFF  # the chunk index of every entry but a blob's data chunks
+NS_INDEX = 0  # namespace 0 holds the namespace-name entries
+MAX_NAMESPACES = 254  # indices 1..254: 0 is the namespace table, 255 means "any" to ESP-IDF
+MAX_NAME = 15  # key and namespace names: a 16-byte field with its NUL
+MAX_STRING = (ENTRIES_PER_PAGE - 1) * ENTRY_SIZE  # 4000 bytes with the NUL: one page
+MAX_CHUNKS = 128  # chunk indices 0..127: ESP-IDF's second blob version starts at 128
+
+
+def crc32(data: bytes, start: int = 0xFFFFFFFF) -> int:
+    """ESP-IDF's CRC32: the standard one (``zlib``) started from 0xFFFFFFFF."""
+    return zlib.crc32(data, start)
+
+
+class PageState(IntEnum):
+    """The page states ESP-IDF writes (each clears more bits of the erased word)."""
+
+    UNINITIALIZED = 0xFFFFFFFF
+    ACTIVE = 0xFFFFFFFE
+    FULL = 0xFFFFFFFC
+    FREEING = 0xFFFFFFF8
+    CORRUPT = 0xFFFFFFF0
+
+
+class EntryState(IntEnum):
+    """An entry's two bits in the page bitmap."""
+
+    EMPTY = 0b11
+    WRITTEN = 0b10
+    ILLEGAL = 0b01
+    ERASED = 0b00
+
+
+class ItemCode(IntEnum):
+    """The type byte of an entry."""
+
+    U8 = 0x01
+    I8 = 0x11
+    U16 = 0x02
+    I16 = 0x12
+    U32 = 0x04
+    I32 = 0x14
+    U64 = 0x08
+    I64 = 0x18
+    SZ = 0x21
+    BLOB = 0x41  # legacy single-page blob (page format 1); read, never written
+    BLOB_DATA = 0x42
+    BLOB_IDX = 0x48
+
+
+PRIMITIVES: dict[NvsType, tuple[ItemCode, struct.Struct]] = {
+    "u8": (ItemCode.U8, struct.Struct("<B")),
+    "i8": (ItemCode.I8, struct.Struct("<b")),
+    "u16": (ItemCode.U16, struct.Struct("<H")),
+    "i16": (ItemCode.I16, struct.Struct("<h")),
+    "u32": (ItemCode.U32, struct.Struct("<I")),
+    "i32": (ItemCode.I32, struct.Struct("<i")),
+    "u64": (ItemCode.U64, struct.Struct("<Q")),
+    "i64": (ItemCode.I64, struct.Struct("<q")),
+}
+_PRIMITIVE_BY_CODE = {code: (name, fmt) for name, (code, fmt) in PRIMITIVES.items()}
+_VARLEN_CODES = frozenset({ItemCode.SZ, ItemCode.BLOB, ItemCode.BLOB_DATA})
+_KNOWN_CODES = frozenset(int(code) for code in ItemCode)
+
+
+def int_range(nvs_type: NvsType) -> tuple[int, int]:
+    """The smallest and largest value a primitive type holds."""
+    bits = PRIMITIVES[nvs_type][1].size * 8
+    if nvs_type.startswith("u"):
+        return 0, (1 << bits) - 1
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def encode_text(text: str) -> bytes:
+    """A string value's stored bytes, without the NUL.
+
+    ``surrogateescape`` carries bytes that are not UTF-8 through a read and a
+    rebuild unchanged; ESP-IDF stores bytes and never checks the encoding.
+    """
+    return text.encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class NvsItem:
+    """One key-value pair of an NVS partition.
+
+    ``value`` is an ``int`` for the eight integer types, a ``str`` (without
+    its NUL) for ``"string"`` and ``bytes`` for ``"binary"``.
+    """
+
+    namespace: str
+    key: str
+    type: NvsType
+    value: int | str | bytes
+
+    def __repr__(self) -> str:
+        # Values may be private keys: reprs and tracebacks show only their size.
+        shown = (
+            f"<{len(self.value)} {'chars' if isinstance(self.value, str) else 'bytes'}>"
+            if isinstance(self.value, str | bytes)
+            else repr(self.value)
+        )
+        return f"NvsItem({self.namespace!r}, {self.key!r}, {self.type!r}, {shown})"
+
+
+def build_nvs(items: Sequence[NvsItem], size: int, *, name: str = "mfg_nvs") -> bytes:
+    """A complete NVS partition image of ``size`` bytes holding ``items`` in this order.
+
+    Byte-identical to what ``esp-idf-nvs-partition-gen`` (version 2) makes
+    from the equivalent CSV (a namespace row wherever the namespace changes).
+    ``name`` only labels errors. Raises :class:`~atflash.errors.InputError`
+    for a bad item or size, :class:`~atflash.errors.LimitError` for a value
+    NVS cannot hold and :class:`~atflash.content.nvs_build.NvsTooBigError`
+    (an ``ImageTooBigError``) when the items need more pages than ``size``.
+    """
+    # Imported here: the writer builds on this module's model and constants.
+    from atflash.content import nvs_build
+
+    return nvs_build.build(items, size, name=name)
+
+
+# -- reading -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A written, CRC-checked entry: an item, a namespace name, or a blob chunk or index."""
+
+    offset: int  # in the image, for error messages
+    where: str  # "NVS page <n> entry <i>"
+    ns: int
+    code: ItemCode
+    span: int
+    chunk: int
+    key: str
+    data: bytes  # the 8-byte data field
+    value: bytes  # the span's bytes, for variable-length types
+
+
+def parse_nvs(image: bytes, *, source: str = "mfg_nvs") -> list[NvsItem]:
+    """The items of an NVS partition image, in stored order.
+
+    Namespace-name entries are not items. An erased image gives no items.
+    Raises :class:`~atflash.errors.FormatError` naming ``source``, the page
+    and entry and the offset, for anything malformed (see the module
+    docstring for what ESP-IDF would skip instead).
+    """
+    if not image or len(image) % PAGE_SIZE:
+        raise FormatError(
+            "NVS partition",
+            f"{len(image)} bytes is not a whole number of {PAGE_SIZE}-byte pages",
+            source=source,
+        )
+    pages: list[tuple[int, list[_Entry]]] = []
+    for number in range(len(image) // PAGE_SIZE):
+        page = _read_page(image, number, source)
+        if page is not None:
+            pages.append(page)
+    # Sorted by sequence number: ESP-IDF starts each new page at the next
+    # number, so this is the order things were written in, whatever the
+    # physical order. The sort is stable, so equal numbers keep flash order.
+    pages.sort(key=lambda page: page[0])
+    return _assemble([entry for _seq, entries in pages for entry in entries], source)
+
+
+def _read_page(image: bytes, number: int, source: str) -> tuple[int, list[_Entry]] | None:
+    """``(sequence number, written entries)`` of one page, or None for a page to skip."""
+    base = number * PAGE_SIZE
+    state, seq, version, crc = PAGE_HEADER.unpack_from(image, base)
+    what = f"NVS page {number}"
+    if state == PageState.UNINITIALIZED:
+        if image.count(0xFF, base, base + PAGE_SIZE) != PAGE_SIZE:
+            raise FormatError(what, "page marked unused holds data", offset=base, source=source)
+        return None
+    if state == PageState.CORRUPT:
+        return None  # ESP-IDF abandoned this page and never reads it
+    if state not in (PageState.ACTIVE, PageState.FULL, PageState.FREEING):
+        raise FormatError(what, f"unknown page state {state:#010x}", offset=base, source=source)
+    if crc != crc32(image[base + 4 : base + 28]):
+        raise FormatError(what, "page header CRC mismatch", offset=base, source=source)
+    if version not in (VERSION2, VERSION1):
+        raise FormatError(
+            what,
+            f"page format version {version:#04x} is newer than this reader knows (0xfe)",
+            offset=base,
+            source=source,
+        )
+    bitmap = int.from_bytes(image[base + PAGE_HEADER.size : base + FIRST_ENTRY], "little")
+    states = [EntryState((bitmap >> (2 * i)) & 0b11) for i in range(ENTRIES_PER_PAGE)]
+    entries: list[_Entry] = []
+    index = 0
+    while index < ENTRIES_PER_PAGE:
+        entry_state = states[index]
+        if entry_state == EntryState.EMPTY and state == PageState.ACTIVE:
+            break  # ESP-IDF writes in order: past the first empty entry is unwritten
+        if entry_state in (EntryState.EMPTY, EntryState.ERASED):
+            index += 1
+            continue
+        where = f"{what} entry {index}"
+        offset = base + FIRST_ENTRY + index * ENTRY_SIZE
+        if entry_state == EntryState.ILLEGAL:
+            raise FormatError(where, "illegal entry state 0b01", offset=offset, source=source)
+        entry = _read_entry(image, offset, where, states, index, source)
+        entries.append(entry)
+        index += entry.span
+    return seq, entries
+
+
+def _read_entry(
+    image: bytes, offset: int, where: str, states: list[EntryState], index: int, source: str
+) -> _Entry:
+    ns, code, span, chunk, crc, key_field, data = ENTRY.unpack_from(image, offset)
+    if crc != crc32(image[offset + 8 : offset + ENTRY_SIZE], crc32(image[offset : offset + 4])):
+        raise FormatError(where, "entry CRC mismatch", offset=offset, source=source)
+    if code not in _KNOWN_CODES:
+        raise FormatError(where, f"unknown item type {code:#04x}", offset=offset, source=source)
+    key = _decode_name(key_field, where, offset, source)
+    value = b""
+    if code in _VARLEN_CODES:
+        size, _reserved, value_crc = VARLEN.unpack(data)
+        expected_span = 1 + -(-size // ENTRY_SIZE)
+        if span != expected_span or index + span > ENTRIES_PER_PAGE:
+            raise FormatError(
+                where,
+                f"span {span} does not fit a {size}-byte value in this page",
+                offset=offset,
+                source=source,
+            )
+        if any(states[i] != EntryState.WRITTEN for i in range(index + 1, index + span)):
+            raise FormatError(
+                where, "value entries not all marked written", offset=offset, source=source
+            )
+        value = bytes(image[offset + ENTRY_SIZE : offset + ENTRY_SIZE + size])
+        if crc32(value) != value_crc:
+            raise FormatError(where, "value CRC mismatch", offset=offset, source=source)
+    elif span != 1:
+        raise FormatError(where, f"span {span} for a one-entry item", offset=offset, source=source)
+    return _Entry(offset, where, ns, ItemCode(code), span, chunk, key, data, value)
+
+
+def _decode_name(field: bytes, where: str, offset: int, source: str) -> str:
+    end = field.find(b"\x00")
+    if end < 0:
+        raise FormatError(where, "key has no NUL within 16 bytes", offset=offset, source=source)
+    if end == 0:
+        raise FormatError(where, "empty key", offset=offset, source=source)
+    try:
+        return field[:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(where, "key is not UTF-8 text", offset=offset, source=source) from None
+
+
+def _assemble(entries: list[_Entry], source: str) -> list[NvsItem]:
+    """Items from the entries of all pages, in write order; newer copies win."""
+    names: dict[int, str] = {}
+    by_name: dict[str, int] = {}
+    latest: dict[tuple[int, str], _Entry] = {}
+    chunks: dict[tuple[int, str, int], _Entry] = {}
+    for entry in entries:
+        if entry.ns == NS_INDEX:
+            _define_namespace(entry, names, by_name, source)
+        elif entry.code == ItemCode.BLOB_DATA:
+            chunks[(entry.ns, entry.key, entry.chunk)] = entry
+        else:
+            # ESP-IDF matches duplicates by namespace and key, whatever the
+            # type: a newer blob index replaces an older legacy blob, too.
+            latest.pop((entry.ns, entry.key), None)
+            latest[(entry.ns, entry.key)] = entry
+    items = []
+    for entry in latest.values():
+        namespace = names.get(entry.ns)
+        if namespace is None:
+            raise FormatError(
+                entry.where,
+                f"item {entry.key!r} is in namespace index {entry.ns}, which no namespace entry names",
+                offset=entry.offset,
+                source=source,
+            )
+        nvs_type, value = _value(entry, chunks, source)
+        items.append(NvsItem(namespace, entry.key, nvs_type, value))
+    return items
+
+
+def _define_namespace(
+    entry: _Entry, names: dict[int, str], by_name: dict[str, int], source: str
+) -> None:
+    if entry.code != ItemCode.U8:
+        raise FormatError(
+            entry.where,
+            f"namespace {entry.key!r} entry has type {entry.code:#04x}, not u8",
+            offset=entry.offset,
+            source=source,
+        )
+    index = entry.data[0]
+    if not 0 < index <= MAX_NAMESPACES:
+        raise FormatError(
+            entry.where,
+            f"namespace {entry.key!r} has index {index} (1..{MAX_NAMESPACES} allowed)",
+            offset=entry.offset,
+            source=source,
+        )
+    if names.get(index, entry.key) != entry.key:
+        raise FormatError(
+            entry.where,
+            f"namespaces {names[index]!r} and {entry.key!r} share index {index}",
+            offset=entry.offset,
+            source=source,
+        )
+    old = by_name.get(entry.key)
+    if old is not None:
+        del names[old]  # a newer entry for the same name moves it
+    names[index] = entry.key
+    by_name[entry.key] = index
+
+
+def _value(
+    entry: _Entry, chunks: dict[tuple[int, str, int], _Entry], source: str
+) -> tuple[NvsType, int | str | bytes]:
+    if entry.code in _PRIMITIVE_BY_CODE:
+        nvs_type, fmt = _PRIMITIVE_BY_CODE[entry.code]
+        return nvs_type, fmt.unpack_from(entry.data)[0]
+    if entry.code == ItemCode.SZ:
+        if not entry.value.endswith(b"\x00"):
+            raise FormatError(
+                entry.where,
+                f"string {entry.key!r} does not end with a NUL",
+                offset=entry.offset,
+                source=source,
+            )
+        return "string", entry.value[:-1].decode("utf-8", "surrogateescape")
+    if entry.code == ItemCode.BLOB:
+        return "binary", entry.value
+    return "binary", _blob(entry, chunks, source)
+
+
+def _blob(entry: _Entry, chunks: dict[tuple[int, str, int], _Entry], source: str) -> bytes:
+    size, count, start, _reserved = BLOB_INDEX.unpack(entry.data)
+    parts = []
+    for number in range(start, start + count):
+        chunk = chunks.get((entry.ns, entry.key, number))
+        if chunk is None:
+            raise FormatError(
+                entry.where,
+                f"blob {entry.key!r} lacks data chunk {number} of {start}..{start + count - 1}",
+                offset=entry.offset,
+                source=source,
+            )
+        parts.append(chunk.value)
+    value = b"".join(parts)
+    if len(value) != size:
+        raise FormatError(
+            entry.where,
+            f"blob {entry.key!r} index says {size} bytes, its chunks hold {len(value)}",
+            offset=entry.offset,
+            source=source,
+        )
+    return value
