@@ -13,7 +13,7 @@ import struct
 from collections.abc import Sequence
 
 from atflash.errors import FormatError
-from atflash.layout.model import Partition, pki_kind_for
+from atflash.layout.model import DEFAULT_TABLE_OFFSET, SECTOR, Partition, pki_kind_for
 
 ENTRY = struct.Struct("<2sBBII16sI")  # magic, type, subtype, offset, size, label, flags
 ENTRY_MAGIC = b"\xaa\x50"
@@ -30,8 +30,17 @@ FLAGS_AT = 28
 MD5_DIGEST_AT = 16  # the MD5 entry: magic, 14 x FF, then the 16-byte digest
 MAX_TABLE = 0xC00  # esp-idf's limit: 3 KB, 95 entries + MD5
 TABLE_READ_SIZE = 0x1000  # one sector holds any table
-DEFAULT_TABLE_OFFSET = 0x8000  # esp-idf's CONFIG_PARTITION_TABLE_OFFSET default
-TABLE_SECTOR = 0x1000  # the flash esp-idf reserves for the table at its offset
+TABLE_SECTOR = SECTOR  # the flash esp-idf reserves for the table at its offset
+
+__all__ = [
+    "DEFAULT_TABLE_OFFSET",
+    "ENTRY",
+    "MAX_TABLE",
+    "encode_table",
+    "is_blank",
+    "parse_table",
+    "table_complete",
+]
 
 
 def parse_table(data: bytes, *, source: str | None = None) -> tuple[Partition, ...]:

@@ -60,8 +60,10 @@ def builtin_profiles() -> list[Profile]:
 def _builtin() -> tuple[Profile, ...]:
     # Profiles are frozen values and the shipped files do not change while
     # the process runs: read and validate them once, not per board.
-    files = sorted(_shipped_dir().glob("*.toml"))
-    return tuple(load_profile_file(f, source="built-in") for f in files)
+    files = _shipped_dir().glob("*.toml")
+    return tuple(
+        sorted((load_profile_file(f, source="built-in") for f in files), key=lambda p: p.name)
+    )
 
 
 def family(chip: str) -> list[Profile]:
@@ -129,7 +131,7 @@ def load_profile_file(path: Path, *, source: str | None = None, chip: str | None
                 f"{path}: an at_customize.csv does not name its chip",
                 hint="also pass --chip (esp32, esp32c3, ...)",
             )
-        base = find_profile(chip)
+        base = _csv_base(chip)
         return profile_from_csv(path, base=base, family=family(base.chip))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -140,6 +142,17 @@ def load_profile_file(path: Path, *, source: str | None = None, chip: str | None
     profile = _from_mapping(data, source=source or str(path), where=str(path))
     validate(profile)
     return profile
+
+
+def _csv_base(chip: str) -> Profile:
+    """The chip's default layout, or its first when it has no default (3.1+-only chips)."""
+    try:
+        return find_profile(chip)
+    except ProfileError:
+        members = family(chip)
+        if not members:
+            raise
+        return members[0]
 
 
 def _from_mapping(data: dict[str, Any], *, source: str, where: str) -> Profile:
@@ -191,12 +204,15 @@ def _partition_from(entry: dict[str, Any], where: str) -> Partition:
 
 def _primary_from(entry: dict[str, Any]) -> Partition:
     # A primary table entry names its type: there is no ESP-AT default there.
+    # pki follows the name as parse_table sets it, so a board's table compares equal.
+    name = str(entry["name"])
     return Partition(
-        name=str(entry["name"]),
+        name=name,
         type=int(entry["type"]),
         subtype=int(entry["subtype"]),
         offset=int(entry["offset"]),
         size=int(entry["size"]),
+        pki=pki_kind_for(name),
     )
 
 

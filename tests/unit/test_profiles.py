@@ -461,3 +461,12 @@ def test_an_at_customize_csv_no_layout_holds_keeps_only_the_chip_settings(tmp_pa
         None,
         0x1000,
     )
+
+
+def test_an_at_customize_csv_for_a_chip_with_only_3x_layouts(tmp_path: Path) -> None:
+    f = tmp_path / "at_customize.csv"
+    f.write_text("mfg_nvs,data,nvs,0x1f000,124K\nfatfs,data,fat,0x47000,100K\n")
+    prof = load_profile(f, chip="esp32c6")
+    assert (prof.chip, prof.store, prof.at_customize_offset) == ("esp32c6", "mfg_nvs", 0x1E000)
+    with pytest.raises(ProfileError, match="unknown chip or profile 'esp32s3'"):
+        load_profile(f, chip="esp32s3")
