@@ -258,3 +258,35 @@ class FirmwareError(DeviceError):
 
 class AtRejectedError(AtError):
     """The firmware answered ``ERROR`` (or ``SEND FAIL``) to an AT command."""
+
+
+class BoardTableError(DeviceError):
+    """A board's own partition table is blank or unreadable, so its layout is unknown.
+
+    ``table`` names which table (the primary partition table or ESP-AT's
+    ``at_customize.bin``), ``offset`` where in flash it was read, ``blank``
+    whether that flash was erased and ``problem`` what was wrong with it.
+    Callers refuse to write unless the user forces an explicit layout.
+    """
+
+    def __init__(
+        self,
+        port: str | None,
+        table: str,
+        offset: int,
+        problem: str,
+        *,
+        blank: bool = False,
+        hint: str | None = None,
+    ) -> None:
+        self.table = table
+        self.offset = offset
+        self.problem = problem
+        self.blank = blank
+        super().__init__(
+            port,
+            f"{table} at {offset:#x}: {problem}",
+            hint=hint
+            or "is ESP-AT flashed on this board? To write anyway, pass --force with --profile "
+            "naming the layout",
+        )

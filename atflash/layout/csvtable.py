@@ -2,20 +2,22 @@
 
 The CSV follows esp-idf's partition CSV: ``name, type, subtype, offset, size[, flags]``,
 ``#`` comments, numbers in decimal or hex, sizes with ``K``/``M`` suffixes,
-type and subtype as numbers or esp-idf names. The chip, flash settings and the
-offset of at_customize.bin come from a base profile (the chip's default),
-since the CSV does not say them.
+type and subtype as numbers or esp-idf names. The chip, flash settings, the
+offset of at_customize.bin and the primary table come from a base profile,
+since the CSV does not say them: the first built-in layout of the chip whose
+at_customize partition holds every row (the chip's default when it does).
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from atflash.errors import ProfileError
-from atflash.layout.model import SECTOR, Partition, Profile, pki_kind_for, validate
+from atflash.layout.model import MFG_NVS, SECTOR, Partition, Profile, pki_kind_for, validate
 
 TYPE_NAMES = {"app": 0x00, "data": 0x01}
 SUBTYPE_NAMES = {
@@ -91,22 +93,53 @@ def _align(offset: int) -> int:
     return (offset + SECTOR - 1) // SECTOR * SECTOR
 
 
-def profile_from_csv(path: Path, *, base: Profile) -> Profile:
-    """A profile with the CSV's partitions and everything else from ``base``."""
+def profile_from_csv(path: Path, *, base: Profile, family: Sequence[Profile] = ()) -> Profile:
+    """A profile with the CSV's partitions and everything else from a base layout.
+
+    The base is the first of ``family`` whose at_customize partition holds
+    every row (same store first), else ``base`` without its primary table:
+    the CSV then comes from a firmware with its own partitions_at.csv, and
+    the board's table is the one to check it against. Either way the rows
+    are validated, and a row over the bootloader or the partition table is
+    refused here.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ProfileError(f"{path}: not a text CSV file") from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read ({exc.strerror})") from None
+    parts = parse_csv(text, source=str(path))
+    chosen = _base_for(parts, base, family)
     profile = replace(
-        base,
+        chosen,
         name=path.name,
-        description=f"{path} on the {base.name} base",
-        partitions=parse_csv(text, source=str(path)),
+        description=f"{path} on the {chosen.name} base",
+        partitions=parts,
         aliases=(),
         default=False,
         source=str(path),
     )
     validate(profile)
     return profile
+
+
+def _base_for(parts: tuple[Partition, ...], base: Profile, family: Sequence[Profile]) -> Profile:
+    nvs = any(p.name == MFG_NVS for p in parts)
+    candidates = [base, *(p for p in family if p != base)]
+    # Layouts of the same kind (PKI partitions or mfg_nvs) first; sort keeps the order otherwise.
+    candidates.sort(key=lambda p: (p.store == "mfg_nvs") != nvs)
+    for candidate in candidates:
+        entry = candidate.at_customize
+        if entry is not None and all(_inside(p, entry) for p in parts):
+            return candidate
+    # No known layout holds these rows: keep the chip's flash settings and
+    # table offsets, not a primary table that is evidently not this firmware's.
+    return replace(
+        base, primary=(), at_customize_size=None, factory_param=(), module="", firmware=""
+    )
+
+
+def _inside(part: Partition, entry: Partition) -> bool:
+    """Inside the at_customize partition and after at_customize.bin, its first sector."""
+    return entry.offset + SECTOR <= part.offset and part.end <= entry.end

@@ -1,8 +1,8 @@
-"""The esp-idf partition-table binary (the format of at_customize.bin).
+"""The esp-idf partition-table binary: the primary table at 0x8000 and ESP-AT's at_customize.bin.
 
 32-byte entries ``AA 50 | type | subtype | offset u32 | size u32 | label[16] | flags u32``,
 optionally an MD5 entry (``EB EB``, 14 x ``FF``, MD5 of the entries before
-it), then ``FF`` to the end. A board's own table, read from flash, is the
+it), then ``FF`` to the end. A board's own tables, read from flash, are the
 truth about where its partitions are.
 """
 
@@ -13,12 +13,33 @@ import struct
 from collections.abc import Sequence
 
 from atflash.errors import FormatError
-from atflash.layout.model import Partition, pki_kind_for
+from atflash.layout.model import DEFAULT_TABLE_OFFSET, SECTOR, Partition, pki_kind_for
 
-ENTRY = struct.Struct("<2sBBII16sI")
+ENTRY = struct.Struct("<2sBBII16sI")  # magic, type, subtype, offset, size, label, flags
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
+END_MAGIC = b"\xff\xff"  # erased flash: the first entry that is not one ends the table
+# Field offsets inside one entry, for error messages that point at a byte.
+TYPE_AT = 2
+SUBTYPE_AT = 3
+OFFSET_AT = 4
+SIZE_AT = 8
+LABEL_AT = 12
+LABEL_SIZE = 16
+FLAGS_AT = 28
+MD5_DIGEST_AT = 16  # the MD5 entry: magic, 14 x FF, then the 16-byte digest
 MAX_TABLE = 0xC00  # esp-idf's limit: 3 KB, 95 entries + MD5
+TABLE_SECTOR = SECTOR  # the flash esp-idf reserves for the table at its offset
+
+__all__ = [
+    "DEFAULT_TABLE_OFFSET",
+    "ENTRY",
+    "MAX_TABLE",
+    "encode_table",
+    "is_blank",
+    "parse_table",
+    "table_complete",
+]
 
 
 def parse_table(data: bytes, *, source: str | None = None) -> tuple[Partition, ...]:
@@ -32,7 +53,7 @@ def parse_table(data: bytes, *, source: str | None = None) -> tuple[Partition, .
     for pos in range(0, limit, ENTRY.size):
         chunk = data[pos : pos + ENTRY.size]
         magic = chunk[:2]
-        if magic == b"\xff\xff":
+        if magic == END_MAGIC:
             return tuple(parts)
         if len(chunk) < ENTRY.size:
             raise FormatError("partition table", "truncated entry", offset=pos, source=source)
@@ -64,11 +85,11 @@ def _entry(chunk: bytes, pos: int, source: str | None) -> Partition:
         name = label.decode("ascii")
     except UnicodeDecodeError:
         raise FormatError(
-            "partition table", "label is not ASCII", offset=pos + 12, source=source
+            "partition table", "label is not ASCII", offset=pos + LABEL_AT, source=source
         ) from None
     if not name.isprintable() or not name:
         raise FormatError(
-            "partition table", "empty or unprintable label", offset=pos + 12, source=source
+            "partition table", "empty or unprintable label", offset=pos + LABEL_AT, source=source
         )
     return Partition(name, ptype, subtype, offset, size, pki_kind_for(name))
 
@@ -77,7 +98,7 @@ def _check_md5(data: bytes, pos: int, source: str | None) -> None:
     entry = data[pos : pos + ENTRY.size]
     if len(entry) < ENTRY.size:
         raise FormatError("partition table", "truncated MD5 entry", offset=pos, source=source)
-    digest = entry[16:32]
+    digest = entry[MD5_DIGEST_AT : ENTRY.size]
     if hashlib.md5(data[:pos]).digest() != digest:
         raise FormatError(
             "partition table", "MD5 does not match the entries", offset=pos, source=source
@@ -99,3 +120,17 @@ def encode_table(parts: Sequence[Partition], *, with_md5: bool = True) -> bytes:
 def is_blank(data: bytes) -> bool:
     """An erased table: the firmware was never given one (or it was wiped)."""
     return all(b == 0xFF for b in data[: ENTRY.size])
+
+
+def table_complete(data: bytes) -> bool:
+    """Whether ``data`` holds a partition table up to its end, or enough to refuse it.
+
+    True at the first whole entry that ends the table (0xFF or the MD5
+    entry) or cannot belong to one (a bad magic: ``parse_table`` says why).
+    A reader passes this as its ``stop_when`` so that a table costs a few
+    reads, not a fixed 3 KB.
+    """
+    for pos in range(0, len(data) - ENTRY.size + 1, ENTRY.size):
+        if data[pos : pos + 2] != ENTRY_MAGIC:
+            return True  # end marker, MD5 entry or garbage: nothing after it matters
+    return False

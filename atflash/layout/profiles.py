@@ -4,21 +4,32 @@ A profile is data (a TOML file in ``profiles/``, shipped in the wheel), a
 user's own TOML file, or an ``at_customize.csv`` from a firmware build. All
 three load into the same frozen :class:`~atflash.layout.model.Profile`,
 validated on load: names unique, offsets 4 KB aligned, no overlaps,
-everything inside the flash.
+everything inside the flash, nothing over the bootloader, the partition
+table or the application.
+
+One built-in profile per known ESP-AT layout; :func:`family` lists every
+layout a board of one chip may carry, for the board's own tables to decide
+among (:mod:`atflash.layout.board`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import sys
 from pathlib import Path
+from typing import Any
 
+from atflash import chips
 from atflash.errors import ProfileError
 from atflash.layout.model import (
+    DEFAULT_TABLE_OFFSET,
     ESP_AT_PARTITION_TYPE,
     PKI_KINDS,
+    FactoryItem,
     Partition,
     Profile,
+    bootloader_offset_for,
     pki_kind_for,
     validate,
 )
@@ -42,8 +53,31 @@ def _shipped_dir() -> Path:
 
 def builtin_profiles() -> list[Profile]:
     """Every shipped profile, sorted by name."""
-    files = sorted(_shipped_dir().glob("*.toml"))
-    return [load_profile_file(f, source="built-in") for f in files]
+    return list(_builtin())
+
+
+@functools.lru_cache(maxsize=1)
+def _builtin() -> tuple[Profile, ...]:
+    # Profiles are frozen values and the shipped files do not change while
+    # the process runs: read and validate them once, not per board.
+    files = _shipped_dir().glob("*.toml")
+    return tuple(
+        sorted((load_profile_file(f, source="built-in") for f in files), key=lambda p: p.name)
+    )
+
+
+def family(chip: str) -> list[Profile]:
+    """Every built-in layout a board of esptool chip ``chip`` may carry.
+
+    The chip's default profile comes first, then esp-at's ``*_default``
+    modules, then the rest by name: when two layouts have the same tables
+    (modules that differ only in pins), the first is the one a board is
+    reported as. The ESP32-C3 family includes the early QCloud build that
+    used the ESP32 layout.
+    """
+    wanted = chips.normalize(chip)
+    members = [p for p in _builtin() if p.chip == wanted]
+    return sorted(members, key=lambda p: (not p.default, not p.module.endswith("_default"), p.name))
 
 
 def default_profile_for(chip: str) -> Profile:
@@ -75,7 +109,7 @@ def load_profile(spec: str | Path, *, chip: str | None = None) -> Profile:
     """A profile from a name (built-in) or a path (.toml, or at_customize .csv).
 
     An at_customize.csv does not say which chip it is for: ``chip`` names it
-    (the chip's default profile supplies flash settings and table offset).
+    (a built-in layout of that chip supplies flash settings and table offsets).
     """
     path = Path(spec)
     if path.suffix.lower() in (".toml", ".csv") or path.exists():
@@ -97,7 +131,8 @@ def load_profile_file(path: Path, *, source: str | None = None, chip: str | None
                 f"{path}: an at_customize.csv does not name its chip",
                 hint="also pass --chip (esp32, esp32c3, ...)",
             )
-        return profile_from_csv(path, base=find_profile(chip))
+        base = _csv_base(chip)
+        return profile_from_csv(path, base=base, family=family(base.chip))
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -109,12 +144,26 @@ def load_profile_file(path: Path, *, source: str | None = None, chip: str | None
     return profile
 
 
-def _from_mapping(data: dict, *, source: str, where: str) -> Profile:
+def _csv_base(chip: str) -> Profile:
+    """The chip's default layout, or its first when it has no default (3.1+-only chips)."""
+    try:
+        return find_profile(chip)
+    except ProfileError:
+        members = family(chip)
+        if not members:
+            raise
+        return members[0]
+
+
+def _from_mapping(data: dict[str, Any], *, source: str, where: str) -> Profile:
     try:
         parts = tuple(_partition_from(p, where) for p in data["partitions"])
+        primary = tuple(_primary_from(p) for p in data.get("primary", ()))
+        chip = str(data["chip"]).lower()
+        size = data.get("at_customize_size")
         return Profile(
             name=str(data["name"]),
-            chip=str(data["chip"]).lower(),
+            chip=chip,
             description=str(data.get("description", "")),
             flash_mode=str(data.get("flash_mode", "dio")),
             flash_freq=str(data.get("flash_freq", "40m")),
@@ -124,14 +173,21 @@ def _from_mapping(data: dict, *, source: str, where: str) -> Profile:
             aliases=tuple(str(a).lower() for a in data.get("aliases", ())),
             default=bool(data.get("default", False)),
             source=source,
+            firmware=str(data.get("firmware", "")),
+            module=str(data.get("module", "")),
+            primary=primary,
+            partition_table_offset=int(data.get("partition_table_offset", DEFAULT_TABLE_OFFSET)),
+            bootloader_offset=int(data.get("bootloader_offset", bootloader_offset_for(chip))),
+            at_customize_size=None if size is None else int(size),
+            factory_param=tuple(_factory_item(i) for i in data.get("factory_param", ())),
         )
     except KeyError as exc:
         raise ProfileError(f"{where}: missing required field {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, AttributeError) as exc:
         raise ProfileError(f"{where}: malformed profile ({exc})") from None
 
 
-def _partition_from(entry: dict, where: str) -> Partition:
+def _partition_from(entry: dict[str, Any], where: str) -> Partition:
     name = str(entry["name"])
     pki = entry.get("pki", pki_kind_for(name))
     if pki is not None and pki not in PKI_KINDS:
@@ -144,3 +200,24 @@ def _partition_from(entry: dict, where: str) -> Partition:
         size=int(entry["size"]),
         pki=pki,
     )
+
+
+def _primary_from(entry: dict[str, Any]) -> Partition:
+    # A primary table entry names its type: there is no ESP-AT default there.
+    # pki follows the name as parse_table sets it, so a board's table compares equal.
+    name = str(entry["name"])
+    return Partition(
+        name=name,
+        type=int(entry["type"]),
+        subtype=int(entry["subtype"]),
+        offset=int(entry["offset"]),
+        size=int(entry["size"]),
+        pki=pki_kind_for(name),
+    )
+
+
+def _factory_item(entry: dict[str, Any]) -> FactoryItem:
+    value = entry["value"]
+    if not isinstance(value, (int, str)):
+        raise TypeError(f"factory_param value {value!r} is neither a number nor a string")
+    return (str(entry["key"]), str(entry["type"]), value)

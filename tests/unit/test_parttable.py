@@ -66,3 +66,15 @@ def test_parser_raises_only_format_errors(data: bytes) -> None:
 def test_parser_with_valid_magic(entry: bytes, tail: bytes) -> None:
     with contextlib.suppress(FormatError):
         parse_table(b"\xaa\x50" + entry + tail)
+
+
+def test_table_complete_stops_at_the_first_entry_that_ends_or_breaks_the_table() -> None:
+    from atflash.layout.parttable import ENTRY, table_complete
+
+    table = encode_table(find_profile("esp32").partitions, with_md5=False)
+    assert not table_complete(table)  # entries only: the end is still to come
+    assert not table_complete(table + b"\xff" * (ENTRY.size - 1))  # end marker not whole yet
+    assert table_complete(table + b"\xff" * ENTRY.size)
+    assert table_complete(encode_table(find_profile("esp32").partitions))  # MD5 entry ends it
+    assert table_complete(b"\x00" * ENTRY.size)  # garbage: enough to refuse
+    assert not table_complete(b"")
