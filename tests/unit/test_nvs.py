@@ -503,7 +503,8 @@ def mutated_images(draw: st.DrawFn) -> bytes:
     for _ in range(draw(st.integers(1, 6))):
         # Mostly pages in use: an erased page only ever gives "page marked unused holds data".
         used = [p for p in range(len(image) // PAGE_SIZE) if image[p * PAGE_SIZE] != 0xFF]
-        page = draw(st.sampled_from(used) | st.integers(0, len(image) // PAGE_SIZE - 1))
+        any_page = st.integers(0, len(image) // PAGE_SIZE - 1)
+        page = draw(st.sampled_from(used) | any_page if used else any_page)
         # Aim at the interesting bytes: headers, bitmaps, entry headers.
         where = page * PAGE_SIZE + draw(
             st.integers(0, 63)  # header and bitmap
