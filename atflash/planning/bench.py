@@ -44,8 +44,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from atflash.errors import AtflashError, InputError, ManifestError
-from atflash.files import expand
+from atflash.errors import AtflashError, FileInputError, InputError, ManifestError
+from atflash.files import expand, read_bounded
 from atflash.layout.model import Profile
 from atflash.layout.profiles import builtin_profiles, load_profile
 from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
@@ -63,6 +63,9 @@ AFTER = ("hard-reset", "soft-reset", "no-reset", "no-reset-stub", "watchdog-rese
 # its running ESP-AT 2.x firmware.
 VIAS = ("esptool", "at")
 MAX_JOBS = 256
+# A bench file is a screenful of settings; the cap keeps `--config /dev/zero`
+# or a large file named by mistake from running the host out of memory.
+MAX_BENCH_FILE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -133,9 +136,11 @@ def load_config(path: str | Path) -> BenchConfig:
     path = Path(path)
     source = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ManifestError(source, None, f"cannot read the bench file ({exc.strerror})") from None
+        data = tomllib.loads(read_bounded(path, MAX_BENCH_FILE, "a bench file").decode("utf-8"))
+    except FileInputError as exc:
+        raise ManifestError(
+            source, None, f"cannot read the bench file: {exc.problem}", hint=exc.hint
+        ) from None
     except UnicodeDecodeError:
         raise ManifestError(source, None, "the bench file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
