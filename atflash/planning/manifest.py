@@ -176,10 +176,18 @@ def _parse_header(header: list[str], source: str, line: int) -> tuple[KeyKind, l
 def _parse_row(
     cells: list[str], kind: KeyKind, partitions: list[str], source: str, line: int, base: Path
 ) -> ManifestRow:
-    if len(cells) > len(partitions) + 1:
+    columns = len(partitions) + 1
+    if len(cells) > columns:
         raise ManifestError(
-            source, line, f"{len(cells)} cells but the header has {len(partitions) + 1} columns",
+            source, line, f"{len(cells)} cells but the header has {columns} columns",
             hint=f"separate several files in one cell with '{FILE_SEPARATOR}', not ','",
+        )  # fmt: skip
+    if len(cells) < columns:
+        # A short row is a shifted or cut row more often than a wish to leave
+        # the last partitions alone: an empty cell says that explicitly.
+        raise ManifestError(
+            source, line, f"{len(cells)} cells but the header has {columns} columns",
+            hint="give every column a cell; leave a cell empty (',,') to skip that partition",
         )  # fmt: skip
     key = normalize_key(kind, cells[0])
     if key is None:
