@@ -97,6 +97,6 @@ def _stage(target: Path, data: bytes, private: bool) -> Path:
     return Path(name)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """One owner-only file (a backup or a report), written atomically."""
-    write_outputs({path: data}, private=lambda _p: True)
+def write_private(path: Path, data: bytes, *, inputs: Iterable[str | Path] = ()) -> None:
+    """One owner-only file (a backup or a report), written atomically, never over ``inputs``."""
+    write_outputs({path: data}, private=lambda _p: True, inputs=inputs)

@@ -27,7 +27,7 @@ from atflash.content.describe import inspect_bytes
 from atflash.errors import ContentError, FileInputError, ManifestError, TooBigError
 from atflash.files import read_bounded
 from atflash.layout.profiles import find_profile
-from atflash.output import write_outputs
+from atflash.output import write_outputs, write_private
 from atflash.planning.manifest import parse_manifest
 from atflash.planning.plan import PartitionRequest, PlanOptions, build_plan
 from atflash.sim.rom import distinct_mac, parse_mac
@@ -377,6 +377,10 @@ def test_private_outputs_are_owner_only(tmp_path: Path) -> None:
     target = tmp_path / "k.bin"
     write_outputs({target: b"k"}, private=lambda _p: True)
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    # A backup written while restoring that very backup must not replace it.
+    with pytest.raises(FileInputError, match="is also an input"):
+        write_private(target, b"new", inputs=[target])
+    assert target.read_bytes() == b"k"
 
 
 # -- mock board MACs ---------------------------------------------------------------------
