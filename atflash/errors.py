@@ -97,6 +97,23 @@ class LimitError(InputError):
     """A format limit would be exceeded (file too big, too many items...)."""
 
 
+class TooBigError(LimitError, FileInputError):
+    """A file is larger than atflash reads for its purpose; nothing of it was kept.
+
+    ``size`` is the file's size as the file system reports it.
+    """
+
+    def __init__(
+        self, path: object, size: int, limit: int, what: str, *, hint: str | None = None
+    ) -> None:
+        self.size = size
+        self.limit = limit
+        self.what = what
+        FileInputError.__init__(
+            self, path, f"{size} bytes, {what} holds at most {limit} bytes", hint=hint
+        )
+
+
 class ContentError(FileInputError):
     """A file does not hold what its partition needs (no certificate, encrypted key...)."""
 

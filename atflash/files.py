@@ -1,17 +1,22 @@
-"""File arguments: glob expansion and natural ordering.
+"""File arguments: glob expansion, natural ordering and bounded reading.
 
 Windows shells pass ``certs/*.crt`` through unexpanded, and ``sorted()``
 puts ``x_10`` before ``x_2``; PKI IDs follow file order, so both matter.
+Every file atflash reads goes through :func:`read_bounded`, so that no
+input (``/dev/zero``, a FIFO, a huge file given by mistake) can hang it or
+run the host out of memory.
 """
 
 from __future__ import annotations
 
 import glob
+import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from atflash.errors import FileInputError
+from atflash.errors import FileInputError, TooBigError
 
 _DIGITS = re.compile(r"(\d+)")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -69,3 +74,79 @@ def _glob(pattern: str) -> list[str]:
         return glob.glob(pattern, recursive=True)
     except (OSError, ValueError):
         return []
+
+
+# -- reading -------------------------------------------------------------------------
+
+# What a non-regular file is, in words, by its stat type test.
+_KINDS = (
+    (stat.S_ISFIFO, "a pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+# Opening must never wait: O_NONBLOCK makes open() of a FIFO without a
+# writer return at once, O_NOCTTY keeps a terminal from becoming ours.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def read_bounded(path: str | Path, limit: int, what: str, *, hint: str | None = None) -> bytes:
+    """The bytes of the regular file ``path``, refused with a one-line error beyond ``limit``.
+
+    ``what`` names the file's role for the too-big message ("a manifest"
+    gives "N bytes, a manifest holds at most LIMIT bytes"); ``hint`` is
+    added to that message. Only regular files are read: a FIFO without a
+    writer blocks ``open()`` for ever, ``/dev/zero`` never ends, and opening
+    a serial port toggles its control lines (and resets a board). So the
+    kind and size are checked with ``stat()`` before ``open()``, the kind
+    again on the open descriptor (a file swapped in between is caught too),
+    and the read stops one byte past ``limit`` in case the file grows.
+
+    Raises :class:`FileInputError` (missing, a directory, not a regular
+    file, unreadable) or :class:`TooBigError`.
+    """
+    p = Path(path)
+    try:
+        info = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileInputError(p, "file not found") from None
+    except OSError as exc:
+        raise FileInputError(p, f"cannot read ({exc.strerror})") from None
+    except ValueError:  # a NUL in the name: no such file can exist
+        raise FileInputError(p, "file not found") from None
+    _check_regular(p, info.st_mode)
+    if info.st_size > limit:
+        raise TooBigError(p, info.st_size, limit, what, hint=hint)
+    try:
+        fd = os.open(p, _OPEN_FLAGS)
+    except OSError as exc:
+        raise FileInputError(p, f"cannot read ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            _check_regular(p, os.fstat(handle.fileno()).st_mode)
+            data = handle.read(limit + 1)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError as exc:
+        raise FileInputError(p, f"cannot read ({exc.strerror})") from None
+    if len(data) > limit:
+        raise TooBigError(p, max(size, len(data)), limit, what, hint=hint)
+    return data
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise FileInputError(path, "is a directory, not a file")
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise FileInputError(
+        path,
+        f"is {kind}, not a regular file" if kind != "not a regular file" else kind,
+        hint="save its content to a file and give that file",
+    )

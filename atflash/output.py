@@ -1,11 +1,11 @@
-"""Writing result files: all or nothing, private files readable by the owner only."""
+"""Writing result files: all or nothing, owner-only where private, never over an input."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from atflash.errors import FileInputError
@@ -14,17 +14,24 @@ PRIVATE_MODE = 0o600
 
 
 def write_outputs(
-    outputs: Mapping[Path, bytes], *, private: Callable[[Path], bool] = lambda _p: False
+    outputs: Mapping[Path, bytes],
+    *,
+    private: Callable[[Path], bool] = lambda _p: False,
+    inputs: Iterable[str | Path] = (),
 ) -> None:
     """Write every file or none: each goes to a temp file, then all are renamed.
 
     A failure part-way removes what this call already put in place, so a
     refused or failed command leaves no output behind. Files for which
     ``private(path)`` is true (keys, backups) are created mode 0600.
+    ``inputs`` are the files the command read: an output that is one of
+    them (same path, a link to it, a hard link) is refused before anything
+    is written, so a command never destroys its own input.
     """
     for target in outputs:
         if target.is_dir():
             raise FileInputError(target, "is a directory", hint="choose another output name")
+    _refuse_inputs(outputs, inputs)
     staged: list[tuple[Path, Path]] = []
     placed: list[Path] = []
     try:
@@ -45,6 +52,34 @@ def write_outputs(
         raise FileInputError(name, f"cannot write ({exc.strerror})") from None
 
 
+def _refuse_inputs(outputs: Mapping[Path, bytes], inputs: Iterable[str | Path]) -> None:
+    existing = [Path(p) for p in inputs if _is_file(Path(p))]
+    for target in outputs:
+        if not _is_file(target):
+            continue
+        for source in existing:
+            if _same_file(target, source):
+                raise FileInputError(
+                    target,
+                    "is also an input of this command; writing it would destroy that input",
+                    hint="choose another output name",
+                )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def _stage(target: Path, data: bytes, private: bool) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
@@ -62,6 +97,6 @@ def _stage(target: Path, data: bytes, private: bool) -> Path:
     return Path(name)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """One owner-only file (a backup or a report), written atomically."""
-    write_outputs({path: data}, private=lambda _p: True)
+def write_private(path: Path, data: bytes, *, inputs: Iterable[str | Path] = ()) -> None:
+    """One owner-only file (a backup or a report), written atomically, never over ``inputs``."""
+    write_outputs({path: data}, private=lambda _p: True, inputs=inputs)

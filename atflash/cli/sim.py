@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 
@@ -26,22 +30,56 @@ def sim() -> None:
 @click.option(
     "--tcp-port", type=click.IntRange(0, 65535), default=0, help="TCP port (default: a free one)."
 )
-def sim_rom(chip: str, pty: bool, tcp_port: int) -> None:
-    """Run a mock board in download mode (esp32-mock-bootloader) until Ctrl-C."""
-    from atflash.sim.rom import start_mock
+@click.option(
+    "--mac",
+    metavar="MAC",
+    help="MAC it reports (default: a locally administered one no other mock has).",
+)
+def sim_rom(chip: str, pty: bool, tcp_port: int, mac: str | None) -> None:
+    """Run a mock board in download mode (esp32-mock-bootloader) until Ctrl-C.
 
-    board = start_mock(chip, pty=pty, port=tcp_port or None)
+    SIGTERM and SIGHUP stop it as Ctrl-C does, mock process included.
+    """
+    from atflash.sim.rom import distinct_mac, parse_mac, start_mock
+
+    mac = parse_mac(mac) if mac is not None else distinct_mac()
+    with _signals_interrupt():
+        board = start_mock(chip, pty=pty, port=tcp_port or None, mac=mac)
+        try:
+            click.echo(f"mock {chip} board in download mode (MAC {board.mac}): --port {board.url}")
+            click.echo(
+                "flash starts blank and lives as long as this command; Ctrl-C stops it", err=True
+            )
+            board.proc.wait()
+            raise InputError("the mock board stopped unexpectedly")
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
+        finally:
+            board.stop()
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise KeyboardInterrupt here, so ``finally`` stops the mock.
+
+    By default they end Python at once, leaving the mock process running
+    and holding its port (``kill`` of a backgrounded ``atflash sim rom``).
+    """
+    names = ("SIGTERM", "SIGHUP")
+    wanted = [getattr(signal, n) for n in names if hasattr(signal, n)]
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in wanted}
     try:
-        click.echo(f"mock {chip} board in download mode: --port {board.url}")
-        click.echo(
-            "flash starts blank and lives as long as this command; Ctrl-C stops it", err=True
-        )
-        board.proc.wait()
-        raise InputError("the mock board stopped unexpectedly")
-    except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+        yield
     finally:
-        board.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @sim.command("at")

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
@@ -34,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import (
     x25519,
 )
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
+from cryptography.utils import CryptographyDeprecationWarning
 
 from atflash.errors import ContentError, PairingError
 from atflash.layout.model import PkiKind
@@ -79,6 +81,8 @@ class _Block:
     label: str
     text: bytes | None
     encrypted: bool
+    start: int = 0  # where the block begins and ends in the file
+    stop: int = 0
 
     def __repr__(self) -> str:
         # The text may be a private key.
@@ -101,7 +105,7 @@ def _pem_blocks(data: bytes) -> list[_Block]:
         body = data[match.end() : stop]
         encrypted = label == b"ENCRYPTED PRIVATE KEY" or _LEGACY_ENCRYPTED in body
         text = None if end < 0 else data[match.start() : stop]
-        blocks.append(_Block(label.decode("ascii"), text, encrypted))
+        blocks.append(_Block(label.decode("ascii"), text, encrypted, match.start(), stop))
         pos = stop
     return blocks
 
@@ -193,6 +197,8 @@ def _load_der_certificate(data: bytes, *, source: str) -> x509.Certificate:
         pass
     if _der_private_key_state(data) is not None:
         raise _not_a_certificate(source, "a private key") from None
+    if _embedded_der_key(data):
+        raise _bundle_error(source) from None
     if _looks_like_text(data):
         raise ContentError(
             source, "holds text with no -----BEGIN CERTIFICATE----- block", hint=_CERT_FORM_HINT
@@ -321,6 +327,172 @@ def _unsupported_key_error(source: str) -> ContentError:
     )
 
 
+# -- keys where they belong ------------------------------------------------------------
+
+# The smallest DER private key (Ed25519 in PKCS#8) is 48 bytes; shorter
+# SEQUENCEs are not tried.
+_MIN_DER_KEY = 40
+
+
+def holds_private_key(data: bytes) -> bool:
+    """Whether ``data`` carries private-key material anywhere, readable or not.
+
+    Looks for PEM blocks whose label ends in ``PRIVATE KEY`` (PKCS#8, PKCS#1,
+    SEC 1, encrypted, OpenSSH, even without their END line), a DER private
+    key as the whole file, and DER keys inside binary data outside the PEM
+    blocks (a DER key appended to a DER certificate, say). Used to keep keys
+    out of certificate partitions and world-readable files.
+    """
+    blocks = _pem_blocks(data)
+    if any(block.label.endswith("PRIVATE KEY") for block in blocks):
+        return True
+    return any(_embedded_der_key(region) for region in _outside_blocks(data, blocks))
+
+
+def _outside_blocks(data: bytes, blocks: Sequence[_Block]) -> list[bytes]:
+    """The binary stretches of ``data`` around its PEM blocks (text cannot hold DER)."""
+    regions, pos = [], 0
+    for block in blocks:
+        regions.append(data[pos : block.start])
+        pos = block.stop
+    regions.append(data[pos:])
+    return [r for r in regions if len(r) >= _MIN_DER_KEY and not _looks_like_text(r)]
+
+
+def _embedded_der_key(data: bytes) -> bool:
+    """Whether a DER private key (plain or encrypted) starts anywhere in ``data``.
+
+    Tries each SEQUENCE whose length fits in the data; a whole valid DER
+    certificate is skipped, since nothing inside one is a private key.
+    """
+    if len(data) < _MIN_DER_KEY or _is_der_certificate(data):
+        return False
+    pos = data.find(0x30)
+    while pos >= 0:
+        end = _der_end(data, pos)
+        if end is not None and _der_private_key_state(data[pos:end]) is not None:
+            return True
+        pos = data.find(0x30, pos + 1)
+    return False
+
+
+def _der_end(data: bytes, pos: int) -> int | None:
+    """Where the DER element starting at ``pos`` ends, when its length fits in ``data``."""
+    if pos + 2 > len(data):
+        return None
+    first = data[pos + 1]
+    if first < 0x80:
+        length, header = first, 2
+    else:
+        count = first & 0x7F
+        if not 1 <= count <= 4 or pos + 2 + count > len(data):
+            return None
+        length, header = int.from_bytes(data[pos + 2 : pos + 2 + count], "big"), 2 + count
+    end = pos + header + length
+    return end if length >= _MIN_DER_KEY and end <= len(data) else None
+
+
+def _is_der_certificate(data: bytes) -> bool:
+    try:
+        x509.load_der_x509_certificate(data)
+    except _PARSE_ERRORS:
+        return False
+    return True
+
+
+def check_no_private_key(data: bytes, *, source: str) -> None:
+    """Refuse a certificate file (or PKI item) that also carries a private key.
+
+    A PEM "bundle" of certificate and key would put the key into a
+    certificate partition and into files written readable by everyone.
+    Raises :class:`ContentError` naming ``source``; never shows the key.
+    """
+    if holds_private_key(data):
+        raise _bundle_error(source)
+
+
+def _bundle_error(source: str) -> ContentError:
+    return ContentError(
+        source,
+        "holds a private key; give the certificate alone",
+        hint="the key goes to the matching *_key partition",
+    )
+
+
+# What ESP-AT's TLS stack can use as its own key. ESP-AT 2.x/3.x builds use
+# ESP-IDF's mbedTLS defaults (no module_config/*/sdkconfig.defaults changes
+# an MBEDTLS_ECP_DP_* option): the short-Weierstrass curves below are on,
+# Curve25519 only for ECDH, and mbedTLS has no Ed25519/Ed448, DSA or DH
+# keys for TLS. RSA up to 4096 bits is what the chips' RSA accelerators take.
+RSA_KEY_BITS = (1024, 4096)
+EC_CURVES = {
+    "secp256r1": "P-256",
+    "secp384r1": "P-384",
+    "secp521r1": "P-521",
+    "secp224r1": "P-224",
+    "secp192r1": "P-192",
+    "secp256k1": "secp256k1",
+    "brainpoolP256r1": "brainpoolP256r1",
+    "brainpoolP384r1": "brainpoolP384r1",
+    "brainpoolP512r1": "brainpoolP512r1",
+}
+FIRMWARE_KEY_TYPES = (
+    f"RSA keys of {RSA_KEY_BITS[0]} to {RSA_KEY_BITS[1]} bits and EC keys on "
+    + ", ".join(EC_CURVES.values())
+)
+
+
+def firmware_key_problem(key: PrivateKeyTypes) -> str | None:
+    """What keeps ESP-AT from using ``key`` (e.g. ``an Ed25519 key``), or None if it can."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        low, high = RSA_KEY_BITS
+        return None if low <= key.key_size <= high else f"an RSA key of {key.key_size} bits"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        name = key.curve.name
+        return None if name in EC_CURVES else f"an EC key on curve {name}"
+    kind = _key_type(key.public_key())
+    return f"{'an' if kind[:1] in 'AEFHILMNORSX' else 'a'} {kind} key"
+
+
+def check_key_type(key: PrivateKeyTypes, *, source: str) -> None:
+    """Refuse a private key of a type the firmware cannot use (:class:`ContentError`)."""
+    problem = firmware_key_problem(key)
+    if problem is not None:
+        raise ContentError(
+            source,
+            f"holds {problem}, which ESP-AT cannot use",
+            hint=f"ESP-AT takes {FIRMWARE_KEY_TYPES}; pass --no-key-type-check to use it anyway",
+        )
+
+
+def check_key_file_type(data: bytes, *, source: str) -> None:
+    """:func:`check_key_type` for a file that holds a readable key; other files pass.
+
+    For inputs whose content is otherwise taken as it is (``generate-bin``,
+    ready PKI bins): only a key positively of a wrong type is refused.
+    """
+    try:
+        key = load_private_key(data, source=source)
+    except ContentError:
+        return
+    check_key_type(key, source=source)
+
+
+def check_items(
+    kind: PkiKind, items: Sequence[tuple[str, bytes]], *, key_type_check: bool = True
+) -> None:
+    """The checks a ready PKI bin's items get: no key in a certificate partition, usable keys.
+
+    ``items`` are ``(name, content)`` pairs. The rest of an item's content
+    is taken as it is, as the firmware would.
+    """
+    for name, content in items:
+        if kind in ("cert", "ca"):
+            check_no_private_key(content, source=name)
+        elif kind == "key" and key_type_check:
+            check_key_file_type(content, source=name)
+
+
 # -- pairing ---------------------------------------------------------------------------
 
 
@@ -376,16 +548,20 @@ def check_pairs(certs: Sequence[tuple[str, bytes]], keys: Sequence[tuple[str, by
 # -- content checks --------------------------------------------------------------------
 
 
-def validate_item(kind: PkiKind, data: bytes, *, source: str) -> None:
+def validate_item(kind: PkiKind, data: bytes, *, source: str, key_type_check: bool = True) -> None:
     """Check that ``data`` is fit for a PKI item of ``kind`` before it is built or written.
 
-    ``cert`` and ``ca`` must hold a certificate, ``key`` an unencrypted
-    private key. Raises :class:`ContentError` otherwise.
+    ``cert`` and ``ca`` must hold a certificate and no private key, ``key``
+    an unencrypted private key of a type the firmware can use (unless
+    ``key_type_check`` is off). Raises :class:`ContentError` otherwise.
     """
     if kind == "key":
-        load_private_key(data, source=source)
+        key = load_private_key(data, source=source)
+        if key_type_check:
+            check_key_type(key, source=source)
     elif kind in ("cert", "ca"):
         load_certificate(data, source=source)
+        check_no_private_key(data, source=source)
     else:
         # A caller bug, not a user error: the type says this cannot happen.
         raise ValueError(f"unknown PKI item kind {kind!r}")
@@ -416,6 +592,7 @@ class ItemInfo:
     sha256_fingerprint: str | None = None
     public_key_sha256: str | None = None
     encrypted: bool = False
+    holds_private_key: bool = False  # private-key material anywhere in the file (never shown)
 
 
 def describe(
@@ -437,11 +614,13 @@ def describe(
     elif now.tzinfo is None:
         now = now.replace(tzinfo=timezone.utc)
     try:
-        return _describe(data, source=source, now=now, expiring_days=expiring_days)
+        holds_key = holds_private_key(data)
+        info = _describe(data, source=source, now=now, expiring_days=expiring_days)
     except Exception:
         # inspect must report on anything it is given, and a corner of
         # cryptography we did not foresee must not turn into a crash.
         return ItemInfo("unknown", note="content cannot be read")
+    return replace(info, holds_private_key=holds_key)
 
 
 def _describe(data: bytes, *, source: str, now: datetime, expiring_days: int) -> ItemInfo:
@@ -481,6 +660,11 @@ def _describe_der(data: bytes, *, source: str, now: datetime, expiring_days: int
         pass
     else:
         return _describe_certificate(cert, "DER", now, expiring_days, None)
+    first = _leading_der_certificate(data)
+    if first is not None:
+        cert, rest = first
+        note = f"followed by {rest} more bytes"
+        return _describe_certificate(cert, "DER", now, expiring_days, note)
     state = _der_private_key_state(data)
     if state == "encrypted":
         return ItemInfo("private key", "DER", encrypted=True)
@@ -492,6 +676,17 @@ def _describe_der(data: bytes, *, source: str, now: datetime, expiring_days: int
         return _describe_private_key(key, "DER")
     note = "text, not PEM" if _looks_like_text(data) else "neither PEM nor DER"
     return ItemInfo("unknown", note=note)
+
+
+def _leading_der_certificate(data: bytes) -> tuple[x509.Certificate, int] | None:
+    """A DER certificate at the start of ``data`` and the count of bytes after it, or None."""
+    end = _der_end(data, 0) if data[:1] == b"\x30" else None
+    if end is None or end == len(data):
+        return None
+    try:
+        return x509.load_der_x509_certificate(data[:end]), len(data) - end
+    except _PARSE_ERRORS:
+        return None
 
 
 def _describe_certificate(
@@ -563,9 +758,15 @@ def _key_type(public: PublicKeyTypes) -> str:
         ed448.Ed448PublicKey: "Ed448",
         x25519.X25519PublicKey: "X25519",
         x448.X448PublicKey: "X448",
-        dh.DHPublicKey: "DH",
     }
-    return next((name for cls, name in simple.items() if isinstance(public, cls)), "unknown")
+    name = next((name for cls, name in simple.items() if isinstance(public, cls)), None)
+    if name is not None:
+        return name
+    # cryptography deprecates finite-field DH: naming the class warns, and a
+    # warning on stderr would break atflash's one-line output.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return "DH" if isinstance(public, dh.DHPublicKey) else "unknown"
 
 
 def _label_key_type(label: str) -> str | None:

@@ -88,6 +88,13 @@ def _warnings(info: creds.ItemInfo, item_type: str | None) -> tuple[str, ...]:
     expected = _EXPECTED_KIND.get(item_type or "")
     if expected and info.kind != expected:
         found.append(f"stored as {item_type} but holds {_article(info.kind)}")
+    if info.holds_private_key and info.kind == "certificate":
+        found.append(
+            "also holds a private key (not shown): give the certificate alone, "
+            "and the key to a *_key partition"
+        )
+    elif info.holds_private_key and info.kind == "unknown":
+        found.append("holds private-key material (not shown)")
     if info.kind == "private key" and info.encrypted:
         found.append("encrypted key: the firmware cannot use it")
     if info.expired:

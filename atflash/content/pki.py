@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from atflash.errors import FileInputError, FormatError, LimitError
+from atflash.files import read_bounded
 
 MAGIC = 0xF1F1
 HEADER = struct.Struct("<HHI")
@@ -119,41 +120,22 @@ def build(pairs: Iterable[tuple[str, bytes, str | None]]) -> bytes:
 MAX_BIN_FILE = 16 * 1024 * 1024  # larger than any flash a PKI partition lives in
 
 
-def _read(path: Path, limit: int) -> bytes:
-    if path.is_dir():
-        raise FileInputError(path, "is a directory, not a file", hint="give the files inside it")
-    try:
-        with path.open("rb") as handle:
-            # Read one byte past the limit: enough to know it is too big
-            # without reading a multi-gigabyte file given by mistake.
-            return handle.read(limit + 1)
-    except FileNotFoundError:
-        raise FileInputError(path, "file not found") from None
-    except OSError as exc:
-        raise FileInputError(path, f"cannot read ({exc.strerror})") from None
-
-
 def read_bin_file(path: str | Path) -> bytes:
     """Read a PKI bin or partition dump (any size up to 16 MiB)."""
-    data = _read(Path(path), MAX_BIN_FILE)
-    if len(data) > MAX_BIN_FILE:
-        raise LimitError(f"{path}: larger than 16 MiB, not a PKI bin or partition dump")
-    return data
+    return read_bounded(path, MAX_BIN_FILE, "a PKI bin or partition dump")
 
 
 def read_input(path: str | Path, *, allow_empty: bool = True) -> bytes:
     """Read one input file with errors that name it (missing, directory, empty, too big)."""
-    p = Path(path)
-    data = _read(p, MAX_BIN_FILE)
+    data = read_bounded(
+        path,
+        MAX_CONTENT,
+        "a PKI item",
+        hint="the 2-byte length field of the format cannot describe it",
+    )
     if not data and not allow_empty:
         raise FileInputError(
-            p, "file is empty", hint="a credential file must hold a PEM or DER object"
-        )
-    if len(data) > MAX_CONTENT:
-        size = f"{len(data)} bytes" if len(data) <= MAX_BIN_FILE else "over 16 MiB"
-        raise LimitError(
-            f"{p}: {size}, a PKI item holds at most {MAX_CONTENT} bytes",
-            hint="the 2-byte length field of the format cannot describe it",
+            path, "file is empty", hint="a credential file must hold a PEM or DER object"
         )
     return data
 

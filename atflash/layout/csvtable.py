@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from atflash.errors import ProfileError
+from atflash.errors import FileInputError, ProfileError
+from atflash.files import read_bounded
 from atflash.layout.model import MFG_NVS, SECTOR, Partition, Profile, pki_kind_for, validate
 
 TYPE_NAMES = {"app": 0x00, "data": 0x01}
@@ -26,6 +27,9 @@ SUBTYPE_NAMES = {
     "efuse": 0x05, "undefined": 0x06, "esphttpd": 0x80, "fat": 0x81, "spiffs": 0x82,
     "littlefs": 0x83, "factory": 0x00, "test": 0x20,
 }  # fmt: skip
+# esp-idf tables hold at most 95 partitions; 1 MiB leaves room for any
+# comments and keeps a wrong file from filling the memory.
+MAX_CSV_FILE = 1024 * 1024
 # No leading zeros on decimals: esp-idf (int(x, 0)) refuses "08" and "010" too,
 # and Python's int() would raise ValueError on them instead of a clear error.
 _NUMBER = re.compile(r"^(0x[0-9a-f]+|0|[1-9]\d*)([km]?)$", re.IGNORECASE)
@@ -104,11 +108,11 @@ def profile_from_csv(path: Path, *, base: Profile, family: Sequence[Profile] = (
     refused here.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_CSV_FILE, "an at_customize.csv").decode("utf-8")
     except UnicodeDecodeError:
         raise ProfileError(f"{path}: not a text CSV file") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read ({exc.strerror})") from None
+    except FileInputError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.problem}", hint=exc.hint) from None
     parts = parse_csv(text, source=str(path))
     chosen = _base_for(parts, base, family)
     profile = replace(

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from atflash import chips
-from atflash.errors import ProfileError
+from atflash.errors import FileInputError, ProfileError
+from atflash.files import read_bounded
 from atflash.layout.model import (
     DEFAULT_TABLE_OFFSET,
     ESP_AT_PARTITION_TYPE,
@@ -38,6 +39,10 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+# A profile or partition CSV is a few KB; the cap keeps a wrong file
+# (/dev/zero, a firmware image) from running the host out of memory.
+MAX_PROFILE_FILE = 1024 * 1024
 
 # -- loading -----------------------------------------------------------------
 
@@ -134,11 +139,11 @@ def load_profile_file(path: Path, *, source: str | None = None, chip: str | None
         base = _csv_base(chip)
         return profile_from_csv(path, base=base, family=family(base.chip))
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_bounded(path, MAX_PROFILE_FILE, "a profile").decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProfileError(f"{path}: not a valid TOML profile ({exc})") from None
-    except OSError as exc:
-        raise ProfileError(f"{path}: cannot read profile ({exc.strerror})") from None
+    except FileInputError as exc:
+        raise ProfileError(f"{path}: cannot read profile: {exc.problem}", hint=exc.hint) from None
     profile = _from_mapping(data, source=source or str(path), where=str(path))
     validate(profile)
     return profile

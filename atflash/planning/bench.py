@@ -46,8 +46,8 @@ from typing import Any
 
 from atflash.backends import registry
 from atflash.backends.esptool.options import AFTER, BEFORE
-from atflash.errors import AtflashError, InputError, ManifestError
-from atflash.files import expand
+from atflash.errors import AtflashError, FileInputError, InputError, ManifestError
+from atflash.files import expand, read_bounded
 from atflash.layout.model import Profile
 from atflash.layout.profiles import builtin_profiles, load_profile
 from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
@@ -63,6 +63,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 # its running ESP-AT 2.x firmware.
 VIAS = registry.NAMES
 MAX_JOBS = 256
+# A bench file is a screenful of settings; the cap keeps `--config /dev/zero`
+# or a large file named by mistake from running the host out of memory.
+MAX_BENCH_FILE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -133,9 +136,11 @@ def load_config(path: str | Path) -> BenchConfig:
     path = Path(path)
     source = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ManifestError(source, None, f"cannot read the bench file ({exc.strerror})") from None
+        data = tomllib.loads(read_bounded(path, MAX_BENCH_FILE, "a bench file").decode("utf-8"))
+    except FileInputError as exc:
+        raise ManifestError(
+            source, None, f"cannot read the bench file: {exc.problem}", hint=exc.hint
+        ) from None
     except UnicodeDecodeError:
         raise ManifestError(source, None, "the bench file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:

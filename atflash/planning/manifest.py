@@ -39,8 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from atflash.errors import AtflashError, BoardSkipped, ManifestError, NotInManifestError
-from atflash.files import expand
+from atflash.errors import (
+    AtflashError,
+    BoardSkipped,
+    FileInputError,
+    ManifestError,
+    NotInManifestError,
+)
+from atflash.files import expand, read_bounded
 from atflash.layout.model import Profile
 from atflash.planning.plan import (
     BoardIdentity,
@@ -54,6 +60,9 @@ from atflash.ports import is_url
 KeyKind = Literal["mac", "serial_number", "port"]
 KEY_KINDS: tuple[KeyKind, ...] = ("mac", "serial_number", "port")
 FILE_SEPARATOR = ";"
+# A row is a few hundred bytes: 8 MiB is tens of thousands of boards, and
+# keeps a wrong file (a disk image, /dev/zero) from filling the memory.
+MAX_MANIFEST = 8 * 1024 * 1024
 _MAC_HEX = re.compile(r"^[0-9a-f]{12}$")
 
 
@@ -101,10 +110,13 @@ def load_manifest(path: str | Path) -> Manifest:
     """Parse a manifest file; see the module docstring for the format."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ManifestError(str(path), None, f"cannot read the manifest ({reason})") from None
+        text = read_bounded(path, MAX_MANIFEST, "a manifest").decode("utf-8-sig")
+    except FileInputError as exc:
+        raise ManifestError(
+            str(path), None, f"cannot read the manifest: {exc.problem}", hint=exc.hint
+        ) from None
+    except UnicodeDecodeError:
+        raise ManifestError(str(path), None, "cannot read the manifest (not UTF-8 text)") from None
     return parse_manifest(text, source=str(path), base=path.parent)
 
 
@@ -164,10 +176,18 @@ def _parse_header(header: list[str], source: str, line: int) -> tuple[KeyKind, l
 def _parse_row(
     cells: list[str], kind: KeyKind, partitions: list[str], source: str, line: int, base: Path
 ) -> ManifestRow:
-    if len(cells) > len(partitions) + 1:
+    columns = len(partitions) + 1
+    if len(cells) > columns:
         raise ManifestError(
-            source, line, f"{len(cells)} cells but the header has {len(partitions) + 1} columns",
+            source, line, f"{len(cells)} cells but the header has {columns} columns",
             hint=f"separate several files in one cell with '{FILE_SEPARATOR}', not ','",
+        )  # fmt: skip
+    if len(cells) < columns:
+        # A short row is a shifted or cut row more often than a wish to leave
+        # the last partitions alone: an empty cell says that explicitly.
+        raise ManifestError(
+            source, line, f"{len(cells)} cells but the header has {columns} columns",
+            hint="give every column a cell; leave a cell empty (',,') to skip that partition",
         )  # fmt: skip
     key = normalize_key(kind, cells[0])
     if key is None:

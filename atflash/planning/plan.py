@@ -34,6 +34,7 @@ class PlanOptions:
     check_content: bool = True  # certificates parse, keys parse and are unencrypted
     pair_check: bool = True  # certificate n matches key n
     pad: bool = True  # pad each image to its partition size
+    key_type_check: bool = True  # *_key items hold keys of a type ESP-AT can use
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,11 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
         image = _blank_image(part, contents[0])
     elif ready:
         image = _prebuilt_image(part, contents, ready)
+        creds.check_items(part.pki, image.items, key_type_check=opts.key_type_check)
     else:
         if opts.check_content:
             for path, data in contents:
-                creds.validate_item(part.pki, data, source=path)
+                creds.validate_item(part.pki, data, source=path, key_type_check=opts.key_type_check)
         built = pki.build((part.pki, data, path) for path, data in contents)
         image = PartitionImage(part, built, tuple(req.files), tuple(contents))
     if len(image.bin) > part.size:

@@ -2,30 +2,36 @@
 
 The mock speaks the ROM loader's real serial protocol over TCP
 (``socket://127.0.0.1:PORT``) or a PTY, with an in-memory flash that keeps
-its content across connections while the process lives. Optional: install
-``atflash[sim]``.
+its content across connections while the process lives. It runs in its own
+process (:mod:`atflash.sim.rom_main`), which sets the MAC it reports and
+exits when its starter is gone. Optional: install ``atflash[sim]``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
-import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
-from atflash.errors import AtflashError
+from atflash.errors import AtflashError, InputError
 
 STOP_TIMEOUT = 3.0
+START_TIMEOUT = 15.0  # a cold Python start with esptool imported can take seconds
+_START_POLL = 0.02
 # The mock keeps a registry of running mocks in one state folder per host and
 # rewrites it, under a host-wide lock, on every register read: shared, it
 # grows with every mock ever started and makes parallel mocks queue. Each
 # mock here gets a folder of its own, named through this variable.
 STATE_ENV = "ESP32_MOCK_BOOTLOADER_STATE_DIR"
-_ENV_LOCK = threading.Lock()  # the variable is set for the child's start only
+_MAC = re.compile(r"^[0-9a-f]{2}([:-]?)[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 
 
 @dataclass
@@ -36,6 +42,7 @@ class MockBoard:
     url: str  # what to pass as --port: socket://... or a PTY path
     proc: subprocess.Popen[bytes]
     state_dir: str | None = None  # the mock's private state folder, removed on stop
+    mac: str | None = None  # the MAC it reports, lower-case with colons
 
     def stop(self) -> None:
         """Stop the mock process (its flash content goes with it)."""
@@ -52,45 +59,121 @@ class MockBoard:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def start_mock(chip: str, *, pty: bool = False, port: int | None = None) -> MockBoard:
-    """Start a mock board for ``chip``; TCP on a free (or the given) port, or a PTY."""
+def parse_mac(text: str) -> str:
+    """``24:0A:C4:00:00:01``, ``24-0a-c4-00-00-01`` or ``240ac4000001`` as ``24:0a:c4:00:00:01``.
+
+    Raises :class:`InputError` for anything else, and for a multicast or
+    all-zero address, which no board has as its base MAC.
+    """
+    cleaned = text.strip().lower()
+    if not _MAC.match(cleaned):
+        raise InputError(
+            f"{text!r} is not a MAC address", hint="give six hex bytes, e.g. 02:00:00:00:00:01"
+        )
+    digits = re.sub(r"[:-]", "", cleaned)
+    if int(digits[:2], 16) & 1 or not int(digits, 16):
+        raise InputError(
+            f"{text!r} is a multicast or all-zero MAC, which no board has",
+            hint="make the first byte even, e.g. 02:00:00:00:00:01",
+        )
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def distinct_mac() -> str:
+    """A MAC no other mock started now on this host reports, and no real board has.
+
+    ``02`` (locally administered, unicast: never a factory MAC, so a mock
+    cannot take a real board's manifest row), two random bytes (hosts and
+    containers apart), then the low three bytes of this process's ID
+    (exact on Linux, where PIDs stay below 2**22): one mock per process,
+    as ``atflash sim rom`` runs it, gets a MAC of its own.
+    """
+    pid = os.getpid() & 0xFFFFFF
+    raw = b"\x02" + os.urandom(2) + pid.to_bytes(3, "big")
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def start_mock(
+    chip: str, *, pty: bool = False, port: int | None = None, mac: str | None = None
+) -> MockBoard:
+    """Start a mock board for ``chip``; TCP on a free (or the given) port, or a PTY.
+
+    ``mac`` is the MAC it reports (see :func:`parse_mac` for the forms);
+    None keeps the mock's own, the same for every mock of one chip. A busy
+    ``port`` is an :class:`InputError`. The mock exits by itself when the
+    process that started it is gone.
+    """
     try:
-        from esp32_mock_bootloader.advanced import process
+        from esp32_mock_bootloader import registers
     except ImportError:
         raise AtflashError(
             "the mock board is not installed", hint="pip install 'atflash[sim]'"
         ) from None
+    mac = parse_mac(mac) if mac is not None else _mock_default_mac(registers, chip)
     state = tempfile.mkdtemp(prefix="atflash-mock-")
+    endpoint_file = Path(state) / "endpoint"
+    cmd = [
+        sys.executable, "-m", "atflash.sim.rom_main", "--chip", chip,
+        "--endpoint-file", str(endpoint_file), "--mac", mac.replace(":", ""),
+        "--parent", str(os.getpid()),
+        *(["--pty"] if pty else ["--port", str(port or 0)]),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, STATE_ENV: state},
+    )
+    board = MockBoard(chip, "", proc, state, mac)
     try:
-        with _ENV_LOCK, _environment(STATE_ENV, state):
-            if pty:
-                proc, endpoint = process.start_pty(timeout=None, chip=chip)
-                return MockBoard(chip, endpoint, proc, state)
-            proc, listen = process.start_server(port, timeout=None, chip=chip)
-            return MockBoard(chip, f"socket://127.0.0.1:{listen}", proc, state)
-    except RuntimeError as exc:
-        shutil.rmtree(state, ignore_errors=True)
-        raise AtflashError(f"mock board did not start: {' '.join(str(exc).split())}") from None
-
-
-@contextlib.contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """``name=value`` in this process's environment (inherited by children) for a moment."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[name]
+        endpoint = _wait_endpoint(proc, endpoint_file)
+        if pty:
+            board.url = endpoint
         else:
-            os.environ[name] = previous
+            listen = int(endpoint)
+            # The mock falls back to a free port when the one asked for is
+            # taken, and would then serve somewhere no one looks.
+            if port and listen != port:
+                raise InputError(
+                    f"TCP port {port} is already in use",
+                    hint="choose another port, or none for a free one",
+                )
+            board.url = f"socket://127.0.0.1:{listen}"
+    except BaseException:
+        board.stop()
+        raise
+    return board
+
+
+def _mock_default_mac(registers: object, chip: str) -> str:
+    raw = registers.mac_bytes_for_chip(chip)  # type: ignore[attr-defined]
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def _wait_endpoint(proc: subprocess.Popen[bytes], endpoint_file: Path) -> str:
+    """The port or PTY path the mock writes once it serves; bounded by START_TIMEOUT."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            text = endpoint_file.read_text(encoding="ascii").strip()
+            if text:
+                return text
+        if proc.poll() is not None:
+            tail = proc.stderr.read(2048) if proc.stderr else b""
+            last = (tail.decode(errors="replace").strip().splitlines() or [""])[-1]
+            raise AtflashError(
+                f"mock board did not start (exit code {proc.returncode}){': ' if last else ''}"
+                f"{' '.join(last.split())}"
+            )
+        time.sleep(_START_POLL)
+    raise AtflashError(f"mock board did not start within {START_TIMEOUT:.0f} s")
 
 
 @contextlib.contextmanager
-def mock_board(chip: str, *, pty: bool = False) -> Iterator[MockBoard]:
+def mock_board(chip: str, *, pty: bool = False, mac: str | None = None) -> Iterator[MockBoard]:
     """A mock board for the duration of a ``with`` block."""
-    board = start_mock(chip, pty=pty)
+    board = start_mock(chip, pty=pty, mac=mac)
     try:
         yield board
     finally:

@@ -25,6 +25,7 @@ if it needs one). Manifests and the AT path will add their rows here.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shlex
 import socket
@@ -38,8 +39,9 @@ from typing import ClassVar
 import pytest
 import serial
 from click.testing import CliRunner
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from serial.urlhandler import protocol_socket
 
 from atflash.cli import cli
@@ -175,6 +177,32 @@ CASES = [
     Case("read-port-nothing-listens", f"read --chip esp32 --port {{closed}} {CONNECT} client_cert", "nothing is listening at this address", D),
     Case("verify-port-is-a-directory", f"verify --chip esp32 --port {{ws}}/certdir {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "certdir", D),
     Case("partitions-port-does-not-exist", f"partitions --port /dev/ttyNOPE0 {CONNECT}", "/dev/ttyNOPE0", D),
+    # -- keys where they belong: no key in a certificate partition, usable key types, inputs kept
+    Case("build-certificate-with-its-key", f"build {B} client_cert {{ws}}/combo.pem", r"combo\.pem: holds a private key; give the certificate alone"),
+    Case("build-ca-der-with-a-key", f"build {B} client_ca {{ws}}/combo.der", r"combo\.der: holds a private key; give the certificate alone"),
+    Case("build-ready-bin-cert-item-with-key", f"build {B} client_cert {{ws}}/combo.bin", r"combo\.bin\[0\]: holds a private key"),
+    Case("gen-certificate-with-its-key", "generate-bin -b {out}/o.bin cert {ws}/combo.pem", "holds a private key; give the certificate alone"),
+    Case("build-ed25519-key", f"build {B} client_key {{ws}}/ed25519.key", "holds an Ed25519 key, which ESP-AT cannot use: ESP-AT takes RSA keys"),
+    Case("build-ready-bin-ed25519-key", f"build {B} client_key {{ws}}/ed25519.bin", r"ed25519\.bin\[0\]: holds an Ed25519 key"),
+    Case("gen-ed25519-key", "generate-bin -b {out}/o.bin key {ws}/ed25519.key", "--no-key-type-check"),
+    Case("gen-output-is-its-input", "generate-bin -b {ws}/small.txt cert {ws}/small.txt", r"small\.txt: is also an input of this command"),
+    Case("parse-output-is-its-input", "parse-bin -b {ws}/key_00.key -o {ws}", r"key_00\.key: is also an input of this command"),
+    Case("build-output-is-its-input", "build --chip esp32 -o {ws} client_cert {ws}/client_cert.bin", r"client_cert\.bin: is also an input of this command"),
+    # -- every input read with a bound
+    Case("check-huge-bench-file", "check --config {ws}/huge.toml", r"huge\.toml: cannot read the bench file: \d+ bytes, a bench file holds at most"),
+    Case("check-manifest-short-row", "check --config {ws}/short_bench.toml", r"short\.csv:3: 2 cells but the header has 3 columns"),
+    Case("check-huge-manifest", "check --config {ws}/huge_bench.toml", r"huge\.csv: cannot read the manifest: \d+ bytes, a manifest holds at most"),
+    Case("build-huge-profile", "build --profile {ws}/huge.toml -o {out} client_cert {raw}/client_cert/client_cert_00.crt", "a profile holds at most"),
+    Case("build-huge-csv", "build --chip esp32 --profile {ws}/huge.csv -o {out} client_cert {raw}/client_cert/client_cert_00.crt", "an at_customize.csv holds at most"),
+    Case("inspect-huge-file", "inspect {ws}/huge.toml", "a PKI bin or partition dump holds at most"),
+    *([
+        Case("check-bench-is-a-fifo", "check --config {ws}/pipe.toml", r"pipe\.toml: cannot read the bench file: is a pipe \(FIFO\)"),
+        Case("build-credential-is-a-fifo", f"build {B} client_cert {{ws}}/pipe.toml", r"pipe\.toml: is a pipe \(FIFO\), not a regular file"),
+        Case("check-bench-is-dev-zero", "check --config /dev/zero", "/dev/zero: cannot read the bench file: is a character device"),
+    ] if hasattr(os, "mkfifo") else []),
+    # -- sim rom
+    Case("sim-rom-bad-mac", "sim rom --mac 24:0a:c4:00:00", "'24:0a:c4:00:00' is not a MAC address"),
+    Case("sim-rom-multicast-mac", "sim rom --mac 01:00:5e:00:00:01", "multicast or all-zero MAC"),
 ]  # fmt: skip
 
 
@@ -240,8 +268,36 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "leading_zero.csv": "server_cert, 0x40, 2, 0x24000, 08K\n",
         "few_fields.csv": "ble_data, 0x40, 1, 0x21000, 12K\nclient_cert, 0x40, 5\n",
     }
+    ed_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der_key = serialization.load_pem_private_key(key, None).private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der_cert = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
+    files |= {
+        "combo.pem": cert + key,
+        "combo.der": der_cert + der_key,
+        "combo.bin": pki.build([("cert", cert + key, None)]),
+        "ed25519.key": ed_key,
+        "ed25519.bin": pki.build([("key", ed_key, None)]),
+        "key_00.key": with_key,
+        "client_cert.bin": good,
+    }  # fmt: skip
     for name, data in files.items():
         (ws / name).write_bytes(data)
+    for name in ("huge.toml", "huge.csv"):
+        with (ws / name).open("wb") as handle:
+            handle.truncate(32 * 1024**3)  # sparse: no space taken, minutes to read
+    cert_path, key_path = RAW / "client_cert" / "client_cert_00.crt", KEY
+    (ws / "short.csv").write_text(
+        f"mac,client_cert,client_key\n24:0a:c4:00:00:01,{cert_path},{key_path}\n"
+        f"24:0a:c4:00:00:02,{cert_path}\n"
+    )
+    (ws / "short_bench.toml").write_text('chip = "esp32"\nmanifest = "short.csv"\n')
+    (ws / "huge_bench.toml").write_text('chip = "esp32"\nmanifest = "huge.csv"\n')
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(ws / "pipe.toml")
     for name, text in profiles.items():
         (ws / name).write_text(text)
     (ws / "certdir").mkdir()

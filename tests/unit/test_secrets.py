@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from atflash.backends.base import new_result, write_board
@@ -103,6 +103,10 @@ def _make(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, folder: Path) -> 
         "truncated.key": key_pem[: len(key_pem) // 2],
         "key_and_junk.pem": b"notes\n" + key_pem + b"\x00\x01garbage",
         "other_cert.pem": _self_signed(other),
+        # The certificate with its key along: refused for certificate partitions.
+        "bundle.pem": cert_pem + key_pem,
+        "bundle_der.crt": cert.public_bytes(serialization.Encoding.DER) + key_der,
+        "bundle.bin": pki.build([("cert", cert_pem + key_pem, None)]),
     }  # fmt: skip
     for file_name, data in files.items():
         (folder / file_name).write_bytes(data)
@@ -157,7 +161,7 @@ def outputs(result: Result) -> list[bytes]:
 
 
 INSPECTED = ["key.pem", "key.der", "key.bin", "key_dump.bin", "damaged.key", "truncated.key",
-             "key_and_junk.pem"]  # fmt: skip
+             "key_and_junk.pem", "bundle.pem", "bundle_der.crt", "bundle.bin"]  # fmt: skip
 
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]], ids=["text", "json"])
@@ -228,6 +232,12 @@ ERROR_COMMANDS = [
     ("write-pair-mismatch", ["write", "--chip", "esp32", "--port", "/dev/ttyNOPE0", "client_cert", "{other_cert.pem}", "client_key", "{key.der}"]),
     ("write-key-in-cert-partition", ["write", "--chip", "esp32", "--port", "/dev/ttyNOPE0", "client_cert", "{key_and_junk.pem}"]),
     ("verify-no-port", ["verify", "--chip", "esp32", "--port", "/dev/ttyNOPE0", "client_key", "{key.pem}"]),
+    ("bundle-in-cert-partition", ["build", "--chip", "esp32", "-o", "{out}", "client_cert", "{bundle.pem}"]),
+    ("der-bundle-in-ca-partition", ["build", "--chip", "esp32", "-o", "{out}", "client_ca", "{bundle_der.crt}"]),
+    ("bundle-bin-in-cert-partition", ["build", "--chip", "esp32", "-o", "{out}", "client_cert", "{bundle.bin}"]),
+    ("generate-bundle-as-cert", ["generate-bin", "-b", "{out}", "cert", "{bundle.pem}"]),
+    ("generate-onto-its-own-key", ["generate-bin", "-b", "{key.pem}", "key", "{key.pem}"]),
+    ("write-bundle-in-cert-partition", ["write", "--chip", "esp32", "--port", "/dev/ttyNOPE0", "client_cert", "{bundle.pem}"]),
 ]  # fmt: skip
 
 
@@ -267,10 +277,21 @@ def error_texts(error: AtflashError) -> list[str]:
 def test_library_errors_never_carry_a_key(material: Material) -> None:
     key, der = material.key_pem, material.key_der
     other = (material.folder / "other_cert.pem").read_bytes()
+    bundle = (material.folder / "bundle.pem").read_bytes()
+    bundle_der = (material.folder / "bundle_der.crt").read_bytes()
     errors = [
         caught(lambda: creds.load_certificate(key, source="k.pem")),
         caught(lambda: creds.load_certificate(der, source="k.der")),
         caught(lambda: creds.validate_item("ca", key, source="k.pem")),
+        caught(lambda: creds.validate_item("cert", bundle, source="b.pem")),
+        caught(lambda: creds.validate_item("ca", bundle_der, source="b.crt")),
+        caught(lambda: creds.check_no_private_key(bundle, source="b.pem")),
+        caught(lambda: creds.check_items("cert", [("b.bin[0]", bundle)])),
+        caught(
+            lambda: build_plan(
+                PROFILE, [PartitionRequest("client_ca", (material.path("bundle.bin"),))]
+            )
+        ),
         caught(lambda: creds.load_private_key(key[:-60], source="t.pem")),
         caught(lambda: creds.load_private_key(der[:-9], source="t.der")),
         caught(lambda: creds.check_pairs([("c", other)], [("k", key)])),
@@ -329,3 +350,35 @@ def test_events_and_board_result_never_carry_a_key(material: Material) -> None:
     texts = [json.dumps(e.to_dict()) for e in events] + [repr(e) for e in events]
     texts += [json.dumps(result.to_json()), repr(result), json.dumps(fresh.to_json()), repr(fresh)]
     assert_clean(texts, material)
+
+
+def test_bundles_extracted_by_parse_bin_are_owner_only(material: Material, tmp_path: Path) -> None:
+    result = run("parse-bin", "-b", material.path("bundle.bin"), "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert_clean(outputs(result), material)
+    assert stat.S_IMODE((tmp_path / "cert_00.crt").stat().st_mode) == 0o600
+
+
+def test_key_type_errors_never_show_the_key(tmp_path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "ed.key").write_bytes(pem)
+    (tmp_path / "ed.bin").write_bytes(pki.build([("key", pem, None)]))
+    windows = _windows(_pem_body(pem)) | _windows(der[16:])  # past the PKCS#8 header
+    texts: list[str | bytes] = []
+    for args in (["build", "--chip", "esp32", "-o", str(tmp_path / "o"), "client_key", str(tmp_path / "ed.key")],
+                 ["build", "--chip", "esp32", "-o", str(tmp_path / "o"), "client_key", str(tmp_path / "ed.bin")],
+                 ["generate-bin", "-b", str(tmp_path / "o.bin"), "key", str(tmp_path / "ed.key")]):  # fmt: skip
+        result = run(*args)
+        assert result.exit_code == 2 and "Ed25519" in result.stderr
+        texts += outputs(result)
+    error = caught(lambda: creds.validate_item("key", pem, source="ed.key"))
+    texts += error_texts(error)
+    for text in texts:
+        raw = text if isinstance(text, bytes) else text.encode()
+        assert not [w for w in windows if w in raw or w.hex().encode() in raw.lower()]
