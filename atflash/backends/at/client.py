@@ -25,7 +25,7 @@ from typing import Any
 
 import serial
 
-from atflash.backends.at.protocol import DEFAULT_CHUNK
+from atflash.backends.at.protocol import DEFAULT_CHUNK, MFG_VALUE_MAX
 from atflash.backends.at.reply import (
     FINAL_ERRORS,
     FINAL_OK,
@@ -163,10 +163,20 @@ class AtClient:
         return DeviceInfo(version, mac)
 
     def sync(self) -> None:
-        """Send ``AT`` until the firmware answers ``OK``; junk before it is dropped."""
+        """Send ``AT`` until the firmware answers ``OK``; junk before it is dropped.
+
+        A module left waiting for the data of a write that was cut short (by
+        an earlier host, a lost USB packet) takes ``AT`` as data and never
+        answers: after a silent try the client sends the longest data phase
+        a write can announce as 0xFF filler (NOR-neutral in flash) and a line
+        end, so the module finishes that write and listens again.
+        """
         wait = min(self.options.timeout, SYNC_WAIT)
         for attempt in range(1, self.options.connect_attempts + 1):
             self._discard_input()
+            if attempt > 1:
+                self._send(b"\xff" * self._longest_data_phase() + b"\r\n", "AT")
+                self._settle(min(wait, 0.3))
             self._send(b"AT\r\n", "AT")
             if self._wait_ok(time.monotonic() + wait):
                 if attempt > 1:
@@ -182,6 +192,16 @@ class AtClient:
             hint="check the port and baud rate (ESP-AT uses 115200 by default) "
             "and that the module runs ESP-AT firmware",
         )
+
+    def _longest_data_phase(self) -> int:
+        return max(self.options.chunk_size, MFG_VALUE_MAX)
+
+    def _settle(self, seconds: float) -> None:
+        """Let the module answer the filler (OK or ERROR), then drop what it said."""
+        deadline = time.monotonic() + seconds
+        while self._next_token(deadline, "AT", read_reply=None) is not None:
+            pass
+        self._discard_input()
 
     def _wait_ok(self, deadline: float) -> bool:
         while True:
