@@ -65,6 +65,12 @@ class Target:
     data: bytes = field(repr=False)
     payload: int = 0
     image: PartitionImage | None = field(default=None, repr=False, compare=False)
+    # Result entries this target's write decides (several namespaces share one mfg_nvs image).
+    covers: tuple[str, ...] = ()
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        return self.covers or (self.name,)
 
     @property
     def size(self) -> int:
@@ -89,6 +95,14 @@ class Session(abc.ABC):
 
     port: str
     info: BoardInfo
+
+    def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
+        """The plan for this board among candidates (one per layout); by chip unless overridden."""
+        return select_plan(plans, self.info.chip, self.port)
+
+    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
+        """``(name, content)`` files that restore what ``target`` overwrites (via ``write``)."""
+        return [(target.name, self.read(target))]
 
     @abc.abstractmethod
     def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
@@ -171,11 +185,11 @@ def verify_board(
     """Compare each image with the board (statuses ``match`` / ``differs``); never raises."""
 
     def compare(session: Session, plan: WritePlan, result: BoardResult, events: EventSink) -> None:
-        entries = _placed(session, plan, result, force=False, events=events)
-        for target, entry in entries:
+        for target, entries in _placed(session, plan, result, force=False, events=events):
             same = session.matches(target)
             status = PartitionStatus.MATCH if same else PartitionStatus.DIFFERS
-            _set(events, session.port, entry, status, "verified", status.value)
+            for entry in entries:
+                _set(events, session.port, entry, status, "verified", status.value)
 
     return run_session(backend, connect, plans, events, compare)
 
@@ -222,7 +236,7 @@ def run_session(
             info = session.info
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
-            plan = select_plan(resolve_plans(plans, identity), info.chip, port)
+            plan = session.choose(resolve_plans(plans, identity), events)
             if not result.partitions:
                 result = rebase(result, plan)
             result.profile = plan.profile.name
@@ -236,25 +250,26 @@ def run_session(
 def _write(
     session: Session, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
 ) -> None:
-    entries = _placed(session, plan, result, force=opts.force, events=events)
+    placed = _placed(session, plan, result, force=opts.force, events=events)
     if opts.backup_dir is not None:
-        result.backups = backup(session, [t for t, _e in entries], opts.backup_dir, events)
+        result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)
     pending = []
-    for target, entry in entries:
+    for target, entries in placed:
         if opts.skip_unchanged and session.holds(target):
-            _set(
-                events,
-                session.port,
-                entry,
-                PartitionStatus.UNCHANGED,
-                "unchanged",
-                "already in flash",
-            )
+            for entry in entries:
+                _set(
+                    events,
+                    session.port,
+                    entry,
+                    PartitionStatus.UNCHANGED,
+                    "unchanged",
+                    "already in flash",
+                )
         else:
-            pending.append((target, entry))
+            pending.append((target, entries))
     if not pending:
         return
-    by_name = {target.name: entry for target, entry in pending}
+    by_name = {target.name: entries for target, entries in pending}
     for round_ in session.rounds([t for t, _e in pending]):
         _write_round(session, round_, by_name, events)
 
@@ -262,7 +277,7 @@ def _write(
 def _write_round(
     session: Session,
     targets: Sequence[Target],
-    entries: dict[str, PartitionResult],
+    entries: dict[str, list[PartitionResult]],
     events: EventSink,
 ) -> None:
     """Write ``targets`` in one backend call, then verify each independently."""
@@ -271,36 +286,26 @@ def _write_round(
     def on_start(target: Target) -> None:
         started[target.name] = time.monotonic()
         message = f"{_bytes(target)} at {target.address:#x}"
-        _set(
-            events,
-            session.port,
-            entries[target.name],
-            PartitionStatus.POSSIBLY_PARTIAL,
-            "writing",
-            message,
-        )
+        for entry in entries[target.name]:
+            _set(events, session.port, entry, PartitionStatus.POSSIBLY_PARTIAL, "writing", message)
 
     session.write(targets, on_start=on_start)
     done = time.monotonic()
     for target in targets:
-        entry = entries[target.name]
         # Whatever the backend said while writing, the flash is checked again here.
-        entry.status = PartitionStatus.POSSIBLY_PARTIAL
+        for entry in entries[target.name]:
+            entry.status = PartitionStatus.POSSIBLY_PARTIAL
         if not session.matches(target):
             raise VerifyError(
                 session.port,
                 f"{target.name}: read-back differs from the image after writing",
                 hint="the partition content is unknown; write it again",
             )
-        entry.seconds = round(_span(target.name, started, done), 3)
-        _set(
-            events,
-            session.port,
-            entry,
-            PartitionStatus.WRITTEN,
-            "verified",
-            f"{_bytes(target)} written and verified",
-        )
+        seconds = round(_span(target.name, started, done), 3)
+        for entry in entries[target.name]:
+            entry.seconds = seconds
+            message = f"{_bytes(target)} written and verified"
+            _set(events, session.port, entry, PartitionStatus.WRITTEN, "verified", message)
 
 
 def _bytes(target: Target) -> str:
@@ -312,17 +317,18 @@ def _bytes(target: Target) -> str:
 
 def _placed(
     session: Session, plan: WritePlan, result: BoardResult, *, force: bool, events: EventSink
-) -> list[tuple[Target, PartitionResult]]:
+) -> list[tuple[Target, list[PartitionResult]]]:
     """Place the plan on the board and describe each result entry by where it really goes."""
     targets = session.place(plan, force=force, events=events)
     by_name = {entry.name: entry for entry in result.partitions}
     placed = []
     for target in targets:
-        entry = by_name[target.name]
-        entry.address, entry.size, entry.sha256 = target.address, target.size, target.sha256
-        if target.payload:
-            entry.bin_size = target.payload
-        placed.append((target, entry))
+        entries = [by_name[name] for name in target.entries]
+        for entry in entries:
+            entry.address, entry.size, entry.sha256 = target.address, target.size, target.sha256
+            if target.payload and len(entries) == 1:
+                entry.bin_size = target.payload
+        placed.append((target, entries))
     return placed
 
 
@@ -388,8 +394,8 @@ def _planned(image: PartitionImage, plan: WritePlan) -> PartitionResult:
     return PartitionResult(
         name=image.partition.name,
         address=image.address,
-        size=len(data),
-        bin_size=len(image.bin),
+        size=image.partition.size if image.nvs else len(data),
+        bin_size=image.payload,
         sha256=hashlib.sha256(data).hexdigest(),
     )
 
@@ -444,10 +450,11 @@ def backup(
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
     saved = []
     for target in targets:
-        path = _free_name(directory, f"{stem}-{target.name}-{stamp}")
-        write_private(path, session.read(target))
-        saved.append(str(path))
-        events(Event("backup", session.port, f"saved to {path}", partition=target.name))
+        for name, content in session.backup_files(target):
+            path = _free_name(directory, f"{stem}-{name}-{stamp}")
+            write_private(path, content)
+            saved.append(str(path))
+            events(Event("backup", session.port, f"saved to {path}", partition=target.name))
     return saved
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
-from atflash.content import creds, pki
+from atflash.content import creds, mfgnvs, nvs, pki
 from atflash.errors import ImageTooBigError, InputError, Overflow
-from atflash.layout.model import Partition, Profile
+from atflash.layout.model import MFG_NVS, Partition, Profile, pki_kind_for
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,25 @@ class PartitionImage:
     # (name, content) of each item in ID order, for pairing and inspection.
     items: tuple[tuple[str, bytes], ...] = field(repr=False, default=())
     prebuilt: bool = False  # the user gave a ready PKI bin
+    # ESP-AT 3.1+: the namespace's values as they go into mfg_nvs (raw PEM/DER, no PKI
+    # header); ``partition`` is then the namespace, placed at the mfg_nvs partition.
+    values: tuple[bytes, ...] | None = field(repr=False, default=None)
+
+    @property
+    def nvs(self) -> bool:
+        """An NVS namespace of ``mfg_nvs`` (ESP-AT 3.1+), not a PKI partition."""
+        return self.values is not None
+
+    @property
+    def payload(self) -> int:
+        """Bytes of credentials: the PKI bin, or the namespace's values."""
+        return sum(map(len, self.values)) if self.values is not None else len(self.bin)
 
     @property
     def padded(self) -> bytes:
-        """The bin followed by erased flash up to the partition's size."""
+        """The bin followed by erased flash up to the partition's size (NVS: the values)."""
+        if self.values is not None:
+            return b"".join(self.values)
         return pki.pad(self.bin, self.partition.size)
 
     @property
@@ -69,6 +85,15 @@ class WritePlan:
     profile: Profile
     images: tuple[PartitionImage, ...]
     pad: bool = True
+
+    @property
+    def nvs(self) -> bool:
+        """Credentials go into ``mfg_nvs`` (ESP-AT 3.1+), one namespace per image."""
+        return self.profile.store == "mfg_nvs"
+
+    def changes(self) -> dict[str, tuple[bytes, ...]]:
+        """Namespace -> values, for :func:`atflash.content.mfgnvs.replace_credentials`."""
+        return {img.partition.name: img.values or () for img in self.images}
 
     def data_for(self, image: PartitionImage) -> bytes:
         return image.padded if self.pad else image.bin
@@ -107,10 +132,14 @@ def build_plan(
     """Build and check every image; raise an :class:`InputError` on the first problem."""
     opts = options or PlanOptions()
     _refuse_duplicates(requests)
-    images = tuple(_build_image(profile, req, opts) for req in requests)
+    build = _build_namespace if profile.store == "mfg_nvs" else _build_image
+    images = tuple(build(profile, req, opts) for req in requests)
     if opts.pair_check:
         check_pairs(images)
-    return WritePlan(profile, images, pad=opts.pad)
+    plan = WritePlan(profile, images, pad=opts.pad)
+    if plan.nvs:
+        _check_nvs_fit(plan)
+    return plan
 
 
 def _refuse_duplicates(requests: Sequence[PartitionRequest]) -> None:
@@ -149,6 +178,52 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
     if len(image.bin) > part.size:
         raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
     return image
+
+
+def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> PartitionImage:
+    """One credential namespace of ``mfg_nvs``: the files' own bytes, checked like a PKI item."""
+    namespace = req.partition
+    kind = pki_kind_for(namespace)
+    if kind is None or namespace not in mfgnvs.CREDENTIAL_NAMESPACES:
+        raise InputError(
+            f"{namespace!r} is not an ESP-AT credential namespace",
+            hint="on ESP-AT 3.1+ write to client_cert, client_key, client_ca, mqtt_cert, ...",
+        )
+    if not req.files:
+        raise InputError(f"namespace {namespace}: no files given")
+    values: list[bytes] = []
+    items: list[tuple[str, bytes]] = []
+    for path in req.files:
+        data = pki.read_input(path, allow_empty=False)
+        if pki.is_pki_bin(data):  # a 2.x bin: its items carry over as they are
+            parsed = pki.parse(data, source=path)
+            got = [(f"{path}[{item.id}]", item.content) for item in parsed.items]
+            creds.check_items(kind, tuple(got), key_type_check=opts.key_type_check)
+        else:
+            if opts.check_content:
+                creds.validate_item(kind, data, source=path, key_type_check=opts.key_type_check)
+            got = [(path, data)]
+        items += got
+        values += [content for _name, content in got]
+    mfgnvs.credential_keys(namespace, len(values))  # refuses two values where one key exists
+    store = profile.partition(MFG_NVS)
+    part = Partition(namespace, store.type, store.subtype, store.offset, store.size, pki=kind)
+    return PartitionImage(part, b"", tuple(req.files), tuple(items), values=tuple(values))
+
+
+def _check_nvs_fit(plan: WritePlan) -> None:
+    """The credentials fit ``mfg_nvs`` beside the module's own factory_param (say by how much not)."""
+    store = plan.profile.partition(MFG_NVS)
+    defaults = factory_items(plan.profile)
+    nvs.build_nvs(mfgnvs.replace_credentials(defaults, plan.changes()), store.size, name=MFG_NVS)
+
+
+def factory_items(profile: Profile) -> list[nvs.NvsItem]:
+    """The ``factory_param`` namespace esp-at's build puts in this module's ``mfg_nvs``."""
+    return [
+        nvs.NvsItem("factory_param", key, cast(nvs.NvsType, kind), value)
+        for key, kind, value in profile.factory_param
+    ]
 
 
 def _is_erased(data: bytes) -> bool:
