@@ -32,13 +32,13 @@ from atflash.planning.bench import (
     chip_for,
 )
 from atflash.planning.manifest import ManifestResolver
-from atflash.planning.plan import BoardIdentity, PartitionRequest
+from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
 from atflash.report import build_report, load_failed, write_report
 from atflash.results import BoardResult
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
-LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size")
+LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size", "table_offset")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,7 @@ class WriteSettings:
     config: BenchConfig | None
     groups: tuple[str, ...]
     via: str = "esptool"  # a key of registry.BACKENDS
+    key_type_check: bool = True
     given: frozenset[str] = field(default_factory=frozenset)  # options set by the user
 
     def __post_init__(self) -> None:
@@ -86,6 +87,10 @@ class WriteSettings:
             self.strict,
         )
         return not any(batch_only)
+
+    @property
+    def plan_options(self) -> PlanOptions:
+        return PlanOptions(pair_check=self.pair_check, key_type_check=self.key_type_check)
 
     @property
     def write_options(self) -> WriteOptions:
@@ -223,6 +228,7 @@ def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedCon
         manifest=settings.manifest,
         strict=settings.strict,
         pair_check=settings.pair_check,
+        key_type_check=settings.key_type_check,
     )
 
 

@@ -69,7 +69,7 @@ BACKENDS: dict[str, BackendInfo] = {
         options_module="atflash.backends.esptool.options",
         options_cls="ConnectOptions",
         default_baud=921600,
-        accepts=frozenset({"baud", "before", "after", "connect_attempts", "force"}),
+        accepts=frozenset({"baud", "before", "after", "connect_attempts", "table_offset", "force"}),
     ),
     "at": BackendInfo(
         name="at",

@@ -71,6 +71,9 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
     ports = tuple(params["ports"]) or (config.ports if config and config.ports else ())
     filters = PortFilter(pick("vid_pid"), pick("serial_number"), pick("location"))
     pair_check = not params["no_pair_check"] and (config is None or config.pair_check is not False)
+    key_type_check = not params["no_key_type_check"] and (
+        config is None or config.key_type_check is not False
+    )
     return WriteSettings(
         link={name: pick(name) for name in LINK_OPTIONS},
         given=given_options(ctx, config, (*LINK_OPTIONS, "force")),
@@ -82,6 +85,7 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
         backup=pick("backup_dir"),
         skip_unchanged=pick("skip_unchanged"),
         pair_check=pair_check,
+        key_type_check=key_type_check,
         jobs=pick("jobs"),
         retry=pick("retry"),
         report=pick("report"),

@@ -34,6 +34,28 @@ from atflash.ports import list_ports
 from atflash.results import BoardResult
 
 
+class _HexInt(click.ParamType):
+    """A flash offset: hex (0x8000) or decimal, 4 KB aligned."""
+
+    name = "offset"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(str(value), 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (write 0x8000 or 32768)", param, ctx)
+        if number < 0 or number % 0x1000:
+            self.fail(f"{value} is not a 4 KB-aligned flash offset", param, ctx)
+        return number
+
+
+HEX_INT = _HexInt()
+
+
 def link_options(func: F) -> F:
     """--via, --baud, --before, --after, --connect-attempts, --chunk-size: how to reach each board."""
     for decorator in reversed(
@@ -66,6 +88,14 @@ def link_options(func: F) -> F:
                 "--connect-attempts",
                 type=click.IntRange(1, 20),
                 help="Sync (esptool) or AT handshake attempts before giving up on a board [default: 3].",
+            ),
+            click.option(
+                "--partition-table-offset",
+                "table_offset",
+                type=HEX_INT,
+                metavar="OFFSET",
+                help="esptool: where the board's partition table is, for firmware built with "
+                "another CONFIG_PARTITION_TABLE_OFFSET [default: the layout's, 0x8000].",
             ),
             click.option(
                 "--chunk-size",
@@ -136,6 +166,11 @@ def plans_for(
 @click.option(
     "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
 )
+@click.option(
+    "--no-key-type-check",
+    is_flag=True,
+    help="Allow *_key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, ...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument("groups", nargs=-1, metavar="PARTITION FILE... [PARTITION FILE...]...")
 @click.pass_context
@@ -161,9 +196,7 @@ def _write_one(settings: WriteSettings, as_json: bool) -> None:
         raise InputError(
             "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
         )
-    plans = plans_for(
-        settings.candidate_profiles(), settings.groups, PlanOptions(pair_check=settings.pair_check)
-    )
+    plans = plans_for(settings.candidate_profiles(), settings.groups, settings.plan_options)
     port = settings.ports[0]
     result = base.write_board(
         registry.get(settings.via).load(),
@@ -229,6 +262,11 @@ def read(
 @click.option(
     "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
 )
+@click.option(
+    "--no-key-type-check",
+    is_flag=True,
+    help="Allow *_key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, ...).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.argument(
     "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
@@ -240,6 +278,7 @@ def verify(
     profile_path: str | None,
     port: str,
     no_pair_check: bool,
+    no_key_type_check: bool,
     as_json: bool,
     groups: tuple[str, ...],
     **params: Any,
@@ -249,7 +288,7 @@ def verify(
     plans = plans_for(
         candidate_profiles(chip_for(chip, profile_path, backend.name), profile_path),
         groups,
-        PlanOptions(pair_check=not no_pair_check),
+        PlanOptions(pair_check=not no_pair_check, key_type_check=not no_key_type_check),
     )
     result = base.verify_board(backend.load(), backend.connect_options(port, link), plans)
     _finish(result, as_json, failed_exit=EXIT_DEVICE_ERROR if result.error else EXIT_MISMATCH)

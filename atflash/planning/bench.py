@@ -19,6 +19,7 @@ overrides it::
     skip_unchanged = true
     force = false
     pair_check = true
+    key_type_check = true          # *_key: only key types ESP-AT's mbedTLS takes
     backup = "backups"             # folder
     report = "reports/today.json"
     manifest = "devices.csv"       # per-board files, see atflash.planning.manifest
@@ -90,6 +91,7 @@ class BenchConfig:
     skip_unchanged: bool | None = None
     force: bool | None = None
     pair_check: bool | None = None
+    key_type_check: bool | None = None
     backup: str | None = None
     report: str | None = None
     manifest: str | None = None
@@ -115,6 +117,7 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "skip_unchanged": (bool, "true or false"),
     "force": (bool, "true or false"),
     "pair_check": (bool, "true or false"),
+    "key_type_check": (bool, "true or false"),
     "backup": (str, "a folder name"),
     "report": (str, "a file name"),
     "manifest": (str, "a file name"),
@@ -273,6 +276,7 @@ def check_config(
     manifest: str | None = None,
     strict: bool | None = None,
     pair_check: bool | None = None,
+    key_type_check: bool | None = None,
 ) -> CheckedConfig:
     """Build every image the bench would write; raise the first problem found.
 
@@ -283,7 +287,9 @@ def check_config(
     requests = list(partitions if partitions is not None else config.partitions)
     if pair_check is None:
         pair_check = config.pair_check is not False
-    options = PlanOptions(pair_check=pair_check)
+    if key_type_check is None:
+        key_type_check = config.key_type_check is not False
+    options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
     manifest = manifest or config.manifest
     if manifest:
         resolver = build_resolver(

@@ -30,3 +30,6 @@ class ConnectOptions:
     before: Before = "default-reset"
     after: After = "hard-reset"
     connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS
+    # Where the primary partition table sits (esp-idf's CONFIG_PARTITION_TABLE_OFFSET);
+    # None: where the candidate layouts put it (0x8000, 0xC000 on ESP32-C5 5.x).
+    table_offset: int | None = None
