@@ -30,9 +30,10 @@ from atflash.planning.bench import (
     candidate_profiles,
     check_config,
     chip_for,
+    is_explicit_layout,
 )
 from atflash.planning.manifest import ManifestResolver
-from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions
+from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
 from atflash.report import build_report, load_failed, write_report
 from atflash.results import BoardResult
@@ -98,6 +99,7 @@ class WriteSettings:
             force=self.force,
             skip_unchanged=self.skip_unchanged,
             backup_dir=Path(self.backup) if self.backup else None,
+            explicit_layout=is_explicit_layout(self.chip, self.profile),
         )
 
     def connect_for(self, port: str) -> Any:
@@ -218,8 +220,7 @@ def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedCon
     profiles = candidate_profiles(chip, settings.profile)
     requests: list[PartitionRequest] | None = None
     if settings.groups:
-        names = {p.name for prof in profiles for p in prof.partitions}
-        requests = parse_groups(settings.groups, names)
+        requests = parse_groups(settings.groups, request_names(profiles))
     return check_config(
         config,
         chip=chip,

@@ -47,6 +47,9 @@ class WriteOptions:
     """Choices that change what a write does on the board."""
 
     force: bool = False  # esptool: write where the board's table says, even if it differs
+    # The user named one layout (--profile, or --chip with a profile name): with --force
+    # it may be written to a board whose tables cannot be read.
+    explicit_layout: bool = False
     skip_unchanged: bool = True
     backup_dir: Path | None = None
 
@@ -95,6 +98,7 @@ class Session(abc.ABC):
 
     port: str
     info: BoardInfo
+    explicit_layout: bool = False  # set by the write flow from WriteOptions
 
     def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
         """The plan for this board among candidates (one per layout); by chip unless overridden."""
@@ -250,6 +254,7 @@ def run_session(
 def _write(
     session: Session, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
 ) -> None:
+    session.explicit_layout = opts.explicit_layout
     placed = _placed(session, plan, result, force=opts.force, events=events)
     if opts.backup_dir is not None:
         result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)

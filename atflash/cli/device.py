@@ -29,7 +29,7 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
 from atflash.layout.model import Profile
 from atflash.output import write_outputs
 from atflash.planning.bench import candidate_profiles, check_config, chip_for, load_config
-from atflash.planning.plan import PlanOptions, WritePlan, build_plan
+from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
 from atflash.ports import list_ports
 from atflash.results import BoardResult
 
@@ -136,9 +136,8 @@ def plans_for(
     profiles: Sequence[Profile], groups: Sequence[str], options: PlanOptions
 ) -> list[WritePlan]:
     """Build and check the images against every candidate profile before any port opens."""
-    names = {p.name for prof in profiles for p in prof.partitions}
-    requests = parse_groups(groups, names)
-    return [build_plan(prof, requests, options=options) for prof in profiles]
+    requests = parse_groups(groups, request_names(profiles))
+    return build_plans(profiles, requests, options=options)
 
 
 # -- write ---------------------------------------------------------------------

@@ -79,6 +79,16 @@ def echo_inspect(report: InspectReport) -> None:
         click.echo(f"{report.source}: {report.size} bytes")
         _echo_item(report.items[0], indent="  ")
         return
+    if report.kind == "nvs":
+        spaces = sorted({ns for ns, *_ in report.entries})
+        click.echo(
+            f"{report.source}: NVS, {len(report.entries)} item(s) in {len(spaces)} namespace(s)"
+        )
+        for namespace, key, kind, shown in report.entries:
+            click.echo(f"  {namespace}/{key}  {kind}  {shown}")
+        for item in report.items:
+            _echo_item(item, indent="  ")
+        return
     dump = f", partition dump of {report.size} bytes" if report.kind == "partition-dump" else ""
     click.echo(
         f"{report.source}: PKI bin, {len(report.items)} item(s), {report.bin_size} bytes{dump}"
@@ -89,7 +99,8 @@ def echo_inspect(report: InspectReport) -> None:
 
 def _echo_item(item: ItemReport, *, indent: str) -> None:
     info = item.info
-    head = f"{item.type} {item.id}: " if item.type is not None else ""
+    label = " ".join(str(x) for x in (item.type, item.id) if x is not None)
+    head = f"{label}: " if label else ""
     what = info.kind if info.kind != "unknown" else f"unknown content ({info.note})"
     encoding = f"{info.encoding} " if info.encoding else ""
     click.echo(f"{indent}{head}{item.length} bytes, {encoding}{what}")

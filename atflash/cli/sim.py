@@ -35,20 +35,41 @@ def sim() -> None:
     metavar="MAC",
     help="MAC it reports (default: a locally administered one no other mock has).",
 )
-def sim_rom(chip: str, pty: bool, tcp_port: int, mac: str | None) -> None:
+@click.option(
+    "--firmware",
+    type=click.Choice(["2.x", "3.x", "blank"]),
+    default="2.x",
+    show_default=True,
+    help="What the flash starts with: an ESP-AT 2.x layout (PKI partitions), a 3.1+ one "
+    "(mfg_nvs with factory_param), or nothing.",
+)
+@click.option(
+    "--profile", "layout", metavar="NAME", help="Lay the flash out as this built-in layout."
+)
+def sim_rom(
+    chip: str, pty: bool, tcp_port: int, mac: str | None, firmware: str, layout: str | None
+) -> None:
     """Run a mock board in download mode (esp32-mock-bootloader) until Ctrl-C.
 
-    SIGTERM and SIGHUP stop it as Ctrl-C does, mock process included.
+    Its flash starts as an ESP-AT board's does: bootloader, partition table,
+    at_customize.bin and the credential store. SIGTERM and SIGHUP stop it as
+    Ctrl-C does, mock process included.
     """
+    from atflash.layout.profiles import find_profile
+    from atflash.sim.flash import board_flash
     from atflash.sim.rom import distinct_mac, parse_mac, start_mock
 
     mac = parse_mac(mac) if mac is not None else distinct_mac()
+    profile = find_profile(layout) if layout else None
+    flash = board_flash(chip, firmware, profile=profile)
     with _signals_interrupt():
-        board = start_mock(chip, pty=pty, port=tcp_port or None, mac=mac)
+        board = start_mock(chip, pty=pty, port=tcp_port or None, mac=mac, flash=flash)
         try:
             click.echo(f"mock {chip} board in download mode (MAC {board.mac}): --port {board.url}")
+            what = "blank" if firmware == "blank" else f"an ESP-AT {firmware} layout"
             click.echo(
-                "flash starts blank and lives as long as this command; Ctrl-C stops it", err=True
+                f"flash starts with {what} and lives as long as this command; Ctrl-C stops it",
+                err=True,
             )
             board.proc.wait()
             raise InputError("the mock board stopped unexpectedly")

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from atflash.content import creds, pki
+from atflash.content import creds, mfgnvs, nvs, pki
+from atflash.layout.model import pki_kind_for
 
 _EXPECTED_KIND = {"cert": "certificate", "ca": "certificate", "key": "private key"}
 
@@ -32,10 +33,13 @@ class InspectReport:
     """Everything ``inspect`` shows for one input."""
 
     source: str
-    kind: str  # "pki-bin" | "partition-dump" | "blank" | "file"
+    kind: str  # "pki-bin" | "partition-dump" | "blank" | "file" | "nvs"
     size: int
     bin_size: int | None
     items: tuple[ItemReport, ...]
+    # NVS (ESP-AT 3.1+ mfg_nvs): every entry as (namespace, key, type, shown value).
+    # Credentials are described in ``items``; binary values show their length only.
+    entries: tuple[tuple[str, str, str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -58,6 +62,8 @@ def inspect_bytes(
     """Describe ``data``: a PKI bin, a partition dump, blank flash or a credential file."""
     if data and all(b == pki.ERASED for b in data):
         return InspectReport(source, "blank", len(data), None, ())
+    if nvs.looks_like_nvs(data):
+        return _inspect_nvs(data, source=source, now=now, expiring_days=expiring_days)
     if not pki.is_pki_bin(data):
         info = creds.describe(data, source=source, now=now, expiring_days=expiring_days)
         item = ItemReport(None, None, len(data), info, _warnings(info, None))
@@ -69,6 +75,36 @@ def inspect_bytes(
     )
     kind = "pki-bin" if parsed.size == len(data) else "partition-dump"
     return InspectReport(source, kind, len(data), parsed.size, items)
+
+
+def _inspect_nvs(
+    data: bytes, *, source: str, now: datetime | None, expiring_days: int
+) -> InspectReport:
+    """An mfg_nvs dump: its namespaces and keys; certificates and keys described, never shown."""
+    items = nvs.parse_nvs(data, source=source)
+    entries = []
+    reports = []
+    for item in items:
+        shown = f"{len(item.value)} bytes" if isinstance(item.value, bytes) else repr(item.value)
+        entries.append((item.namespace, item.key, item.type, shown))
+        kind = pki_kind_for(item.namespace)
+        if (
+            isinstance(item.value, bytes)
+            and item.namespace in mfgnvs.CREDENTIAL_NAMESPACES
+            and kind
+        ):
+            where = f"{source}[{item.namespace}/{item.key}]"
+            info = creds.describe(item.value, source=where, now=now, expiring_days=expiring_days)
+            reports.append(
+                ItemReport(
+                    f"{item.namespace}/{item.key}",
+                    None,
+                    len(item.value),
+                    info,
+                    _warnings(info, kind),
+                )
+            )
+    return InspectReport(source, "nvs", len(data), None, tuple(reports), tuple(entries))
 
 
 def _item_report(

@@ -203,6 +203,16 @@ class _Entry:
     value: bytes  # the span's bytes, for variable-length types
 
 
+def looks_like_nvs(image: bytes) -> bool:
+    """Whether ``image`` is an NVS partition: whole pages, the first one with a valid header."""
+    if len(image) < PAGE_SIZE or len(image) % PAGE_SIZE:
+        return False
+    state, _seq, version, crc = PAGE_HEADER.unpack_from(image, 0)
+    if state == 0xFFFFFFFF:
+        return False
+    return crc == crc32(image[4:28]) and version in (0xFE, 0xFF)
+
+
 def parse_nvs(image: bytes, *, source: str = "mfg_nvs") -> list[NvsItem]:
     """The items of an NVS partition image, in stored order.
 

@@ -45,14 +45,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from atflash import chips
 from atflash.backends import registry
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.errors import AtflashError, FileInputError, InputError, ManifestError
 from atflash.files import expand, read_bounded
 from atflash.layout.model import Profile
-from atflash.layout.profiles import builtin_profiles, load_profile
+from atflash.layout.profiles import builtin_profiles, family, load_profile
 from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
-from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plan
+from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plans
 from atflash.ports import check_port_spec, parse_vid_pid
 
 if sys.version_info >= (3, 11):
@@ -239,14 +240,32 @@ def set_keys(config: BenchConfig) -> list[str]:
 
 
 def candidate_profiles(chip: str | None, profile_path: str | None) -> list[Profile]:
-    """The profiles a board may need: one, or every chip's default for ``chip = "auto"``."""
-    if (chip or "").lower() == "auto" and not profile_path:
-        return [p for p in builtin_profiles() if p.default]
+    """The layouts a board may carry; its own tables decide among them.
+
+    ``--profile FILE`` or ``--chip <profile name>`` is one explicit layout;
+    ``--chip <chip>`` that chip's family of known layouts (2.x, 3.1+, qcloud
+    variants); ``auto`` every chip's.
+    """
     if profile_path:
         return [load_profile(profile_path, chip=chip)]
+    wanted = (chip or "").strip().lower()
+    if wanted == "auto":
+        return sorted(builtin_profiles(), key=lambda p: (not p.default, p.chip))
+    if wanted in chips.known_chips():
+        found = family(wanted)
+        if found:
+            return found
     if chip:
         return [load_profile(chip)]
     raise InputError("no chip given", hint="pass --chip (see 'atflash profiles') or --profile FILE")
+
+
+def is_explicit_layout(chip: str | None, profile_path: str | None) -> bool:
+    """The user named one layout (a profile file or name), not just a chip."""
+    wanted = (chip or "").strip().lower()
+    return bool(profile_path) or (
+        bool(wanted) and wanted != "auto" and wanted not in chips.known_chips()
+    )
 
 
 @dataclass(frozen=True)
@@ -306,5 +325,5 @@ def check_config(
             f"{where}nothing to write",
             hint="give PARTITION FILE... arguments, --manifest, or a bench file's [partitions]",
         )
-    plans = tuple(build_plan(p, requests, options=options) for p in profiles)
+    plans = tuple(build_plans(profiles, requests, options=options))
     return CheckedConfig(tuple(profiles), plans, None)

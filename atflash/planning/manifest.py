@@ -53,7 +53,7 @@ from atflash.planning.plan import (
     PartitionRequest,
     PlanOptions,
     WritePlan,
-    build_plan,
+    build_plans,
 )
 from atflash.ports import is_url
 
@@ -265,7 +265,7 @@ def build_resolver(
         _refuse_overlap(manifest, row, common)
         requests = [*common, *row.requests]
         try:
-            plans[row.key] = tuple(build_plan(p, requests, options=options) for p in profiles)
+            plans[row.key] = tuple(build_plans(profiles, requests, options=options))
         except AtflashError as exc:
             raise ManifestError(manifest.source, row.line, str(exc)) from None
     lines = {row.key: row.line for row in manifest.rows}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from atflash.content import creds, mfgnvs, nvs, pki
-from atflash.errors import ImageTooBigError, InputError, Overflow
+from atflash.errors import AtflashError, ImageTooBigError, InputError, Overflow, ProfileError
 from atflash.layout.model import MFG_NVS, Partition, Profile, pki_kind_for
 
 
@@ -140,6 +140,42 @@ def build_plan(
     if plan.nvs:
         _check_nvs_fit(plan)
     return plan
+
+
+def build_plans(
+    profiles: Sequence[Profile],
+    requests: Sequence[PartitionRequest],
+    *,
+    options: PlanOptions | None = None,
+) -> list[WritePlan]:
+    """One checked plan per candidate layout that can take ``requests``.
+
+    A layout that lacks a requested partition, or where an image does not
+    fit, is dropped (the board's own tables decide among the rest); bad
+    content fails at once. With one candidate, or none left, its error is
+    raised as it is.
+    """
+    plans: list[WritePlan] = []
+    first: AtflashError | None = None
+    for profile in profiles:
+        try:
+            plans.append(build_plan(profile, requests, options=options))
+        except (ProfileError, ImageTooBigError) as exc:
+            if len(profiles) == 1:
+                raise
+            first = first or exc
+    if not plans:
+        assert first is not None
+        raise first
+    return plans
+
+
+def request_names(profiles: Sequence[Profile]) -> set[str]:
+    """Names a ``PARTITION FILE...`` group may start with: partitions, or 3.1+ namespaces."""
+    names = {p.name for prof in profiles for p in prof.partitions}
+    if any(prof.store == "mfg_nvs" for prof in profiles):
+        names |= set(mfgnvs.CREDENTIAL_NAMESPACES)
+    return names
 
 
 def _refuse_duplicates(requests: Sequence[PartitionRequest]) -> None:

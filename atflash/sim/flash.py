@@ -205,3 +205,36 @@ __all__ = [
     "legacy_factory_param",
     "whole_flash",
 ]
+
+
+FIRMWARES = ("2.x", "3.x", "blank")
+
+
+def board_flash(
+    chip: str, firmware: str = "2.x", *, profile: Profile | None = None
+) -> dict[int, bytes]:
+    """What a freshly flashed ESP-AT board of ``chip`` holds, to start a mock board with.
+
+    ``2.x``: the chip's default PKI layout; ``3.x``: its first 3.1+ layout,
+    with an ``mfg_nvs`` holding the module's ``factory_param`` and a
+    ``ble_data`` namespace, as esp-at's build writes them; ``blank``: nothing.
+    ``profile`` names the layout instead of the chip's usual one.
+    """
+    if firmware == "blank":
+        return {}
+    from atflash.content.nvs import NvsItem, build_nvs
+    from atflash.layout.profiles import family
+    from atflash.planning.plan import factory_items
+
+    if profile is None:
+        store = "mfg_nvs" if firmware == "3.x" else "pki"
+        choices = [p for p in family(chip) if p.store == store]
+        if not choices:
+            raise ProfileError(f"no built-in ESP-AT {firmware} layout for {chip}")
+        profile = choices[0]
+    if profile.store != "mfg_nvs":
+        return esp_at_flash(profile)
+    items = factory_items(profile)
+    items += [NvsItem("ble_data", f"cfg{n}", "string", f"uuid=0xA00{n}") for n in range(3)]
+    image = build_nvs(items, profile.partition(MFG_NVS).size)
+    return esp_at_flash(profile, mfg_nvs=image)

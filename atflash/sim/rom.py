@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,12 +94,19 @@ def distinct_mac() -> str:
 
 
 def start_mock(
-    chip: str, *, pty: bool = False, port: int | None = None, mac: str | None = None
+    chip: str,
+    *,
+    pty: bool = False,
+    port: int | None = None,
+    mac: str | None = None,
+    flash: Mapping[int, bytes] | None = None,
 ) -> MockBoard:
     """Start a mock board for ``chip``; TCP on a free (or the given) port, or a PTY.
 
     ``mac`` is the MAC it reports (see :func:`parse_mac` for the forms);
-    None keeps the mock's own, the same for every mock of one chip. A busy
+    None keeps the mock's own, the same for every mock of one chip. ``flash``
+    is what its flash holds at start (``{offset: bytes}``, e.g. from
+    :func:`atflash.sim.flash.esp_at_flash`); the rest is erased. A busy
     ``port`` is an :class:`InputError`. The mock exits by itself when the
     process that started it is gone.
     """
@@ -112,11 +119,17 @@ def start_mock(
     mac = parse_mac(mac) if mac is not None else _mock_default_mac(registers, chip)
     state = tempfile.mkdtemp(prefix="atflash-mock-")
     endpoint_file = Path(state) / "endpoint"
+    preload: list[str] = []
+    if flash:
+        from atflash.sim.rom_main import write_regions
+
+        write_regions(str(Path(state) / "flash.bin"), dict(flash))
+        preload = ["--flash", str(Path(state) / "flash.bin")]
     cmd = [
         sys.executable, "-m", "atflash.sim.rom_main", "--chip", chip,
         "--endpoint-file", str(endpoint_file), "--mac", mac.replace(":", ""),
         "--parent", str(os.getpid()),
-        *(["--pty"] if pty else ["--port", str(port or 0)]),
+        *(["--pty"] if pty else ["--port", str(port or 0)]), *preload,
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd,
@@ -171,9 +184,15 @@ def _wait_endpoint(proc: subprocess.Popen[bytes], endpoint_file: Path) -> str:
 
 
 @contextlib.contextmanager
-def mock_board(chip: str, *, pty: bool = False, mac: str | None = None) -> Iterator[MockBoard]:
+def mock_board(
+    chip: str,
+    *,
+    pty: bool = False,
+    mac: str | None = None,
+    flash: Mapping[int, bytes] | None = None,
+) -> Iterator[MockBoard]:
     """A mock board for the duration of a ``with`` block."""
-    board = start_mock(chip, pty=pty, mac=mac)
+    board = start_mock(chip, pty=pty, mac=mac, flash=flash)
     try:
         yield board
     finally:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import struct
 import threading
 import time
 
@@ -36,9 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint-file", required=True, help="where to write the port or PTY")
     parser.add_argument("--mac", help="12 hex digits; default: the mock's own per-chip MAC")
     parser.add_argument("--parent", type=int, help="exit when this process is gone")
+    parser.add_argument("--flash", help="regions to start the flash with (see write_regions)")
     args = parser.parse_args(argv)
 
     from esp32_mock_bootloader import registers, server
+
+    if args.flash:
+        flash = server.get_flash_image().data
+        for offset, data in read_regions(args.flash):
+            flash[offset : offset + len(data)] = data
 
     if args.mac:
         mac = tuple(bytes.fromhex(args.mac))
@@ -51,6 +58,28 @@ def main(argv: list[str] | None = None) -> int:
     else:
         server.run_server(args.port, None, args.chip, "127.0.0.1", port_file=args.endpoint_file)
     return 0
+
+
+_REGION = struct.Struct("<II")  # offset, length; then the bytes
+
+
+def write_regions(path: str, regions: dict[int, bytes]) -> None:
+    """Flash contents for a mock to start with: (offset, length, bytes) records."""
+    with open(path, "wb") as out:
+        for offset, data in sorted(regions.items()):
+            out.write(_REGION.pack(offset, len(data)) + data)
+
+
+def read_regions(path: str) -> list[tuple[int, bytes]]:
+    with open(path, "rb") as src:
+        blob = src.read()
+    out, pos = [], 0
+    while pos + _REGION.size <= len(blob):
+        offset, length = _REGION.unpack_from(blob, pos)
+        pos += _REGION.size
+        out.append((offset, blob[pos : pos + length]))
+        pos += length
+    return out
 
 
 def _exit_with(parent: int) -> None:

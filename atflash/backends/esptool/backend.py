@@ -1,10 +1,20 @@
 """The esptool backend: a board's ROM loader, through :class:`EsptoolBoard`.
 
-Its session reads the board's own at_customize table before anything is
-written (a different layout is refused unless ``--force``), hashes flash on
-the chip to skip what is in place and to verify, and writes every pending
-image in one compressed esptool call. The shared flow in
-:mod:`atflash.backends.base` drives it.
+The board is the truth. Its session reads the primary partition table (at
+0x8000, or ``--partition-table-offset``), finds ``at_customize`` in it,
+reads ``at_customize.bin`` and learns the store: PKI partitions (ESP-AT 2.x
+and 3.0) or ``mfg_nvs`` (3.1+). The tables must match one of the chip's
+known layouts (or the ``--profile`` given); otherwise the write is refused,
+showing the board's rows against the closest layout, unless ``--force``,
+which writes where the board's table says. A board with no readable table
+is refused unless ``--force`` comes with an explicitly named layout. No
+target ever overlaps the bootloader, the partition table or an app, OTA,
+NVS or PHY partition, ``--force`` or not.
+
+PKI partitions are written as padded bins, contiguous ones as one image.
+``mfg_nvs`` is read (only its used pages), the given namespaces replaced,
+every other namespace and item kept exactly, and a regenerated image of the
+partition's size written and checked by MD5.
 """
 
 from __future__ import annotations
@@ -12,14 +22,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 from atflash.backends.base import BoardInfo, Session, Target, select_plan
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.errors import TableMismatchError
+from atflash.backends.esptool.tables import discover_board, read_nvs
+from atflash.content import mfgnvs, pki
+from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
+from atflash.errors import (
+    BoardTableError,
+    FirmwareError,
+    ImageTooBigError,
+    Overflow,
+    TableMismatchError,
+    VerifyError,
+)
 from atflash.events import Event, EventSink
-from atflash.layout.model import Partition, Profile
-from atflash.layout.parttable import ENTRY, ENTRY_MAGIC, MAX_TABLE, is_blank, parse_table
+from atflash.layout.board import BoardLayout, Difference, closest, match
+from atflash.layout.model import MFG_NVS, Partition, Profile
+from atflash.layout.safety import check_writable
 from atflash.planning.plan import WritePlan
 
 
@@ -35,51 +57,191 @@ class EsptoolBackend:
 
 
 class EsptoolSession(Session):
-    """One board's ROM loader session."""
+    """One board's ROM loader session. The board's own tables decide where things go."""
 
     def __init__(self, board: EsptoolBoard) -> None:
         self.board = board
         self.port = board.options.port
         self.info = BoardInfo(chip=board.chip, mac=board.mac)
         self._profile: Profile | None = None
+        self._layout: BoardLayout | None = None
+        self._layout_error: BoardTableError | None = None
+        self._mismatch: list[Difference] = []
+        self._nvs_before: dict[str, list[NvsItem]] = {}  # target -> items before writing
         self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
 
-    # -- the board's table ----------------------------------------------------------
+    # -- the board's tables -------------------------------------------------------------
+
+    def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
+        """Read the board's tables and take the plan of the layout they match.
+
+        No match: the closest layout of the board's own store, remembered so
+        that :meth:`place` refuses it (or, with ``--force``, writes where the
+        board's table says). Unreadable tables are remembered the same way.
+        """
+        ours = [p for p in plans if p.profile.chip == self.board.chip]
+        if not ours:
+            return select_plan(plans, self.board.chip, self.port)  # refuses: wrong chip
+        profiles = [p.profile for p in ours]
+        self._use(profiles[0])
+        try:
+            layout = discover_board(self.board, self._search(profiles), where=self.port)
+        except BoardTableError as exc:
+            self._layout_error = exc
+            return ours[0]
+        self._layout = layout
+        found = match(layout, profiles)
+        if found is not None:
+            events(Event("table", self.port, f"board tables match layout {found.name}"))
+            return self._plan_for(ours, found)
+        same_store = [p for p in profiles if p.store == layout.store] or profiles
+        nearest, self._mismatch = closest(layout, same_store)
+        return self._plan_for(ours, nearest)
 
     def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
-        self._use(plan.profile)
-        check_device_table(
-            self.board,
-            plan.profile,
-            [image.partition for image in plan.images],
-            force=force,
-            events=events,
+        if self._layout is None and self._layout_error is None:
+            self.choose([plan], events)  # a caller that did not choose (read, table)
+        profile = plan.profile
+        self._use(profile)
+        parts, primary, table_offset = self._where(plan, force=force, events=events)
+        boot = profile.bootloader_offset
+        if plan.nvs:
+            store = _part(parts, MFG_NVS, self.port)
+            check_writable(
+                [store], primary, bootloader_offset=boot, table_offset=table_offset, where=self.port
+            )
+            return [self._nvs_target(plan, store, events)]
+        placed = []
+        for image in plan.images:
+            part = _part(parts, image.partition.name, self.port)
+            if len(image.bin) > part.size:
+                raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
+            placed.append((image, part))
+        check_writable(
+            [part for _i, part in placed],
+            primary,
+            bootloader_offset=boot,
+            table_offset=table_offset,
+            where=self.port,
         )
         targets = [
             Target(
-                image.partition.name,
-                image.address,
-                plan.data_for(image),
+                part.name,
+                part.offset,
+                pki.pad(image.bin, part.size),
                 payload=len(image.bin),
                 image=image,
             )
-            for image in plan.images
+            for image, part in placed
         ]
         self._survey(targets)
         return targets
 
+    def _where(
+        self, plan: WritePlan, *, force: bool, events: EventSink
+    ) -> tuple[Sequence[Partition], Sequence[Partition], int]:
+        """The partitions to write into: the board's own, or with --force a named layout's."""
+        profile = plan.profile
+        layout = self._layout
+        if layout is None:
+            error = self._layout_error
+            assert error is not None
+            if not (force and self.explicit_layout):
+                raise error
+            events(
+                Event(
+                    "warning",
+                    self.port,
+                    f"{error.detail}; writing at layout {profile.name}'s addresses (--force)",
+                )
+            )
+            return profile.partitions, profile.primary, profile.partition_table_offset
+        if self._mismatch:
+            rows = [d.row for d in self._mismatch]
+            names = ", ".join(r[0] for r in rows)
+            if not force:
+                raise TableMismatchError(
+                    self.port,
+                    f"the board's tables match no known {self.board.chip} layout: they differ from "
+                    f"the closest, {profile.name}, at {names}",
+                    rows,
+                )
+            events(
+                Event(
+                    "warning",
+                    self.port,
+                    f"board tables differ from layout {profile.name} at {names}; writing where the board's table says (--force)",
+                )
+            )
+        if layout.store is not None and layout.store != profile.store:
+            raise FirmwareError(
+                self.port,
+                f"the board keeps credentials in {_store_name(layout.store)}, "
+                f"layout {profile.name} in {_store_name(profile.store)}",
+                hint="name the board's layout with --chip or --profile; nothing was written",
+            )
+        return layout.partitions, layout.primary, layout.table_offset
+
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
-        profile = self._choose(profiles)
-        where = (
-            f"{self.port} ({self.board.chip}, MAC {self.board.mac}): at_customize.bin at "
-            f"{profile.at_customize_offset:#x}"
-        )
-        return where, read_device_table(self.board, profile)
+        ours = [p for p in profiles if p.chip == self.board.chip] or list(profiles)
+        self._use(ours[0])
+        where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
+        try:
+            layout = discover_board(self.board, self._search(ours), where=self.port)
+        except BoardTableError as exc:
+            if exc.blank:
+                return f"{where}: {exc.table} at {exc.offset:#x}", None
+            raise
+        known = match(layout, ours)
+        named = f", layout {known.name}" if known else ", no known layout"
+        entry = layout.at_customize
+        at = f"at_customize.bin at {entry.offset:#x}" if entry else "no at_customize partition"
+        return f"{where}: {at}{named}", layout.partitions
 
     def read_partition(self, name: str, profiles: Sequence[Profile]) -> tuple[Partition, bytes]:
-        part = self._choose(profiles).partition(name)
+        _title, table = self.table(profiles)
+        parts = table or ()
+        if name in mfgnvs.CREDENTIAL_NAMESPACES and any(p.name == MFG_NVS for p in parts):
+            name = MFG_NVS  # ESP-AT 3.1+: a namespace lives in mfg_nvs
+        part = _part(parts, name, self.port)
+        if part.name == MFG_NVS:
+            return part, read_nvs(self.board, part)
         return part, self.board.read(part.offset, part.size, label=part.name)
+
+    # -- mfg_nvs (ESP-AT 3.1+) ------------------------------------------------------------
+
+    def _nvs_target(self, plan: WritePlan, store: Partition, events: EventSink) -> Target:
+        """The regenerated mfg_nvs: the given namespaces replaced, everything else kept exactly."""
+        before = parse_nvs(read_nvs(self.board, store), source=f"{self.port}: {MFG_NVS}")
+        if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
+            events(
+                Event(
+                    "warning",
+                    self.port,
+                    "mfg_nvs holds no factory_param: the firmware needs it to start",
+                )
+            )
+        after = mfgnvs.replace_credentials(before, plan.changes())
+        image = build_nvs(after, store.size, name=MFG_NVS)
+        if parse_nvs(image, source=MFG_NVS) != after:  # the image says exactly what we mean
+            raise VerifyError(self.port, "the regenerated mfg_nvs does not read back as planned")
+        covers = tuple(img.partition.name for img in plan.images)
+        target = Target(
+            MFG_NVS, store.offset, image, payload=sum(i.payload for i in plan.images), covers=covers
+        )
+        self._nvs_before[target.name] = before
+        self._nvs_plan = plan
+        return target
+
+    def _nvs_holds(self, target: Target) -> bool:
+        before = self._nvs_before[target.name]
+        for namespace, values in self._nvs_plan.changes().items():
+            if mfgnvs.credentials(before, namespace) != list(values):
+                return False
+            if mfgnvs.unreachable_keys(before, namespace):
+                return False
+        return True
 
     # -- flash ---------------------------------------------------------------------------
 
@@ -91,6 +253,8 @@ class EsptoolSession(Session):
         return self.board.read(target.address, target.size, label=target.name)
 
     def holds(self, target: Target) -> bool:
+        if target.name in self._nvs_before:
+            return self._nvs_holds(target)  # same items, whatever the page layout
         return self._digest(target) == hashlib.md5(target.data).hexdigest()
 
     def matches(self, target: Target) -> bool:
@@ -150,11 +314,15 @@ class EsptoolSession(Session):
             )
         return self._digests[target.name]
 
-    def _choose(self, profiles: Sequence[Profile]) -> Profile:
-        plans = [WritePlan(p, ()) for p in profiles]
-        profile = select_plan(plans, self.board.chip, self.port).profile
-        self._use(profile)
-        return profile
+    def _plan_for(self, plans: Sequence[WritePlan], profile: Profile) -> WritePlan:
+        return next(p for p in plans if p.profile is profile)
+
+    def _search(self, profiles: Sequence[Profile]) -> list[Profile]:
+        """Where to look: the given layouts, or the table offset --partition-table-offset says."""
+        offset = self.board.options.table_offset
+        if offset is None:
+            return list(profiles)
+        return [replace(p, partition_table_offset=offset) for p in profiles]
 
     def _use(self, profile: Profile) -> None:
         self._profile = profile
@@ -176,83 +344,19 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
     return spans
 
 
-# -- the board's own partition table ----------------------------------------------------
-
-
-def read_device_table(board: EsptoolBoard, profile: Profile) -> tuple[Partition, ...] | None:
-    """The board's at_customize table, or None when that flash is blank.
-
-    The read stops at the table's end: one 64-byte ROM block for a blank
-    table, a few for an ESP-AT one, instead of a fixed kilobyte (each block
-    is a round trip). ``parse_table`` then checks what was read as before.
-    """
-    offset = profile.at_customize_offset
-    data = board.read(offset, MAX_TABLE, label="at_customize.bin", stop_when=table_complete)
-    if is_blank(data):
-        return None
-    return parse_table(data, source=f"at_customize.bin at {offset:#x}")
-
-
-def table_complete(data: bytes) -> bool:
-    """Whether ``data`` holds a partition table up to its end, or enough to refuse it.
-
-    True at the first whole entry that ends the table (0xFF or the MD5
-    entry) or cannot belong to one (a bad magic: ``parse_table`` says why).
-    """
-    for pos in range(0, len(data) - ENTRY.size + 1, ENTRY.size):
-        if data[pos : pos + 2] != ENTRY_MAGIC:
-            return True  # end marker, MD5 entry or garbage: nothing after it matters
-    return False
-
-
-def check_device_table(
-    board: EsptoolBoard,
-    profile: Profile,
-    targets: Sequence[Partition],
-    *,
-    force: bool,
-    events: EventSink,
-) -> None:
-    """Refuse to write where the board's own table puts partitions elsewhere."""
-    port = board.options.port
-    device = read_device_table(board, profile)
-    if device is None:
-        events(
-            Event(
-                "warning",
-                port,
-                f"blank at_customize table at {profile.at_customize_offset:#x}: "
-                "cannot confirm the layout (is ESP-AT flashed?)",
-            )
-        )
-        return
-    rows = compare_tables(targets, device)
-    if not rows:
-        events(Event("table", port, f"board table matches profile {profile.name}"))
-        return
-    names = ", ".join(name for name, _p, _d in rows)
-    if force:
-        events(Event("warning", port, f"board table differs for {names}; writing anyway (--force)"))
-        return
-    raise TableMismatchError(
+def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:
+    for part in parts:
+        if part.name == name:
+            return part
+    listed = ", ".join(p.name for p in parts) or "none"
+    raise FirmwareError(
         port,
-        f"the board's partition table places {names} differently from profile {profile.name}",
-        rows,
+        f"the board's table has no partition {name} (it has: {listed})",
+        hint="check the partition name and the board's firmware; nothing was written",
     )
 
 
-def compare_tables(
-    targets: Sequence[Partition], device: Sequence[Partition]
-) -> list[tuple[str, str, str]]:
-    """``(name, profile, device)`` rows for target partitions the device places differently."""
-    on_device = {p.name: p for p in device}
-    rows = []
-    for part in targets:
-        other = on_device.get(part.name)
-        if other is None or (other.offset, other.size) != (part.offset, part.size):
-            rows.append((part.name, _placement(part), _placement(other)))
-    return rows
-
-
-def _placement(part: Partition | None) -> str:
-    return "absent" if part is None else f"{part.offset:#x} size {part.size:#x}"
+def _store_name(store: str | None) -> str:
+    return {"mfg_nvs": "mfg_nvs (ESP-AT 3.1+)", "pki": "PKI partitions (ESP-AT 2.x)"}.get(
+        store or "", "nothing known"
+    )
