@@ -246,6 +246,12 @@ def read(
     """Read a partition from a board and show what it holds."""
     backend, link = link_settings(ctx, params)
     profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
+    known = request_names(profiles) | {p.name for prof in profiles for p in prof.primary}
+    if profiles and partition not in known:
+        raise InputError(
+            f"no partition {partition!r} in the {profiles[0].chip} layouts",
+            hint=f"credential partitions are: {', '.join(sorted(request_names(profiles)))}",
+        )
     part, data = base.read_partition(
         backend.load(), backend.connect_options(port, link), partition, profiles
     )

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
+from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
     BoardSkipped,
@@ -273,15 +274,20 @@ def build_resolver(
 
 
 def _check_columns(manifest: Manifest, profiles: Sequence[Profile]) -> None:
+    """Every column names a credential partition (or 3.1+ namespace) of some candidate layout."""
+    known: set[str] = set()
     for profile in profiles:
-        known = {p.name for p in profile.pki_partitions()}
-        for column in manifest.columns:
-            if column not in known:
-                raise ManifestError(
-                    manifest.source, manifest.header_line,
-                    f"column {column!r} is not a PKI partition of profile {profile.name}",
-                    hint=f"use {', '.join(sorted(known))}",
-                )  # fmt: skip
+        known |= {p.name for p in profile.pki_partitions()}
+        if profile.store == "mfg_nvs":
+            known |= set(mfgnvs.CREDENTIAL_NAMESPACES)  # 3.1+: a column names a namespace
+    names = ", ".join(p.name for p in profiles[:3]) + (", ..." if len(profiles) > 3 else "")
+    for column in manifest.columns:
+        if column not in known:
+            raise ManifestError(
+                manifest.source, manifest.header_line,
+                f"column {column!r} is not a credential partition of {names}",
+                hint=f"use {', '.join(sorted(known))}",
+            )  # fmt: skip
 
 
 def _refuse_overlap(

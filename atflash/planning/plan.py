@@ -157,11 +157,12 @@ def build_plans(
     """
     plans: list[WritePlan] = []
     first: AtflashError | None = None
-    for profile in profiles:
+    for number, profile in enumerate(profiles):
         try:
             plans.append(build_plan(profile, requests, options=options))
         except (ProfileError, ImageTooBigError) as exc:
-            if len(profiles) == 1:
+            # Too big for the chip's usual layout is the user's problem now, not the board's.
+            if len(profiles) == 1 or (number == 0 and isinstance(exc, ImageTooBigError)):
                 raise
             first = first or exc
     if not plans:
@@ -229,8 +230,10 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
         raise InputError(f"namespace {namespace}: no files given")
     values: list[bytes] = []
     items: list[tuple[str, bytes]] = []
-    for path in req.files:
-        data = pki.read_input(path, allow_empty=False)
+    contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
+    if len(contents) == 1 and _is_erased(contents[0][1]):
+        contents = []  # a blank partition's backup: restoring it empties the namespace
+    for path, data in contents:
         if pki.is_pki_bin(data):  # a 2.x bin: its items carry over as they are
             parsed = pki.parse(data, source=path)
             got = [(f"{path}[{item.id}]", item.content) for item in parsed.items]

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from atflash.layout.parttable import encode_table
-from atflash.layout.profiles import find_profile
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 
 ESPTOOL_TIMEOUT = 60
@@ -61,10 +60,11 @@ def preload(board: MockBoard, address: int, data: bytes, tmp_path: Path) -> None
     esptool(board, "write-flash", hex(address), str(image))
 
 
-def _start(chip: str, transport: str) -> MockBoard:
+def _start(chip: str, transport: str, *, flashed: bool = False) -> MockBoard:
+    """A mock board, blank or (``flashed``) holding what an ESP-AT 2.x factory image writes."""
     if transport == "pty" and sys.platform == "win32":  # pragma: no cover
         pytest.skip("PTY transport needs a Unix host")
-    return start_mock(chip, pty=transport == "pty")
+    return start_mock(chip, pty=transport == "pty", flash=board_flash(chip) if flashed else None)
 
 
 @pytest.fixture(
@@ -82,10 +82,8 @@ def blank_board(request: pytest.FixtureRequest) -> Iterator[MockBoard]:
 )
 def at_board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MockBoard]:
     """A mock board that has ESP-AT's default partition table, as a flashed module does."""
-    board = _start(*request.param)
+    board = _start(*request.param, flashed=True)
     try:
-        profile = find_profile(board.chip)
-        preload(board, profile.at_customize_offset, encode_table(profile.partitions), tmp_path)
         yield board
     finally:
         board.stop()
@@ -94,10 +92,8 @@ def at_board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MockBoa
 @pytest.fixture
 def esp32_board(tmp_path: Path) -> Iterator[MockBoard]:
     """One ESP32 mock board over TCP with ESP-AT's table (for single-chip cases)."""
-    board = _start("esp32", "tcp")
+    board = _start("esp32", "tcp", flashed=True)
     try:
-        profile = find_profile("esp32")
-        preload(board, profile.at_customize_offset, encode_table(profile.partitions), tmp_path)
         yield board
     finally:
         board.stop()

@@ -47,11 +47,11 @@ from serial.urlhandler import protocol_socket
 from atflash.cli import cli
 from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
-from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
+from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, start_mock
 
-from .conftest import esptool, preload
+from .conftest import esptool
 
 RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
 CERT = RAW / "client_cert" / "client_cert_00.crt"
@@ -160,7 +160,7 @@ CASES = [
     Case("write-profile-overlap", f"write --profile {{ws}}/overlap.toml --port {{board}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "overlap"),
     Case("write-wrong-chip", f"write --chip esp32c3 --port {{board}} {CONNECT} --backup {{out}}/backups client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32, but the profile is for esp32c3", D, "board"),
     Case("read-wrong-chip", f"read --chip esp32c3 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_cert", "board is an esp32, but the profile is for esp32c3", D),
-    Case("read-unknown-partition", f"read --chip esp32 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_crt", "no partition 'client_crt' in profile esp32"),
+    Case("read-unknown-partition", f"read --chip esp32 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_crt", "no partition 'client_crt' in the esp32 layouts"),
     Case("verify-wrong-chip", f"verify --chip esp32c3 --port {{board}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32", D, "board"),
     Case("partitions-port-wrong-chip", f"partitions --chip esp32c3 --port {{board}} {CONNECT}", "board is an esp32", D),
     # -- baud rates: click bounds the number; a rate the port's driver refuses is a device error
@@ -311,23 +311,17 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockBoard]:
     """One ESP32 mock with ESP-AT's table, shared: no row may write to it."""
-    mock = start_mock("esp32")
+    mock = start_mock("esp32", flash=board_flash("esp32"))
     try:
-        preload(
-            mock,
-            PROFILE.at_customize_offset,
-            encode_table(PROFILE.partitions),
-            tmp_path_factory.mktemp("preload"),
-        )
         yield mock
     finally:
         mock.stop()
 
 
 def expected_flash() -> bytes:
-    """What the watched region holds on the fresh mock: the table, then erased flash."""
-    table = encode_table(PROFILE.partitions)
-    return table + b"\xff" * (WATCHED[1] - WATCHED[0] - len(table))
+    """What the watched region holds on the fresh mock (an ESP-AT 2.x factory image)."""
+    image = flash_image(board_flash("esp32"), WATCHED[1])
+    return bytes(image[WATCHED[0] : WATCHED[1]])
 
 
 def flash_unchanged(board: MockBoard, tmp_path: Path) -> bool:

@@ -29,6 +29,7 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.ports import PortFilter
 from atflash.results import BoardResult, PartitionStatus
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.line import UartLine
 
@@ -70,7 +71,7 @@ def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 @pytest.fixture
 def boards() -> Iterator[list[MockBoard]]:
     """Three blank ESP32 mock boards."""
-    started = [start_mock("esp32") for _ in range(3)]
+    started = [start_mock("esp32", flash=board_flash("esp32")) for _ in range(3)]
     yield started
     for board in started:
         board.stop()
@@ -112,7 +113,7 @@ def test_all_boards_written_one_failing_does_not_stop_the_others(
 
 @BOTH
 def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> None:
-    board = start_mock("esp32")
+    board = start_mock("esp32", flash=board_flash("esp32"))
     try:
         with UartLine(upstream=_address(board)) as line:
             # In the first session only, before the write: the board is lost, not recovered.
@@ -163,7 +164,8 @@ def test_manifest_by_mac_puts_each_boards_credentials_on_it(raw: Path, tmp_path:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
     from esp32_mock_bootloader.registers import mac_bytes_for_chip
 
-    esp32, c3 = start_mock("esp32"), start_mock("esp32c3")
+    esp32 = start_mock("esp32", flash=board_flash("esp32"))
+    c3 = start_mock("esp32c3", flash=board_flash("esp32c3"))
     try:
         mac = {
             b.chip: ":".join(f"{x:02x}" for x in mac_bytes_for_chip(b.chip)) for b in (esp32, c3)

@@ -24,15 +24,15 @@ from atflash.backends.base import WriteOptions, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.events import Event
-from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.line import UartLine
 
-from .conftest import flash_holds, preload
+from .conftest import flash_holds
 
 PARTITIONS = ("client_cert", "client_key", "client_ca")
 
@@ -58,9 +58,8 @@ def rig(raw: Path, tmp_path: Path) -> Iterator[Rig]:
         for name in PARTITIONS
     ]
     plan = build_plan(profile, requests)
-    board = start_mock("esp32")
+    board = start_mock("esp32", flash=board_flash("esp32"))
     try:
-        preload(board, profile.at_customize_offset, encode_table(profile.partitions), tmp_path)
         port = int(board.url.rsplit(":", 1)[1])
         with UartLine(("127.0.0.1", port), pacing=False) as line:
             yield Rig(board, line, plan)

@@ -15,9 +15,12 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
 from atflash.layout.model import Partition
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
-from atflash.sim.rom import MockBoard
+from atflash.sim.flash import board_flash
+from atflash.sim.rom import MockBoard, mock_board
 
 from .conftest import flash_holds, preload
+
+PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset"]
 
@@ -92,35 +95,76 @@ def test_backup_saves_old_content_that_can_be_written_back(
     assert flash_holds(esp32_board, 0x2A000, old, tmp_path)
 
 
-def test_device_table_mismatch_is_refused_and_flash_untouched(
-    blank_board: MockBoard, raw: Path, tmp_path: Path
+@pytest.mark.parametrize("chip", ["esp32", "esp32c3"])
+def test_unknown_board_table_is_refused_and_flash_untouched(
+    chip: str, raw: Path, tmp_path: Path
 ) -> None:
-    profile = find_profile(blank_board.chip)
+    """A custom at_customize table that matches no known layout: refused, both tables shown."""
+    profile = find_profile(chip)
     moved = [
         Partition(p.name, p.type, p.subtype, p.offset + 0x1000 if p.name == "client_cert" else p.offset, p.size, p.pki)
         for p in profile.partitions
         if p.name != "client_key"
     ]  # fmt: skip
-    table = encode_table(moved)
-    preload(blank_board, profile.at_customize_offset, table, tmp_path)
-    result = run("write", "--chip", blank_board.chip, "--port", blank_board.url, *CONNECT,
-                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
-    assert result.exit_code == EXIT_DEVICE_ERROR
-    assert "places client_cert differently" in result.output
-    assert (
-        "board" in result.output
-        and hex(profile.partition("client_cert").offset + 0x1000) in result.output
-    )
-    assert flash_holds(
-        blank_board, profile.partition("client_cert").offset, b"\xff" * 0x2000, tmp_path
-    )
+    flash = {**board_flash(chip), profile.at_customize_offset: encode_table(moved)}
+    with mock_board(chip, flash=flash) as board:
+        result = run("write", "--chip", chip, "--port", board.url, *CONNECT,
+                     "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+        assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+        assert "match no known" in result.output and "client_cert" in result.output
+        assert hex(profile.partition("client_cert").offset + 0x1000) in result.output
+        for offset in (
+            profile.partition("client_cert").offset,
+            profile.partition("client_cert").offset + 0x1000,
+        ):
+            assert flash_holds(board, offset, b"\xff" * 0x2000, tmp_path)
+        # --force writes where the board's own table says, not where the profile does.
+        forced = run("write", "--chip", chip, "--port", board.url, *CONNECT, "--force",
+                     "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+        assert forced.exit_code == 0, forced.output
+        image = pki.pad(
+            pki.build([("cert", (raw / "client_cert" / "client_cert_00.crt").read_bytes(), None)]),
+            0x2000,
+        )
+        assert flash_holds(board, profile.partition("client_cert").offset + 0x1000, image, tmp_path)
 
 
-def test_blank_device_table_is_a_warning(blank_board: MockBoard, raw: Path, tmp_path: Path) -> None:
-    result = run("write", "--chip", blank_board.chip, "--port", blank_board.url, *CONNECT,
-                 "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert "blank at_customize table" in result.stderr
+def test_blank_board_is_refused_unless_forced_with_a_named_layout(
+    blank_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    cert = str(raw / "client_cert" / "client_cert_00.crt")
+    refused = run(
+        "write",
+        "--chip",
+        blank_board.chip,
+        "--port",
+        blank_board.url,
+        *CONNECT,
+        "client_cert",
+        cert,
+    )
+    assert refused.exit_code == EXIT_DEVICE_ERROR, refused.output
+    assert "blank" in refused.output and "--force" in refused.output
+    part = find_profile(blank_board.chip).partition("client_cert")
+    assert flash_holds(blank_board, part.offset, b"\xff" * part.size, tmp_path)
+    # --force alone guesses nothing: a chip is not a layout.
+    guessed = run(
+        "write",
+        "--chip",
+        blank_board.chip,
+        "--port",
+        blank_board.url,
+        *CONNECT,
+        "--force",
+        "client_cert",
+        cert,
+    )
+    assert guessed.exit_code == EXIT_DEVICE_ERROR, guessed.output
+    layout = PROFILES / f"{find_profile(blank_board.chip).name}.toml"
+    forced = run("write", "--profile", str(layout), "--port", blank_board.url, *CONNECT,
+                 "--force", "client_cert", cert)  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert "--force" in forced.output
 
 
 def test_wrong_chip_is_refused_before_writing(

@@ -184,7 +184,9 @@ class EsptoolSession(Session):
         return layout.partitions, layout.primary, layout.table_offset
 
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
-        ours = [p for p in profiles if p.chip == self.board.chip] or list(profiles)
+        ours = [p for p in profiles if p.chip == self.board.chip]
+        if not ours:
+            select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
         self._use(ours[0])
         where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
         try:
@@ -351,7 +353,7 @@ def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:
     listed = ", ".join(p.name for p in parts) or "none"
     raise FirmwareError(
         port,
-        f"the board's table has no partition {name} (it has: {listed})",
+        f"no partition {name!r} in the board's table (it has: {listed})",
         hint="check the partition name and the board's firmware; nothing was written",
     )
 
