@@ -7,7 +7,7 @@ as one line on stderr with a non-zero exit code (see :mod:`.app`).
 
 from __future__ import annotations
 
-from atflash.cli import device, offline, sim  # noqa: F401  (registers the commands)
+from atflash.cli import device, factory, offline, sim  # noqa: F401  (registers the commands)
 from atflash.cli.app import cli
 
 
