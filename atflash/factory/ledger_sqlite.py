@@ -2,8 +2,11 @@
 
 Every change runs in ``BEGIN IMMEDIATE``: the write lock is taken before the
 first read, so two processes can never both see a set free and both take
-it; a process that finds the lock held waits (the busy timeout) instead of
-failing. The unique indexes on active claims (one per set, one per device)
+it. A process that finds the lock held waits for it, up to the busy
+timeout: in short random sleeps of its own rather than SQLite's busy
+handler, whose sleeps grow to 100 ms, so that eight stations claiming at
+once queue in milliseconds (and switching a new file to WAL mode, which
+SQLite does not retry itself, waits the same way). The unique indexes on active claims (one per set, one per device)
 hold the rules even against another writer. The file is in WAL mode, so
 ``atflash ledger show`` reads while stations claim. Do not put it on a
 network share (SQLite's locking is not reliable there): use PostgreSQL for
@@ -12,12 +15,14 @@ stations on several hosts.
 
 from __future__ import annotations
 
+import random
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import (
@@ -36,6 +41,9 @@ from atflash.factory.ledger import (
 # How long a claim waits for another process's transaction: claims take
 # milliseconds, so only a stuck process makes one wait this long.
 BUSY_TIMEOUT = 30.0
+_STATEMENT_TIMEOUT = 0.05  # SQLite's own wait inside one statement, before we retry it
+_MAX_PAUSE = 0.02  # longest sleep between two tries for the lock
+T = TypeVar("T")
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS atflash_schema (version INTEGER NOT NULL)",
@@ -94,13 +102,14 @@ class SqliteLedger:
     def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = path
         self.name = str(path)
+        self.busy_timeout = busy_timeout
         if path.is_dir():
             raise LedgerError(self.name, "is a folder", hint="give a file name, e.g. ledger.db")
         if not path.parent.is_dir():
             raise LedgerError(self.name, f"folder {path.parent} does not exist")
         with self._errors("cannot open"):
             # isolation_level=None: no implicit transactions; each change says BEGIN IMMEDIATE.
-            self._db = sqlite3.connect(str(path), timeout=busy_timeout, isolation_level=None)
+            self._db = sqlite3.connect(str(path), timeout=_STATEMENT_TIMEOUT, isolation_level=None)
         try:
             self._setup()
         except BaseException:
@@ -201,7 +210,7 @@ class SqliteLedger:
                 if db.execute("SELECT COUNT(*) FROM atflash_schema").fetchone()[0] == 0:
                     db.execute("INSERT INTO atflash_schema (version) VALUES (?)", (SCHEMA_VERSION,))
             with self._errors("cannot switch to WAL mode"):
-                self._db.execute("PRAGMA journal_mode = WAL")
+                self._patiently(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             version = self._version()
         if version != SCHEMA_VERSION:
             raise LedgerError(
@@ -210,20 +219,38 @@ class SqliteLedger:
             )  # fmt: skip
 
     def _version(self) -> int | None:
-        with self._errors("cannot read"):
+        def read() -> int | None:
             exists = self._db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'atflash_schema'"
             ).fetchone()
             if exists is None:
                 return None
             row = self._db.execute("SELECT MAX(version) FROM atflash_schema").fetchone()
-        return row[0] if row else None
+            return row[0] if row else None
+
+        # Before the file is in WAL mode a reader waits for a writer's commit too.
+        with self._errors("cannot read"):
+            return self._patiently(read)
+
+    def _patiently(self, action: Callable[[], T]) -> T:
+        """``action()``, retried while another process holds the lock, up to the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            # Random, so waiting processes do not retry in step.
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, _MAX_PAUSE)
 
     @contextmanager
     def _write(self, what: str) -> Iterator[sqlite3.Connection]:
         """One write transaction, the lock taken up front; rolled back on any error."""
         with self._errors(what):
-            self._db.execute("BEGIN IMMEDIATE")
+            self._patiently(lambda: self._db.execute("BEGIN IMMEDIATE"))
             try:
                 yield self._db
             except BaseException:
