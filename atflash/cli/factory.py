@@ -56,7 +56,10 @@ def pool() -> None:
 @pool.command("check")
 @profile_options
 @click.option(
-    "--jobs", "-j", type=click.IntRange(min=1), help="Worker processes (default: one per CPU)."
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Worker processes (default: one per CPU for large pools, none for small ones).",
 )
 @click.argument("pool_path", metavar="POOL")
 def pool_check(
@@ -111,7 +114,7 @@ class CheckProgress:
             self._bar.update(self._task, completed=done)
             return
         step = done * 100 // total // PROGRESS_STEP if total else 0
-        if done and step > self._step:
+        if step > self._step and step > 0:
             self._step = step
             click.echo(f"checked {done}/{total} sets", err=True)
 

@@ -340,8 +340,9 @@ def _check_chunk(
     return out
 
 
-# Below this many sets, starting worker processes costs more than it saves.
-INLINE_LIMIT = 16
+# Checking one set for one profile takes about 1 ms; starting worker processes
+# about 0.5 s. Unless told how many jobs, smaller pools are checked in-process.
+AUTO_PARALLEL_SETS = 500
 MAX_CHUNK = 32  # sets per task: progress every few dozen sets, little pickling per set
 
 
@@ -358,18 +359,22 @@ def check_pool(
     Raises the :class:`PoolError` of the first bad set in pool order (every
     set before it was checked), or the first set whose certificate or key
     another set already holds: two devices must never share an identity.
-    ``progress(done, total)`` is called as sets are checked.
+    ``progress(done, total)`` is called as sets are checked. ``jobs=None``
+    checks pools of fewer than 500 sets in this process and larger ones
+    with one worker per CPU; ``jobs=1`` never starts a worker.
     """
     if not profiles:
         raise ValueError("check_pool needs at least one profile")
     total = len(pool.sets)
     report = progress or (lambda _done, _total: None)
     report(0, total)
-    workers = max(1, jobs if jobs is not None else (os.cpu_count() or 1))
+    if jobs is None:
+        jobs = 1 if total * len(profiles) < AUTO_PARALLEL_SETS else (os.cpu_count() or 1)
+    workers = max(1, jobs)
     indexed = list(enumerate(pool.sets))
     size = max(1, min(MAX_CHUNK, -(-total // (workers * 4))))
     chunks = [indexed[i : i + size] for i in range(0, total, size)]
-    if workers == 1 or total <= INLINE_LIMIT:
+    if workers == 1 or len(chunks) == 1:
         results = _check_inline(pool.source, chunks, profiles, options, report, total)
     else:
         results = _check_parallel(pool, chunks, profiles, options, report, workers)
