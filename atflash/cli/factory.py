@@ -182,7 +182,7 @@ def ledger_release(url: str, set_name: str, yes: bool) -> None:
             f"not releasing set {set_name}: another device could then get its credentials",
             hint="rerun with --yes once the device holding it is scrapped or erased",
         )
-    store = open_ledger(url)
+    store = open_ledger(url, create=False)
     try:
         claim = store.release(set_name)
     finally:
@@ -195,7 +195,7 @@ def ledger_release(url: str, set_name: str, yes: bool) -> None:
 def _read_claims(
     url: str, *, device: str | None = None, since: datetime | None = None
 ) -> list[Claim]:
-    store: Ledger = open_ledger(url)
+    store: Ledger = open_ledger(url, create=False)
     try:
         return store.claims(device=device, since=since)
     finally:

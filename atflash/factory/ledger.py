@@ -102,8 +102,11 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def open_ledger(url: str) -> Ledger:
-    """Open (and on first use create) a ledger.
+def open_ledger(url: str, *, create: bool = True) -> Ledger:
+    """Open a ledger, creating its tables (and SQLite file) on first use unless ``create`` is false.
+
+    Commands that only read or release pass ``create=False``, so a mistyped
+    path is an error rather than a new empty ledger.
 
     ``url`` is a file path or ``sqlite:///relative/path`` /
     ``sqlite:////absolute/path`` (SQLAlchemy's spelling) for SQLite, or
@@ -115,11 +118,11 @@ def open_ledger(url: str) -> Ledger:
     if scheme is None or scheme == "sqlite":
         from atflash.factory.ledger_sqlite import SqliteLedger
 
-        return SqliteLedger(_sqlite_path(url, scheme))
+        return SqliteLedger(_sqlite_path(url, scheme), create=create)
     if scheme in ("postgresql", "postgres"):
         from atflash.factory.ledger_pg import PostgresLedger
 
-        return PostgresLedger(url)
+        return PostgresLedger(url, create=create)
     raise LedgerError(
         redact(url), f"unknown ledger kind {scheme!r}",
         hint="give a file path, sqlite:///path or postgresql://host/db",
@@ -135,6 +138,9 @@ def _sqlite_path(url: str, scheme: str | None) -> Path:
             url, "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
         )
     return Path(url[len(prefix) :])
+
+
+NOT_A_LEDGER_HINT = "check the URL: a station creates the ledger on its first claim"
 
 
 def redact(url: str) -> str:

@@ -30,6 +30,7 @@ from typing import Any
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import (
+    NOT_A_LEDGER_HINT,
     SCHEMA_VERSION,
     Claim,
     as_utc,
@@ -73,12 +74,12 @@ _COLUMNS = (
 )
 
 
-def _driver() -> ModuleType:
+def _driver(name: str) -> ModuleType:
     try:
         import psycopg
     except ImportError:
         raise LedgerError(
-            "postgresql://...", "the PostgreSQL driver (psycopg 3) is not installed",
+            name, "the PostgreSQL driver (psycopg 3) is not installed",
             hint="pip install 'atflash[postgres]'",
         ) from None  # fmt: skip
     return psycopg
@@ -102,14 +103,14 @@ def _claim(row: Sequence[Any]) -> Claim:
 class PostgresLedger:
     """A :class:`~atflash.factory.ledger.Ledger` in a PostgreSQL database, tables made on first open."""
 
-    def __init__(self, url: str) -> None:
-        self._pg = _driver()
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.name = redact(url)
+        self._pg = _driver(self.name)
         with self._errors("cannot connect"):
             # autocommit: every change is in an explicit transaction() block.
             self._db = self._pg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
         try:
-            self._setup()
+            self._setup(create)
         except BaseException:
             self._db.close()
             raise
@@ -197,9 +198,13 @@ class PostgresLedger:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def _setup(self, create: bool) -> None:
         with self._errors("cannot set up"):
             version = self._version()
+            if version is None and not create:
+                raise LedgerError(
+                    self.name, "no atflash ledger in this database", hint=NOT_A_LEDGER_HINT
+                )
             if version is None:
                 with self._db.transaction():
                     self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))

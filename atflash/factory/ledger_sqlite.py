@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import (
+    NOT_A_LEDGER_HINT,
     SCHEMA_VERSION,
     Claim,
     as_utc,
@@ -99,7 +100,9 @@ def _claim(row: Sequence[Any]) -> Claim:
 class SqliteLedger:
     """A :class:`~atflash.factory.ledger.Ledger` in one SQLite file, created on first open."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
         self.path = path
         self.name = str(path)
         self.busy_timeout = busy_timeout
@@ -107,11 +110,13 @@ class SqliteLedger:
             raise LedgerError(self.name, "is a folder", hint="give a file name, e.g. ledger.db")
         if not path.parent.is_dir():
             raise LedgerError(self.name, f"folder {path.parent} does not exist")
+        if not create and not path.exists():
+            raise LedgerError(self.name, "no such ledger file", hint=NOT_A_LEDGER_HINT)
         with self._errors("cannot open"):
             # isolation_level=None: no implicit transactions; each change says BEGIN IMMEDIATE.
             self._db = sqlite3.connect(str(path), timeout=_STATEMENT_TIMEOUT, isolation_level=None)
         try:
-            self._setup()
+            self._setup(create)
         except BaseException:
             self._db.close()
             raise
@@ -200,9 +205,13 @@ class SqliteLedger:
 
     # -- plumbing -----------------------------------------------------------------
 
-    def _setup(self) -> None:
+    def _setup(self, create: bool) -> None:
         """Create the tables on first open; refuse a ledger a newer atflash made."""
         version = self._version()
+        if version is None and not create:
+            raise LedgerError(
+                self.name, "not an atflash ledger (no tables)", hint=NOT_A_LEDGER_HINT
+            )
         if version is None:
             with self._write("cannot create the tables") as db:
                 for statement in _SCHEMA:

@@ -378,9 +378,9 @@ def check_pool(
         results = _check_inline(pool.source, chunks, profiles, options, report, total)
     else:
         results = _check_parallel(pool, chunks, profiles, options, report, workers)
-    failed = [r for r in results if r.error is not None]
-    if failed:
-        raise min(failed, key=lambda r: r.index).error  # type: ignore[misc]
+    errors = [(r.index, r.error) for r in results if r.error is not None]
+    if errors:
+        raise min(errors, key=lambda e: e[0])[1]
     _refuse_shared(pool, sorted(results, key=lambda r: r.index))
 
 

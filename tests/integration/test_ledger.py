@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -494,3 +495,15 @@ def test_ledger_show_export_and_release_commands(ledger_url: str, tmp_path: Path
     assert (
         again.exit_code == EXIT_USER_ERROR and "set 0001 is not held by any device" in again.stderr
     )
+
+
+def test_reading_commands_never_create_a_ledger(ledger_url: str) -> None:
+    # A mistyped path or database must not become a new, empty ledger.
+    for args in (["show", ledger_url], ["release", ledger_url, "0001", "--yes"]):
+        result = run("ledger", *args)
+        assert result.exit_code == EXIT_USER_ERROR
+        assert re.search(r"no such ledger file|no atflash ledger in this database", result.stderr)
+        assert "a station creates the ledger on its first claim" in result.stderr
+    assert not Path(ledger_url).exists() or ledger_url.startswith("postgresql://")
+    with pytest.raises(LedgerError):
+        open_ledger(ledger_url, create=False)
