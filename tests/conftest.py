@@ -1,7 +1,8 @@
-"""Shared test fixtures: paths to the ESP-AT sample credentials; the Hypothesis profile for CI."""
+"""Shared test fixtures: the ESP-AT sample credentials, a generated credential pool; Hypothesis for CI."""
 
 from __future__ import annotations
 
+import datetime
 import os
 from pathlib import Path
 
@@ -21,6 +22,51 @@ FIXTURES = Path(__file__).parent / "fixtures" / "esp-at-raw-data"
 def raw() -> Path:
     """ESP-AT's sample credentials folder (one subfolder per partition)."""
     return FIXTURES
+
+
+POOL_SETS = 200
+
+
+@pytest.fixture(scope="session")
+def credential_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder pool of sets 0001..0200, each with its own EC key and certificate.
+
+    Every set also holds the same CA. Real, distinct credentials (about
+    0.05 s for 200), made once per session: treat the folder as read-only
+    and copy it to change a set.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+    def self_signed(common_name: str, serial: int) -> tuple[bytes, bytes]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(serial)
+            .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
+            .sign(key, hashes.SHA256())
+        )  # fmt: skip
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )  # fmt: skip
+        return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+    root = tmp_path_factory.mktemp("pool")
+    ca, _ = self_signed("atflash test CA", 1)
+    for n in range(1, POOL_SETS + 1):
+        folder = root / f"{n:04d}"
+        folder.mkdir()
+        cert, key = self_signed(f"device {n:04d}", n + 1)
+        (folder / "client_cert.crt").write_bytes(cert)
+        (folder / "client_key.key").write_bytes(key)
+        (folder / "client_ca.crt").write_bytes(ca)
+    return root
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,262 @@
+"""Factory commands: ``pool check`` and ``ledger show|export|release``.
+
+Thin: each parses, calls :mod:`atflash.factory` and renders. Progress of a
+pool check is a rich bar on a terminal and a line per quarter otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from atflash.cli import render
+from atflash.cli.app import cli
+from atflash.cli.common import profile_options
+from atflash.errors import InputError
+from atflash.factory.ledger import Claim, Ledger, open_ledger
+from atflash.factory.pool import check_pool, load_pool
+from atflash.output import write_outputs
+from atflash.planning.bench import candidate_profiles
+from atflash.planning.plan import PlanOptions
+
+SHOW_COLUMNS = ("set", "device", "station", "claimed (UTC)", "tries", "result", "released (UTC)")
+PROGRESS_STEP = 25  # percent between two plain progress lines
+EXPORT_COLUMNS = (
+    "set", "device", "station", "claimed_at", "attempts", "result", "recorded_at",
+    "released_at", "image_sha256",
+)  # fmt: skip
+
+
+# -- pool ---------------------------------------------------------------------------
+
+
+@cli.group()
+def pool() -> None:
+    """Credential pools: a folder (or CSV index) of sets, one set per device."""
+
+
+@pool.command("check")
+@profile_options
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Worker processes (default: one per CPU for large pools, none for small ones).",
+)
+@click.argument("pool_path", metavar="POOL")
+def pool_check(
+    chip: str | None, profile_path: str | None, jobs: int | None, pool_path: str
+) -> None:
+    """Check every set of POOL as 'atflash write' would: content, pairing, fit.
+
+    POOL is a folder with one subfolder per set (0001/client_cert.crt,
+    0001/client_key.key, ...) or a CSV index (set,client_cert,client_key,...).
+    Certificates and keys shared by two sets are refused.
+    """
+    profiles = candidate_profiles(chip, profile_path)
+    loaded = load_pool(pool_path)
+    with CheckProgress() as progress:
+        check_pool(loaded, profiles, PlanOptions(), jobs=jobs, progress=progress)
+    names = ", ".join(p.name for p in profiles)
+    click.echo(f"{pool_path}: {len(loaded)} sets OK for {names} ({', '.join(loaded.partitions)})")
+
+
+class CheckProgress:
+    """A progress callback: a rich bar on a terminal (stderr), plain lines otherwise."""
+
+    def __init__(self, *, live: bool | None = None) -> None:
+        self.live = sys.stderr.isatty() if live is None else live
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._step = -1
+
+    def __enter__(self) -> CheckProgress:
+        if self.live:
+            self._bar = Progress(
+                TextColumn("checking sets"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(exc_type, exc, tb)
+            self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task("check", total=total)
+            self._bar.update(self._task, completed=done)
+            return
+        step = done * 100 // total // PROGRESS_STEP if total else 0
+        if step > self._step and step > 0:
+            self._step = step
+            click.echo(f"checked {done}/{total} sets", err=True)
+
+
+# -- ledger -------------------------------------------------------------------------
+
+
+@cli.group()
+def ledger() -> None:
+    """The ledger of which device holds which pool set (a SQLite file or postgresql://...)."""
+
+
+@ledger.command("show")
+@click.argument("url")
+@click.option("--device", metavar="MAC", help="Only this device's claims.")
+@click.option("--since", metavar="DATE", help="Only claims from then on (YYYY-MM-DD[THH:MM]).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ledger_show(url: str, device: str | None, since: str | None, as_json: bool) -> None:
+    """List claims in claiming order, released ones included.
+
+    Times are UTC; --since without a time zone is this machine's local time.
+    """
+    claims = _read_claims(url, device=device, since=_parse_since(since))
+    if as_json:
+        click.echo(json.dumps([c.to_json() for c in claims], indent=2))
+        return
+    if not claims:
+        click.echo("no claims")
+        return
+    rows = [_claim_row(c) for c in claims]
+    if sys.stdout.isatty():
+        render.console().print(_claims_table(rows))
+    else:  # one aligned line per claim: greppable, never wrapped at 80 columns
+        for line in _aligned([list(SHOW_COLUMNS), *rows]):
+            click.echo(line)
+
+
+@ledger.command("export")
+@click.argument("url")
+@click.option("-o", "--output", "out", required=True, metavar="FILE", help="FILE.csv or FILE.json.")
+def ledger_export(url: str, out: str) -> None:
+    """Write every claim to a CSV or JSON file (chosen by its suffix)."""
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise InputError(f"{out}: cannot tell the format", hint="name the file .csv or .json")
+    claims = _read_claims(url)
+    data = _csv_bytes(claims) if suffix == ".csv" else _json_bytes(claims)
+    write_outputs({path: data})
+    click.echo(f"{out}: {len(claims)} claims")
+
+
+@ledger.command("release")
+@click.argument("url")
+@click.argument("set_name", metavar="SET")
+@click.option("--yes", is_flag=True, help="Really free the set for another device.")
+def ledger_release(url: str, set_name: str, yes: bool) -> None:
+    """Free SET so that another device may claim it.
+
+    Only for a device that will never run with these credentials again
+    (scrapped, or its flash erased): otherwise two devices share one identity.
+    """
+    if not yes:
+        raise InputError(
+            f"not releasing set {set_name}: another device could then get its credentials",
+            hint="rerun with --yes once the device holding it is scrapped or erased",
+        )
+    store = open_ledger(url, create=False)
+    try:
+        claim = store.release(set_name)
+    finally:
+        store.close()
+    click.echo(
+        f"set {claim.set_name} released (held by {claim.device} since {_when(claim.claimed_at)})"
+    )
+
+
+def _read_claims(
+    url: str, *, device: str | None = None, since: datetime | None = None
+) -> list[Claim]:
+    store: Ledger = open_ledger(url, create=False)
+    try:
+        return store.claims(device=device, since=since)
+    finally:
+        store.close()
+
+
+def _parse_since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        # fromisoformat before Python 3.11 does not take a trailing Z.
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(
+            f"--since {text!r} is not a date", hint="give YYYY-MM-DD or YYYY-MM-DDTHH:MM"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()  # naive: local time
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _claim_row(c: Claim) -> list[str]:
+    return [
+        c.set_name, c.device, c.station, _when(c.claimed_at), str(c.attempts),
+        c.result or "-", _when(c.released_at) or "-",
+    ]  # fmt: skip
+
+
+def _claims_table(rows: Sequence[list[str]]) -> Table:
+    table = Table()
+    for column in SHOW_COLUMNS:
+        table.add_column(column, no_wrap=True, justify="right" if column == "tries" else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _csv_bytes(claims: Sequence[Claim]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for claim in claims:
+        row = claim.to_json()
+        row["image_sha256"] = ";".join(f"{k}={v}" for k, v in row["image_sha256"].items())
+        writer.writerow(["" if row[k] is None else row[k] for k in EXPORT_COLUMNS])
+    return buffer.getvalue().encode()
+
+
+def _json_bytes(claims: Sequence[Claim]) -> bytes:
+    return (json.dumps([c.to_json() for c in claims], indent=2) + "\n").encode()
+
+
+__all__ = ["ledger", "pool"]

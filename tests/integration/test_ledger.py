@@ -1,0 +1,509 @@
+"""The ledger on SQLite and on a real PostgreSQL: rules, concurrency, the resolver, the commands.
+
+Every rule test runs against both stores (``ledger_url``). PostgreSQL is a
+throwaway server started once per session (tests/support/postgres.py);
+where it cannot start the PostgreSQL cases skip, saying why, unless
+``ATFLASH_TEST_POSTGRES=required`` (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from atflash.backends.esptool.flasher import ConnectOptions
+from atflash.batch import BoardJob, run_batch
+from atflash.cli import cli
+from atflash.errors import EXIT_USER_ERROR, DeviceError, InputError
+from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
+from atflash.factory.ledger import SCHEMA_VERSION, open_ledger
+from atflash.factory.pool import load_pool
+from atflash.factory.resolve import PoolResolver, pool_resolver
+from atflash.layout.profiles import find_profile
+from atflash.planning.plan import BoardIdentity
+from atflash.results import BoardResult
+from atflash.sim.rom import start_mock
+from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
+
+from .conftest import flash_holds
+
+SETS = [f"{n:04d}" for n in range(1, 201)]
+DEVICES = [f"24:0a:c4:00:{n >> 8:02x}:{n & 0xFF:02x}" for n in range(1, 201)]
+MAC1, MAC2, MAC3 = DEVICES[:3]
+_databases = itertools.count(1)
+
+
+# -- stores -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session, stopped and deleted at its end (also on failures)."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        if required():
+            pytest.fail(f"PostgreSQL is required here (ATFLASH_TEST_POSTGRES=required): {exc}")
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server."""
+    return postgres_server.create_database(f"ledger_{next(_databases)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty ledger of each kind (PostgreSQL started only when a test asks for it)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
+def run_sql(url: str, statement: str) -> None:
+    """Change a ledger behind atflash's back, as another tool would."""
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(statement)
+        return
+    with sqlite3.connect(url) as conn:
+        conn.execute(statement)
+
+
+# -- the rules, on both stores -----------------------------------------------------------
+
+
+def test_a_device_gets_the_same_set_again_whatever_the_station(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        first = ledger.claim(device="24:0A:C4:00:00:01", station="bench-1", sets=SETS)
+        again = ledger.claim(device="240ac4000001", station="bench-2", sets=SETS)
+        assert (first.set_name, first.device, first.station, first.attempts) == (
+            "0001", MAC1, "bench-1", 1,
+        )  # fmt: skip
+        assert (again.set_name, again.id, again.station, again.attempts) == (
+            "0001",
+            first.id,
+            "bench-1",
+            2,
+        )
+        assert len(ledger.claims()) == 1
+    finally:
+        ledger.close()
+
+
+def test_sets_go_out_in_order_never_twice(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        got = [ledger.claim(device=mac, station="s", sets=SETS).set_name for mac in DEVICES[:3]]
+        assert got == ["0001", "0002", "0003"]
+        # Another pool order: the first set nobody holds, whatever others hold.
+        assert (
+            ledger.claim(device=DEVICES[3], station="s", sets=["0002", "0001", "0009"]).set_name
+            == "0009"
+        )
+    finally:
+        ledger.close()
+
+
+def test_the_claim_is_stored_before_writing_and_a_failed_write_keeps_it(ledger_url: str) -> None:
+    station = open_ledger(ledger_url)
+    observer = open_ledger(ledger_url)  # another process's view
+    try:
+        claim = station.claim(device=MAC1, station="s", sets=SETS)
+        (seen,) = observer.claims(device=MAC1)
+        assert (seen.set_name, seen.result, seen.active) == ("0001", None, True)
+        station.record(claim, result="failed", image_sha256={"client_key": "ab" * 32})
+        assert observer.claims(device=MAC1)[0].result == "failed"
+        retry = station.claim(device=MAC1, station="s", sets=SETS)
+        assert retry.set_name == "0001"
+        station.record(
+            retry, result="ok", image_sha256={"client_key": "cd" * 32, "client_cert": "ef" * 32}
+        )
+        (done,) = observer.claims(device=MAC1)
+        assert (done.result, done.attempts, done.image_sha256) == (
+            "ok", 2, {"client_cert": "ef" * 32, "client_key": "cd" * 32},
+        )  # fmt: skip
+        assert done.recorded_at is not None and done.recorded_at >= done.claimed_at
+    finally:
+        station.close()
+        observer.close()
+
+
+def test_release_frees_the_set_and_keeps_the_history(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        held = ledger.claim(device=MAC1, station="s", sets=SETS[:2])
+        ledger.claim(device=MAC2, station="s", sets=SETS[:2])
+        released = ledger.release("0001")
+        assert (released.id, released.device, released.active) == (held.id, MAC1, False)
+        assert ledger.claim(device=MAC3, station="s", sets=SETS[:2]).set_name == "0001"
+        with pytest.raises(PoolExhaustedError):  # the released device holds nothing now
+            ledger.claim(device=MAC1, station="s", sets=SETS[:2])
+        with pytest.raises(ClaimError, match=r"set 0007 is not held by any device"):
+            ledger.release("0007")
+        with pytest.raises(ClaimError, match=r"set 0001 is no longer held by 24:0a:c4:00:00:01"):
+            ledger.record(held, result="ok", image_sha256={})
+        history = [(c.set_name, c.device, c.active) for c in ledger.claims()]
+        assert history == [("0001", MAC1, False), ("0002", MAC2, True), ("0001", MAC3, True)]
+    finally:
+        ledger.close()
+
+
+def test_an_exhausted_pool_is_a_clear_error_and_holders_still_get_theirs(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        for mac in (MAC1, MAC2):
+            ledger.claim(device=mac, station="s", sets=SETS[:2])
+        with pytest.raises(PoolExhaustedError, match=r"no free credential set for 24:0a:c4:00:00:03: "
+                                                     r"all 2 sets of the pool are claimed"):  # fmt: skip
+            ledger.claim(device=MAC3, station="s", sets=SETS[:2])
+        assert ledger.claim(device=MAC2, station="s", sets=SETS[:2]).set_name == "0002"
+    finally:
+        ledger.close()
+
+
+def test_claims_filter_by_device_and_time(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        ledger.claim(device=MAC1, station="s", sets=SETS)
+        ledger.claim(device=MAC2, station="s", sets=SETS)
+        assert [c.device for c in ledger.claims(device="24-0A-C4-00-00-02")] == [MAC2]
+        now = datetime.now(timezone.utc)
+        assert len(ledger.claims(since=now - timedelta(hours=1))) == 2
+        assert ledger.claims(since=now + timedelta(hours=1)) == []
+    finally:
+        ledger.close()
+
+
+def test_bad_device_and_result_are_input_errors(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        with pytest.raises(InputError, match=r"'24:0a:zz' is not a MAC address"):
+            ledger.claim(device="24:0a:zz", station="s", sets=SETS)
+        claim = ledger.claim(device=MAC1, station="s", sets=SETS)
+        with pytest.raises(InputError, match=r"unknown write result 'maybe'"):
+            ledger.record(claim, result="maybe", image_sha256={})
+    finally:
+        ledger.close()
+
+
+def test_tables_are_made_on_first_open_with_a_version_row(ledger_url: str) -> None:
+    open_ledger(ledger_url).close()
+    open_ledger(ledger_url).close()  # a second open finds them
+    run_sql(ledger_url, "UPDATE atflash_schema SET version = 99")
+    with pytest.raises(
+        LedgerError, match=rf"schema version 99, this atflash knows {SCHEMA_VERSION}"
+    ):
+        open_ledger(ledger_url)
+
+
+def test_the_database_refuses_a_second_holder_even_without_atflash(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
+    ledger.claim(device=MAC1, station="s", sets=SETS)
+    ledger.close()
+    sneaky = "INSERT INTO atflash_claims (set_name, device, station, claimed_at) VALUES ('0001', 'x', 's', '2024-01-01')"
+    with pytest.raises(Exception, match=r"(?i)unique"):
+        run_sql(ledger_url, sneaky)
+
+
+# -- opening ------------------------------------------------------------------------------
+
+
+def test_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    open_ledger("sqlite:///rel.db").close()
+    open_ledger(f"sqlite:///{tmp_path}/abs.db").close()  # sqlite:////tmp/... : absolute
+    assert (tmp_path / "rel.db").is_file() and (tmp_path / "abs.db").is_file()
+    cases = [
+        ("mysql://h/db", r"unknown ledger kind 'mysql'"),
+        ("sqlite://rel.db", r"a SQLite URL is sqlite:///relative/path"),
+        (str(tmp_path / "no" / "l.db"), r"folder .*no does not exist"),
+        (str(tmp_path), r"is a folder"),
+    ]
+    (tmp_path / "pool.csv").write_text("set,client_cert\n" * 200)
+    cases.append((str(tmp_path / "pool.csv"), r"cannot read \(file is not a database\)"))
+    for url, message in cases:
+        with pytest.raises(LedgerError, match=message):
+            open_ledger(url)
+
+
+def test_postgres_without_the_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
+    with pytest.raises(
+        LedgerError, match=r"psycopg 3\) is not installed: pip install 'atflash\[postgres\]'"
+    ):
+        open_ledger("postgresql://ledger-host/atflash")
+
+
+def test_a_postgres_error_never_shows_the_password() -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(LedgerError) as caught:
+        open_ledger("postgresql://line1:s3cret@127.0.0.1:1/atflash")  # nothing listens on port 1
+    assert "s3cret" not in str(caught.value)
+    assert str(caught.value).startswith(
+        "ledger postgresql://line1:***@127.0.0.1:1/atflash: cannot connect"
+    )
+
+
+# -- concurrency: stations as separate processes ------------------------------------------
+
+# One station: imports, says ready, waits for its job (so all start together), claims.
+STATION = r"""
+import json, sys
+from atflash.factory.ledger import open_ledger
+print("ready", flush=True)
+job = json.loads(sys.stdin.readline())
+ledger = open_ledger(job["url"])
+got = {d: ledger.claim(device=d, station=job["station"], sets=job["sets"]).set_name for d in job["devices"]}
+ledger.close()
+print(json.dumps(got), flush=True)
+"""
+
+
+def run_stations(url: str, work: list[list[str]], sets: list[str]) -> list[dict[str, str]]:
+    """One process per list of devices, all claiming at once; each one's device -> set."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", STATION], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in work
+    ]  # fmt: skip
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        for n, (proc, devices) in enumerate(zip(procs, work, strict=True)):
+            job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets}
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.flush()
+        outputs = [proc.communicate(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+    return [json.loads(out) for out, _err in outputs]
+
+
+def merged(results: list[dict[str, str]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for result in results:
+        for device, set_name in result.items():
+            assert out.setdefault(device, set_name) == set_name, f"{device} got two sets"
+    return out
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite", "postgresql"], indirect=True)
+def test_concurrent_stations_give_every_device_one_set_and_no_set_twice(ledger_url: str) -> None:
+    # SQLite: 8 processes on one host; PostgreSQL: 4 stations against one server.
+    n = 8 if ledger_url.endswith(".db") else 4
+    first = merged(run_stations(ledger_url, [DEVICES[k::n] for k in range(n)], SETS))
+    assert sorted(first) == DEVICES
+    assert sorted(first.values()) == SETS  # 200 devices, 200 sets: each set exactly once
+    # Every claim again, each device now from another station: nothing moves.
+    again = merged(run_stations(ledger_url, [DEVICES[(k + 1) % n :: n] for k in range(n)], SETS))
+    assert again == first
+    ledger = open_ledger(ledger_url)
+    try:
+        claims = ledger.claims()
+    finally:
+        ledger.close()
+    assert len(claims) == 200 and {c.attempts for c in claims} == {2}
+    assert {c.device: c.set_name for c in claims} == first
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite", "postgresql"], indirect=True)
+def test_one_device_claimed_by_every_station_at_once_gets_one_set(ledger_url: str) -> None:
+    n = 8 if ledger_url.endswith(".db") else 4
+    results = run_stations(ledger_url, [[MAC1]] * n, SETS)
+    assert {r[MAC1] for r in results} == {"0001"}
+    ledger = open_ledger(ledger_url)
+    try:
+        (claim,) = ledger.claims()
+    finally:
+        ledger.close()
+    assert claim.attempts == n
+
+
+# -- the resolver the write flow uses -----------------------------------------------------
+
+
+def test_pool_resolver_claims_by_mac_and_returns_the_sets_plans(
+    credential_pool: Path, ledger_url: str
+) -> None:
+    import pickle
+
+    esp32 = find_profile("esp32")
+    resolver = pool_resolver(credential_pool, ledger_url, station="bench-1", profiles=[esp32])
+    resolver = pickle.loads(pickle.dumps(resolver))  # as a batch worker receives it
+    (plan,) = resolver(BoardIdentity("socket://a", chip="esp32", mac=MAC1))
+    keys = {img.partition.name: img.sources for img in plan.images}["client_key"]
+    assert keys == (str(credential_pool / "0001" / "client_key.key"),)
+    (again,) = resolver(BoardIdentity("socket://b", chip="esp32", mac="24:0A:C4:00:00:01"))
+    assert [i.sha256 for i in again.images] == [i.sha256 for i in plan.images]
+    with pytest.raises(DeviceError, match=r"socket://c: the board's MAC is unknown"):
+        resolver(BoardIdentity("socket://c", chip="esp32"))
+
+
+def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash(
+    credential_pool: Path, ledger_url: str, tmp_path: Path
+) -> None:
+    # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
+    boards = [start_mock("esp32"), start_mock("esp32c3")]
+    try:
+        profiles = [find_profile("esp32"), find_profile("esp32c3")]
+        resolver = pool_resolver(credential_pool, ledger_url, station="bench-1", profiles=profiles)
+        jobs = [
+            BoardJob(
+                b.url,
+                ConnectOptions(b.url, before="no-reset", after="no-reset", connect_attempts=1),
+                resolver,
+            )
+            for b in boards
+        ]
+        for _run in range(2):  # the second run is a re-flash: same sets, none burnt
+            results = run_batch(jobs)
+            assert [r.outcome for r in results] == ["ok", "ok"], [r.error for r in results]
+            for result in results:
+                assert resolver.record(result) is not None
+        ledger = open_ledger(ledger_url)
+        try:
+            claims = {c.device: c for c in ledger.claims()}
+        finally:
+            ledger.close()
+        assert sorted(c.set_name for c in claims.values()) == ["0001", "0002"]
+        for board, result in zip(boards, results, strict=True):
+            assert result.mac is not None
+            claim = claims[result.mac]
+            assert (claim.result, claim.attempts, claim.station) == ("ok", 2, "bench-1")
+            assert claim.image_sha256 == {p.name: p.sha256 for p in result.partitions}
+            profile = find_profile(board.chip)
+            (plan,) = [
+                p
+                for p in resolver(BoardIdentity(board.url, mac=result.mac))
+                if p.profile == profile
+            ]
+            key = next(i for i in plan.images if i.partition.name == "client_key")
+            assert key.sources == (str(credential_pool / claim.set_name / "client_key.key"),)
+            assert flash_holds(board, key.address, key.padded, tmp_path)
+    finally:
+        for board in boards:
+            board.stop()
+
+
+def test_a_resolver_records_nothing_for_a_board_without_a_claim(
+    credential_pool: Path, tmp_path: Path
+) -> None:
+    resolver = PoolResolver(
+        pool=load_pool(credential_pool),
+        ledger_url=str(tmp_path / "l.db"), station="s", profiles=(find_profile("esp32"),),
+    )  # fmt: skip
+    assert resolver.record(BoardResult(port="p", mac=MAC1, error="boom")) is None
+    assert resolver.record(BoardResult(port="p", mac=None, error="no answer")) is None
+
+
+# -- the commands -------------------------------------------------------------------------
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_ledger_show_export_and_release_commands(ledger_url: str, tmp_path: Path) -> None:
+    ledger = open_ledger(ledger_url)
+    try:
+        first = ledger.claim(device=MAC1, station="bench-1", sets=SETS)
+        ledger.record(first, result="ok", image_sha256={"client_key": "ab" * 32})
+        ledger.claim(device=MAC2, station="bench-2", sets=SETS)
+    finally:
+        ledger.close()
+
+    shown = run("ledger", "show", ledger_url)
+    assert shown.exit_code == 0, shown.output
+    header, *rows = shown.stdout.splitlines()
+    assert header.split() == [
+        "set",
+        "device",
+        "station",
+        "claimed",
+        "(UTC)",
+        "tries",
+        "result",
+        "released",
+        "(UTC)",
+    ]
+    assert [r.split()[:3] + r.split()[5:] for r in rows] == [
+        ["0001", MAC1, "bench-1", "1", "ok", "-"], ["0002", MAC2, "bench-2", "1", "-", "-"],
+    ]  # fmt: skip
+    one = run("ledger", "show", ledger_url, "--device", "24-0A-C4-00-00-02", "--json")
+    assert [c["set"] for c in json.loads(one.stdout)] == ["0002"]
+    assert run("ledger", "show", ledger_url, "--since", "2999-01-01").stdout == "no claims\n"
+    bad = run("ledger", "show", ledger_url, "--since", "yesterday")
+    assert (bad.exit_code, bad.stderr) == (
+        EXIT_USER_ERROR,
+        "atflash: error: --since 'yesterday' is not a date: give YYYY-MM-DD or YYYY-MM-DDTHH:MM\n",
+    )
+
+    out = tmp_path / "ledger.csv"
+    assert run("ledger", "export", ledger_url, "-o", str(out)).stdout == f"{out}: 2 claims\n"
+    lines = out.read_text().splitlines()
+    assert (
+        lines[0]
+        == "set,device,station,claimed_at,attempts,result,recorded_at,released_at,image_sha256"
+    )
+    assert lines[1].startswith(f"0001,{MAC1},bench-1,") and lines[1].endswith(
+        f",ok,{lines[1].split(',')[6]},,client_key={'ab' * 32}"
+    )
+    as_json = tmp_path / "ledger.json"
+    run("ledger", "export", ledger_url, "-o", str(as_json))
+    assert [c["image_sha256"] for c in json.loads(as_json.read_text())] == [
+        {"client_key": "ab" * 32},
+        {},
+    ]
+    assert (
+        run("ledger", "export", ledger_url, "-o", str(tmp_path / "x.txt")).exit_code
+        == EXIT_USER_ERROR
+    )
+
+    refused = run("ledger", "release", ledger_url, "0001")
+    assert refused.exit_code == EXIT_USER_ERROR
+    assert "not releasing set 0001" in refused.stderr and "--yes" in refused.stderr
+    assert json.loads(run("ledger", "show", ledger_url, "--json").stdout)[0]["released_at"] is None
+    released = run("ledger", "release", ledger_url, "0001", "--yes")
+    assert released.exit_code == 0, released.output
+    assert released.stdout.startswith(f"set 0001 released (held by {MAC1} since ")
+    assert (
+        json.loads(run("ledger", "show", ledger_url, "--json").stdout)[0]["released_at"] is not None
+    )
+    again = run("ledger", "release", ledger_url, "0001", "--yes")
+    assert (
+        again.exit_code == EXIT_USER_ERROR and "set 0001 is not held by any device" in again.stderr
+    )
+
+
+def test_reading_commands_never_create_a_ledger(ledger_url: str) -> None:
+    # A mistyped path or database must not become a new, empty ledger.
+    for args in (["show", ledger_url], ["release", ledger_url, "0001", "--yes"]):
+        result = run("ledger", *args)
+        assert result.exit_code == EXIT_USER_ERROR
+        assert re.search(r"no such ledger file|no atflash ledger in this database", result.stderr)
+        assert "a station creates the ledger on its first claim" in result.stderr
+    assert not Path(ledger_url).exists() or ledger_url.startswith("postgresql://")
+    with pytest.raises(LedgerError):
+        open_ledger(ledger_url, create=False)
