@@ -222,7 +222,7 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
     namespace = req.partition
     kind = pki_kind_for(namespace)
     if kind is None or namespace not in mfgnvs.CREDENTIAL_NAMESPACES:
-        raise InputError(
+        raise ProfileError(
             f"{namespace!r} is not an ESP-AT credential namespace",
             hint="on ESP-AT 3.1+ write to client_cert, client_key, client_ca, mqtt_cert, ...",
         )

@@ -32,6 +32,7 @@ from atflash.factory.resolve import PoolResolver, pool_resolver
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import BoardIdentity
 from atflash.results import BoardResult
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
 from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 
@@ -365,7 +366,10 @@ def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash
     credential_pool: Path, ledger_url: str, tmp_path: Path
 ) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
-    boards = [start_mock("esp32"), start_mock("esp32c3")]
+    boards = [
+        start_mock("esp32", flash=board_flash("esp32")),
+        start_mock("esp32c3", flash=board_flash("esp32c3")),
+    ]
     try:
         profiles = [find_profile("esp32"), find_profile("esp32c3")]
         resolver = pool_resolver(credential_pool, ledger_url, station="bench-1", profiles=profiles)

@@ -118,7 +118,7 @@ def test_parse_errors_name_the_line(bench: Path, text: str, message: str) -> Non
 def test_build_errors_name_the_line(bench: Path) -> None:
     unknown = write(bench, "mac,client_crt\n24:0a:c4:00:00:01,dev00.crt\n")
     with pytest.raises(
-        ManifestError, match=r"devices.csv:1: column 'client_crt' is not a PKI partition"
+        ManifestError, match=r"devices.csv:1: column 'client_crt' is not a credential partition"
     ):
         build_resolver(load_manifest(unknown), [ESP32])
     unpaired = write(bench, "mac,client_cert,client_key\n"
