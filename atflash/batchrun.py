@@ -65,6 +65,9 @@ class WriteSettings:
     groups: tuple[str, ...]
     via: str = "esptool"  # a key of registry.BACKENDS
     key_type_check: bool = True
+    pool: str | None = None  # factory: a pool of credential sets, claimed per board...
+    ledger: str | None = None  # ...in this ledger (SQLite path or postgresql:// URL)
+    station: str | None = None  # what the ledger records as the station (default: host name)
     given: frozenset[str] = field(default_factory=frozenset)  # options set by the user
 
     def __post_init__(self) -> None:
@@ -86,6 +89,7 @@ class WriteSettings:
             self.only_failed,
             self.manifest,
             self.strict,
+            self.pool,
         )
         return not any(batch_only)
 
@@ -119,6 +123,7 @@ class PreparedRun:
     jobs: tuple[BoardJob, ...]
     checked: CheckedConfig | None
     nothing_to_do: str | None = None  # why the run has no board to touch
+    pool: Any = None  # the pool resolver: results are recorded in its ledger
 
 
 @dataclass(frozen=True)
@@ -158,12 +163,13 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
                 hint="drop --port to re-run them all",
             )
     warm_up()  # the worker server starts while the plans are built
-    checked = check_plans(settings, parse_groups)
+    pool = _pool_resolver(settings)
+    checked = None if pool is not None else check_plans(settings, parse_groups)
     jobs = tuple(
         BoardJob(
             port=p.device,
             connect=settings.connect_for(p.device),
-            plans=checked.resolver or checked.plans,
+            plans=pool or (checked.resolver or checked.plans),  # type: ignore[union-attr]
             options=settings.write_options,
             serial_number=p.serial_number,
             backend=settings.via,
@@ -171,7 +177,29 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         )
         for p in ports
     )
-    return PreparedRun(settings, jobs, checked)
+    return PreparedRun(settings, jobs, checked, pool=pool)
+
+
+def _pool_resolver(settings: WriteSettings) -> Any:
+    """With --pool: every set checked and the ledger opened before the first board."""
+    if settings.pool is None:
+        if settings.ledger is not None:
+            raise InputError("--ledger goes with --pool", hint="name the pool the ledger hands out")
+        return None
+    if settings.groups or settings.manifest:
+        raise InputError(
+            "--pool gives each board its files: no PARTITION FILE... arguments or --manifest with it"
+        )
+    from atflash.factory import pool_resolver
+
+    ledger = settings.ledger or str(Path(settings.pool).with_suffix(".ledger.sqlite"))
+    return pool_resolver(
+        settings.pool,
+        ledger,
+        station=settings.station,
+        profiles=settings.candidate_profiles(),
+        options=settings.plan_options,
+    )
 
 
 def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
@@ -184,6 +212,10 @@ def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
         events=events,
     )
     seconds = time.monotonic() - start
+    if run.pool is not None:
+        for result in results:
+            if result.mac:
+                run.pool.record(result)  # ok or failed, with each image's SHA-256
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)
     report = build_report(results, seconds=seconds, unused_rows=unused)

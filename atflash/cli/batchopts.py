@@ -46,6 +46,12 @@ def batch_options(func: F) -> F:
             click.option("--strict", is_flag=True, help="Fail boards that have no manifest row instead of skipping them."),
             click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
                          help="Bench file (TOML) with defaults for these options."),
+            click.option("--pool", type=click.Path(exists=True),
+                         help="Factory: give each board the next unused credential set of this pool."),
+            click.option("--ledger", metavar="URL",
+                         help="Where --pool claims are recorded: a SQLite file or postgresql://... "
+                              "(default: POOL.ledger.sqlite)."),
+            click.option("--station", help="This station's name in the ledger (default: host name)."),
         ]
     ):  # fmt: skip
         func = decorator(func)
@@ -92,6 +98,9 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
         only_failed=params["only_failed"],
         manifest=pick("manifest"),
         strict=pick("strict"),
+        pool=params.get("pool"),
+        ledger=params.get("ledger"),
+        station=params.get("station"),
         config=config,
         groups=tuple(params["groups"]),
         via=pick("via"),

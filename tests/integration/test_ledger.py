@@ -511,3 +511,37 @@ def test_reading_commands_never_create_a_ledger(ledger_url: str) -> None:
     assert not Path(ledger_url).exists() or ledger_url.startswith("postgresql://")
     with pytest.raises(LedgerError):
         open_ledger(ledger_url, create=False)
+
+
+def test_write_with_a_pool_through_the_cli_claims_one_set_per_board(
+    credential_pool: Path, tmp_path: Path
+) -> None:
+    """`atflash write --pool POOL --ledger FILE`: each board claims a set, a re-run keeps it."""
+    from click.testing import CliRunner
+
+    from atflash.cli import cli
+
+    ledger = tmp_path / "ledger.sqlite"
+    boards = [
+        start_mock("esp32", flash=board_flash("esp32"), mac=f"24:0a:c4:00:10:0{n}") for n in (1, 2)
+    ]
+    try:
+        args = ["write", "--chip", "esp32", "--before", "no-reset", "--after", "no-reset",
+                "--pool", str(credential_pool), "--ledger", str(ledger), "--station", "line-1",
+                "--report", str(tmp_path / "run.json")]  # fmt: skip
+        for board in boards:
+            args += ["--port", board.url]
+        for _run in range(2):
+            result = CliRunner().invoke(cli, args, catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+        store = open_ledger(str(ledger))
+        try:
+            claims = {c.device: c for c in store.claims()}
+        finally:
+            store.close()
+        assert set(claims) == {"24:0a:c4:00:10:01", "24:0a:c4:00:10:02"}
+        assert sorted(c.set_name for c in claims.values()) == ["0001", "0002"]
+        assert {(c.result, c.attempts, c.station) for c in claims.values()} == {("ok", 2, "line-1")}
+    finally:
+        for board in boards:
+            board.stop()
