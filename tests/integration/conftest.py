@@ -1,64 +1,56 @@
 """Mock boards for integration tests: the real esptool against esp32-mock-bootloader.
 
 Each test gets its own mock process on a free port (or PTY), always stopped.
-Checks of what landed in flash go through the esptool command line in a
-separate process, never through atflash's own read path.
+Checks of what landed in flash, and a board's prior state, go straight to
+the mock over its loader protocol (tests.support.mockflash), never through
+atflash's own read path nor esptool: one connection per check, in this
+process (an esptool process per check cost half a second).
 """
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
+import socket
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard, start_mock
-
-ESPTOOL_TIMEOUT = 60
-
-
-def esptool(
-    board: MockBoard, *args: str, check: bool = True, stub: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Run the esptool CLI against a mock board (ROM mode unless ``stub``), as an outside observer."""
-    cmd = [
-        sys.executable, "-m", "esptool", "--chip", board.chip, "--port", board.url,
-        "--before", "no-reset", "--after", "no-reset", *([] if stub else ["--no-stub"]), *args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"esptool {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from tests.support.mockflash import read_flash, write_flash
 
 
-def flash_holds(board: MockBoard, address: int, data: bytes, tmp_path: Path) -> bool:
-    """Whether flash at ``address`` holds ``data``, checked by esptool in its own process.
+def flash_differs(board: MockBoard, expected: Mapping[int, bytes]) -> list[str]:
+    """The addresses (hex) of ``expected`` where the board's flash holds other bytes.
 
-    ESP32's ROM can read flash back (read-flash); newer ROMs cannot, so for
-    them esptool's verify-flash compares by MD5 computed on the chip. A PTY
-    mock keeps a stub loaded by an earlier session (no new connection resets
-    it) and the stub answers in its own format, so esptool is let find it.
+    Every region is read back whole, byte for byte, whatever the chip.
     """
-    if board.chip == "esp32" and board.url.startswith("socket://"):
-        out = tmp_path / f"readback-{address:x}.bin"
-        esptool(board, "read-flash", hex(address), str(len(data)), str(out))
-        return hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
-    image = tmp_path / f"expected-{address:x}.bin"
-    image.write_bytes(data)
-    proc = esptool(board, "verify-flash", hex(address), str(image), check=False, stub=True)
-    return proc.returncode == 0 and "verification successful" in proc.stdout.lower()
+    regions = [(address, len(data)) for address, data in expected.items()]
+    found = read_flash(board.url, regions)
+    return [hex(a) for (a, data), got in zip(expected.items(), found, strict=True) if got != data]
 
 
-def preload(board: MockBoard, address: int, data: bytes, tmp_path: Path) -> None:
-    """Put bytes on the mock's flash with the esptool CLI (a board's prior state)."""
-    image = tmp_path / f"preload-{address:x}.bin"
-    image.write_bytes(data)
-    esptool(board, "write-flash", hex(address), str(image))
+def flash_holds(board: MockBoard, address: int, data: bytes) -> bool:
+    """Whether flash at ``address`` holds ``data``."""
+    return not flash_differs(board, {address: data})
+
+
+def preload(board: MockBoard, address: int, data: bytes) -> None:
+    """Put bytes on the mock's flash (a board's prior state)."""
+    write_flash(board.url, [(address, data)])
+
+
+@pytest.fixture
+def dead_port() -> Iterator[str]:
+    """A socket URL where nothing listens, and nothing can while the test runs.
+
+    The port stays bound (never listening): a port merely freed could be
+    taken by a mock or relay another xdist worker starts meanwhile.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"socket://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def _start(chip: str, transport: str) -> MockBoard:
@@ -80,24 +72,24 @@ def blank_board(request: pytest.FixtureRequest) -> Iterator[MockBoard]:
 @pytest.fixture(
     params=[("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")], ids=lambda p: "-".join(p)
 )
-def at_board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MockBoard]:
+def at_board(request: pytest.FixtureRequest) -> Iterator[MockBoard]:
     """A mock board that has ESP-AT's default partition table, as a flashed module does."""
     board = _start(*request.param)
     try:
         profile = find_profile(board.chip)
-        preload(board, profile.at_customize_offset, encode_table(profile.partitions), tmp_path)
+        preload(board, profile.at_customize_offset, encode_table(profile.partitions))
         yield board
     finally:
         board.stop()
 
 
 @pytest.fixture
-def esp32_board(tmp_path: Path) -> Iterator[MockBoard]:
+def esp32_board() -> Iterator[MockBoard]:
     """One ESP32 mock board over TCP with ESP-AT's table (for single-chip cases)."""
     board = _start("esp32", "tcp")
     try:
         profile = find_profile("esp32")
-        preload(board, profile.at_customize_offset, encode_table(profile.partitions), tmp_path)
+        preload(board, profile.at_customize_offset, encode_table(profile.partitions))
         yield board
     finally:
         board.stop()
