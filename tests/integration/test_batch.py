@@ -95,6 +95,7 @@ def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> N
                          *CONNECT, "--retry", "2", "--report", str(tmp_path / "r.json"),
                          *cert_and_key(raw))  # fmt: skip
             assert line.connections == 2
+            assert [(f.kind, f.session) for f in line.fired] == [("drop", 1)]
         assert result.exit_code == 0, result.output
         (record,) = json.loads((tmp_path / "r.json").read_text())["boards"]
         assert record["attempts"] == 2 and record["result"] == "ok"

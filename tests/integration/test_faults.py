@@ -1,16 +1,19 @@
 """Fault matrix, esptool path: a real esptool session through a UartLine that breaks on cue.
 
 Each fault is armed when the write reaches a given phase (an atflash event),
-so it lands in that phase whatever the size of the flasher stub. Every case
-must end with: a failed board with a one-line error naming the port, each
-partition marked written (verified) / not-started / possibly-partial as the
-flash really is, and a plain retry bringing the board to the right content,
-read back from the mock independently of atflash and esptool. A board reported OK must hold the
-right bytes, whatever happened on the wire.
+so it lands in that phase whatever the size of the flasher stub; a flipped
+byte is armed on the bytes of the image itself as they cross the wire. Every
+case must prove its fault fired (the line records each one), then end with:
+a failed board with a one-line error naming the port, each partition marked
+written (verified) / not-started / possibly-partial as the flash really is,
+and a plain retry bringing the board to the right content, read back from
+the mock independently of atflash and esptool. A board reported OK must hold
+the right bytes, whatever happened on the wire.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +95,7 @@ def break_and_write(rig: _Rig, case: tuple) -> provision.BoardResult:
         failed = rig.write()
     else:
         failed = rig.write(_when(kind, partition, arm, rig.line))
+    assert rig.line.faults_fired == 1, f"the fault did not fire once: {rig.line.fired}"
     assert not failed.ok, "reported OK"
     assert failed.error and rig.line.url in failed.error
     assert "\n" not in failed.error
@@ -104,18 +108,18 @@ CASES = {
     "drop-during-sync": (None, None, lambda ln: ln.drop_after(20, "to_device"),
                          ("not-started",) * 3),
     "drop-mid-image": ("writing", "client_key",
-                       lambda ln: ln.drop_after(ln.bytes_to_device + 300, "to_device"),
+                       lambda ln: ln.drop_after(ln.position("to_device") + 300, "to_device"),
                        # esptool reconnects and retries a dropped image itself, so
                        # it may reach client_ca before the failure shows.
                        ("possibly-partial", "possibly-partial", None)),
     "drop-during-verify": ("verified", "client_cert",
-                           lambda ln: ln.drop_after(ln.bytes_to_host + 4, "to_host"),
+                           lambda ln: ln.drop_after(ln.position("to_host") + 4, "to_host"),
                            ("written", "possibly-partial", "possibly-partial")),
     "stall-mid-image": ("writing", "client_cert",
-                        lambda ln: ln.stall_after(ln.bytes_to_device + 300, "to_device"),
+                        lambda ln: ln.stall_after(ln.position("to_device") + 300, "to_device"),
                         ("possibly-partial", "not-started", "not-started")),
     "board-stops-answering": ("writing", "client_key",
-                              lambda ln: ln.stall_after(ln.bytes_to_host + 2, "to_host"),
+                              lambda ln: ln.stall_after(ln.position("to_host") + 2, "to_host"),
                               ("possibly-partial", "possibly-partial", None)),
 }  # fmt: skip
 
@@ -139,16 +143,52 @@ def test_fault_leaves_an_honest_result_and_a_retry_repairs(rig: Rig, case: str) 
     assert flash_differs(rig.board, {i.address: i.padded for i in rig.plan.images}) == []
 
 
-@pytest.mark.parametrize("offset", [1500, 4000, 7000])
-def test_flipped_byte_never_passes_as_success_with_wrong_flash(rig: Rig, offset: int) -> None:
+SLIP_SPECIAL = frozenset({0xC0, 0xDB})  # bytes SLIP escapes: a flip there breaks the framing
+
+
+def flip_spot(stream: bytes, at: int, mask: int, length: int = 16) -> tuple[bytes, int]:
+    """Where to flip a byte of ``stream``, at or just after index ``at``: the bytes before it, and its index.
+
+    The pattern occurs once in ``stream``, and it and the byte cross the
+    wire as they are (no SLIP escapes), before and after the flip.
+    """
+    for index in range(max(at, length), len(stream)):
+        pattern = stream[index - length : index]
+        plain = SLIP_SPECIAL.isdisjoint(stream[index - length : index + 1])
+        if plain and stream[index] ^ mask not in SLIP_SPECIAL and stream.count(pattern) == 1:
+            return pattern, index
+    raise AssertionError(f"no byte to flip in {len(stream)} bytes from {at}")
+
+
+# Where in client_cert's compressed image (as a fraction of its length) bytes are
+# flipped. One flip is caught by the loader's XOR checksum of the block and the
+# block is sent again; two equal flips in one block cancel out in that checksum,
+# so only an MD5 of the flash can tell: the board must fail.
+FLIPS = {
+    "one-byte-early": (0.25,),
+    "one-byte-middle": (0.5,),
+    "one-byte-late": (0.75,),
+    "checksum-blind-pair": (0.4, 0.6),
+}
+
+
+@pytest.mark.parametrize("flips", list(FLIPS))
+def test_flipped_byte_never_passes_as_success_with_wrong_flash(rig: Rig, flips: str) -> None:
     """A corrupted byte on the wire either fails the board or is caught before it matters."""
-    sink = _when(
-        "writing",
-        "client_cert",
-        lambda ln: ln.flip_byte(ln.bytes_to_device + offset, "to_device"),
-        rig.line,
-    )
-    result = rig.write(sink)
+    image = next(i for i in rig.plan.images if i.partition.name == "client_cert")
+    # What esptool sends of it: the image deflated at level 9, in one 16 KB block.
+    wire = zlib.compress(rig.plan.data_for(image), 9)
+    assert len(wire) <= 0x4000  # one FLASH_DEFL_DATA block: the pair shares one checksum
+    spots = [flip_spot(wire, int(len(wire) * where), mask=0x10) for where in FLIPS[flips]]
+
+    def arm(line: UartLine) -> None:
+        for pattern, _index in spots:
+            line.flip_after(pattern, "to_device", mask=0x10)
+
+    result = rig.write(_when("writing", "client_cert", arm, rig.line))
+    assert rig.line.faults_fired == len(spots), f"flips that fired: {rig.line.fired}"
+    if len(spots) == 2:
+        assert not result.ok, "a corruption the checksum cannot see was reported OK"
     if result.ok:
         assert flash_differs(rig.board, {i.address: i.padded for i in rig.plan.images}) == []
     else:
@@ -204,16 +244,16 @@ AT_CASES = {
     "drop-during-handshake": (None, None, lambda ln: ln.drop_after(3, "to_device"),
                               ("not-started",) * 3),
     "drop-mid-image": ("writing", "client_key",
-                       lambda ln: ln.drop_after(ln.bytes_to_device + 600, "to_device"),
+                       lambda ln: ln.drop_after(ln.position("to_device") + 600, "to_device"),
                        ("written", "possibly-partial", "not-started")),
     "drop-during-read-back": ("writing", "client_ca",
-                              lambda ln: ln.drop_after(ln.bytes_to_host + 3000, "to_host"),
+                              lambda ln: ln.drop_after(ln.position("to_host") + 3000, "to_host"),
                               ("written", "written", "possibly-partial")),
     "stall-mid-image": ("writing", "client_cert",
-                        lambda ln: ln.stall_after(ln.bytes_to_device + 600, "to_device"),
+                        lambda ln: ln.stall_after(ln.position("to_device") + 600, "to_device"),
                         ("possibly-partial", "not-started", "not-started")),
     "board-stops-answering": ("writing", "client_key",
-                              lambda ln: ln.stall_after(ln.bytes_to_host + 2, "to_host"),
+                              lambda ln: ln.stall_after(ln.position("to_host") + 2, "to_host"),
                               ("written", "possibly-partial", "not-started")),
 }  # fmt: skip
 
@@ -234,12 +274,22 @@ def test_at_fault_leaves_an_honest_result_and_a_retry_repairs(at_rig: AtRig, cas
 
 @pytest.mark.parametrize("offset", [100, 700, 1500])
 def test_at_flipped_byte_is_caught_by_the_read_back(at_rig: AtRig, offset: int) -> None:
-    """A byte corrupted on its way to the module: the read-back compare must fail the board."""
+    """A byte corrupted on its way to the module: the read-back compare must fail the board.
+
+    The flip is armed on the image's own bytes before the byte at (or just
+    after, where the two certificates share bytes) ``offset``: the AT path
+    sends them as they are, 1024 to a command, so it lands on that image
+    byte and nowhere else.
+    """
+    image = next(i for i in at_rig.plan.images if i.partition.name == "client_cert")
+    pattern, index = flip_spot(image.bin, offset, mask=0x04, length=32)
+    assert index // 1024 == (index - len(pattern)) // 1024, "pattern split by a command"
     sink = _when(
         "writing", "client_cert",
-        lambda ln: ln.flip_byte(ln.bytes_to_device + offset, "to_device", mask=0x04), at_rig.line,
+        lambda ln: ln.flip_after(pattern, "to_device", mask=0x04), at_rig.line,
     )  # fmt: skip
     result = at_rig.write(sink)
+    assert at_rig.line.faults_fired == 1, f"the flip did not fire once: {at_rig.line.fired}"
     assert not result.ok
     assert result.error and at_rig.line.url in result.error
     assert "read-back differs" in result.error
