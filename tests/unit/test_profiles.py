@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from atflash import chips
 from atflash.errors import ProfileError
@@ -168,10 +165,3 @@ def test_bad_at_customize_lines(line: str, message: str) -> None:
         parse_csv(line, source="at.csv")
     assert message in str(err.value)
     assert "at.csv line 1" in str(err.value)
-
-
-@settings(max_examples=300)
-@given(st.text(max_size=300))
-def test_csv_parser_raises_only_profile_errors(text: str) -> None:
-    with contextlib.suppress(ProfileError):
-        parse_csv(text, source="x.csv")
