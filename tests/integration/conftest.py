@@ -1,6 +1,7 @@
 """Mock boards for integration tests: the real esptool against esp32-mock-bootloader.
 
-Each test gets its own mock process on a free port (or PTY), always stopped.
+Each test gets mock boards of its own: over TCP from a pool of running mocks,
+erased whole between tests (BoardPool), over a PTY a new process, stopped.
 Checks of what landed in flash, and a board's prior state, go straight to
 the mock over its loader protocol (tests.support.mockflash), never through
 atflash's own read path nor esptool: one connection per check, in this
@@ -9,6 +10,7 @@ process (an esptool process per check cost half a second).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from collections.abc import Iterator, Mapping
@@ -18,7 +20,7 @@ import pytest
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard, start_mock
-from tests.support.mockflash import read_flash, write_flash
+from tests.support.mockflash import MockFlashError, erase_flash, read_flash, write_flash
 
 
 def flash_differs(board: MockBoard, expected: Mapping[int, bytes]) -> list[str]:
@@ -53,43 +55,104 @@ def dead_port() -> Iterator[str]:
         yield f"socket://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def _start(chip: str, transport: str) -> MockBoard:
-    if transport == "pty" and sys.platform == "win32":  # pragma: no cover
+class BoardPool:
+    """TCP mock boards reused by one test process, erased between tests.
+
+    A TCP mock starts a new loader session with every connection and keeps
+    nothing else between connections but its flash, so a board erased
+    whole is as good as a new one - and starting one is a Python process
+    importing esptool (a quarter of a second idle, seconds on a busy host).
+    A board that does not answer the erase promptly (a connection some
+    test left open still holds it) is stopped, not reused. PTY mocks keep
+    one loader session across clients and are never pooled.
+    """
+
+    ERASE_TIMEOUT = 3.0
+
+    def __init__(self) -> None:
+        self.idle: dict[str, list[MockBoard]] = {}
+
+    def take(self, chip: str) -> MockBoard:
+        """A blank board of ``chip``: an idle one, or a new process."""
+        idle = self.idle.setdefault(chip, [])
+        while idle:
+            board = idle.pop()
+            if board.proc.poll() is None:
+                return board
+            board.stop()
+        return start_mock(chip)
+
+    @contextlib.contextmanager
+    def lease(self, chip: str) -> Iterator[MockBoard]:
+        """A blank board of ``chip`` for a ``with`` block."""
+        board = self.take(chip)
+        try:
+            yield board
+        finally:
+            self.give_back(board)
+
+    def give_back(self, board: MockBoard) -> None:
+        """Erase ``board`` for the next test, or stop it if it cannot be."""
+        try:
+            erase_flash(board.url, timeout=self.ERASE_TIMEOUT)
+        except (MockFlashError, OSError):
+            board.stop()
+            return
+        self.idle.setdefault(board.chip, []).append(board)
+
+    def close(self) -> None:
+        for boards in self.idle.values():
+            for board in boards:
+                board.stop()
+        self.idle.clear()
+
+
+@pytest.fixture(scope="session")
+def board_pool() -> Iterator[BoardPool]:
+    pool = BoardPool()
+    yield pool
+    pool.close()
+
+
+@contextlib.contextmanager
+def _board(pool: BoardPool, chip: str, transport: str) -> Iterator[MockBoard]:
+    """A blank board: pooled over TCP, a process of its own over a PTY."""
+    if transport == "tcp":
+        with pool.lease(chip) as board:
+            yield board
+        return
+    if sys.platform == "win32":  # pragma: no cover
         pytest.skip("PTY transport needs a Unix host")
-    return start_mock(chip, pty=transport == "pty")
-
-
-@pytest.fixture(
-    params=[("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")], ids=lambda p: "-".join(p)
-)
-def blank_board(request: pytest.FixtureRequest) -> Iterator[MockBoard]:
-    """A mock board with blank flash, for each chip and transport."""
-    board = _start(*request.param)
-    yield board
-    board.stop()
-
-
-@pytest.fixture(
-    params=[("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")], ids=lambda p: "-".join(p)
-)
-def at_board(request: pytest.FixtureRequest) -> Iterator[MockBoard]:
-    """A mock board that has ESP-AT's default partition table, as a flashed module does."""
-    board = _start(*request.param)
+    board = start_mock(chip, pty=True)
     try:
+        yield board
+    finally:
+        board.stop()
+
+
+BOARDS = [("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")]
+
+
+@pytest.fixture(params=BOARDS, ids=lambda p: "-".join(p))
+def blank_board(request: pytest.FixtureRequest, board_pool: BoardPool) -> Iterator[MockBoard]:
+    """A mock board with blank flash, for each chip and transport."""
+    with _board(board_pool, *request.param) as board:
+        yield board
+
+
+@pytest.fixture(params=BOARDS, ids=lambda p: "-".join(p))
+def at_board(request: pytest.FixtureRequest, board_pool: BoardPool) -> Iterator[MockBoard]:
+    """A mock board that has ESP-AT's default partition table, as a flashed module does."""
+    with _board(board_pool, *request.param) as board:
         profile = find_profile(board.chip)
         preload(board, profile.at_customize_offset, encode_table(profile.partitions))
         yield board
-    finally:
-        board.stop()
 
 
 @pytest.fixture
-def esp32_board() -> Iterator[MockBoard]:
+def esp32_board(board_pool: BoardPool) -> Iterator[MockBoard]:
     """One ESP32 mock board over TCP with ESP-AT's table (for single-chip cases)."""
-    board = _start("esp32", "tcp")
-    try:
+    with _board(board_pool, "esp32", "tcp") as board:
         profile = find_profile("esp32")
         preload(board, profile.at_customize_offset, encode_table(profile.partitions))
         yield board
-    finally:
-        board.stop()

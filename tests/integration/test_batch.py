@@ -7,6 +7,7 @@ the mock directly, neither through atflash nor esptool (conftest.flash_differs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,10 +28,10 @@ from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import MockBoard
 from tests.support.line import UartLine
 
-from .conftest import flash_differs, flash_holds
+from .conftest import BoardPool, flash_differs, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 
@@ -54,12 +55,10 @@ def cert_and_key(raw: Path, n: str = "00") -> list[str]:
 
 
 @pytest.fixture
-def boards() -> Iterator[list[MockBoard]]:
+def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
     """Three blank ESP32 mock boards."""
-    started = [start_mock("esp32") for _ in range(3)]
-    yield started
-    for board in started:
-        board.stop()
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(board_pool.lease("esp32")) for _ in range(3)]
 
 
 def test_all_boards_written_one_failing_does_not_stop_the_others(
@@ -86,9 +85,10 @@ def test_all_boards_written_one_failing_does_not_stop_the_others(
         assert flash_differs(board, {0x2A000: cert, 0x2C000: key}) == []
 
 
-def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> None:
-    board = start_mock("esp32")
-    try:
+def test_retry_brings_a_dropped_board_to_success(
+    raw: Path, tmp_path: Path, board_pool: BoardPool
+) -> None:
+    with board_pool.lease("esp32") as board:
         with UartLine(upstream=_address(board)) as line:
             line.drop_after(3000, "to_device", once=True)  # mid-session, first session only
             result = run("write", "--chip", "esp32", "--port", line.url, "--baud", "460800",
@@ -105,8 +105,6 @@ def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> N
             0x2C000: image(raw, "client_key", "client_key_00.key"),
         }
         assert flash_differs(board, expected) == []
-    finally:
-        board.stop()
 
 
 def test_only_failed_reruns_just_the_failed_boards(
@@ -132,12 +130,13 @@ def test_only_failed_reruns_just_the_failed_boards(
     assert nothing.exit_code == 0 and "nothing to do" in nothing.stdout
 
 
-def test_manifest_by_mac_puts_each_boards_credentials_on_it(raw: Path, tmp_path: Path) -> None:
+def test_manifest_by_mac_puts_each_boards_credentials_on_it(
+    raw: Path, tmp_path: Path, board_pool: BoardPool
+) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
     from esp32_mock_bootloader.registers import mac_bytes_for_chip
 
-    esp32, c3 = start_mock("esp32"), start_mock("esp32c3")
-    try:
+    with board_pool.lease("esp32") as esp32, board_pool.lease("esp32c3") as c3:
         mac = {
             b.chip: ":".join(f"{x:02x}" for x in mac_bytes_for_chip(b.chip)) for b in (esp32, c3)
         }
@@ -161,9 +160,6 @@ def test_manifest_by_mac_puts_each_boards_credentials_on_it(raw: Path, tmp_path:
                                    ("client_ca", "client_ca_00.crt"))
             }  # fmt: skip
             assert flash_differs(board, expected) == [], board.chip
-    finally:
-        esp32.stop()
-        c3.stop()
 
 
 def test_manifest_by_port_skips_other_boards_or_fails_them_when_strict(

@@ -26,14 +26,13 @@ from atflash.backends.at.client import AtConnectOptions
 from atflash.backends.esptool import backend as provision
 from atflash.backends.esptool.flasher import ConnectOptions
 from atflash.events import Event
-from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.sim.at import AtSimulator
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import MockBoard
 from tests.support.line import UartLine
 
-from .conftest import flash_differs, flash_holds, preload
+from .conftest import flash_differs, flash_holds
 
 PARTITIONS = ("client_cert", "client_key", "client_ca")
 
@@ -50,23 +49,22 @@ class Rig:
         return provision.write_board(connect, [self.plan], options=options, events=events)
 
 
-@pytest.fixture
-def rig(raw: Path) -> Iterator[Rig]:
-    """A mock ESP32 with ESP-AT's table, reached through an unpaced line."""
-    profile = find_profile("esp32")
+@pytest.fixture(scope="module")
+def rig_plan(raw: Path) -> WritePlan:
+    """client_cert, client_key and client_ca from the samples (a plan is immutable: built once)."""
     requests = [
         PartitionRequest(name, tuple(str(p) for p in sorted((raw / name).iterdir())))
         for name in PARTITIONS
     ]
-    plan = build_plan(profile, requests)
-    board = start_mock("esp32")
-    try:
-        preload(board, profile.at_customize_offset, encode_table(profile.partitions))
-        port = int(board.url.rsplit(":", 1)[1])
-        with UartLine(("127.0.0.1", port), pacing=False) as line:
-            yield Rig(board, line, plan)
-    finally:
-        board.stop()
+    return build_plan(find_profile("esp32"), requests)
+
+
+@pytest.fixture
+def rig(esp32_board: MockBoard, rig_plan: WritePlan) -> Iterator[Rig]:
+    """A mock ESP32 with ESP-AT's table, reached through an unpaced line."""
+    port = int(esp32_board.url.rsplit(":", 1)[1])
+    with UartLine(("127.0.0.1", port), pacing=False) as line:
+        yield Rig(esp32_board, line, rig_plan)
 
 
 def _when(kind: str, partition: str | None, arm: Callable[[UartLine], None], line: UartLine):
@@ -229,15 +227,6 @@ def at_rig(rig_plan: WritePlan) -> Iterator[AtRig]:
         port = int(sim.start_tcp().rsplit(":", 1)[1])
         with UartLine(("127.0.0.1", port), pacing=False) as line:
             yield AtRig(sim, line, rig_plan)
-
-
-@pytest.fixture
-def rig_plan(raw: Path) -> WritePlan:
-    requests = [
-        PartitionRequest(name, tuple(str(p) for p in sorted((raw / name).iterdir())))
-        for name in PARTITIONS
-    ]
-    return build_plan(find_profile("esp32"), requests)
 
 
 AT_CASES = {

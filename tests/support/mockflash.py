@@ -17,6 +17,8 @@ involved: one connection per call, whole sectors per packet.
   ``FLASH_DATA``, never ``FLASH_END``: after a flash end the mock ends a
   PTY client's session about 3 s later, which would cut into the next
   client's session on that PTY.
+- :func:`erase_flash` erases all of it (the stub's ``ERASE_FLASH``): a used
+  board made blank again.
 
 A TCP mock starts a fresh loader session with each connection. A PTY mock
 keeps one session across clients, so the stub state a read leaves there
@@ -40,6 +42,7 @@ import serial
 FLASH_BEGIN = 0x02
 FLASH_DATA = 0x03
 MEM_END = 0x06
+ERASE_FLASH = 0xD0
 READ_FLASH = 0xD2
 _HEADER = struct.Struct("<BBHI")
 _CHECKSUM_SEED = 0xEF
@@ -72,6 +75,13 @@ def write_flash(url: str, writes: Sequence[tuple[int, bytes]]) -> None:
             link.write(address, data)
 
 
+def erase_flash(url: str, *, timeout: float = IO_TIMEOUT) -> None:
+    """Erase the mock's whole flash; raise :class:`MockFlashError` if it does not answer in time."""
+    with _Link(url, timeout=timeout) as link:
+        link.start_stub()
+        link.command(ERASE_FLASH, b"")
+
+
 class _Link:
     """One connection to a mock loader (``socket://HOST:PORT`` or a PTY path), framed with SLIP.
 
@@ -80,8 +90,9 @@ class _Link:
     many bytes are waiting).
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout: float = IO_TIMEOUT) -> None:
         self.url = url
+        self.timeout = timeout
         self.sock: socket.socket | None = None
         self.tty: serial.Serial | None = None
         self.buf = bytearray()
@@ -90,7 +101,7 @@ class _Link:
     def __enter__(self) -> _Link:
         if self.url.startswith("socket://"):
             host, port = self.url.removeprefix("socket://").rsplit(":", 1)
-            self.sock = socket.create_connection((host, int(port)), timeout=IO_TIMEOUT)
+            self.sock = socket.create_connection((host, int(port)), timeout=self.timeout)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _quick_ack(self.sock)
         else:
@@ -129,8 +140,7 @@ class _Link:
     def read(self, address: int, size: int) -> bytes:
         for _attempt in range(ATTEMPTS):
             if not self.stub:
-                self.command(MEM_END, struct.pack("<II", 0, STUB_ENTRY))
-                self.stub = True
+                self.start_stub()
             in_flight = max(1, -(-size // PACKET))  # all of it: one acknowledgement
             request = struct.pack("<IIII", address, size, PACKET, in_flight)
             if self.command(READ_FLASH, request, check=False) != 0:
@@ -142,6 +152,10 @@ class _Link:
         raise MockFlashError(
             f"mock did not complete READ_FLASH at {address:#x} in {ATTEMPTS} tries"
         )
+
+    def start_stub(self) -> None:
+        self.command(MEM_END, struct.pack("<II", 0, STUB_ENTRY))
+        self.stub = True
 
     def _stream(self, address: int, size: int) -> bytes | None:
         data = bytearray()
@@ -181,8 +195,9 @@ class _Link:
             assert self.tty is not None
             self.tty.write(frame)
 
-    def frame(self, timeout: float = IO_TIMEOUT) -> bytes:
+    def frame(self, timeout: float | None = None) -> bytes:
         """The next non-empty SLIP frame, unescaped."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             start = self.buf.find(SLIP_END)
