@@ -27,8 +27,9 @@ from atflash.planning.plan import PartitionRequest, build_plans
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, mock_board
 from tests.support.line import UartLine
+from tests.support.mockflash import read_flash
 
-from .conftest import esptool, flash_holds
+from .conftest import flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
@@ -51,10 +52,9 @@ def board() -> Iterator[MockBoard]:
 
 
 def nvs_on(board: MockBoard, tmp_path: Path) -> list[NvsItem]:
-    """The board's mfg_nvs as esptool reads it in its own process."""
-    out = tmp_path / "mfg_nvs.bin"
-    esptool(board, "read-flash", hex(STORE.offset), hex(STORE.size), str(out))
-    return parse_nvs(out.read_bytes(), source="mfg_nvs read back")
+    """The board's mfg_nvs, read from the mock directly (neither atflash nor esptool)."""
+    (image,) = read_flash(board.url, [(STORE.offset, STORE.size)])
+    return parse_nvs(image, source="mfg_nvs read back")
 
 
 def namespace(items: list[NvsItem], name: str) -> list[NvsItem]:
@@ -142,9 +142,9 @@ def test_early_c3_qcloud_layout_gets_its_bins_at_its_own_addresses(
         assert json.loads(result.stdout)["profile"] == early.name
         cert = (raw / "client_cert" / "client_cert_00.crt").read_bytes()
         image = pki.pad(pki.build([("cert", cert, None)]), 0x2000)
-        assert flash_holds(board, 0x2A000, image, tmp_path)
+        assert flash_holds(board, 0x2A000, image)
         default = find_profile("esp32c3").partition("client_cert").offset
-        assert flash_holds(board, default, b"\xff" * 0x2000, tmp_path)
+        assert flash_holds(board, default, b"\xff" * 0x2000)
 
 
 def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_path: Path) -> None:
