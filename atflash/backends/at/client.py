@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,14 +26,16 @@ from typing import Any
 
 import serial
 
-from atflash.backends.at.protocol import DEFAULT_CHUNK, MFG_VALUE_MAX
+from atflash.backends.at.protocol import DEFAULT_CHUNK, MFG_VALUE_MAX, PORT_BUSY_LINE
 from atflash.backends.at.reply import (
     FINAL_ERRORS,
     FINAL_OK,
     READ_PREFIX,
     ReplyReader,
     Token,
+    is_port_refusal,
     is_unsolicited,
+    parse_chip,
     parse_mac,
     parse_partitions,
     printable,
@@ -44,10 +47,17 @@ from atflash.errors import (
     AtRejectedError,
     AtTimeoutError,
     InputError,
+    PortError,
     one_line,
 )
 from atflash.layout.model import Partition
-from atflash.seriallink import LINK_ERRORS, describe_open_error
+from atflash.seriallink import (
+    LINK_ERRORS,
+    SOCKET_SCHEME,
+    SocketLink,
+    describe_open_error,
+    open_link,
+)
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT = 5.0  # seconds for one command's answer, on top of the wire time of its data
@@ -87,6 +97,7 @@ class DeviceInfo:
 
     version_lines: tuple[str, ...]  # AT+GMR's lines
     mac: str | None  # station MAC, lower-case with colons; None if the firmware would not say
+    chip: str | None = None  # esptool's chip name AT+GMR gives (esp32c3); None if it does not
 
     @property
     def firmware(self) -> str | None:
@@ -125,15 +136,21 @@ class AtClient:
     # -- port ------------------------------------------------------------------
 
     def open(self) -> AtClient:
+        """Open the port for this client alone.
+
+        A device path is locked (``flock`` on POSIX; Windows opens ports
+        exclusively anyway): two hosts talking to one module at once would
+        mix their commands and, worse, their data phases.
+        """
         try:
-            self._ser = serial.serial_for_url(
-                self.port,
-                baudrate=self.options.baud,
-                timeout=POLL,
-                write_timeout=self.options.timeout,
-            )
+            link = _link(self.port)
+            link.baudrate = self.options.baud
+            link.timeout = POLL
+            link.write_timeout = self.options.timeout
+            link.open()
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise describe_open_error(self.port, exc) from None
+            raise _open_error(self.port, exc) from None
+        self._ser = link
         return self
 
     def close(self) -> None:
@@ -160,7 +177,7 @@ class AtClient:
             mac = parse_mac(self.command("AT+CIPSTAMAC?", expect="+CIPSTAMAC:").lines)
         except AtRejectedError:
             mac = None  # a firmware without Wi-Fi commands: no MAC, not a failure
-        return DeviceInfo(version, mac)
+        return DeviceInfo(version, mac, parse_chip(version))
 
     def sync(self) -> None:
         """Send ``AT`` until the firmware answers ``OK``; junk before it is dropped.
@@ -253,7 +270,7 @@ class AtClient:
         """Send one command and run its answer through the exchange's states to a final line."""
         wait = timeout or self.options.timeout
         wire = len(ex.payload or b"") + (ex.read_length or 0)
-        deadline = time.monotonic() + wait + self._wire_time(wire)
+        deadline = time.monotonic() + wait + self.wire_time(wire)
         self._recent.clear()  # an error shows what the module said to this command
         self._send(ex.cmd.encode("ascii") + b"\r\n", ex.cmd)
         while True:
@@ -414,7 +431,8 @@ class AtClient:
 
     # -- bytes on the wire -----------------------------------------------------------
 
-    def _wire_time(self, nbytes: int) -> float:
+    def wire_time(self, nbytes: int) -> float:
+        """Seconds to allow on the wire for ``nbytes`` (added to a command's wait)."""
         # 10 bits a byte, and twice that for a slow firmware: a read of 8 KB
         # at 115200 baud takes 0.7 s on the wire alone.
         return 2 * nbytes * 10 / self.options.baud
@@ -435,6 +453,8 @@ class AtClient:
             except AtError as exc:
                 raise AtError(self.port, cmd, exc.problem, lines=tuple(self._recent)) from None
             if token is not None:
+                if token.kind == "line" and is_port_refusal(token.text):
+                    raise _port_in_use(self.port)
                 return token
             if time.monotonic() >= deadline:
                 return None
@@ -452,11 +472,18 @@ class AtClient:
             self._reader.feed(chunk)
 
     def _discard_input(self) -> None:
+        """Drop what the port holds (junk, late answers), but notice a refusal of the port.
+
+        Read rather than flushed: a serial server's "port in use" line may be
+        all there is, and the connection closes right after it.
+        """
         try:
-            self._ser.reset_input_buffer()
+            waiting = self._ser.in_waiting
+            junk = self._reader.drain() + (self._ser.read(waiting) if waiting else b"")
         except LINK_ERRORS as exc:
             raise self._lost("AT", exc) from None
-        self._reader.clear()
+        if PORT_BUSY_LINE.encode() in junk:
+            raise _port_in_use(self.port)
 
     def _lost(self, cmd: str, exc: BaseException) -> AtError:
         reason = one_line(exc)
@@ -471,6 +498,53 @@ class AtClient:
     def _unsolicited(self, text: str) -> None:
         if self._on_unsolicited is not None:
             self._on_unsolicited(printable(text))
+
+
+class _SocketPort(SocketLink):
+    """atflash's ``socket://`` port, keeping what the server sends as the connection opens.
+
+    pyserial's ``open()`` flushes input, and a serial server that refuses a
+    second client says so at once and closes: flushed, its line would
+    leave only "connection lost".
+    """
+
+    _opening = False
+
+    def open(self) -> None:
+        self._opening = True
+        try:
+            super().open()
+        finally:
+            self._opening = False
+
+    def reset_input_buffer(self) -> None:
+        if not self._opening:
+            super().reset_input_buffer()
+
+
+def _link(url: str) -> serial.SerialBase:
+    """The port for ``url``, not opened yet, exclusive where the platform locks ports."""
+    if url.lower().startswith(SOCKET_SCHEME):
+        link = _SocketPort(None, exclusive=True)
+        link.port = url  # parsed on open, as serial_for_url has it
+        return link
+    return open_link(url)
+
+
+def _port_in_use(port: str) -> PortError:
+    return PortError(
+        port,
+        "the port is in use",
+        hint="another program (a second atflash, a serial monitor) has it open; close it first",
+    )
+
+
+def _open_error(port: str, exc: BaseException) -> PortError:
+    """Why the port would not open; a lock held by another process is "in use"."""
+    code = next((a for a in exc.args if isinstance(a, int)), getattr(exc, "errno", None))
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK) or "exclusively lock" in one_line(exc):
+        return _port_in_use(port)
+    return describe_open_error(port, exc)
 
 
 # -- one command's exchange --------------------------------------------------------------
