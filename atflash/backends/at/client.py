@@ -187,6 +187,12 @@ class AtClient:
         answers: after a silent try the client sends the longest data phase
         a write can announce as 0xFF filler (NOR-neutral in flash) and a line
         end, so the module finishes that write and listens again.
+
+        If it was missing fewer bytes than ``AT\r\n`` holds, the ``AT``
+        completes that write instead: the write's answer comes first, and
+        what is left of the ``AT`` is answered after it. An ``OK`` with more
+        behind it is such a pair, and the rest is drained: taken for the
+        answers of the next commands, it would shift every one of them.
         """
         wait = min(self.options.timeout, SYNC_WAIT)
         for attempt in range(1, self.options.connect_attempts + 1):
@@ -196,7 +202,7 @@ class AtClient:
                 self._settle(min(wait, 0.3))
             self._send(b"AT\r\n", "AT")
             if self._wait_ok(time.monotonic() + wait):
-                if attempt > 1:
+                if attempt > 1 or self._more_input():
                     # Late answers to earlier tries must not pass for the next command's.
                     self._wait_ok(time.monotonic() + min(wait, 0.2))
                     self._discard_input()
@@ -219,6 +225,14 @@ class AtClient:
         while self._next_token(deadline, "AT", read_reply=None) is not None:
             pass
         self._discard_input()
+
+    def _more_input(self) -> bool:
+        """Whether anything but blank lines came, or is waiting, after the last token."""
+        try:
+            waiting = self._ser.in_waiting
+        except LINK_ERRORS as exc:
+            raise self._lost("AT", exc) from None
+        return bool(waiting) or bool(self._reader.peek().strip())
 
     def _wait_ok(self, deadline: float) -> bool:
         while True:

@@ -98,6 +98,10 @@ class ReplyReader:
     def clear(self) -> None:
         self._buf.clear()
 
+    def peek(self) -> bytes:
+        """Everything not yet taken as a token, left in the reader."""
+        return bytes(self._buf)
+
     def drain(self) -> bytes:
         """Everything not yet taken as a token, removed from the reader."""
         data = bytes(self._buf)
