@@ -8,6 +8,7 @@ written, skipped and erased.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import sys
@@ -309,6 +310,21 @@ def test_chip_and_layout_learned_from_the_module(chip: str, expected: str) -> No
         result = write_board(AtBackend(), connect(sim2.start_tcp()), candidates)
         assert result.ok, result.error
         assert (result.chip, result.profile) == (chip, chip)
+
+
+def test_a_chip_without_a_planned_layout_takes_another_with_a_warning() -> None:
+    """Over AT the module's table places the images: a chip no layout was planned for is served."""
+    s3 = dataclasses.replace(find_profile("esp32"), chip="esp32s3")  # no built-in ESP32-S3 layout
+    with AtSimulator(s3, firmware="3.x") as sim:
+        candidates = [plan_for(name, client_ca=CAS) for name in ("esp32c3-3x", "esp32-3x")]
+        result = write_board(AtBackend(), connect(sim.start_tcp()), candidates)
+        assert result.ok, result.error
+        assert (result.chip, result.profile) == ("esp32s3", "esp32-3x")  # its table's layout
+        assert result.warnings == [
+            "AT+GMR names an esp32s3, but no layout for it was planned: using esp32-3x (esp32), "
+            "placed by the module's own table"
+        ]
+        assert firmware_view(sim, "client_ca") == [f.read_bytes() for f in CAS]
 
 
 # -- verify, backup, read ---------------------------------------------------------------------

@@ -69,15 +69,31 @@ class AtSession(Session):
     # -- the module's table -----------------------------------------------------------
 
     def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
-        """A plan for the store the module's table names, its chip's, its own layout first."""
+        """A plan for the store the module's table names: its chip's and its own layout first.
+
+        Over AT the module's own table places every image, so a plan for
+        another chip is no danger: it is taken, with a warning, when no plan
+        for the chip AT+GMR names was made (a chip without a built-in layout).
+        """
         if not plans:
             return select_plan(plans, self.info.chip, self.port)  # refuses: no plan at all
         store = self._store()
         fitting = [plan for plan in plans if plan.profile.store == store]
         if not fitting:
             raise self._no_plan_for(store, plans)
-        fitting.sort(key=lambda plan: not self._same_layout(plan))  # stable: order kept otherwise
-        return select_plan(fitting, self.info.chip, self.port)
+        chip = self.info.chip
+        # Stable: among equals, the candidates' order (a chip's default layout first) decides.
+        fitting.sort(
+            key=lambda p: (chip is not None and p.profile.chip != chip, not self._same_layout(p))
+        )
+        chosen = fitting[0]
+        if chip is not None and chosen.profile.chip != chip:
+            message = (
+                f"AT+GMR names an {chip}, but no layout for it was planned: using "
+                f"{chosen.profile.name} ({chosen.profile.chip}), placed by the module's own table"
+            )
+            events(Event("warning", self.port, message))
+        return chosen
 
     def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
         store = self._store()
