@@ -357,26 +357,34 @@ def test_backup_then_restore(sim: AtSimulator, tmp_path: Path) -> None:
     old = c3_plan(client_cert=CERTS, client_ca=CAS[:1])
     assert write_board(AtBackend(), connect(url), [old]).ok
     backups = tmp_path / "backups"
-    new = c3_plan(client_cert=CAS[1:], client_ca=CAS[1:])
+    mqtt_ca = RAW / "mqtt_ca" / "mqtt_ca.crt"
+    new = c3_plan(client_cert=CAS[1:], client_ca=CAS[1:], mqtt_ca=(mqtt_ca,))
     result = write_board(AtBackend(), connect(url), [new], options=WriteOptions(backup_dir=backups))
     assert result.ok, result.error
     assert firmware_view(sim, "client_cert") == [CAS[1].read_bytes()]
+    assert firmware_view(sim, "mqtt_ca") == [mqtt_ca.read_bytes()]
     saved = sorted(backups.iterdir())
     assert [p.name.split("-")[1] for p in saved] == [
         "client_ca.0",
         "client_cert.0",
         "client_cert.1",
+        "mqtt_ca.empty",  # there was none: the backup of "none"
     ]
     assert sorted(result.backups) == [str(p) for p in saved]
     assert all(p.stat().st_mode & 0o077 == 0 for p in saved)
+    assert saved[0].read_bytes() == CAS[0].read_bytes()  # raw PEM, as the module held it
+
     # Restored from those files, as `atflash write --via at client_cert <files>` plans it.
+    def named(namespace: str) -> tuple[Path, ...]:
+        return tuple(p for p in saved if f"-{namespace}." in p.name)
+
     restore = c3_plan(
-        client_cert=tuple(p for p in saved if "client_cert" in p.name),
-        client_ca=tuple(p for p in saved if "client_ca" in p.name),
+        client_cert=named("client_cert"), client_ca=named("client_ca"), mqtt_ca=named("mqtt_ca")
     )
     assert write_board(AtBackend(), connect(url), [restore]).ok
     assert firmware_view(sim, "client_cert") == [f.read_bytes() for f in CERTS]
     assert firmware_view(sim, "client_ca") == [CAS[0].read_bytes()]
+    assert keys_of(sim, "mqtt_ca") == []
 
 
 def test_read_and_table(sim: AtSimulator) -> None:

@@ -1,6 +1,6 @@
 """The AT client: talks to a running ESP-AT firmware over its command UART.
 
-The only module here that speaks AT. One :meth:`AtClient.command` writes a
+The one place bytes meet the port. One :meth:`AtClient.command` writes a
 command line and reads the answer token by token until a final line
 (``OK``, ``ERROR``, ``busy p...``, ``SEND FAIL``); on the way it routes
 away what a real AT port mixes in: the echoed command, blank lines,
@@ -10,7 +10,11 @@ unsolicited messages (``WIFI GOT IP``, ``+IPD,...`` with its payload,
 
 The byte-level parsing lives in :mod:`atflash.backends.at.reply` (pure, fuzzed). Data
 bytes (partition contents, ``+IPD`` payloads) never enter lines, events or
-errors.
+errors. ``AT+SYSFLASH`` is spelled here; ``AT+SYSMFG`` (ESP-AT 3.1+) in
+:mod:`atflash.backends.at.mfg`, over :meth:`AtClient.command`.
+
+The port is this client's alone (locked where the OS can), and a serial
+server's refusal of a second client reads as "the port is in use".
 """
 
 from __future__ import annotations

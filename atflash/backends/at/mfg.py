@@ -26,7 +26,8 @@ Choices made here, and why:
 - **Backups are one file per credential**, ``<ns>.<n>`` in the firmware's
   order, holding its raw PEM/DER bytes: ``atflash write --via at client_cert
   <those files>`` puts them back. Keys the firmware never reads are not
-  saved.
+  saved; a namespace with no credential is saved as ``<ns>.empty``, a PKI
+  bin of no items, which written back empties it again.
 - **Reading a namespace** (``read --via at client_cert``) gives its
   credentials as a PKI bin (items in firmware order, IDs 0..n-1): it shows
   like a 2.x partition, and written back as a ready bin it restores them.
@@ -92,9 +93,9 @@ class Sysmfg:
         reply = client.command(
             cmd, read_reply=mfg_read_prefix(namespace, key, type_code), timeout=wait
         )
-        if reply.lines or not reply.data:
+        if reply.lines:  # not "<prefix><len>,<bytes>": another type than listed, or junk
             raise AtError(client.port, cmd, "the answer holds no value of the type listed")
-        return reply.data
+        return reply.data  # no value at all reads as empty: it differs, and is rewritten
 
     def write(self, namespace: str, key: str, value: bytes) -> None:
         """Store ``value`` as a binary item: ``OK``, then ``>``, the bytes, then ``OK``."""
@@ -254,9 +255,17 @@ class MfgTargets:
         return b"".join(self.namespace(target.name).credentials())
 
     def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
-        """``<ns>.<n>``: each credential the firmware reads now, in its order."""
+        """``<ns>.<n>``: each credential the firmware reads now, in its order.
+
+        A namespace with none gets ``<ns>.empty``, a PKI bin of no items:
+        written back, it leaves the namespace with none again (as a blank
+        partition's backup does on ESP-AT 2.x).
+        """
         found = self.namespace(target.name)
-        return [(f"{found.name}.{n}", value) for n, value in enumerate(found.credentials())]
+        values = found.credentials()
+        if not values:
+            return [(f"{found.name}.empty", pki.build([]))]
+        return [(f"{found.name}.{n}", value) for n, value in enumerate(values)]
 
     def namespace_bin(self, name: str, store: Partition) -> tuple[Partition, bytes]:
         """A namespace's credentials as a PKI bin, and a partition entry naming where they are."""
