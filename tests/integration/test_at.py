@@ -405,7 +405,7 @@ def test_resolver_gets_the_mac(sim: AtSimulator) -> None:
     url = sim.start_tcp()
     result = write_board(AtBackend(), connect(url), resolve)
     assert result.ok, result.error
-    assert seen == [BoardIdentity(url, chip=None, mac="24:0a:c4:00:00:01")]
+    assert seen == [BoardIdentity(url, chip="esp32", mac="24:0a:c4:00:00:01")]  # chip: AT+GMR
     assert_written(sim)
 
 

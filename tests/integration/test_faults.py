@@ -312,3 +312,99 @@ def test_at_flipped_byte_is_caught_by_the_read_back(at_rig: AtRig, offset: int) 
     at_rig.line.clear_faults()
     assert at_rig.write().ok
     assert at_rig.holds_plan()
+
+
+# -- the AT path on ESP-AT 3.1+: AT+SYSMFG ------------------------------------------------
+#
+# The simulator's own faults, keyed on the write of client_key.0 (the second namespace):
+# the connection cut before, during or after the item's data, data bytes lost on the wire,
+# a module that stops answering, a cut in the read-back, a refused item. Each must fail
+# the board plainly (client_cert verified, client_key possibly partial, client_ca not
+# started), and a plain retry, skipping what is already there, must bring every namespace
+# to the planned values, checked by parsing the simulator's NVS image. A module left
+# waiting for data is brought back by the retry's handshake (0xFF filler, or the AT
+# itself completing the write): its answers must not be taken for later commands'.
+
+MFG_KEY0 = 'AT+SYSMFG=2,"client_key","client_key.0"'
+MFG_KEY_LEN = 1675  # bytes of client_key_00.key: the whole data phase of MFG_KEY0
+
+# Each case: how to break the module, and client_key's status on the retry (a cut in the
+# read-back comes after the whole namespace was written: the retry finds it in place).
+MFG_CASES: dict[str, tuple[Callable[[AtSimulator], None], str]] = {
+    "drop-before-data": (lambda sim: sim.drop_on(MFG_KEY0), "written"),
+    "drop-during-data": (lambda sim: sim.drop_on(MFG_KEY0, after_data=600), "written"),
+    "drop-after-data": (lambda sim: sim.drop_on(MFG_KEY0, after_data=MFG_KEY_LEN), "written"),
+    "lose-last-byte": (lambda sim: sim.lose_data_on(MFG_KEY0, count=1), "written"),
+    "lose-many-bytes": (lambda sim: sim.lose_data_on(MFG_KEY0, count=300), "written"),
+    "stall-on-write": (lambda sim: sim.stall_on(MFG_KEY0), "written"),
+    "drop-in-read-back": (
+        lambda sim: sim.drop_on('AT+SYSMFG=1,"client_key","client_key.1"'),
+        "unchanged",
+    ),
+    "error-on-second-item": (
+        lambda sim: sim.error_on('AT+SYSMFG=2,"client_key","client_key.1"'),
+        "written",
+    ),
+}
+
+
+@dataclass
+class MfgRig:
+    sim: AtSimulator
+    url: str
+    plan: WritePlan
+
+    def write(self) -> BoardResult:
+        # A short timeout: the stall and lost-data cases wait it out.
+        connect = AtConnectOptions(self.url, timeout=1.0)
+        return write_board(AtBackend(), connect, [self.plan])
+
+    def credentials(self, namespace: str) -> list[bytes]:
+        """What the firmware would read, from the simulator's NVS image (not through the client)."""
+        from atflash.content import mfgnvs
+
+        items = self.sim.mfg_items()
+        assert not mfgnvs.unreachable_keys(items, namespace), namespace
+        return mfgnvs.credentials(items, namespace)
+
+    def others(self) -> list[object]:
+        return [i for i in self.sim.mfg_items() if i.namespace not in PARTITIONS]
+
+
+@pytest.fixture
+def mfg_rig(raw: Path) -> Iterator[MfgRig]:
+    """An ESP-AT 3.1+ ESP32-C3 simulator over TCP, and a plan for its mfg_nvs."""
+    requests = [
+        PartitionRequest(name, tuple(str(p) for p in sorted((raw / name).iterdir())))
+        for name in PARTITIONS
+    ]
+    plan = build_plan(find_profile("esp32c3-3x"), requests)
+    with AtSimulator(find_profile("esp32c3"), firmware="3.x") as sim:
+        yield MfgRig(sim, sim.start_tcp(), plan)
+
+
+@pytest.mark.parametrize("case", list(MFG_CASES))
+def test_sysmfg_fault_leaves_an_honest_result_and_a_retry_repairs(
+    mfg_rig: MfgRig, case: str
+) -> None:
+    rig = mfg_rig
+    others = rig.others()
+    assert len(rig.plan.images[1].values or ()) == 2
+    assert len((rig.plan.images[1].values or (b"",))[0]) == MFG_KEY_LEN
+    arm, key_on_retry = MFG_CASES[case]
+    arm(rig.sim)
+
+    failed = rig.write()
+    assert not failed.ok, "reported OK"
+    assert failed.error and rig.url in failed.error and "\n" not in failed.error
+    statuses = [p.status for p in failed.partitions]
+    assert statuses == ["written", "possibly-partial", "not-started"], (case, failed.error)
+    assert rig.credentials("client_cert") == list(rig.plan.images[0].values or ())
+
+    rig.sim.resume()  # a stalled module is power-cycled by its operator; others: no-op
+    repaired = rig.write()
+    assert repaired.ok, (case, repaired.error)
+    assert [p.status for p in repaired.partitions] == ["unchanged", key_on_retry, "written"]
+    for image in rig.plan.images:
+        assert rig.credentials(image.partition.name) == list(image.values or ()), case
+    assert rig.others() == others  # factory_param and ble_data untouched throughout

@@ -1,11 +1,16 @@
-"""The AT backend: a running ESP-AT firmware's command port (``AT+SYSFLASH``).
+"""The AT backend: a running ESP-AT firmware's command port (``AT+SYSFLASH``, ``AT+SYSMFG``).
 
 For modules whose ROM loader is out of reach (behind a host MCU) or that
-must not be reset. The module's own table (``AT+SYSFLASH?``) is the truth:
-every target must be listed and fit there, or nothing is written. A write
-erases the partition and writes the image without its erased tail, the
-first chunk last: a write cut short leaves no valid PKI header over
-truncated content. Verification reads the whole partition back.
+must not be reset. The module's own table (``AT+SYSFLASH?``) is the truth,
+and it decides where credentials live, as the firmware itself decides:
+PKI partitions (ESP-AT 2.x, 3.0), or ``mfg_nvs`` and no PKI partition (3.1+,
+see :mod:`atflash.backends.at.mfg`). Of the candidate plans, the session
+takes one for that store (and for the chip ``AT+GMR`` names).
+
+PKI partitions: every target must be listed and fit, or nothing is
+written. A write erases the partition and writes the image without its
+erased tail, the first chunk last: a write cut short leaves no valid PKI
+header over truncated content. Verification reads the whole partition back.
 
 Importing this module does not import esptool.
 """
@@ -16,11 +21,13 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
-from atflash.backends.base import BoardInfo, Session, Target
+from atflash.backends.at.mfg import MfgTargets, module_store
+from atflash.backends.base import BoardInfo, Session, Target, select_plan
 from atflash.content import pki
 from atflash.errors import FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
-from atflash.layout.model import Partition
+from atflash.layout.model import MFG_NVS, Partition
+from atflash.layout.profiles import family
 from atflash.planning.plan import WritePlan
 
 ERASE_SECONDS_PER_64K = 1.0  # a generous allowance for a real chip's sector erases
@@ -53,22 +60,50 @@ class AtSession(Session):
     def __init__(self, client: AtClient, info: DeviceInfo, events: EventSink) -> None:
         self.client = client
         self.port = client.port
-        self.info = BoardInfo(chip=None, mac=info.mac, firmware=info.firmware)
+        self.info = BoardInfo(chip=info.chip, mac=info.mac, firmware=info.firmware)
         self._events = events
         self._table: tuple[Partition, ...] | None = None
         self._seen: dict[str, bytes] = {}  # what a partition held before this session wrote it
+        self.mfg = MfgTargets(client, self._progress)
 
     # -- the module's table -----------------------------------------------------------
 
-    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
-        table = self._partitions()
-        if not any(p.pki for p in table):
-            names = ", ".join(p.name for p in table) or "none"
-            raise FirmwareError(
-                self.port,
-                f"the firmware lists no PKI partitions (it has: {names})",
-                hint="ESP-AT 3.x keeps credentials in mfg_nvs; this path serves ESP-AT 2.x firmware",
+    def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
+        """A plan for the store the module's table names: its chip's and its own layout first.
+
+        Over AT the module's own table places every image, so a plan for
+        another chip is no danger: it is taken, with a warning, when no plan
+        for the chip AT+GMR names was made (a chip without a built-in layout).
+        """
+        if not plans:
+            return select_plan(plans, self.info.chip, self.port)  # refuses: no plan at all
+        store = self._store()
+        fitting = [plan for plan in plans if plan.profile.store == store]
+        if not fitting:
+            raise self._no_plan_for(store, plans)
+        chip = self.info.chip
+        # Stable: among equals, the candidates' order (a chip's default layout first) decides.
+        fitting.sort(
+            key=lambda p: (chip is not None and p.profile.chip != chip, not self._same_layout(p))
+        )
+        chosen = fitting[0]
+        if chip is not None and chosen.profile.chip != chip:
+            message = (
+                f"AT+GMR names an {chip}, but no layout for it was planned: using "
+                f"{chosen.profile.name} ({chosen.profile.chip}), placed by the module's own table"
             )
+            events(Event("warning", self.port, message))
+        return chosen
+
+    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
+        store = self._store()
+        if plan.profile.store != store:
+            raise self._no_plan_for(store, [plan])
+        table = self._partitions()
+        if store == "mfg_nvs":
+            targets = self.mfg.place(plan, device_partition(self.port, table, MFG_NVS), events)
+            events(Event("table", self.port, f"{MFG_NVS} listed by AT+SYSFLASH? (ESP-AT 3.1+)"))
+            return targets
         found = []
         for image in plan.images:
             part = device_partition(self.port, table, image.partition.name)
@@ -95,29 +130,46 @@ class AtSession(Session):
         return f"{self.port} ({self.info.firmware or 'ESP-AT'}): AT+SYSFLASH?", self._partitions()
 
     def read_partition(self, name: str, profiles: Sequence[object]) -> tuple[Partition, bytes]:
-        part = device_partition(self.port, self._partitions(), name)
+        """A listed partition's raw bytes; on ESP-AT 3.1+ also a namespace, as a PKI bin."""
+        table = self._partitions()
+        if self._store() == "mfg_nvs" and all(p.name != name for p in table):
+            return self.mfg.namespace_bin(name, device_partition(self.port, table, MFG_NVS))
+        part = device_partition(self.port, table, name)
         return part, self._read(part.name, part.size)
 
     # -- flash -----------------------------------------------------------------------------
 
     def read(self, target: Target) -> bytes:
+        if _nvs(target):
+            return self.mfg.read(target)
         if target.name not in self._seen:
             self._seen[target.name] = self._read(target.name, target.size)
         return self._seen[target.name]
 
+    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
+        return self.mfg.backup_files(target) if _nvs(target) else super().backup_files(target)
+
     def holds(self, target: Target) -> bool:
+        if _nvs(target):
+            return self.mfg.holds(target)
         return self.read(target) == target.data
 
     def rounds(self, targets: Sequence[Target]) -> list[list[Target]]:
-        return [[target] for target in targets]  # each partition verified before the next
+        # Each partition (or namespace) is verified before the next is written.
+        return [[target] for target in targets]
 
     def matches(self, target: Target) -> bool:
+        if _nvs(target):
+            return self.mfg.matches(target)
         return self._read(target.name, target.size) == target.data
 
     def write(self, targets: Sequence[Target], *, on_start: Callable[[Target], None]) -> None:
         for target in targets:
             on_start(target)
-            self._write_one(target)
+            if _nvs(target):
+                self.mfg.write(target)
+            else:
+                self._write_one(target)
 
     def _write_one(self, target: Target) -> None:
         client, name = self.client, target.name
@@ -137,6 +189,51 @@ class AtSession(Session):
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _store(self) -> str | None:
+        return module_store(self._partitions())
+
+    def _same_layout(self, plan: WritePlan) -> bool:
+        """Whether the plan's profile places everything where the module's table does."""
+        listed = {p.name: (p.offset, p.size) for p in self._partitions()}
+        names = [MFG_NVS] if plan.nvs else [image.partition.name for image in plan.images]
+        return all(
+            listed.get(part.name) == (part.offset, part.size)
+            for part in plan.profile.partitions
+            if part.name in names
+        )
+
+    def _no_plan_for(self, store: str | None, plans: Sequence[WritePlan]) -> FirmwareError:
+        """Why no plan suits the module's store (nothing is written)."""
+        names = ", ".join(dict.fromkeys(plan.profile.name for plan in plans))
+        if store is None:
+            listed = ", ".join(p.name for p in self._partitions()) or "none"
+            return FirmwareError(
+                self.port,
+                f"the firmware lists no PKI partitions and no {MFG_NVS} (it has: {listed})",
+                hint="is this ESP-AT firmware with its at_customize.bin flashed? nothing was written",
+            )
+        if store == "mfg_nvs":
+            suggest = self._layouts("mfg_nvs") or "its 3.1+ layout (see 'atflash profiles')"
+            return FirmwareError(
+                self.port,
+                f"this module keeps credentials in {MFG_NVS} (ESP-AT 3.1+), but only ESP-AT 2.x "
+                f"layouts were planned ({names})",
+                hint=f"pass --chip {suggest}; nothing was written",
+            )
+        suggest = self._layouts("pki") or "its 2.x layout (see 'atflash profiles')"
+        return FirmwareError(
+            self.port,
+            f"this module keeps credentials in PKI partitions (ESP-AT 2.x), but only ESP-AT 3.1+ "
+            f"({MFG_NVS}) layouts were planned ({names})",
+            hint=f"pass --chip {suggest}; nothing was written",
+        )
+
+    def _layouts(self, store: str) -> str:
+        """The built-in layouts of the module's chip that keep credentials in ``store``."""
+        if self.info.chip is None:
+            return ""
+        return " or ".join(p.name for p in family(self.info.chip) if p.store == store)
+
     def _partitions(self) -> tuple[Partition, ...]:
         if self._table is None:
             self._table = self.client.partitions()
@@ -150,6 +247,11 @@ class AtSession(Session):
             self._events(Event("progress", self.port, what, partition=name, done=done, total=total))
 
         return report
+
+
+def _nvs(target: Target) -> bool:
+    """A namespace of mfg_nvs (ESP-AT 3.1+), not a PKI partition."""
+    return target.image is not None and target.image.nvs
 
 
 def _offset(progress: Callable[[int, int], None], head: int) -> Callable[[int, int], None]:

@@ -1,6 +1,6 @@
 """The AT client: talks to a running ESP-AT firmware over its command UART.
 
-The only module here that speaks AT. One :meth:`AtClient.command` writes a
+The one place bytes meet the port. One :meth:`AtClient.command` writes a
 command line and reads the answer token by token until a final line
 (``OK``, ``ERROR``, ``busy p...``, ``SEND FAIL``); on the way it routes
 away what a real AT port mixes in: the echoed command, blank lines,
@@ -10,7 +10,11 @@ unsolicited messages (``WIFI GOT IP``, ``+IPD,...`` with its payload,
 
 The byte-level parsing lives in :mod:`atflash.backends.at.reply` (pure, fuzzed). Data
 bytes (partition contents, ``+IPD`` payloads) never enter lines, events or
-errors.
+errors. ``AT+SYSFLASH`` is spelled here; ``AT+SYSMFG`` (ESP-AT 3.1+) in
+:mod:`atflash.backends.at.mfg`, over :meth:`AtClient.command`.
+
+The port is this client's alone (locked where the OS can), and a serial
+server's refusal of a second client reads as "the port is in use".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import errno
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,14 +30,16 @@ from typing import Any
 
 import serial
 
-from atflash.backends.at.protocol import DEFAULT_CHUNK, MFG_VALUE_MAX
+from atflash.backends.at.protocol import DEFAULT_CHUNK, MFG_VALUE_MAX, PORT_BUSY_LINE
 from atflash.backends.at.reply import (
     FINAL_ERRORS,
     FINAL_OK,
     READ_PREFIX,
     ReplyReader,
     Token,
+    is_port_refusal,
     is_unsolicited,
+    parse_chip,
     parse_mac,
     parse_partitions,
     printable,
@@ -44,10 +51,17 @@ from atflash.errors import (
     AtRejectedError,
     AtTimeoutError,
     InputError,
+    PortError,
     one_line,
 )
 from atflash.layout.model import Partition
-from atflash.seriallink import LINK_ERRORS, describe_open_error
+from atflash.seriallink import (
+    LINK_ERRORS,
+    SOCKET_SCHEME,
+    SocketLink,
+    describe_open_error,
+    open_link,
+)
 
 DEFAULT_BAUD = 115200
 DEFAULT_TIMEOUT = 5.0  # seconds for one command's answer, on top of the wire time of its data
@@ -87,6 +101,7 @@ class DeviceInfo:
 
     version_lines: tuple[str, ...]  # AT+GMR's lines
     mac: str | None  # station MAC, lower-case with colons; None if the firmware would not say
+    chip: str | None = None  # esptool's chip name AT+GMR gives (esp32c3); None if it does not
 
     @property
     def firmware(self) -> str | None:
@@ -125,15 +140,21 @@ class AtClient:
     # -- port ------------------------------------------------------------------
 
     def open(self) -> AtClient:
+        """Open the port for this client alone.
+
+        A device path is locked (``flock`` on POSIX; Windows opens ports
+        exclusively anyway): two hosts talking to one module at once would
+        mix their commands and, worse, their data phases.
+        """
         try:
-            self._ser = serial.serial_for_url(
-                self.port,
-                baudrate=self.options.baud,
-                timeout=POLL,
-                write_timeout=self.options.timeout,
-            )
+            link = _link(self.port)
+            link.baudrate = self.options.baud
+            link.timeout = POLL
+            link.write_timeout = self.options.timeout
+            link.open()
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise describe_open_error(self.port, exc) from None
+            raise _open_error(self.port, exc) from None
+        self._ser = link
         return self
 
     def close(self) -> None:
@@ -160,7 +181,7 @@ class AtClient:
             mac = parse_mac(self.command("AT+CIPSTAMAC?", expect="+CIPSTAMAC:").lines)
         except AtRejectedError:
             mac = None  # a firmware without Wi-Fi commands: no MAC, not a failure
-        return DeviceInfo(version, mac)
+        return DeviceInfo(version, mac, parse_chip(version))
 
     def sync(self) -> None:
         """Send ``AT`` until the firmware answers ``OK``; junk before it is dropped.
@@ -170,6 +191,12 @@ class AtClient:
         answers: after a silent try the client sends the longest data phase
         a write can announce as 0xFF filler (NOR-neutral in flash) and a line
         end, so the module finishes that write and listens again.
+
+        If it was missing fewer bytes than ``AT\r\n`` holds, the ``AT``
+        completes that write instead: the write's answer comes first, and
+        what is left of the ``AT`` is answered after it. An ``OK`` with more
+        behind it is such a pair, and the rest is drained: taken for the
+        answers of the next commands, it would shift every one of them.
         """
         wait = min(self.options.timeout, SYNC_WAIT)
         for attempt in range(1, self.options.connect_attempts + 1):
@@ -179,7 +206,7 @@ class AtClient:
                 self._settle(min(wait, 0.3))
             self._send(b"AT\r\n", "AT")
             if self._wait_ok(time.monotonic() + wait):
-                if attempt > 1:
+                if attempt > 1 or self._more_input():
                     # Late answers to earlier tries must not pass for the next command's.
                     self._wait_ok(time.monotonic() + min(wait, 0.2))
                     self._discard_input()
@@ -202,6 +229,14 @@ class AtClient:
         while self._next_token(deadline, "AT", read_reply=None) is not None:
             pass
         self._discard_input()
+
+    def _more_input(self) -> bool:
+        """Whether anything but blank lines came, or is waiting, after the last token."""
+        try:
+            waiting = self._ser.in_waiting
+        except LINK_ERRORS as exc:
+            raise self._lost("AT", exc) from None
+        return bool(waiting) or bool(self._reader.peek().strip())
 
     def _wait_ok(self, deadline: float) -> bool:
         while True:
@@ -253,7 +288,7 @@ class AtClient:
         """Send one command and run its answer through the exchange's states to a final line."""
         wait = timeout or self.options.timeout
         wire = len(ex.payload or b"") + (ex.read_length or 0)
-        deadline = time.monotonic() + wait + self._wire_time(wire)
+        deadline = time.monotonic() + wait + self.wire_time(wire)
         self._recent.clear()  # an error shows what the module said to this command
         self._send(ex.cmd.encode("ascii") + b"\r\n", ex.cmd)
         while True:
@@ -414,7 +449,8 @@ class AtClient:
 
     # -- bytes on the wire -----------------------------------------------------------
 
-    def _wire_time(self, nbytes: int) -> float:
+    def wire_time(self, nbytes: int) -> float:
+        """Seconds to allow on the wire for ``nbytes`` (added to a command's wait)."""
         # 10 bits a byte, and twice that for a slow firmware: a read of 8 KB
         # at 115200 baud takes 0.7 s on the wire alone.
         return 2 * nbytes * 10 / self.options.baud
@@ -435,6 +471,8 @@ class AtClient:
             except AtError as exc:
                 raise AtError(self.port, cmd, exc.problem, lines=tuple(self._recent)) from None
             if token is not None:
+                if token.kind == "line" and is_port_refusal(token.text):
+                    raise _port_in_use(self.port)
                 return token
             if time.monotonic() >= deadline:
                 return None
@@ -452,11 +490,18 @@ class AtClient:
             self._reader.feed(chunk)
 
     def _discard_input(self) -> None:
+        """Drop what the port holds (junk, late answers), but notice a refusal of the port.
+
+        Read rather than flushed: a serial server's "port in use" line may be
+        all there is, and the connection closes right after it.
+        """
         try:
-            self._ser.reset_input_buffer()
+            waiting = self._ser.in_waiting
+            junk = self._reader.drain() + (self._ser.read(waiting) if waiting else b"")
         except LINK_ERRORS as exc:
             raise self._lost("AT", exc) from None
-        self._reader.clear()
+        if PORT_BUSY_LINE.encode() in junk:
+            raise _port_in_use(self.port)
 
     def _lost(self, cmd: str, exc: BaseException) -> AtError:
         reason = one_line(exc)
@@ -471,6 +516,53 @@ class AtClient:
     def _unsolicited(self, text: str) -> None:
         if self._on_unsolicited is not None:
             self._on_unsolicited(printable(text))
+
+
+class _SocketPort(SocketLink):
+    """atflash's ``socket://`` port, keeping what the server sends as the connection opens.
+
+    pyserial's ``open()`` flushes input, and a serial server that refuses a
+    second client says so at once and closes: flushed, its line would
+    leave only "connection lost".
+    """
+
+    _opening = False
+
+    def open(self) -> None:
+        self._opening = True
+        try:
+            super().open()
+        finally:
+            self._opening = False
+
+    def reset_input_buffer(self) -> None:
+        if not self._opening:
+            super().reset_input_buffer()
+
+
+def _link(url: str) -> serial.SerialBase:
+    """The port for ``url``, not opened yet, exclusive where the platform locks ports."""
+    if url.lower().startswith(SOCKET_SCHEME):
+        link = _SocketPort(None, exclusive=True)
+        link.port = url  # parsed on open, as serial_for_url has it
+        return link
+    return open_link(url)
+
+
+def _port_in_use(port: str) -> PortError:
+    return PortError(
+        port,
+        "the port is in use",
+        hint="another program (a second atflash, a serial monitor) has it open; close it first",
+    )
+
+
+def _open_error(port: str, exc: BaseException) -> PortError:
+    """Why the port would not open; a lock held by another process is "in use"."""
+    code = next((a for a in exc.args if isinstance(a, int)), getattr(exc, "errno", None))
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK) or "exclusively lock" in one_line(exc):
+        return _port_in_use(port)
+    return describe_open_error(port, exc)
 
 
 # -- one command's exchange --------------------------------------------------------------

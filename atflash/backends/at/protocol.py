@@ -70,3 +70,6 @@ MFG_INT_RANGES: dict[MfgType, tuple[int, int]] = {
 MFG_VALUE_MIN = 1  # bytes: an empty string or binary value is refused
 MFG_NVS_LABEL = "mfg_nvs"  # the partition ESP-AT 3.1+ keeps credentials in
 SYSFLASH_ERASE_UNIT = 0x1000  # an erase with offset and length needs both multiples of this
+# What the simulator (like a serial server) sends a second host before closing on it;
+# the client turns it into "the port is in use". A UART has no such line.
+PORT_BUSY_LINE = "ERROR: busy: another client is connected"

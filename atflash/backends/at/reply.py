@@ -3,7 +3,8 @@
 :class:`ReplyReader` splits the byte stream into text lines, the ``>`` write
 prompt and raw payloads cut by their declared length (``+IPD,<len>:...``,
 ``+SYSFLASH:<len>,...``), since payloads may hold line ends or anything.
-The rest parses ``AT+SYSFLASH?`` table lines and the ``AT+CIPSTAMAC?`` MAC.
+The rest parses ``AT+SYSFLASH?`` table lines, the ``AT+CIPSTAMAC?`` MAC, the
+chip named by ``AT+GMR`` and the ``+SYSMFG:`` listings of ESP-AT 3.1+.
 Nothing here touches a port, so all of it is tested and fuzzed directly;
 every problem is an :class:`~atflash.errors.AtError`.
 """
@@ -15,12 +16,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from atflash import chips
+from atflash.backends.at.protocol import PORT_BUSY_LINE
+from atflash.content.mfgnvs import KNOWN_MODULES
 from atflash.errors import AtError, InputError
 from atflash.layout.model import Partition, pki_kind_for
 
 MAX_LINE = 4096  # a text line longer than this is not an AT reply
 IPD_PREFIX = b"+IPD,"
 READ_PREFIX = b"+SYSFLASH:"
+MFG_PREFIX = "+SYSMFG:"
 _HEADER_MAX = 64  # longest "+IPD,link,len,"ip",port:" header
 _LENGTH_MAX = 12  # a read reply's "<len>," after its prefix
 
@@ -52,6 +57,11 @@ _TABLE_LINE = re.compile(
     r'^\+SYSFLASH:\s*(?:"([^"]*)"|([^",\s]+))' + rf"\s*,\s*{_NUMBER}" * 4 + r"\s*$"
 )
 _MAC_LINE = re.compile(r'^\+CIPSTAMAC:\s*"?((?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2})"?\s*$')
+# AT version:3.2.0.0(s-ec2dec2 - ESP32C3 - Jul 28 2023 07:05:28): the chip is the second field.
+_AT_VERSION = re.compile(r"^AT version:[^(]*\(\s*[^()]*?\s-\s*([A-Za-z0-9_-]+)\s*-")
+_BIN_VERSION = re.compile(r"^Bin version:[^(]*\(([^()]+)\)\s*$")
+_MFG_NAMESPACE = re.compile(r'^\+SYSMFG:\s*"([^"]+)"\s*$')
+_MFG_KEY = re.compile(r'^\+SYSMFG:\s*"([^"]+)"\s*,\s*"([^"]+)"\s*,\s*(\d{1,3})\s*$')
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,16 @@ class ReplyReader:
 
     def clear(self) -> None:
         self._buf.clear()
+
+    def peek(self) -> bytes:
+        """Everything not yet taken as a token, left in the reader."""
+        return bytes(self._buf)
+
+    def drain(self) -> bytes:
+        """Everything not yet taken as a token, removed from the reader."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     @property
     def pending(self) -> int:
@@ -240,6 +260,58 @@ def parse_mac(lines: Iterable[str]) -> str | None:
     return None
 
 
+def parse_chip(lines: Iterable[str]) -> str | None:
+    """The chip ``AT+GMR`` names, as esptool spells it (``esp32c3``); None if it does not say.
+
+    ``AT version:...(<hash> - ESP32C3 - <date>)`` names it; failing that, a
+    default module's name in ``Bin version:...(MINI-1)``. Old firmware
+    (ESP8266 1.x) names neither.
+    """
+    lines = list(lines)
+    for line in lines:
+        match = _AT_VERSION.match(line.strip())
+        if match and chips.normalize(match.group(1)) in chips.known_chips():
+            return chips.normalize(match.group(1))
+    modules = {defaults.module_name: chip for chip, defaults in KNOWN_MODULES.items()}
+    for line in lines:
+        match = _BIN_VERSION.match(line.strip())
+        if match and match.group(1).strip() in modules:
+            return modules[match.group(1).strip()]
+    return None
+
+
+def is_port_refusal(line: str) -> bool:
+    """A serial server's "someone else has this port" line (the ESP-AT simulator's)."""
+    return line.strip() == PORT_BUSY_LINE
+
+
+def parse_mfg_namespaces(lines: Iterable[str]) -> tuple[str, ...]:
+    """The namespaces of ``AT+SYSMFG?``'s ``+SYSMFG:"<ns>"`` lines, in the module's order."""
+    names = []
+    for line in lines:
+        match = _MFG_NAMESPACE.match(line.strip())
+        if match is None:
+            raise AtError(None, "AT+SYSMFG?", f"cannot read namespace line {printable(line)!r}")
+        names.append(match.group(1))
+    return tuple(names)
+
+
+def parse_mfg_keys(lines: Iterable[str], namespace: str) -> tuple[tuple[str, int], ...]:
+    """``(key, type code)`` of ``+SYSMFG:"<ns>","<key>",<type>`` lines, in stored order."""
+    keys = []
+    for line in lines:
+        match = _MFG_KEY.match(line.strip())
+        if match is None or match.group(1) != namespace:
+            raise AtError(None, "", f"cannot read key line {printable(line)!r}")
+        keys.append((match.group(2), int(match.group(3))))
+    return tuple(keys)
+
+
+def mfg_read_prefix(namespace: str, key: str, type_code: int) -> bytes:
+    """What a value read's answer starts with before ``<len>,<bytes>``."""
+    return f'{MFG_PREFIX}"{namespace}","{key}",{type_code},'.encode()
+
+
 def printable(text: str, limit: int = 80) -> str:
     """Text fit for a one-line message: ASCII printable only, cut to ``limit``."""
     clean = "".join(c if c.isprintable() and ord(c) < 128 else "?" for c in text)
@@ -247,7 +319,7 @@ def printable(text: str, limit: int = 80) -> str:
 
 
 def quote(name: str) -> str:
-    """A partition name as an AT string parameter."""
+    """A partition, namespace or key name as an AT string parameter."""
     if not name or any(c in name for c in '"\\,\r\n') or not name.isprintable():
-        raise InputError(f"partition name {name!r} cannot be sent in an AT command")
+        raise InputError(f"name {name!r} cannot be sent in an AT command")
     return f'"{name}"'
