@@ -36,7 +36,7 @@ from atflash.cli import cli
 from atflash.content import mfgnvs, pki
 from atflash.content.describe import inspect_bytes
 from atflash.content.nvs import NvsItem, build_nvs
-from atflash.errors import EXIT_DEVICE_ERROR, FirmwareError, InputError
+from atflash.errors import FirmwareError, InputError
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import (
     PartitionImage,
@@ -441,11 +441,6 @@ def test_cli_read_and_partitions(sim: AtSimulator) -> None:
     assert table.exit_code == 0 and "mfg_nvs" in table.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the CLI plans --via at without --chip against the 2.x defaults only and takes "
-    "partition names from the profiles' tables, so client_cert is no name of a 3.1+ layout",
-)
 def test_cli_write_via_at_to_esp_at_3(sim: AtSimulator) -> None:
     url = sim.start_tcp()
     result = run("write", "--via", "at", "--port", url, "--json",
@@ -459,9 +454,3 @@ def test_cli_write_via_at_to_esp_at_3(sim: AtSimulator) -> None:
     assert firmware_view(sim, "client_cert") == [CERTS[0].read_bytes()]
 
 
-def test_cli_write_refusal_is_one_line(sim: AtSimulator) -> None:
-    url = sim.start_tcp()
-    result = run("write", "--via", "at", "--port", url, "client_cert", str(CERTS[0]))
-    assert result.exit_code == EXIT_DEVICE_ERROR
-    assert "mfg_nvs (ESP-AT 3.1+)" in result.output
-    assert sysmfg_writes(sim) == []

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from atflash.cli import cli
 from atflash.content import pki
-from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
+from atflash.errors import EXIT_MISMATCH
 from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
 
@@ -88,15 +88,13 @@ def test_partitions_via_at_lists_the_modules_table(module: tuple[AtSimulator, st
     assert "client_cert" in result.stdout and "0x2a000" in result.stdout
 
 
-def test_write_via_at_refuses_a_partition_the_module_lacks(raw: Path) -> None:
-    """ESP-AT 3.x lists mfg_nvs only: nothing is erased or written, one clear reason."""
+def test_write_via_at_on_esp_at_3_goes_through_sysmfg_not_raw_flash(raw: Path) -> None:
+    """ESP-AT 3.x lists mfg_nvs only: the store is decided by the table, items go by AT+SYSMFG."""
     with AtSimulator(find_profile("esp32"), firmware="3.x") as sim:
         port = sim.start_tcp()
-        before = bytes(sim.flash)
         result = run("write", "--via", "at", "--port", port, *files(raw, "client_cert"))
-        assert result.exit_code == EXIT_DEVICE_ERROR
-        assert "mfg_nvs" in result.output
-        assert bytes(sim.flash) == before
+        assert result.exit_code == 0, result.output
+        assert any(c.startswith('AT+SYSMFG=2,"client_cert","client_cert.0",8,') for c in sim.commands)
         assert not any(c.startswith(("AT+SYSFLASH=0", "AT+SYSFLASH=1")) for c in sim.commands)
 
 
