@@ -128,7 +128,12 @@ def describe_open_error(port: str, exc: BaseException) -> PortError:
         )
     if code in (errno.EACCES, errno.EPERM) or (code is None and "permission denied" in text):
         return PortError(port, "permission denied opening the port", hint=_PERMISSION_HINT)
-    if code == errno.EBUSY or (code is None and ("busy" in text or "access is denied" in text)):
+    locked = "exclusively lock" in text  # pyserial's exclusive=True: another program holds it
+    if (
+        code in (errno.EBUSY, errno.EAGAIN)
+        or locked
+        or (code is None and ("busy" in text or "access is denied" in text))
+    ):
         return PortError(
             port,
             "the port is in use",

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from atflash.backends.at.protocol import PORT_BUSY_LINE
 from atflash.errors import PortError
 
-BUSY_LINE = b"ERROR: busy: another client is connected\r\n"  # to a refused second TCP client
+BUSY_LINE = PORT_BUSY_LINE.encode() + b"\r\n"  # to a refused second TCP client
 _TICK = 0.05  # longest select wait: timers and close() are noticed promptly
 _RECV = 65536
 _JOIN_TIMEOUT = 3.0
