@@ -29,6 +29,7 @@ from atflash.errors import (
     AtflashError,
     BoardSkipped,
     ChipMismatchError,
+    FirmwareError,
     InputError,
     TableMismatchError,
     VerifyError,
@@ -476,6 +477,19 @@ def _candidates(directory: Path, stem: str) -> Iterator[Path]:
     while True:
         yield directory / f"{stem}-{n}.bin"
         n += 1
+
+
+def find_partition(port: str, table: Sequence[Partition], name: str, *, where: str) -> Partition:
+    """The partition ``name`` of a board's own ``table``, or a refusal naming what it has."""
+    for part in table:
+        if part.name == name:
+            return part
+    listed = ", ".join(p.name for p in table) or "none"
+    raise FirmwareError(
+        port,
+        f"no partition {name!r} in {where} (it has: {listed})",
+        hint="check the partition name and the board's firmware; nothing was written",
+    )
 
 
 def port_stem(port: str) -> str:

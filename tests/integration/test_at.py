@@ -280,7 +280,7 @@ def test_unknown_partition_refused_before_writing() -> None:
         before = bytes(sim.flash)
         result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
         assert result.error is not None
-        assert "does not list partition client_ca" in result.error
+        assert "no partition 'client_ca' in the module" in result.error
         assert not writes(sim)
         assert bytes(sim.flash) == before
 
@@ -385,7 +385,7 @@ def test_read_table_and_partition(sim: AtSimulator) -> None:
     sim.load("mqtt_ca", b"\xf1\xf1abc")
     part, data = read_partition(AtBackend(), connect(url, chunk_size=512), "mqtt_ca", [])
     assert part.name == "mqtt_ca" and data == pki.pad(b"\xf1\xf1abc", part.size)
-    with pytest.raises(FirmwareError, match="does not list partition nope"):
+    with pytest.raises(FirmwareError, match="no partition 'nope' in the module"):
         read_partition(AtBackend(), connect(url), "nope", [])
 
 

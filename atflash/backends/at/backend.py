@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
 from atflash.backends.at.mfg import MfgTargets, module_store
-from atflash.backends.base import BoardInfo, Session, Target, select_plan
+from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
 from atflash.content import pki
 from atflash.errors import FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
@@ -260,13 +260,5 @@ def _offset(progress: Callable[[int, int], None], head: int) -> Callable[[int, i
 
 
 def device_partition(port: str, table: Sequence[Partition], name: str) -> Partition:
-    """The partition ``name`` as the module lists it, or a refusal naming what it has."""
-    for part in table:
-        if part.name == name:
-            return part
-    listed = ", ".join(p.name for p in table) or "none"
-    raise FirmwareError(
-        port,
-        f"the firmware does not list partition {name} (it has: {listed})",
-        hint="check the partition name and the firmware's at_customize.csv; nothing was written",
-    )
+    """The partition ``name`` as the module lists it (AT+SYSFLASH?), or a refusal."""
+    return find_partition(port, table, name, where="the module's AT+SYSFLASH? table")

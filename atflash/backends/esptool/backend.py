@@ -24,7 +24,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
-from atflash.backends.base import BoardInfo, Session, Target, select_plan
+from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.backends.esptool.tables import discover_board, read_nvs
@@ -347,15 +347,7 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
 
 
 def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:
-    for part in parts:
-        if part.name == name:
-            return part
-    listed = ", ".join(p.name for p in parts) or "none"
-    raise FirmwareError(
-        port,
-        f"no partition {name!r} in the board's table (it has: {listed})",
-        hint="check the partition name and the board's firmware; nothing was written",
-    )
+    return find_partition(port, parts, name, where="the board's table")
 
 
 def _store_name(store: str | None) -> str:
