@@ -159,7 +159,10 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         return PreparedRun(
             settings, (), None, f"{settings.only_failed}: no failed boards: nothing to do"
         )
-    ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
+    if settings.single_board:
+        ports = [PortInfo(settings.ports[0])]  # one named port is taken as given, as esptool does
+    else:
+        ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
     if failed_ports is not None and settings.ports:
         wanted = {port_key(name) for name in failed_ports}  # COM3 is com3 on Windows
         ports = [p for p in ports if port_key(p.device) in wanted]
