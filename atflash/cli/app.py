@@ -179,8 +179,8 @@ class AtflashGroup(click.Group):
                 _echo_json_error(exc.format_message(), exc.exit_code)
             raise
         except AtflashError as exc:
-            if _debug(ctx):
-                raise
+            # A user or device error is one line even with --debug: its traceback shows
+            # atflash's own raise, not a bug. --debug is for the errors that are bugs.
             if wants_json:
                 _echo_json_error(str(exc), exc.exit_code)
             click.echo(f"atflash: error: {exc}", err=True)

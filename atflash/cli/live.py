@@ -160,7 +160,7 @@ class BatchView:
     def __enter__(self) -> BatchView:
         if self.live_mode:
             self._live = Live(
-                term.Fitted([self._wide, self._narrow]),
+                self.renderable(),
                 console=term.stderr_console(),
                 refresh_per_second=_REFRESH_PER_SECOND,
                 transient=self.transient,
@@ -232,6 +232,10 @@ class BatchView:
 
     # -- the table ---------------------------------------------------------------
 
+    def renderable(self) -> term.Fitted:
+        """The live table, drawn from the rows whenever rich refreshes it."""
+        return term.Fitted([self._wide, self._narrow, self._stacked])
+
     def _cells(self, row: _Row) -> tuple[Text, str, str]:
         phase = Text(row.phase, style=PHASE_STYLE.get(row.phase, ""))
         progress = row.progress
@@ -247,10 +251,10 @@ class BatchView:
         table.add_column("partition", no_wrap=True)
         table.add_column("bytes", justify="right", no_wrap=True)
         table.add_column("%", justify="right", no_wrap=True)
-        table.add_column("last step", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("last step")
         for port, row in list(self.rows.items()):  # the refresh thread reads while events arrive
             phase, amount, percent = self._cells(row)
-            table.add_row(port, row.mac, phase, row.partition, amount, percent, row.note)
+            table.add_row(Text(port), row.mac, phase, row.partition, amount, percent, _note(row))
         return table
 
     def _narrow(self) -> Table:
@@ -260,11 +264,27 @@ class BatchView:
         table.add_column("step", no_wrap=True)
         table.add_column("partition", no_wrap=True)
         table.add_column("%", justify="right", no_wrap=True)
-        table.add_column("last step", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("last step")
         for port, row in list(self.rows.items()):
             phase, _amount, percent = self._cells(row)
-            table.add_row(term.stacked([port, row.mac]), phase, row.partition, percent, row.note)
+            table.add_row(term.stacked([port, row.mac]), phase, row.partition, percent, _note(row))
         return table
+
+    def _stacked(self) -> Table:
+        """Long port names (/dev/serial/by-id/...): the board takes the width, folded if it must."""
+        table = term.table(self.title)
+        table.add_column("board", overflow="fold")
+        table.add_column("step", no_wrap=True)
+        for port, row in list(self.rows.items()):
+            phase, _amount, percent = self._cells(row)
+            where = " ".join(filter(None, (row.partition, percent)))
+            table.add_row(term.stacked([port, row.mac]), Text("\n").join([phase, Text(where)]))
+        return table
+
+
+def _note(row: _Row) -> Text:
+    """The latest step's words on one line, cut with an ellipsis where the column ends."""
+    return Text(row.note, no_wrap=True, overflow="ellipsis")
 
 
 # -- the summary -------------------------------------------------------------------
@@ -315,16 +335,16 @@ def summary_table(results: Sequence[BoardResult], *, title: str = "Summary") -> 
     def wide() -> Table:
         table = term.table(title)
         for column in ("port", "MAC", "chip"):
-            table.add_column(column, no_wrap=True)
+            table.add_column(column, no_wrap=True)  # identities, and short
         for name in names:
             table.add_column(name, no_wrap=True)
-        table.add_column("tries", justify="right")
-        table.add_column("seconds", justify="right")
+        table.add_column("tries", justify="right", no_wrap=True)
+        table.add_column("seconds", justify="right", no_wrap=True)
         table.add_column("result", no_wrap=True)
         for result in results:
             statuses = {p.name: _status(p.status.value) for p in result.partitions}
             table.add_row(
-                result.port, result.mac or "", result.chip or "",
+                Text(result.port), result.mac or "", result.chip or "",
                 *(statuses.get(name, "") for name in names),
                 str(result.attempts), f"{result.seconds:.1f}", _outcome(result),
             )  # fmt: skip
@@ -351,7 +371,22 @@ def summary_table(results: Sequence[BoardResult], *, title: str = "Summary") -> 
             table.add_row(board, parts, verdict)
         return table
 
-    return term.Fitted([wide, narrow])
+    def stacked() -> Table:
+        """One column, a block per board: long port names fold instead of being cut."""
+        table = term.table(title)
+        table.add_column("board", overflow="fold")
+        for result in results:
+            lines = [Text(result.port), Text(" ".join(filter(None, (result.chip, result.mac))))]
+            lines += [
+                Text.assemble("  ", _partition_line(p.name, p.status.value, names))
+                for p in result.partitions
+            ]
+            tries = f", {result.attempts} tries" if result.attempts > 1 else ""
+            lines.append(Text.assemble(_outcome(result), f" in {result.seconds:.1f} s{tries}"))
+            table.add_row(Text("\n").join(line for line in lines if line.plain))
+        return table
+
+    return term.Fitted([wide, narrow, stacked])
 
 
 def _status(value: str) -> Text:

@@ -23,14 +23,15 @@ from enum import IntEnum
 from typing import TextIO
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from atflash.cli.app import NORMAL, QUIET, VERBOSE, state
 
 PIPE_WIDTH = 200  # a log has no width; rows of this many columns stay whole
-_UNBOUNDED = 1 << 20
 
 
 class Verbosity(IntEnum):
@@ -77,35 +78,65 @@ def table(title: str | None = None, **kwargs: object) -> Table:
 
 
 class Fitted:
-    """The first of several layouts (widest first) that fits the console without cutting a word.
+    """The first of several layouts (widest first) that fits the console without cutting a cell.
 
-    A layout fits when every column can have its longest word: identities
-    (ports, MACs, partition names) are single words, so they stay whole,
-    while descriptions may wrap. The last layout is used when none fits; it
-    should be the one that stacks identities into few columns.
+    A layout fits when its ``no_wrap`` columns (the identities: ports, MACs,
+    partition names, statuses) get their whole width and every other column
+    at least :data:`WRAP_FLOOR` characters to wrap in. The last layout is
+    used when none fits; it should fold long identities rather than cut them.
     """
 
     def __init__(self, layouts: Sequence[Callable[[], Table]]) -> None:
         self.layouts = layouts
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self.choose(console, options.max_width)
+        yield self.choose(options.max_width)
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
-        return Measurement.get(console, options, self.choose(console, options.max_width))
+        return Measurement.get(console, options, self.choose(options.max_width))
 
-    def choose(self, console: Console, width: int) -> Table:
+    def choose(self, width: int) -> Table:
         built = None
         for layout in self.layouts:
             built = layout()
-            # Measured unbounded: rich clamps a measurement to the width it is given.
-            needed = Measurement.get(console, console.options.update_width(_UNBOUNDED), built)
-            if needed.minimum <= width:
+            if needed_width(built) <= width:
                 return built
         assert built is not None, "at least one layout"
         return built
 
 
-def stacked(lines: Iterable[str]) -> str:
-    """Cell text of several lines (a port above its MAC, say)."""
-    return "\n".join(line for line in lines if line)
+WRAP_FLOOR = 8  # the narrowest a wrapping column may get while a layout still "fits"
+
+
+def needed_width(table: Table) -> int:
+    """What ``table`` needs so that rich cuts none of its ``no_wrap`` columns.
+
+    rich narrows only wrapping columns while they can absorb the excess,
+    and shrinks every column (cutting identities) only when they cannot.
+    """
+    columns = table.columns
+    left, right = table.padding[3], table.padding[1]
+    total = 0
+    for index, column in enumerate(columns):
+        pad = left + right
+        if not table.pad_edge:
+            pad -= (left if index == 0 else 0) + (right if index == len(columns) - 1 else 0)
+        if column.no_wrap:
+            cells = [column.header, *column.cells]
+            content = max((_widest_line(cell) for cell in cells), default=0)
+        else:
+            content = WRAP_FLOOR
+        total += content + pad
+    if table.box is not None:
+        total += len(columns) - 1 + (2 if table.show_edge else 0)
+    return total
+
+
+def _widest_line(cell: object) -> int:
+    text = cell.plain if isinstance(cell, Text) else str(cell)
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def stacked(lines: Iterable[str]) -> Text:
+    """Cell text of several lines (a port above its MAC, say), never read as markup."""
+    return Text("\n".join(line for line in lines if line))
