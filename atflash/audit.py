@@ -207,6 +207,23 @@ def log_record(
     }
 
 
+def check_log(path: str | Path) -> None:
+    """Create the log if need be and make sure it can be appended to, before any board.
+
+    A log that cannot be written must refuse the run, not fail it after
+    boards were provisioned without their record.
+    """
+    os.close(_open_log(Path(path)))
+
+
+def _open_log(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o600)
+    except OSError as exc:
+        raise FileInputError(path, f"cannot open the log ({exc.strerror})") from None
+
+
 def append_log(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
     """Append ``records`` as JSON lines, in one write under an exclusive lock.
 
@@ -217,12 +234,7 @@ def append_log(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
         return
     path = Path(path)
     data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o600)
-    except OSError as exc:
-        raise FileInputError(path, f"cannot open the log ({exc.strerror})") from None
-    with os.fdopen(fd, "ab") as out, _locked(out):
+    with os.fdopen(_open_log(path), "ab") as out, _locked(out):
         try:
             out.write(data)
             out.flush()

@@ -174,6 +174,8 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
     if not settings.single_board:
         warm_up()  # the worker server starts while the plans are built
     checked = check_plans(settings, parse_groups)
+    if settings.log:
+        audit.check_log(audit.stamp_path(settings.log))
     jobs = tuple(
         BoardJob(
             port=p.device,

@@ -56,7 +56,7 @@ def batch_options(func: F) -> F:
             click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
                          help="Bench file (TOML) with defaults for these options."),
             click.option("--log", type=click.Path(dir_okay=False),
-                         help="Append one JSON line per board to this provisioning log (mode 0600)."),
+                         help="Append one JSON line per board to this provisioning log (mode 0600; {date} and {time} are filled in)."),
             click.option("--station", metavar="NAME", help="This bench's name, recorded in the log."),
         ]
     ):  # fmt: skip

@@ -498,6 +498,18 @@ def test_a_bench_file_names_the_log_and_station_with_the_date(
     assert json.loads(log.read_text())["station"] == "line-9"
 
 
+def test_a_log_that_cannot_be_written_refuses_the_run_before_any_board(
+    board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    result = run("write", "--port", board.url, *CONNECT, "--log", str(tmp_path / "file" / "log.jsonl"),
+                 "--json", *files(raw))  # fmt: skip
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "cannot open the log" in json.loads(result.stdout)["error"]
+    verify = run("verify", "--port", board.url, *CONNECT, *files(raw))
+    assert verify.exit_code == EXIT_MISMATCH  # nothing was written
+
+
 def test_an_unreachable_board_is_logged_too(raw: Path, tmp_path: Path) -> None:
     log = tmp_path / "log.jsonl"
     result = run("write", "--chip", "esp32", "--port", "socket://127.0.0.1:9", *CONNECT,
