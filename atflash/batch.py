@@ -47,10 +47,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Literal
 
 from atflash.backends import registry
-from atflash.backends.base import WriteOptions, new_result, write_board
+from atflash.backends.base import WriteOptions, new_result, verify_board, write_board
 from atflash.errors import one_line
 from atflash.events import Event, EventSink, ignore
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
@@ -83,6 +83,7 @@ class BoardJob:
     serial_number: str | None = None  # the USB bridge's, for manifests keyed by it
     backend: str = "esptool"  # a key of registry.BACKENDS
     locate: PortFilter | None = None  # how to find the board again if its port name changes
+    action: Literal["write", "verify"] = "write"  # verify: compare only, never write
 
 
 BoardRunner = Callable[[BoardJob, EventSink], BoardResult]
@@ -113,11 +114,13 @@ class WithSerialNumber:
 
 
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
-    """One board through the backend its job names (the default runner)."""
+    """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
     if callable(plans) and job.serial_number:
         plans = WithSerialNumber(plans, job.serial_number)
     backend = registry.get(job.backend).load()
+    if job.action == "verify":
+        return verify_board(backend, job.connect, plans, events=events)
     return write_board(backend, job.connect, plans, options=job.options, events=events)
 
 

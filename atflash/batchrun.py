@@ -1,4 +1,4 @@
-"""A whole write run over many boards, as a library: ports, plans, workers, report, exit code.
+"""A whole write (or verify) run over many boards, as a library: ports, plans, workers, report, log, exit code.
 
 The CLI gathers :class:`WriteSettings` (command line merged with a bench
 file) and renders; everything between is here, so a Python caller runs a
@@ -11,16 +11,19 @@ bench the same way without click::
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from atflash import audit
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions
-from atflash.batch import BatchOptions, BoardJob, run_batch, warm_up
-from atflash.errors import EXIT_DEVICE_ERROR, InputError
+from atflash.batch import BatchOptions, BoardJob, run_batch, run_board, warm_up
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
 from atflash.layout.model import Profile
@@ -67,8 +70,10 @@ class WriteSettings:
     key_type_check: bool = True
     pool: str | None = None  # factory: a pool of credential sets, claimed per board...
     ledger: str | None = None  # ...in this ledger (SQLite path or postgresql:// URL)
-    station: str | None = None  # what the ledger records as the station (default: host name)
     given: frozenset[str] = field(default_factory=frozenset)  # options set by the user
+    action: Literal["write", "verify"] = "write"  # verify: compare every board, write nothing
+    log: str | None = None  # append one JSON line per board here (atflash.audit)
+    station: str | None = None  # the operator's bench name: in the log, and the ledger's station
 
     def __post_init__(self) -> None:
         # An option that means nothing to the chosen backend is refused, never ignored.
@@ -134,10 +139,17 @@ class RunOutcome:
     seconds: float
     unused_rows: list[tuple[int, str]]
     report: dict[str, Any]
+    action: str = "write"
 
     @property
     def exit_code(self) -> int:
-        return EXIT_DEVICE_ERROR if any(r.failed for r in self.results) else 0
+        """0 when every board is done; a verify that only found differences ends with 4."""
+        failed = [r for r in self.results if r.failed]
+        if not failed:
+            return 0
+        if self.action == "verify" and all(r.error is None for r in failed):
+            return EXIT_MISMATCH
+        return EXIT_DEVICE_ERROR
 
 
 def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
@@ -153,7 +165,10 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         return PreparedRun(
             settings, (), None, f"{settings.only_failed}: no failed boards: nothing to do"
         )
-    ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
+    if settings.single_board:
+        ports = [PortInfo(settings.ports[0])]  # one named port is taken as given, as esptool does
+    else:
+        ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
     if failed_ports is not None and settings.ports:
         wanted = {port_key(name) for name in failed_ports}  # COM3 is com3 on Windows
         ports = [p for p in ports if port_key(p.device) in wanted]
@@ -162,9 +177,12 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
                 "none of the given ports failed in the report",
                 hint="drop --port to re-run them all",
             )
-    warm_up()  # the worker server starts while the plans are built
+    if not settings.single_board:
+        warm_up()  # the worker server starts while the plans are built
     pool = _pool_resolver(settings)
     checked = None if pool is not None else check_plans(settings, parse_groups)
+    if settings.log:
+        audit.check_log(audit.stamp_path(settings.log))
     jobs = tuple(
         BoardJob(
             port=p.device,
@@ -174,6 +192,7 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
             serial_number=p.serial_number,
             backend=settings.via,
             locate=_locator(p, settings.filters),
+            action=settings.action,
         )
         for p in ports
     )
@@ -203,25 +222,39 @@ def _pool_resolver(settings: WriteSettings) -> Any:
 
 
 def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
-    """Provision every board of a prepared run; write the report if asked."""
+    """Provision (or verify) every board of a prepared run; write the report and log if asked.
+
+    One board without batch options runs in this process: no worker to
+    start, and esptool's process-global state serves one board anyway.
+    """
     settings = run.settings
+    started = datetime.datetime.now()
     start = time.monotonic()
-    results = run_batch(
-        list(run.jobs),
-        options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
-        events=events,
-    )
+    if settings.single_board and len(run.jobs) == 1:
+        results = [run_board(run.jobs[0], events)]
+    else:
+        results = run_batch(
+            list(run.jobs),
+            options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
+            events=events,
+        )
     seconds = time.monotonic() - start
     if run.pool is not None:
         for result in results:
             if result.mac:
                 run.pool.record(result)  # ok or failed, with each image's SHA-256
+    for job, result in zip(run.jobs, results, strict=True):
+        audit.annotate(result, audit.plan_of(result, job.plans, serial_number=job.serial_number))
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)
-    report = build_report(results, seconds=seconds, unused_rows=unused)
+    report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
+    if settings.log:
+        context = audit.LogContext.here(settings.action, settings.station)
+        records = [audit.log_record(r, context) for r in results]
+        audit.append_log(audit.stamp_path(settings.log, started), records)
     if settings.report:
-        write_report(Path(settings.report), report)
-    return RunOutcome(results, seconds, unused, report)
+        write_report(Path(audit.stamp_path(settings.report, started)), report)
+    return RunOutcome(results, seconds, unused, report, settings.action)
 
 
 def _locator(port: PortInfo, filters: PortFilter) -> PortFilter | None:
@@ -253,16 +286,36 @@ def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedCon
     requests: list[PartitionRequest] | None = None
     if settings.groups:
         requests = parse_groups(settings.groups, request_names(profiles))
-    return check_config(
-        config,
-        chip=chip,
-        profile=settings.profile,
-        partitions=requests,
-        manifest=settings.manifest,
-        strict=settings.strict,
-        pair_check=settings.pair_check,
-        key_type_check=settings.key_type_check,
-    )
+    with delimiter_hint():
+        return check_config(
+            config,
+            chip=chip,
+            profile=settings.profile,
+            partitions=requests,
+            manifest=settings.manifest,
+            strict=settings.strict,
+            pair_check=settings.pair_check,
+            key_type_check=settings.key_type_check,
+        )
+
+
+@contextlib.contextmanager
+def delimiter_hint() -> Iterator[None]:
+    """A manifest whose header reads as one column holding ';': say it is not comma-separated.
+
+    Spreadsheets in many locales save "CSV" with semicolons; the parser
+    then sees one unknown first column and can only say that.
+    """
+    try:
+        yield
+    except ManifestError as exc:
+        if exc.problem.startswith("first column is") and ";" in exc.problem:
+            raise ManifestError(
+                exc.source, exc.line, exc.problem,
+                hint="the manifest separates columns with ';': atflash reads comma-separated "
+                "values (export it as CSV with ',' between columns)",
+            ) from None  # fmt: skip
+        raise
 
 
 def unused_rows(

@@ -2,7 +2,7 @@
 
 Layout (``format`` names it, ``version`` changes when a field's meaning does)::
 
-    {"format": "atflash-report", "version": 1,
+    {"format": "atflash-report", "version": 1, "action": "write",
      "created": "2025-01-01T12:00:00+00:00", "atflash": "0.1.0", "esptool": "5.1.0",
      "summary": {"boards": 16, "ok": 15, "failed": 1, "skipped": 0, "seconds": 21.3},
      "boards": [{"port": ..., "mac": ..., "chip": ..., "profile": ..., "firmware": null,
@@ -10,10 +10,18 @@ Layout (``format`` names it, ``version`` changes when a field's meaning does)::
                  "attempts": 1, "warnings": [...], "backups": [...],
                  "partitions": [{"name": "client_cert", "address": "0x2a000", "size": 8192,
                                  "bin_size": 2344, "sha256": "...", "status": "written",
-                                 "seconds": 1.1, "error": null}]}]}
+                                 "seconds": 1.1, "error": null,
+                                 "sources": ["certs/dev1.crt"],
+                                 "items": [{"type": "cert", "id": 0, "source": "certs/dev1.crt",
+                                            "kind": "certificate", "subject": "CN=dev1",
+                                            "serial": "1f3a", "not_after": "2030-...",
+                                            "sha256": "...", ...}]}]}]}
 
+``action`` is ``write`` or ``verify`` (statuses ``match``/``differs``).
 No key material: images are named by partition, address, size and the
-SHA-256 of what was written; file contents never appear. Each board record
+SHA-256 of what was written, items by their public facts (see
+:func:`atflash.audit.describe_image`: a key by its public-key
+fingerprint); file contents never appear. Each board record
 is :meth:`BoardResult.to_json`, the shape ``--json`` prints for one board. The file is
 written owner-only all the same (it names every device of a bench).
 """
@@ -55,6 +63,7 @@ def build_report(
     seconds: float,
     created: datetime.datetime | None = None,
     unused_rows: Sequence[tuple[int, str]] = (),
+    action: str = "write",
 ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict."""
     created = created or datetime.datetime.now(datetime.timezone.utc)
@@ -62,6 +71,7 @@ def build_report(
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
+        "action": action,
         "created": created.isoformat(timespec="seconds"),
         "atflash": __version__,
         "esptool": _version_of("esptool"),

@@ -49,6 +49,10 @@ class PartitionResult:
     status: PartitionStatus = PartitionStatus.NOT_STARTED
     seconds: float = 0.0
     error: str | None = None
+    # The audit description (atflash.audit): the files the image was built from,
+    # and each item's type, ID and public facts. Never key material.
+    sources: list[str] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.status = PartitionStatus(self.status)  # accepts the JSON spelling too
@@ -67,6 +71,8 @@ class PartitionResult:
             "status": PartitionStatus(self.status).value,
             "seconds": self.seconds,
             "error": self.error,
+            "sources": list(self.sources),
+            "items": [dict(item) for item in self.items],
         }
 
 

@@ -1,7 +1,8 @@
-"""Argument handling shared by commands: profile choice and PARTITION FILE... groups."""
+"""Argument handling shared by commands: profile choice, PARTITION FILE... groups, --json."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -29,7 +30,8 @@ def profile_options(func: F) -> F:
         "--chip",
         "-c",
         metavar="CHIP",
-        help="Chip or built-in profile name (esp32, esp32c3, wrover-32...); see 'atflash profiles'.",
+        help="Chip or built-in profile name (esp32, esp32c3, wrover-32...); see 'atflash profiles'. "
+        "Boards reached through esptool are detected when none is given (auto).",
     )(func)
     return func
 
@@ -70,6 +72,15 @@ def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> lis
             raise InputError(f"partition {name}: no files given", hint=f"write '{name} FILE...'")
         requests.append(PartitionRequest(name, tuple(expand(files))))
     return requests
+
+
+def json_option(func: F) -> F:
+    """``--json``: the command's result as JSON on stdout (an error too, as an object)."""
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+
+
+def echo_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=2))
 
 
 def connect_options(via: str, port: str, values: dict[str, Any]) -> Any:

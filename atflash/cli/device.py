@@ -7,8 +7,8 @@ registry names, and renders.
 
 from __future__ import annotations
 
-import json
-import sys
+import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,19 +19,25 @@ from click.core import ParameterSource
 from atflash.backends import base, registry
 from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
-from atflash.batchrun import LINK_OPTIONS, WriteSettings
+from atflash.batchrun import LINK_OPTIONS, delimiter_hint
 from atflash.cli import batchopts, render
 from atflash.cli.app import cli
 from atflash.cli.batchopts import batch_options
-from atflash.cli.common import F, parse_groups, profile_options, resolve_profile
+from atflash.cli.common import (
+    F,
+    echo_json,
+    json_option,
+    parse_groups,
+    profile_options,
+    resolve_profile,
+)
 from atflash.content.describe import inspect_bytes
-from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError
-from atflash.layout.model import Profile
+from atflash.errors import InputError
+from atflash.layout.model import Partition, Profile
 from atflash.output import write_outputs
-from atflash.planning.bench import candidate_profiles, check_config, chip_for, load_config
+from atflash.planning.bench import candidate_profiles, check_config, load_config
 from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
 from atflash.ports import list_ports
-from atflash.results import BoardResult
 
 
 class _HexInt(click.ParamType):
@@ -56,6 +62,17 @@ class _HexInt(click.ParamType):
 HEX_INT = _HexInt()
 
 
+class _Spelled(click.Choice):
+    """A choice that also takes esptool's older underscore spelling (no_reset for no-reset)."""
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Any:
+        if isinstance(value, str):
+            value = value.replace("_", "-")
+        return super().convert(value, param, ctx)
+
+
 def link_options(func: F) -> F:
     """--via, --baud, --before, --after, --connect-attempts, --chunk-size: how to reach each board."""
     for decorator in reversed(
@@ -76,12 +93,12 @@ def link_options(func: F) -> F:
             ),
             click.option(
                 "--before",
-                type=click.Choice(BEFORE),
+                type=_Spelled(BEFORE),
                 help="esptool: how to put the chip in download mode [default: default-reset].",
             ),
             click.option(
                 "--after",
-                type=click.Choice(AFTER),
+                type=_Spelled(AFTER),
                 help="esptool: what to do with the chip when done [default: hard-reset].",
             ),
             click.option(
@@ -112,23 +129,34 @@ def connection_options(func: F) -> F:
     """--port (one board) and the link options."""
     func = link_options(func)
     return click.option(
-        "--port", "-p", required=True, help="Serial port, device path or socket:// URL."
+        "--port",
+        "-p",
+        help="Serial port, device path or socket:// URL (esptool path: also ESPTOOL_PORT).",
     )(func)
+
+
+def one_port(port: str | None, via: str) -> str:
+    """The --port given, else esptool's ESPTOOL_PORT on the esptool path."""
+    found = port or (os.environ.get("ESPTOOL_PORT") if via == "esptool" else None)
+    if not found:
+        raise click.UsageError("Missing option '--port' / '-p' (or set ATFLASH_PORT).")
+    return found
 
 
 def link_settings(
     ctx: click.Context, params: dict[str, Any]
 ) -> tuple[registry.BackendInfo, dict[str, Any]]:
-    """Take the link options out of a command's parameters; refuse ones foreign to the backend."""
+    """Take the link options out of a command's parameters; refuse ones foreign to the backend.
+
+    An option set only in the environment is a default: a backend it means
+    nothing to ignores it instead of refusing it.
+    """
     via = params.pop("via")
     link = {key: params.pop(key) for key in LINK_OPTIONS}
-    given = {
-        k
-        for k in LINK_OPTIONS
-        if ctx.get_parameter_source(k) not in (ParameterSource.DEFAULT, None)
-    }
+    given = {k for k in LINK_OPTIONS if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
     backend = registry.get(via)
     backend.refuse_foreign(given)
+    link["baud"] = batchopts.esptool_baud(via, link["baud"])
     return backend, link
 
 
@@ -140,7 +168,11 @@ def plans_for(
     return build_plans(profiles, requests, options=options)
 
 
-# -- write ---------------------------------------------------------------------
+# -- write / verify ---------------------------------------------------------------
+
+_NO_PAIR_CHECK_HELP = "Do not check that certificate n matches key n."
+_NO_KEY_TYPE_CHECK_HELP = "Allow *_key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, ...)."
+_GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
 
 
 @cli.command()
@@ -162,16 +194,10 @@ def plans_for(
     show_default=True,
     help="Leave partitions that already hold the image alone.",
 )
-@click.option(
-    "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
-)
-@click.option(
-    "--no-key-type-check",
-    is_flag=True,
-    help="Allow *_key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, ...).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.argument("groups", nargs=-1, metavar="PARTITION FILE... [PARTITION FILE...]...")
+@click.option("--no-pair-check", is_flag=True, help=_NO_PAIR_CHECK_HELP)
+@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@json_option
+@click.argument("groups", nargs=-1, metavar=_GROUPS)
 @click.pass_context
 def write(ctx: click.Context, **params: Any) -> None:
     """Write credentials to one board or many, verified.
@@ -181,49 +207,31 @@ def write(ctx: click.Context, **params: Any) -> None:
     Several --port values, a glob, 'auto', --manifest or --config run a
     batch: one worker process per board, a live view, a summary table.
     """
-    settings = batchopts.settle(ctx, params)
-    as_json = params["as_json"]
-    if settings.single_board:
-        _write_one(settings, as_json)
-    else:
-        batchopts.run_write_batch(settings, as_json=as_json)
+    settings = batchopts.settle(ctx, params, action="write")
+    batchopts.run(settings, as_json=params["as_json"])
 
 
-def _write_one(settings: WriteSettings, as_json: bool) -> None:
-    """One board, the output and JSON shape of a plain ``write --port``."""
-    if not settings.groups:
-        raise InputError(
-            "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
-        )
-    plans = plans_for(settings.candidate_profiles(), settings.groups, settings.plan_options)
-    port = settings.ports[0]
-    result = base.write_board(
-        registry.get(settings.via).load(),
-        settings.connect_for(port),
-        plans,
-        options=settings.write_options,
-        events=render.event_printer(as_json),
-    )
-    _finish(result, as_json, failed_exit=EXIT_DEVICE_ERROR)
+@cli.command()
+@profile_options
+@batch_options
+@link_options
+@click.option("--no-pair-check", is_flag=True, help=_NO_PAIR_CHECK_HELP)
+@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@json_option
+@click.argument("groups", nargs=-1, metavar=_GROUPS)
+@click.pass_context
+def verify(ctx: click.Context, **params: Any) -> None:
+    """Check that boards hold exactly the images these files build (exit 0 only if all match).
 
-
-def _finish(result: BoardResult, as_json: bool, *, failed_exit: int) -> None:
-    """Print a board's result and exit non-zero unless it is all verified.
-
-    A board that was never reached (no port, no answer) has nothing to show
-    but the reason: that is one error line, like any other refusal.
+    Takes the boards as write does (--port repeated, a glob, 'auto',
+    --manifest, --config) and never writes. Exit 4 when a board differs, 3
+    when one could not be checked.
     """
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    elif result.error and result.chip is None and result.mac is None and not result.touched:
-        click.echo(f"atflash: error: {result.error}", err=True)
-    else:
-        render.echo_board_result(result)
-    if not result.ok:
-        sys.exit(failed_exit)
+    settings = batchopts.settle(ctx, params, action="verify")
+    batchopts.run(settings, as_json=params["as_json"])
 
 
-# -- read / verify ---------------------------------------------------------------
+# -- read ------------------------------------------------------------------------
 
 
 @cli.command()
@@ -232,19 +240,22 @@ def _finish(result: BoardResult, as_json: bool, *, failed_exit: int) -> None:
 @click.option(
     "-o", "--output", type=click.Path(dir_okay=False), help="Save the raw partition dump here."
 )
+@json_option
 @click.argument("partition")
 @click.pass_context
 def read(
     ctx: click.Context,
     chip: str | None,
     profile_path: str | None,
-    port: str,
+    port: str | None,
     output: str | None,
+    as_json: bool,
     partition: str,
     **params: Any,
 ) -> None:
     """Read a partition from a board and show what it holds."""
     backend, link = link_settings(ctx, params)
+    port = one_port(port, backend.name)
     profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
     known = request_names(profiles) | {p.name for prof in profiles for p in prof.primary}
     if profiles and partition not in known:
@@ -257,46 +268,21 @@ def read(
     )
     if output:
         write_outputs({Path(output): data}, private=lambda _p: True)
+    report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
+    if as_json:
+        echo_json(
+            {
+                "port": port,
+                "partition": render.partition_json(part),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "saved": output,
+                "content": report.to_json(),
+            }
+        )
+        return
+    if output:
         click.echo(f"{output}: {len(data)} bytes of {part.name} saved")
-    render.echo_inspect(inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}"))
-
-
-@cli.command()
-@profile_options
-@connection_options
-@click.option(
-    "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
-)
-@click.option(
-    "--no-key-type-check",
-    is_flag=True,
-    help="Allow *_key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, ...).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.argument(
-    "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
-)
-@click.pass_context
-def verify(
-    ctx: click.Context,
-    chip: str | None,
-    profile_path: str | None,
-    port: str,
-    no_pair_check: bool,
-    no_key_type_check: bool,
-    as_json: bool,
-    groups: tuple[str, ...],
-    **params: Any,
-) -> None:
-    """Check that a board holds exactly the images these files build (exit 0 only if all match)."""
-    backend, link = link_settings(ctx, params)
-    plans = plans_for(
-        candidate_profiles(chip_for(chip, profile_path, backend.name), profile_path),
-        groups,
-        PlanOptions(pair_check=not no_pair_check, key_type_check=not no_key_type_check),
-    )
-    result = base.verify_board(backend.load(), backend.connect_options(port, link), plans)
-    _finish(result, as_json, failed_exit=EXIT_DEVICE_ERROR if result.error else EXIT_MISMATCH)
+    render.echo_inspect(report)
 
 
 # -- partitions ------------------------------------------------------------------
@@ -308,26 +294,37 @@ def verify(
     "--port", "-p", help="Read the table from this board instead of showing the profile's."
 )
 @link_options
+@json_option
 @click.pass_context
 def partitions(
-    ctx: click.Context, chip: str | None, profile_path: str | None, port: str | None, **params: Any
+    ctx: click.Context,
+    chip: str | None,
+    profile_path: str | None,
+    port: str | None,
+    as_json: bool,
+    **params: Any,
 ) -> None:
     """Show a profile's partition table, or a board's own (with --port)."""
     backend, link = link_settings(ctx, params)
     if port is None:
         profile = resolve_profile(chip, profile_path)
-        render.print_partitions(
+        title = (
             f"{profile.name} ({profile.chip}, {profile.flash_size}): at_customize.bin at "
-            f"{profile.at_customize_offset:#x}",
-            profile.partitions,
+            f"{profile.at_customize_offset:#x}"
         )
-        return
-    profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
-    title, table = base.read_table(backend.load(), backend.connect_options(port, link), profiles)
-    if table is None:
+        table: tuple[Partition, ...] | None = profile.partitions
+    else:
+        profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
+        title, table = base.read_table(
+            backend.load(), backend.connect_options(port, link), profiles
+        )
+    if as_json:
+        rows = None if table is None else [render.partition_json(p) for p in table]
+        echo_json({"port": port, "title": title, "blank": table is None, "partitions": rows})
+    elif table is None:
         click.echo(f"{title}: blank (all 0xFF): no ESP-AT partition table on this board")
-        return
-    render.print_partitions(title, table)
+    else:
+        render.print_partitions(title, table)
 
 
 # -- ports / check ---------------------------------------------------------------
@@ -335,15 +332,18 @@ def partitions(
 
 @cli.command("ports")
 @click.option("--all", "show_all", is_flag=True, help="Also list ports without a known ESP bridge.")
-def ports_command(show_all: bool) -> None:
+@json_option
+def ports_command(show_all: bool, as_json: bool) -> None:
     """List serial ports that may be boards (what --port auto would take)."""
     found = [p for p in list_ports() if show_all or p.bridge]
-    if not found:
+    if as_json:
+        echo_json([render.port_json(p) for p in found])
+    elif not found:
         click.echo(
             "no serial port with a known ESP bridge found" + ("" if show_all else " (try --all)")
         )
-        return
-    render.print_ports(found)
+    else:
+        render.print_ports(found)
 
 
 @cli.command("check")
@@ -354,11 +354,18 @@ def ports_command(show_all: bool) -> None:
     type=click.Path(dir_okay=False, exists=True),
     help="Bench file (TOML) to validate.",
 )
-def check(config_path: str) -> None:
+@json_option
+def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
-    checked = check_config(config)
-    render.echo_checked_config(config, checked)
+    # As on the command line: without a chip or profile, the esptool path detects the chip.
+    chip = "auto" if not (config.chip or config.profile) and config.via != "at" else None
+    with delimiter_hint():
+        checked = check_config(config, chip=chip)
+    if as_json:
+        echo_json(render.checked_config_json(config, checked))
+    else:
+        render.echo_checked_config(config, checked)
 
 
 __all__ = ["check", "partitions", "ports_command", "read", "verify", "write"]

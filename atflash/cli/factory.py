@@ -27,7 +27,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from atflash.cli import render
+from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import profile_options
 from atflash.errors import InputError
@@ -146,7 +146,7 @@ def ledger_show(url: str, device: str | None, since: str | None, as_json: bool) 
         return
     rows = [_claim_row(c) for c in claims]
     if sys.stdout.isatty():
-        render.console().print(_claims_table(rows))
+        term.stdout_console().print(_claims_table(rows))
     else:  # one aligned line per claim: greppable, never wrapped at 80 columns
         for line in _aligned([list(SHOW_COLUMNS), *rows]):
             click.echo(line)

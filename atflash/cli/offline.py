@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import json
+import hashlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 
+from atflash import audit
 from atflash.cli import render
 from atflash.cli.app import cli
-from atflash.cli.common import parse_groups, profile_options, resolve_profile
+from atflash.cli.common import (
+    echo_json,
+    json_option,
+    parse_groups,
+    profile_options,
+    resolve_profile,
+)
 from atflash.content import creds, pki
 from atflash.content.describe import inspect_bytes
-from atflash.errors import InputError
+from atflash.errors import AtflashError, InputError
+from atflash.files import expand
 from atflash.layout.model import PkiKind
 from atflash.layout.profiles import builtin_profiles
 from atflash.output import write_outputs
@@ -29,8 +38,9 @@ _NO_KEY_TYPE_CHECK_HELP = "Allow key types ESP-AT cannot use (Ed25519, DSA, othe
 @cli.command("generate-bin")
 @click.option("-b", "--bin", "out", default="PKI.bin", show_default=True, help="Output bin file.")
 @click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@json_option
 @click.argument("pairs", nargs=-1, required=True, metavar="TYPE FILE [TYPE FILE]...")
-def generate_bin(out: str, no_key_type_check: bool, pairs: tuple[str, ...]) -> None:
+def generate_bin(out: str, no_key_type_check: bool, as_json: bool, pairs: tuple[str, ...]) -> None:
     """Build one PKI bin from TYPE FILE pairs, like AtPKI.py generate_bin.
 
     TYPE is ca, cert or key. The bytes are those AtPKI.py writes; the files
@@ -54,7 +64,10 @@ def generate_bin(out: str, no_key_type_check: bool, pairs: tuple[str, ...]) -> N
     write_outputs(
         {Path(out): data}, private=lambda _p: secret, inputs=[path for _k, _d, path in items]
     )
-    click.echo(f"{out}: {len(data)} bytes, {len(items)} items")
+    if as_json:
+        echo_json({"output": out, "size": len(data), "items": len(items)})
+    else:
+        click.echo(f"{out}: {len(data)} bytes, {len(items)} items")
 
 
 @cli.command("parse-bin")
@@ -64,7 +77,8 @@ def generate_bin(out: str, no_key_type_check: bool, pairs: tuple[str, ...]) -> N
 @click.option(
     "-o", "--out-dir", default=".", show_default=True, help="Folder for the extracted files."
 )
-def parse_bin(path: str, out_dir: str) -> None:
+@json_option
+def parse_bin(path: str, out_dir: str, as_json: bool) -> None:
     """Extract every item of a PKI bin (or a partition dump) to files.
 
     Files are named TYPE_ID (cert_00.crt, key_00.key, ca_00.crt); items that
@@ -80,8 +94,16 @@ def parse_bin(path: str, out_dir: str) -> None:
         if item.type == "key" or creds.holds_private_key(item.content)
     }
     write_outputs(outputs, private=lambda p: p in secret, inputs=[path])
+    if as_json:
+        files = [
+            {"path": str(Path(out_dir) / name), "type": item.type, "id": item.id,
+             "size": len(item.content)}
+            for item, name in placed
+        ]  # fmt: skip
+        echo_json({"source": path, "files": files})
     for target, data in outputs.items():
-        click.echo(f"{target}: {len(data)} bytes")
+        if not as_json:
+            click.echo(f"{target}: {len(data)} bytes")
     for item, name in placed:
         if name != _item_file_name(item):
             click.echo(
@@ -121,6 +143,7 @@ def _item_file_names(items: Sequence[pki.PkiItem]) -> list[str]:
     "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
 )
 @click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@json_option
 @click.argument(
     "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
 )
@@ -131,6 +154,7 @@ def build(
     no_pad: bool,
     no_pair_check: bool,
     no_key_type_check: bool,
+    as_json: bool,
     groups: tuple[str, ...],
 ) -> None:
     """Build one image per partition, padded to its size, checked to fit.
@@ -153,12 +177,32 @@ def build(
     }
     inputs = [f for req in requests for f in req.files] + ([profile_path] if profile_path else [])
     write_outputs(outputs, private=lambda p: p in secret, inputs=inputs)
+    if as_json:
+        echo_json(
+            {
+                "profile": profile.name,
+                "images": [
+                    {
+                        "path": str(Path(out_dir) / f"{img.partition.name}.bin"),
+                        "partition": img.partition.name,
+                        "address": f"{img.address:#x}",
+                        "size": len(plan.data_for(img)),
+                        "bin_size": img.payload,
+                        "sha256": hashlib.sha256(plan.data_for(img)).hexdigest(),
+                        "sources": list(img.sources),
+                        "items": audit.describe_image(img),
+                    }
+                    for img in plan.images
+                ],
+            }
+        )
+        return
     for img in plan.images:
         render.echo_image_line(img, Path(out_dir) / f"{img.partition.name}.bin")
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option(
     "--expiring-days", default=30, show_default=True, help="Flag certificates expiring this soon."
 )
@@ -167,25 +211,42 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
     """Show what a PKI bin, partition dump or credential file holds.
 
     Certificates: subject, issuer, validity, key type. Keys: type and whether
-    encrypted. Key material is never shown.
+    encrypted. Key material is never shown. A file that cannot be read is
+    an error line (a JSON error object with --json); the others are still
+    shown, and the exit code is that of the first error.
     """
-    from atflash.files import expand
-
-    reports = []
-    for path in expand(files):
-        data = pki.read_bin_file(path)
-        reports.append(inspect_bytes(data, source=path, expiring_days=expiring_days))
+    shown: list[dict[str, Any]] = []
+    first_error: AtflashError | None = None
+    for argument in files:
+        try:
+            for path in expand([argument]):
+                report = inspect_bytes(
+                    pki.read_bin_file(path), source=path, expiring_days=expiring_days
+                )
+                if as_json:
+                    shown.append(report.to_json())
+                else:
+                    render.echo_inspect(report)
+        except AtflashError as exc:
+            first_error = first_error or exc
+            if as_json:
+                shown.append({"source": argument, "error": str(exc), "exit_code": exc.exit_code})
+            click.echo(f"atflash: error: {exc}", err=True)
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in reports], indent=2))
-        return
-    for report in reports:
-        render.echo_inspect(report)
+        echo_json(shown)
+    if first_error is not None:
+        sys.exit(first_error.exit_code)
 
 
 @cli.command()
-def profiles() -> None:
+@json_option
+def profiles(as_json: bool) -> None:
     """List the built-in chip profiles."""
-    render.print_profiles(builtin_profiles())
+    found = builtin_profiles()
+    if as_json:
+        echo_json([render.profile_json(p) for p in found])
+    else:
+        render.print_profiles(found)
 
 
 __all__ = ["build", "generate_bin", "inspect", "parse_bin", "profiles"]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from atflash.cli import term
 from atflash.content.describe import InspectReport, ItemReport
-from atflash.events import Event, EventSink
 from atflash.layout.model import Partition, Profile
 from atflash.planning.bench import BenchConfig, CheckedConfig
 from atflash.planning.plan import PartitionImage
@@ -19,37 +18,83 @@ from atflash.ports import PortInfo
 from atflash.results import BoardResult
 
 
-def console() -> Console:
-    # Built per call: click's CliRunner swaps stdout between invocations.
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
-
-
 def size_text(size: int) -> str:
     return f"{size // 1024}K" if size % 1024 == 0 and size >= 1024 else str(size)
 
 
 def print_profiles(profiles: Sequence[Profile]) -> None:
-    table = Table(title="Built-in profiles", title_justify="left")
-    for column in ("profile", "chip", "flash", "at_customize", "aliases", "description"):
-        table.add_column(column)
-    for prof in profiles:
-        default = " (default)" if prof.default else ""
-        table.add_row(
-            prof.name,
-            prof.chip + default,
-            f"{prof.flash_mode} {prof.flash_freq} {prof.flash_size}",
-            f"{prof.at_customize_offset:#x}",
-            ", ".join(prof.aliases),
-            prof.description,
-        )
-    console().print(table)
+    term.stdout_console().print(profiles_table(profiles))
+
+
+def profiles_table(profiles: Sequence[Profile]) -> term.Fitted:
+    """Every profile; at 80 columns aliases go under the name and flash settings stack."""
+
+    def wide() -> Table:
+        table = term.table("Built-in profiles")
+        for column in ("profile", "chip", "flash", "at_customize", "aliases"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("description", ratio=1)
+        for prof in profiles:
+            table.add_row(
+                prof.name, _chip(prof), f"{prof.flash_mode} {prof.flash_freq} {prof.flash_size}",
+                f"{prof.at_customize_offset:#x}", ", ".join(prof.aliases), prof.description,
+            )  # fmt: skip
+        return table
+
+    def narrow() -> Table:
+        table = term.table("Built-in profiles", caption="table: where at_customize.bin is")
+        for column in ("profile (aliases)", "chip", "flash", "table"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("description", ratio=1)
+        for prof in profiles:
+            table.add_row(
+                term.stacked([prof.name, *(f" {alias}" for alias in prof.aliases)]),
+                term.stacked(_chip(prof).split(" ", 1)),
+                term.stacked([f"{prof.flash_mode} {prof.flash_freq}", prof.flash_size]),
+                f"{prof.at_customize_offset:#x}",
+                prof.description,
+            )
+        return table
+
+    return term.Fitted([wide, narrow])
+
+
+def _chip(prof: Profile) -> str:
+    return prof.chip + (" (default)" if prof.default else "")
+
+
+def profile_json(prof: Profile) -> dict[str, Any]:
+    return {
+        "name": prof.name,
+        "chip": prof.chip,
+        "default": prof.default,
+        "aliases": list(prof.aliases),
+        "description": prof.description,
+        "flash_mode": prof.flash_mode,
+        "flash_freq": prof.flash_freq,
+        "flash_size": prof.flash_size,
+        "at_customize_offset": f"{prof.at_customize_offset:#x}",
+        "store": prof.store,
+        "partitions": [partition_json(p) for p in prof.partitions],
+    }
+
+
+def partition_json(part: Partition) -> dict[str, Any]:
+    return {
+        "name": part.name,
+        "type": part.type,
+        "subtype": part.subtype,
+        "offset": f"{part.offset:#x}",
+        "size": part.size,
+        "pki": part.pki,
+    }
 
 
 def print_partitions(title: str, parts: Sequence[Partition]) -> None:
-    table = Table(title=title, title_justify="left")
+    table = term.table(title)
     for column, justify in (("name", "left"), ("type", "right"), ("subtype", "right"),
                             ("offset", "right"), ("size", "right"), ("PKI items", "left")):  # fmt: skip
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     for part in parts:
         table.add_row(
             part.name,
@@ -59,7 +104,7 @@ def print_partitions(title: str, parts: Sequence[Partition]) -> None:
             size_text(part.size),
             part.pki or "",
         )
-    console().print(table)
+    term.stdout_console().print(table)
 
 
 def echo_image_line(image: PartitionImage, target: Path) -> None:
@@ -120,24 +165,13 @@ def _echo_item(item: ItemReport, *, indent: str) -> None:
 
 # -- device results ----------------------------------------------------------------
 
-# One board's stderr lines: its steps. Progress is too chatty for plain lines;
-# "connecting" is implied by what follows and "failed" ends the output anyway.
-QUIET_EVENTS = {"progress", "connecting", "failed"}
-
-
-def event_printer(quiet: bool) -> EventSink:
-    """An event sink printing one stderr line per step (nothing with --json)."""
-
-    def sink(event: Event) -> None:
-        if quiet or event.kind in QUIET_EVENTS:
-            return
-        where = f" {event.partition}" if event.partition else ""
-        click.echo(f"{event.port}:{where} {event.message}", err=True)
-
-    return sink
-
 
 def echo_board_result(result: BoardResult) -> None:
+    """One board: a head line, a line per partition, the verdict last.
+
+    Sizes are the image's credential bytes and the partition region they
+    fill ("612 of 8192 bytes"), the same numbers the steps show.
+    """
     head = f"{result.port}: {result.chip or 'unknown chip'}"
     if result.mac:
         head += f", MAC {result.mac}"
@@ -147,23 +181,33 @@ def echo_board_result(result: BoardResult) -> None:
     for warning in result.warnings:
         for line in warning.splitlines():
             click.echo(f"  {line}")
+    width = max((len(p.name) for p in result.partitions), default=0)
     for part in result.partitions:
         secs = f"  {part.seconds:.2f} s" if part.seconds else ""
         click.echo(
-            f"  {part.name:<12} {part.address:#09x}  {part.size:>6} bytes  {part.status}{secs}"
+            f"  {part.name:<{width}}  {part.address:#x}  {bytes_text(part.bin_size, part.size)}"
+            f"  {part.status}{secs}"
         )
-    verdict = "OK" if result.ok else "FAILED"
-    tail = f": {result.error}" if result.error else ""
+    verdict = "OK" if result.ok else "SKIPPED" if result.skipped else "FAILED"
+    tail = f": {result.error or result.skipped}" if result.error or result.skipped else ""
     click.echo(f"{verdict} in {result.seconds:.1f} s{tail}")
+
+
+def bytes_text(payload: int, size: int) -> str:
+    """``612 of 8192 bytes``: the credentials and the region they fill, where they differ."""
+    if payload and payload != size:
+        return f"{payload} of {size} bytes"
+    return f"{size} bytes"
 
 
 # -- ports and bench files ---------------------------------------------------------
 
 
 def print_ports(ports: Sequence[PortInfo]) -> None:
-    table = Table(title="Serial ports", title_justify="left")
-    for column in ("device", "VID:PID", "bridge", "serial", "location", "description"):
-        table.add_column(column)
+    table = term.table("Serial ports")
+    for column in ("device", "VID:PID", "bridge", "serial", "location"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description", ratio=1)
     for port in ports:
         table.add_row(
             port.device,
@@ -173,7 +217,18 @@ def print_ports(ports: Sequence[PortInfo]) -> None:
             port.location or "",
             port.description or "",
         )
-    console().print(table)
+    term.stdout_console().print(table)
+
+
+def port_json(port: PortInfo) -> dict[str, Any]:
+    return {
+        "device": port.device,
+        "vid_pid": port.vid_pid or None,
+        "bridge": port.bridge,
+        "serial_number": port.serial_number,
+        "location": port.location,
+        "description": port.description,
+    }
 
 
 def echo_checked_config(config: BenchConfig, checked: CheckedConfig) -> None:
@@ -193,3 +248,34 @@ def echo_checked_config(config: BenchConfig, checked: CheckedConfig) -> None:
             f"  manifest  {checked.resolver.source}: {len(checked.resolver.plans)} board(s) "
             f"keyed by {checked.resolver.key_kind}, every row built and checked"
         )
+    for name in ("report", "log", "station"):
+        value = getattr(config, name)
+        if value:
+            click.echo(f"  {name:<9} {value}")
+
+
+def checked_config_json(config: BenchConfig, checked: CheckedConfig) -> dict[str, Any]:
+    """``check --json``: what a bench file will do, after every file was built and checked."""
+    resolver = checked.resolver
+    return {
+        "config": config.source,
+        "ok": True,
+        "profiles": [p.name for p in checked.profiles],
+        "ports": list(config.ports or ()),
+        "partitions": [
+            {
+                "name": image.partition.name,
+                "bin_size": image.payload,
+                "size": image.partition.size,
+                "sources": list(image.sources),
+            }
+            for plan in checked.plans[:1]
+            for image in plan.images
+        ],
+        "manifest": None
+        if resolver is None
+        else {"source": resolver.source, "boards": len(resolver.plans), "key": resolver.key_kind},
+        "report": config.report,
+        "log": config.log,
+        "station": config.station,
+    }

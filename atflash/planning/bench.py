@@ -21,7 +21,9 @@ overrides it::
     pair_check = true
     key_type_check = true          # *_key: only key types ESP-AT's mbedTLS takes
     backup = "backups"             # folder
-    report = "reports/today.json"
+    report = "reports/{date}.json" # {date} and {time} are filled in at each run
+    log = "provisioning.jsonl"     # append-only log, one JSON line per board (atflash.audit)
+    station = "line-2"             # this bench's name, in the log
     manifest = "devices.csv"       # per-board files, see atflash.planning.manifest
     strict = false
 
@@ -29,7 +31,7 @@ overrides it::
     client_ca = ["certs/ca.crt"]
     client_cert = "certs/client.crt"
 
-Relative paths (profile, backup, report, manifest, partition files) are
+Relative paths (profile, backup, report, log, manifest, partition files) are
 taken from the bench file's folder, so a bench folder can move as a whole.
 Unknown keys are errors: a typo must not silently drop a setting.
 :func:`check_config` validates a loaded file completely (profile, port
@@ -95,6 +97,8 @@ class BenchConfig:
     key_type_check: bool | None = None
     backup: str | None = None
     report: str | None = None
+    log: str | None = None
+    station: str | None = None
     manifest: str | None = None
     strict: bool | None = None
     partitions: tuple[PartitionRequest, ...] = ()
@@ -121,10 +125,12 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "key_type_check": (bool, "true or false"),
     "backup": (str, "a folder name"),
     "report": (str, "a file name"),
+    "log": (str, "a file name"),
+    "station": (str, "a name"),
     "manifest": (str, "a file name"),
     "strict": (bool, "true or false"),
 }
-_PATH_KEYS = ("profile", "backup", "report", "manifest")
+_PATH_KEYS = ("profile", "backup", "report", "log", "manifest")
 _RANGES = {
     "baud": (1200, 5_000_000),
     "connect_attempts": (1, 20),
@@ -179,6 +185,8 @@ def _scalar(key: str, value: Any, source: str, base: Path) -> Any:
         low, high = _RANGES[key]
         if not low <= value <= high:
             raise ManifestError(source, None, f"{key} = {value} is outside {low}..{high}")
+    if key in ("before", "after"):
+        value = value.replace("_", "-")  # esptool's older spelling (no_reset) is the same choice
     choices = {"before": BEFORE, "after": AFTER, "via": VIAS}
     if key in choices and value not in choices[key]:
         raise ManifestError(source, None, f"{key} = {value!r}: must be {description}")

@@ -5,7 +5,8 @@ placeholders (``{ws}`` the folder of prepared bad files, ``{raw}`` ESP-AT's
 sample credentials, ``{out}`` an output path that must not appear,
 ``{board}`` a mock ESP32's port) and what must come of it:
 
-- ``error``: exactly one stderr line, ``atflash: error: ...``, nothing on stdout;
+- ``error``: exactly one stderr line, ``atflash: error: ...``, nothing on stdout
+  (with ``--json``: the error as JSON there);
 - ``usage``: click's own usage error (argument grammar: a missing argument,
   an option value out of range), exit 2;
 - ``board``: a board that was reached but failed (write, verify): the summary
@@ -25,6 +26,7 @@ if it needs one). Manifests and the AT path will add their rows here.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shlex
@@ -391,7 +393,10 @@ def check_output(case: Case, code: int, stdout: str, stderr: str) -> None:
     assert "internal error" not in everything
     assert code == case.code, everything
     if case.style == "error":
-        assert stdout == ""
+        if "--json" in case.args:  # scripts get the error as JSON on stdout too
+            assert "error" in json.dumps(json.loads(stdout)), stdout
+        else:
+            assert stdout == ""
         lines = stderr.splitlines()
         assert len(lines) == 1, stderr
         assert lines[0].startswith("atflash: error: ")

@@ -290,11 +290,12 @@ def test_plain_output_shows_progress_in_quarter_steps(capsys: pytest.CaptureFixt
     with view:
         view(Event("connected", "p1", "ESP32, MAC 24:0a:c4:00:00:01"))
         for done in range(0, 1025, 64):
-            view(Event("progress", "p1", "Writing", done=done, total=1024))
+            view(Event("progress", "p1", "write", partition="client_ca", done=done, total=1024))
         view(Event("failed", "p1", "write failed: cable"))  # events carry the unlabelled line
     lines = capsys.readouterr().err.splitlines()
-    assert [line for line in lines if "Writing" in line] == [
-        f"p1: Writing {p}% ({p * 1024 // 100} of 1024 bytes)" for p in (0, 25, 50, 75, 100)
+    assert [line for line in lines if "writing" in line] == [
+        f"p1: client_ca writing {p}% ({p * 1024 // 100} of 1024 bytes)"
+        for p in (0, 25, 50, 75, 100)
     ]
     assert lines[-1] == "p1: write failed: cable"
     assert view.rows["p1"].mac == "24:0a:c4:00:00:01"

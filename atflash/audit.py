@@ -1,0 +1,339 @@
+"""The audit trail: what each image holds, and the append-only provisioning log.
+
+:func:`describe_image` names every item of a planned image by type and ID
+with the public facts an auditor asks for (certificate fingerprint,
+subject, serial number, expiry; a key's public-key fingerprint), never key
+bytes. :func:`annotate` puts those facts on a board's result, so ``--json``,
+the report and the log all carry them.
+
+The log is JSON lines, one record per board and run: the board's
+:meth:`~atflash.results.BoardResult.to_json` record plus who, where and
+with what (time, action, station, host, atflash and esptool versions).
+It is only ever appended to, under an exclusive lock where the platform
+has one (``fcntl`` on POSIX, ``msvcrt`` on Windows), and created
+owner-only (0600): it names every device of a bench.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+from atflash import __version__
+from atflash.content import creds, pki
+from atflash.errors import AtflashError, FileInputError, FormatError
+from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
+from atflash.results import BoardResult
+
+LOG_FORMAT = "atflash-log"
+LOG_VERSION = 1
+# A log line is one board: a few KB even with many certificates. Longer lines
+# are not records (a file named by mistake), and are not read whole.
+MAX_RECORD = 1024 * 1024
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+try:  # Windows
+    import msvcrt
+except ImportError:
+    msvcrt = None  # type: ignore[assignment]
+
+
+# -- what an image holds ------------------------------------------------------------
+
+
+def describe_image(image: PartitionImage) -> list[dict[str, Any]]:
+    """One dict per item of ``image``, in ID order: type, ID, source and public facts.
+
+    Certificates: ``sha256`` (of the DER certificate), ``subject``,
+    ``issuer``, ``serial`` (hex), ``not_before``/``not_after``. Keys:
+    ``key_type`` and ``public_key_sha256``. Content that cannot be read is
+    described as ``unknown``. Never raises; never carries key material.
+    """
+    kind: str = image.partition.pki or "?"
+    typed: list[tuple[str, int | None, bytes]]
+    if image.values is not None:  # an mfg_nvs namespace: one value per item, in key order
+        typed = [(kind, index, content) for index, (_n, content) in enumerate(image.items)]
+    elif image.bin:
+        try:
+            typed = [(i.type, i.id, i.content) for i in pki.parse(image.bin).items]
+        except FormatError:  # the plan checked it; a bin that fails here says so
+            return [{"type": kind, "id": None, "kind": "unknown", "note": "unreadable bin"}]
+    else:
+        typed = []  # erased flash given as a file (the backup of an empty partition)
+    names = [name for name, _content in image.items]
+    out = []
+    for index, (item_type, item_id, content) in enumerate(typed):
+        source = names[index] if index < len(names) else None
+        out.append(describe_item(item_type, item_id, content, source=source))
+    return out
+
+
+def describe_item(
+    item_type: str, item_id: int | None, content: bytes, *, source: str | None
+) -> dict[str, Any]:
+    """The public facts of one PKI item (see :func:`describe_image`)."""
+    info = creds.describe(content, source=source or f"{item_type} {item_id}")
+    entry: dict[str, Any] = {
+        "type": item_type,
+        "id": item_id,
+        "source": source,
+        "kind": info.kind,
+        "size": len(content),
+    }
+    if info.kind == "certificate":
+        entry.update(
+            subject=info.subject,
+            issuer=info.issuer,
+            serial=_serial(content, source),
+            not_before=_iso(info.not_before),
+            not_after=_iso(info.not_after),
+            sha256=info.sha256_fingerprint,
+            key_type=info.key_type,
+            public_key_sha256=info.public_key_sha256,
+        )
+    elif info.kind == "private key":
+        entry.update(
+            key_type=info.key_type,
+            encrypted=info.encrypted,
+            public_key_sha256=info.public_key_sha256,
+        )
+    elif info.note:
+        entry["note"] = info.note
+    return entry
+
+
+def _serial(content: bytes, source: str | None) -> str | None:
+    try:
+        number = creds.load_certificate(content, source=source or "item").serial_number
+    except AtflashError:
+        return None
+    return f"{number:x}"
+
+
+def _iso(value: datetime.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def annotate(result: BoardResult, plan: WritePlan | None) -> None:
+    """Fill each partition entry's ``sources`` and ``items`` from the plan's image of that name."""
+    if plan is None:
+        return
+    images = {image.partition.name: image for image in plan.images}
+    for entry in result.partitions:
+        image = images.get(entry.name)
+        if image is not None:
+            entry.sources = list(image.sources)
+            entry.items = describe_image(image)
+
+
+def plan_of(
+    result: BoardResult,
+    plans: Sequence[WritePlan] | PlanResolver,
+    *,
+    serial_number: str | None = None,
+) -> WritePlan | None:
+    """The plan a board's result was made from: its profile's, among the candidates.
+
+    A resolver (manifest) is asked again with what the board said it is;
+    a board it refuses or skips had no plan.
+    """
+    if callable(plans):
+        identity = BoardIdentity(
+            result.port, chip=result.chip, mac=result.mac, serial_number=serial_number
+        )
+        try:
+            candidates: Sequence[WritePlan] = plans(identity)
+        except AtflashError:
+            return None
+    else:
+        candidates = plans
+    for plan in candidates:
+        if plan.profile.name == result.profile:
+            return plan
+    return candidates[0] if len(candidates) == 1 else None
+
+
+# -- the log ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogContext:
+    """Who ran the command, where and with what: the same for every board of a run."""
+
+    action: str  # "write" or "verify"
+    station: str | None = None
+    host: str = ""
+    atflash: str = __version__
+    esptool: str | None = None
+
+    @classmethod
+    def here(cls, action: str, station: str | None = None) -> LogContext:
+        return cls(action, station, socket.gethostname(), __version__, version_of("esptool"))
+
+
+def version_of(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def log_record(
+    result: BoardResult, context: LogContext, *, when: datetime.datetime | None = None
+) -> dict[str, Any]:
+    """One log line: the board's JSON record, after the run's context."""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "format": LOG_FORMAT,
+        "version": LOG_VERSION,
+        "time": when.isoformat(timespec="seconds"),
+        "action": context.action,
+        "station": context.station,
+        "host": context.host,
+        "atflash": context.atflash,
+        "esptool": context.esptool,
+        **result.to_json(),
+    }
+
+
+def check_log(path: str | Path) -> None:
+    """Create the log if need be and make sure it can be appended to, before any board.
+
+    A log that cannot be written must refuse the run, not fail it after
+    boards were provisioned without their record.
+    """
+    os.close(_open_log(Path(path)))
+
+
+def _open_log(path: Path) -> int:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o600)
+    except OSError as exc:
+        raise FileInputError(path, f"cannot open the log ({exc.strerror})") from None
+
+
+def append_log(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append ``records`` as JSON lines, in one write under an exclusive lock.
+
+    The file is created owner-only (0600) and never truncated or rewritten;
+    concurrent runs on one bench interleave whole lines, never parts.
+    """
+    if not records:
+        return
+    path = Path(path)
+    data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
+    with os.fdopen(_open_log(path), "ab") as out, _locked(out):
+        try:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        except OSError as exc:
+            raise FileInputError(path, f"cannot append to the log ({exc.strerror})") from None
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+
+
+@contextlib.contextmanager
+def _locked(out: IO[bytes]) -> Iterator[None]:
+    """Hold an exclusive lock on the open log while appending (no lock where none exists)."""
+    if fcntl is not None:
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(out.fileno(), fcntl.LOCK_UN)
+    elif msvcrt is not None:  # pragma: no cover - Windows
+        # msvcrt locks a byte range from the current position: lock the first byte.
+        out.seek(0)
+        msvcrt.locking(out.fileno(), msvcrt.LK_LOCK, 1)
+        try:
+            out.seek(0, os.SEEK_END)
+            yield
+        finally:
+            out.seek(0)
+            msvcrt.locking(out.fileno(), msvcrt.LK_UNLCK, 1)
+    else:  # pragma: no cover
+        yield
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """A line of the log that is not a record, and why."""
+
+    line: int
+    problem: str
+
+
+def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[LogLine]]:
+    """Every record of a log in file order, and the lines that are not records.
+
+    A line cut short (a crash mid-append on a system without the lock) or
+    foreign text is reported, not fatal: the rest of the history still counts.
+    """
+    path = Path(path)
+    records: list[dict[str, Any]] = []
+    bad: list[LogLine] = []
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise FileInputError(path, f"cannot read the log ({exc.strerror})") from None
+    with handle:
+        for number, raw in enumerate(_lines(handle), 1):
+            if raw is not None and not raw.strip():
+                continue
+            record = _record(raw)
+            if isinstance(record, str):
+                bad.append(LogLine(number, record))
+            else:
+                records.append(record)
+    return records, bad
+
+
+def _lines(handle: IO[bytes]) -> Iterator[bytes | None]:
+    """Each line of ``handle``; ``None`` for a line longer than any record (read in pieces)."""
+    while raw := handle.readline(MAX_RECORD + 1):
+        if len(raw) <= MAX_RECORD or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while raw and not raw.endswith(b"\n"):  # skip the rest of the over-long line
+            raw = handle.readline(MAX_RECORD + 1)
+        yield None
+
+
+def _record(raw: bytes | None) -> dict[str, Any] | str:
+    if raw is None:
+        return "longer than any record"
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return "not JSON (cut short?)"
+    if not isinstance(value, dict) or value.get("format") != LOG_FORMAT:
+        return "not an atflash log record"
+    return value
+
+
+# -- {date} and {time} in file names ------------------------------------------------
+
+
+def stamp_path(path: str, when: datetime.datetime | None = None) -> str:
+    """``path`` with ``{date}`` (2025-01-31) and ``{time}`` (142501) filled in, local time.
+
+    Only these two are replaced: other braces in a file name stay as they are.
+    """
+    when = when or datetime.datetime.now()
+    return path.replace("{date}", when.strftime("%Y-%m-%d")).replace(
+        "{time}", when.strftime("%H%M%S")
+    )

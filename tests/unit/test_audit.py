@@ -1,0 +1,209 @@
+"""The audit trail: what an image is said to hold, and the append-only log."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from atflash import audit
+from atflash.backends.base import new_result
+from atflash.cli.live import unused_lines
+from atflash.content import creds, pki
+from atflash.errors import FileInputError
+from atflash.layout.profiles import find_profile
+from atflash.planning.manifest import build_resolver, parse_manifest
+from atflash.planning.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
+
+
+def _plan(raw: Path, profile: str = "esp32") -> WritePlan:
+    return build_plan(
+        find_profile(profile),
+        [
+            PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),
+                                             str(raw / "client_cert" / "client_cert_01.crt"))),
+            PartitionRequest("client_key", (str(raw / "client_key" / "client_key_00.key"),
+                                            str(raw / "client_key" / "client_key_01.key"))),
+        ],
+    )  # fmt: skip
+
+
+def test_each_item_is_named_by_type_id_and_public_facts(raw: Path) -> None:
+    cert_image, key_image = _plan(raw).images
+    certs = audit.describe_image(cert_image)
+    assert [(c["type"], c["id"], c["kind"]) for c in certs] == [
+        ("cert", 0, "certificate"),
+        ("cert", 1, "certificate"),
+    ]
+    first = certs[0]
+    cert_file = raw / "client_cert" / "client_cert_00.crt"
+    assert first["source"] == str(cert_file)
+    loaded = creds.load_certificate(cert_file.read_bytes(), source="x")
+    assert first["serial"] == f"{loaded.serial_number:x}"
+    assert first["not_after"] == loaded.not_valid_after_utc.isoformat()
+    assert first["subject"] == loaded.subject.rfc4514_string()
+    assert len(first["sha256"]) == 64
+    keys = audit.describe_image(key_image)
+    assert [(k["type"], k["id"], k["kind"]) for k in keys] == [
+        ("key", 0, "private key"),
+        ("key", 1, "private key"),
+    ]
+    # A key is known by its public half only, the same fingerprint as its certificate's.
+    assert keys[0]["public_key_sha256"] == first["public_key_sha256"]
+    assert set(keys[0]) == {"type", "id", "source", "kind", "size", "key_type", "encrypted",
+                            "public_key_sha256"}  # fmt: skip
+    key_text = (raw / "client_key" / "client_key_00.key").read_text()
+    dumped = json.dumps(keys)
+    for line in key_text.splitlines()[1:-1]:
+        assert line not in dumped
+
+
+def test_a_ready_bin_and_a_blank_image_are_described_from_their_bytes(
+    raw: Path, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ca.bin"
+    cas = sorted((raw / "client_ca").iterdir())
+    ready.write_bytes(pki.build(("ca", f.read_bytes(), None) for f in cas))
+    blank = tmp_path / "blank.bin"
+    blank.write_bytes(b"\xff" * 0x2000)
+    plan = build_plan(
+        find_profile("esp32"),
+        [
+            PartitionRequest("client_ca", (str(ready),)),
+            PartitionRequest("server_ca", (str(blank),)),
+        ],
+    )
+    described = audit.describe_image(plan.images[0])
+    assert [(d["type"], d["id"], d["source"]) for d in described] == [
+        ("ca", 0, f"{ready}[0]"),
+        ("ca", 1, f"{ready}[1]"),
+    ]
+    assert audit.describe_image(plan.images[1]) == []
+
+
+def test_an_mfg_nvs_namespace_is_described_value_by_value(raw: Path) -> None:
+    plan = build_plan(
+        find_profile("esp32-3x"),
+        [PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),))],
+    )
+    (item,) = audit.describe_image(plan.images[0])
+    assert (item["type"], item["id"], item["kind"]) == ("cert", 0, "certificate")
+
+
+def test_annotate_fills_results_from_the_plan_and_a_manifest_is_asked_again(raw: Path) -> None:
+    plan = _plan(raw)
+    result = new_result("/dev/ttyUSB0", plan)
+    result.profile = "esp32"
+    audit.annotate(result, audit.plan_of(result, [plan]))
+    assert result.partitions[0].sources == list(plan.images[0].sources)
+    assert result.to_json()["partitions"][1]["items"][1]["type"] == "key"
+    manifest = parse_manifest(
+        f"mac,client_cert\n24:0a:c4:00:00:01,{raw / 'client_cert' / 'client_cert_01.crt'}\n",
+        source="m.csv",
+        base=Path("/"),
+    )
+    resolver = build_resolver(manifest, [find_profile("esp32")])
+    found = new_result("p", None)
+    found.mac, found.profile = "24:0a:c4:00:00:01", "esp32"
+    chosen = audit.plan_of(found, resolver)
+    assert chosen is resolver(BoardIdentity("p", mac="24:0a:c4:00:00:01"))[0]
+    stranger = new_result("p", None)
+    stranger.mac = "24:0a:c4:00:00:09"
+    assert audit.plan_of(stranger, resolver) is None  # skipped: no plan, no items
+
+
+def test_the_log_is_appended_to_and_created_owner_only(raw: Path, tmp_path: Path) -> None:
+    plan = _plan(raw)
+    result = new_result("/dev/ttyUSB0", plan)
+    audit.annotate(result, plan)
+    context = audit.LogContext.here("write", "line-2")
+    log = tmp_path / "sub" / "log.jsonl"
+    when = datetime.datetime(2025, 1, 31, 14, 0, tzinfo=datetime.timezone.utc)
+    audit.append_log(log, [audit.log_record(result, context, when=when)])
+    audit.append_log(log, [audit.log_record(result, context)] * 2)
+    assert log.stat().st_mode & 0o777 == 0o600
+    records, bad = audit.read_log(log)
+    assert bad == [] and len(records) == 3
+    first = records[0]
+    assert first["time"] == "2025-01-31T14:00:00+00:00"
+    assert (first["action"], first["station"], first["port"]) == ("write", "line-2", "/dev/ttyUSB0")
+    assert first["host"] and first["atflash"] and first["esptool"]
+    assert first["partitions"][0]["items"][0]["serial"]
+
+
+def _append_many(path: str, worker: int) -> None:
+    record = {"format": audit.LOG_FORMAT, "worker": worker, "pad": "x" * 5000}
+    for _ in range(25):
+        audit.append_log(path, [record, record])
+
+
+def test_concurrent_runs_interleave_whole_records(tmp_path: Path) -> None:
+    log = str(tmp_path / "shared.jsonl")
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_append_many, args=(log, n)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    records, bad = audit.read_log(log)
+    assert bad == [] and len(records) == 4 * 25 * 2
+
+
+def test_a_damaged_line_is_reported_and_the_rest_still_read(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    good = json.dumps({"format": audit.LOG_FORMAT, "mac": "24:0a:c4:00:00:01"})
+    log.write_text(f'{good}\n{{"format": "atflash-log", "mac\nnot json\n{{"other": 1}}\n\n{good}\n')
+    records, bad = audit.read_log(log)
+    assert len(records) == 2
+    assert [b.line for b in bad] == [2, 3, 4]
+    with pytest.raises(FileInputError, match="cannot read the log"):
+        audit.read_log(tmp_path / "absent.jsonl")
+
+
+def test_an_overlong_line_is_skipped_without_reading_it_whole(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    good = json.dumps({"format": audit.LOG_FORMAT})
+    with log.open("w") as out:
+        out.write("x" * (audit.MAX_RECORD * 2 + 10) + "\n" + good + "\n")
+    records, bad = audit.read_log(log)
+    assert len(records) == 1 and bad[0].problem == "longer than any record"
+
+
+def test_an_unwritable_log_is_a_one_line_error(tmp_path: Path) -> None:
+    folder = tmp_path / "log.jsonl"
+    folder.mkdir()
+    with pytest.raises(FileInputError, match="cannot open the log"):
+        audit.append_log(folder, [{"format": audit.LOG_FORMAT}])
+
+
+def test_date_and_time_are_filled_into_file_names() -> None:
+    when = datetime.datetime(2025, 1, 31, 9, 5, 7)
+    assert audit.stamp_path("reports/{date}/run-{time}.json", when) == (
+        "reports/2025-01-31/run-090507.json"
+    )
+    assert audit.stamp_path("keep {braces}.json", when) == "keep {braces}.json"
+
+
+def test_ten_thousand_unused_manifest_rows_are_counted_not_listed() -> None:
+    rows = [(n + 2, f"24:0a:c4:00:{n // 256:02x}:{n % 256:02x}") for n in range(10_000)]
+    lines = unused_lines(rows)
+    assert len(lines) == 5
+    assert lines[0] == "manifest row on line 2 (24:0a:c4:00:00:00) was not used by any board"
+    assert "9996 more" in lines[-1] and "10000 in all" in lines[-1]
+    assert unused_lines(rows[:3]) == [
+        f"manifest row on line {line} ({key}) was not used by any board" for line, key in rows[:3]
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_the_log_keeps_its_mode_when_it_exists(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    log.write_text("")
+    log.chmod(0o640)
+    audit.append_log(log, [{"format": audit.LOG_FORMAT}])
+    assert log.stat().st_mode & 0o777 == 0o640  # an operator's own choice is left alone
