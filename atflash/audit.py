@@ -146,14 +146,16 @@ def plan_of(
     """The plan a board's result was made from: its profile's, among the candidates.
 
     A resolver (manifest) is asked again with what the board said it is;
-    a board it refuses or skips had no plan.
+    a board it refuses or skips had no plan. A resolver with side effects
+    (a pool claims sets) offers ``peek``, which is asked instead.
     """
     if callable(plans):
+        ask = getattr(plans, "peek", plans)
         identity = BoardIdentity(
             result.port, chip=result.chip, mac=result.mac, serial_number=serial_number
         )
         try:
-            candidates: Sequence[WritePlan] = plans(identity)
+            candidates: Sequence[WritePlan] = ask(identity)
         except AtflashError:
             return None
     else:
