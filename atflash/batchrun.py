@@ -4,13 +4,22 @@ The CLI gathers :class:`WriteSettings` (command line merged with a bench
 file) and renders; everything between is here, so a Python caller runs a
 bench the same way without click::
 
-    run = prepare(settings)          # ports resolved, every image built and checked
-    outcome = execute(run, events=print)
+    run = prepare(settings)                # ports resolved, every image built and checked
+    with batch.stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish, report written
+        outcome = execute(run, events=print, stop=stop)
     sys.exit(outcome.exit_code)
+
+Exit codes (:attr:`RunOutcome.exit_code`): 0 when every board was written or
+left alone because it has no manifest row; 3 when a board failed, and also
+when every board was skipped (nothing was provisioned: the manifest is not
+for the boards attached, which ``--strict`` would fail too); 130 or 143
+when Ctrl-C or SIGTERM stopped the run (128 + the signal, as a shell shows
+it).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,7 +28,7 @@ from typing import Any
 
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions
-from atflash.batch import BatchOptions, BoardJob, run_batch, warm_up
+from atflash.batch import BatchOptions, BoardJob, StopRequest, run_batch, warm_up
 from atflash.errors import EXIT_DEVICE_ERROR, InputError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
@@ -34,7 +43,7 @@ from atflash.planning.bench import (
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
-from atflash.report import build_report, load_failed, write_report
+from atflash.report import build_report, failed_boards, load_report, merge_reports, write_report
 from atflash.results import BoardResult
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
@@ -117,6 +126,7 @@ class PreparedRun:
     jobs: tuple[BoardJob, ...]
     checked: CheckedConfig | None
     nothing_to_do: str | None = None  # why the run has no board to touch
+    earlier: dict[str, Any] | None = None  # the --only-failed report, as loaded
 
 
 @dataclass(frozen=True)
@@ -126,11 +136,22 @@ class RunOutcome:
     results: list[BoardResult]
     seconds: float
     unused_rows: list[tuple[int, str]]
-    report: dict[str, Any]
+    report: dict[str, Any]  # as written to --report (merged into the earlier one, see execute)
+    stopped_by: int | None = None  # the signal that stopped the run, if one did
+
+    @property
+    def all_skipped(self) -> bool:
+        """Every board was left alone (no manifest row): nothing was provisioned."""
+        return bool(self.results) and all(r.skipped is not None for r in self.results)
 
     @property
     def exit_code(self) -> int:
-        return EXIT_DEVICE_ERROR if any(r.failed for r in self.results) else 0
+        """130/143 when stopped by SIGINT/SIGTERM; 3 when a board failed or all were skipped; else 0."""
+        if self.stopped_by is not None:
+            return 128 + self.stopped_by
+        if self.all_skipped or any(r.failed for r in self.results):
+            return EXIT_DEVICE_ERROR
+        return 0
 
 
 def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
@@ -140,8 +161,8 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
     into requests (the CLI passes its parser; a library caller may give a
     bench file's ``[partitions]`` instead and no groups).
     """
-    failed = load_failed(settings.only_failed) if settings.only_failed else None
-    failed_ports = [b.port for b in failed] if failed is not None else None
+    earlier = load_report(settings.only_failed) if settings.only_failed else None
+    failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
         return PreparedRun(
             settings, (), None, f"{settings.only_failed}: no failed boards: nothing to do"
@@ -169,25 +190,56 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         )
         for p in ports
     )
-    return PreparedRun(settings, jobs, checked)
+    return PreparedRun(settings, jobs, checked, earlier=earlier)
 
 
-def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
-    """Provision every board of a prepared run; write the report if asked."""
+def execute(
+    run: PreparedRun, *, events: EventSink = ignore, stop: StopRequest | None = None
+) -> RunOutcome:
+    """Provision every board of a prepared run; write the report if asked.
+
+    ``stop`` (see :func:`atflash.batch.stop_on_signals`) ends the run early:
+    boards not finished are recorded as ``interrupted`` and the report is
+    still written. A rerun of ``--only-failed X`` that reports to X again
+    is folded into X (:func:`atflash.report.merge_reports`); reported
+    anywhere else, it holds only the boards it ran.
+    """
     settings = run.settings
+    stop = stop if stop is not None else StopRequest()
     start = time.monotonic()
     results = run_batch(
         list(run.jobs),
         options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
         events=events,
+        stop=stop,
     )
     seconds = time.monotonic() - start
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)
+    if run.earlier is not None:
+        # A rerun sees only the failed boards: a row the first run used is not unused.
+        before = {
+            (r.get("line"), r.get("key")) for r in run.earlier.get("unused_manifest_rows", [])
+        }
+        unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused)
     if settings.report:
-        write_report(Path(settings.report), report)
-    return RunOutcome(results, seconds, unused, report)
+        path = Path(settings.report)
+        if (
+            run.earlier is not None
+            and settings.only_failed
+            and _same_file(path, settings.only_failed)
+        ):
+            report = merge_reports(run.earlier, report)
+        write_report(path, report)
+    return RunOutcome(results, seconds, unused, report, stop.signum)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _locator(port: PortInfo, filters: PortFilter) -> PortFilter | None:
@@ -229,6 +281,8 @@ def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedCon
         strict=settings.strict,
         pair_check=settings.pair_check,
         key_type_check=settings.key_type_check,
+        report=settings.report,
+        backup=settings.backup,
     )
 
 

@@ -10,6 +10,7 @@ the one set of values the run acts on. The run itself is library work
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -17,10 +18,11 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from atflash.batchrun import LINK_OPTIONS, WriteSettings, execute, prepare
+from atflash.batch import stop_on_signals
+from atflash.batchrun import LINK_OPTIONS, RunOutcome, WriteSettings, execute, prepare
 from atflash.cli.common import F, parse_groups
 from atflash.cli.live import BatchView, print_summary
-from atflash.planning.bench import BenchConfig, load_config
+from atflash.planning.bench import BenchConfig, check_outputs, load_config
 from atflash.ports import PortFilter
 
 
@@ -57,7 +59,11 @@ _CONFIG_KEY = {"profile_path": "profile", "backup_dir": "backup"}
 
 
 def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
-    """Merge command-line values with the bench file into :class:`WriteSettings`."""
+    """Merge command-line values with the bench file into :class:`WriteSettings`.
+
+    The report and backup paths are checked here, for one board and many
+    alike: before any port is opened, not after the boards were written.
+    """
     config = load_config(params["config_path"]) if params.get("config_path") else None
 
     def pick(name: str) -> Any:
@@ -74,7 +80,7 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
     key_type_check = not params["no_key_type_check"] and (
         config is None or config.key_type_check is not False
     )
-    return WriteSettings(
+    settings = WriteSettings(
         link={name: pick(name) for name in LINK_OPTIONS},
         given=given_options(ctx, config, (*LINK_OPTIONS, "force")),
         chip=pick("chip"),
@@ -96,6 +102,8 @@ def settle(ctx: click.Context, params: dict[str, Any]) -> WriteSettings:
         groups=tuple(params["groups"]),
         via=pick("via"),
     )
+    check_outputs(report=settings.report, backup=settings.backup)
+    return settings
 
 
 def given_options(
@@ -112,16 +120,40 @@ def given_options(
 
 
 def run_write_batch(settings: WriteSettings, *, as_json: bool) -> None:
-    """Prepare the run, provision the boards behind a live view, render, exit."""
+    """Prepare the run, provision the boards behind a live view, render, exit.
+
+    From the first board on, Ctrl-C and SIGTERM stop the batch the safe way
+    (:func:`~atflash.batch.stop_on_signals`): the summary and the report
+    still come, then exit 130 or 143.
+    """
     run = prepare(settings, parse_groups)
     if run.nothing_to_do:
         click.echo(run.nothing_to_do)
         return
-    with BatchView([j.port for j in run.jobs], quiet=as_json) as view:
-        outcome = execute(run, events=view)
-    if as_json:
-        click.echo(json.dumps(outcome.report, indent=2))
-    else:
-        print_summary(outcome.results, seconds=outcome.seconds, unused_rows=outcome.unused_rows)
+    # Held while the summary prints too: a late Ctrl-C must not cut it off with a traceback.
+    with stop_on_signals() as stop:
+        with BatchView([j.port for j in run.jobs], quiet=as_json) as view:
+            outcome = execute(run, events=view, stop=stop)
+        if as_json:
+            click.echo(json.dumps(outcome.report, indent=2))
+        else:
+            print_summary(outcome.results, seconds=outcome.seconds, unused_rows=outcome.unused_rows)
+        _explain_exit(outcome, settings)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
+
+
+def _explain_exit(outcome: RunOutcome, settings: WriteSettings) -> None:
+    """One stderr line when the exit code is not what the summary's counts would suggest."""
+    if outcome.stopped_by is not None:
+        left = [r for r in outcome.results if r.interrupted]
+        saved = (
+            f"; {settings.report} lists them (--only-failed reruns them)" if settings.report else ""
+        )
+        word = "terminated" if outcome.stopped_by == signal.SIGTERM else "interrupted"
+        click.echo(f"atflash: {word}: {len(left)} board(s) not finished{saved}", err=True)
+    elif outcome.all_skipped:
+        click.echo(
+            "atflash: error: no board was provisioned: every board was skipped (no manifest row)",
+            err=True,
+        )
