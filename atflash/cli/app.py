@@ -9,6 +9,8 @@ its one-line help (a test keeps them equal to the commands' own).
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
 from dataclasses import dataclass
 
 import click
@@ -18,6 +20,15 @@ from atflash.errors import AtflashError, one_line
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell shows it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where atflash is, so it ends like Ctrl-C: ports closed, one line, exit 143."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
 
 
 @dataclass
@@ -77,9 +88,10 @@ class AtflashGroup(click.Group):
                 raise
             click.echo(f"atflash: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("atflash: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            term = isinstance(exc, Terminated)
+            click.echo(f"atflash: {'terminated' if term else 'interrupted'}", err=True)
+            ctx.exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
         except Exception as exc:
             if _debug(ctx):
                 raise
@@ -108,3 +120,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     layout and the board's own table, and writes them verified.
     """
     ctx.obj = AppState(debug=debug)
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous or signal.SIG_DFL))
