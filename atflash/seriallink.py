@@ -128,7 +128,10 @@ def describe_open_error(port: str, exc: BaseException) -> PortError:
         )
     if code in (errno.EACCES, errno.EPERM) or (code is None and "permission denied" in text):
         return PortError(port, "permission denied opening the port", hint=_PERMISSION_HINT)
-    if code == errno.EBUSY or (code is None and ("busy" in text or "access is denied" in text)):
+    # EAGAIN/EWOULDBLOCK: the exclusive lock (flock) another process holds on the port.
+    if code in (errno.EBUSY, errno.EAGAIN, errno.EWOULDBLOCK) or (
+        code is None and ("busy" in text or "access is denied" in text)
+    ):
         return PortError(
             port,
             "the port is in use",
