@@ -43,7 +43,14 @@ from atflash.planning.bench import (
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
-from atflash.report import build_report, failed_boards, load_report, merge_reports, write_report
+from atflash.report import (
+    build_report,
+    failed_boards,
+    load_report,
+    merge_reports,
+    unused_rows_of,
+    write_report,
+)
 from atflash.results import BoardResult
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
@@ -218,9 +225,7 @@ def execute(
     unused = unused_rows(resolver, run.jobs, results)
     if run.earlier is not None:
         # A rerun sees only the failed boards: a row the first run used is not unused.
-        before = {
-            (r.get("line"), r.get("key")) for r in run.earlier.get("unused_manifest_rows", [])
-        }
+        before = unused_rows_of(run.earlier)
         unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused)
     if settings.report:

@@ -138,14 +138,30 @@ def merge_reports(
     for record in earlier["boards"]:
         records.append(fresh.pop(port_key(record["port"]), record))
     records.extend(fresh.values())
-    still_unused = {(r["line"], r["key"]) for r in rerun.get("unused_manifest_rows", [])}
+    still_unused = unused_rows_of(rerun)
     unused = [
-        row
-        for row in earlier.get("unused_manifest_rows", [])
-        if isinstance(row, dict) and (row.get("line"), row.get("key")) in still_unused
+        {"line": line, "key": key}
+        for line, key in _unused_list(earlier)
+        if (line, key) in still_unused
     ]
     seconds = _seconds(earlier) + _seconds(rerun)
     return _report(records, seconds=seconds, created=created, unused=unused)
+
+
+def unused_rows_of(report: dict[str, Any]) -> set[tuple[int, str]]:
+    """The ``(line, key)`` of the manifest rows a report lists as unused."""
+    return set(_unused_list(report))
+
+
+def _unused_list(report: dict[str, Any]) -> list[tuple[int, str]]:
+    rows = report.get("unused_manifest_rows")
+    return [
+        (row["line"], row["key"])
+        for row in (rows if isinstance(rows, list) else [])
+        if isinstance(row, dict)
+        and isinstance(row.get("line"), int)
+        and isinstance(row.get("key"), str)
+    ]
 
 
 def _seconds(report: dict[str, Any]) -> float:
