@@ -5,14 +5,30 @@ state, so two boards in one process would mix. Each board therefore runs in
 its own worker process; at most ``jobs`` run at a time. Each worker sends
 its events and its final :class:`BoardResult` to the parent over its own
 pipe, synchronously (no feeder thread: what a worker sent before dying has
-arrived); the parent waits on all pipes and process sentinels at once, hands
-events to its :data:`EventSink` and collects results, which are returned in
-the order the jobs were given.
+arrived); the parent waits on all pipes at once (a worker's end closing is
+its exit), hands events to its :data:`EventSink` and collects results,
+which are returned in the order the jobs were given.
 
 A board failing never stops the others. A failed board is retried from
 connect (``retries``), its result records the attempts. A worker that dies
 (segfault, kill) or outlives ``attempt_timeout`` becomes a failed result;
 every wait in the parent is bounded.
+
+One identity, one board: a manifest row (see
+:mod:`atflash.planning.manifest`) is claimed over the worker's pipe once
+its board is identified, before anything is written; the parent keeps the
+claims, so a second board reporting the same MAC or serial number is refused
+whatever process it runs in.
+
+Stopping (:class:`StopRequest`, set by :func:`stop_on_signals` on Ctrl-C or
+SIGTERM): no new board starts, and a running board is not cut off in the
+middle of a write. Workers ignore SIGINT and SIGTERM (a terminal's Ctrl-C
+reaches every process of its group, and so does a service manager's
+SIGTERM); the parent waits up to ``stop_grace`` seconds for the running
+boards to finish, then ends their workers. Every board still gets a result:
+the finished ones their own, the others ``interrupted`` with each
+partition's last status seen in their events (never started: all
+``not-started``). A second request ends the running boards at once.
 
 Start method: ``forkserver`` on POSIX (Linux and macOS), ``spawn`` on
 Windows. ``fork`` would start fastest but copies a parent that may run
@@ -40,10 +56,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
@@ -51,20 +69,28 @@ from typing import Any, Literal
 
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result, verify_board, write_board
-from atflash.errors import one_line
+from atflash.errors import DeviceError, one_line
 from atflash.events import Event, EventSink, ignore
+from atflash.planning.manifest import ManifestResolver, RowClaims
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
 from atflash.ports import PortFilter, find_port
 from atflash.results import BoardResult, PartitionStatus
 
 DEFAULT_ATTEMPT_TIMEOUT = 600.0  # a stuck board, not a slow one: ESP-AT partitions are small
+# After Ctrl-C or SIGTERM: time for running boards to finish. A board takes
+# seconds (the AT path at 115200 baud about ten); a container runtime
+# kills after 10 s by default, and the report must be written before that.
+DEFAULT_STOP_GRACE = 8.0
 _TICK = 0.2  # longest wait for a message before checking the timeouts
 _STOP_TIMEOUT = 5.0
+_CLAIM_TIMEOUT = 60.0  # the parent answers within a tick; this only bounds a parent gone wrong
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Imported once by the fork server for every worker, besides the atflash
-# modules of the parent (see _preload). encodings.idna: Python imports it on
-# a worker's first connection by host name (socket:// ports), about 6 ms of
-# CPU in each worker otherwise.
-_PRELOAD = ("__main__", "atflash.batch", "encodings.idna")
+# modules of the parent (see _preload). atflash._forkserver: the server and
+# its workers ignore SIGINT and SIGTERM from the start (see that module).
+# encodings.idna: Python imports it on a worker's first connection by host
+# name (socket:// ports), about 6 ms of CPU in each worker otherwise.
+_PRELOAD = ("atflash._forkserver", "__main__", "atflash.batch", "encodings.idna")
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,8 @@ class BoardJob:
     backend: str = "esptool"  # a key of registry.BACKENDS
     locate: PortFilter | None = None  # how to find the board again if its port name changes
     action: Literal["write", "verify"] = "write"  # verify: compare only, never write
+    # Set by the worker: takes manifest rows through the batch parent (see run_board).
+    claims: RowClaims | None = field(default=None, compare=False)
 
 
 BoardRunner = Callable[[BoardJob, EventSink], BoardResult]
@@ -97,6 +125,7 @@ class BatchOptions:
     retries: int = 0  # extra attempts for a failed board, each from connect
     attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT
     start_method: str | None = None  # default: forkserver (POSIX) or spawn (Windows)
+    stop_grace: float = DEFAULT_STOP_GRACE  # after a stop request, for running boards to finish
     # Finds a board again by its USB serial number or location before a retry
     # (USB-Serial-JTAG chips re-enumerate after a reset, sometimes under a new name).
     relocate: Callable[[PortFilter], str | None] = find_port
@@ -116,6 +145,8 @@ class WithSerialNumber:
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
+    if isinstance(plans, ManifestResolver) and job.claims is not None:
+        plans = plans.with_claims(job.claims)
     if callable(plans) and job.serial_number:
         plans = WithSerialNumber(plans, job.serial_number)
     backend = registry.get(job.backend).load()
@@ -167,25 +198,118 @@ def _preload() -> list[str]:
     return [*_PRELOAD, *(name for name in ours if name not in _PRELOAD)]
 
 
+# -- stopping -------------------------------------------------------------------
+
+
+class StopRequest:
+    """Asks a running batch to stop; safe to set from a signal handler or another thread.
+
+    ``signum`` is the first signal that asked (``SIGINT`` for Ctrl-C),
+    ``count`` how many times stopping was asked: from the second request on,
+    running boards are ended without waiting.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.count = 0
+
+    def request(self, signum: int = signal.SIGINT) -> None:
+        if self.signum is None:
+            self.signum = signum
+        self.count += 1
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0
+
+    @property
+    def name(self) -> str:
+        """The signal's name, ``SIGINT`` or ``SIGTERM``, for messages."""
+        try:
+            return signal.Signals(self.signum).name if self.signum is not None else "no signal"
+        except ValueError:
+            return f"signal {self.signum}"
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopRequest | None = None) -> Iterator[StopRequest]:
+    """While inside, Ctrl-C (SIGINT) and SIGTERM ask ``stop`` to end the batch.
+
+    Instead of ending the process where it is (mid-write, before the report
+    is written), a signal only records the request; :func:`run_batch` given
+    the same ``stop`` then winds the batch down. Only the main thread can
+    set signal handlers: elsewhere this changes nothing.
+    """
+    stop = stop if stop is not None else StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        stop.request(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
 # -- the worker side ------------------------------------------------------------
 
 
 def _worker(runner: BoardRunner, job: BoardJob, out: Connection) -> None:
     """Run one board attempt in this process; every outcome ends as a result message."""
+    # Stopping is the parent's decision: a worker finishes its board unless
+    # the parent ends it (see the module docstring). Forked by the fork
+    # server, it ignores both already (atflash._forkserver); spawned, from here.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
     def sink(event: Event) -> None:
-        out.send(("event", event))
+        with contextlib.suppress(OSError):  # the parent is gone: the board still finishes
+            out.send(("event", event))
 
     try:
-        result = runner(job, sink)
-    except KeyboardInterrupt:
-        return  # the parent stops the batch and reports what it has
+        result = runner(replace(job, claims=_ParentClaims(out)), sink)
     except Exception as exc:  # a bug in a backend must still leave a result
         result = BoardResult(
             port=job.port, error=f"internal error: {type(exc).__name__}: {one_line(exc)}"
         )
-    out.send(("result", result))
-    out.close()
+    try:
+        out.send(("result", result))
+    except OSError:
+        pass  # no parent to tell
+    finally:
+        out.close()
+
+
+class _ParentClaims:
+    """Manifest rows claimed through the batch parent, over the worker's own pipe.
+
+    The worker sends ``("claim", key)`` and waits for ``("claimed", holder)``:
+    the only message a parent ever sends a worker, so nothing else can be
+    read in its place.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def claim(self, key: str, port: str) -> str | None:
+        try:
+            self.conn.send(("claim", key))
+            reply = self.conn.recv() if self.conn.poll(_CLAIM_TIMEOUT) else None
+        except (OSError, EOFError):
+            reply = None
+        if reply is None:  # unconfirmed is refused: two boards must never hold one key
+            raise DeviceError(
+                port,
+                "the batch did not confirm that no other board has this identity",
+                hint="nothing was written; run the board again",
+            )
+        _kind, holder = reply
+        return holder if isinstance(holder, str) else None
 
 
 # -- the parent side ------------------------------------------------------------
@@ -196,14 +320,16 @@ class _Running:
     """A worker process and what the parent has seen of its attempt."""
 
     proc: Any
-    reader: Connection
+    conn: Connection  # the parent's end of the worker's pipe
     attempt: int
     started: float
     statuses: dict[str, PartitionStatus] = field(default_factory=dict)  # last known, by partition
+    ended_by: str | None = None  # why the parent ended the worker, if it did
+    interrupted: bool = False  # ended because the batch was stopped
 
 
 class _Batch:
-    """The parent's scheduling loop: start workers, relay events, collect results."""
+    """The parent's scheduling loop: start workers, relay events, answer claims, collect results."""
 
     def __init__(
         self,
@@ -211,43 +337,54 @@ class _Batch:
         runner: BoardRunner,
         options: BatchOptions,
         events: EventSink,
+        stop: StopRequest,
     ) -> None:
         self.jobs = list(jobs)
         self.runner = runner
         self.options = options
         self.events = events
+        self.stop = stop
         self.ctx: Any = _context(options.start_method)
         self.pending: deque[int] = deque(range(len(jobs)))
         self.running: dict[int, _Running] = {}
         self.attempts: dict[int, int] = dict.fromkeys(range(len(jobs)), 0)
         self.results: dict[int, BoardResult] = {}
+        self.retrying: dict[int, BoardResult] = {}  # the failed attempt a retry follows
+        self.claims: dict[str, int] = {}  # manifest row key -> index of the board that has it
         self.limit = max(1, options.jobs or len(jobs))
+        self.deadline: float | None = None  # set once a stop is requested
 
     def run(self) -> list[BoardResult]:
         try:
-            while self.pending or self.running:
-                while self.pending and len(self.running) < self.limit:
-                    self._start(self.pending.popleft())
+            while self.running or (self.pending and not self.stop.requested):
+                if self.stop.requested:
+                    self._wind_down()
+                else:
+                    while self.pending and len(self.running) < self.limit:
+                        self._start(self.pending.popleft())
                 self._receive()
                 self._check_timeouts()
         finally:
             self._stop_all()
+        for index in self.pending:  # only left when the batch was stopped
+            self.results[index] = self.retrying.get(index) or self._not_started(index)
         return [self.results[i] for i in range(len(self.jobs))]
 
     def _start(self, index: int) -> None:
         self.attempts[index] += 1
         if self.attempts[index] > 1:
             self._find_again(index)
-        reader, writer = self.ctx.Pipe(duplex=False)
+        # Duplex: events and claims come up, the answer to a claim goes down.
+        conn, worker_end = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
             target=_worker,
-            args=(self.runner, self.jobs[index], writer),
+            args=(self.runner, self.jobs[index], worker_end),
             name=f"atflash-board-{index}",
             daemon=True,
         )
         proc.start()
-        writer.close()  # the worker holds the only write end: its exit reads as EOF
-        self.running[index] = _Running(proc, reader, self.attempts[index], time.monotonic())
+        worker_end.close()  # the worker holds the only other end: its exit reads as EOF
+        self.running[index] = _Running(proc, conn, self.attempts[index], time.monotonic())
 
     def _find_again(self, index: int) -> None:
         """Before a retry, look the board up by what selected it, not by its old port name."""
@@ -261,46 +398,58 @@ class _Batch:
         self.jobs[index] = replace(job, port=device, connect=replace(job.connect, port=device))
 
     def _receive(self) -> None:
-        """Wait (one tick at most) for messages or exits, and handle them."""
-        by_handle: dict[Any, int] = {}
-        for index, run in self.running.items():
-            by_handle[run.reader] = index
-            by_handle[run.proc.sentinel] = index
-        for handle in mp_connection.wait(list(by_handle), timeout=_TICK):
-            index = by_handle[handle]
+        """Wait (one tick at most) for messages or ended workers, and handle them."""
+        by_conn: dict[Any, int] = {run.conn: index for index, run in self.running.items()}
+        for conn in mp_connection.wait(list(by_conn), timeout=_TICK):
+            index = by_conn[conn]
             if index in self.running:
                 self._drain(index)
 
     def _drain(self, index: int) -> None:
-        """Handle what a worker has sent; an exit without a result is a lost attempt."""
+        """Handle what a worker has sent; its pipe closing without a result is a lost attempt.
+
+        The pipe, not the process sentinel, tells that a worker has ended:
+        the worker holds the only other end. A fork server reports its
+        workers' exits through the sentinels, so a server that died would
+        make every running worker look ended.
+        """
         run = self.running[index]
-        while run.reader.poll(0):
+        while run.conn.poll(0):
             try:
-                kind, payload = run.reader.recv()
+                kind, payload = run.conn.recv()
             except (EOFError, OSError):
-                break
+                run.proc.join(_STOP_TIMEOUT)
+                why = run.ended_by or (
+                    f"worker process ended without a result (exit code {run.proc.exitcode})"
+                )
+                self._finish(index, self._lost(index, run, why))
+                return
             if kind == "event":
                 self._on_event(run, payload)
+            elif kind == "claim":
+                self._on_claim(index, run, payload)
             else:
                 self._finish(index, payload)
                 return
-        if not run.proc.is_alive() or run.reader.closed:
-            run.proc.join(_STOP_TIMEOUT)
-            why = f"worker process ended without a result (exit code {run.proc.exitcode})"
-            self._finish(index, self._lost(index, run, why))
 
     def _on_event(self, run: _Running, event: Event) -> None:
         if event.partition and event.status is not None:
             run.statuses[event.partition] = event.status
         self.events(event)
 
+    def _on_claim(self, index: int, run: _Running, key: str) -> None:
+        """A board identified as manifest row ``key``: it is this board's unless another has it."""
+        holder = self.claims.setdefault(key, index)
+        with contextlib.suppress(OSError):  # a worker gone meanwhile: its exit is handled next
+            run.conn.send(("claimed", None if holder == index else self.jobs[holder].port))
+
     def _finish(self, index: int, result: BoardResult) -> None:
         run = self.running.pop(index)
         run.proc.join(_STOP_TIMEOUT)
         _stop(run.proc)
-        run.reader.close()
+        run.conn.close()
         result.attempts = run.attempt
-        if result.failed and run.attempt <= self.options.retries:
+        if result.failed and run.attempt <= self.options.retries and not self.stop.requested:
             self.events(
                 Event(
                     "retrying",
@@ -308,6 +457,7 @@ class _Batch:
                     f"attempt {run.attempt} failed ({result.error_detail}); retrying from connect",
                 )
             )
+            self.retrying[index] = result
             self.pending.appendleft(index)
             return
         self.results[index] = result
@@ -317,35 +467,70 @@ class _Batch:
         limit = self.options.attempt_timeout
         for index, run in list(self.running.items()):
             if now - run.started > limit:
-                _stop(run.proc)
-                why = f"no result within {limit:.0f} s; worker stopped"
-                self._finish(index, self._lost(index, run, why))
+                self._end(index, f"no result within {limit:.0f} s; worker stopped")
+
+    def _wind_down(self) -> None:
+        """A stop was requested: let running boards finish, up to the grace time, then end them."""
+        now = time.monotonic()
+        if self.deadline is None:
+            grace = self.options.stop_grace
+            self.deadline = now + grace
+            for index in self.running:
+                message = f"{self.stop.name}: finishing this board (up to {grace:.0f} s); no new board starts"
+                self.events(Event("warning", self.jobs[index].port, message))
+        if self.stop.count > 1 or now >= self.deadline:
+            for index in list(self.running):
+                why = f"interrupted ({self.stop.name}) before the board finished; worker stopped"
+                self._end(index, why, interrupted=True)
+
+    def _end(self, index: int, why: str, *, interrupted: bool = False) -> None:
+        """End a worker now; what it sent before is still handled (it may have just finished)."""
+        run = self.running[index]
+        run.ended_by, run.interrupted = why, interrupted
+        _stop(run.proc)
+        self._drain(index)  # what it sent before it ended, then its end of the pipe closing
+        if index in self.running:  # not ended (yet) by the kill: given up all the same
+            self._finish(index, self._lost(index, run, why))
 
     def _lost(self, index: int, run: _Running, why: str) -> BoardResult:
         """A failed result for an attempt whose worker said nothing more, built from its events."""
         job = self.jobs[index]
-        fixed = None if callable(job.plans) else job.plans
-        result = new_result(job.port, fixed[0] if fixed and len(fixed) == 1 else None)
+        result = new_result(job.port, _single_plan(job))
         result.mark_lost(f"{job.port}: {why}", run.statuses)
+        result.interrupted = run.interrupted or self.stop.requested
+        self.events(Event("failed", job.port, why))
+        return result
+
+    def _not_started(self, index: int) -> BoardResult:
+        """A board the stopped batch never started: interrupted, every partition untouched."""
+        job = self.jobs[index]
+        why = f"not started: the batch was stopped ({self.stop.name})"
+        result = new_result(job.port, _single_plan(job))
+        result.mark_lost(f"{job.port}: {why}")
+        result.interrupted = True
+        result.attempts = self.attempts[index]
         self.events(Event("failed", job.port, why))
         return result
 
     def _stop_all(self) -> None:
         for run in self.running.values():
             _stop(run.proc)
-            run.reader.close()
+            run.conn.close()
         self.running.clear()
 
 
+def _single_plan(job: BoardJob) -> WritePlan | None:
+    """The job's plan when it has exactly one (a result can then list its partitions)."""
+    fixed = None if callable(job.plans) else job.plans
+    return fixed[0] if fixed and len(fixed) == 1 else None
+
+
 def _stop(proc: Any) -> None:
-    """End a worker: terminate, then kill; bounded either way."""
+    """End a worker at once; bounded. Workers ignore SIGTERM, so this kills."""
     if proc.is_alive():
-        proc.terminate()
+        with contextlib.suppress(OSError):
+            proc.kill()
         proc.join(_STOP_TIMEOUT)
-        if proc.is_alive():
-            with contextlib.suppress(AttributeError):
-                proc.kill()
-            proc.join(_STOP_TIMEOUT)
 
 
 def run_batch(
@@ -354,12 +539,15 @@ def run_batch(
     runner: BoardRunner = run_board,
     options: BatchOptions | None = None,
     events: EventSink = ignore,
+    stop: StopRequest | None = None,
 ) -> list[BoardResult]:
     """Provision every board of ``jobs``, in parallel; results in the order of ``jobs``.
 
     Never raises for a board's failure: each result says what happened.
     ``runner`` must be a module-level function (it is sent to the workers).
+    ``stop`` (see :func:`stop_on_signals`) winds the batch down when
+    requested: the results then include ``interrupted`` boards.
     """
     if not jobs:
         return []
-    return _Batch(jobs, runner, options or BatchOptions(), events).run()
+    return _Batch(jobs, runner, options or BatchOptions(), events, stop or StopRequest()).run()

@@ -4,15 +4,24 @@ The CLI gathers :class:`WriteSettings` (command line merged with a bench
 file) and renders; everything between is here, so a Python caller runs a
 bench the same way without click::
 
-    run = prepare(settings)          # ports resolved, every image built and checked
-    outcome = execute(run, events=print)
+    run = prepare(settings)                # ports resolved, every image built and checked
+    with batch.stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish, report written
+        outcome = execute(run, events=print, stop=stop)
     sys.exit(outcome.exit_code)
+
+Exit codes (:attr:`RunOutcome.exit_code`): 0 when every board was written or
+left alone because it has no manifest row; 3 when a board failed, and also
+when every board was skipped (nothing was provisioned: the manifest is not
+for the boards attached, which ``--strict`` would fail too); 130 or 143
+when Ctrl-C or SIGTERM stopped the run (128 + the signal, as a shell shows
+it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +31,7 @@ from typing import Any, Literal
 from atflash import audit
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions
-from atflash.batch import BatchOptions, BoardJob, run_batch, run_board, warm_up
+from atflash.batch import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
@@ -38,7 +47,14 @@ from atflash.planning.bench import (
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
-from atflash.report import build_report, load_failed, write_report
+from atflash.report import (
+    build_report,
+    failed_boards,
+    load_report,
+    merge_reports,
+    unused_rows_of,
+    write_report,
+)
 from atflash.results import BoardResult
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
@@ -129,6 +145,7 @@ class PreparedRun:
     checked: CheckedConfig | None
     nothing_to_do: str | None = None  # why the run has no board to touch
     pool: Any = None  # the pool resolver: results are recorded in its ledger
+    earlier: dict[str, Any] | None = None  # the --only-failed report, as loaded
 
 
 @dataclass(frozen=True)
@@ -138,18 +155,27 @@ class RunOutcome:
     results: list[BoardResult]
     seconds: float
     unused_rows: list[tuple[int, str]]
-    report: dict[str, Any]
+    report: dict[str, Any]  # as written to --report (merged into the earlier one, see execute)
     action: str = "write"
+    stopped_by: int | None = None  # the signal that stopped the run, if one did
+
+    @property
+    def all_skipped(self) -> bool:
+        """Every board was left alone (no manifest row): nothing was provisioned."""
+        return bool(self.results) and all(r.skipped is not None for r in self.results)
 
     @property
     def exit_code(self) -> int:
-        """0 when every board is done; a verify that only found differences ends with 4."""
+        """130/143 stopped by SIGINT/SIGTERM; 4 a verify that only found differences;
+        3 a board failed or every board was skipped; else 0."""
+        if self.stopped_by is not None:
+            return 128 + self.stopped_by
         failed = [r for r in self.results if r.failed]
-        if not failed:
-            return 0
-        if self.action == "verify" and all(r.error is None for r in failed):
+        if failed and self.action == "verify" and all(r.error is None for r in failed):
             return EXIT_MISMATCH
-        return EXIT_DEVICE_ERROR
+        if self.all_skipped or failed:
+            return EXIT_DEVICE_ERROR
+        return 0
 
 
 def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
@@ -159,8 +185,8 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
     into requests (the CLI passes its parser; a library caller may give a
     bench file's ``[partitions]`` instead and no groups).
     """
-    failed = load_failed(settings.only_failed) if settings.only_failed else None
-    failed_ports = [b.port for b in failed] if failed is not None else None
+    earlier = load_report(settings.only_failed) if settings.only_failed else None
+    failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
         return PreparedRun(
             settings, (), None, f"{settings.only_failed}: no failed boards: nothing to do"
@@ -196,7 +222,7 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         )
         for p in ports
     )
-    return PreparedRun(settings, jobs, checked, pool=pool)
+    return PreparedRun(settings, jobs, checked, pool=pool, earlier=earlier)
 
 
 def _pool_resolver(settings: WriteSettings) -> Any:
@@ -221,13 +247,21 @@ def _pool_resolver(settings: WriteSettings) -> Any:
     )
 
 
-def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
+def execute(
+    run: PreparedRun, *, events: EventSink = ignore, stop: StopRequest | None = None
+) -> RunOutcome:
     """Provision (or verify) every board of a prepared run; write the report and log if asked.
 
     One board without batch options runs in this process: no worker to
     start, and esptool's process-global state serves one board anyway.
+    ``stop`` (see :func:`atflash.batch.stop_on_signals`) ends a batch early:
+    boards not finished are recorded as ``interrupted`` and the report is
+    still written. A rerun of ``--only-failed X`` that reports to X again
+    is folded into X (:func:`atflash.report.merge_reports`); reported
+    anywhere else, it holds only the boards it ran.
     """
     settings = run.settings
+    stop = stop if stop is not None else StopRequest()
     started = datetime.datetime.now()
     start = time.monotonic()
     if settings.single_board and len(run.jobs) == 1:
@@ -237,6 +271,7 @@ def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
             list(run.jobs),
             options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
             events=events,
+            stop=stop,
         )
     seconds = time.monotonic() - start
     if run.pool is not None:
@@ -247,14 +282,34 @@ def execute(run: PreparedRun, *, events: EventSink = ignore) -> RunOutcome:
         audit.annotate(result, audit.plan_of(result, job.plans, serial_number=job.serial_number))
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)
+    if run.earlier is not None:
+        # A rerun sees only the failed boards: a row the first run used is not unused.
+        before = unused_rows_of(run.earlier)
+        unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
     if settings.log:
         context = audit.LogContext.here(settings.action, settings.station)
         records = [audit.log_record(r, context) for r in results]
         audit.append_log(audit.stamp_path(settings.log, started), records)
     if settings.report:
-        write_report(Path(audit.stamp_path(settings.report, started)), report)
-    return RunOutcome(results, seconds, unused, report, settings.action)
+        path = Path(audit.stamp_path(settings.report, started))
+        if (
+            run.earlier is not None
+            and settings.only_failed
+            and _same_file(path, settings.only_failed)
+        ):
+            report = merge_reports(run.earlier, report)
+        write_report(path, report)
+    return RunOutcome(
+        results, seconds, unused, report, action=settings.action, stopped_by=stop.signum
+    )
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _locator(port: PortInfo, filters: PortFilter) -> PortFilter | None:
@@ -296,6 +351,8 @@ def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedCon
             strict=settings.strict,
             pair_check=settings.pair_check,
             key_type_check=settings.key_type_check,
+            report=settings.report,
+            backup=settings.backup,
         )
 
 

@@ -24,6 +24,12 @@ SHA-256 of what was written, items by their public facts (see
 fingerprint); file contents never appear. Each board record
 is :meth:`BoardResult.to_json`, the shape ``--json`` prints for one board. The file is
 written owner-only all the same (it names every device of a bench).
+
+A board's ``result`` is ``ok``, ``failed``, ``skipped`` or ``interrupted``
+(the batch was stopped before it finished); the summary's ``failed`` counts
+the interrupted boards too, so ``ok + failed + skipped == boards``, and
+``--only-failed`` reruns both. ``--only-failed X.json --report X.json``
+folds the rerun into X (:func:`merge_reports`) instead of replacing it.
 """
 
 from __future__ import annotations
@@ -38,11 +44,18 @@ from typing import Any
 
 from atflash import __version__
 from atflash.errors import FileInputError
+from atflash.files import read_bounded
 from atflash.output import write_private
+from atflash.ports import port_key
 from atflash.results import BoardResult
 
 REPORT_FORMAT = "atflash-report"
 REPORT_VERSION = 1
+# A board record is about a kilobyte: 32 MiB holds tens of thousands of
+# boards, and keeps a wrong file (a disk image, /dev/zero) out of memory.
+MAX_REPORT = 32 * 1024 * 1024
+# Results that --only-failed runs again: the board did not get its images.
+RERUN_RESULTS = ("failed", "interrupted")
 
 
 def _version_of(package: str) -> str | None:
@@ -66,8 +79,25 @@ def build_report(
     action: str = "write",
 ) -> dict[str, Any]:
     """The whole report as a JSON-ready dict."""
+    records = [board_record(r) for r in results]
+    return _report(
+        records,
+        seconds=seconds,
+        created=created,
+        unused=[{"line": line, "key": key} for line, key in unused_rows],
+        action=action,
+    )
+
+
+def _report(
+    records: list[dict[str, Any]],
+    *,
+    seconds: float,
+    created: datetime.datetime | None,
+    unused: list[dict[str, Any]],
+    action: str = "write",
+) -> dict[str, Any]:
     created = created or datetime.datetime.now(datetime.timezone.utc)
-    outcomes = [r.outcome for r in results]
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -75,21 +105,87 @@ def build_report(
         "created": created.isoformat(timespec="seconds"),
         "atflash": __version__,
         "esptool": _version_of("esptool"),
-        "summary": {
-            "boards": len(results),
-            "ok": outcomes.count("ok"),
-            "failed": outcomes.count("failed"),
-            "skipped": outcomes.count("skipped"),
-            "seconds": round(seconds, 3),
-        },
-        "unused_manifest_rows": [{"line": line, "key": key} for line, key in unused_rows],
-        "boards": [board_record(r) for r in results],
+        "summary": _summary(records, seconds),
+        "unused_manifest_rows": unused,
+        "boards": records,
+    }
+
+
+def _summary(records: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """The counts of board records by result (interrupted boards count as failed)."""
+    outcomes = [record.get("result") for record in records]
+    return {
+        "boards": len(records),
+        "ok": outcomes.count("ok"),
+        "failed": sum(outcomes.count(name) for name in RERUN_RESULTS),
+        "skipped": outcomes.count("skipped"),
+        "seconds": round(seconds, 3),
     }
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the report, owner-only (0600), atomically."""
     write_private(path, (json.dumps(report, indent=2) + "\n").encode())
+
+
+def merge_reports(
+    earlier: dict[str, Any],
+    rerun: dict[str, Any],
+    *,
+    created: datetime.datetime | None = None,
+) -> dict[str, Any]:
+    """The report of an ``--only-failed`` rerun folded into the report it reran.
+
+    For ``--only-failed X.json --report X.json``: X stays the record of the
+    whole bench. Boards the rerun did not touch keep their earlier records,
+    in their place; a rerun board replaces the record of its port (ports
+    compare as :func:`~atflash.ports.port_key` does: ``COM3`` is ``com3`` on
+    Windows); a rerun board X did not list is added at the end. The summary
+    is recomputed from the merged records, its ``seconds`` being both runs'
+    together. A manifest row counts as unused only if neither run used it.
+    ``earlier`` must have been checked by :func:`load_report`.
+    """
+    fresh = {port_key(record["port"]): record for record in rerun["boards"]}
+    records = []
+    for record in earlier["boards"]:
+        records.append(fresh.pop(port_key(record["port"]), record))
+    records.extend(fresh.values())
+    still_unused = unused_rows_of(rerun)
+    unused = [
+        {"line": line, "key": key}
+        for line, key in _unused_list(earlier)
+        if (line, key) in still_unused
+    ]
+    seconds = _seconds(earlier) + _seconds(rerun)
+    return _report(
+        records,
+        seconds=seconds,
+        created=created,
+        unused=unused,
+        action=str(rerun.get("action", "write")),
+    )
+
+
+def unused_rows_of(report: dict[str, Any]) -> set[tuple[int, str]]:
+    """The ``(line, key)`` of the manifest rows a report lists as unused."""
+    return set(_unused_list(report))
+
+
+def _unused_list(report: dict[str, Any]) -> list[tuple[int, str]]:
+    rows = report.get("unused_manifest_rows")
+    return [
+        (row["line"], row["key"])
+        for row in (rows if isinstance(rows, list) else [])
+        if isinstance(row, dict)
+        and isinstance(row.get("line"), int)
+        and isinstance(row.get("key"), str)
+    ]
+
+
+def _seconds(report: dict[str, Any]) -> float:
+    summary = report.get("summary")
+    value = summary.get("seconds") if isinstance(summary, dict) else None
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 @dataclass(frozen=True)
@@ -101,12 +197,28 @@ class FailedBoard:
 
 
 def load_failed(path: str | Path) -> list[FailedBoard]:
-    """The failed boards of a report, in report order (for ``--only-failed``)."""
+    """The boards of a report to run again, in report order (for ``--only-failed``)."""
+    return failed_boards(load_report(path))
+
+
+def failed_boards(report: dict[str, Any]) -> list[FailedBoard]:
+    """The failed and interrupted boards of a report checked by :func:`load_report`."""
+    return [
+        FailedBoard(b["port"], b.get("mac"))
+        for b in report["boards"]
+        if b.get("result") in RERUN_RESULTS
+    ]
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A report written by ``--report``, read with a bound and checked to be one."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FileInputError(path, f"cannot read the report ({exc.strerror})") from None
+        data = json.loads(read_bounded(path, MAX_REPORT, "a report").decode("utf-8"))
+    except FileInputError as exc:
+        raise FileInputError(
+            path, f"cannot read the report: {exc.problem}", hint=exc.hint
+        ) from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise FileInputError(
             path, "is not a JSON report", hint="give a file written by --report"
@@ -122,4 +234,4 @@ def load_failed(path: str | Path) -> list[FailedBoard]:
         isinstance(b, dict) and isinstance(b.get("port"), str) for b in boards
     ):
         raise FileInputError(path, "report has no valid 'boards' list")
-    return [FailedBoard(b["port"], b.get("mac")) for b in boards if b.get("result") == "failed"]
+    return data

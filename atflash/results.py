@@ -93,6 +93,7 @@ class BoardResult:
     firmware: str | None = None  # AT path: the firmware's version line
     # Why the board was deliberately left alone (no manifest row): not a failure.
     skipped: str | None = None
+    interrupted: bool = False  # a batch stopped (Ctrl-C, SIGTERM) before this board finished
 
     @property
     def ok(self) -> bool:
@@ -119,10 +120,10 @@ class BoardResult:
 
     @property
     def outcome(self) -> str:
-        """``ok``, ``skipped`` or ``failed``: one word for tables and reports."""
+        """``ok``, ``skipped``, ``failed`` or ``interrupted``: one word for tables and reports."""
         if self.skipped is not None:
             return "skipped"
-        return "ok" if self.ok else "failed"
+        return "ok" if self.ok else "interrupted" if self.interrupted else "failed"
 
     def mark_lost(self, error: str, statuses: dict[str, PartitionStatus] | None = None) -> None:
         """Record a failure: partitions take their last known status; partial ones keep the error."""

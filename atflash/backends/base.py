@@ -455,10 +455,11 @@ def backup(
     stem = (session.info.mac or "").replace(":", "") or port_stem(session.port)
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S")
     saved = []
+    inputs = [src for t in targets if t.image is not None for src in t.image.sources]
     for target in targets:
         for name, content in session.backup_files(target):
             path = _free_name(directory, f"{stem}-{name}-{stamp}")
-            write_private(path, content)
+            write_private(path, content, inputs=inputs)
             saved.append(str(path))
             events(Event("backup", session.port, f"saved to {path}", partition=target.name))
     return saved

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,15 @@ EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
 ENV_PREFIX = "ATFLASH"
 QUIET, NORMAL, VERBOSE = -1, 0, 1
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell shows it
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where atflash is, so it ends like Ctrl-C: ports closed, one line, exit 143."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
 
 
 @dataclass
@@ -187,9 +198,10 @@ class AtflashGroup(click.Group):
                 _echo_json_error(str(exc), exc.exit_code)
             click.echo(f"atflash: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("atflash: interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            term = isinstance(exc, Terminated)
+            click.echo(f"atflash: {'terminated' if term else 'interrupted'}", err=True)
+            ctx.exit(EXIT_TERMINATED if term else EXIT_INTERRUPTED)
         except Exception as exc:
             if _debug(ctx):
                 raise
@@ -239,6 +251,9 @@ def cli(ctx: click.Context) -> None:
     path ESPTOOL_PORT and ESPTOOL_BAUD are used where no atflash value is set.
     """
     ctx.ensure_object(AppState)
+    if threading.current_thread() is threading.main_thread():  # only it may set handlers
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous or signal.SIG_DFL))
 
 
 cli.params.extend(terminal_options(root=True))

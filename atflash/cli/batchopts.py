@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -21,12 +22,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from atflash.batch import stop_on_signals
 from atflash.batchrun import LINK_OPTIONS, RunOutcome, WriteSettings, execute, prepare
 from atflash.cli import render, term
 from atflash.cli.common import F, parse_groups
 from atflash.cli.live import BatchView, layout_of, print_summary
 from atflash.errors import InputError
-from atflash.planning.bench import BenchConfig, load_config
+from atflash.planning.bench import BenchConfig, check_outputs, load_config
 from atflash.ports import PortFilter
 from atflash.report import build_report
 
@@ -77,7 +79,11 @@ _WRITE_ONLY = {"force": False, "backup_dir": None, "skip_unchanged": True}
 
 
 def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write") -> WriteSettings:
-    """Merge command line, bench file and environment into :class:`WriteSettings`."""
+    """Merge command line, bench file and environment into :class:`WriteSettings`.
+
+    The report and backup paths are checked here, for one board and many
+    alike: before any port is opened, not after the boards were written.
+    """
     config = load_config(params["config_path"]) if params.get("config_path") else None
 
     def typed(name: str) -> bool:
@@ -109,7 +115,7 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         config is None or config.key_type_check is not False
     )
     names = [n for n in (*LINK_OPTIONS, "force") if n in params]
-    return WriteSettings(
+    settings = WriteSettings(
         link=link,
         given=given_options(ctx, config, names),
         chip=chip,
@@ -136,6 +142,8 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         log=pick("log"),
         station=pick("station"),
     )
+    check_outputs(report=settings.report, backup=settings.backup)
+    return settings
 
 
 def esptool_baud(via: str, baud: int | None) -> int | None:
@@ -169,7 +177,12 @@ def given_options(
 
 
 def run(settings: WriteSettings, *, as_json: bool) -> None:
-    """Prepare the run, work behind the live view, render one board or the summary, exit."""
+    """Prepare the run, work behind the live view, render one board or the summary, exit.
+
+    From the first board on, Ctrl-C and SIGTERM stop the run the safe way
+    (:func:`~atflash.batch.stop_on_signals`): the summary and the report
+    still come, then exit 130 or 143.
+    """
     run = prepare(settings, parse_groups)
     if run.nothing_to_do:
         if as_json:
@@ -181,14 +194,17 @@ def run(settings: WriteSettings, *, as_json: bool) -> None:
     profiles = run.checked.profiles if run.checked else ()
     view = view_for([j.port for j in run.jobs], single=single, as_json=as_json)
     view.layout, view.title = layout_of(profiles), f"atflash {settings.action}"
-    with view:
-        outcome = execute(run, events=view)
-    if single:
-        _render_one(outcome, as_json)
-    elif as_json:
-        click.echo(json.dumps(outcome.report, indent=2))
-    else:
-        print_summary(outcome.results, seconds=outcome.seconds, unused_rows=outcome.unused_rows)
+    # Held while the summary prints too: a late Ctrl-C must not cut it off with a traceback.
+    with stop_on_signals() as stop:
+        with view:
+            outcome = execute(run, events=view, stop=stop)
+        if single:
+            _render_one(outcome, as_json)
+        elif as_json:
+            click.echo(json.dumps(outcome.report, indent=2))
+        else:
+            print_summary(outcome.results, seconds=outcome.seconds, unused_rows=outcome.unused_rows)
+        _explain_exit(outcome, settings)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
 
@@ -218,3 +234,19 @@ def _render_one(outcome: RunOutcome, as_json: bool) -> None:
         click.echo(f"atflash: error: {result.error}", err=True)
     else:
         render.echo_board_result(result)
+
+
+def _explain_exit(outcome: RunOutcome, settings: WriteSettings) -> None:
+    """One stderr line when the exit code is not what the summary's counts would suggest."""
+    if outcome.stopped_by is not None:
+        left = [r for r in outcome.results if r.interrupted]
+        saved = (
+            f"; {settings.report} lists them (--only-failed reruns them)" if settings.report else ""
+        )
+        word = "terminated" if outcome.stopped_by == signal.SIGTERM else "interrupted"
+        click.echo(f"atflash: {word}: {len(left)} board(s) not finished{saved}", err=True)
+    elif outcome.all_skipped:
+        click.echo(
+            "atflash: error: no board was provisioned: every board was skipped (no manifest row)",
+            err=True,
+        )

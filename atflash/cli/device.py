@@ -267,7 +267,11 @@ def read(
         backend.load(), backend.connect_options(port, link), partition, profiles
     )
     if output:
-        write_outputs({Path(output): data}, private=lambda _p: True)
+        write_outputs(
+            {Path(output): data},
+            private=lambda _p: True,
+            inputs=[profile_path] if profile_path else [],
+        )
     report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
     if as_json:
         echo_json(

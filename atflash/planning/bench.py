@@ -35,13 +35,16 @@ Relative paths (profile, backup, report, log, manifest, partition files) are
 taken from the bench file's folder, so a bench folder can move as a whole.
 Unknown keys are errors: a typo must not silently drop a setting.
 :func:`check_config` validates a loaded file completely (profile, port
-syntax, every file builds, fits and pairs, the manifest) without touching a
-board.
+syntax, every file builds, fits and pairs, the manifest, and that the report
+and backups can be written where they go) without touching a board.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -304,11 +307,15 @@ def check_config(
     strict: bool | None = None,
     pair_check: bool | None = None,
     key_type_check: bool | None = None,
+    report: str | None = None,
+    backup: str | None = None,
 ) -> CheckedConfig:
     """Build every image the bench would write; raise the first problem found.
 
     Keyword arguments override the file's values (command-line options).
+    The report and backup paths are checked first (see :func:`check_outputs`).
     """
+    check_outputs(report=report or config.report, backup=backup or config.backup)
     profile = profile or config.profile
     profiles = candidate_profiles(chip_for(chip or config.chip, profile, config.via), profile)
     requests = list(partitions if partitions is not None else config.partitions)
@@ -335,3 +342,66 @@ def check_config(
         )
     plans = tuple(build_plans(profiles, requests, options=options))
     return CheckedConfig(tuple(profiles), plans, None)
+
+
+# -- where the run writes ----------------------------------------------------------
+
+
+def check_outputs(*, report: str | None, backup: str | None) -> None:
+    """Refuse a report or backup path the run could not write, before any board is touched.
+
+    A report found unwritable after the boards were flashed would lose the
+    only record of what they hold. The report is a file (replaced if it
+    exists, so it must be a writable regular file) in a folder that exists
+    or can be created; the backup folder exists or can be created. "Can be
+    created" and "writable" are tried, not derived from mode bits (which say
+    nothing for root, or on a read-only mount): a temporary file is made and
+    removed at once in the nearest folder that exists. Nothing else is
+    created.
+    """
+    if report:
+        path = Path(report)
+        if path.is_dir():
+            raise FileInputError(path, "is a folder", hint="give --report a file name")
+        if path.exists():
+            mode = path.stat().st_mode
+            if not stat.S_ISREG(mode):
+                raise FileInputError(
+                    path, "is not a regular file", hint="give --report a file name"
+                )
+            if not os.access(path, os.W_OK):
+                raise FileInputError(
+                    path, "cannot write the report (permission denied)",
+                    hint="choose another --report file",
+                )  # fmt: skip
+        _check_folder(path.parent, "the report", "--report")
+    if backup:
+        _check_folder(Path(backup), "backups", "--backup")
+
+
+def _check_folder(folder: Path, what: str, option: str) -> None:
+    """``folder`` is a writable folder, or can be made in the nearest one that exists."""
+    existing = folder
+    while not _lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FileInputError(
+            existing, f"is not a folder, so {what} cannot go in {folder}",
+            hint=f"choose another {option} path",
+        )  # fmt: skip
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        where = "cannot be created" if existing != folder else "cannot be written"
+        raise FileInputError(
+            folder, f"{what}: the folder {where} ({exc.strerror})",
+            hint=f"choose another {option} path",
+        ) from None  # fmt: skip
+
+
+def _lexists(path: Path) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):
+        return False

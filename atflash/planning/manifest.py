@@ -26,6 +26,12 @@ files exist, build, fit and pair, for every candidate profile; duplicate
 keys and unknown partitions are refused with the CSV line number.
 :class:`ManifestResolver` then picks a board's plans once it is identified;
 a board without a row is skipped (or refused when ``strict``).
+
+One row, one board: in a batch every row is claimed by the first board that
+reports its key (:class:`RowClaims`, kept by the batch parent). A second
+board with the same identity (two boards sharing a MAC, a serial number
+cloned by a cheap USB bridge) is refused before anything is written to it,
+naming the board that has the row: two boards must never hold one key.
 """
 
 from __future__ import annotations
@@ -35,14 +41,15 @@ import io
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal, Protocol, cast
 
 from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
     BoardSkipped,
+    DeviceError,
     FileInputError,
     ManifestError,
     NotInManifestError,
@@ -212,11 +219,35 @@ def _parse_row(
 # -- plans and the resolver --------------------------------------------------------
 
 
+class RowClaims(Protocol):
+    """Which board has taken which manifest row, across the worker processes of a batch."""
+
+    def claim(self, key: str, port: str) -> str | None:
+        """Take row ``key`` for the board at ``port``; the port of another board that has it, else None."""
+
+
+class IdentityTakenError(DeviceError):
+    """A board reports the identity of a row another board of the batch already took."""
+
+    def __init__(self, port: str, kind: KeyKind, key: str, line: int, holder: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.line = line
+        self.holder = holder
+        super().__init__(
+            port,
+            f"{kind} {key} (manifest line {line}) is already used by {holder} in this batch",
+            hint="two boards report one identity; nothing was written to this one",
+        )
+
+
 @dataclass(frozen=True)
 class ManifestResolver:
     """Chooses a board's plans by its manifest row (a :data:`~atflash.planning.plan.PlanResolver`).
 
-    A plain frozen dataclass so it can be pickled to batch workers.
+    A plain frozen dataclass so it can be pickled to batch workers. With
+    ``claims`` (set in the worker, see :meth:`with_claims`) a row serves one
+    board only: the next board with that key is refused.
     """
 
     source: str
@@ -224,6 +255,11 @@ class ManifestResolver:
     plans: dict[str, tuple[WritePlan, ...]] = field(repr=False)
     lines: dict[str, int]
     strict: bool = False
+    claims: RowClaims | None = field(default=None, repr=False, compare=False)
+
+    def with_claims(self, claims: RowClaims) -> ManifestResolver:
+        """This resolver, taking each row through ``claims`` before handing out its plans."""
+        return replace(self, claims=claims)
 
     def key_of(self, identity: BoardIdentity) -> str | None:
         value = {
@@ -236,6 +272,9 @@ class ManifestResolver:
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         key = self.key_of(identity)
         if key is not None and key in self.plans:
+            holder = self.claims.claim(key, identity.port) if self.claims is not None else None
+            if holder is not None:
+                raise IdentityTakenError(identity.port, self.key_kind, key, self.lines[key], holder)
             return self.plans[key]
         shown = key or f"no {self.key_kind} known"
         reason = f"{self.key_kind} {shown} has no row in {self.source}"

@@ -200,7 +200,14 @@ CASES = [
         Case("check-bench-is-a-fifo", "check --config {ws}/pipe.toml", r"pipe\.toml: cannot read the bench file: is a pipe \(FIFO\)"),
         Case("build-credential-is-a-fifo", f"build {B} client_cert {{ws}}/pipe.toml", r"pipe\.toml: is a pipe \(FIFO\), not a regular file"),
         Case("check-bench-is-dev-zero", "check --config /dev/zero", "/dev/zero: cannot read the bench file: is a character device"),
+        Case("write-only-failed-report-is-a-fifo", "write --chip esp32 --only-failed {ws}/pipe.toml client_cert {raw}/client_cert/client_cert_00.crt", r"pipe\.toml: cannot read the report: is a pipe \(FIFO\)"),
     ] if hasattr(os, "mkfifo") else []),
+    Case("write-only-failed-huge-report", "write --chip esp32 --only-failed {ws}/huge.toml client_cert {raw}/client_cert/client_cert_00.crt", r"huge\.toml: cannot read the report: \d+ bytes, a report holds at most"),
+    # -- where a run writes: checked before any board, never over an input
+    Case("write-report-folder-is-a-file", f"write {W} --report {{ws}}/small.txt/run.json client_cert {{raw}}/client_cert/client_cert_00.crt", r"small\.txt: is not a folder, so the report cannot go in"),
+    Case("write-backup-folder-under-a-file", f"write --chip esp32 --port {{board}} {CONNECT} --backup {{ws}}/small.txt/backups client_cert {{raw}}/client_cert/client_cert_00.crt", r"small\.txt: is not a folder, so backups cannot go in"),
+    Case("check-report-folder-is-a-file", "check --config {ws}/bad_report_bench.toml", r"small\.txt: is not a folder, so the report cannot go in"),
+    Case("read-output-is-its-profile", f"read --profile {{ws}}/esp32.toml --port {{board}} {CONNECT} -o {{ws}}/esp32.toml client_cert", r"esp32\.toml: is also an input of this command"),
     # -- sim rom
     Case("sim-rom-bad-mac", "sim rom --mac 24:0a:c4:00:00", "'24:0a:c4:00:00' is not a MAC address"),
     Case("sim-rom-multicast-mac", "sim rom --mac 01:00:5e:00:00:01", "multicast or all-zero MAC"),
@@ -268,6 +275,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "client_cert, 0x40, 5, 0x2A000, 8Q\n",
         "leading_zero.csv": "server_cert, 0x40, 2, 0x24000, 08K\n",
         "few_fields.csv": "ble_data, 0x40, 1, 0x21000, 12K\nclient_cert, 0x40, 5\n",
+        "esp32.toml": _profile_text(),
+        "bad_report_bench.toml": f'chip = "esp32"\nreport = "small.txt/run.json"\n'
+        f'[partitions]\nclient_ca = "{RAW / "client_ca" / "client_ca_00.crt"}"\n',
     }
     ed_key = ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
