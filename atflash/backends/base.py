@@ -227,7 +227,7 @@ def run_session(
     start = time.monotonic()
     port = connect.port
     fixed = None if callable(plans) else plans
-    result = new_result(port, fixed[0] if fixed and len(fixed) == 1 else None)
+    result = new_result(port, fixed[0] if fixed else None)  # until the board's layout is known
     warnings: list[str] = []
 
     def sink(event: Event, forward: EventSink = events) -> None:
@@ -242,8 +242,7 @@ def run_session(
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
             plan = session.choose(resolve_plans(plans, identity), events)
-            if not result.partitions:
-                result = rebase(result, plan)
+            result = rebase(result, plan)
             result.profile = plan.profile.name
             work(session, plan, result, events)
     except AtflashError as exc:

@@ -12,6 +12,7 @@ both behind the same live view.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -195,7 +196,8 @@ def run(settings: WriteSettings, *, as_json: bool) -> None:
     view = view_for([j.port for j in run.jobs], single=single, as_json=as_json)
     view.layout, view.title = layout_of(profiles), f"atflash {settings.action}"
     # Held while the summary prints too: a late Ctrl-C must not cut it off with a traceback.
-    with stop_on_signals() as stop:
+    # One board runs in this process: Ctrl-C and SIGTERM end it at once (one line, 130/143).
+    with contextlib.nullcontext(None) if single else stop_on_signals() as stop:
         with view:
             outcome = execute(run, events=view, stop=stop)
         if single:

@@ -29,12 +29,10 @@ from atflash.cli.live import BatchView, layout_of, summary_table
 from atflash.cli.render import profiles_table
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
 from atflash.events import Event
-from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import builtin_profiles, find_profile
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, distinct_mac, start_mock
-
-from .conftest import preload
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 TERMINAL_TIMEOUT = 90.0
@@ -53,10 +51,7 @@ def files(raw: Path, n: str = "00") -> list[str]:
 
 def _board(tmp_path: Path) -> MockBoard:
     """An ESP32 mock with its own MAC and ESP-AT's partition table."""
-    board = start_mock("esp32", mac=distinct_mac())
-    profile = find_profile("esp32")
-    preload(board, profile.at_customize_offset, encode_table(profile.partitions), tmp_path)
-    return board
+    return start_mock("esp32", mac=distinct_mac(), flash=board_flash("esp32"))
 
 
 @pytest.fixture
@@ -185,7 +180,7 @@ def test_verbose_shows_each_step_by_partition_and_quiet_only_the_summary(
     steps = loud.stderr.splitlines()
     assert all(line.startswith(f"{one.url}: ") for line in steps), steps
     assert any("connecting" in line for line in steps)
-    assert any("board table matches" in line for line in steps)
+    assert any("board tables match layout" in line for line in steps)
     progress = [line for line in steps if re.search(r" (writing|reading) \d+%", line)]
     assert progress and all(
         re.match(rf"{re.escape(one.url)}: \S+ (writing|reading) \d+%", line) for line in progress

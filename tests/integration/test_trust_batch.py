@@ -45,6 +45,7 @@ from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult, PartitionStatus
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.line import UartLine
 
@@ -86,7 +87,7 @@ def address(board: MockBoard) -> tuple[str, int]:
 @pytest.fixture
 def boards() -> Iterator[list[MockBoard]]:
     """Three blank ESP32 mock boards; mocks of one chip report one MAC."""
-    started = [start_mock("esp32") for _ in range(3)]
+    started = [start_mock("esp32", flash=board_flash("esp32")) for _ in range(3)]
     yield started
     for board in started:
         board.stop()
@@ -120,8 +121,8 @@ def test_a_manifest_row_serves_one_board_only(
     assert "1 ok, 2 failed" in result.stdout
     for board in boards:
         if board.url != holder:
-            assert flash_holds(board, 0x2A000, BLANK, tmp_path), board.url
-            assert flash_holds(board, 0x2C000, BLANK, tmp_path), board.url
+            assert flash_holds(board, 0x2A000, BLANK), board.url
+            assert flash_holds(board, 0x2C000, BLANK), board.url
 
 
 # -- two processes, one board -------------------------------------------------------------
@@ -134,7 +135,7 @@ def test_two_atflash_processes_never_both_write_one_board(raw: Path) -> None:
     The mock is held stopped while both start, so the first to open the
     port keeps it (syncing) until the other has given up: no timing luck.
     """
-    board = start_mock("esp32", pty=True)
+    board = start_mock("esp32", pty=True, flash=board_flash("esp32"))
     args = [sys.executable, "-m", "atflash", "write", "--chip", "esp32", "--port", board.url,
             "--before", "no-reset", "--after", "no-reset", "--connect-attempts", "20", "--force",
             *cert_and_key(raw)]  # fmt: skip
@@ -220,7 +221,7 @@ def test_an_unusable_report_or_backup_path_is_refused_before_any_board(
 ) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a folder\n")
-    board = start_mock("esp32")
+    board = start_mock("esp32", flash=board_flash("esp32"))
     try:
         with UartLine(upstream=address(board)) as line:
             result = run("write", "--chip", "esp32", *ports(line.url, board.url), *CONNECT,
@@ -230,7 +231,7 @@ def test_an_unusable_report_or_backup_path_is_refused_before_any_board(
         assert result.stdout == ""
         (line_,) = result.stderr.splitlines()
         assert line_.startswith("atflash: error: ") and re.search(message, line_), line_
-        assert flash_holds(board, 0x2A000, BLANK, tmp_path)
+        assert flash_holds(board, 0x2A000, BLANK)
     finally:
         board.stop()
 
