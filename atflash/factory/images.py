@@ -346,13 +346,21 @@ def patch_image(image: FactoryImage, plan: WritePlan) -> PatchedImage:
     flash (what a chip programmer leaves there anyway).
     """
     regions, warnings = patch_regions(image, plan)
-    out = bytearray(image.data)
-    end = max(r.partition.end for r in regions)
-    grown = max(0, end - len(out))
-    out += bytes([ERASED]) * grown
-    for region in regions:
-        out[region.partition.offset : region.partition.end] = region.data
-    return PatchedImage(bytes(out), regions, grown, tuple(warnings))
+    view = memoryview(image.data)
+    pieces: list[bytes | memoryview] = []
+    at = 0
+    for region in sorted(regions, key=lambda r: r.partition.offset):
+        start = region.partition.offset
+        pieces.append(view[at:start])
+        gap = start - max(at, len(image.data))  # the image ends before this partition
+        if gap > 0:
+            pieces.append(bytes([ERASED]) * gap)
+        pieces.append(region.data)
+        at = region.partition.end
+    pieces.append(view[at:])
+    # One join, one copy: a thousand devices of a 4 MB image is 4 GB of copying.
+    data = b"".join(pieces)
+    return PatchedImage(data, regions, len(data) - len(image.data), tuple(warnings))
 
 
 __all__ = [

@@ -212,6 +212,30 @@ def test_a_short_image_grows_to_hold_the_partition(sample: dict[str, str]) -> No
     )
 
 
+def test_a_partition_past_the_images_end_is_reached_through_erased_flash(
+    sample: dict[str, str],
+) -> None:
+    full = bytes(flash_image(board_flash("esp32"), 4 * MIB))
+    first, last = ESP32.partition("client_ca"), ESP32.partition("mqtt_ca")
+    assert first.end < last.offset
+    short = full[: first.offset + 0x10]  # ends inside the first, before the last
+    image = open_factory_image(short, source="short.bin")
+    requests = [
+        PartitionRequest("mqtt_ca", (sample["cert"],)),
+        PartitionRequest("client_ca", (sample["ca"],)),
+    ]
+    patched = patch_image(image, plan_for_image(image, requests))
+    assert len(patched.data) == last.end and patched.grown == last.end - len(short)
+    assert patched.data[: first.offset] == short[: first.offset]
+    assert patched.data[first.end : last.offset] == b"\xff" * (last.offset - first.end)
+    assert (
+        pki.parse(patched.data[first.offset :]).items[0].content == Path(sample["ca"]).read_bytes()
+    )
+    assert (
+        pki.parse(patched.data[last.offset :]).items[0].content == Path(sample["cert"]).read_bytes()
+    )
+
+
 def test_an_erased_mfg_nvs_is_patched_with_a_warning(sample: dict[str, str]) -> None:
     data = bytes(flash_image(esp_at_flash(C3X), 4 * MIB))  # mfg_nvs left erased
     image = open_factory_image(data, source="f.bin")
