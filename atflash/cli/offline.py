@@ -37,7 +37,13 @@ from atflash.files import expand
 from atflash.layout.model import DEFAULT_TABLE_OFFSET, MFG_NVS, PkiKind, Profile
 from atflash.layout.profiles import builtin_profiles
 from atflash.output import write_outputs
-from atflash.planning.plan import PartitionRequest, PlanOptions, build_plan, request_names
+from atflash.planning.plan import (
+    PartitionImage,
+    PartitionRequest,
+    PlanOptions,
+    build_plan,
+    request_names,
+)
 
 if TYPE_CHECKING:
     from atflash.factory.devices import BuildSpec
@@ -249,6 +255,7 @@ def build(
             _DeviceRun(chip, profile_path, out_dir, options, factory_param, manifest, pool_path,
                        image_path, table_offset, jobs),
             groups,
+            as_json=as_json,
         )  # fmt: skip
         return
     if image_path or table_offset is not None:
@@ -265,7 +272,9 @@ def build(
     requests = parse_groups(groups, request_names([profile]))
     inputs = [f for req in requests for f in req.files] + ([profile_path] if profile_path else [])
     if profile.store == "mfg_nvs":
-        _build_mfg_nvs(profile, requests, options, factory_param, Path(out_dir), inputs)
+        _build_mfg_nvs(
+            profile, requests, options, factory_param, Path(out_dir), inputs, as_json=as_json
+        )
         return
     _refuse_factory_param(factory_param, profile)
     plan = build_plan(profile, requests, options=options)
@@ -318,6 +327,8 @@ def _build_mfg_nvs(
     factory_param: str | None,
     out_dir: Path,
     inputs: list[str],
+    *,
+    as_json: bool,
 ) -> None:
     """ESP-AT 3.1+: one ready mfg_nvs.bin, the namespaces given plus factory_param."""
     from atflash.factory import images
@@ -329,17 +340,45 @@ def _build_mfg_nvs(
     secret = images.holds_private_key(plan)
     write_outputs({target: data}, private=lambda _p: secret, inputs=[*inputs, *source])
     store = profile.partition(MFG_NVS)
-    given = ", ".join(f"{img.partition.name} ({len(img.values or ())})" for img in plan.images)
-    click.echo(
-        f"{target}: {MFG_NVS} @ {store.offset:#x}, {len(data)} bytes: {given}; "
-        f"{', '.join(base.namespaces)} from {base.source}"
-    )
     if base.dropped:
         click.echo(
             f"note: credential namespaces of {base.source} left out: {', '.join(base.dropped)} "
             "(only the credentials given go into a build)",
             err=True,
         )
+    if as_json:
+        echo_json(
+            {
+                "profile": profile.name,
+                "images": [
+                    {
+                        "path": str(target),
+                        "partition": MFG_NVS,
+                        "address": f"{store.offset:#x}",
+                        "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "namespaces": [_namespace_json(img) for img in plan.images],
+                        "kept": {"source": base.source, "namespaces": list(base.namespaces),
+                                 "left_out": list(base.dropped)},
+                    }
+                ],
+            }
+        )  # fmt: skip
+        return
+    given = ", ".join(f"{img.partition.name} ({len(img.values or ())})" for img in plan.images)
+    click.echo(
+        f"{target}: {MFG_NVS} @ {store.offset:#x}, {len(data)} bytes: {given}; "
+        f"{', '.join(base.namespaces)} from {base.source}"
+    )
+
+
+def _namespace_json(image: PartitionImage) -> dict[str, Any]:
+    return {
+        "namespace": image.partition.name,
+        "payload": image.payload,
+        "sources": list(image.sources),
+        "items": audit.describe_image(image),
+    }
 
 
 def _nvs_base(
@@ -373,7 +412,7 @@ class _DeviceRun:
     jobs: int | None
 
 
-def _build_devices(run: _DeviceRun, groups: tuple[str, ...]) -> None:
+def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -> None:
     """--manifest / --pool: everything checked, then one folder or image per device."""
     from atflash.factory import devices as per_device
 
@@ -397,6 +436,21 @@ def _build_devices(run: _DeviceRun, groups: tuple[str, ...]) -> None:
         summary = per_device.build_devices(
             listed, spec, run.out_dir, inputs=inputs, jobs=run.jobs, progress=progress
         )
+    if as_json:
+        echo_json(
+            {
+                "out_dir": run.out_dir, "index": str(summary.index), "total": summary.total,
+                "built": summary.built, "unchanged": summary.skipped, "kept": summary.kept,
+                "private_files": summary.private,
+                "devices": [
+                    {"device": row.device, "key": row.key, "files": list(row.files),
+                     "sha256": list(row.sha256), "inputs_sha256": row.inputs_sha256,
+                     "status": "unchanged" if row.device in summary.unchanged else "built"}
+                    for row in summary.rows
+                ],
+            }
+        )  # fmt: skip
+        return
     kept = f", {summary.kept} other device(s) of the index kept" if summary.kept else ""
     click.echo(
         f"{run.out_dir}: {summary.total} device(s): {summary.built} built, {summary.skipped} "
@@ -483,6 +537,7 @@ class _Progress:
     "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
 )
 @click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@json_option
 @click.argument("image_path", metavar="FACTORY.bin")
 @click.argument(
     "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
@@ -494,6 +549,7 @@ def patch_image(
     table_offset: int,
     no_pair_check: bool,
     no_key_type_check: bool,
+    as_json: bool,
     image_path: str,
     groups: tuple[str, ...],
 ) -> None:
@@ -521,6 +577,22 @@ def patch_image(
     write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
     for warning in patched.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        echo_json(
+            {
+                "output": output, "source": image_path, "size": len(patched.data),
+                "sha256": hashlib.sha256(patched.data).hexdigest(), "grown": patched.grown,
+                "partitions": [
+                    {"partition": r.partition.name, "address": f"{r.partition.offset:#x}",
+                     "size": r.partition.size, "sha256": hashlib.sha256(r.data).hexdigest(),
+                     "covers": list(r.covers)}
+                    for r in patched.regions
+                ],
+                "images": [_namespace_json(img) for img in plan.images],
+                "warnings": list(patched.warnings),
+            }
+        )  # fmt: skip
+        return
     for region in patched.regions:
         part = region.partition
         click.echo(f"{output}: {part.name} @ {part.span} replaced ({', '.join(region.covers)})")

@@ -327,7 +327,9 @@ class _Builder:
         try:
             inputs, identities = self.inputs_hash(device)
             if old is not None and old.inputs_sha256 == inputs and self._intact(old):
-                return _Outcome(index, old, skipped=True, identities=identities)
+                # Same bytes; the key may be spelled differently now (24:0A:... and 24:0a:...).
+                row = replace(old, key=device.key)
+                return _Outcome(index, row, skipped=True, identities=identities)
             plan = self._plan(device)
             outputs = self._outputs(device, plan)
             for name, (data, secret) in outputs.items():
@@ -463,7 +465,8 @@ class BuildSummary:
     skipped: int
     kept: int  # rows of devices not in this run, left as they were
     private: int  # outputs written 0600 (they hold keys)
-    rows: tuple[IndexRow, ...] = field(repr=False, default=())
+    rows: tuple[IndexRow, ...] = field(repr=False, default=())  # this run's devices, in order
+    unchanged: frozenset[str] = frozenset()  # devices skipped because nothing changed
 
     @property
     def index(self) -> Path:
@@ -529,8 +532,10 @@ def build_devices(
                 out.rmdir()  # only if still empty: nothing of ours was placed
         raise
     shutil.rmtree(staging, ignore_errors=True)
-    skipped = sum(1 for o in outcomes if o.skipped)
-    return BuildSummary(out, len(devices), len(fresh), skipped, len(kept), private, rows)
+    unchanged = frozenset(o.row.device for o in outcomes if o.skipped and o.row is not None)
+    return BuildSummary(
+        out, len(devices), len(fresh), len(unchanged), len(kept), private, rows, unchanged
+    )
 
 
 def _refuse_shared(devices: Sequence[Device], outcomes: Sequence[_Outcome]) -> None:

@@ -585,3 +585,35 @@ def test_a_pool_index_inside_out_is_not_overwritten(tmp_path: Path, credential_p
 )
 def test_per_device_option_refusals(tmp_path: Path, extra: list[str], says: str) -> None:
     assert says in refused("build", "--chip", "esp32", "-o", tmp_path, *extra)
+
+
+# -- --json ------------------------------------------------------------------------------
+
+
+def test_json_results_name_files_hashes_and_items_never_key_bytes(
+    tmp_path: Path, credential_pool: Path, image3: Path, sample: dict[str, Path]
+) -> None:
+    import json
+
+    built = json.loads(ok("build", "--chip", "esp32c3-3x", "-o", tmp_path / "one", "--json",
+                          "client_cert", sample["cert"], "client_key", sample["key"]).stdout)  # fmt: skip
+    (image,) = built["images"]
+    assert image["sha256"] == sha(tmp_path / "one" / "mfg_nvs.bin")
+    assert [n["namespace"] for n in image["namespaces"]] == ["client_cert", "client_key"]
+    assert image["kept"]["namespaces"] == ["factory_param"]
+
+    patched = json.loads(ok("patch-image", image3, "-o", tmp_path / "p.bin", "--json",
+                            "client_key", sample["key"]).stdout)  # fmt: skip
+    assert patched["sha256"] == sha(tmp_path / "p.bin")
+    assert [p["partition"] for p in patched["partitions"]] == ["mfg_nvs"]
+
+    pool = copy_sets(credential_pool, tmp_path / "pool", 2)
+    args = ("build", "--chip", "esp32", "--pool", pool, "-o", tmp_path / "out", "--json")
+    first = json.loads(ok(*args).stdout)
+    assert [d["status"] for d in first["devices"]] == ["built", "built"]
+    again = json.loads(ok(*args).stdout)
+    assert [d["status"] for d in again["devices"]] == ["unchanged", "unchanged"]
+    assert again["devices"][0]["sha256"] == first["devices"][0]["sha256"]
+    key_text = sample["key"].read_text().splitlines()[1]
+    for result in (built, patched, first):
+        assert key_text not in json.dumps(result)
