@@ -72,10 +72,11 @@ MAX_NAME = 100  # characters of a device's file name; longer keys are cut and ma
 # When worker processes pay, measured with bench/factory_bench.py on a shared
 # 2-core host: a device costs about 0.4 ms of CPU (2.x) to 1 ms (3.1+), the
 # rest is creating files, which the file system serialises anyway, and
-# starting two forkserver workers costs 0.3 to 0.7 s. At 1,000 devices two
-# workers were at best even with one process (3.1+: 1.65 to 2.41 s against
-# 2.01 to 2.34 s; 2.x: 1.76 against 1.69 s; --image, bound by writing 4 MB
-# per device: 13 against 9 ms per device), and slower at 500. So by default
+# starting two forkserver workers costs 0.3 to 0.7 s. At 1,000 devices, over
+# several runs, two workers were at best even with one process and mostly
+# slower (3.1+: 1.65 to 3.03 s against 2.01 to 2.50 s; 2.x: 1.76 to 2.82 s
+# against 1.40 to 1.69 s; --image, bound by writing 4 MB per device: 13 to
+# 14 against 9 to 11 ms per device), and slower still at 500. So by default
 # only runs several times larger use them; --jobs asks for them.
 AUTO_PARALLEL_DEVICES = 5000
 MAX_CHUNK = 32  # devices per task: progress every few dozen, little pickling per device
