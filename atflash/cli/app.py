@@ -65,6 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ports": ("device", "List serial ports that may be boards (what --port auto would take)."),
     "check": ("device", "Validate a bench file completely (profile, ports, every file, manifest) without a board."),
     "build": ("offline", "Build one image per partition, padded to its size, checked to fit."),
+    "patch-image": ("offline", "Put credentials into a whole factory image; nothing else in it changes."),
     "generate-bin": ("offline", "Build one PKI bin from TYPE FILE pairs, like AtPKI.py generate_bin."),
     "parse-bin": ("offline", "Extract every item of a PKI bin (or a partition dump) to files."),
     "inspect": ("offline", "Show what a PKI bin, partition dump or credential file holds."),

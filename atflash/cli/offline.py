@@ -1,14 +1,24 @@
-"""Commands that need no board: generate-bin, parse-bin, build, inspect, profiles."""
+"""Commands that need no board: generate-bin, parse-bin, build, patch-image, inspect, profiles."""
 
 from __future__ import annotations
 
 import hashlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from atflash import audit
 from atflash.cli import render
@@ -24,10 +34,20 @@ from atflash.content import creds, pki
 from atflash.content.describe import inspect_bytes
 from atflash.errors import AtflashError, InputError
 from atflash.files import expand
-from atflash.layout.model import PkiKind
+from atflash.layout.model import DEFAULT_TABLE_OFFSET, MFG_NVS, PkiKind, Profile
 from atflash.layout.profiles import builtin_profiles
 from atflash.output import write_outputs
-from atflash.planning.plan import PlanOptions, build_plan
+from atflash.planning.plan import (
+    PartitionImage,
+    PartitionRequest,
+    PlanOptions,
+    build_plan,
+    request_names,
+)
+
+if TYPE_CHECKING:
+    from atflash.factory.devices import BuildSpec
+    from atflash.factory.images import NvsBase
 
 ITEM_TYPES = tuple(pki.TYPE_CODES)
 
@@ -133,20 +153,73 @@ def _item_file_names(items: Sequence[pki.PkiItem]) -> list[str]:
     return names
 
 
+class _Offset(click.ParamType):
+    """A flash offset: hex (0x8000) or decimal, 4 KB aligned."""
+
+    name = "offset"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(str(value), 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (write 0x8000 or 32768)", param, ctx)
+        if number < 0 or number % 0x1000:
+            self.fail(f"{value} is not a 4 KB-aligned flash offset", param, ctx)
+        return number
+
+
+_TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
+
+
 @cli.command()
 @profile_options
 @click.option(
-    "-o", "--out-dir", default=".", show_default=True, help="Folder for DIR/<partition>.bin."
+    "-o",
+    "--out-dir",
+    default=".",
+    show_default=True,
+    help="Folder for DIR/<partition>.bin, DIR/mfg_nvs.bin, or the per-device DIR/<device>/.",
 )
 @click.option("--no-pad", is_flag=True, help="Write bare bins, not padded to the partition size.")
 @click.option(
     "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
 )
 @click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
-@json_option
-@click.argument(
-    "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
+@click.option(
+    "--factory-param",
+    metavar="SOURCE",
+    help="ESP-AT 3.1+: where mfg_nvs's factory_param comes from: module (the module's "
+    "defaults), dump:FILE (your board's mfg_nvs; every namespace but credentials is kept) "
+    "or csv:FILE (an NVS generator CSV) [default: module].",
 )
+@click.option(
+    "--manifest",
+    metavar="FILE",
+    help="Per-device images: one folder per row of this manifest (mac,client_cert,...).",
+)
+@click.option(
+    "--pool", "pool_path", metavar="POOL", help="Per-device images: one folder per pool set."
+)
+@click.option(
+    "--image",
+    "image_path",
+    metavar="FACTORY.bin",
+    help="With --manifest or --pool: one whole patched factory image per device, DIR/<device>.bin.",
+)
+@click.option("--partition-table-offset", "table_offset", type=_Offset(), help=_TABLE_OFFSET_HELP)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    help="Worker processes for per-device images (default: none, one per CPU from 5,000 "
+    "devices; writing files, not CPU, bounds smaller runs).",
+)
+@json_option
+@click.argument("groups", nargs=-1, metavar="[PARTITION FILE...]...")
 def build(
     chip: str | None,
     profile_path: str | None,
@@ -155,17 +228,55 @@ def build(
     no_pair_check: bool,
     no_key_type_check: bool,
     as_json: bool,
+    factory_param: str | None,
+    manifest: str | None,
+    pool_path: str | None,
+    image_path: str | None,
+    table_offset: int | None,
+    jobs: int | None,
     groups: tuple[str, ...],
 ) -> None:
     """Build one image per partition, padded to its size, checked to fit.
 
-    Images of key partitions are written readable by their owner only.
+    PARTITION FILE... groups are required without --manifest or --pool;
+    with them, they go to every device. On an ESP-AT 3.1+ layout
+    (credentials in mfg_nvs) the given namespaces and factory_param go into
+    one ready DIR/mfg_nvs.bin of the partition's size. With --manifest or
+    --pool, one folder per device, DIR/<device>/, and DIR/index.csv; with
+    --image, one whole patched factory image per device instead. A run that
+    is repeated skips devices whose inputs did not change. Images holding
+    keys are written readable by their owner only.
     """
-    profile = resolve_profile(chip, profile_path)
-    requests = parse_groups(groups, [p.name for p in profile.partitions])
     options = PlanOptions(
         pair_check=not no_pair_check, pad=not no_pad, key_type_check=not no_key_type_check
     )
+    if manifest or pool_path:
+        _build_devices(
+            _DeviceRun(chip, profile_path, out_dir, options, factory_param, manifest, pool_path,
+                       image_path, table_offset, jobs),
+            groups,
+            as_json=as_json,
+        )  # fmt: skip
+        return
+    if image_path or table_offset is not None:
+        raise InputError(
+            "--image and --partition-table-offset build one image per device: give --manifest "
+            "or --pool",
+            hint="for one factory image, use 'atflash patch-image'",
+        )
+    if not groups:
+        raise InputError(
+            "nothing to do", hint="give a partition name and its files, e.g. client_cert cert.pem"
+        )
+    profile = resolve_profile(chip, profile_path)
+    requests = parse_groups(groups, request_names([profile]))
+    inputs = [f for req in requests for f in req.files] + ([profile_path] if profile_path else [])
+    if profile.store == "mfg_nvs":
+        _build_mfg_nvs(
+            profile, requests, options, factory_param, Path(out_dir), inputs, as_json=as_json
+        )
+        return
+    _refuse_factory_param(factory_param, profile)
     plan = build_plan(profile, requests, options=options)
     outputs = {
         Path(out_dir) / f"{img.partition.name}.bin": plan.data_for(img) for img in plan.images
@@ -175,7 +286,6 @@ def build(
         for img in plan.images
         if img.partition.pki == "key" or any(creds.holds_private_key(c) for _n, c in img.items)
     }
-    inputs = [f for req in requests for f in req.files] + ([profile_path] if profile_path else [])
     write_outputs(outputs, private=lambda p: p in secret, inputs=inputs)
     if as_json:
         echo_json(
@@ -199,6 +309,295 @@ def build(
         return
     for img in plan.images:
         render.echo_image_line(img, Path(out_dir) / f"{img.partition.name}.bin")
+
+
+def _refuse_factory_param(factory_param: str | None, profile: Profile) -> None:
+    if factory_param is not None:
+        raise InputError(
+            f"--factory-param: profile {profile.name} keeps credentials in PKI partitions, "
+            "not in mfg_nvs",
+            hint="factory_param is part of mfg_nvs on ESP-AT 3.1+ layouts only",
+        )
+
+
+def _build_mfg_nvs(
+    profile: Profile,
+    requests: Sequence[PartitionRequest],
+    options: PlanOptions,
+    factory_param: str | None,
+    out_dir: Path,
+    inputs: list[str],
+    *,
+    as_json: bool,
+) -> None:
+    """ESP-AT 3.1+: one ready mfg_nvs.bin, the namespaces given plus factory_param."""
+    from atflash.factory import images
+
+    base, source = _nvs_base(profile, factory_param, options)
+    plan = build_plan(profile, requests, options=options)
+    data = images.build_mfg_nvs(plan, base.items)
+    target = out_dir / f"{MFG_NVS}.bin"
+    secret = images.holds_private_key(plan)
+    write_outputs({target: data}, private=lambda _p: secret, inputs=[*inputs, *source])
+    store = profile.partition(MFG_NVS)
+    if base.dropped:
+        click.echo(
+            f"note: credential namespaces of {base.source} left out: {', '.join(base.dropped)} "
+            "(only the credentials given go into a build)",
+            err=True,
+        )
+    if as_json:
+        echo_json(
+            {
+                "profile": profile.name,
+                "images": [
+                    {
+                        "path": str(target),
+                        "partition": MFG_NVS,
+                        "address": f"{store.offset:#x}",
+                        "size": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "namespaces": [_namespace_json(img) for img in plan.images],
+                        "kept": {"source": base.source, "namespaces": list(base.namespaces),
+                                 "left_out": list(base.dropped)},
+                    }
+                ],
+            }
+        )  # fmt: skip
+        return
+    given = ", ".join(f"{img.partition.name} ({len(img.values or ())})" for img in plan.images)
+    click.echo(
+        f"{target}: {MFG_NVS} @ {store.offset:#x}, {len(data)} bytes: {given}; "
+        f"{', '.join(base.namespaces)} from {base.source}"
+    )
+
+
+def _namespace_json(image: PartitionImage) -> dict[str, Any]:
+    return {
+        "namespace": image.partition.name,
+        "payload": image.payload,
+        "sources": list(image.sources),
+        "items": audit.describe_image(image),
+    }
+
+
+def _nvs_base(
+    profile: Profile, factory_param: str | None, options: PlanOptions
+) -> tuple[NvsBase, list[str]]:
+    """The non-credential namespaces of a fresh mfg_nvs, and the file they came from (if any)."""
+    from atflash.factory import images
+
+    if not options.pad:
+        raise InputError(
+            "--no-pad: an mfg_nvs image is always the partition's size",
+            hint="drop --no-pad for an ESP-AT 3.1+ layout",
+        )
+    source = images.FactoryParam.parse(factory_param or "module")
+    return images.load_nvs_base(source, profile), [source.path] if source.path else []
+
+
+@dataclass(frozen=True)
+class _DeviceRun:
+    """The options of a per-device build, as given."""
+
+    chip: str | None
+    profile_path: str | None
+    out_dir: str
+    options: PlanOptions
+    factory_param: str | None
+    manifest: str | None
+    pool_path: str | None
+    image_path: str | None
+    table_offset: int | None
+    jobs: int | None
+
+
+def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -> None:
+    """--manifest / --pool: everything checked, then one folder or image per device."""
+    from atflash.factory import devices as per_device
+
+    if run.manifest and run.pool_path:
+        raise InputError("give --manifest or --pool, not both")
+    spec, inputs = _device_spec(run)
+    common = parse_groups(groups, request_names([spec.profile])) if groups else []
+    if run.manifest:
+        from atflash.planning.manifest import load_manifest
+
+        listed = per_device.devices_from_manifest(load_manifest(run.manifest), common)
+        inputs.append(run.manifest)
+    else:
+        from atflash.factory.pool import load_pool
+
+        assert run.pool_path is not None
+        pool = load_pool(run.pool_path)
+        listed = per_device.devices_from_pool(pool, common)
+        inputs.append(run.pool_path)
+    with _Progress("building devices") as progress:
+        summary = per_device.build_devices(
+            listed, spec, run.out_dir, inputs=inputs, jobs=run.jobs, progress=progress
+        )
+    if as_json:
+        echo_json(
+            {
+                "out_dir": run.out_dir, "index": str(summary.index), "total": summary.total,
+                "built": summary.built, "unchanged": summary.skipped, "kept": summary.kept,
+                "private_files": summary.private,
+                "devices": [
+                    {"device": row.device, "key": row.key, "files": list(row.files),
+                     "sha256": list(row.sha256), "inputs_sha256": row.inputs_sha256,
+                     "status": "unchanged" if row.device in summary.unchanged else "built"}
+                    for row in summary.rows
+                ],
+            }
+        )  # fmt: skip
+        return
+    kept = f", {summary.kept} other device(s) of the index kept" if summary.kept else ""
+    click.echo(
+        f"{run.out_dir}: {summary.total} device(s): {summary.built} built, {summary.skipped} "
+        f"unchanged (skipped){kept}; {summary.private} file(s) holding keys written 0600; "
+        f"index {summary.index}"
+    )
+
+
+def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
+    """What every device shares, and the files that were read for it."""
+    from atflash.factory import images
+    from atflash.factory.devices import BuildSpec
+
+    inputs = [run.profile_path] if run.profile_path else []
+    if run.image_path:
+        if run.factory_param is not None:
+            raise InputError(
+                "--factory-param does not go with --image: the image's own mfg_nvs is kept",
+                hint="drop --factory-param",
+            )
+        if not run.options.pad:
+            raise InputError("--no-pad does not go with --image: an image holds whole partitions")
+        base = resolve_profile(run.chip, run.profile_path) if run.chip or run.profile_path else None
+        image = images.read_factory_image(
+            run.image_path, table_offset=run.table_offset or DEFAULT_TABLE_OFFSET, base=base
+        )
+        return BuildSpec(image.profile, run.options, image=image), [*inputs, run.image_path]
+    if run.table_offset is not None:
+        raise InputError("--partition-table-offset is for --image: where the image's table is")
+    profile = resolve_profile(run.chip, run.profile_path)
+    if profile.store != "mfg_nvs":
+        _refuse_factory_param(run.factory_param, profile)
+        return BuildSpec(profile, run.options), inputs
+    base_items, source = _nvs_base(profile, run.factory_param, run.options)
+    return BuildSpec(profile, run.options, base=base_items), [*inputs, *source]
+
+
+class _Progress:
+    """A progress callback: a rich bar on a terminal (stderr), a line per quarter otherwise."""
+
+    STEP = 25  # percent between two plain lines
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.live = sys.stderr.isatty()
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+        self._step = 0
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            self._bar = Progress(
+                TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(file=sys.stderr), transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.what, total=total)
+            self._bar.update(self._task, completed=done)
+            return
+        step = done * 100 // total // self.STEP if total else 0
+        if step > self._step:
+            self._step = step
+            click.echo(f"{self.what}: {done}/{total}", err=True)
+
+
+@cli.command("patch-image")
+@profile_options
+@click.option("-o", "--output", required=True, metavar="OUT.bin", help="The patched image.")
+@click.option(
+    "--partition-table-offset", "table_offset", type=_Offset(), default=DEFAULT_TABLE_OFFSET,
+    help=_TABLE_OFFSET_HELP,
+)  # fmt: skip
+@click.option(
+    "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
+)
+@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@json_option
+@click.argument("image_path", metavar="FACTORY.bin")
+@click.argument(
+    "groups", nargs=-1, required=True, metavar="PARTITION FILE... [PARTITION FILE...]..."
+)
+def patch_image(
+    chip: str | None,
+    profile_path: str | None,
+    output: str,
+    table_offset: int,
+    no_pair_check: bool,
+    no_key_type_check: bool,
+    as_json: bool,
+    image_path: str,
+    groups: tuple[str, ...],
+) -> None:
+    """Put credentials into a whole factory image; nothing else in it changes.
+
+    FACTORY.bin is a flash image from 0x0 (esp-at's build.py factory bin).
+    Its own partition table and at_customize.bin say where credentials go:
+    PKI partitions (ESP-AT 2.x) are replaced, or mfg_nvs (3.1+) is rebuilt
+    with the namespaces given and every other namespace (factory_param,
+    ble_data...) kept. --chip is needed only when the image's tables match
+    no built-in layout. OUT.bin is readable by its owner only when it holds
+    a key.
+    """
+    from atflash.factory import images
+
+    base = resolve_profile(chip, profile_path) if chip or profile_path else None
+    image = images.read_factory_image(image_path, table_offset=table_offset, base=base)
+    requests = parse_groups(groups, request_names([image.profile]))
+    options = PlanOptions(pair_check=not no_pair_check, key_type_check=not no_key_type_check)
+    plan = images.plan_for_image(image, requests, options=options)
+    patched = images.patch_image(image, plan)
+    secret = images.holds_private_key(plan)
+    inputs = [image_path, *(f for req in requests for f in req.files)]
+    inputs += [profile_path] if profile_path else []
+    write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
+    for warning in patched.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if as_json:
+        echo_json(
+            {
+                "output": output, "source": image_path, "size": len(patched.data),
+                "sha256": hashlib.sha256(patched.data).hexdigest(), "grown": patched.grown,
+                "partitions": [
+                    {"partition": r.partition.name, "address": f"{r.partition.offset:#x}",
+                     "size": r.partition.size, "sha256": hashlib.sha256(r.data).hexdigest(),
+                     "covers": list(r.covers)}
+                    for r in patched.regions
+                ],
+                "images": [_namespace_json(img) for img in plan.images],
+                "warnings": list(patched.warnings),
+            }
+        )  # fmt: skip
+        return
+    for region in patched.regions:
+        part = region.partition
+        click.echo(f"{output}: {part.name} @ {part.span} replaced ({', '.join(region.covers)})")
+    grown = f", grown by {patched.grown} bytes of erased flash" if patched.grown else ""
+    click.echo(f"{output}: {len(patched.data)} bytes, every other byte as in {image_path}{grown}")
 
 
 @cli.command()
@@ -249,4 +648,4 @@ def profiles(as_json: bool) -> None:
         render.print_profiles(found)
 
 
-__all__ = ["build", "generate_bin", "inspect", "parse_bin", "profiles"]
+__all__ = ["build", "generate_bin", "inspect", "parse_bin", "patch_image", "profiles"]

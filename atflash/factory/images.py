@@ -1,0 +1,383 @@
+"""Offline images for factories: ready ``mfg_nvs.bin`` partitions and patched whole factory images.
+
+- :class:`FactoryParam` says where the namespaces of a fresh ESP-AT 3.1+
+  ``mfg_nvs`` that are not credentials come from (``factory_param``, which
+  the firmware needs to start, ``ble_data``, anything else): the module's
+  defaults, a dump of a board's ``mfg_nvs``, or an NVS generator CSV.
+  :func:`load_nvs_base` reads it once; :func:`build_mfg_nvs` then makes a
+  partition image from it and a plan, as many times as there are devices.
+- :func:`open_factory_image` reads a whole factory image (a flash image from
+  0x0, as esp-at's ``build.py`` makes) through its own primary partition
+  table and at_customize.bin, with the same code that reads a board
+  (:func:`atflash.layout.board.discover`); :func:`patch_image` puts a plan's
+  credentials into it. Only the partitions that change are touched: the
+  PKI partitions given (2.x), or ``mfg_nvs`` rebuilt with its other
+  namespaces kept exactly (3.1+).
+
+Espressif's ``tools/at.py modify_bin`` is the reference for patching: it
+only changes keys that already exist, fails on DER values and needs
+``distutils``. Here new keys and namespaces are fine, values are bytes
+whatever they hold, and the plan has checked content, pairing and fit.
+
+Pure library code: nothing prints, every refusal is an atflash error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, cast
+
+from atflash.content import mfgnvs, nvs, pki
+from atflash.content.nvs import NvsItem
+from atflash.errors import BoardTableError, FileInputError, FormatError, InputError, ProfileError
+from atflash.files import read_bounded
+from atflash.layout import board
+from atflash.layout.model import FLASH_SIZES, MFG_NVS, Partition, Profile
+from atflash.layout.parttable import DEFAULT_TABLE_OFFSET
+from atflash.layout.profiles import builtin_profiles, family
+from atflash.planning.plan import (
+    PartitionRequest,
+    PlanOptions,
+    WritePlan,
+    build_plan,
+    factory_items,
+)
+
+FactoryParamKind = Literal["module", "dump", "csv"]
+FACTORY_PARAM_KINDS: tuple[FactoryParamKind, ...] = ("module", "dump", "csv")
+# A dump is one partition (148K at most on any esp-at module); far more was given by mistake.
+MAX_DUMP = 4 * 1024 * 1024
+# The largest flash a factory image can fill: esptool's largest flash size.
+MAX_IMAGE = max(FLASH_SIZES.values())
+ERASED = 0xFF
+
+
+class ImageError(FileInputError):
+    """A factory image or mfg_nvs source that cannot be used as one (no tables, no factory_param)."""
+
+
+# -- where factory_param comes from ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FactoryParam:
+    """The source of a fresh mfg_nvs's non-credential namespaces: ``module``, ``dump:FILE``, ``csv:FILE``."""
+
+    kind: FactoryParamKind = "module"
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> FactoryParam:
+        """``module``, ``dump:FILE`` or ``csv:FILE``; an :class:`InputError` otherwise."""
+        kind, sep, path = spec.partition(":")
+        kind = kind.strip().lower()
+        if kind == "module" and not sep:
+            return cls("module")
+        if kind in ("dump", "csv") and sep and path:
+            return cls(cast(FactoryParamKind, kind), path)
+        raise InputError(
+            f"--factory-param {spec!r}: say where factory_param comes from",
+            hint="module (the module's defaults), dump:FILE (a dump of the board's mfg_nvs) "
+            "or csv:FILE (an NVS generator CSV)",
+        )
+
+    def __str__(self) -> str:
+        return self.kind if self.path is None else f"{self.kind}:{self.path}"
+
+
+@dataclass(frozen=True)
+class NvsBase:
+    """The items a fresh mfg_nvs starts from: every namespace that is not a credential one.
+
+    ``dropped`` names credential namespaces the source held: a build holds
+    the credentials it was given, not those of the board the dump came from.
+    """
+
+    items: tuple[NvsItem, ...] = field(repr=False)
+    source: str
+    dropped: tuple[str, ...] = ()
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(item.namespace for item in self.items))
+
+
+def load_nvs_base(spec: FactoryParam, profile: Profile) -> NvsBase:
+    """The non-credential items ``spec`` names for ``profile``'s mfg_nvs, checked to hold factory_param."""
+    if spec.kind == "module":
+        items = factory_items(profile)
+        if not items:
+            raise ProfileError(
+                f"profile {profile.name} has no module defaults for factory_param",
+                hint="give --factory-param dump:FILE (your board's mfg_nvs) or csv:FILE",
+            )
+        return NvsBase(tuple(items), f"the {profile.module or profile.name} module's defaults")
+    assert spec.path is not None
+    if spec.kind == "dump":
+        data = read_bounded(spec.path, MAX_DUMP, "an mfg_nvs dump")
+        items = nvs.parse_nvs(data, source=spec.path)
+    else:
+        from atflash.factory.nvscsv import load_nvs_csv
+
+        items = load_nvs_csv(spec.path)
+    return _base(items, str(spec.path))
+
+
+def _base(items: Sequence[NvsItem], source: str) -> NvsBase:
+    kept = tuple(i for i in items if i.namespace not in mfgnvs.CREDENTIAL_NAMESPACES)
+    dropped = tuple(
+        dict.fromkeys(i.namespace for i in items if i.namespace in mfgnvs.CREDENTIAL_NAMESPACES)
+    )
+    if not any(i.namespace == mfgnvs.FACTORY_PARAM for i in kept):
+        raise ImageError(
+            source,
+            f"holds no {mfgnvs.FACTORY_PARAM} namespace, and the firmware does not start "
+            "without it",
+            hint="give your board's mfg_nvs dump, or --factory-param module",
+        )
+    return NvsBase(kept, source, dropped)
+
+
+def build_mfg_nvs(plan: WritePlan, base: Sequence[NvsItem]) -> bytes:
+    """The plan's mfg_nvs partition image: ``base`` with the plan's namespaces, partition-sized.
+
+    Raises :class:`~atflash.errors.ImageTooBigError` (by how much) when it
+    does not fit.
+    """
+    store = plan.profile.partition(MFG_NVS)
+    return _nvs_image(mfgnvs.replace_credentials(base, plan.changes()), store)
+
+
+def _nvs_image(items: list[NvsItem], store: Partition) -> bytes:
+    image = nvs.build_nvs(items, store.size, name=MFG_NVS)
+    # The writer and reader are separate code: an image that does not read
+    # back as the items meant would be a firmware that loses factory_param.
+    if nvs.parse_nvs(image, source=MFG_NVS) != items:
+        raise AssertionError("the built mfg_nvs does not read back as its items")
+    return image
+
+
+def holds_private_key(plan: WritePlan) -> bool:
+    """Whether images built from ``plan`` carry key material (output files then 0600)."""
+    from atflash.content import creds
+
+    return any(
+        img.partition.pki == "key" or any(creds.holds_private_key(c) for _n, c in img.items)
+        for img in plan.images
+    )
+
+
+# -- factory images -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FactoryImage:
+    """A whole factory image and what its own tables say: the layout, as a profile.
+
+    ``nvs_items`` holds what its mfg_nvs holds (3.1+ layouts; read once, so
+    that a thousand devices patched from one image parse it once).
+    """
+
+    source: str
+    data: bytes = field(repr=False)
+    layout: board.BoardLayout
+    profile: Profile
+    nvs_items: tuple[NvsItem, ...] = field(repr=False, default=())
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def read_factory_image(
+    path: str | Path,
+    *,
+    table_offset: int = DEFAULT_TABLE_OFFSET,
+    base: Profile | None = None,
+) -> FactoryImage:
+    """:func:`open_factory_image` on a file (read with a bound: at most the largest flash)."""
+    data = read_bounded(path, MAX_IMAGE, "a factory image")
+    return open_factory_image(data, source=str(path), table_offset=table_offset, base=base)
+
+
+def open_factory_image(
+    data: bytes,
+    *,
+    source: str,
+    table_offset: int = DEFAULT_TABLE_OFFSET,
+    base: Profile | None = None,
+) -> FactoryImage:
+    """Read an image's primary table and at_customize.bin; refuse one line if they cannot be read.
+
+    The layout is the image's own. Chip and flash settings come from the
+    built-in profile with the same tables (among ``base``'s chip's layouts
+    when given), else from ``base``; with neither, the image is refused.
+    """
+    layout = _discover(data, source, table_offset)
+    candidates = family(base.chip) if base is not None else builtin_profiles()
+    known = board.match(layout, candidates)
+    chosen = known or base
+    if chosen is None:
+        raise ImageError(
+            source,
+            "its tables match no built-in ESP-AT layout, so its chip is unknown",
+            hint="pass --chip (or --profile) to name the chip; the partitions come from the image",
+        )
+    profile = _image_profile(layout, chosen, len(data), source)
+    items: tuple[NvsItem, ...] = ()
+    if profile.store == "mfg_nvs":
+        items = tuple(nvs_items_of(data, profile.partition(MFG_NVS), source))
+    return FactoryImage(source, data, layout, profile, items)
+
+
+def _discover(data: bytes, source: str, table_offset: int) -> board.BoardLayout:
+    def read(offset: int, size: int, _stop: object = None) -> bytes:
+        return data[offset : offset + size]
+
+    try:
+        layout = board.discover(read, table_offset=table_offset, where=source)
+    except BoardTableError as exc:
+        raise ImageError(
+            source,
+            f"{exc.table} at {exc.offset:#x}: {exc.problem}",
+            hint="give a whole factory image (flash from 0x0); pass --partition-table-offset "
+            "if its firmware moved the table",
+        ) from None
+    if layout.at_customize is None:
+        raise ImageError(
+            source, f"the partition table at {table_offset:#x} has no at_customize partition",
+            hint="not an ESP-AT factory image",
+        )  # fmt: skip
+    if layout.store is None:
+        raise ImageError(
+            source, "its at_customize.bin lists neither credential partitions nor mfg_nvs",
+            hint="this firmware keeps no credentials atflash knows of",
+        )  # fmt: skip
+    return layout
+
+
+def _image_profile(layout: board.BoardLayout, base: Profile, size: int, source: str) -> Profile:
+    """The image's tables as a profile, with a flash at least as large as the image."""
+    if size > base.flash_bytes:
+        bigger = min((s for s in FLASH_SIZES.items() if s[1] >= size), key=lambda s: s[1])
+        base = replace(base, flash_size=bigger[0])
+    try:
+        profile = board.profile_from_board(layout, base)
+    except ProfileError as exc:
+        raise ImageError(source, f"its tables are not a valid layout: {exc}") from None
+    return replace(profile, name=f"{Path(source).name}", source=source)
+
+
+def nvs_items_of(data: bytes, store: Partition, source: str) -> list[NvsItem]:
+    """The items of the mfg_nvs partition inside a flash image (erased or cut short: none)."""
+    region = data[store.offset : store.end]
+    region += bytes([ERASED]) * (store.size - len(region))
+    if region.count(ERASED) == len(region):
+        return []
+    try:
+        return nvs.parse_nvs(region, source=f"{source}: {MFG_NVS}")
+    except FormatError as exc:
+        raise ImageError(
+            source, f"its {MFG_NVS} at {store.offset:#x} cannot be read: {exc}",
+            hint="a partition rebuilt from a partial read would lose what it held",
+        ) from None  # fmt: skip
+
+
+def plan_for_image(
+    image: FactoryImage,
+    requests: Sequence[PartitionRequest],
+    *,
+    options: PlanOptions | None = None,
+) -> WritePlan:
+    """The checked plan for ``requests`` on the image's layout (always padded: images are whole)."""
+    opts = replace(options or PlanOptions(), pad=True)
+    return build_plan(image.profile, requests, options=opts)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One changed range of a patched image: the partition and its new bytes."""
+
+    partition: Partition
+    data: bytes = field(repr=False)
+    covers: tuple[str, ...]  # the partitions or namespaces given for it
+
+
+@dataclass(frozen=True)
+class PatchedImage:
+    """A factory image with a plan's credentials in place; ``grown`` bytes were appended."""
+
+    data: bytes = field(repr=False)
+    regions: tuple[Region, ...]
+    grown: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def patch_regions(image: FactoryImage, plan: WritePlan) -> tuple[tuple[Region, ...], list[str]]:
+    """The new bytes of each partition the plan changes, and warnings about the image."""
+    if plan.profile != image.profile:
+        raise ValueError("the plan was not built for this image's layout")
+    warnings: list[str] = []
+    if plan.nvs:
+        store = image.profile.partition(MFG_NVS)
+        before = list(image.nvs_items)
+        if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
+            warnings.append(
+                f"{image.source}: its {MFG_NVS} holds no {mfgnvs.FACTORY_PARAM}: "
+                "the firmware needs it to start"
+            )
+        data = _nvs_image(mfgnvs.replace_credentials(before, plan.changes()), store)
+        covers = tuple(img.partition.name for img in plan.images)
+        return (Region(store, data, covers),), warnings
+    regions = tuple(
+        Region(img.partition, pki.pad(img.bin, img.partition.size), (img.partition.name,))
+        for img in sorted(plan.images, key=lambda i: i.address)
+    )
+    return regions, warnings
+
+
+def patch_image(image: FactoryImage, plan: WritePlan) -> PatchedImage:
+    """``image`` with the plan's partitions replaced; every other byte as it was.
+
+    A partition that reaches past the image's end grows it with erased
+    flash (what a chip programmer leaves there anyway).
+    """
+    regions, warnings = patch_regions(image, plan)
+    view = memoryview(image.data)
+    pieces: list[bytes | memoryview] = []
+    at = 0
+    for region in sorted(regions, key=lambda r: r.partition.offset):
+        start = region.partition.offset
+        pieces.append(view[at:start])
+        gap = start - max(at, len(image.data))  # the image ends before this partition
+        if gap > 0:
+            pieces.append(bytes([ERASED]) * gap)
+        pieces.append(region.data)
+        at = region.partition.end
+    pieces.append(view[at:])
+    # One join, one copy: a thousand devices of a 4 MB image is 4 GB of copying.
+    data = b"".join(pieces)
+    return PatchedImage(data, regions, len(data) - len(image.data), tuple(warnings))
+
+
+__all__ = [
+    "FACTORY_PARAM_KINDS",
+    "FactoryImage",
+    "FactoryParam",
+    "ImageError",
+    "NvsBase",
+    "PatchedImage",
+    "Region",
+    "build_mfg_nvs",
+    "holds_private_key",
+    "load_nvs_base",
+    "nvs_items_of",
+    "open_factory_image",
+    "patch_image",
+    "patch_regions",
+    "plan_for_image",
+    "read_factory_image",
+]
