@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from atflash.errors import FileInputError
 
 PRIVATE_MODE = 0o600
+# On Windows a file mode restricts nothing: who may read a file is the folder's ACL.
+ON_WINDOWS = sys.platform == "win32"
+
+
+class UnprotectedFileWarning(UserWarning):
+    """A private file (keys, backups, reports) written where mode 0600 protects nothing."""
 
 
 def write_outputs(
@@ -41,6 +49,14 @@ def write_outputs(
         for temp, target in staged:
             os.replace(temp, target)
             placed.append(target)
+            if ON_WINDOWS and private(target):
+                warnings.warn(
+                    UnprotectedFileWarning(
+                        f"{target}: holds private data, but on Windows mode 0600 does not limit "
+                        "who can read it: keep it in a folder only you can open"
+                    ),
+                    stacklevel=2,
+                )
     except OSError as exc:
         for temp, _target in staged:
             with contextlib.suppress(OSError):

@@ -10,8 +10,18 @@ from __future__ import annotations
 from atflash.cli.app import cli  # commands load on first use (see atflash.cli.app)
 
 
+def _show_warning(message: object, category: type, *args: object, **kwargs: object) -> None:
+    """Library warnings (UnprotectedFileWarning) as one atflash line on stderr."""
+    import sys
+
+    print(f"atflash: warning: {message}", file=sys.stderr)
+
+
 def main() -> None:
     """Console-script entry point."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     cli.main(prog_name="atflash")
 
 

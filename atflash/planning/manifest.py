@@ -63,7 +63,7 @@ from atflash.planning.plan import (
     WritePlan,
     build_plans,
 )
-from atflash.ports import is_url
+from atflash.ports import is_url, port_key
 
 KeyKind = Literal["mac", "serial_number", "port"]
 KEY_KINDS: tuple[KeyKind, ...] = ("mac", "serial_number", "port")
@@ -110,7 +110,7 @@ def normalize_key(kind: KeyKind, text: str) -> str | None:
     if kind == "mac":
         return normalize_mac(text)
     if kind == "port" and not is_url(text):
-        return os.path.normpath(text)
+        return port_key(os.path.normpath(text))  # COM3 and com3 are one port on Windows
     return text
 
 

@@ -19,9 +19,9 @@ import itertools
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
-import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -94,7 +94,11 @@ class PortLoop:
         return self.url
 
     def start_pty(self) -> str:
-        """Serve a pseudo-terminal in raw mode; returns the path to open."""
+        """Serve a pseudo-terminal in raw mode; returns the path to open (POSIX only)."""
+        if sys.platform == "win32":
+            raise PortError(None, "a PTY needs a POSIX host", hint="use TCP (socket://) on Windows")
+        import tty
+
         master, slave = os.openpty()
         tty.setraw(slave)
         os.set_blocking(master, False)

@@ -55,16 +55,12 @@ def cert_and_key(raw: Path, n: str = "00") -> list[str]:
             "client_key", str(raw / "client_key" / f"client_key_{n}.key")]  # fmt: skip
 
 
-# Tests of the worker machinery also run under spawn, Windows' only start method:
-# workers there inherit nothing (imports, signal handlers, the live view).
-BOTH = pytest.mark.parametrize("start_method", ["forkserver", "spawn"], indirect=True)
-
-
-@pytest.fixture(autouse=True)
+# Every batch test runs under the fork server and under spawn, Windows' only start
+# method: workers there inherit nothing (imports, signal handlers, the live view).
+@pytest.fixture(autouse=True, params=["forkserver", "spawn"])
 def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    method = getattr(request, "param", "forkserver")
-    monkeypatch.setenv(START_METHOD_ENV, method)
-    return str(method)
+    monkeypatch.setenv(START_METHOD_ENV, request.param)
+    return str(request.param)
 
 
 @pytest.fixture
@@ -77,7 +73,6 @@ def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
         yield leased
 
 
-@BOTH
 def test_all_boards_written_one_failing_does_not_stop_the_others(
     boards: list[MockBoard], dead_port: str, raw: Path, tmp_path: Path
 ) -> None:
@@ -102,7 +97,6 @@ def test_all_boards_written_one_failing_does_not_stop_the_others(
         assert flash_differs(board, {0x2A000: cert, 0x2C000: key}) == []
 
 
-@BOTH
 def test_retry_brings_a_dropped_board_to_success(
     raw: Path, tmp_path: Path, board_pool: BoardPool
 ) -> None:
@@ -150,7 +144,6 @@ def test_only_failed_reruns_just_the_failed_boards(
     assert nothing.exit_code == 0 and "nothing to do" in nothing.stdout
 
 
-@BOTH
 def test_manifest_by_mac_puts_each_boards_credentials_on_it(
     raw: Path, tmp_path: Path, board_pool: BoardPool
 ) -> None:
@@ -259,7 +252,6 @@ def _raises(job: BoardJob, events: EventSink) -> BoardResult:
     raise ValueError("a bug")
 
 
-@BOTH
 @pytest.mark.parametrize(
     ("runner", "timeout", "message", "status"),
     [
@@ -306,7 +298,6 @@ def _address(board: MockBoard) -> tuple[str, int]:
     return host, int(port)
 
 
-@BOTH
 def test_a_board_that_re_enumerates_is_found_again_by_serial_number(
     boards: list[MockBoard], dead_port: str, raw: Path
 ) -> None:
