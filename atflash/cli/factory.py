@@ -31,7 +31,8 @@ from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import profile_options
 from atflash.errors import InputError
-from atflash.factory.ledger import Claim, Ledger, open_ledger
+from atflash.factory.ledger import Claim, Ledger
+from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import check_pool, load_pool
 from atflash.output import write_outputs
 from atflash.planning.bench import candidate_profiles

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from atflash.content.nvs import (
+from atflash.content.nvs_format import (
     BLOB_INDEX,
     CHUNK_ANY,
     ENTRIES_PER_PAGE,

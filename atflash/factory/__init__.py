@@ -1,7 +1,7 @@
 """Factory provisioning: credential pools and the ledger of which device holds which set.
 
 - :mod:`.pool`: load a pool (folder of sets or CSV index) and check every set.
-- :mod:`.ledger`: the :class:`~.ledger.Ledger` interface and :func:`~.ledger.open_ledger`;
+- :mod:`.ledger`: the :class:`~.ledger.Ledger` interface; :mod:`.ledgers`: :func:`~.ledgers.open_ledger`;
   stores in :mod:`.ledger_sqlite` and :mod:`.ledger_pg`.
 - :mod:`.resolve`: :class:`~.resolve.PoolResolver`, what the write flow calls per board.
 
@@ -11,7 +11,8 @@ Pure library code: nothing here prints or imports click.
 from __future__ import annotations
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolError, PoolExhaustedError
-from atflash.factory.ledger import Claim, Ledger, open_ledger
+from atflash.factory.ledger import Claim, Ledger
+from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import CredentialSet, Pool, check_pool, load_pool, plans_for_set
 from atflash.factory.resolve import PoolResolver, default_station, pool_resolver
 

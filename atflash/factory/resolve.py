@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atflash.errors import DeviceError
-from atflash.factory.ledger import Claim, open_ledger
+from atflash.factory.ledger import Claim
+from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import Pool, ProgressCallback, check_pool, load_pool, plans_for_set
 from atflash.layout.model import Profile
 from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan

@@ -23,7 +23,6 @@ from atflash.layout.model import (
     Partition,
     Profile,
     Store,
-    validate,
 )
 from atflash.layout.parttable import (
     DEFAULT_TABLE_OFFSET,
@@ -32,7 +31,7 @@ from atflash.layout.parttable import (
     parse_table,
     table_complete,
 )
-from atflash.layout.safety import check_writable, protected_regions
+from atflash.layout.safety import check_writable, protected_regions, validate_layout
 
 __all__ = [
     "BoardLayout",
@@ -252,7 +251,7 @@ def profile_from_board(layout: BoardLayout, base: Profile) -> Profile:
         default=False,
         source="board",
     )
-    validate(profile)
+    validate_layout(profile)
     return profile
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from atflash.errors import FileInputError, ProfileError
 from atflash.files import read_bounded
-from atflash.layout.model import MFG_NVS, SECTOR, Partition, Profile, pki_kind_for, validate
+from atflash.layout.model import MFG_NVS, SECTOR, Partition, Profile, pki_kind_for
+from atflash.layout.safety import validate_layout
 
 TYPE_NAMES = {"app": 0x00, "data": 0x01}
 SUBTYPE_NAMES = {
@@ -124,7 +125,7 @@ def profile_from_csv(path: Path, *, base: Profile, family: Sequence[Profile] = (
         default=False,
         source=str(path),
     )
-    validate(profile)
+    validate_layout(profile)
     return profile
 
 

@@ -195,10 +195,17 @@ def validate(profile: Profile) -> None:
 
     Both tables are checked (names, 4 KB alignment, overlaps, inside the
     flash), the at_customize partitions must sit inside the primary
-    table's at_customize entry and off at_customize.bin itself, and none may
-    touch the bootloader, the partition table or another primary partition
-    (:func:`atflash.layout.safety.check_writable`).
+    table's at_customize entry and off at_customize.bin itself. That none
+    touches the bootloader, the partition table or another primary
+    partition is :func:`atflash.layout.safety.validate_layout`'s part, which
+    every loader runs after this.
     """
+    validate_structure(profile)
+    validate_placement(profile)
+
+
+def validate_structure(profile: Profile) -> None:
+    """Flash settings, chip, offsets, both tables on their own."""
     where = f"profile {profile.name}"
     _check_flash(profile, where)
     _check_chip(profile)
@@ -206,9 +213,11 @@ def validate(profile: Profile) -> None:
     _check_table(profile, profile.partitions, where, what="partition")
     _check_table(profile, profile.primary, where, what="primary partition")
     _check_primary(profile, where)
-    from atflash.layout.safety import check_writable
 
-    check_writable(profile.partitions, profile, where=where)
+
+def validate_placement(profile: Profile) -> None:
+    """The at_customize rows inside their primary entry, and a sound factory_param."""
+    where = f"profile {profile.name}"
     _check_inside_at_customize(profile, where)
     _check_factory_param(profile, where)
 

@@ -32,8 +32,8 @@ from atflash.layout.model import (
     Profile,
     bootloader_offset_for,
     pki_kind_for,
-    validate,
 )
+from atflash.layout.safety import validate_layout
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,7 +145,7 @@ def load_profile_file(path: Path, *, source: str | None = None, chip: str | None
     except FileInputError as exc:
         raise ProfileError(f"{path}: cannot read profile: {exc.problem}", hint=exc.hint) from None
     profile = _from_mapping(data, source=source or str(path), where=str(path))
-    validate(profile)
+    validate_layout(profile)
     return profile
 
 

@@ -16,7 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from atflash.errors import ProfileError
-from atflash.layout.model import SECTOR, Partition, Profile
+from atflash.layout.model import (
+    SECTOR,
+    Partition,
+    Profile,
+    validate_placement,
+    validate_structure,
+)
 
 
 @dataclass(frozen=True)
@@ -105,3 +111,10 @@ def _kind(part: Partition) -> str:
     if part.type == 0x01 and part.subtype in names:
         return names[part.subtype]
     return "primary partition"
+
+
+def validate_layout(profile: Profile) -> None:
+    """A layout as loaded: valid (:func:`atflash.layout.model.validate`) and safe to write."""
+    validate_structure(profile)
+    check_writable(profile.partitions, profile, where=f"profile {profile.name}")
+    validate_placement(profile)

@@ -238,3 +238,27 @@ def board_flash(
     items += [NvsItem("ble_data", f"cfg{n}", "string", f"uuid=0xA00{n}") for n in range(3)]
     image = build_nvs(items, profile.partition(MFG_NVS).size)
     return esp_at_flash(profile, mfg_nvs=image)
+
+
+# -- handing a mock board its flash -------------------------------------------------
+
+_REGION = struct.Struct("<II")  # offset, length; then the bytes
+
+
+def write_regions(path: str, regions: dict[int, bytes]) -> None:
+    """Flash contents for a mock to start with: (offset, length, bytes) records."""
+    with open(path, "wb") as out:
+        for offset, data in sorted(regions.items()):
+            out.write(_REGION.pack(offset, len(data)) + data)
+
+
+def read_regions(path: str) -> list[tuple[int, bytes]]:
+    with open(path, "rb") as src:
+        blob = src.read()
+    out, pos = [], 0
+    while pos + _REGION.size <= len(blob):
+        offset, length = _REGION.unpack_from(blob, pos)
+        pos += _REGION.size
+        out.append((offset, blob[pos : pos + length]))
+        pos += length
+    return out

@@ -121,7 +121,7 @@ def start_mock(
     endpoint_file = Path(state) / "endpoint"
     preload: list[str] = []
     if flash:
-        from atflash.sim.rom_main import write_regions
+        from atflash.sim.flash import write_regions
 
         write_regions(str(Path(state) / "flash.bin"), dict(flash))
         preload = ["--flash", str(Path(state) / "flash.bin")]

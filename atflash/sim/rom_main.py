@@ -20,10 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import struct
 import threading
 import time
 
+from atflash.sim.flash import read_regions
 from atflash.sim.rom import STATE_ENV
 
 PARENT_POLL = 0.25  # seconds between checks that the starting process still lives
@@ -58,28 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         server.run_server(args.port, None, args.chip, "127.0.0.1", port_file=args.endpoint_file)
     return 0
-
-
-_REGION = struct.Struct("<II")  # offset, length; then the bytes
-
-
-def write_regions(path: str, regions: dict[int, bytes]) -> None:
-    """Flash contents for a mock to start with: (offset, length, bytes) records."""
-    with open(path, "wb") as out:
-        for offset, data in sorted(regions.items()):
-            out.write(_REGION.pack(offset, len(data)) + data)
-
-
-def read_regions(path: str) -> list[tuple[int, bytes]]:
-    with open(path, "rb") as src:
-        blob = src.read()
-    out, pos = [], 0
-    while pos + _REGION.size <= len(blob):
-        offset, length = _REGION.unpack_from(blob, pos)
-        pos += _REGION.size
-        out.append((offset, blob[pos : pos + length]))
-        pos += length
-    return out
 
 
 def _exit_with(parent: int) -> None:

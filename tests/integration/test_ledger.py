@@ -26,7 +26,8 @@ from atflash.batch import BoardJob, run_batch
 from atflash.cli import cli
 from atflash.errors import EXIT_USER_ERROR, DeviceError, InputError
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
-from atflash.factory.ledger import SCHEMA_VERSION, open_ledger
+from atflash.factory.ledger import SCHEMA_VERSION
+from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import load_pool
 from atflash.factory.resolve import PoolResolver, pool_resolver
 from atflash.layout.profiles import find_profile
@@ -267,7 +268,7 @@ def test_a_postgres_error_never_shows_the_password() -> None:
 # One station: imports, says ready, waits for its job (so all start together), claims.
 STATION = r"""
 import json, sys
-from atflash.factory.ledger import open_ledger
+from atflash.factory.ledgers import open_ledger
 print("ready", flush=True)
 job = json.loads(sys.stdin.readline())
 ledger = open_ledger(job["url"])
