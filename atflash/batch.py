@@ -349,6 +349,7 @@ class _Batch:
         self.running: dict[int, _Running] = {}
         self.attempts: dict[int, int] = dict.fromkeys(range(len(jobs)), 0)
         self.results: dict[int, BoardResult] = {}
+        self.earlier: dict[int, list[BoardResult]] = {}  # failed attempts before a retry
         self.retrying: dict[int, BoardResult] = {}  # the failed attempt a retry follows
         self.claims: dict[str, int] = {}  # manifest row key -> index of the board that has it
         self.limit = max(1, options.jobs or len(jobs))
@@ -458,8 +459,10 @@ class _Batch:
                 )
             )
             self.retrying[index] = result
+            self.earlier.setdefault(index, []).append(result)
             self.pending.appendleft(index)
             return
+        result.earlier_attempts = self.earlier.pop(index, [])
         self.results[index] = result
 
     def _check_timeouts(self) -> None:

@@ -279,7 +279,9 @@ def execute(
             if result.mac:
                 run.pool.record(result)  # ok or failed, with each image's SHA-256
     for job, result in zip(run.jobs, results, strict=True):
-        audit.annotate(result, audit.plan_of(result, job.plans, serial_number=job.serial_number))
+        for attempt in (*result.earlier_attempts, result):
+            plan = audit.plan_of(attempt, job.plans, serial_number=job.serial_number)
+            audit.annotate(attempt, plan)
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)
     if run.earlier is not None:
@@ -289,7 +291,12 @@ def execute(
     report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
     if settings.log:
         context = audit.LogContext.here(settings.action, settings.station)
-        records = [audit.log_record(r, context) for r in results]
+        # One record per board attempt: a retried board's failed attempts come first.
+        records = [
+            audit.log_record(attempt, context)
+            for r in results
+            for attempt in (*r.earlier_attempts, r)
+        ]
         audit.append_log(audit.stamp_path(settings.log, started), records)
     if settings.report:
         path = Path(audit.stamp_path(settings.report, started))

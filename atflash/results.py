@@ -93,6 +93,8 @@ class BoardResult:
     firmware: str | None = None  # AT path: the firmware's version line
     # Why the board was deliberately left alone (no manifest row): not a failure.
     skipped: str | None = None
+    # Failed attempts a retry replaced (the audit log records each attempt).
+    earlier_attempts: list[BoardResult] = field(default_factory=list, repr=False)
     interrupted: bool = False  # a batch stopped (Ctrl-C, SIGTERM) before this board finished
 
     @property

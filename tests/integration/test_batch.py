@@ -107,13 +107,16 @@ def test_retry_brings_a_dropped_board_to_success(
             line.drop_after(600, "to_device", once=True)
             result = run("write", "--chip", "esp32", "--port", line.url, "--baud", "460800",
                          *CONNECT, "--retry", "2", "--report", str(tmp_path / "r.json"),
-                         *cert_and_key(raw))  # fmt: skip
+                         "--log", str(tmp_path / "run.jsonl"), *cert_and_key(raw))  # fmt: skip
             assert line.connections == 2
             assert [(f.kind, f.session) for f in line.fired] == [("drop", 1)]
         assert result.exit_code == 0, result.output
         (record,) = json.loads((tmp_path / "r.json").read_text())["boards"]
         assert record["attempts"] == 2 and record["result"] == "ok"
         assert "retrying from connect" in result.stderr
+        # The provisioning log keeps one record per attempt: the failed one, then the good one.
+        logged = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+        assert [(r["attempts"], r["result"]) for r in logged] == [(1, "failed"), (2, "ok")]
         expected = {
             0x2A000: image(raw, "client_cert", "client_cert_00.crt"),
             0x2C000: image(raw, "client_key", "client_key_00.key"),
