@@ -1,99 +1,164 @@
 """Mock boards for integration tests: the real esptool against esp32-mock-bootloader.
 
-Each test gets its own mock process on a free port (or PTY), always stopped.
-Checks of what landed in flash go through the esptool command line in a
-separate process, never through atflash's own read path.
+Each test gets mock boards of its own: over TCP from a pool of running mocks,
+erased whole between tests (BoardPool), over a PTY a new process, stopped.
+Checks of what landed in flash, and a board's prior state, go straight to
+the mock over its loader protocol (tests.support.mockflash), never through
+atflash's own read path nor esptool: one connection per check, in this
+process (an esptool process per check cost half a second).
 """
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
+import contextlib
+import socket
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
-
-ESPTOOL_TIMEOUT = 60
-
-
-def esptool(
-    board: MockBoard, *args: str, check: bool = True, stub: bool = False
-) -> subprocess.CompletedProcess[str]:
-    """Run the esptool CLI against a mock board (ROM mode unless ``stub``), as an outside observer."""
-    cmd = [
-        sys.executable, "-m", "esptool", "--chip", board.chip, "--port", board.url,
-        "--before", "no-reset", "--after", "no-reset", *([] if stub else ["--no-stub"]), *args,
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=ESPTOOL_TIMEOUT)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"esptool {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from tests.support.mockflash import MockFlashError, erase_flash, read_flash, write_flash
 
 
-def flash_holds(board: MockBoard, address: int, data: bytes, tmp_path: Path) -> bool:
-    """Whether flash at ``address`` holds ``data``, checked by esptool in its own process.
+def flash_differs(board: MockBoard, expected: Mapping[int, bytes]) -> list[str]:
+    """The addresses (hex) of ``expected`` where the board's flash holds other bytes.
 
-    ESP32's ROM can read flash back (read-flash); newer ROMs cannot, so for
-    them esptool's verify-flash compares by MD5 computed on the chip. A PTY
-    mock keeps a stub loaded by an earlier session (no new connection resets
-    it) and the stub answers in its own format, so esptool is let find it.
+    Every region is read back whole, byte for byte, whatever the chip.
     """
-    if board.chip == "esp32" and board.url.startswith("socket://"):
-        out = tmp_path / f"readback-{address:x}.bin"
-        esptool(board, "read-flash", hex(address), str(len(data)), str(out))
-        return hashlib.sha256(out.read_bytes()).digest() == hashlib.sha256(data).digest()
-    image = tmp_path / f"expected-{address:x}.bin"
-    image.write_bytes(data)
-    proc = esptool(board, "verify-flash", hex(address), str(image), check=False, stub=True)
-    return proc.returncode == 0 and "verification successful" in proc.stdout.lower()
+    regions = [(address, len(data)) for address, data in expected.items()]
+    found = read_flash(board.url, regions)
+    return [hex(a) for (a, data), got in zip(expected.items(), found, strict=True) if got != data]
 
 
-def preload(board: MockBoard, address: int, data: bytes, tmp_path: Path) -> None:
-    """Put bytes on the mock's flash with the esptool CLI (a board's prior state)."""
-    image = tmp_path / f"preload-{address:x}.bin"
-    image.write_bytes(data)
-    esptool(board, "write-flash", hex(address), str(image))
+def flash_holds(board: MockBoard, address: int, data: bytes) -> bool:
+    """Whether flash at ``address`` holds ``data``."""
+    return not flash_differs(board, {address: data})
 
 
-def _start(chip: str, transport: str, *, flashed: bool = False) -> MockBoard:
-    """A mock board, blank or (``flashed``) holding what an ESP-AT 2.x factory image writes."""
-    if transport == "pty" and sys.platform == "win32":  # pragma: no cover
-        pytest.skip("PTY transport needs a Unix host")
-    return start_mock(chip, pty=transport == "pty", flash=board_flash(chip) if flashed else None)
-
-
-@pytest.fixture(
-    params=[("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")], ids=lambda p: "-".join(p)
-)
-def blank_board(request: pytest.FixtureRequest) -> Iterator[MockBoard]:
-    """A mock board with blank flash, for each chip and transport."""
-    board = _start(*request.param)
-    yield board
-    board.stop()
-
-
-@pytest.fixture(
-    params=[("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")], ids=lambda p: "-".join(p)
-)
-def at_board(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MockBoard]:
-    """A mock board that has ESP-AT's default partition table, as a flashed module does."""
-    board = _start(*request.param, flashed=True)
-    try:
-        yield board
-    finally:
-        board.stop()
+def preload(board: MockBoard, address: int, data: bytes) -> None:
+    """Put bytes on the mock's flash (a board's prior state)."""
+    write_flash(board.url, [(address, data)])
 
 
 @pytest.fixture
-def esp32_board(tmp_path: Path) -> Iterator[MockBoard]:
-    """One ESP32 mock board over TCP with ESP-AT's table (for single-chip cases)."""
-    board = _start("esp32", "tcp", flashed=True)
+def dead_port() -> Iterator[str]:
+    """A socket URL where nothing listens, and nothing can while the test runs.
+
+    The port stays bound (never listening): a port merely freed could be
+    taken by a mock or relay another xdist worker starts meanwhile.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"socket://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class BoardPool:
+    """TCP mock boards reused by one test process, erased between tests.
+
+    A TCP mock starts a new loader session with every connection and keeps
+    nothing else between connections but its flash, so a board erased
+    whole is as good as a new one - and starting one is a Python process
+    importing esptool (a quarter of a second idle, seconds on a busy host).
+    A board that does not answer the erase promptly (a connection some
+    test left open still holds it) is stopped, not reused. PTY mocks keep
+    one loader session across clients and are never pooled.
+    """
+
+    ERASE_TIMEOUT = 3.0
+
+    def __init__(self) -> None:
+        self.idle: dict[str, list[MockBoard]] = {}
+
+    def take(self, chip: str) -> MockBoard:
+        """A blank board of ``chip``: an idle one, or a new process."""
+        idle = self.idle.setdefault(chip, [])
+        while idle:
+            board = idle.pop()
+            if board.proc.poll() is None:
+                return board
+            board.stop()
+        return start_mock(chip)
+
+    @contextlib.contextmanager
+    def lease(self, chip: str, *, flashed: bool = False) -> Iterator[MockBoard]:
+        """A board of ``chip`` for a ``with`` block: blank, or holding an ESP-AT 2.x factory image.
+
+        atflash refuses a blank board, so most tests want ``flashed``.
+        """
+        board = self.take(chip)
+        try:
+            if flashed:
+                write_flash(board.url, sorted(board_flash(chip).items()))
+            yield board
+        finally:
+            self.give_back(board)
+
+    def give_back(self, board: MockBoard) -> None:
+        """Erase ``board`` for the next test, or stop it if it cannot be."""
+        try:
+            erase_flash(board.url, timeout=self.ERASE_TIMEOUT)
+        except (MockFlashError, OSError):
+            board.stop()
+            return
+        self.idle.setdefault(board.chip, []).append(board)
+
+    def close(self) -> None:
+        for boards in self.idle.values():
+            for board in boards:
+                board.stop()
+        self.idle.clear()
+
+
+@pytest.fixture(scope="session")
+def board_pool() -> Iterator[BoardPool]:
+    pool = BoardPool()
+    yield pool
+    pool.close()
+
+
+@contextlib.contextmanager
+def _board(
+    pool: BoardPool, chip: str, transport: str, *, flashed: bool = False
+) -> Iterator[MockBoard]:
+    """A board, blank or (``flashed``) holding what an ESP-AT 2.x factory image writes.
+
+    Pooled over TCP (the factory image written onto the erased board), a
+    process of its own over a PTY.
+    """
+    if transport == "tcp":
+        with pool.lease(chip, flashed=flashed) as board:
+            yield board
+        return
+    if sys.platform == "win32":  # pragma: no cover
+        pytest.skip("PTY transport needs a Unix host")
+    board = start_mock(chip, pty=True, flash=board_flash(chip) if flashed else None)
     try:
         yield board
     finally:
         board.stop()
+
+
+BOARDS = [("esp32", "tcp"), ("esp32c3", "tcp"), ("esp32", "pty")]
+
+
+@pytest.fixture(params=BOARDS, ids=lambda p: "-".join(p))
+def blank_board(request: pytest.FixtureRequest, board_pool: BoardPool) -> Iterator[MockBoard]:
+    """A mock board with blank flash, for each chip and transport."""
+    with _board(board_pool, *request.param) as board:
+        yield board
+
+
+@pytest.fixture(params=BOARDS, ids=lambda p: "-".join(p))
+def at_board(request: pytest.FixtureRequest, board_pool: BoardPool) -> Iterator[MockBoard]:
+    """A mock board holding what an ESP-AT 2.x factory image writes, as a flashed module does."""
+    with _board(board_pool, *request.param, flashed=True) as board:
+        yield board
+
+
+@pytest.fixture
+def esp32_board(board_pool: BoardPool) -> Iterator[MockBoard]:
+    """One ESP32 mock board over TCP flashed with ESP-AT 2.x (for single-chip cases)."""
+    with _board(board_pool, "esp32", "tcp", flashed=True) as board:
+        yield board

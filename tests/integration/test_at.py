@@ -9,6 +9,7 @@ set short here so fault cases finish in about a second.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import stat
 import sys
 import time
@@ -46,6 +47,7 @@ def offline_bin(kind: str, files: tuple[Path, ...]) -> bytes:
     return pki.build((kind, f.read_bytes(), str(f)) for f in files)
 
 
+@functools.cache  # a plan is immutable; building one parses and pairs the sample keys
 def client_plan(profile: Profile | None = None) -> WritePlan:
     return build_plan(
         profile or find_profile("esp32"),

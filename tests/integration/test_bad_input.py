@@ -14,9 +14,9 @@ sample credentials, ``{out}`` an output path that must not appear,
   ``error``: there is nothing to show but the reason.
 
 Every row runs in an empty working folder that must still be empty
-afterwards. Rows that reach the mock board check with an independent
-esptool process that the flash region of every credential partition (and
-the board's partition table) is unchanged.
+afterwards. Rows that reach the mock board read the flash region of every
+credential partition (and the board's partition table) back from the mock
+directly, neither through atflash nor esptool, and check it is unchanged.
 
 Adding a row: append a ``Case`` to ``CASES`` (and a file to ``workspace``
 if it needs one). Manifests and the AT path will add their rows here.
@@ -28,7 +28,6 @@ import errno
 import os
 import re
 import shlex
-import socket
 import sys
 import types
 from collections.abc import Iterator
@@ -51,7 +50,7 @@ from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, start_mock
 
-from .conftest import esptool
+from .conftest import flash_holds
 
 RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
 CERT = RAW / "client_cert" / "client_cert_00.crt"
@@ -309,7 +308,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MockBoard]:
+def board() -> Iterator[MockBoard]:
     """One ESP32 mock with ESP-AT's table, shared: no row may write to it."""
     mock = start_mock("esp32", flash=board_flash("esp32"))
     try:
@@ -324,23 +323,9 @@ def expected_flash() -> bytes:
     return bytes(image[WATCHED[0] : WATCHED[1]])
 
 
-def flash_unchanged(board: MockBoard, tmp_path: Path) -> bool:
-    """Checked by esptool's verify-flash (MD5 on the chip) in its own process."""
-    image = tmp_path.parent / f"{tmp_path.name}-expected.bin"
-    image.write_bytes(expected_flash())
-    try:
-        proc = esptool(board, "verify-flash", hex(WATCHED[0]), str(image), check=False)
-    finally:
-        image.unlink()
-    return proc.returncode == 0 and "verification successful" in proc.stdout.lower()
-
-
-def closed_port() -> str:
-    """A socket:// address where nothing listens (a port just freed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"socket://127.0.0.1:{port}"
+def flash_unchanged(board: MockBoard) -> bool:
+    """The watched region read back whole from the mock."""
+    return flash_holds(board, WATCHED[0], expected_flash())
 
 
 class ChoosyDriverSerial(protocol_socket.Serial):
@@ -439,7 +424,7 @@ def test_bad_input(
         places["choosy"] = mock.url.replace("socket://", "choosy://")
         opened = request.getfixturevalue("choosy_scheme")
     if "{closed}" in case.args:
-        places["closed"] = closed_port()
+        places["closed"] = request.getfixturevalue("dead_port")
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)  # generate-bin and parse-bin default to the working folder
@@ -457,7 +442,7 @@ def test_bad_input(
         # A leaked connection would keep the shared mock busy: that bug has its
         # own test (test_failed_connect_releases_the_port).
         release(opened)
-        assert flash_unchanged(mock, tmp_path), "the refused command changed the flash"
+        assert flash_unchanged(mock), "the refused command changed the flash"
 
 
 def test_table_covers_every_command() -> None:
@@ -495,9 +480,9 @@ def test_failed_connect_releases_the_port(
         pytest.param("{ws}/junk.bin", id="regular-file"),
     ],
 )
-def test_port_errors_name_the_port_once(port: str, workspace: Path) -> None:
+def test_port_errors_name_the_port_once(port: str, workspace: Path, dead_port: str) -> None:
     """A port that cannot be opened: atflash's words, the port once, no esptool hint."""
-    port = port.format(ws=workspace, closed=closed_port() if port == "{closed}" else "")
+    port = port.format(ws=workspace, closed=dead_port)
     args = ["read", "--chip", "esp32", "--port", port, *CONNECT.split(), "client_cert"]
     result = CliRunner().invoke(cli, args, prog_name="atflash", catch_exceptions=False)
     assert result.exit_code == EXIT_DEVICE_ERROR

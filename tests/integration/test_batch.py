@@ -1,16 +1,16 @@
 """Batches through the CLI: several mock boards at once, failures, retries, reports, manifests.
 
 Every board is a real esp32-mock-bootloader process spoken to by the real
-esptool in a batch worker process. What landed in flash is checked by the
-esptool command line in its own process (conftest.flash_holds).
+esptool in a batch worker process. What landed in flash is read back from
+the mock directly, neither through atflash nor esptool (conftest.flash_differs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +29,10 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.ports import PortFilter
 from atflash.results import BoardResult, PartitionStatus
-from atflash.sim.flash import board_flash
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import MockBoard
 from tests.support.line import UartLine
 
-from .conftest import flash_holds
+from .conftest import BoardPool, flash_differs, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 
@@ -69,20 +68,10 @@ def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def boards() -> Iterator[list[MockBoard]]:
-    """Three blank ESP32 mock boards."""
-    started = [start_mock("esp32", flash=board_flash("esp32")) for _ in range(3)]
-    yield started
-    for board in started:
-        board.stop()
-
-
-@pytest.fixture
-def dead_port() -> str:
-    """A socket URL where nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"socket://127.0.0.1:{sock.getsockname()[1]}"
+def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
+    """Three ESP32 mock boards flashed with ESP-AT 2.x."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(board_pool.lease("esp32", flashed=True)) for _ in range(3)]
 
 
 @BOTH
@@ -104,17 +93,17 @@ def test_all_boards_written_one_failing_does_not_stop_the_others(
     assert ok["mac"].startswith("24:0a:c4") and ok["chip"] == "esp32"
     assert [(p["name"], p["address"], p["status"]) for p in ok["partitions"]] == [
         ("client_cert", "0x2a000", "written"), ("client_key", "0x2c000", "written")]  # fmt: skip
+    cert = image(raw, "client_cert", "client_cert_00.crt")
+    key = image(raw, "client_key", "client_key_00.key")
     for board in boards:
-        assert flash_holds(
-            board, 0x2A000, image(raw, "client_cert", "client_cert_00.crt"), tmp_path
-        )
-    assert flash_holds(boards[2], 0x2C000, image(raw, "client_key", "client_key_00.key"), tmp_path)
+        assert flash_differs(board, {0x2A000: cert, 0x2C000: key}) == []
 
 
 @BOTH
-def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> None:
-    board = start_mock("esp32", flash=board_flash("esp32"))
-    try:
+def test_retry_brings_a_dropped_board_to_success(
+    raw: Path, tmp_path: Path, board_pool: BoardPool
+) -> None:
+    with board_pool.lease("esp32", flashed=True) as board:
         with UartLine(upstream=_address(board)) as line:
             # In the first session only, before the write: the board is lost, not recovered.
             line.drop_after(600, "to_device", once=True)
@@ -122,16 +111,16 @@ def test_retry_brings_a_dropped_board_to_success(raw: Path, tmp_path: Path) -> N
                          *CONNECT, "--retry", "2", "--report", str(tmp_path / "r.json"),
                          *cert_and_key(raw))  # fmt: skip
             assert line.connections == 2
+            assert [(f.kind, f.session) for f in line.fired] == [("drop", 1)]
         assert result.exit_code == 0, result.output
         (record,) = json.loads((tmp_path / "r.json").read_text())["boards"]
         assert record["attempts"] == 2 and record["result"] == "ok"
         assert "retrying from connect" in result.stderr
-        assert flash_holds(
-            board, 0x2A000, image(raw, "client_cert", "client_cert_00.crt"), tmp_path
-        )
-        assert flash_holds(board, 0x2C000, image(raw, "client_key", "client_key_00.key"), tmp_path)
-    finally:
-        board.stop()
+        expected = {
+            0x2A000: image(raw, "client_cert", "client_cert_00.crt"),
+            0x2C000: image(raw, "client_key", "client_key_00.key"),
+        }
+        assert flash_differs(board, expected) == []
 
 
 def test_only_failed_reruns_just_the_failed_boards(
@@ -151,22 +140,23 @@ def test_only_failed_reruns_just_the_failed_boards(
     second = json.loads((tmp_path / "second.json").read_text())
     assert [b["port"] for b in second["boards"]] == [flaky.url]
     assert boards[0].url not in again.output
-    assert flash_holds(
-        boards[1], 0x2A000, image(raw, "client_cert", "client_cert_00.crt"), tmp_path
-    )
+    assert flash_holds(boards[1], 0x2A000, image(raw, "client_cert", "client_cert_00.crt"))
     nothing = run("write", "--chip", "esp32", "--only-failed", str(tmp_path / "second.json"),
                   *cert_and_key(raw))  # fmt: skip
     assert nothing.exit_code == 0 and "nothing to do" in nothing.stdout
 
 
 @BOTH
-def test_manifest_by_mac_puts_each_boards_credentials_on_it(raw: Path, tmp_path: Path) -> None:
+def test_manifest_by_mac_puts_each_boards_credentials_on_it(
+    raw: Path, tmp_path: Path, board_pool: BoardPool
+) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
     from esp32_mock_bootloader.registers import mac_bytes_for_chip
 
-    esp32 = start_mock("esp32", flash=board_flash("esp32"))
-    c3 = start_mock("esp32c3", flash=board_flash("esp32c3"))
-    try:
+    with (
+        board_pool.lease("esp32", flashed=True) as esp32,
+        board_pool.lease("esp32c3", flashed=True) as c3,
+    ):
         mac = {
             b.chip: ":".join(f"{x:02x}" for x in mac_bytes_for_chip(b.chip)) for b in (esp32, c3)
         }
@@ -184,16 +174,12 @@ def test_manifest_by_mac_puts_each_boards_credentials_on_it(raw: Path, tmp_path:
         assert "manifest row on line 4 (24:0a:c4:ff:ff:ff) was not used" in result.stdout
         for board, n in ((esp32, "00"), (c3, "01")):
             profile = find_profile(board.chip)
-            for part, name in (("client_cert", f"client_cert_{n}.crt"), ("client_key", f"client_key_{n}.key"),
-                               ("client_ca", "client_ca_00.crt")):  # fmt: skip
-                offset = profile.partition(part).offset
-                assert flash_holds(board, offset, image(raw, part, name), tmp_path), (
-                    board.chip,
-                    part,
-                )
-    finally:
-        esp32.stop()
-        c3.stop()
+            expected = {
+                profile.partition(part).offset: image(raw, part, name)
+                for part, name in (("client_cert", f"client_cert_{n}.crt"), ("client_key", f"client_key_{n}.key"),
+                                   ("client_ca", "client_ca_00.crt"))
+            }  # fmt: skip
+            assert flash_differs(board, expected) == [], board.chip
 
 
 def test_manifest_by_port_skips_other_boards_or_fails_them_when_strict(
@@ -209,7 +195,7 @@ def test_manifest_by_port_skips_other_boards_or_fails_them_when_strict(
     assert lenient.exit_code == 0, lenient.output
     assert "1 ok, 0 failed, 1 skipped" in lenient.stdout
     assert f"{boards[1].url}: skipped: port {boards[1].url} has no row" in lenient.stdout
-    assert flash_holds(boards[1], 0x2A000, b"\xff" * 0x2000, tmp_path)
+    assert flash_holds(boards[1], 0x2A000, b"\xff" * 0x2000)
     strict = run(*args, "--strict")
     assert strict.exit_code == EXIT_DEVICE_ERROR
     assert "1 ok, 1 failed" in strict.stdout

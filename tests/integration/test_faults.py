@@ -1,16 +1,19 @@
 """Fault matrix, esptool path: a real esptool session through a UartLine that breaks on cue.
 
 Each fault is armed when the write reaches a given phase (an atflash event),
-so it lands in that phase whatever the size of the flasher stub. Every case
-must end with: a failed board with a one-line error naming the port, each
-partition marked written (verified) / not-started / possibly-partial as the
-flash really is, and a plain retry bringing the board to the right content,
-checked by an independent esptool read. A board reported OK must hold the
-right bytes, whatever happened on the wire.
+so it lands in that phase whatever the size of the flasher stub; a flipped
+byte is armed on the bytes of the image itself as they cross the wire. Every
+case must prove its fault fired (the line records each one), then end with:
+a failed board with a one-line error naming the port, each partition marked
+written (verified) / not-started / possibly-partial as the flash really is,
+and a plain retry bringing the board to the right content, read back from
+the mock independently of atflash and esptool. A board reported OK must hold
+the right bytes, whatever happened on the wire.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,10 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
-from atflash.sim.flash import board_flash
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import MockBoard
 from tests.support.line import UartLine
 
-from .conftest import flash_holds
+from .conftest import flash_differs, flash_holds
 
 PARTITIONS = ("client_cert", "client_key", "client_ca")
 
@@ -49,22 +51,22 @@ class Rig:
         return write_board(EsptoolBackend(), connect, [self.plan], options=options, events=events)
 
 
-@pytest.fixture
-def rig(raw: Path, tmp_path: Path) -> Iterator[Rig]:
-    """A mock ESP32 with ESP-AT's table, reached through an unpaced line."""
-    profile = find_profile("esp32")
+@pytest.fixture(scope="module")
+def rig_plan(raw: Path) -> WritePlan:
+    """client_cert, client_key and client_ca from the samples (a plan is immutable: built once)."""
     requests = [
         PartitionRequest(name, tuple(str(p) for p in sorted((raw / name).iterdir())))
         for name in PARTITIONS
     ]
-    plan = build_plan(profile, requests)
-    board = start_mock("esp32", flash=board_flash("esp32"))
-    try:
-        port = int(board.url.rsplit(":", 1)[1])
-        with UartLine(("127.0.0.1", port), pacing=False) as line:
-            yield Rig(board, line, plan)
-    finally:
-        board.stop()
+    return build_plan(find_profile("esp32"), requests)
+
+
+@pytest.fixture
+def rig(esp32_board: MockBoard, rig_plan: WritePlan) -> Iterator[Rig]:
+    """A mock ESP32 with ESP-AT's table, reached through an unpaced line."""
+    port = int(esp32_board.url.rsplit(":", 1)[1])
+    with UartLine(("127.0.0.1", port), pacing=False) as line:
+        yield Rig(esp32_board, line, rig_plan)
 
 
 def _when(kind: str, partition: str | None, arm: Callable[[UartLine], None], line: UartLine):
@@ -85,18 +87,29 @@ class _Rig(Protocol):
     def write(self, events: Callable[[Event], None] = ...) -> BoardResult: ...
 
 
-def break_and_write(rig: _Rig, case: tuple) -> BoardResult:
-    """Arm the case's fault (at once, or at its phase) and write; the board must fail plainly."""
+def write_with_fault(rig: _Rig, case: tuple) -> BoardResult:
+    """Arm the case's fault (at once, or at its phase) and write; the fault must fire once."""
     kind, partition, arm, _expected = case
     if kind is None:
         arm(rig.line)
-        failed = rig.write()
+        result = rig.write()
     else:
-        failed = rig.write(_when(kind, partition, arm, rig.line))
+        result = rig.write(_when(kind, partition, arm, rig.line))
+    assert rig.line.faults_fired == 1, f"the fault did not fire once: {rig.line.fired}"
+    return result
+
+
+def failed_plainly(rig: _Rig, failed: BoardResult) -> BoardResult:
+    """The board failed, with a one-line error naming the port."""
     assert not failed.ok, "reported OK"
     assert failed.error and rig.line.url in failed.error
     assert "\n" not in failed.error
     return failed
+
+
+def break_and_write(rig: _Rig, case: tuple) -> BoardResult:
+    """Arm the case's fault and write; the board must fail plainly."""
+    return failed_plainly(rig, write_with_fault(rig, case))
 
 
 # Each case: (phase event, partition, how to break the line, statuses the board must report).
@@ -105,17 +118,17 @@ CASES = {
     "drop-during-sync": (None, None, lambda ln: ln.drop_after(20, "to_device"),
                          ("not-started",) * 3),
     "drop-mid-image": ("writing", "client_key",
-                       lambda ln: ln.drop_after(ln.bytes_to_device + 300, "to_device"),
+                       lambda ln: ln.drop_after(ln.position("to_device") + 300, "to_device"),
                        # esptool reconnects and retries a dropped image itself, so
                        # it may reach client_ca before the failure shows.
                        ("possibly-partial", "possibly-partial", None)),
     # The three partitions are one contiguous span: one image, one MD5 check by
     # esptool at its end, so a fault in it leaves all three possibly partial.
     "stall-mid-image": ("writing", "client_cert",
-                        lambda ln: ln.stall_after(ln.bytes_to_device + 300, "to_device"),
+                        lambda ln: ln.stall_after(ln.position("to_device") + 300, "to_device"),
                         ("possibly-partial",) * 3),
     "board-stops-answering": ("writing", "client_key",
-                              lambda ln: ln.stall_after(ln.bytes_to_host + 2, "to_host"),
+                              lambda ln: ln.stall_after(ln.position("to_host") + 2, "to_host"),
                               ("possibly-partial", "possibly-partial", None)),
 }  # fmt: skip
 
@@ -126,18 +139,12 @@ RECOVERABLE = {"drop-mid-image", "stall-mid-image"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_fault_leaves_an_honest_result_and_a_retry_repairs(
-    rig: Rig, case: str, tmp_path: Path
-) -> None:
-    if case in RECOVERABLE:
-        kind, partition, arm, _expected = CASES[case]
-        outcome = rig.write(_when(kind, partition, arm, rig.line))
-        if outcome.ok:
-            assert not rig.line._faults, "the fault never fired"
-            for image in rig.plan.images:
-                assert flash_holds(rig.board, image.address, image.padded, tmp_path)
-            return
-    failed = break_and_write(rig, CASES[case])
+def test_fault_leaves_an_honest_result_and_a_retry_repairs(rig: Rig, case: str) -> None:
+    outcome = write_with_fault(rig, CASES[case])
+    if case in RECOVERABLE and outcome.ok:
+        assert flash_differs(rig.board, {i.address: i.padded for i in rig.plan.images}) == []
+        return
+    failed = failed_plainly(rig, outcome)
     expected = CASES[case][3]
     statuses = [p.status for p in failed.partitions]
     for got, want in zip(statuses, expected, strict=True):
@@ -145,31 +152,67 @@ def test_fault_leaves_an_honest_result_and_a_retry_repairs(
     for entry in failed.partitions:
         if entry.status == "written":  # verified before the fault: must really be there
             image = next(i for i in rig.plan.images if i.partition.name == entry.name)
-            assert flash_holds(rig.board, image.address, image.padded, tmp_path)
+            assert flash_holds(rig.board, image.address, image.padded)
 
     rig.line.clear_faults()
     repaired = rig.write()
     assert repaired.ok, repaired.error
     assert [p.status for p in repaired.partitions] == ["written"] * 3
-    for image in rig.plan.images:
-        assert flash_holds(rig.board, image.address, image.padded, tmp_path), image.partition.name
+    assert flash_differs(rig.board, {i.address: i.padded for i in rig.plan.images}) == []
 
 
-@pytest.mark.parametrize("offset", [1500, 4000, 7000])
-def test_flipped_byte_never_passes_as_success_with_wrong_flash(
-    rig: Rig, offset: int, tmp_path: Path
-) -> None:
+SLIP_SPECIAL = frozenset({0xC0, 0xDB})  # bytes SLIP escapes: a flip there breaks the framing
+
+
+def flip_spot(stream: bytes, at: int, mask: int, length: int = 16) -> tuple[bytes, int]:
+    """Where to flip a byte of ``stream``, at or just after index ``at``: the bytes before it, and its index.
+
+    The pattern occurs once in ``stream``, and it and the byte cross the
+    wire as they are (no SLIP escapes), before and after the flip.
+    """
+    for index in range(max(at, length), len(stream)):
+        pattern = stream[index - length : index]
+        plain = SLIP_SPECIAL.isdisjoint(stream[index - length : index + 1])
+        if plain and stream[index] ^ mask not in SLIP_SPECIAL and stream.count(pattern) == 1:
+            return pattern, index
+    raise AssertionError(f"no byte to flip in {len(stream)} bytes from {at}")
+
+
+# Where in the span's compressed image (as a fraction of its length) bytes are
+# flipped. One flip is caught by the loader's XOR checksum of the block and the
+# block is sent again; two equal flips in one block cancel out in that checksum,
+# so only an MD5 of the flash can tell: the board must fail. The pair's two
+# spots lie in one block of ROM_BLOCK (checked below).
+FLIPS = {
+    "one-byte-early": (0.25,),
+    "one-byte-middle": (0.5,),
+    "one-byte-late": (0.75,),
+    "checksum-blind-pair": (0.42, 0.46),
+}
+ROM_BLOCK = 0x400  # esptool's FLASH_WRITE_SIZE without a stub: one checksum per 1 KB sent
+
+
+@pytest.mark.parametrize("flips", list(FLIPS))
+def test_flipped_byte_never_passes_as_success_with_wrong_flash(rig: Rig, flips: str) -> None:
     """A corrupted byte on the wire either fails the board or is caught before it matters."""
-    sink = _when(
-        "writing",
-        "client_cert",
-        lambda ln: ln.flip_byte(ln.bytes_to_device + offset, "to_device"),
-        rig.line,
-    )
-    result = rig.write(sink)
+    # The three partitions are contiguous: esptool gets them as one image, sends
+    # it deflated at level 9 and, to the ROM loader, in blocks of ROM_BLOCK.
+    images = sorted(rig.plan.images, key=lambda i: i.address)
+    wire = zlib.compress(b"".join(rig.plan.data_for(i) for i in images), 9)
+    spots = [flip_spot(wire, int(len(wire) * where), mask=0x10) for where in FLIPS[flips]]
+    blocks = {index // ROM_BLOCK for _pattern, index in spots}
+    assert len(spots) == 1 or len(blocks) == 1, f"the pair spans blocks {blocks}: move it"
+
+    def arm(line: UartLine) -> None:
+        for pattern, _index in spots:
+            line.flip_after(pattern, "to_device", mask=0x10)
+
+    result = rig.write(_when("writing", "client_cert", arm, rig.line))
+    assert rig.line.faults_fired == len(spots), f"flips that fired: {rig.line.fired}"
+    if len(spots) == 2:
+        assert not result.ok, "a corruption the checksum cannot see was reported OK"
     if result.ok:
-        for image in rig.plan.images:
-            assert flash_holds(rig.board, image.address, image.padded, tmp_path)
+        assert flash_differs(rig.board, {i.address: i.padded for i in rig.plan.images}) == []
     else:
         assert result.error and rig.line.url in result.error
         assert {p.status for p in result.partitions} <= {
@@ -210,29 +253,20 @@ def at_rig(rig_plan: WritePlan) -> Iterator[AtRig]:
             yield AtRig(sim, line, rig_plan)
 
 
-@pytest.fixture
-def rig_plan(raw: Path) -> WritePlan:
-    requests = [
-        PartitionRequest(name, tuple(str(p) for p in sorted((raw / name).iterdir())))
-        for name in PARTITIONS
-    ]
-    return build_plan(find_profile("esp32"), requests)
-
-
 AT_CASES = {
     "drop-during-handshake": (None, None, lambda ln: ln.drop_after(3, "to_device"),
                               ("not-started",) * 3),
     "drop-mid-image": ("writing", "client_key",
-                       lambda ln: ln.drop_after(ln.bytes_to_device + 600, "to_device"),
+                       lambda ln: ln.drop_after(ln.position("to_device") + 600, "to_device"),
                        ("written", "possibly-partial", "not-started")),
     "drop-during-read-back": ("writing", "client_ca",
-                              lambda ln: ln.drop_after(ln.bytes_to_host + 3000, "to_host"),
+                              lambda ln: ln.drop_after(ln.position("to_host") + 3000, "to_host"),
                               ("written", "written", "possibly-partial")),
     "stall-mid-image": ("writing", "client_cert",
-                        lambda ln: ln.stall_after(ln.bytes_to_device + 600, "to_device"),
+                        lambda ln: ln.stall_after(ln.position("to_device") + 600, "to_device"),
                         ("possibly-partial", "not-started", "not-started")),
     "board-stops-answering": ("writing", "client_key",
-                              lambda ln: ln.stall_after(ln.bytes_to_host + 2, "to_host"),
+                              lambda ln: ln.stall_after(ln.position("to_host") + 2, "to_host"),
                               ("written", "possibly-partial", "not-started")),
 }  # fmt: skip
 
@@ -253,12 +287,22 @@ def test_at_fault_leaves_an_honest_result_and_a_retry_repairs(at_rig: AtRig, cas
 
 @pytest.mark.parametrize("offset", [100, 700, 1500])
 def test_at_flipped_byte_is_caught_by_the_read_back(at_rig: AtRig, offset: int) -> None:
-    """A byte corrupted on its way to the module: the read-back compare must fail the board."""
+    """A byte corrupted on its way to the module: the read-back compare must fail the board.
+
+    The flip is armed on the image's own bytes before the byte at (or just
+    after, where the two certificates share bytes) ``offset``: the AT path
+    sends them as they are, 1024 to a command, so it lands on that image
+    byte and nowhere else.
+    """
+    image = next(i for i in at_rig.plan.images if i.partition.name == "client_cert")
+    pattern, index = flip_spot(image.bin, offset, mask=0x04, length=32)
+    assert index // 1024 == (index - len(pattern)) // 1024, "pattern split by a command"
     sink = _when(
         "writing", "client_cert",
-        lambda ln: ln.flip_byte(ln.bytes_to_device + offset, "to_device", mask=0x04), at_rig.line,
+        lambda ln: ln.flip_after(pattern, "to_device", mask=0x04), at_rig.line,
     )  # fmt: skip
     result = at_rig.write(sink)
+    assert at_rig.line.faults_fired == 1, f"the flip did not fire once: {at_rig.line.fired}"
     assert not result.ok
     assert result.error and at_rig.line.url in result.error
     assert "read-back differs" in result.error

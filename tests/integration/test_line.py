@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import pytest
 
 from atflash.sim.rom import mock_board
-from tests.support.line import CHANGE_BAUDRATE, UartLine, _SlipHeads
+from tests.support.line import CHANGE_BAUDRATE, FiredFault, UartLine, _SlipHeads
 
 IO_TIMEOUT = 3.0  # any single socket wait in these tests
 
@@ -231,6 +231,7 @@ def test_drop_after_closes_both_ends(device: socket.socket, direction: str) -> N
         with host, dev:
             host.sendall(data)
             assert recv_exactly(dev, len(data)) == data
+        assert line.fired == [FiredFault("drop", direction, 100, 1)]  # type: ignore[arg-type]
 
 
 def test_flip_byte_xors_one_byte_of_the_stream(device: socket.socket) -> None:
@@ -245,6 +246,34 @@ def test_flip_byte_xors_one_byte_of_the_stream(device: socket.socket) -> None:
             assert recv_exactly(host, 6) == bytes([4, 5 ^ 0x80, 6, 7, 8, 9])
             host.sendall(b"\x10\x20")
             assert recv_exactly(dev, 2) == b"\x11\x20"
+        assert sorted(line.fired, key=lambda f: f.index) == [
+            FiredFault("flip", "to_device", 0, 1),
+            FiredFault("flip", "to_host", 5, 1),
+        ]
+
+
+def test_flip_after_finds_its_bytes_across_reads(device: socket.socket) -> None:
+    with line_to(device.getsockname(), pacing=False) as line:
+        host, dev = connect(line, device)
+        with host, dev:
+            host.sendall(b"xxKEYyy")  # before it was armed: never matches
+            assert recv_exactly(dev, 7) == b"xxKEYyy"
+            assert line.wait_for(lambda: line.position("to_device") == 7, IO_TIMEOUT)
+            line.flip_after(b"KEY", "to_device", mask=0x20, skip=2)
+            host.sendall(b"abcK")  # the pattern split between two reads
+            assert recv_exactly(dev, 4) == b"abcK"
+            host.sendall(b"EY")
+            assert recv_exactly(dev, 2) == b"EY"
+            assert line.faults_fired == 0
+            host.sendall(b"12345KEY")  # the byte flipped comes in a later read
+            # "KEY" was stream index 10..12: two bytes on, index 15 ("3") flips.
+            assert recv_exactly(dev, 8) == b"12\x1345KEY"
+        assert line.fired == [FiredFault("flip", "to_device", 15, 1)]
+        host, dev = connect(line, device)
+        with host, dev:
+            host.sendall(b"KEY123")  # once: a later session is untouched
+            assert recv_exactly(dev, 6) == b"KEY123"
+        assert line.faults_fired == 1
 
 
 def test_faults_can_repeat_in_every_session(device: socket.socket) -> None:
@@ -268,6 +297,7 @@ def test_stall_forever_keeps_the_line_open(device: socket.socket) -> None:
             dev.sendall(b"still here")  # the other direction keeps moving
             assert recv_exactly(host, 10) == b"still here"
             assert line.bytes_to_device == 10
+        assert line.fired == [FiredFault("stall", "to_device", 10, 1)]
 
 
 def test_stall_for_seconds_resumes(device: socket.socket) -> None:

@@ -2,8 +2,8 @@
 
 The real esptool against mock boards that start with a 3.1+ factory image
 (primary table, at_customize.bin, an mfg_nvs holding factory_param and
-ble_data). What landed is read back by the esptool command line in its own
-process and parsed with atflash's NVS reader.
+ble_data). What landed is read back from the mock over its own protocol
+(neither atflash's read path nor esptool) and parsed with atflash's NVS reader.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from atflash.planning.plan import PartitionRequest, build_plans
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, mock_board
 from tests.support.line import UartLine
+from tests.support.mockflash import read_flash
 
-from .conftest import esptool, flash_holds
+from .conftest import flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
@@ -50,11 +51,10 @@ def board() -> Iterator[MockBoard]:
         yield mock
 
 
-def nvs_on(board: MockBoard, tmp_path: Path) -> list[NvsItem]:
-    """The board's mfg_nvs as esptool reads it in its own process."""
-    out = tmp_path / "mfg_nvs.bin"
-    esptool(board, "read-flash", hex(STORE.offset), hex(STORE.size), str(out))
-    return parse_nvs(out.read_bytes(), source="mfg_nvs read back")
+def nvs_on(board: MockBoard) -> list[NvsItem]:
+    """The board's mfg_nvs read back from the mock directly (neither atflash nor esptool)."""
+    (image,) = read_flash(board.url, [(STORE.offset, STORE.size)])
+    return parse_nvs(image, source="mfg_nvs read back")
 
 
 def namespace(items: list[NvsItem], name: str) -> list[NvsItem]:
@@ -67,7 +67,7 @@ def initial_items() -> list[NvsItem]:
 
 
 def test_3x_board_keeps_factory_param_and_ble_data_and_gains_the_credentials(
-    board: MockBoard, raw: Path, tmp_path: Path
+    board: MockBoard, raw: Path
 ) -> None:
     before = initial_items()
     result = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "--json",
@@ -79,7 +79,7 @@ def test_3x_board_keeps_factory_param_and_ble_data_and_gains_the_credentials(
     assert record["profile"] == "esp32-3x"
     assert [(p["name"], p["status"]) for p in record["partitions"]] == [
         ("client_cert", "written"), ("client_key", "written"), ("client_ca", "written")]  # fmt: skip
-    after = nvs_on(board, tmp_path)
+    after = nvs_on(board)
     for kept in ("factory_param", "ble_data"):
         assert namespace(after, kept) == namespace(before, kept), kept
     certs = namespace(after, "client_cert")
@@ -89,7 +89,7 @@ def test_3x_board_keeps_factory_param_and_ble_data_and_gains_the_credentials(
 
 
 def test_fewer_files_remove_stale_indices_and_a_repeat_changes_nothing(
-    board: MockBoard, raw: Path, tmp_path: Path
+    board: MockBoard, raw: Path
 ) -> None:
     two = [*files(raw, "client_cert", "client_cert_00.crt", "client_cert_01.crt"),
            *files(raw, "client_key", "client_key_00.key", "client_key_01.key")]  # fmt: skip
@@ -98,7 +98,7 @@ def test_fewer_files_remove_stale_indices_and_a_repeat_changes_nothing(
     assert run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *two).exit_code == 0
     fewer = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *one)
     assert fewer.exit_code == 0, fewer.output
-    after = nvs_on(board, tmp_path)
+    after = nvs_on(board)
     assert [i.key for i in namespace(after, "client_cert")] == ["client_cert.0"]
     assert [i.key for i in namespace(after, "client_key")] == ["client_key.0"]
     again = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "--json", *one)
@@ -106,7 +106,7 @@ def test_fewer_files_remove_stale_indices_and_a_repeat_changes_nothing(
     assert {p["status"] for p in json.loads(again.stdout)["partitions"]} == {"unchanged"}
 
 
-def test_verify_and_read_a_namespace(board: MockBoard, raw: Path, tmp_path: Path) -> None:
+def test_verify_and_read_a_namespace(board: MockBoard, raw: Path) -> None:
     cert = files(raw, "client_cert", "client_cert_00.crt")
     assert run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *cert).exit_code == 0
     same = run("verify", "--chip", "esp32", "--port", board.url, *CONNECT, *cert)
@@ -129,9 +129,7 @@ def test_a_single_item_namespace_refuses_two_files_before_any_board(raw: Path) -
     assert "holds one" in result.output
 
 
-def test_early_c3_qcloud_layout_gets_its_bins_at_its_own_addresses(
-    raw: Path, tmp_path: Path
-) -> None:
+def test_early_c3_qcloud_layout_gets_its_bins_at_its_own_addresses(raw: Path) -> None:
     """ESP-AT v2.2.0 esp32c3_qcloud: a C3 built with the ESP32 layout (client_cert at 0x2A000)."""
     early = find_profile("esp32c3-qcloud-early")
     assert early in family("esp32c3") and early.partition("client_cert").offset == 0x2A000
@@ -142,9 +140,9 @@ def test_early_c3_qcloud_layout_gets_its_bins_at_its_own_addresses(
         assert json.loads(result.stdout)["profile"] == early.name
         cert = (raw / "client_cert" / "client_cert_00.crt").read_bytes()
         image = pki.pad(pki.build([("cert", cert, None)]), 0x2000)
-        assert flash_holds(board, 0x2A000, image, tmp_path)
+        assert flash_holds(board, 0x2A000, image)
         default = find_profile("esp32c3").partition("client_cert").offset
-        assert flash_holds(board, default, b"\xff" * 0x2000, tmp_path)
+        assert flash_holds(board, default, b"\xff" * 0x2000)
 
 
 def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_path: Path) -> None:
@@ -156,7 +154,7 @@ def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_pat
     assert "bootloader" in result.output
 
 
-def test_a_write_cut_short_is_repaired_by_a_plain_retry(raw: Path, tmp_path: Path) -> None:
+def test_a_write_cut_short_is_repaired_by_a_plain_retry(raw: Path) -> None:
     profiles = family("esp32")
     requests = [
         PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),)),
@@ -181,7 +179,7 @@ def test_a_write_cut_short_is_repaired_by_a_plain_retry(raw: Path, tmp_path: Pat
             line.clear_faults()
             again = write_board(EsptoolBackend(), connect, plans)
             assert again.ok, again.error
-        after = nvs_on(board, tmp_path)
+        after = nvs_on(board)
     assert namespace(after, "factory_param") == namespace(initial_items(), "factory_param")
     assert [i.value for i in namespace(after, "client_key")] == [
         (raw / "client_key" / "client_key_00.key").read_bytes()

@@ -18,7 +18,7 @@ from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, mock_board
 
-from .conftest import flash_holds, preload
+from .conftest import flash_differs, flash_holds, preload
 
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
@@ -35,9 +35,7 @@ def padded_image(raw: Path, partition: str, size: int = 0x2000) -> bytes:
     return pki.pad(pki.build((kind, f.read_bytes(), None) for f in files), size)
 
 
-def test_write_three_partitions_in_one_connection(
-    at_board: MockBoard, raw: Path, tmp_path: Path
-) -> None:
+def test_write_three_partitions_in_one_connection(at_board: MockBoard, raw: Path) -> None:
     profile = find_profile(at_board.chip)
     result = run(
         "write", "--chip", at_board.chip, "--port", at_board.url, *CONNECT, "--json",
@@ -50,9 +48,9 @@ def test_write_three_partitions_in_one_connection(
     assert report["ok"] is True
     assert [p["status"] for p in report["partitions"]] == ["written"] * 3
     assert report["mac"].startswith("24:0a:c4")
-    for name in ("client_cert", "client_key", "client_ca"):
-        part = profile.partition(name)
-        assert flash_holds(at_board, part.offset, padded_image(raw, name), tmp_path), name
+    names = ("client_cert", "client_key", "client_ca")
+    expected = {profile.partition(name).offset: padded_image(raw, name) for name in names}
+    assert flash_differs(at_board, expected) == []
 
 
 def test_second_write_skips_unchanged_partitions(esp32_board: MockBoard, raw: Path) -> None:
@@ -71,7 +69,7 @@ def test_backup_saves_old_content_that_can_be_written_back(
     esp32_board: MockBoard, raw: Path, tmp_path: Path
 ) -> None:
     old = pki.pad(pki.build([("cert", b"old content", None)]), 0x2000)
-    preload(esp32_board, 0x2A000, old, tmp_path)
+    preload(esp32_board, 0x2A000, old)
     backups = tmp_path / "backups"
     result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "--backup", str(backups),
                  "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
@@ -92,13 +90,11 @@ def test_backup_saves_old_content_that_can_be_written_back(
         str(saved[0]),
     )
     assert undo.exit_code == 0, undo.output
-    assert flash_holds(esp32_board, 0x2A000, old, tmp_path)
+    assert flash_holds(esp32_board, 0x2A000, old)
 
 
 @pytest.mark.parametrize("chip", ["esp32", "esp32c3"])
-def test_unknown_board_table_is_refused_and_flash_untouched(
-    chip: str, raw: Path, tmp_path: Path
-) -> None:
+def test_unknown_board_table_is_refused_and_flash_untouched(chip: str, raw: Path) -> None:
     """A custom at_customize table that matches no known layout: refused, both tables shown."""
     profile = find_profile(chip)
     moved = [
@@ -117,7 +113,7 @@ def test_unknown_board_table_is_refused_and_flash_untouched(
             profile.partition("client_cert").offset,
             profile.partition("client_cert").offset + 0x1000,
         ):
-            assert flash_holds(board, offset, b"\xff" * 0x2000, tmp_path)
+            assert flash_holds(board, offset, b"\xff" * 0x2000)
         # --force writes where the board's own table says, not where the profile does.
         forced = run("write", "--chip", chip, "--port", board.url, *CONNECT, "--force",
                      "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
@@ -126,11 +122,11 @@ def test_unknown_board_table_is_refused_and_flash_untouched(
             pki.build([("cert", (raw / "client_cert" / "client_cert_00.crt").read_bytes(), None)]),
             0x2000,
         )
-        assert flash_holds(board, profile.partition("client_cert").offset + 0x1000, image, tmp_path)
+        assert flash_holds(board, profile.partition("client_cert").offset + 0x1000, image)
 
 
 def test_blank_board_is_refused_unless_forced_with_a_named_layout(
-    blank_board: MockBoard, raw: Path, tmp_path: Path
+    blank_board: MockBoard, raw: Path
 ) -> None:
     cert = str(raw / "client_cert" / "client_cert_00.crt")
     refused = run(
@@ -146,7 +142,7 @@ def test_blank_board_is_refused_unless_forced_with_a_named_layout(
     assert refused.exit_code == EXIT_DEVICE_ERROR, refused.output
     assert "blank" in refused.output and "--force" in refused.output
     part = find_profile(blank_board.chip).partition("client_cert")
-    assert flash_holds(blank_board, part.offset, b"\xff" * part.size, tmp_path)
+    assert flash_holds(blank_board, part.offset, b"\xff" * part.size)
     # --force alone guesses nothing: a chip is not a layout.
     guessed = run(
         "write",
@@ -167,27 +163,23 @@ def test_blank_board_is_refused_unless_forced_with_a_named_layout(
     assert "--force" in forced.output
 
 
-def test_wrong_chip_is_refused_before_writing(
-    blank_board: MockBoard, raw: Path, tmp_path: Path
-) -> None:
+def test_wrong_chip_is_refused_before_writing(blank_board: MockBoard, raw: Path) -> None:
     other = "esp32c3" if blank_board.chip == "esp32" else "esp32"
     result = run("write", "--chip", other, "--port", blank_board.url, *CONNECT,
                  "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
     assert result.exit_code == EXIT_DEVICE_ERROR
     assert f"board is an {blank_board.chip}" in result.output
-    for part in find_profile(other).pki_partitions()[:6]:
-        assert flash_holds(blank_board, part.offset, b"\xff" * part.size, tmp_path)
+    blank = {p.offset: b"\xff" * p.size for p in find_profile(other).pki_partitions()[:6]}
+    assert flash_differs(blank_board, blank) == []
 
 
-def test_chip_auto_uses_the_detected_chips_profile(
-    at_board: MockBoard, raw: Path, tmp_path: Path
-) -> None:
+def test_chip_auto_uses_the_detected_chips_profile(at_board: MockBoard, raw: Path) -> None:
     result = run("write", "--chip", "auto", "--port", at_board.url, *CONNECT, "--json",
                  "client_ca", str(raw / "client_ca" / "client_ca_00.crt"))  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["profile"] == at_board.chip
     offset = find_profile(at_board.chip).partition("client_ca").offset
-    assert flash_holds(at_board, offset, _one(raw, "client_ca", "client_ca_00.crt"), tmp_path)
+    assert flash_holds(at_board, offset, _one(raw, "client_ca", "client_ca_00.crt"))
 
 
 def _one(raw: Path, partition: str, name: str) -> bytes:
@@ -217,7 +209,7 @@ def test_read_shows_and_saves_a_partition(
     esp32_board: MockBoard, raw: Path, tmp_path: Path
 ) -> None:
     image = padded_image(raw, "client_cert")
-    preload(esp32_board, 0x2A000, image, tmp_path)
+    preload(esp32_board, 0x2A000, image)
     out = tmp_path / "dump.bin"
     result = run(
         "read",
@@ -242,19 +234,14 @@ def test_partitions_reads_the_boards_table(esp32_board: MockBoard) -> None:
     assert "client_cert" in result.stdout and "0x2a000" in result.stdout
 
 
-def test_port_with_nothing_listening_fails_fast_and_clearly(raw: Path) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
+def test_port_with_nothing_listening_fails_fast_and_clearly(raw: Path, dead_port: str) -> None:
     start = time.monotonic()
-    result = run("write", "--chip", "esp32", "--port", f"socket://127.0.0.1:{free}", *CONNECT,
+    result = run("write", "--chip", "esp32", "--port", dead_port, *CONNECT,
                  "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
     assert result.exit_code == EXIT_DEVICE_ERROR
     assert time.monotonic() - start < 15
     assert "Traceback" not in result.output
-    assert f"127.0.0.1:{free}" in result.output
+    assert dead_port.removeprefix("socket://") in result.output
 
 
 @pytest.mark.parametrize("missing", ["/dev/ttyNOPE0"])
@@ -310,4 +297,4 @@ def test_backup_of_a_blank_partition_restores_it_blank(
         "write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT, "client_cert", str(saved)
     )
     assert undo.exit_code == 0, undo.output
-    assert flash_holds(esp32_board, 0x2A000, b"\xff" * 0x2000, tmp_path)
+    assert flash_holds(esp32_board, 0x2A000, b"\xff" * 0x2000)

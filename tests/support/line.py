@@ -9,8 +9,11 @@ direction on its own schedule (full duplex).
 
 It follows the baud rate esptool negotiates with CHANGE_BAUDRATE, can be set
 to a rate by hand (the AT path), and injects faults on request: a cable
-pulled after N bytes, a flipped bit, a line that stops moving, a port that
-refuses connections or a board that never answers.
+pulled after N bytes, a flipped bit (at a stream position, or right after
+given bytes pass), a line that stops moving, a port that refuses
+connections or a board that never answers. Every fault that takes effect is
+recorded (:attr:`UartLine.fired`), so a test can prove its fault happened
+instead of passing on a run where it never did.
 
 All I/O runs in one daemon thread around a selector; the public methods are
 thread-safe and take effect at once.
@@ -54,6 +57,7 @@ _TICK = 0.1  # longest selector wait, so timed stalls and stop() are noticed pro
 _CONNECT_TIMEOUT = 2.0
 _DROP_FLUSH_TIMEOUT = 1.0  # how long a drop waits for the bytes before it to leave
 _JOIN_TIMEOUT = 5.0
+_PATTERN_MAX = 256  # longest pattern flip_after takes; this much of each stream is kept
 
 
 class _SlipHeads:
@@ -103,6 +107,16 @@ class _SlipHeads:
         return end, None
 
 
+@dataclass(frozen=True)
+class FiredFault:
+    """A fault that took effect: its kind, its direction, where in the stream, in which session."""
+
+    kind: Literal["drop", "flip", "stall"]
+    direction: Direction
+    index: int  # the stream index (counted per session) where it took effect
+    session: int  # 1 for the first client connection
+
+
 @dataclass
 class _Fault:
     kind: Literal["drop", "flip", "stall"]
@@ -112,6 +126,14 @@ class _Fault:
     mask: int = 0
     seconds: float | None = None
     fired_in: int = -1  # session number it last fired in
+    # flip_after: the bytes to wait for; ``at`` is known once they passed in
+    # session ``located_in``. Only bytes from ``not_before`` on (a stream index
+    # in session ``armed_in``, where it was armed) can match.
+    pattern: bytes = b""
+    skip: int = 0
+    located_in: int = -1
+    armed_in: int = -1
+    not_before: int = 0
 
 
 class _Pipe:
@@ -129,6 +151,7 @@ class _Pipe:
         self.out = bytearray()
         self.clock = 0.0  # when the last released byte left the line (its stop bit)
         self.passed = 0  # bytes released this session: the stream index of the next one
+        self.recent = bytearray()  # the last _PATTERN_MAX bytes released, for flip_after
         self.stalled_until: float | None = None  # math.inf: stalled for good
         self.eof = False
         # The host's request must be seen whole up to the new rate; for the
@@ -208,6 +231,7 @@ class UartLine:
         self._passed = dict.fromkeys(DIRECTIONS, 0)
         self._wire = dict.fromkeys(DIRECTIONS, 0.0)
         self._connections = 0
+        self._fired_log: list[FiredFault] = []
         self._session: _Session | None = None
         self._error: BaseException | None = None
         self._stopping = threading.Event()
@@ -357,6 +381,29 @@ class UartLine:
         with self._lock:
             return self._connections
 
+    def position(self, direction: str) -> int:
+        """Bytes released in ``direction`` in the current session (0 between sessions).
+
+        Fault positions count per session: arm relative to this, not to the
+        totals over all connections.
+        """
+        direction = _check_direction(direction)
+        with self._lock:
+            session = self._session
+            return session.pipe(direction).passed if session and session.pipes else 0
+
+    @property
+    def fired(self) -> list[FiredFault]:
+        """Every fault that took effect, oldest first (a fault that repeats, each time)."""
+        with self._lock:
+            return list(self._fired_log)
+
+    @property
+    def faults_fired(self) -> int:
+        """How many times a fault took effect."""
+        with self._lock:
+            return len(self._fired_log)
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` is true (checked after each I/O step); False on timeout."""
         with self._changed:
@@ -377,6 +424,29 @@ class UartLine:
         if not 0 < mask <= 0xFF:
             raise ValueError(f"mask must be 1..255, not {mask}")
         self._add(_Fault("flip", _check_direction(direction), _count(index), once, mask=mask))
+
+    def flip_after(
+        self, pattern: bytes, direction: str, mask: int = 0x01, *, skip: int = 0
+    ) -> None:
+        """XOR the byte ``skip`` bytes after the next ``pattern`` in ``direction`` with ``mask``, once.
+
+        Arms on content rather than on a position: the flip lands in the
+        data meant, wherever the protocol happens to put it. Only bytes that
+        pass after this call can match; the pattern may span reads and
+        releases, and the byte flipped may come in a later one.
+        """
+        if not 0 < mask <= 0xFF:
+            raise ValueError(f"mask must be 1..255, not {mask}")
+        if not 0 < len(pattern) <= _PATTERN_MAX:
+            raise ValueError(f"pattern must be 1..{_PATTERN_MAX} bytes, not {len(pattern)}")
+        fault = _Fault("flip", _check_direction(direction), -1, True, mask=mask)
+        fault.pattern, fault.skip = bytes(pattern), _count(skip)
+        with self._lock:
+            session = self._session
+            if session is not None and session.pipes:
+                fault.armed_in = session.number
+                fault.not_before = session.pipe(fault.direction).passed
+        self._add(fault)
 
     def stall_after(
         self, n_bytes: int, direction: str, seconds: float | None = None, *, once: bool = True
@@ -566,8 +636,11 @@ class UartLine:
             count = self._fault_limit(session, pipe, count)
             if count <= 0:
                 return
+            self._locate_patterns(session, pipe, count)
             self._apply_flips(session, pipe, count)
             used, head = pipe.frames.feed(pipe.pending, count)
+            pipe.recent += pipe.pending[max(0, used - _PATTERN_MAX) : used]
+            del pipe.recent[:-_PATTERN_MAX]
             pipe.out += pipe.pending[:used]
             del pipe.pending[:used]
             pipe.passed += used
@@ -613,24 +686,43 @@ class UartLine:
                 count = min(count, fault.at - pipe.passed)
         return count
 
+    def _locate_patterns(self, session: _Session, pipe: _Pipe, count: int) -> None:
+        """Turn a flip_after whose pattern ends in the next ``count`` bytes into a flip at a position."""
+        for fault in self._active(session, pipe, "flip"):
+            if not fault.pattern or fault.located_in == session.number:
+                continue
+            base = pipe.passed - len(pipe.recent)  # stream index of window[0]
+            window = bytes(pipe.recent) + bytes(pipe.pending[:count])
+            not_before = fault.not_before if fault.armed_in == session.number else 0
+            start = max(0, not_before - base)
+            while (found := window.find(fault.pattern, start)) >= 0:
+                target = base + found + len(fault.pattern) + fault.skip
+                if target >= pipe.passed:  # not yet released: it can still be changed
+                    fault.at, fault.located_in = target, session.number
+                    break
+                start = found + 1
+
     def _apply_flips(self, session: _Session, pipe: _Pipe, count: int) -> None:
         for fault in self._active(session, pipe, "flip"):
+            if fault.pattern and fault.located_in != session.number:
+                continue  # its bytes have not passed yet in this session
             if pipe.passed <= fault.at < pipe.passed + count:
                 pipe.pending[fault.at - pipe.passed] ^= fault.mask
-                self._fired(session, fault)
+                self._fired(session, pipe, fault, fault.at)
 
     def _fire_faults(self, session: _Session, pipe: _Pipe, now: float) -> None:
         for fault in self._active(session, pipe, "drop"):
             if pipe.passed >= fault.at:
                 session.drop_deadline = now + _DROP_FLUSH_TIMEOUT
-                self._fired(session, fault)
+                self._fired(session, pipe, fault, pipe.passed)
         for fault in self._active(session, pipe, "stall"):
             if pipe.passed >= fault.at:
                 pipe.stalled_until = math.inf if fault.seconds is None else now + fault.seconds
-                self._fired(session, fault)
+                self._fired(session, pipe, fault, pipe.passed)
 
-    def _fired(self, session: _Session, fault: _Fault) -> None:
+    def _fired(self, session: _Session, pipe: _Pipe, fault: _Fault, index: int) -> None:
         fault.fired_in = session.number
+        self._fired_log.append(FiredFault(fault.kind, pipe.direction, index, session.number))
         if fault.once and fault in self._faults:
             self._faults.remove(fault)
 

@@ -3,7 +3,8 @@
 Each parser gets random input and structured mutations of a valid input
 (bytes flipped, cut off, extended, fields rewritten), so the search reaches
 the deep branches that random bytes alone never pass the magic of.
-``creds.describe`` is held to more: it must never raise at all.
+``creds.describe`` is held to more: it must never raise at all, and the
+binary and CSV parsers to their own error type (FormatError, ProfileError).
 
 Example counts are bounded so the whole file runs in a few seconds.
 """
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from atflash import files
 from atflash.content import creds, pki
 from atflash.content import describe as inspect
-from atflash.errors import AtflashError, ProfileError
+from atflash.errors import AtflashError, FormatError, ProfileError
 from atflash.layout import csvtable
 from atflash.layout.model import Partition
 from atflash.layout.parttable import ENTRY, encode_table, parse_table
@@ -39,11 +40,14 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def only_atflash_errors(call: Callable[[], object]) -> object:
-    """Run ``call``: a value or an AtflashError is fine, anything else fails the test."""
+def only_atflash_errors(
+    call: Callable[[], object], expected: type[AtflashError] = AtflashError
+) -> object:
+    """Run ``call``: a value or an ``expected`` error is fine, anything else fails the test."""
     try:
         return call()
     except AtflashError as exc:
+        assert isinstance(exc, expected), f"{type(exc).__name__}, not {expected.__name__}: {exc}"
         text = str(exc)
         assert text and "\n" not in text, f"error is not one line: {text!r}"
         return exc
@@ -97,13 +101,13 @@ def valid_bins(draw: st.DrawFn) -> bytes:
 @FAST
 @given(st.binary(max_size=128))
 def test_pki_parse_random_bytes(data: bytes) -> None:
-    only_atflash_errors(lambda: pki.parse(data, source="fuzz.bin"))
+    only_atflash_errors(lambda: pki.parse(data, source="fuzz.bin"), FormatError)
 
 
 @FAST
 @given(valid_bins().flatmap(mutated))
 def test_pki_parse_mutated_bins(data: bytes) -> None:
-    result = only_atflash_errors(lambda: pki.parse(data))
+    result = only_atflash_errors(lambda: pki.parse(data), FormatError)
     if isinstance(result, pki.PkiBin):
         # Whatever parses describes bytes that are really there.
         assert result.size <= len(data)
@@ -122,7 +126,7 @@ def test_pki_round_trip(data: bytes) -> None:
 def test_pki_parse_lying_header(body: bytes, count: int, length: int) -> None:
     """A header whose counts claim more (or less) than the body holds."""
     data = pki.HEADER.pack(pki.MAGIC, count, length) + body
-    only_atflash_errors(lambda: pki.parse(data))
+    only_atflash_errors(lambda: pki.parse(data), FormatError)
 
 
 # -- partition table -------------------------------------------------------------------
@@ -137,13 +141,13 @@ VALID_TABLES = [
 @FAST
 @given(st.binary(max_size=200))
 def test_parse_table_random_bytes(data: bytes) -> None:
-    only_atflash_errors(lambda: parse_table(data, source="fuzz"))
+    only_atflash_errors(lambda: parse_table(data, source="fuzz"), FormatError)
 
 
 @FAST
 @given(st.sampled_from(VALID_TABLES).flatmap(mutated))
 def test_parse_table_mutated(data: bytes) -> None:
-    result = only_atflash_errors(lambda: parse_table(data))
+    result = only_atflash_errors(lambda: parse_table(data), FormatError)
     if isinstance(result, tuple):
         assert all(isinstance(p, Partition) and p.name.isprintable() for p in result)
 
@@ -161,7 +165,7 @@ def test_parse_table_mutated(data: bytes) -> None:
 def test_parse_table_entries_with_any_label(entries: list[tuple[bytes, bytes]]) -> None:
     """Well-framed entries whose numbers and labels are arbitrary."""
     data = b"".join(b"\xaa\x50" + head[2:] + label.ljust(16, b"\x00") for head, label in entries)
-    only_atflash_errors(lambda: parse_table(data + b"\xff" * 32))
+    only_atflash_errors(lambda: parse_table(data + b"\xff" * 32), FormatError)
 
 
 # -- at_customize.csv ------------------------------------------------------------------
@@ -183,20 +187,20 @@ CSV_TOKENS = st.sampled_from(
 @FAST
 @given(st.text(max_size=120))
 def test_parse_csv_random_text(text: str) -> None:
-    only_atflash_errors(lambda: csvtable.parse_csv(text, source="fuzz.csv"))
+    only_atflash_errors(lambda: csvtable.parse_csv(text, source="fuzz.csv"), ProfileError)
 
 
 @FAST
 @given(st.lists(CSV_TOKENS, max_size=30).map("".join))
 def test_parse_csv_token_soup(text: str) -> None:
-    only_atflash_errors(lambda: csvtable.parse_csv(text, source="fuzz.csv"))
+    only_atflash_errors(lambda: csvtable.parse_csv(text, source="fuzz.csv"), ProfileError)
 
 
 @FAST
 @given(st.integers(0, len(VALID_CSV)), st.lists(CSV_TOKENS, min_size=1, max_size=4))
 def test_parse_csv_mutated(where: int, inserted: list[str]) -> None:
     text = VALID_CSV[:where] + "".join(inserted) + VALID_CSV[where:]
-    only_atflash_errors(lambda: csvtable.parse_csv(text, source="fuzz.csv"))
+    only_atflash_errors(lambda: csvtable.parse_csv(text, source="fuzz.csv"), ProfileError)
 
 
 @pytest.mark.parametrize("number", ["08", "010", "0009", "00K"])

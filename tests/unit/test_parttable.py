@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from atflash.errors import FormatError
 from atflash.layout.parttable import encode_table, is_blank, parse_table
@@ -52,20 +48,6 @@ def test_cut_off_table_has_no_end_marker() -> None:
         parse_table(data)
     with pytest.raises(FormatError, match="truncated entry"):
         parse_table(data[:40])
-
-
-@settings(max_examples=500)
-@given(st.binary(max_size=400))
-def test_parser_raises_only_format_errors(data: bytes) -> None:
-    with contextlib.suppress(FormatError):
-        parse_table(data)
-
-
-@settings(max_examples=300)
-@given(st.binary(min_size=30, max_size=30), st.binary(max_size=100))
-def test_parser_with_valid_magic(entry: bytes, tail: bytes) -> None:
-    with contextlib.suppress(FormatError):
-        parse_table(b"\xaa\x50" + entry + tail)
 
 
 def test_table_complete_stops_at_the_first_entry_that_ends_or_breaks_the_table() -> None:

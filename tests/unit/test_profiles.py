@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from atflash import chips
 from atflash.errors import ProfileError
@@ -413,13 +410,6 @@ def test_bad_at_customize_lines(line: str, message: str) -> None:
         parse_csv(line, source="at.csv")
     assert message in str(err.value)
     assert "at.csv line 1" in str(err.value)
-
-
-@settings(max_examples=300)
-@given(st.text(max_size=300))
-def test_csv_parser_raises_only_profile_errors(text: str) -> None:
-    with contextlib.suppress(ProfileError):
-        parse_csv(text, source="x.csv")
 
 
 def test_an_at_customize_csv_over_the_bootloader_is_refused_on_load(tmp_path: Path) -> None:
