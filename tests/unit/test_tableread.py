@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atflash.backends.esptool.backend import table_complete
 from atflash.errors import FormatError
-from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table
+from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table, table_complete
 from atflash.layout.profiles import find_profile
 
 BLOCK = 64  # the ROM's READ_FLASH_SLOW block
