@@ -27,7 +27,8 @@ baud changes act where the byte is on the wire; only delivery is delayed.
 Every loader request the host sends (a SLIP frame starting ``00 op``) is
 recorded with its opcode and the time it was on the wire
 (:attr:`UartLine.requests`): each one is a round trip, and their opcodes
-tell the phases of a session apart.
+tell the phases of a session apart. :attr:`UartLine.sessions` says when
+each client session began and ended.
 
 All I/O runs in one daemon thread around a selector; the public methods are
 thread-safe and take effect at once.
@@ -93,6 +94,15 @@ BRIDGES: dict[str, Bridge] = {
     "ftdi": Bridge("ftdi", 0.016, "FTDI FT232R/FT2232: 16 ms default latency timer"),
     "none": Bridge("none", 0.0, "no bridge: bytes visible at their UART time"),
 }
+
+
+@dataclass(frozen=True)
+class SessionSpan:
+    """When a client's session began and ended (``time.monotonic()``; None: still open)."""
+
+    number: int
+    opened: float
+    closed: float | None
 
 
 @dataclass(frozen=True)
@@ -283,6 +293,7 @@ class UartLine:
         self._pacing = pacing
         self._latency = float(latency)
         self._requests: list[Request] = []
+        self._spans: dict[int, tuple[float, float | None]] = {}  # session -> opened, closed
         # One re-entrant lock guards all state; the condition lets callers
         # wait for the I/O thread without polling.
         self._lock = threading.RLock()
@@ -448,6 +459,12 @@ class UartLine:
         """Every loader request the host sent, oldest first: one round trip each."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def sessions(self) -> list[SessionSpan]:
+        """Every relayed client session, oldest first (refused and silent ones are not)."""
+        with self._lock:
+            return [SessionSpan(n, *span) for n, span in self._spans.items()]
 
     @property
     def connections(self) -> int:
@@ -635,6 +652,8 @@ class UartLine:
                 # Chunks leave as the schedule allows; Nagle would hold them back.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._session = _Session(self._connections, client, upstream)
+        if upstream is not None:
+            self._spans[self._connections] = (time.monotonic(), None)
         self._set_interest(self._listener, 0)  # one client at a time; others wait in the backlog
 
     def _read(self, session: _Session, role: str) -> None:
@@ -898,6 +917,8 @@ class UartLine:
         session, self._session = self._session, None
         if session is None:
             return
+        if session.number in self._spans:
+            self._spans[session.number] = (self._spans[session.number][0], time.monotonic())
         # The next client starts a new session, as a chip's ROM restarts at
         # its boot rate after a reset.
         self._baud = self._initial_baud
