@@ -1,348 +1,139 @@
-"""Benchmark: provisioning 1, 4 and 16 mock boards behind UART-paced lines.
+"""Benchmark: provisioning mock boards behind modelled USB-UART lines, four ways.
 
 Not a test: it prints figures. Each board is an esp32-mock-bootloader
-process behind its own :class:`tests.support.line.UartLine`, which delivers
-bytes no faster than a UART at the negotiated baud rate. Every board gets
-the same credentials (client_cert + client_key + client_ca from
-tests/fixtures/esp-at-raw-data), three partitions. For each board count it
-measures, on fresh blank boards each time:
+process that starts as an ESP-AT 2.x board does (``board_flash("esp32")``:
+bootloader, tables, factory_param), behind its own
+:class:`tests.support.line.UartLine`. The line starts at 115200 baud, as a
+ROM loader does, follows the rate esptool negotiates, delivers no byte
+faster than a UART at that rate, and adds a USB bridge's latency in each
+direction (``cp210x``: 1 ms, ``ftdi``: 16 ms), so every command that waits
+for its reply pays it twice. Every board gets client_cert + client_key +
+client_ca (8 KB partitions). The ways compared (see :mod:`bench.ways`): the
+documented way (one esptool process per partition), esptool with the three
+padded images in one call per board, those calls in parallel, and atflash.
 
-(a) atflash: one ``atflash write`` command for all boards (one worker
-    process per board), as an operator runs it;
-(b) the documented way: one ``esptool write-flash`` process per partition
-    with the bare AtPKI bin, boards one after another;
-(c) ``esptool write-flash`` processes in parallel, one per board, all three
-    partitions in one call;
-(d) the wire-time floor of (a): bytes that crossed the busiest line divided
-    by the line rate (UartLine counts both).
+For each line, board count, run and way it prints the run's wall time and
+CPU, and per board: its wall, bytes each way, loader round trips (each
+request frame the line sees from the host is one) and seconds per phase,
+told from the requests' opcodes (see :mod:`bench.phases`). Then the
+medians over runs, the targets, and start-up times.
 
-On a bench of real boards the boards use no host CPU; here every board is a
-Python process on the same host, and every line a relay thread. So each run
-of (a) also reports the CPU seconds of the mock processes, of atflash (the
-command, its fork server and its workers) and of the relay threads, and
-``cpu floor s``: atflash's CPU seconds spread over every core, the least
-wall time the host allows atflash alone. A 16-board figure far above one
-board's, with the mocks' CPU near the host's capacity, is a host limit.
+Boards are started once and restored to their factory flash before every
+measurement (erased, then the factory image written straight to the mock),
+so every way meets the same boards in the same state; lines are new for
+every measurement. On a bench of real boards the boards use no host CPU;
+here each is a Python process on this host, so the CPU columns say when
+the host, not the tool, sets the pace.
 
-Every mock gets its own state directory (``start_mock`` sees to it): the mock rewrites its state file
-on each register read, under a lock shared by every mock on the host, and
-the shared file keeps the entries of every mock ever killed, so with a
-shared one the mocks' CPU grows from run to run and serialises the boards.
-
-Run: ``python bench/bench.py [--boards 1,4,16] [--baud 921600] [--skip-documented]``.
-Mock boards need ``--before no-reset`` (a socket has no reset lines).
-The CPU columns need Linux (/proc, and adopting the fork server's orphans to
-count the workers); elsewhere they show nan or miss the workers.
+Run: ``python bench/bench.py [--boards 1,16] [--lines cp210x,ftdi] [--baud 921600]
+[--runs 3] [--ways documented,esptool,parallel,atflash]``. CPU columns need
+Linux.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
+import contextlib
 import os
 import shutil
-import subprocess
+import statistics
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-try:
-    import resource  # POSIX
-except ImportError:  # pragma: no cover - Windows: no CPU columns
-    resource = None  # type: ignore[assignment]
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the UART line model is a test rig (tests/support), not shipped
+sys.path.insert(0, str(ROOT))  # the line model is a test rig (tests/support), not shipped
 
-from atflash.content import pki  # noqa: E402
-from atflash.layout.profiles import find_profile  # noqa: E402
-from atflash.sim.rom import MockBoard, start_mock  # noqa: E402
-from tests.support.line import UartLine  # noqa: E402
+from bench import hostcpu, startup, ways  # noqa: E402
+from bench.measure import CHIP, Measurement, Rig, measure  # noqa: E402
+from bench.phases import PHASES  # noqa: E402
+from bench.targets import report_targets  # noqa: E402
+from tests.support.line import BRIDGES  # noqa: E402
 
-RAW = ROOT / "tests" / "fixtures" / "esp-at-raw-data"
-PARTITIONS = ("client_cert", "client_key", "client_ca")
-KINDS = {"client_cert": "cert", "client_key": "key", "client_ca": "ca"}
-NO_RESET = ["--before", "no-reset", "--after", "no-reset"]
-RUN_TIMEOUT = 600
-REAP_TIMEOUT = 5.0  # an orphaned fork server exits as soon as its parent has
-PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+# -- output ---------------------------------------------------------------------------
+
+SHORT = {"connect": "conn", "stub": "stub", "attach": "attach", "tables": "tables",
+         "images": "images", "verify": "verify", "other": "other", "host": "host"}  # fmt: skip
 
 
-@dataclass
-class Bench:
-    """Boards behind lines, started fresh (blank flash) for one measurement."""
-
-    boards: list[MockBoard]
-    lines: list[UartLine]
-
-    @property
-    def urls(self) -> list[str]:
-        return [line.url for line in self.lines]
-
-
-@contextmanager
-def bench(count: int) -> Iterator[Bench]:
-    with ExitStack() as stack:
-        boards = []
-        for _ in range(count):
-            board = start_mock("esp32")  # with a private state folder (see sim.rom)
-            stack.callback(board.stop)
-            boards.append(board)
-        lines = []
-        for board in boards:
-            host, port = board.url.removeprefix("socket://").rsplit(":", 1)
-            lines.append(stack.enter_context(UartLine(upstream=(host, int(port)))))
-        yield Bench(boards, lines)
-
-
-def files(partition: str) -> list[str]:
-    return [str(p) for p in sorted((RAW / partition).iterdir())]
-
-
-def write_bare_bins(folder: Path) -> dict[str, Path]:
-    """The AtPKI bins an operator would build with AtPKI.py generate_bin (unpadded)."""
-    out = {}
-    for name in PARTITIONS:
-        data = pki.build((KINDS[name], Path(f).read_bytes(), f) for f in files(name))
-        out[name] = folder / f"{name}.bin"
-        out[name].write_bytes(data)
-    return out
-
-
-def run(cmd: Sequence[str]) -> None:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-
-
-def atflash_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("atflash")
-    return (
-        [str(script)]
-        if script.exists()
-        else [sys.executable, "-c", "from atflash.cli import main; main()"]
+def print_measurement(m: Measurement, cores: int) -> None:
+    cpu = m.cpu
+    print(
+        f"run {m.run} {m.line:<6} {m.count:>2} board(s) {m.way:<10} wall {m.wall:6.2f} s  "
+        f"wire floor {m.wire_floor:5.2f} s  host cpu {cpu.host * 100:3.0f} %  "
+        f"cpu s: mocks {cpu.mocks:5.2f} tool {cpu.tool:5.2f} relays {cpu.relays:4.2f}  "
+        f"(all / {cores} cores: {(cpu.mocks + cpu.tool + cpu.relays) / cores:5.2f} s)",
+        flush=True,
     )
-
-
-def esptool_cmd(url: str, baud: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "esptool",
-        "--chip",
-        "esp32",
-        "--port",
-        url,
-        "--baud",
-        str(baud),
-        *NO_RESET,
-    ]
-
-
-def way_atflash(b: Bench, baud: int) -> None:
-    groups = [x for name in PARTITIONS for x in (name, *files(name))]
-    ports = [x for url in b.urls for x in ("--port", url)]
-    run(
-        [
-            *atflash_cmd(),
-            "write",
-            "--chip",
-            "esp32",
-            *ports,
-            "--baud",
-            str(baud),
-            *NO_RESET,
-            *groups,
-        ]
-    )
-
-
-def way_documented(b: Bench, baud: int, bins: dict[str, Path]) -> None:
-    profile = find_profile("esp32")
-    for url in b.urls:
-        for name in PARTITIONS:
-            address = hex(profile.partition(name).offset)
-            run([*esptool_cmd(url, baud), "write-flash", address, str(bins[name])])
-
-
-def way_parallel_esptool(b: Bench, baud: int, bins: dict[str, Path]) -> None:
-    profile = find_profile("esp32")
-    pairs = [
-        x for name in PARTITIONS for x in (hex(profile.partition(name).offset), str(bins[name]))
-    ]
-    cmds = [[*esptool_cmd(url, baud), "write-flash", *pairs] for url in b.urls]
-    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in cmds]
-    for proc in procs:
-        _, err = proc.communicate(timeout=RUN_TIMEOUT)
-        if proc.returncode != 0:
-            raise SystemExit(f"parallel esptool failed: {err.decode()[-2000:]}")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One measured run: wall time, wire-time floor and where the CPU went."""
-
-    wall: float
-    floor: float  # wire-time floor of the busiest line
-    host: float  # host CPU use, 0..1 (everything on the host, other users included)
-    mock_cpu: float  # CPU seconds of the mock board processes
-    tool_cpu: float  # CPU seconds of the tool's processes (and everything they started)
-    relay_cpu: float  # CPU seconds of the UartLine threads
-
-
-def timed(count: int, action: Callable[[Bench], None]) -> Run:
-    """Measure ``action`` on ``count`` fresh boards."""
-    with bench(count) as b:
-        mock_pids = {board.proc.pid for board in b.boards}
-        before = _Cpu.now(mock_pids)
-        start = time.monotonic()
-        action(b)
-        wall = time.monotonic() - start
-        _reap_orphans(mock_pids)
-        after = _Cpu.now(mock_pids)
-        floor = max(line.wire_time for line in b.lines)
-        return after.since(before, wall, floor)
-
-
-@dataclass(frozen=True)
-class _Cpu:
-    """CPU counters at one instant (seconds; nan where the platform cannot say)."""
-
-    busy: tuple[int, int]
-    mocks: float
-    children: float
-    relays: float
-
-    @classmethod
-    def now(cls, mock_pids: set[int]) -> _Cpu:
-        children = float("nan")
-        if resource is not None:
-            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            children = usage.ru_utime + usage.ru_stime
-        mocks = sum(_proc_cpu(f"/proc/{pid}/stat") for pid in mock_pids)
-        relays = sum(
-            _proc_cpu(f"/proc/self/task/{t.native_id}/stat")
-            for t in threading.enumerate()
-            if t.name.startswith("UartLine:")
-        )
-        return cls(_busy(), mocks, children, relays)
-
-    def since(self, before: _Cpu, wall: float, floor: float) -> Run:
-        busy = (self.busy[0] - before.busy[0]) / max(1, self.busy[1] - before.busy[1])
-        return Run(
-            wall=wall,
-            floor=floor,
-            host=busy,
-            mock_cpu=self.mocks - before.mocks,
-            tool_cpu=self.children - before.children,
-            relay_cpu=self.relays - before.relays,
+    for n, b in enumerate(m.boards, 1):
+        spent = " ".join(f"{SHORT[p]} {b.phase(p):5.2f}" for p in PHASES)
+        print(
+            f"    board {n:>2}: wall {b.wall:6.2f}  to dev {b.to_device:>6} B  to host "
+            f"{b.to_host:>5} B  {b.requests:>4} round trips in {b.sessions} session(s)  {spent}"
         )
 
 
-def _proc_cpu(stat_path: str) -> float:
-    """utime + stime of a process or thread from its /proc stat file (nan off Linux)."""
-    try:
-        text = Path(stat_path).read_text()
-    except OSError:
-        return float("nan")
-    fields = text.rsplit(")", 1)[1].split()  # the name may hold spaces: split after it
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
 
 
-def _become_subreaper() -> bool:
-    """Adopt orphaned descendants (Linux), so their CPU time reaches RUSAGE_CHILDREN.
-
-    atflash's fork server and resource tracker outlive the atflash process by
-    a moment and are never waited for by it: without this, the workers' CPU
-    (counted in the fork server's, which reaps them) would be lost.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
-
-
-def _reap_orphans(keep: set[int]) -> None:
-    """Wait for adopted orphans (not the mocks in ``keep``); bounded."""
-    deadline = time.monotonic() + REAP_TIMEOUT
-    while time.monotonic() < deadline:
-        orphans = [pid for pid in _children() if pid not in keep]
-        if not orphans:
-            return
-        for pid in orphans:
-            with suppress(ChildProcessError):  # reaped meanwhile
-                os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.01)
-
-
-def _children() -> list[int]:
-    """Pids whose parent is this process (Linux; empty elsewhere)."""
-    me = os.getpid()
-    found = []
-    for entry in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = entry.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me:  # zombies too: reaping them is the point
-            found.append(int(entry.parent.name))
-    return found
-
-
-def _busy() -> tuple[int, int]:
-    """(busy, total) CPU jiffies of the whole host: mocks, relays and workers all count (Linux)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except OSError:
-        return 0, 0
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
+def summary(results: Sequence[Measurement], kinds: Sequence[str], counts: Sequence[int]) -> None:
+    print("\nMedians over runs (wall s; per board: round trips, bytes to device, phases in s)")
+    head = " ".join(f"{SHORT[p]:>6}" for p in PHASES)
+    print(f"{'line':<6} {'boards':>6} {'way':<10} {'wall':>7} {'trips':>6} {'to dev':>7} {head}")
+    for kind in kinds:
+        for count in counts:
+            for way in ways.WAYS:
+                ms = [m for m in results if (m.line, m.count, m.way) == (kind, count, way)]
+                if not ms:
+                    continue
+                boards = [b for m in ms for b in m.boards]
+                cells = " ".join(f"{median([b.phase(p) for b in boards]):6.2f}" for p in PHASES)
+                print(
+                    f"{kind:<6} {count:>6} {way:<10} {median([m.wall for m in ms]):7.2f} "
+                    f"{median([b.requests for b in boards]):6.0f} "
+                    f"{median([b.to_device for b in boards]):7.0f} {cells}"
+                )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--boards", default="1,4,16", help="board counts, comma-separated")
+    parser.add_argument("--boards", default="1,16", help="board counts, comma-separated")
+    parser.add_argument("--lines", default="cp210x,ftdi", help=f"of {', '.join(BRIDGES)}")
     parser.add_argument("--baud", type=int, default=921600, help="baud rate after connecting")
-    parser.add_argument("--skip-documented", action="store_true", help="skip way (b), the slowest")
+    parser.add_argument("--runs", type=int, default=3, help="runs of everything (medians)")
+    parser.add_argument("--ways", default=",".join(ways.WAYS), help="ways to run, comma-separated")
+    parser.add_argument("--startup-rounds", type=int, default=9, help="runs of each start-up")
     args = parser.parse_args()
     counts = [int(c) for c in args.boards.split(",")]
-    if not _become_subreaper():
+    kinds = args.lines.split(",")
+    chosen = [w for w in ways.WAYS if w in args.ways.split(",")]
+    if not hostcpu.become_subreaper():
         print("note: cannot adopt orphans here: atflash cpu misses its workers", file=sys.stderr)
+    cores = os.cpu_count() or 1
     folder = Path(tempfile.mkdtemp(prefix="atflash-bench-"))
+    results: list[Measurement] = []
     try:
-        bins = write_bare_bins(folder)
-        cores = os.cpu_count() or 1
-        print(f"3 partitions ({', '.join(f'{n} {bins[n].stat().st_size} B' for n in PARTITIONS)}), "
-              f"baud {args.baud}, {cores} CPU(s)")  # fmt: skip
-        print(f"{'boards':>6} {'atflash s':>9} {'boards/min':>10} {'vs 1':>6} {'floor s':>8} "
-              f"{'vs floor':>8} {'(b) doc s':>9} {'a/b':>6} {'(c) par s':>9} {'a/c':>6} "
-              f"{'cpu %':>6} {'mock cpu':>8} {'atfl cpu':>8} {'relay cpu':>9} {'cpu floor':>9}")  # fmt: skip
-        one = None
-        for count in counts:
-            a = timed(count, lambda b: way_atflash(b, args.baud))
-            one = one or (a.wall if count == 1 else None)
-            doc = (
-                None
-                if args.skip_documented
-                else timed(count, lambda b: way_documented(b, args.baud, bins)).wall
-            )
-            par = timed(count, lambda b: way_parallel_esptool(b, args.baud, bins)).wall
-            print(f"{count:>6} {a.wall:>9.2f} {count * 60 / a.wall:>10.1f} "
-                  f"{(a.wall / one if one else float('nan')):>6.2f} {a.floor:>8.2f} "
-                  f"{a.wall / a.floor:>8.2f} {(doc or float('nan')):>9.2f} "
-                  f"{(a.wall / doc if doc else float('nan')):>6.2f} {par:>9.2f} {a.wall / par:>6.2f} "
-                  f"{a.host * 100:>6.0f} {a.mock_cpu:>8.2f} {a.tool_cpu:>8.2f} {a.relay_cpu:>9.2f} "
-                  f"{a.tool_cpu / cores:>9.2f}", flush=True)  # fmt: skip
+        images = ways.write_images(folder)
+        print(f"{CHIP}, {', '.join(ways.PARTITIONS)} (8 KB each); lines start at 115200, then "
+              f"{args.baud} baud; {cores} CPU(s); load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        for kind in kinds:
+            print(f"line {kind}: {BRIDGES[kind].why}")
+        with contextlib.ExitStack() as stack:
+            rig = Rig(max(counts), stack)
+            for run in range(1, args.runs + 1):
+                for kind in kinds:
+                    for count in counts:
+                        for way in chosen:
+                            m = measure(rig, way, kind, count, run, args.baud, images)
+                            print_measurement(m, cores)
+                            results.append(m)
+        summary(results, kinds, counts)
+        times = startup.startup_medians(args.startup_rounds)
+        report_targets(results, times, cores=cores, counts=counts)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

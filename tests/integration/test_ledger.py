@@ -364,7 +364,7 @@ def test_pool_resolver_claims_by_mac_and_returns_the_sets_plans(
 
 
 def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash(
-    credential_pool: Path, ledger_url: str, tmp_path: Path
+    credential_pool: Path, ledger_url: str
 ) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
     boards = [

@@ -15,6 +15,21 @@ connections or a board that never answers. Every fault that takes effect is
 recorded (:attr:`UartLine.fired`), so a test can prove its fault happened
 instead of passing on a run where it never did.
 
+A real line also has a USB-UART bridge at the host's end, and USB moves
+bytes in transfers: a CP210x hands received bytes on within about a
+millisecond, an FTDI chip holds them until its latency timer (16 ms by
+default) runs out. ``latency`` models that as a constant pipeline delay in
+each direction: a byte reaches the other side no earlier than its UART time
+plus ``latency``. Throughput is unchanged; every command that waits for its
+reply pays the latency twice. :data:`BRIDGES` holds the presets. Faults and
+baud changes act where the byte is on the wire; only delivery is delayed.
+
+Every loader request the host sends (a SLIP frame starting ``00 op``) is
+recorded with its opcode and the time it was on the wire
+(:attr:`UartLine.requests`): each one is a round trip, and their opcodes
+tell the phases of a session apart. :attr:`UartLine.sessions` says when
+each client session began and ended.
+
 All I/O runs in one daemon thread around a selector; the public methods are
 thread-safe and take effect at once.
 """
@@ -29,6 +44,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -57,7 +73,45 @@ _TICK = 0.1  # longest selector wait, so timed stalls and stop() are noticed pro
 _CONNECT_TIMEOUT = 2.0
 _DROP_FLUSH_TIMEOUT = 1.0  # how long a drop waits for the bytes before it to leave
 _JOIN_TIMEOUT = 5.0
+_MAX_LATENCY = 1.0  # a bridge delay longer than this is a stalled line: use stall_after
 _PATTERN_MAX = 256  # longest pattern flip_after takes; this much of each stream is kept
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A USB-UART bridge as the line models it: a constant delay per direction."""
+
+    name: str
+    latency: float  # seconds added to every byte's delivery, each direction
+    why: str
+
+
+# CP210x: received bytes go out on the next USB poll (about 1 ms). FTDI: held
+# until 62 bytes fill a USB packet or the latency timer (16 ms by default)
+# runs out, so a short reply waits the full timer. "none": a direct TCP link.
+BRIDGES: dict[str, Bridge] = {
+    "cp210x": Bridge("cp210x", 0.001, "Silicon Labs CP210x: about 1 ms per USB transfer"),
+    "ftdi": Bridge("ftdi", 0.016, "FTDI FT232R/FT2232: 16 ms default latency timer"),
+    "none": Bridge("none", 0.0, "no bridge: bytes visible at their UART time"),
+}
+
+
+@dataclass(frozen=True)
+class SessionSpan:
+    """When a client's session began and ended (``time.monotonic()``; None: still open)."""
+
+    number: int
+    opened: float
+    closed: float | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """A loader request the host sent: its opcode, when it left the line, in which session."""
+
+    op: int
+    at: float  # time.monotonic() when its last byte was on the wire
+    session: int
 
 
 class _SlipHeads:
@@ -154,6 +208,9 @@ class _Pipe:
         self.recent = bytearray()  # the last _PATTERN_MAX bytes released, for flip_after
         self.stalled_until: float | None = None  # math.inf: stalled for good
         self.eof = False
+        # Released bytes still inside the bridge: (when they become visible, bytes).
+        self.in_flight: deque[tuple[float, bytearray]] = deque()
+        self.in_flight_bytes = 0
         # The host's request must be seen whole up to the new rate; for the
         # device's reply the status byte after the header is enough.
         self.frames = _SlipHeads(_HEADER + 8 if direction == "to_device" else _HEADER + 1)
@@ -177,6 +234,10 @@ class _Session:
 
     def pipe(self, direction: Direction) -> _Pipe:
         return self.pipes[DIRECTIONS.index(direction)]
+
+    def delivered(self) -> bool:
+        """Nothing released is still waiting to reach the other side."""
+        return not any(p.out or p.in_flight for p in self.pipes)
 
 
 def _loopback(host: str) -> str:
@@ -205,6 +266,9 @@ class UartLine:
         with UartLine(upstream=("127.0.0.1", port), baud=115200) as line:
             esp = detect_chip(line.url, 115200, "no-reset")
 
+    ``latency`` (seconds, or a :data:`BRIDGES` entry's) delays delivery in
+    each direction by that much after a byte's UART time.
+
     One client is served at a time; when it disconnects the rate returns to
     the initial one (a chip's ROM restarts at 115200 after a reset) and the
     next client is accepted with a fresh upstream connection. Fault settings and the mode
@@ -213,13 +277,23 @@ class UartLine:
     """
 
     def __init__(
-        self, upstream: tuple[str, int], *, baud: int = DEFAULT_BAUD, pacing: bool = True
+        self,
+        upstream: tuple[str, int],
+        *,
+        baud: int = DEFAULT_BAUD,
+        pacing: bool = True,
+        latency: float = 0.0,
     ) -> None:
         if baud <= 0:
             raise ValueError(f"baud must be positive, not {baud}")
+        if not 0 <= latency < _MAX_LATENCY:
+            raise ValueError(f"latency must be 0..{_MAX_LATENCY} s, not {latency}")
         self._upstream = (_loopback(upstream[0]), int(upstream[1]))
         self._initial_baud = baud
         self._pacing = pacing
+        self._latency = float(latency)
+        self._requests: list[Request] = []
+        self._spans: dict[int, tuple[float, float | None]] = {}  # session -> opened, closed
         # One re-entrant lock guards all state; the condition lets callers
         # wait for the I/O thread without polling.
         self._lock = threading.RLock()
@@ -374,6 +448,23 @@ class UartLine:
         """
         with self._lock:
             return max(self._wire.values())
+
+    @property
+    def latency(self) -> float:
+        """Seconds each direction's bytes are delivered after their UART time."""
+        return self._latency
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every loader request the host sent, oldest first: one round trip each."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def sessions(self) -> list[SessionSpan]:
+        """Every relayed client session, oldest first (refused and silent ones are not)."""
+        with self._lock:
+            return [SessionSpan(n, *span) for n, span in self._spans.items()]
 
     @property
     def connections(self) -> int:
@@ -561,6 +652,8 @@ class UartLine:
                 # Chunks leave as the schedule allows; Nagle would hold them back.
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._session = _Session(self._connections, client, upstream)
+        if upstream is not None:
+            self._spans[self._connections] = (time.monotonic(), None)
         self._set_interest(self._listener, 0)  # one client at a time; others wait in the backlog
 
     def _read(self, session: _Session, role: str) -> None:
@@ -601,6 +694,7 @@ class UartLine:
         try:
             for pipe in session.pipes:
                 self._release(session, pipe, now)
+                self._deliver(pipe, now)
             self._flush(session)
         except OSError:
             self._end_session()
@@ -612,16 +706,16 @@ class UartLine:
 
     def _session_done(self, session: _Session, now: float) -> bool:
         if session.drop_deadline is not None:
-            drained = not any(p.out for p in session.pipes)
-            return drained or now >= session.drop_deadline
+            return session.delivered() or now >= session.drop_deadline
         to_host = session.pipe("to_host")
         stuck = to_host.stalled_until == math.inf
-        return to_host.eof and not to_host.out and (not to_host.pending or stuck)
+        idle = not to_host.out and not to_host.in_flight
+        return to_host.eof and idle and (not to_host.pending or stuck)
 
     def _release(self, session: _Session, pipe: _Pipe, now: float) -> None:
         """Move the bytes whose departure time has come from ``pending`` to ``out``."""
         self._fire_faults(session, pipe, now)
-        while pipe.pending and session.drop_deadline is None and len(pipe.out) < _MAX_BUFFER:
+        while pipe.pending and session.drop_deadline is None and _held(pipe) < _MAX_BUFFER:
             if pipe.stalled_until is not None:
                 if now < pipe.stalled_until:
                     return
@@ -641,18 +735,39 @@ class UartLine:
             used, head = pipe.frames.feed(pipe.pending, count)
             pipe.recent += pipe.pending[max(0, used - _PATTERN_MAX) : used]
             del pipe.recent[:-_PATTERN_MAX]
-            pipe.out += pipe.pending[:used]
+            chunk = pipe.pending[:used]
             del pipe.pending[:used]
             pipe.passed += used
             pipe.clock += used * byte_time
+            self._hand_over(pipe, chunk, now)
             self._passed[pipe.direction] += used
             self._wire[pipe.direction] += used * byte_time
             if head is not None:
                 self._on_frame(session, pipe.direction, head)
             self._fire_faults(session, pipe, now)
 
+    def _hand_over(self, pipe: _Pipe, chunk: bytearray, now: float) -> None:
+        """Released bytes enter the bridge: visible at once, or ``latency`` after their UART time."""
+        if not self._latency:
+            pipe.out += chunk
+            return
+        # A paced byte left the wire at the schedule's clock; an unpaced one now.
+        left = pipe.clock if self._pacing else now
+        pipe.in_flight.append((left + self._latency, chunk))
+        pipe.in_flight_bytes += len(chunk)
+
+    def _deliver(self, pipe: _Pipe, now: float) -> None:
+        """Move bytes whose bridge delay is over to ``out``."""
+        while pipe.in_flight and pipe.in_flight[0][0] <= now:
+            _visible, chunk = pipe.in_flight.popleft()
+            pipe.in_flight_bytes -= len(chunk)
+            pipe.out += chunk
+
     def _on_frame(self, session: _Session, direction: Direction, head: bytes) -> None:
-        """Watch for CHANGE_BAUDRATE: the request sets the rate, the device's reply switches."""
+        """Record the host's requests; follow CHANGE_BAUDRATE (the device's reply switches)."""
+        # len: a stub's READ_FLASH acknowledgement is a bare 4-byte frame, not a request.
+        if direction == "to_device" and len(head) >= _HEADER and head[0] == _REQUEST:
+            self._requests.append(Request(head[1], time.monotonic(), session.number))
         if len(head) < 2 or head[1] != CHANGE_BAUDRATE:
             return
         if direction == "to_device" and head[0] == _REQUEST and len(head) >= _HEADER + 4:
@@ -739,11 +854,13 @@ class UartLine:
                     wake = session.drop_deadline
                 for pipe in session.pipes:
                     wake = min(wake, self._due(pipe, session))
+                    if pipe.in_flight:
+                        wake = min(wake, pipe.in_flight[0][0])
             return min(max(wake - now, 0.0), _TICK)
 
     def _due(self, pipe: _Pipe, session: _Session) -> float:
         """When ``pipe`` can next release bytes without a socket event (inf: never)."""
-        if not pipe.pending or session.drop_deadline is not None or len(pipe.out) >= _MAX_BUFFER:
+        if not pipe.pending or session.drop_deadline is not None or _held(pipe) >= _MAX_BUFFER:
             return math.inf
         if pipe.stalled_until is not None:
             return pipe.stalled_until
@@ -800,6 +917,8 @@ class UartLine:
         session, self._session = self._session, None
         if session is None:
             return
+        if session.number in self._spans:
+            self._spans[session.number] = (self._spans[session.number][0], time.monotonic())
         # The next client starts a new session, as a chip's ROM restarts at
         # its boot rate after a reset.
         self._baud = self._initial_baud
@@ -813,6 +932,11 @@ class UartLine:
             sock.close()
         if self._listener is not None and not self._stopping.is_set():
             self._set_interest(self._listener, selectors.EVENT_READ)
+
+
+def _held(pipe: _Pipe) -> int:
+    """Bytes released but not yet taken by the other side: in the bridge or waiting to be sent."""
+    return len(pipe.out) + pipe.in_flight_bytes
 
 
 def _count(n: int) -> int:

@@ -1,0 +1,1 @@
+"""The benchmark: mock boards behind modelled USB-UART lines (run bench/bench.py)."""

@@ -1,0 +1,133 @@
+"""What two library cuts would change: atflash run with them patched in, one board, measured.
+
+Not atflash as shipped: these are experiments, so that a cut proposed for
+the library comes with the figure it would change. Each runs the real
+``atflash write`` command line in a process of its own, with the cut
+patched in before the command starts (one board: the write runs in that
+process; a batch's workers come from a fresh fork server and would not
+see the patches, so only one board is measured):
+
+- ``keys-once``: every credential file's content checks run once, not once
+  per candidate layout (``build_plans`` checks the same files against each
+  of the chip's eight layouts, and parsing an RSA key is the dearest step);
+  modelled by parsing each distinct key text once.
+- ``bare-attach``: the flash attach is the ROM's SPI_ATTACH alone (after
+  the ESP32's eFuse SPI-pad read) and SPI_SET_PARAMS, instead of esptool's
+  ``attach_flash``, which adds an XMC start-up check, an SFDP read that only
+  warns, and a flash reset (0x66, 0x99): about 42 register round trips.
+
+Run: ``python bench/whatif.py [--lines cp210x,ftdi] [--runs 5] [--baud 921600]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CUTS = ("keys-once", "bare-attach")
+
+
+def apply(cuts: Sequence[str]) -> None:
+    """Patch the cuts into this process's atflash (called in the atflash process)."""
+    if "keys-once" in cuts:
+        from atflash.content import creds
+
+        load = creds.load_private_key
+
+        @functools.cache
+        def once(data: bytes, source: str) -> object:
+            return load(data, source=source)
+
+        creds.load_private_key = lambda data, *, source: once(bytes(data), source)  # type: ignore[assignment]
+    if "bare-attach" in cuts:
+        from atflash.backends.esptool import flasher
+
+        def attach_flash(esp: object) -> None:
+            pads = esp.get_chip_spi_pads() if esp.CHIP_NAME == "ESP32" else (0, 0, 0, 0, 0)  # type: ignore[attr-defined]
+            clk, q, d, hd, cs = pads
+            esp.flash_spi_attach((hd << 24) | (cs << 18) | (d << 12) | (q << 6) | clk)  # type: ignore[attr-defined]
+
+        flasher.cmds.attach_flash = attach_flash  # type: ignore[assignment]
+
+
+def atflash_with(cuts: Sequence[str]) -> Callable[[Sequence[str], int, object], dict[str, float]]:
+    """A bench way: ``atflash write`` on one board, with ``cuts`` patched in."""
+    from bench import ways
+
+    def runner(urls: Sequence[str], baud: int, _images: object) -> dict[str, float]:
+        (url,) = urls
+        code = (
+            f"import sys; sys.path.insert(0, {str(ROOT)!r}); import bench.whatif as w; "
+            f"w.apply({list(cuts)!r}); from atflash.cli import main; sys.argv[0] = 'atflash'; main()"
+        )
+        cmd = [sys.executable, "-c", code, *ways.atflash_cmd([url], baud)[1:]]
+        start = time.monotonic()
+        ways.run(cmd)
+        return {url: start}
+
+    return runner
+
+
+def main() -> None:
+    from bench import hostcpu, ways
+    from bench.measure import Rig, measure
+    from bench.phases import PHASES
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lines", default="cp210x,ftdi")
+    parser.add_argument("--baud", type=int, default=921600)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    hostcpu.become_subreaper()
+    variants: dict[str, Callable[..., dict[str, float]]] = {
+        "esptool": ways.esptool_per_board,
+        "atflash": ways.atflash,
+        **{f"+{cut}": atflash_with([cut]) for cut in CUTS},
+        "+both": atflash_with(CUTS),
+    }
+    folder = Path(tempfile.mkdtemp(prefix="atflash-whatif-"))
+    walls: dict[tuple[str, str], list[float]] = {}
+    trips: dict[tuple[str, str], list[int]] = {}
+    phases: dict[tuple[str, str], list[dict[str, float]]] = {}
+    try:
+        images = ways.write_images(folder)
+        with contextlib.ExitStack() as stack:
+            rig = Rig(1, stack)
+            for run in range(1, args.runs + 1):
+                for kind in args.lines.split(","):
+                    for name, runner in variants.items():
+                        m = measure(rig, name, kind, 1, run, args.baud, images, runner=runner)
+                        (board,) = m.boards
+                        walls.setdefault((kind, name), []).append(m.wall)
+                        trips.setdefault((kind, name), []).append(board.requests)
+                        phases.setdefault((kind, name), []).append(board.phases)
+                        print(f"run {run} {kind:<6} {name:<13} wall {m.wall:5.2f} s  "
+                              f"{board.requests:>3} round trips  cpu {m.cpu.tool:4.2f} s", flush=True)  # fmt: skip
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("\nMedians: wall s, round trips, phases s, and the ratio to esptool in one call")
+    for (kind, name), values in walls.items():
+        wall = statistics.median(values)
+        ratio = wall / statistics.median(walls[(kind, "esptool")])
+        cells = " ".join(
+            f"{p} {statistics.median(ph[p] for ph in phases[(kind, name)]):.2f}" for p in PHASES
+        )
+        print(f"{kind:<6} {name:<13} {wall:5.2f} s  {statistics.median(trips[(kind, name)]):3.0f} "
+              f"trips  x{ratio:.2f}  {cells}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
