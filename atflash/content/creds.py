@@ -520,6 +520,25 @@ def public_key_fingerprint(obj: KeyLike) -> str:
     return hashlib.sha256(public_key_der(obj)).hexdigest()
 
 
+# Checks are pure functions of the bytes: a passed check is remembered by the
+# SHA-256 of what it read (never the bytes: no key material is kept), so the
+# same files checked against each candidate layout of a chip (8 for an ESP32)
+# are parsed once. Failures are not remembered: they raise again, naming the
+# file. Bounded, so a factory run of thousands of devices cannot grow it.
+_CHECKED = 8192
+_passed: dict[tuple[object, ...], None] = {}
+
+
+def _remember(check: tuple[object, ...]) -> None:
+    if len(_passed) >= _CHECKED:
+        _passed.pop(next(iter(_passed)))
+    _passed[check] = None
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
 def check_pairs(certs: Sequence[tuple[str, bytes]], keys: Sequence[tuple[str, bytes]]) -> None:
     """Check that certificate n and key n (both in ID order) share a public key.
 
@@ -528,6 +547,14 @@ def check_pairs(certs: Sequence[tuple[str, bytes]], keys: Sequence[tuple[str, by
     cannot be read. Certificates or keys without a partner are allowed, as in
     ESP-AT, and are not read here (:func:`validate_item` checks them).
     """
+    check = ("pairs", *(_digest(d) for _n, d in certs), None, *(_digest(d) for _n, d in keys))
+    if check in _passed:
+        return
+    _check_pairs(certs, keys)
+    _remember(check)
+
+
+def _check_pairs(certs: Sequence[tuple[str, bytes]], keys: Sequence[tuple[str, bytes]]) -> None:
     for index, ((cert_name, cert_data), (key_name, key_data)) in enumerate(
         zip(certs, keys, strict=False)
     ):
@@ -555,6 +582,14 @@ def validate_item(kind: PkiKind, data: bytes, *, source: str, key_type_check: bo
     an unencrypted private key of a type the firmware can use (unless
     ``key_type_check`` is off). Raises :class:`ContentError` otherwise.
     """
+    check = ("item", kind, key_type_check, _digest(data))
+    if check in _passed:
+        return
+    _validate_item(kind, data, source, key_type_check)
+    _remember(check)
+
+
+def _validate_item(kind: PkiKind, data: bytes, source: str, key_type_check: bool) -> None:
     if kind == "key":
         key = load_private_key(data, source=source)
         if key_type_check:
