@@ -27,16 +27,13 @@ for it to pay (see :data:`AUTO_PARALLEL_DEVICES`).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import contextlib
 import csv
 import hashlib
 import io
-import multiprocessing
 import os
 import re
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -53,6 +50,7 @@ from atflash.factory.images import (
     holds_private_key,
     patch_image,
 )
+from atflash.factory.parallel import run_chunks
 from atflash.factory.pool import DEVICE_OWN_SUFFIXES, Pool
 from atflash.files import read_bounded
 from atflash.layout.model import MFG_NVS, Profile
@@ -604,45 +602,16 @@ def _run_parallel(
     report: ProgressCallback,
     total: int,
 ) -> list[_Outcome]:
-    """Chunks go out in order; on a failure those not started are cancelled.
-
-    An executor starts tasks in submission order, so every chunk before a
-    failing one has started and is waited for: the earliest failure found
-    is the earliest of the run.
-    """
-    outcomes: list[_Outcome] = []
-    args = (builder.spec, builder.fingerprint, builder.out_dir, builder.staging)
-    with cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=args
-    ) as executor:
-        futures = [executor.submit(_run_chunk, chunk) for chunk in chunks]
-        try:
-            for future in cf.as_completed(futures):
-                if future.cancelled():
-                    continue
-                done = future.result()
-                outcomes.extend(done)
-                report(len(outcomes), total)
-                if done[-1].error is not None:
-                    for other in futures:
-                        other.cancel()
-        except BaseException:
-            for other in futures:  # Ctrl-C or a bug: do not wait for the whole run
-                other.cancel()
-            raise
-    return outcomes
-
-
-def _context() -> Any:
-    """Workers from a fork server preloaded with atflash (spawn on Windows), as the pool check makes them.
-
-    ``fork`` would copy a parent that may run threads (rich's progress bar).
-    """
-    if sys.platform == "win32":
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(sorted(n for n in sys.modules if n.split(".", 1)[0] == "atflash"))
-    return ctx
+    """Chunks in order in worker processes; the first failure cancels what has not started."""
+    return run_chunks(
+        _run_chunk,
+        chunks,
+        workers=workers,
+        failed=lambda outcome: outcome.error is not None,
+        progress=lambda done: report(done, total),
+        initializer=_init_worker,
+        initargs=(builder.spec, builder.fingerprint, builder.out_dir, builder.staging),
+    )
 
 
 def _place(out: Path, staging: Path, rows: Sequence[IndexRow], old: dict[str, IndexRow]) -> None:

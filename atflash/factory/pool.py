@@ -27,20 +27,18 @@ in worker processes, and refuses a key or certificate shared by two sets.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
+import functools
 import hashlib
 import io
-import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from atflash.errors import AtflashError
 from atflash.factory.errors import PoolError
+from atflash.factory.parallel import run_chunks
 from atflash.files import natural_key, natural_sorted
 from atflash.layout.model import Profile, pki_kind_for
 from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plan
@@ -410,52 +408,14 @@ def _check_parallel(
     report: ProgressCallback,
     workers: int,
 ) -> list[_Checked]:
-    """Chunks go out in pool order; on a failure the ones not started are cancelled.
-
-    An executor starts tasks in submission order, so every chunk before a
-    failing one has started and is waited for: the earliest failure found
-    is the earliest in the pool.
-    """
-    results: list[_Checked] = []
-    done = 0
-    with cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(chunks)), mp_context=_context()
-    ) as executor:
-        futures = [
-            executor.submit(_check_chunk, pool.source, chunk, profiles, options) for chunk in chunks
-        ]
-        try:
-            for future in cf.as_completed(futures):
-                if future.cancelled():
-                    continue
-                outcome = future.result()
-                results.extend(outcome)
-                done += len(outcome)
-                report(done, len(pool.sets))
-                if outcome[-1].error is not None:
-                    for other in futures:
-                        other.cancel()
-        except BaseException:
-            for other in futures:  # Ctrl-C: do not wait for the whole pool
-                other.cancel()
-            raise
-    return results
-
-
-def _context() -> Any:
-    """Worker processes as the batch makes them: a fork server on POSIX, spawn on Windows.
-
-    ``fork`` would copy a parent that may run threads (rich's progress
-    bar); the fork server imports atflash once and forks clean workers. It
-    preloads every atflash module loaded here, as :mod:`atflash.batch` does,
-    so a batch started later in this process finds what it needs.
-    """
-    if sys.platform == "win32":
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ours = sorted(name for name in sys.modules if name.split(".", 1)[0] == "atflash")
-    ctx.set_forkserver_preload(ours)
-    return ctx
+    """Chunks in pool order in worker processes; the first failure cancels what has not started."""
+    return run_chunks(
+        functools.partial(_check_chunk, pool.source, profiles=profiles, options=options),
+        chunks,
+        workers=min(workers, len(chunks)),
+        failed=lambda checked: checked.error is not None,
+        progress=lambda done: report(done, len(pool.sets)),
+    )
 
 
 def _refuse_shared(pool: Pool, results: Sequence[_Checked]) -> None:
