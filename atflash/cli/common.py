@@ -86,3 +86,25 @@ def echo_json(value: object) -> None:
 def connect_options(via: str, port: str, values: dict[str, Any]) -> Any:
     """The backend's connection options for one port (``None`` values: the backend's default)."""
     return registry.get(via).connect_options(port, values)
+
+
+class FlashOffset(click.ParamType):
+    """A flash offset: hex (0x8000) or decimal, 4 KB aligned."""
+
+    name = "offset"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            number = int(str(value), 0)
+        except ValueError:
+            self.fail(f"{value!r} is not a number (write 0x8000 or 32768)", param, ctx)
+        if number < 0 or number % 0x1000:
+            self.fail(f"{value} is not a 4 KB-aligned flash offset", param, ctx)
+        return number
+
+
+FLASH_OFFSET = FlashOffset()

@@ -24,6 +24,7 @@ from atflash.cli import batchopts, render
 from atflash.cli.app import cli
 from atflash.cli.batchopts import batch_options
 from atflash.cli.common import (
+    FLASH_OFFSET,
     F,
     echo_json,
     json_option,
@@ -38,28 +39,6 @@ from atflash.output import write_outputs
 from atflash.planning.bench import candidate_profiles, check_config, load_config
 from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
 from atflash.ports import list_ports
-
-
-class _HexInt(click.ParamType):
-    """A flash offset: hex (0x8000) or decimal, 4 KB aligned."""
-
-    name = "offset"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            number = int(str(value), 0)
-        except ValueError:
-            self.fail(f"{value!r} is not a number (write 0x8000 or 32768)", param, ctx)
-        if number < 0 or number % 0x1000:
-            self.fail(f"{value} is not a 4 KB-aligned flash offset", param, ctx)
-        return number
-
-
-HEX_INT = _HexInt()
 
 
 class _Spelled(click.Choice):
@@ -109,7 +88,7 @@ def link_options(func: F) -> F:
             click.option(
                 "--partition-table-offset",
                 "table_offset",
-                type=HEX_INT,
+                type=FLASH_OFFSET,
                 metavar="OFFSET",
                 help="esptool: where the board's partition table is, for firmware built with "
                 "another CONFIG_PARTITION_TABLE_OFFSET [default: the layout's, 0x8000].",

@@ -76,7 +76,9 @@ def pool_check(
     loaded = load_pool(pool_path)
     with CheckProgress() as progress:
         check_pool(loaded, profiles, PlanOptions(), jobs=jobs, progress=progress)
-    names = profiles[0].name + (f" and {len(profiles) - 1} other layouts" if len(profiles) > 1 else "")
+    names = profiles[0].name + (
+        f" and {len(profiles) - 1} other layouts" if len(profiles) > 1 else ""
+    )
     click.echo(f"{pool_path}: {len(loaded)} sets OK for {names} ({', '.join(loaded.partitions)})")
 
 

@@ -24,6 +24,7 @@ from atflash import audit
 from atflash.cli import render
 from atflash.cli.app import cli
 from atflash.cli.common import (
+    FLASH_OFFSET,
     echo_json,
     json_option,
     parse_groups,
@@ -153,25 +154,6 @@ def _item_file_names(items: Sequence[pki.PkiItem]) -> list[str]:
     return names
 
 
-class _Offset(click.ParamType):
-    """A flash offset: hex (0x8000) or decimal, 4 KB aligned."""
-
-    name = "offset"
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if isinstance(value, int):
-            return value
-        try:
-            number = int(str(value), 0)
-        except ValueError:
-            self.fail(f"{value!r} is not a number (write 0x8000 or 32768)", param, ctx)
-        if number < 0 or number % 0x1000:
-            self.fail(f"{value} is not a 4 KB-aligned flash offset", param, ctx)
-        return number
-
-
 _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
 
 
@@ -210,7 +192,9 @@ _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
     metavar="FACTORY.bin",
     help="With --manifest or --pool: one whole patched factory image per device, DIR/<device>.bin.",
 )
-@click.option("--partition-table-offset", "table_offset", type=_Offset(), help=_TABLE_OFFSET_HELP)
+@click.option(
+    "--partition-table-offset", "table_offset", type=FLASH_OFFSET, help=_TABLE_OFFSET_HELP
+)
 @click.option(
     "--jobs",
     "-j",
@@ -530,7 +514,7 @@ class _Progress:
 @profile_options
 @click.option("-o", "--output", required=True, metavar="OUT.bin", help="The patched image.")
 @click.option(
-    "--partition-table-offset", "table_offset", type=_Offset(), default=DEFAULT_TABLE_OFFSET,
+    "--partition-table-offset", "table_offset", type=FLASH_OFFSET, default=DEFAULT_TABLE_OFFSET,
     help=_TABLE_OFFSET_HELP,
 )  # fmt: skip
 @click.option(
