@@ -67,7 +67,8 @@ class EsptoolSession(Session):
         self._layout: BoardLayout | None = None
         self._layout_error: BoardTableError | None = None
         self._mismatch: list[Difference] = []
-        self._nvs_before: dict[str, list[NvsItem]] = {}  # target -> items before writing
+        # target -> (items before writing, the namespaces' wanted values)
+        self._nvs_before: dict[str, tuple[list[NvsItem], dict[str, tuple[bytes, ...]]]] = {}
         self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
 
@@ -232,13 +233,12 @@ class EsptoolSession(Session):
         target = Target(
             MFG_NVS, store.offset, image, payload=sum(i.payload for i in plan.images), covers=covers
         )
-        self._nvs_before[target.name] = before
-        self._nvs_plan = plan
+        self._nvs_before[target.name] = (before, plan.changes())
         return target
 
     def _nvs_holds(self, target: Target) -> bool:
-        before = self._nvs_before[target.name]
-        for namespace, values in self._nvs_plan.changes().items():
+        before, changes = self._nvs_before[target.name]
+        for namespace, values in changes.items():
             if mfgnvs.credentials(before, namespace) != list(values):
                 return False
             if mfgnvs.unreachable_keys(before, namespace):
