@@ -99,7 +99,6 @@ class Session(abc.ABC):
 
     port: str
     info: BoardInfo
-    explicit_layout: bool = False  # set by the write flow from WriteOptions
 
     def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
         """The plan for this board among candidates (one per layout); by chip unless overridden."""
@@ -110,11 +109,14 @@ class Session(abc.ABC):
         return [(target.name, self.read(target))]
 
     @abc.abstractmethod
-    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
+    def place(
+        self, plan: WritePlan, *, force: bool, events: EventSink, explicit: bool = False
+    ) -> list[Target]:
         """Check ``plan`` against the board's own tables and place each image.
 
         Reads only. Refuses (raises) before anything is written when the
-        board disagrees, unless ``force`` allows what the backend can do.
+        board disagrees, unless ``force`` allows what the backend can do
+        (``explicit``: the user named the layout, so it may be written blind).
         """
 
     @abc.abstractmethod
@@ -254,8 +256,9 @@ def run_session(
 def _write(
     session: Session, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
 ) -> None:
-    session.explicit_layout = opts.explicit_layout
-    placed = _placed(session, plan, result, force=opts.force, events=events)
+    placed = _placed(
+        session, plan, result, force=opts.force, explicit=opts.explicit_layout, events=events
+    )
     if opts.backup_dir is not None:
         result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)
     pending = []
@@ -321,10 +324,16 @@ def _bytes(target: Target) -> str:
 
 
 def _placed(
-    session: Session, plan: WritePlan, result: BoardResult, *, force: bool, events: EventSink
+    session: Session,
+    plan: WritePlan,
+    result: BoardResult,
+    *,
+    force: bool,
+    events: EventSink,
+    explicit: bool = False,
 ) -> list[tuple[Target, list[PartitionResult]]]:
     """Place the plan on the board and describe each result entry by where it really goes."""
-    targets = session.place(plan, force=force, events=events)
+    targets = session.place(plan, force=force, events=events, explicit=explicit)
     by_name = {entry.name: entry for entry in result.partitions}
     placed = []
     for target in targets:

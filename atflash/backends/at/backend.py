@@ -95,7 +95,9 @@ class AtSession(Session):
             events(Event("warning", self.port, message))
         return chosen
 
-    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
+    def place(
+        self, plan: WritePlan, *, force: bool, events: EventSink, explicit: bool = False
+    ) -> list[Target]:
         store = self._store()
         if plan.profile.store != store:
             raise self._no_plan_for(store, [plan])

@@ -100,12 +100,16 @@ class EsptoolSession(Session):
         nearest, self._mismatch = closest(layout, same_store)
         return self._plan_for(ours, nearest)
 
-    def place(self, plan: WritePlan, *, force: bool, events: EventSink) -> list[Target]:
+    def place(
+        self, plan: WritePlan, *, force: bool, events: EventSink, explicit: bool = False
+    ) -> list[Target]:
         if self._layout is None and self._layout_error is None:
             self.choose([plan], events)  # a caller that did not choose (read, table)
         profile = plan.profile
         self._use(profile)
-        parts, primary, table_offset = self._where(plan, force=force, events=events)
+        parts, primary, table_offset = self._where(
+            plan, force=force, explicit=explicit, events=events
+        )
         boot = profile.bootloader_offset
         if plan.nvs:
             store = _part(parts, MFG_NVS, self.port)
@@ -140,7 +144,7 @@ class EsptoolSession(Session):
         return targets
 
     def _where(
-        self, plan: WritePlan, *, force: bool, events: EventSink
+        self, plan: WritePlan, *, force: bool, explicit: bool, events: EventSink
     ) -> tuple[Sequence[Partition], Sequence[Partition], int]:
         """The partitions to write into: the board's own, or with --force a named layout's."""
         profile = plan.profile
@@ -148,7 +152,7 @@ class EsptoolSession(Session):
         if layout is None:
             error = self._layout_error
             assert error is not None
-            if not (force and self.explicit_layout):
+            if not (force and explicit):
                 raise error
             events(
                 Event(
