@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Literal
@@ -246,7 +246,7 @@ def load_private_key(data: bytes, *, source: str) -> PrivateKeyTypes:
             hint="copy the whole key file again",
         )
     try:
-        return serialization.load_pem_private_key(block.text, password=None)
+        return _parsed_once(block.text, serialization.load_pem_private_key)
     except UnsupportedAlgorithm:
         raise _unsupported_key_error(source) from None
     except _PARSE_ERRORS:
@@ -255,6 +255,20 @@ def load_private_key(data: bytes, *, source: str) -> PrivateKeyTypes:
             "the private key block is damaged and cannot be decoded",
             hint="export the key again, e.g. openssl pkey -in KEY -out KEY.pem",
         ) from None
+
+
+def _parsed_once(text: bytes, load: Callable[..., PrivateKeyTypes]) -> PrivateKeyTypes:
+    """``load(text)``, checking an RSA key's arithmetic only the first time this text is parsed.
+
+    That check is nearly all of the cost of a parse (about 40 ms for an RSA
+    2048 key here), and a write parses each key several times (its own
+    check, the pairing check, the description). Only the SHA-256 of a key
+    that passed is remembered, never the key.
+    """
+    check = ("key parses", _digest(text))
+    key = load(text, password=None, unsafe_skip_rsa_key_validation=check in _passed)
+    _remember(check)
+    return key
 
 
 def _first_key_block(blocks: Sequence[_Block]) -> _Block | None:
@@ -275,7 +289,7 @@ def _der_private_key_state(data: bytes) -> Literal["plain", "encrypted"] | None:
 
 def _load_der_private_key(data: bytes, *, source: str) -> PrivateKeyTypes:
     try:
-        return serialization.load_der_private_key(data, password=None)
+        return _parsed_once(data, serialization.load_der_private_key)
     except TypeError:
         raise _encrypted_key_error(source) from None
     except UnsupportedAlgorithm:

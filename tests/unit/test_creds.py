@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -105,6 +106,12 @@ def raise_content(call: Callable[[], object], match: str) -> ContentError:
     assert error.__cause__ is None
     assert error.__context__ is None or error.__suppress_context__
     return error
+
+
+def pem_block(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----", ""]).encode()
 
 
 def secret_windows(key_file: bytes) -> set[bytes]:
@@ -231,6 +238,42 @@ def test_fixture_keys_load(raw: Path, name: str) -> None:
     assert isinstance(key, rsa.RSAPrivateKey)
     assert not creds.is_encrypted_key(data)
     creds.validate_item("key", data, source=name)
+
+
+def _der_rsa_key(numbers: rsa.RSAPrivateNumbers, d: int) -> bytes:
+    """A PKCS#1 DER RSA key with ``numbers`` but private exponent ``d`` (no validity check)."""
+
+    def der(tag: int, body: bytes) -> bytes:
+        size = len(body)
+        head = bytes([size]) if size < 128 else bytes([0x80 | ((size.bit_length() + 7) // 8)])
+        if size >= 128:
+            head += size.to_bytes(head[0] & 0x7F, "big")
+        return bytes([tag]) + head + body
+
+    def integer(value: int) -> bytes:
+        return der(0x02, value.to_bytes(value.bit_length() // 8 + 1, "big"))
+
+    public = numbers.public_numbers
+    fields = (0, public.n, public.e, d, numbers.p, numbers.q, numbers.dmp1, numbers.dmq1,
+              numbers.iqmp)  # fmt: skip
+    return der(0x30, b"".join(integer(v) for v in fields))
+
+
+@pytest.mark.parametrize("encoding", ["PEM", "DER"])
+def test_rsa_key_arithmetic_is_checked_on_every_new_key(
+    rsa_key: rsa.RSAPrivateKey, encoding: str
+) -> None:
+    # Parsing a key again skips the RSA check for a text that passed it: a
+    # different text (here: a wrong private exponent) is checked, every time.
+    numbers = rsa_key.private_numbers()
+    good = _der_rsa_key(numbers, numbers.d)
+    bad = _der_rsa_key(numbers, numbers.d + 2)
+    if encoding == "PEM":
+        good, bad = (pem_block("RSA PRIVATE KEY", x) for x in (good, bad))
+    for _ in range(2):
+        key = creds.load_private_key(good, source="good.key")
+        assert key.private_numbers() == numbers  # type: ignore[union-attr]
+        raise_content(lambda: creds.load_private_key(bad, source="bad.key"), "bad.key")
 
 
 @pytest.mark.parametrize("key_name", ["rsa_key", "ec_key", "ed_key"])
