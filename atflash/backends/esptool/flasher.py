@@ -36,6 +36,7 @@ from esptool.loader import ESPLoader
 from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
 
 from atflash import chips
+from atflash.backends.esptool import attach
 from atflash.backends.esptool.options import ROM_BAUD, ConnectOptions
 from atflash.errors import DeviceError, one_line
 from atflash.events import Event, EventKind, EventSink
@@ -251,7 +252,7 @@ class EsptoolBoard:
         if self._attached:
             return
         with self._translated("attach flash"):
-            cmds.attach_flash(self.esp)
+            attach.attach_flash(self.esp)
             self.esp.flash_set_parameters(flash_size_bytes(flash_size))
         self._attached = True
         self._flash_size = flash_size
