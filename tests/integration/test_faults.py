@@ -166,11 +166,10 @@ SPI_ATTACH, SPI_SET_PARAMS = 0x0D, 0x0B
 def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     """Every request waits for its reply, so on a real bench round trips are the cost.
 
-    Three partitions written and verified: 49 requests here (a bench write,
-    which also checks what the board holds first, makes 51; esptool makes
-    101 for the same images). The flash attach (SPI_ATTACH up to
-    SPI_SET_PARAMS: pads, flash ID, flash reset) is 18 of them, where
-    esptool's own attach makes 44.
+    Three partitions written and verified: 51 requests (esptool makes 101
+    for the same images). The flash attach (SPI_ATTACH and the register
+    traffic up to SPI_SET_PARAMS: flash ID, flash reset) is 19 of them,
+    where esptool's own attach makes 45.
     """
     result = rig.write()
     assert result.ok, result.error
