@@ -204,7 +204,7 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
                 hint="drop --port to re-run them all",
             )
     if not settings.single_board:
-        warm_up()  # the worker server starts while the plans are built
+        warm_up(backends=[settings.via])  # the worker server starts while the plans are built
     pool = _pool_resolver(settings)
     checked = None if pool is not None else check_plans(settings, parse_groups)
     if settings.log:
