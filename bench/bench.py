@@ -117,6 +117,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="atflash-bench-"))
     results: list[Measurement] = []
     try:
+        ways.as_installed()
         images = ways.write_images(folder)
         print(f"{CHIP}, {', '.join(ways.PARTITIONS)} (8 KB each); lines start at 115200, then "
               f"{args.baud} baud; {cores} CPU(s); load average {os.getloadavg()[0]:.1f}")  # fmt: skip

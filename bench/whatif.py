@@ -103,6 +103,7 @@ def main() -> None:
     trips: dict[tuple[str, str], list[int]] = {}
     phases: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
+        ways.as_installed()
         images = ways.write_images(folder)
         with contextlib.ExitStack() as stack:
             rig = Rig(1, stack)
