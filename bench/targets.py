@@ -80,8 +80,11 @@ def _scaling(results: Sequence[Measurement], line: str, many: int, cores: int) -
     if not one or not lot:
         return
     ratio = _median([m.wall for m in lot]) / _median([m.wall for m in one])
-    print(f"  {many} boards, {line}: atflash {many} / atflash 1 = {ratio:.2f} "
-          f"(target <= {SCALE_RATIO}): {_verdict(ratio, SCALE_RATIO)}")  # fmt: skip
+    # The target is for FTDI lines, where latency dominates and boards overlap
+    # well; behind a 1 ms bridge a board is mostly CPU, and 2 cores run 16 of them.
+    verdict = (f"(target <= {SCALE_RATIO}): {_verdict(ratio, SCALE_RATIO)}" if line == "ftdi"
+               else "(no target: with little latency the host's cores set the pace)")  # fmt: skip
+    print(f"  {many} boards, {line}: atflash {many} / atflash 1 = {ratio:.2f} {verdict}")
     mocks = _median([m.cpu.mocks for m in lot])
     tool = _median([m.cpu.tool for m in lot])
     relays = _median([m.cpu.relays for m in lot])
