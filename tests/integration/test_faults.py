@@ -257,7 +257,7 @@ class AtRig:
 
     def write(self, events: Callable[[Event], None] = lambda _e: None) -> BoardResult:
         # A short timeout: the stall cases wait it out, and the simulator answers at once.
-        connect = AtConnectOptions(self.line.url, timeout=1.0, chunk_size=1024)
+        connect = AtConnectOptions(self.line.url, timeout=0.5, chunk_size=1024)
         options = WriteOptions(skip_unchanged=False)
         return write_board(AtBackend(), connect, [self.plan], options=options, events=events)
 
@@ -376,7 +376,7 @@ class MfgRig:
 
     def write(self) -> BoardResult:
         # A short timeout: the stall and lost-data cases wait it out.
-        connect = AtConnectOptions(self.url, timeout=1.0)
+        connect = AtConnectOptions(self.url, timeout=0.5)
         return write_board(AtBackend(), connect, [self.plan])
 
     def credentials(self, namespace: str) -> list[bytes]:
