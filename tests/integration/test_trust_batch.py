@@ -387,7 +387,7 @@ def test_a_board_that_outlives_the_grace_time_is_interrupted_with_its_last_statu
             for _ in range(requests):
                 stop.request(signal.SIGTERM)
 
-    grace = 1.0 if requests == 1 else 60.0  # a second request does not wait at all
+    grace = 0.5 if requests == 1 else 60.0  # a second request does not wait at all
     options = BatchOptions(jobs=1, stop_grace=grace)
     start = time.monotonic()
     results = run_batch(jobs, runner=_writes_then_hangs, options=options, events=events, stop=stop)
