@@ -32,7 +32,7 @@ from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
-from tests.support.esptool_waits import cap_reply_wait, restore_reply_wait
+from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 
 from .conftest import flash_differs, flash_holds
@@ -54,7 +54,7 @@ class Rig:
     def clear_faults(self) -> None:
         """A sound line, and esptool's own reply timeouts, for the retry."""
         self.line.clear_faults()
-        restore_reply_wait()
+        restore_waits()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def rig(esp32_board: MockBoard, rig_plan: WritePlan) -> Iterator[Rig]:
         try:
             yield Rig(esp32_board, line, rig_plan)
         finally:
-            restore_reply_wait()
+            restore_waits()
 
 
 def _when(kind: str, partition: str | None, arm: Callable[[UartLine], None], line: UartLine):
@@ -119,7 +119,7 @@ STALL_WAIT = 1.0
 
 def _stall(line: UartLine, n_bytes: int, direction: str) -> None:
     line.stall_after(n_bytes, direction)
-    cap_reply_wait(STALL_WAIT)
+    cap_waits(reply=STALL_WAIT)
 
 
 # Each case: (phase event, partition, how to break the line, statuses the board must report).

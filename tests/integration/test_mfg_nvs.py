@@ -26,7 +26,7 @@ from atflash.layout.profiles import family, find_profile
 from atflash.planning.plan import PartitionRequest, build_plans
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, mock_board
-from tests.support.esptool_waits import cap_reply_wait, restore_reply_wait
+from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
 
@@ -173,14 +173,14 @@ def test_a_write_cut_short_is_repaired_by_a_plain_retry(raw: Path, tmp_path: Pat
                 if event.kind == "writing" and event.partition == "client_cert":
                     line.stall_after(line.bytes_to_device + 400, "to_device")
                     # The reply never comes: wait 1 s for it, not esptool's 3 s.
-                    cap_reply_wait(1.0)
+                    cap_waits(reply=1.0)
 
             try:
                 first = write_board(
                     EsptoolBackend(), connect, plans, options=WriteOptions(), events=cut
                 )
             finally:
-                restore_reply_wait()  # the retry runs with esptool's own timeouts
+                restore_waits()  # the retry runs with esptool's own timeouts
             if not first.ok:
                 assert {p.status for p in first.partitions} == {"possibly-partial"}
                 assert first.error and line.url in first.error

@@ -47,6 +47,7 @@ from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.esptool_waits import capped_waits
 from tests.support.line import UartLine
 
 from .conftest import flash_holds
@@ -465,5 +466,7 @@ def test_one_board_fault_one_exit_code_whatever_the_command(fault: str, raw: Pat
             "write": ["write", "--chip", "esp32", "--port", port, *CONNECT, "client_cert", cert],
         }
         commands["write-batch"] = [*commands["write"], "--jobs", "1"]  # a batch of one
-        codes = {name: run(*args).exit_code for name, args in commands.items()}
+        # A silent board never answers SYNC: try each 20 ms, not esptool's 100 ms (this process).
+        with capped_waits(sync=0.02):
+            codes = {name: run(*args).exit_code for name, args in commands.items()}
     assert set(codes.values()) == {EXIT_DEVICE_ERROR}, codes
