@@ -21,9 +21,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from atflash.sim.flash import board_flash
-from atflash.sim.rom import mock_board
 from tests.support.line import BRIDGES, CHANGE_BAUDRATE, DEFAULT_BAUD, UartLine
+
+from .conftest import BoardPool, esptool_port, flash_esp_at
 
 IO_TIMEOUT = 5.0  # any single socket wait here
 ROM_BAUD = 115200  # where every ESP ROM loader starts
@@ -224,16 +224,17 @@ def test_latency_is_checked() -> None:
 # -- through esptool ----------------------------------------------------------
 
 
-def test_esptool_behind_ftdi_pays_two_latencies_per_request() -> None:
+def test_esptool_behind_ftdi_pays_two_latencies_per_request(board_pool: BoardPool) -> None:
     """Each loader request waits for its reply: the session takes at least 2 x latency per request."""
     from esptool.cmds import detect_chip
 
     latency = BRIDGES["ftdi"].latency
-    with mock_board("esp32", flash=board_flash("esp32")) as board:
+    with board_pool.lease("esp32") as board:
+        flash_esp_at(board)
         host, port = board.url.removeprefix("socket://").rsplit(":", 1)
         with UartLine((host, int(port)), latency=latency) as line:
             start = time.monotonic()
-            esp = detect_chip(line.url, ROM_BAUD, "no-reset", connect_attempts=1)
+            esp = detect_chip(esptool_port(line.url), ROM_BAUD, "no-reset", connect_attempts=1)
             try:
                 esp.change_baud(921600)
                 md5 = esp.flash_md5sum(0x8000, 0x1000)

@@ -22,6 +22,7 @@ SIGTERM), every wait bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -50,7 +51,7 @@ from atflash.sim.rom import MockBoard, start_mock
 from tests.support.esptool_waits import capped_waits
 from tests.support.line import UartLine
 
-from .conftest import flash_holds
+from .conftest import BoardPool, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 BLANK = b"\xff" * 0x2000
@@ -86,12 +87,13 @@ def address(board: MockBoard) -> tuple[str, int]:
 
 
 @pytest.fixture
-def boards() -> Iterator[list[MockBoard]]:
-    """Three blank ESP32 mock boards; mocks of one chip report one MAC."""
-    started = [start_mock("esp32", flash=board_flash("esp32")) for _ in range(3)]
-    yield started
-    for board in started:
-        board.stop()
+def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
+    """Three ESP32 mock boards with ESP-AT's table; mocks of one chip report one MAC."""
+    with contextlib.ExitStack() as leases:
+        leased = [leases.enter_context(board_pool.lease("esp32")) for _ in range(3)]
+        for board in leased:
+            flash_esp_at(board)
+        yield leased
 
 
 # -- one identity, one board ------------------------------------------------------------
@@ -218,23 +220,20 @@ def test_only_failed_into_the_same_report_keeps_the_other_boards(
     ],
 )
 def test_an_unusable_report_or_backup_path_is_refused_before_any_board(
-    option: str, value: str, message: str, raw: Path, tmp_path: Path
+    option: str, value: str, message: str, raw: Path, tmp_path: Path, esp32_board: MockBoard
 ) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a folder\n")
-    board = start_mock("esp32", flash=board_flash("esp32"))
-    try:
-        with UartLine(upstream=address(board)) as line:
-            result = run("write", "--chip", "esp32", *ports(line.url, board.url), *CONNECT,
-                         option, value.format(file=notes), *cert_and_key(raw))  # fmt: skip
-            assert line.connections == 0, "a board was reached before the paths were checked"
-        assert result.exit_code == EXIT_USER_ERROR, result.output
-        assert result.stdout == ""
-        (line_,) = result.stderr.splitlines()
-        assert line_.startswith("atflash: error: ") and re.search(message, line_), line_
-        assert flash_holds(board, 0x2A000, BLANK)
-    finally:
-        board.stop()
+    board = esp32_board
+    with UartLine(upstream=address(board)) as line:
+        result = run("write", "--chip", "esp32", *ports(line.url, board.url), *CONNECT,
+                     option, value.format(file=notes), *cert_and_key(raw))  # fmt: skip
+        assert line.connections == 0, "a board was reached before the paths were checked"
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert result.stdout == ""
+    (line_,) = result.stderr.splitlines()
+    assert line_.startswith("atflash: error: ") and re.search(message, line_), line_
+    assert flash_holds(board, 0x2A000, BLANK)
 
 
 def test_check_config_checks_the_report_and_backup_paths(raw: Path, tmp_path: Path) -> None:
