@@ -145,12 +145,13 @@ def test_a_line_starts_at_the_rom_loaders_rate(echo: tuple[str, int]) -> None:
 def test_bytes_after_a_baud_change_take_the_new_rate(device: socket.socket, bridge: str) -> None:
     """Rate seen on the wire: four times the baud, four times the bytes per second, both ways.
 
-    2 s of bytes each way at 115200, then the same bytes at 460800 (0.5 s
+    1 s of bytes each way at 115200, then the same bytes at 460800 (0.25 s
     each way). The relay never delivers early, so each time is at least its
     wire time; the ratio is held to 2..8 around the 4 the rates give, which
-    leaves half a second of scheduling delay either way.
+    leaves a quarter second of scheduling delay either way (measured with
+    both cores busy: at most 40 ms, the FTDI latency included).
     """
-    size = 23040  # 2.0 s at 115200, 8N1
+    size = 11520  # 1.0 s at 115200, 8N1
     with UartLine(device.getsockname(), latency=BRIDGES[bridge].latency) as line:
         host = open_host(line)
         dev, _ = device.accept()
@@ -161,7 +162,7 @@ def test_bytes_after_a_baud_change_take_the_new_rate(device: socket.socket, brid
             assert line.wait_for(lambda: line.baud == 460800, IO_TIMEOUT)
             fast = both_ways(host, dev, size)
     for before, after in zip(slow, fast, strict=True):
-        assert before >= 2.0 * 0.95 and after >= 0.5 * 0.95, (slow, fast)
+        assert before >= 1.0 * 0.95 and after >= 0.25 * 0.95, (slow, fast)
         assert 2.0 <= before / after <= 8.0, (slow, fast)
     assert line.baud_changes == [460800]
 
