@@ -327,8 +327,10 @@ def test_a_signal_to_the_batch_lets_running_boards_finish_and_records_the_rest(
     try:
         for line in lines:
             # Mid-write (the images start at about 1200 bytes), held long enough to be signalled
-            # there and short enough for esptool's 3 s command timeout.
-            line.stall_after(2000, "to_device", seconds=1.5)
+            # there (the signal follows within milliseconds; a later one would find the next
+            # board mid-write, as the assertions allow) and short enough for esptool's 3 s
+            # command timeout.
+            line.stall_after(2000, "to_device", seconds=1.0)
         proc = atflash_process("write", "--chip", "esp32", *ports(*(x.url for x in lines)),
                                *CONNECT, "--jobs", "1", "--report", str(report),
                                *cert_and_key(raw))  # fmt: skip
