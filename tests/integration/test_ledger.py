@@ -37,7 +37,7 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
 from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 
-from .conftest import flash_holds
+from .conftest import BoardPool, flash_esp_at, flash_holds
 
 SETS = [f"{n:04d}" for n in range(1, 201)]
 DEVICES = [f"24:0a:c4:00:{n >> 8:02x}:{n & 0xFF:02x}" for n in range(1, 201)]
@@ -364,14 +364,13 @@ def test_pool_resolver_claims_by_mac_and_returns_the_sets_plans(
 
 
 def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash(
-    credential_pool: Path, ledger_url: str
+    credential_pool: Path, ledger_url: str, board_pool: BoardPool
 ) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
-    boards = [
-        start_mock("esp32", flash=board_flash("esp32")),
-        start_mock("esp32c3", flash=board_flash("esp32c3")),
-    ]
-    try:
+    with board_pool.lease("esp32") as esp32, board_pool.lease("esp32c3") as esp32c3:
+        boards = [esp32, esp32c3]
+        for board in boards:
+            flash_esp_at(board)
         profiles = [find_profile("esp32"), find_profile("esp32c3")]
         resolver = pool_resolver(credential_pool, ledger_url, station="bench-1", profiles=profiles)
         jobs = [
@@ -407,9 +406,6 @@ def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash
             key = next(i for i in plan.images if i.partition.name == "client_key")
             assert key.sources == (str(credential_pool / claim.set_name / "client_key.key"),)
             assert flash_holds(board, key.address, key.padded)
-    finally:
-        for board in boards:
-            board.stop()
 
 
 def test_a_resolver_records_nothing_for_a_board_without_a_claim(
