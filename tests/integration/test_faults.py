@@ -257,7 +257,8 @@ class AtRig:
 
     def write(self, events: Callable[[Event], None] = lambda _e: None) -> BoardResult:
         # A short timeout: the stall cases wait it out, and the simulator answers at once.
-        connect = AtConnectOptions(self.line.url, timeout=0.5, chunk_size=1024)
+        # The line is unpaced: no wire time to allow for beyond it (921600 baud: 10 ms a KB).
+        connect = AtConnectOptions(self.line.url, timeout=0.5, chunk_size=1024, baud=921600)
         options = WriteOptions(skip_unchanged=False)
         return write_board(AtBackend(), connect, [self.plan], options=options, events=events)
 
@@ -375,8 +376,9 @@ class MfgRig:
     plan: WritePlan
 
     def write(self) -> BoardResult:
-        # A short timeout: the stall and lost-data cases wait it out.
-        connect = AtConnectOptions(self.url, timeout=0.5)
+        # A short timeout: the stall and lost-data cases wait it out. Straight to the
+        # simulator over TCP: no wire time to allow for beyond it (921600 baud: 10 ms a KB).
+        connect = AtConnectOptions(self.url, timeout=0.5, baud=921600)
         return write_board(AtBackend(), connect, [self.plan])
 
     def credentials(self, namespace: str) -> list[bytes]:
