@@ -184,6 +184,7 @@ def test_a_write_cut_short_is_repaired_by_a_plain_retry(
             )
         finally:
             restore_waits()  # the retry runs with esptool's own timeouts
+        assert line.faults_fired == 1, f"the cut did not happen once: {line.fired}"
         if not first.ok:
             assert {p.status for p in first.partitions} == {"possibly-partial"}
             assert first.error and line.url in first.error
