@@ -20,6 +20,11 @@ two differences that matter to esptool:
 - ``close`` does not pause. pyserial sleeps 0.3 s after closing "in case of
   quick reconnects"; atflash reconnects only from a new attempt, and a
   server that is still busy makes a connection wait in its backlog.
+- Writes are sent at once (``TCP_NODELAY``, as pyserial's ``rfc2217://``
+  port has it). A data phase goes out in pieces, and Nagle's algorithm held
+  each piece after the first until the server acknowledged the one before,
+  which a server with nothing to answer yet delays by up to 40 ms (Linux):
+  measured 44 ms per ``AT+SYSMFG`` write of 1.7 KB, against 1 ms.
 """
 
 from __future__ import annotations
@@ -48,9 +53,16 @@ def open_link(url: str) -> serial.SerialBase:
 
 
 class SocketLink(protocol_socket.Serial):
-    """pyserial's ``socket://`` port with a byte count for ``in_waiting`` and a prompt close."""
+    """pyserial's ``socket://`` port with a byte count for ``in_waiting``, prompt writes and close."""
 
     _socket: socket.socket | None  # pyserial's, set by its open()
+
+    def open(self) -> None:
+        """Connect, with every write sent at once (see the module docstring)."""
+        super().open()
+        if self._socket is not None:
+            with contextlib.suppress(OSError):  # not TCP after all: nothing to tune
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def in_waiting(self) -> int:

@@ -16,7 +16,10 @@ import sys
 from collections.abc import Iterator, Mapping
 
 import pytest
+import serial
 
+from atflash.backends.esptool.options import ROM_BAUD
+from atflash.seriallink import open_link
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.mockflash import MockFlashError, erase_flash, read_flash, write_flash
@@ -40,6 +43,18 @@ def flash_holds(board: MockBoard, address: int, data: bytes) -> bool:
 def preload(board: MockBoard, address: int, data: bytes) -> None:
     """Put bytes on the mock's flash (a board's prior state)."""
     write_flash(board.url, [(address, data)])
+
+
+def esptool_port(url: str) -> serial.SerialBase:
+    """``url`` opened at the ROM loader's rate as atflash opens ports for esptool.
+
+    For tests that drive esptool's API themselves: pyserial's own socket://
+    port pauses 0.3 s on every close.
+    """
+    link = open_link(url)
+    link.baudrate = ROM_BAUD
+    link.open()
+    return link
 
 
 def flash_esp_at(board: MockBoard, firmware: str = "2.x", **layout: object) -> None:

@@ -19,16 +19,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import serial
 from click.testing import CliRunner
 
 from atflash.cli import cli
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.layout.profiles import find_profile
+from atflash.seriallink import open_link
 from atflash.sim.at import BUSY_LINE, AtSimulator
 
 WAIT = 5.0  # seconds: the longest any wait here may take; the module answers at once
+READ_POLL = 0.01  # seconds: how often a read looks at its deadline
 OK, ERROR = b"\r\nOK\r\n", b"\r\nERROR\r\n"
 FINALS = (OK, ERROR, b"busy p...\r\n")
 CERT = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data" / "client_cert"
@@ -38,9 +39,10 @@ class Wire:
     """One host connection: raw bytes out, and reads that end on a condition or fail."""
 
     def __init__(self, url: str) -> None:
-        # A read returns early only once its size is met: a short timeout keeps
-        # replies of a few bytes quick, and every wait is bounded by read_until.
-        self.ser = serial.serial_for_url(url, timeout=0.01)
+        # atflash's socket:// port: pyserial's own pauses 0.3 s on every close.
+        self.ser = open_link(url)
+        self.ser.timeout = READ_POLL
+        self.ser.open()
 
     def close(self) -> None:
         self.ser.close()
@@ -55,7 +57,9 @@ class Wire:
         while not done(bytes(got)):
             if time.monotonic() > deadline:
                 raise AssertionError(f"no expected answer within {timeout} s; got {bytes(got)!r}")
-            got += self.ser.read(4096)
+            # What has arrived, or the first byte within READ_POLL: a read of a
+            # fixed size would wait out the timeout whenever fewer bytes came.
+            got += self.ser.read(max(self.ser.in_waiting, 1))
         return bytes(got)
 
     def upto(self, marker: bytes) -> bytes:

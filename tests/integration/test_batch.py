@@ -259,7 +259,7 @@ def _raises(job: BoardJob, events: EventSink) -> BoardResult:
     ("runner", "timeout", "message", "status"),
     [
         (_dies, 60.0, "ended without a result (exit code -9)", "possibly-partial"),
-        (_hangs, 2.0, "no result within 2 s; worker stopped", "not-started"),
+        (_hangs, 1.0, "no result within 1 s; worker stopped", "not-started"),
         (_raises, 60.0, "internal error: ValueError: a bug", None),
     ],
 )

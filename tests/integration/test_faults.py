@@ -32,6 +32,7 @@ from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
+from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 
 from .conftest import flash_differs, flash_holds
@@ -50,6 +51,11 @@ class Rig:
         options = WriteOptions(skip_unchanged=False)
         return write_board(EsptoolBackend(), connect, [self.plan], options=options, events=events)
 
+    def clear_faults(self) -> None:
+        """A sound line, and esptool's own reply timeouts, for the retry."""
+        self.line.clear_faults()
+        restore_waits()
+
 
 @pytest.fixture(scope="module")
 def rig_plan(raw: Path) -> WritePlan:
@@ -66,7 +72,10 @@ def rig(esp32_board: MockBoard, rig_plan: WritePlan) -> Iterator[Rig]:
     """A mock ESP32 with ESP-AT's table, reached through an unpaced line."""
     port = int(esp32_board.url.rsplit(":", 1)[1])
     with UartLine(("127.0.0.1", port), pacing=False) as line:
-        yield Rig(esp32_board, line, rig_plan)
+        try:
+            yield Rig(esp32_board, line, rig_plan)
+        finally:
+            restore_waits()
 
 
 def _when(kind: str, partition: str | None, arm: Callable[[UartLine], None], line: UartLine):
@@ -102,6 +111,17 @@ def break_and_write(rig: _Rig, case: tuple) -> BoardResult:
     return failed
 
 
+# esptool waits its timeout (3 s) for a reply a stalled line never brings. Once a stall is
+# armed, that wait is capped (esptool's max_timeout) at STALL_WAIT: far above the mock's
+# replies, and the failure it leads to is the same. Rig.clear_faults() restores it.
+STALL_WAIT = 1.0
+
+
+def _stall(line: UartLine, n_bytes: int, direction: str) -> None:
+    line.stall_after(n_bytes, direction)
+    cap_waits(reply=STALL_WAIT)
+
+
 # Each case: (phase event, partition, how to break the line, statuses the board must report).
 # None in the statuses means "any": the fault may or may not have hit that partition's bytes.
 CASES = {
@@ -119,10 +139,10 @@ CASES = {
     # The three partitions are one contiguous span: one image, one MD5 check by
     # esptool at its end, so a fault in it leaves all three possibly partial.
     "stall-mid-image": ("writing", "client_cert",
-                        lambda ln: ln.stall_after(ln.position("to_device") + 300, "to_device"),
+                        lambda ln: _stall(ln, ln.position("to_device") + 300, "to_device"),
                         ("possibly-partial",) * 3),
     "board-stops-answering": ("writing", "client_key",
-                              lambda ln: ln.stall_after(ln.position("to_host") + 2, "to_host"),
+                              lambda ln: _stall(ln, ln.position("to_host") + 2, "to_host"),
                               ("possibly-partial", "possibly-partial", None)),
 }  # fmt: skip
 
@@ -153,7 +173,7 @@ def test_fault_leaves_an_honest_result_and_a_retry_repairs(rig: Rig, case: str) 
             image = next(i for i in rig.plan.images if i.partition.name == entry.name)
             assert flash_holds(rig.board, image.address, image.padded)
 
-    rig.line.clear_faults()
+    rig.clear_faults()
     repaired = rig.write()
     assert repaired.ok, repaired.error
     assert [p.status for p in repaired.partitions] == ["written"] * 3
@@ -239,7 +259,7 @@ def test_flipped_byte_never_passes_as_success_with_wrong_flash(rig: Rig, flips: 
             "possibly-partial",
             "not-started",
         }
-        rig.line.clear_faults()
+        rig.clear_faults()
         assert rig.write().ok
 
 
@@ -260,7 +280,8 @@ class AtRig:
 
     def write(self, events: Callable[[Event], None] = lambda _e: None) -> BoardResult:
         # A short timeout: the stall cases wait it out, and the simulator answers at once.
-        connect = AtConnectOptions(self.line.url, timeout=1.0, chunk_size=1024)
+        # The line is unpaced: no wire time to allow for beyond it (921600 baud: 10 ms a KB).
+        connect = AtConnectOptions(self.line.url, timeout=0.5, chunk_size=1024, baud=921600)
         options = WriteOptions(skip_unchanged=False)
         return write_board(AtBackend(), connect, [self.plan], options=options, events=events)
 
@@ -378,8 +399,9 @@ class MfgRig:
     plan: WritePlan
 
     def write(self) -> BoardResult:
-        # A short timeout: the stall and lost-data cases wait it out.
-        connect = AtConnectOptions(self.url, timeout=1.0)
+        # A short timeout: the stall and lost-data cases wait it out. Straight to the
+        # simulator over TCP: no wire time to allow for beyond it (921600 baud: 10 ms a KB).
+        connect = AtConnectOptions(self.url, timeout=0.5, baud=921600)
         return write_board(AtBackend(), connect, [self.plan])
 
     def credentials(self, namespace: str) -> list[bytes]:

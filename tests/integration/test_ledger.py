@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import re
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,7 +39,7 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
 from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 
-from .conftest import flash_holds
+from .conftest import BoardPool, flash_esp_at, flash_holds
 
 SETS = [f"{n:04d}" for n in range(1, 201)]
 DEVICES = [f"24:0a:c4:00:{n >> 8:02x}:{n & 0xFF:02x}" for n in range(1, 201)]
@@ -265,42 +267,91 @@ def test_a_postgres_error_never_shows_the_password() -> None:
 
 # -- concurrency: stations as separate processes ------------------------------------------
 
-# One station: imports, says ready, waits for its job (so all start together), claims.
+# One station: imports, says ready, then per job (one a line, all sent at once so that the
+# stations claim together) opens the ledger, claims and answers, until its input ends.
 STATION = r"""
 import json, sys
 from atflash.factory.ledgers import open_ledger
 print("ready", flush=True)
-job = json.loads(sys.stdin.readline())
-ledger = open_ledger(job["url"])
-got = {d: ledger.claim(device=d, station=job["station"], sets=job["sets"]).set_name for d in job["devices"]}
-ledger.close()
-print(json.dumps(got), flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    ledger = open_ledger(job["url"])
+    got = {d: ledger.claim(device=d, station=job["station"], sets=job["sets"]).set_name for d in job["devices"]}
+    ledger.close()
+    print(json.dumps(got), flush=True)
 """
+STATION_TIMEOUT = 60  # seconds for a station to start, or to answer one job
 
 
-def run_stations(url: str, work: list[list[str]], sets: list[str]) -> list[dict[str, str]]:
-    """One process per list of devices, all claiming at once; each one's device -> set."""
+def run_stations(
+    url: str, rounds: list[list[list[str]]], sets: list[str]
+) -> list[list[dict[str, str]]]:
+    """Per round, station ``n`` claims the ``n``-th list of devices, all at once; each one's device -> set.
+
+    The same processes serve every round (station-0 stays station-0): a new
+    Python process per station and round only cost imports.
+    """
     procs = [
         subprocess.Popen([sys.executable, "-c", STATION], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in work
+        for _ in rounds[0]
     ]  # fmt: skip
+    answers = [_lines_of(proc) for proc in procs]
     try:
+        for proc, lines in zip(procs, answers, strict=True):
+            assert _next_line(proc, lines) == "ready\n"
+        results = []
+        for work in rounds:
+            for n, (proc, devices) in enumerate(zip(procs, work, strict=True)):
+                job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets}
+                assert proc.stdin is not None
+                proc.stdin.write(json.dumps(job) + "\n")
+                proc.stdin.flush()
+            answered = zip(procs, answers, strict=True)
+            results.append([json.loads(_next_line(proc, lines)) for proc, lines in answered])
         for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
-        for n, (proc, devices) in enumerate(zip(procs, work, strict=True)):
-            job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets}
             assert proc.stdin is not None
-            proc.stdin.write(json.dumps(job) + "\n")
-            proc.stdin.flush()
-        outputs = [proc.communicate(timeout=60) for proc in procs]
+            proc.stdin.close()  # no more jobs: the station ends
+        for proc in procs:
+            assert proc.wait(timeout=STATION_TIMEOUT) == 0, _errors_of(proc)
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
-    for proc, (_out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err
-    return [json.loads(out) for out, _err in outputs]
+    return results
+
+
+def _lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The lines ``proc`` prints, as they come ("" once its output ends)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def _next_line(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> str:
+    """The next line of a station, waited for with a bound; its errors if it ended instead."""
+    try:
+        line = lines.get(timeout=STATION_TIMEOUT)
+    except queue.Empty:
+        raise AssertionError(f"a station said nothing for {STATION_TIMEOUT} s") from None
+    if not line:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"a station ended: {_errors_of(proc)}")
+    return line
+
+
+def _errors_of(proc: subprocess.Popen[str]) -> str:
+    """What an ended station wrote to stderr."""
+    assert proc.stderr is not None
+    return proc.stderr.read()
 
 
 def merged(results: list[dict[str, str]]) -> dict[str, str]:
@@ -315,12 +366,12 @@ def merged(results: list[dict[str, str]]) -> dict[str, str]:
 def test_concurrent_stations_give_every_device_one_set_and_no_set_twice(ledger_url: str) -> None:
     # SQLite: 8 processes on one host; PostgreSQL: 4 stations against one server.
     n = 8 if ledger_url.endswith(".db") else 4
-    first = merged(run_stations(ledger_url, [DEVICES[k::n] for k in range(n)], SETS))
+    # Every claim again in a second round, each device now from another station.
+    rounds = [[DEVICES[k::n] for k in range(n)], [DEVICES[(k + 1) % n :: n] for k in range(n)]]
+    first, again = (merged(results) for results in run_stations(ledger_url, rounds, SETS))
     assert sorted(first) == DEVICES
     assert sorted(first.values()) == SETS  # 200 devices, 200 sets: each set exactly once
-    # Every claim again, each device now from another station: nothing moves.
-    again = merged(run_stations(ledger_url, [DEVICES[(k + 1) % n :: n] for k in range(n)], SETS))
-    assert again == first
+    assert again == first  # nothing moves
     ledger = open_ledger(ledger_url)
     try:
         claims = ledger.claims()
@@ -333,7 +384,7 @@ def test_concurrent_stations_give_every_device_one_set_and_no_set_twice(ledger_u
 @pytest.mark.parametrize("ledger_url", ["sqlite", "postgresql"], indirect=True)
 def test_one_device_claimed_by_every_station_at_once_gets_one_set(ledger_url: str) -> None:
     n = 8 if ledger_url.endswith(".db") else 4
-    results = run_stations(ledger_url, [[MAC1]] * n, SETS)
+    (results,) = run_stations(ledger_url, [[[MAC1]] * n], SETS)
     assert {r[MAC1] for r in results} == {"0001"}
     ledger = open_ledger(ledger_url)
     try:
@@ -364,14 +415,13 @@ def test_pool_resolver_claims_by_mac_and_returns_the_sets_plans(
 
 
 def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash(
-    credential_pool: Path, ledger_url: str
+    credential_pool: Path, ledger_url: str, board_pool: BoardPool
 ) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
-    boards = [
-        start_mock("esp32", flash=board_flash("esp32")),
-        start_mock("esp32c3", flash=board_flash("esp32c3")),
-    ]
-    try:
+    with board_pool.lease("esp32") as esp32, board_pool.lease("esp32c3") as esp32c3:
+        boards = [esp32, esp32c3]
+        for board in boards:
+            flash_esp_at(board)
         profiles = [find_profile("esp32"), find_profile("esp32c3")]
         resolver = pool_resolver(credential_pool, ledger_url, station="bench-1", profiles=profiles)
         jobs = [
@@ -407,9 +457,6 @@ def test_pool_resolver_in_a_batch_one_set_per_board_recorded_and_kept_on_reflash
             key = next(i for i in plan.images if i.partition.name == "client_key")
             assert key.sources == (str(credential_pool / claim.set_name / "client_key.key"),)
             assert flash_holds(board, key.address, key.padded)
-    finally:
-        for board in boards:
-            board.stop()
 
 
 def test_a_resolver_records_nothing_for_a_board_without_a_claim(

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from atflash.sim.rom import mock_board
 from tests.support.line import CHANGE_BAUDRATE, FiredFault, UartLine, _SlipHeads
+
+from .conftest import BoardPool, esptool_port
 
 IO_TIMEOUT = 3.0  # any single socket wait in these tests
 
@@ -399,14 +400,16 @@ def test_slip_frames_split_anywhere_are_followed() -> None:
 # -- esptool end to end -----------------------------------------------------
 
 
-def test_esptool_writes_flash_through_the_line_at_the_negotiated_rate() -> None:
+def test_esptool_writes_flash_through_the_line_at_the_negotiated_rate(
+    board_pool: BoardPool,
+) -> None:
     from esptool.cmds import attach_flash, detect_chip, write_flash
 
     data = os.urandom(8192)
-    with mock_board("esp32") as board:
+    with board_pool.lease("esp32") as board:
         host, port = board.url.removeprefix("socket://").rsplit(":", 1)
         with UartLine(upstream=(host, int(port)), baud=115200) as line:
-            esp = detect_chip(line.url, 115200, "no-reset", connect_attempts=1)
+            esp = detect_chip(esptool_port(line.url), 115200, "no-reset", connect_attempts=1)
             try:
                 esp.change_baud(460800)
                 attach_flash(esp)

@@ -25,11 +25,12 @@ from atflash.events import Event
 from atflash.layout.profiles import family, find_profile
 from atflash.planning.plan import PartitionRequest, build_plans
 from atflash.sim.flash import board_flash
-from atflash.sim.rom import MockBoard, mock_board
+from atflash.sim.rom import MockBoard
+from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
 
-from .conftest import flash_holds
+from .conftest import BoardPool, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
@@ -45,9 +46,10 @@ def files(raw: Path, partition: str, *names: str) -> list[str]:
 
 
 @pytest.fixture
-def board() -> Iterator[MockBoard]:
+def board(board_pool: BoardPool) -> Iterator[MockBoard]:
     """An ESP32 that ESP-AT 3.x was flashed on: mfg_nvs holds factory_param and ble_data."""
-    with mock_board("esp32", flash=board_flash("esp32", "3.x")) as mock:
+    with board_pool.lease("esp32") as mock:
+        flash_esp_at(mock, "3.x")
         yield mock
 
 
@@ -130,12 +132,13 @@ def test_a_single_item_namespace_refuses_two_files_before_any_board(raw: Path) -
 
 
 def test_early_c3_qcloud_layout_gets_its_bins_at_its_own_addresses(
-    raw: Path, tmp_path: Path
+    raw: Path, tmp_path: Path, board_pool: BoardPool
 ) -> None:
     """ESP-AT v2.2.0 esp32c3_qcloud: a C3 built with the ESP32 layout (client_cert at 0x2A000)."""
     early = find_profile("esp32c3-qcloud-early")
     assert early in family("esp32c3") and early.partition("client_cert").offset == 0x2A000
-    with mock_board("esp32c3", flash=board_flash("esp32c3", profile=early)) as board:
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, profile=early)
         result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, "--json",
                      *files(raw, "client_cert", "client_cert_00.crt"))  # fmt: skip
         assert result.exit_code == 0, result.output
@@ -156,32 +159,39 @@ def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_pat
     assert "bootloader" in result.output
 
 
-def test_a_write_cut_short_is_repaired_by_a_plain_retry(raw: Path, tmp_path: Path) -> None:
+def test_a_write_cut_short_is_repaired_by_a_plain_retry(
+    raw: Path, tmp_path: Path, board: MockBoard
+) -> None:
     profiles = family("esp32")
     requests = [
         PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),)),
         PartitionRequest("client_key", (str(raw / "client_key" / "client_key_00.key"),)),
     ]
     plans = build_plans(profiles, requests)
-    with mock_board("esp32", flash=board_flash("esp32", "3.x")) as board:
-        port = int(board.url.rsplit(":", 1)[1])
-        with UartLine(("127.0.0.1", port), pacing=False) as line:
-            connect = ConnectOptions(line.url, before="no-reset", after="no-reset")
+    port = int(board.url.rsplit(":", 1)[1])
+    with UartLine(("127.0.0.1", port), pacing=False) as line:
+        connect = ConnectOptions(line.url, before="no-reset", after="no-reset")
 
-            def cut(event: Event) -> None:
-                if event.kind == "writing" and event.partition == "client_cert":
-                    line.stall_after(line.bytes_to_device + 400, "to_device")
+        def cut(event: Event) -> None:
+            if event.kind == "writing" and event.partition == "client_cert":
+                line.stall_after(line.bytes_to_device + 400, "to_device")
+                # The reply never comes: wait 1 s for it, not esptool's 3 s.
+                cap_waits(reply=1.0)
 
+        try:
             first = write_board(
                 EsptoolBackend(), connect, plans, options=WriteOptions(), events=cut
             )
-            if not first.ok:
-                assert {p.status for p in first.partitions} == {"possibly-partial"}
-                assert first.error and line.url in first.error
-            line.clear_faults()
-            again = write_board(EsptoolBackend(), connect, plans)
-            assert again.ok, again.error
-        after = nvs_on(board, tmp_path)
+        finally:
+            restore_waits()  # the retry runs with esptool's own timeouts
+        assert line.faults_fired == 1, f"the cut did not happen once: {line.fired}"
+        if not first.ok:
+            assert {p.status for p in first.partitions} == {"possibly-partial"}
+            assert first.error and line.url in first.error
+        line.clear_faults()
+        again = write_board(EsptoolBackend(), connect, plans)
+        assert again.ok, again.error
+    after = nvs_on(board, tmp_path)
     assert namespace(after, "factory_param") == namespace(initial_items(), "factory_param")
     assert [i.value for i in namespace(after, "client_key")] == [
         (raw / "client_key" / "client_key_00.key").read_bytes()

@@ -22,6 +22,7 @@ SIGTERM), every wait bounded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -47,9 +48,10 @@ from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.esptool_waits import capped_waits
 from tests.support.line import UartLine
 
-from .conftest import flash_holds
+from .conftest import BoardPool, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 BLANK = b"\xff" * 0x2000
@@ -85,12 +87,13 @@ def address(board: MockBoard) -> tuple[str, int]:
 
 
 @pytest.fixture
-def boards() -> Iterator[list[MockBoard]]:
-    """Three blank ESP32 mock boards; mocks of one chip report one MAC."""
-    started = [start_mock("esp32", flash=board_flash("esp32")) for _ in range(3)]
-    yield started
-    for board in started:
-        board.stop()
+def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
+    """Three ESP32 mock boards with ESP-AT's table; mocks of one chip report one MAC."""
+    with contextlib.ExitStack() as leases:
+        leased = [leases.enter_context(board_pool.lease("esp32")) for _ in range(3)]
+        for board in leased:
+            flash_esp_at(board)
+        yield leased
 
 
 # -- one identity, one board ------------------------------------------------------------
@@ -217,23 +220,20 @@ def test_only_failed_into_the_same_report_keeps_the_other_boards(
     ],
 )
 def test_an_unusable_report_or_backup_path_is_refused_before_any_board(
-    option: str, value: str, message: str, raw: Path, tmp_path: Path
+    option: str, value: str, message: str, raw: Path, tmp_path: Path, esp32_board: MockBoard
 ) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("not a folder\n")
-    board = start_mock("esp32", flash=board_flash("esp32"))
-    try:
-        with UartLine(upstream=address(board)) as line:
-            result = run("write", "--chip", "esp32", *ports(line.url, board.url), *CONNECT,
-                         option, value.format(file=notes), *cert_and_key(raw))  # fmt: skip
-            assert line.connections == 0, "a board was reached before the paths were checked"
-        assert result.exit_code == EXIT_USER_ERROR, result.output
-        assert result.stdout == ""
-        (line_,) = result.stderr.splitlines()
-        assert line_.startswith("atflash: error: ") and re.search(message, line_), line_
-        assert flash_holds(board, 0x2A000, BLANK)
-    finally:
-        board.stop()
+    board = esp32_board
+    with UartLine(upstream=address(board)) as line:
+        result = run("write", "--chip", "esp32", *ports(line.url, board.url), *CONNECT,
+                     option, value.format(file=notes), *cert_and_key(raw))  # fmt: skip
+        assert line.connections == 0, "a board was reached before the paths were checked"
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert result.stdout == ""
+    (line_,) = result.stderr.splitlines()
+    assert line_.startswith("atflash: error: ") and re.search(message, line_), line_
+    assert flash_holds(board, 0x2A000, BLANK)
 
 
 def test_check_config_checks_the_report_and_backup_paths(raw: Path, tmp_path: Path) -> None:
@@ -327,8 +327,10 @@ def test_a_signal_to_the_batch_lets_running_boards_finish_and_records_the_rest(
     try:
         for line in lines:
             # Mid-write (the images start at about 1200 bytes), held long enough to be signalled
-            # there and short enough for esptool's 3 s command timeout.
-            line.stall_after(2000, "to_device", seconds=1.5)
+            # there (the signal follows within milliseconds; a later one would find the next
+            # board mid-write, as the assertions allow) and short enough for esptool's 3 s
+            # command timeout.
+            line.stall_after(2000, "to_device", seconds=1.0)
         proc = atflash_process("write", "--chip", "esp32", *ports(*(x.url for x in lines)),
                                *CONNECT, "--jobs", "1", "--report", str(report),
                                *cert_and_key(raw))  # fmt: skip
@@ -387,7 +389,7 @@ def test_a_board_that_outlives_the_grace_time_is_interrupted_with_its_last_statu
             for _ in range(requests):
                 stop.request(signal.SIGTERM)
 
-    grace = 1.0 if requests == 1 else 60.0  # a second request does not wait at all
+    grace = 0.5 if requests == 1 else 60.0  # a second request does not wait at all
     options = BatchOptions(jobs=1, stop_grace=grace)
     start = time.monotonic()
     results = run_batch(jobs, runner=_writes_then_hangs, options=options, events=events, stop=stop)
@@ -465,5 +467,7 @@ def test_one_board_fault_one_exit_code_whatever_the_command(fault: str, raw: Pat
             "write": ["write", "--chip", "esp32", "--port", port, *CONNECT, "client_cert", cert],
         }
         commands["write-batch"] = [*commands["write"], "--jobs", "1"]  # a batch of one
-        codes = {name: run(*args).exit_code for name, args in commands.items()}
+        # A silent board never answers SYNC: try each 20 ms, not esptool's 100 ms (this process).
+        with capped_waits(sync=0.02):
+            codes = {name: run(*args).exit_code for name, args in commands.items()}
     assert set(codes.values()) == {EXIT_DEVICE_ERROR}, codes

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import selectors
@@ -479,6 +480,11 @@ def sims() -> Iterator[list[subprocess.Popen[str]]]:
 def start_sim(
     sims: list[subprocess.Popen[str]], *args: str
 ) -> tuple[subprocess.Popen[str], str, str]:
+    return sim_started(launch_sim(sims, *args))
+
+
+def launch_sim(sims: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    """``atflash sim rom`` started, not yet waited for (several start at once)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "atflash", "sim", "rom", *args],
         stdout=subprocess.PIPE,
@@ -487,6 +493,11 @@ def start_sim(
         text=True,
     )
     sims.append(proc)
+    return proc
+
+
+def sim_started(proc: subprocess.Popen[str]) -> tuple[subprocess.Popen[str], str, str]:
+    """The sim's first line, waited for with a bound: the process, its URL and its MAC."""
     line = _read_line(proc, SIM_TIMEOUT)
     assert "--port socket://" in line, line
     mac = line.split("(MAC ", 1)[1].split(")", 1)[0]
@@ -507,13 +518,13 @@ def read_mac(url: str) -> str:
 def test_each_sim_rom_reports_its_own_mac_or_the_one_given(
     sims: list[subprocess.Popen[str]],
 ) -> None:
-    _p1, url1, mac1 = start_sim(sims)
-    _p2, url2, mac2 = start_sim(sims)
+    # Three sims and their three esptool reads at once: each is a process of its own.
+    launched = [launch_sim(sims), launch_sim(sims), launch_sim(sims, "--mac", "02-00-00-00-00-07")]
+    (_p1, url1, mac1), (_p2, url2, mac2), (_p3, url3, mac3) = map(sim_started, launched)
     assert mac1 != mac2
-    assert (read_mac(url1), read_mac(url2)) == (mac1, mac2)
-    _p3, url3, mac3 = start_sim(sims, "--mac", "02-00-00-00-00-07")
     assert mac3 == "02:00:00:00:00:07"
-    assert read_mac(url3) == mac3
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(read_mac, (url1, url2, url3))) == [mac1, mac2, mac3]
 
 
 @pytest.mark.parametrize("mac", ["zz", "01:00:00:00:00:01", "24:0a:c4:00:00"])

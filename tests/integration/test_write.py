@@ -16,6 +16,7 @@ from atflash.layout.model import Partition
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard
+from tests.support.esptool_waits import capped_waits
 
 from .conftest import flash_differs, flash_esp_at, flash_holds, preload
 
@@ -245,8 +246,10 @@ def test_board_that_never_answers_fails_within_bounded_time(raw: Path) -> None:
         thread.start()
         url = f"socket://127.0.0.1:{server.getsockname()[1]}"
         start = time.monotonic()
-        result = run("write", "--chip", "esp32", "--port", url, *CONNECT,
-                     "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+        # Nothing will answer SYNC: try each 20 ms, not esptool's 100 ms.
+        with capped_waits(sync=0.02):
+            result = run("write", "--chip", "esp32", "--port", url, *CONNECT,
+                         "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
         elapsed = time.monotonic() - start
         thread.join(5)
     for conn in accepted:

@@ -56,3 +56,16 @@ def test_close_is_prompt_and_final(peer: tuple[str, socket.socket]) -> None:
         link.close()  # closing twice is harmless
         with pytest.raises(serial.PortNotOpenError):
             link.read(1)
+
+
+def test_writes_are_not_held_back_for_acknowledgements(peer: tuple[str, socket.socket]) -> None:
+    """TCP_NODELAY: a data phase's second piece leaves without waiting for the first's ACK."""
+    url, server = peer
+    link = open_link(url)
+    link.open()
+    far, _ = server.accept()
+    with far:
+        sock = link._socket  # pyserial's, set by open()
+        assert sock is not None
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        link.close()
