@@ -452,5 +452,3 @@ def test_cli_write_via_at_to_esp_at_3(sim: AtSimulator) -> None:
         ("client_key", "written"),
     ]
     assert firmware_view(sim, "client_cert") == [CERTS[0].read_bytes()]
-
-

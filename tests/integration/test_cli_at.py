@@ -94,7 +94,9 @@ def test_write_via_at_on_esp_at_3_goes_through_sysmfg_not_raw_flash(raw: Path) -
         port = sim.start_tcp()
         result = run("write", "--via", "at", "--port", port, *files(raw, "client_cert"))
         assert result.exit_code == 0, result.output
-        assert any(c.startswith('AT+SYSMFG=2,"client_cert","client_cert.0",8,') for c in sim.commands)
+        assert any(
+            c.startswith('AT+SYSMFG=2,"client_cert","client_cert.0",8,') for c in sim.commands
+        )
         assert not any(c.startswith(("AT+SYSFLASH=0", "AT+SYSFLASH=1")) for c in sim.commands)
 
 

@@ -112,12 +112,21 @@ def test_open_errors_are_named_by_errno_before_text() -> None:
 def test_macos_lists_the_callout_device_not_its_tty_twin() -> None:
     from atflash.ports import prefer_callout
 
-    ports = [PortInfo("/dev/cu.usbserial-1"), PortInfo("/dev/tty.usbserial-1"), PortInfo("/dev/tty.other")]
+    ports = [
+        PortInfo("/dev/cu.usbserial-1"),
+        PortInfo("/dev/tty.usbserial-1"),
+        PortInfo("/dev/tty.other"),
+    ]
     assert [p.device for p in prefer_callout(ports)] == ["/dev/cu.usbserial-1", "/dev/tty.other"]
 
 
 def test_macos_glob_takes_callout_devices_only() -> None:
-    names = ["/dev/cu.usbserial-1", "/dev/tty.usbserial-1", "/dev/cu.usbserial-2", "/dev/tty.usbserial-2"]
+    names = [
+        "/dev/cu.usbserial-1",
+        "/dev/tty.usbserial-1",
+        "/dev/cu.usbserial-2",
+        "/dev/tty.usbserial-2",
+    ]
     found = resolve_ports(["/dev/*.usbserial-*"], available=lambda: [], expand=lambda _p: names)
     assert [p.device for p in found] == ["/dev/cu.usbserial-1", "/dev/cu.usbserial-2"]
 
