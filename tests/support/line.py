@@ -69,6 +69,7 @@ _UNESCAPE = {0xDC: SLIP_END, 0xDD: SLIP_ESC}
 _RECV_SIZE = 16384
 _MAX_BUFFER = 256 * 1024  # per direction; past it the relay stops reading (TCP backpressure)
 _QUANTUM = 0.001  # forward in chunks of about this much wire time, not byte by byte
+_SELECT_RESOLUTION = 0.001  # the selector's (epoll's) unit: shorter waits are slept
 _TICK = 0.1  # longest selector wait, so timed stalls and stop() are noticed promptly
 _CONNECT_TIMEOUT = 2.0
 _DROP_FLUSH_TIMEOUT = 1.0  # how long a drop waits for the bytes before it to leave
@@ -591,7 +592,13 @@ class UartLine:
         assert self._sel is not None
         try:
             while not self._stopping.is_set():
-                for key, mask in self._sel.select(self._timeout()):
+                timeout = self._timeout()
+                if 0 < timeout < _SELECT_RESOLUTION:
+                    # epoll counts whole milliseconds and rounds up: a byte due in
+                    # 11 us (one at 921600 baud) would leave a millisecond late.
+                    time.sleep(timeout)
+                    timeout = 0
+                for key, mask in self._sel.select(timeout):
                     with self._lock:
                         self._on_event(key.fileobj, key.data, mask)  # type: ignore[arg-type]
                 with self._changed:
