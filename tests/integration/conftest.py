@@ -168,6 +168,16 @@ def at_board(request: pytest.FixtureRequest, board_pool: BoardPool) -> Iterator[
 
 
 @pytest.fixture
+def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
+    """Three ESP32 mock boards over TCP with ESP-AT's table (mocks of one chip share a MAC)."""
+    with contextlib.ExitStack() as leases:
+        leased = [leases.enter_context(board_pool.lease("esp32")) for _ in range(3)]
+        for board in leased:
+            flash_esp_at(board)
+        yield leased
+
+
+@pytest.fixture
 def esp32_board(board_pool: BoardPool) -> Iterator[MockBoard]:
     """One ESP32 mock board over TCP with ESP-AT's table (for single-chip cases)."""
     with _board(board_pool, "esp32", "tcp") as board:

@@ -7,12 +7,10 @@ the mock directly, neither through atflash nor esptool (conftest.flash_differs).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,16 +59,6 @@ def cert_and_key(raw: Path, n: str = "00") -> list[str]:
 def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv(START_METHOD_ENV, request.param)
     return str(request.param)
-
-
-@pytest.fixture
-def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
-    """Three blank ESP32 mock boards."""
-    with contextlib.ExitStack() as stack:
-        leased = [stack.enter_context(board_pool.lease("esp32")) for _ in range(3)]
-        for board in leased:
-            flash_esp_at(board)
-        yield leased
 
 
 def test_all_boards_written_one_failing_does_not_stop_the_others(

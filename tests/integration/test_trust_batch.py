@@ -22,7 +22,6 @@ SIGTERM), every wait bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,7 +49,7 @@ from atflash.sim.rom import MockBoard, start_mock
 from tests.support.esptool_waits import capped_waits
 from tests.support.line import UartLine
 
-from .conftest import BoardPool, flash_esp_at, flash_holds
+from .conftest import flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 BLANK = b"\xff" * 0x2000
@@ -84,16 +82,6 @@ def cert_and_key(raw: Path, n: str = "00") -> list[str]:
 def address(board: MockBoard) -> tuple[str, int]:
     host, port = board.url.removeprefix("socket://").rsplit(":", 1)
     return host, int(port)
-
-
-@pytest.fixture
-def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
-    """Three ESP32 mock boards with ESP-AT's table; mocks of one chip report one MAC."""
-    with contextlib.ExitStack() as leases:
-        leased = [leases.enter_context(board_pool.lease("esp32")) for _ in range(3)]
-        for board in leased:
-            flash_esp_at(board)
-        yield leased
 
 
 # -- one identity, one board ------------------------------------------------------------
