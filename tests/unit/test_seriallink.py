@@ -14,10 +14,15 @@ from atflash.seriallink import SocketLink, open_link
 
 
 @pytest.fixture
-def peer() -> Iterator[tuple[str, socket.socket]]:
-    """A listening loopback socket: the URL to open and, once accepted, the far end."""
+def peer() -> Iterator[tuple[serial.SerialBase, socket.socket]]:
+    """A socket:// link opened to a loopback listener, and the far end it connected to."""
     with socket.create_server(("127.0.0.1", 0)) as server:
-        yield f"socket://127.0.0.1:{server.getsockname()[1]}", server
+        link = open_link(f"socket://127.0.0.1:{server.getsockname()[1]}")
+        link.open()
+        far, _ = server.accept()
+        with far:
+            yield link, far
+        link.close()
 
 
 def test_socket_urls_get_the_socket_link_and_others_pyserial() -> None:
@@ -27,45 +32,33 @@ def test_socket_urls_get_the_socket_link_and_others_pyserial() -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="FIONREAD on sockets is POSIX")
-def test_in_waiting_counts_the_bytes(peer: tuple[str, socket.socket]) -> None:
-    url, server = peer
-    link = open_link(url)
-    link.open()
-    far, _ = server.accept()
-    with far:
-        assert link.in_waiting == 0
-        far.sendall(b"\xc0" + b"x" * 99)
-        deadline = time.monotonic() + 5
-        while link.in_waiting < 100 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert link.in_waiting == 100  # pyserial's own answer is 1
-        assert link.read(100) == b"\xc0" + b"x" * 99
-        link.close()
+def test_in_waiting_counts_the_bytes(peer: tuple[serial.SerialBase, socket.socket]) -> None:
+    link, far = peer
+    assert link.in_waiting == 0
+    far.sendall(b"\xc0" + b"x" * 99)
+    deadline = time.monotonic() + 5
+    while link.in_waiting < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert link.in_waiting == 100  # pyserial's own answer is 1
+    assert link.read(100) == b"\xc0" + b"x" * 99
 
 
-def test_close_is_prompt_and_final(peer: tuple[str, socket.socket]) -> None:
-    url, server = peer
-    link = open_link(url)
-    link.open()
-    far, _ = server.accept()
-    with far:
-        start = time.monotonic()
-        link.close()
-        assert time.monotonic() - start < 0.2  # pyserial pauses 0.3 s
-        assert far.recv(1) == b""  # the far end sees the connection end
-        link.close()  # closing twice is harmless
-        with pytest.raises(serial.PortNotOpenError):
-            link.read(1)
+def test_close_is_prompt_and_final(peer: tuple[serial.SerialBase, socket.socket]) -> None:
+    link, far = peer
+    start = time.monotonic()
+    link.close()
+    assert time.monotonic() - start < 0.2  # pyserial pauses 0.3 s
+    assert far.recv(1) == b""  # the far end sees the connection end
+    link.close()  # closing twice is harmless
+    with pytest.raises(serial.PortNotOpenError):
+        link.read(1)
 
 
-def test_writes_are_not_held_back_for_acknowledgements(peer: tuple[str, socket.socket]) -> None:
+def test_writes_are_not_held_back_for_acknowledgements(
+    peer: tuple[serial.SerialBase, socket.socket],
+) -> None:
     """TCP_NODELAY: a data phase's second piece leaves without waiting for the first's ACK."""
-    url, server = peer
-    link = open_link(url)
-    link.open()
-    far, _ = server.accept()
-    with far:
-        sock = link._socket  # pyserial's, set by open()
-        assert sock is not None
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-        link.close()
+    link, _far = peer
+    sock = link._socket  # type: ignore[attr-defined]  # pyserial's, set by open()
+    assert sock is not None
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
