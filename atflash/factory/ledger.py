@@ -30,7 +30,8 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from atflash.errors import InputError
+from atflash.errors import InputError, one_line
+from atflash.factory.errors import ClaimError, LedgerError
 from atflash.planning.manifest import normalize_mac
 
 SCHEMA_VERSION = 1
@@ -116,7 +117,58 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-# -- values shared by the stores -------------------------------------------------------
+# -- what the stores share ------------------------------------------------------------
+
+# The claims table's columns in Claim's field order, and its indexes (the same
+# SQL in SQLite and PostgreSQL; the table itself differs in its types).
+COLUMNS = (
+    "id, set_name, device, station, claimed_at, attempts, result, recorded_at, "
+    "image_sha256, released_at"
+)
+INDEXES = (
+    """CREATE UNIQUE INDEX IF NOT EXISTS atflash_claims_one_per_set
+        ON atflash_claims (set_name) WHERE released_at IS NULL""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS atflash_claims_one_per_device
+        ON atflash_claims (device) WHERE released_at IS NULL""",
+    "CREATE INDEX IF NOT EXISTS atflash_claims_by_time ON atflash_claims (claimed_at)",
+)
+
+
+def claim_from_row(row: Sequence[Any], when: Any = lambda value: value) -> Claim:
+    """A :data:`COLUMNS` row as a Claim; ``when`` turns a stored time into a datetime (or None)."""
+    return Claim(
+        id=row[0],
+        set_name=row[1],
+        device=row[2],
+        station=row[3],
+        claimed_at=when(row[4]),
+        attempts=row[5],
+        result=row[6],
+        recorded_at=when(row[7]),
+        image_sha256=decode_images(row[8]),
+        released_at=when(row[9]),
+    )
+
+
+def no_longer_held(ledger: str, claim: Claim) -> ClaimError:
+    """A write recorded for a claim someone released meanwhile."""
+    return ClaimError(
+        ledger, f"set {claim.set_name} is no longer held by {claim.device} (released?)"
+    )
+
+
+def check_version(ledger: str, version: int | None) -> None:
+    """Refuse a ledger whose schema this atflash does not know."""
+    if version != SCHEMA_VERSION:
+        raise LedgerError(
+            ledger, f"schema version {version}, this atflash knows {SCHEMA_VERSION}",
+            hint="use the atflash version that made this ledger, or a newer one",
+        )  # fmt: skip
+
+
+def store_error(ledger: str, what: str, exc: BaseException, hint: str | None = None) -> LedgerError:
+    """A database driver's error as a one-line ledger error."""
+    return LedgerError(ledger, f"{what} ({one_line(exc)})", hint=hint)
 
 
 def device_id(text: str) -> str:

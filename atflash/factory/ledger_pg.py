@@ -26,21 +26,25 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import ModuleType
-from typing import Any
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import (
+    COLUMNS,
+    INDEXES,
     NOT_A_LEDGER_HINT,
     SCHEMA_VERSION,
     Claim,
     as_utc,
     check_result,
-    decode_images,
+    check_version,
+    claim_from_row,
     device_id,
     encode_images,
     first_free,
+    no_longer_held,
     redact,
     station_id,
+    store_error,
 )
 
 CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the board, not hangs it
@@ -62,15 +66,7 @@ _SCHEMA = (
         image_sha256 text,
         released_at timestamptz
     )""",
-    """CREATE UNIQUE INDEX IF NOT EXISTS atflash_claims_one_per_set
-        ON atflash_claims (set_name) WHERE released_at IS NULL""",
-    """CREATE UNIQUE INDEX IF NOT EXISTS atflash_claims_one_per_device
-        ON atflash_claims (device) WHERE released_at IS NULL""",
-    "CREATE INDEX IF NOT EXISTS atflash_claims_by_time ON atflash_claims (claimed_at)",
-)
-_COLUMNS = (
-    "id, set_name, device, station, claimed_at, attempts, result, recorded_at, "
-    "image_sha256, released_at"
+    *INDEXES,
 )
 
 
@@ -83,21 +79,6 @@ def _driver(name: str) -> ModuleType:
             hint="pip install 'atflash[postgres]'",
         ) from None  # fmt: skip
     return psycopg
-
-
-def _claim(row: Sequence[Any]) -> Claim:
-    return Claim(
-        id=row[0],
-        set_name=row[1],
-        device=row[2],
-        station=row[3],
-        claimed_at=row[4],
-        attempts=row[5],
-        result=row[6],
-        recorded_at=row[7],
-        image_sha256=decode_images(row[8]),
-        released_at=row[9],
-    )
 
 
 class PostgresLedger:
@@ -134,21 +115,21 @@ class PostgresLedger:
     def _claim_once(self, mac: str, who: str, sets: Sequence[str]) -> Claim:
         held = self._db.execute(
             f"UPDATE atflash_claims SET attempts = attempts + 1 "
-            f"WHERE device = %s AND released_at IS NULL RETURNING {_COLUMNS}",
+            f"WHERE device = %s AND released_at IS NULL RETURNING {COLUMNS}",
             (mac,),
         ).fetchone()
         if held is not None:
-            return _claim(held)
+            return claim_from_row(held)
         rows = self._db.execute("SELECT set_name FROM atflash_claims WHERE released_at IS NULL")
         name = first_free(sets, {row[0] for row in rows})
         if name is None:
             raise PoolExhaustedError(self.name, mac, len(sets))
         row = self._db.execute(
             f"INSERT INTO atflash_claims (set_name, device, station) VALUES (%s, %s, %s) "
-            f"RETURNING {_COLUMNS}",
+            f"RETURNING {COLUMNS}",
             (name, mac, who),
         ).fetchone()
-        return _claim(row)
+        return claim_from_row(row)
 
     def record(self, claim: Claim, *, result: str, image_sha256: Mapping[str, str]) -> None:
         outcome = check_result(result)
@@ -159,33 +140,30 @@ class PostgresLedger:
                 (outcome, encode_images(image_sha256), claim.id),
             )
             if cursor.rowcount != 1:
-                raise ClaimError(
-                    self.name,
-                    f"set {claim.set_name} is no longer held by {claim.device} (released?)",
-                )
+                raise no_longer_held(self.name, claim)
 
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         mac = device_id(device) if device is not None else None
         moment = as_utc(since) if since is not None else None
         with self._errors("cannot read"):
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM atflash_claims "
+                f"SELECT {COLUMNS} FROM atflash_claims "
                 "WHERE (%s::text IS NULL OR device = %s) "
                 "AND (%s::timestamptz IS NULL OR claimed_at >= %s) ORDER BY claimed_at, id",
                 (mac, mac, moment, moment),
             ).fetchall()
-        return [_claim(row) for row in rows]
+        return [claim_from_row(row) for row in rows]
 
     def release(self, set_name: str) -> Claim:
         with self._errors("cannot release"):
             row = self._db.execute(
                 "UPDATE atflash_claims SET released_at = clock_timestamp() "
-                f"WHERE set_name = %s AND released_at IS NULL RETURNING {_COLUMNS}",
+                f"WHERE set_name = %s AND released_at IS NULL RETURNING {COLUMNS}",
                 (set_name,),
             ).fetchone()
         if row is None:
             raise ClaimError(self.name, f"set {set_name} is not held by any device")
-        return _claim(row)
+        return claim_from_row(row)
 
     def close(self) -> None:
         self._db.close()
@@ -216,11 +194,7 @@ class PostgresLedger:
                             "INSERT INTO atflash_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
                         )
                 version = self._version()
-        if version != SCHEMA_VERSION:
-            raise LedgerError(
-                self.name, f"schema version {version}, this atflash knows {SCHEMA_VERSION}",
-                hint="use the atflash version that made this ledger, or a newer one",
-            )  # fmt: skip
+        check_version(self.name, version)
 
     def _version(self) -> int | None:
         exists = self._db.execute("SELECT to_regclass('atflash_schema')").fetchone()
@@ -234,5 +208,4 @@ class PostgresLedger:
         try:
             yield
         except self._pg.Error as exc:
-            problem = " ".join(str(exc).split()) or type(exc).__name__
-            raise LedgerError(self.name, f"{what} ({problem})") from None
+            raise store_error(self.name, what, exc) from None

@@ -26,16 +26,21 @@ from typing import Any, TypeVar
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import (
+    COLUMNS,
+    INDEXES,
     NOT_A_LEDGER_HINT,
     SCHEMA_VERSION,
     Claim,
     as_utc,
     check_result,
-    decode_images,
+    check_version,
+    claim_from_row,
     device_id,
     encode_images,
     first_free,
+    no_longer_held,
     station_id,
+    store_error,
     utc_now,
 )
 
@@ -61,15 +66,7 @@ _SCHEMA = (
         image_sha256 TEXT,
         released_at TEXT
     )""",
-    """CREATE UNIQUE INDEX IF NOT EXISTS atflash_claims_one_per_set
-        ON atflash_claims (set_name) WHERE released_at IS NULL""",
-    """CREATE UNIQUE INDEX IF NOT EXISTS atflash_claims_one_per_device
-        ON atflash_claims (device) WHERE released_at IS NULL""",
-    "CREATE INDEX IF NOT EXISTS atflash_claims_by_time ON atflash_claims (claimed_at)",
-)
-_COLUMNS = (
-    "id, set_name, device, station, claimed_at, attempts, result, recorded_at, "
-    "image_sha256, released_at"
+    *INDEXES,
 )
 
 
@@ -83,18 +80,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _claim(row: Sequence[Any]) -> Claim:
-    return Claim(
-        id=row[0],
-        set_name=row[1],
-        device=row[2],
-        station=row[3],
-        claimed_at=datetime.fromisoformat(row[4]),
-        attempts=row[5],
-        result=row[6],
-        recorded_at=_time(row[7]),
-        image_sha256=decode_images(row[8]),
-        released_at=_time(row[9]),
-    )
+    return claim_from_row(row, _time)
 
 
 class SqliteLedger:
@@ -127,7 +113,7 @@ class SqliteLedger:
         mac, who = device_id(device), station_id(station)
         with self._write("cannot claim") as db:
             held = db.execute(
-                f"SELECT {_COLUMNS} FROM atflash_claims WHERE device = ? AND released_at IS NULL",
+                f"SELECT {COLUMNS} FROM atflash_claims WHERE device = ? AND released_at IS NULL",
                 (mac,),
             ).fetchone()
             if held is not None:
@@ -161,10 +147,7 @@ class SqliteLedger:
                 (outcome, _text(utc_now()), encode_images(image_sha256), claim.id),
             )
             if cursor.rowcount != 1:
-                raise ClaimError(
-                    self.name,
-                    f"set {claim.set_name} is no longer held by {claim.device} (released?)",
-                )
+                raise no_longer_held(self.name, claim)
 
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         where, params = ["1 = 1"], []
@@ -176,7 +159,7 @@ class SqliteLedger:
             params.append(_text(since))
         with self._errors("cannot read"):
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM atflash_claims WHERE {' AND '.join(where)} "
+                f"SELECT {COLUMNS} FROM atflash_claims WHERE {' AND '.join(where)} "
                 "ORDER BY claimed_at, id",
                 params,
             ).fetchall()
@@ -185,7 +168,7 @@ class SqliteLedger:
     def release(self, set_name: str) -> Claim:
         with self._write("cannot release") as db:
             held = db.execute(
-                f"SELECT {_COLUMNS} FROM atflash_claims WHERE set_name = ? AND released_at IS NULL",
+                f"SELECT {COLUMNS} FROM atflash_claims WHERE set_name = ? AND released_at IS NULL",
                 (set_name,),
             ).fetchone()
             if held is None:
@@ -221,11 +204,7 @@ class SqliteLedger:
             with self._errors("cannot switch to WAL mode"):
                 self._patiently(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             version = self._version()
-        if version != SCHEMA_VERSION:
-            raise LedgerError(
-                self.name, f"schema version {version}, this atflash knows {SCHEMA_VERSION}",
-                hint="use the atflash version that made this ledger, or a newer one",
-            )  # fmt: skip
+        check_version(self.name, version)
 
     def _version(self) -> int | None:
         def read() -> int | None:
@@ -272,10 +251,9 @@ class SqliteLedger:
         try:
             yield
         except sqlite3.Error as exc:
-            problem = " ".join(str(exc).split())
             hint = (
                 "another process holds the ledger locked; is a station stuck?"
-                if "locked" in problem
+                if "locked" in str(exc)
                 else None
             )
-            raise LedgerError(self.name, f"{what} ({problem})", hint=hint) from None
+            raise store_error(self.name, what, exc, hint) from None
