@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import socketserver
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 
 import pytest
@@ -183,3 +185,37 @@ def esp32_board(board_pool: BoardPool) -> Iterator[MockBoard]:
     with _board(board_pool, "esp32", "tcp") as board:
         flash_esp_at(board)
         yield board
+
+
+# -- plain sockets, for the UART line relay's own tests ---------------------------------
+
+SOCKET_TIMEOUT = 3.0  # a scripted device's accept, an echo server's shutdown
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo() -> Iterator[tuple[str, int]]:
+    """A TCP echo server on a free loopback port: an upstream that answers at once."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server.server_address[:2]
+    server.shutdown()
+    server.server_close()
+    thread.join(SOCKET_TIMEOUT)
+
+
+@pytest.fixture
+def device() -> Iterator[socket.socket]:
+    """A listening socket the test answers by hand: a scripted device."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(SOCKET_TIMEOUT)
+    yield listener
+    listener.close()

@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import socketserver
 import struct
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -26,34 +24,6 @@ IO_TIMEOUT = 3.0  # any single socket wait in these tests
 
 
 # -- helpers ---------------------------------------------------------------
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[str, int]]:
-    """A TCP echo server on a free loopback port."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server.server_address[:2]
-    server.shutdown()
-    server.server_close()
-    thread.join(IO_TIMEOUT)
-
-
-@pytest.fixture
-def device() -> Iterator[socket.socket]:
-    """A listening socket the test answers by hand: a scripted device."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(IO_TIMEOUT)
-    yield listener
-    listener.close()
 
 
 def connect(line: UartLine, device: socket.socket) -> tuple[socket.socket, socket.socket]:

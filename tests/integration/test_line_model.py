@@ -12,50 +12,19 @@ from __future__ import annotations
 
 import os
 import socket
-import socketserver
 import statistics
 import struct
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
+from atflash.backends.esptool.options import ROM_BAUD
 from tests.support.line import BRIDGES, CHANGE_BAUDRATE, DEFAULT_BAUD, UartLine
 
 from .conftest import BoardPool, esptool_port, flash_esp_at
 
 IO_TIMEOUT = 5.0  # any single socket wait here
-ROM_BAUD = 115200  # where every ESP ROM loader starts
-
-
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
-
-
-@pytest.fixture
-def echo() -> Iterator[tuple[str, int]]:
-    """A TCP echo server on a free loopback port: an upstream that answers at once."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    yield server.server_address[:2]
-    server.shutdown()
-    server.server_close()
-    thread.join(IO_TIMEOUT)
-
-
-@pytest.fixture
-def device() -> Iterator[socket.socket]:
-    """A listening socket the test answers by hand: a scripted device."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(IO_TIMEOUT)
-    yield listener
-    listener.close()
 
 
 def open_host(line: UartLine) -> socket.socket:
