@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.samples import RAW
+
 # On CI the property tests run the same examples every time: a red CI must be
 # reproducible, and exploring for new failures is the developers' runs' job.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-FIXTURES = Path(__file__).parent / "fixtures" / "esp-at-raw-data"
-
 
 @pytest.fixture(scope="session")
 def raw() -> Path:
     """ESP-AT's sample credentials folder (one subfolder per partition)."""
-    return FIXTURES
+    return RAW
 
 
 POOL_SETS = 200

@@ -34,11 +34,8 @@ from atflash.layout.model import Profile
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
 from atflash.sim.at import AtSimulator
+from tests.support.samples import CAS, CERTS, KEYS, RAW
 
-RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
-CERTS = (RAW / "client_cert" / "client_cert_00.crt", RAW / "client_cert" / "client_cert_01.crt")
-KEYS = (RAW / "client_key" / "client_key_00.key", RAW / "client_key" / "client_key_01.key")
-CAS = (RAW / "client_ca" / "client_ca_00.crt", RAW / "client_ca" / "client_ca_01.crt")
 FAST = 0.5  # seconds: the client's timeout in fault cases
 
 

@@ -46,11 +46,8 @@ from atflash.planning.plan import (
     build_plan,
 )
 from atflash.sim.at import BUSY_LINE, AtSimulator
+from tests.support.samples import CAS, CERTS, KEYS, RAW
 
-RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
-CERTS = (RAW / "client_cert" / "client_cert_00.crt", RAW / "client_cert" / "client_cert_01.crt")
-KEYS = (RAW / "client_key" / "client_key_00.key", RAW / "client_key" / "client_key_01.key")
-CAS = (RAW / "client_ca" / "client_ca_00.crt", RAW / "client_ca" / "client_ca_01.crt")
 CREDENTIALS = ("client_cert", "client_key", "client_ca")
 
 

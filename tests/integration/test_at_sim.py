@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -27,12 +26,13 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.layout.profiles import find_profile
 from atflash.seriallink import open_link
 from atflash.sim.at import BUSY_LINE, AtSimulator
+from tests.support.samples import RAW
 
 WAIT = 5.0  # seconds: the longest any wait here may take; the module answers at once
 READ_POLL = 0.01  # seconds: how often a read looks at its deadline
 OK, ERROR = b"\r\nOK\r\n", b"\r\nERROR\r\n"
 FINALS = (OK, ERROR, b"busy p...\r\n")
-CERT = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data" / "client_cert"
+CERT = RAW / "client_cert"
 
 
 class Wire:

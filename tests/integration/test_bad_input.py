@@ -51,10 +51,10 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.samples import RAW
 
 from .conftest import flash_holds
 
-RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
 CERT = RAW / "client_cert" / "client_cert_00.crt"
 KEY = RAW / "client_key" / "client_key_00.key"
 OTHER_KEY = RAW / "client_key" / "client_key_01.key"

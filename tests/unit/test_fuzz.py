@@ -29,8 +29,8 @@ from atflash.layout import csvtable
 from atflash.layout.model import Partition
 from atflash.layout.parttable import ENTRY, encode_table, parse_table
 from atflash.layout.profiles import find_profile, load_profile_file
+from tests.support.samples import RAW as FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
 CERT = (FIXTURES / "client_cert" / "client_cert_00.crt").read_bytes()
 KEY = (FIXTURES / "client_key" / "client_key_00.key").read_bytes()
 CA = (FIXTURES / "client_ca" / "client_ca_00.crt").read_bytes()

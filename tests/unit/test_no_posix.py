@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.samples import RAW
+
 BLOCKED = ("fcntl", "termios", "pty", "resource", "tty")
 
-RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
 CERT = RAW / "client_cert" / "client_cert_00.crt"
 KEY = RAW / "client_key" / "client_key_00.key"
 

@@ -14,8 +14,7 @@ from atflash.errors import PortError
 from atflash.planning import manifest
 from atflash.ports import port_key
 from atflash.sim.at_ports import PortLoop
-
-RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
+from tests.support.samples import RAW
 
 
 def test_a_private_file_on_windows_warns_naming_it(

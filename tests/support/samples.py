@@ -1,0 +1,10 @@
+"""Espressif's sample credentials from ESP-AT 2.4 (tests/fixtures/esp-at-raw-data), by path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+RAW = Path(__file__).resolve().parent.parent / "fixtures" / "esp-at-raw-data"
+CERTS = (RAW / "client_cert" / "client_cert_00.crt", RAW / "client_cert" / "client_cert_01.crt")
+KEYS = (RAW / "client_key" / "client_key_00.key", RAW / "client_key" / "client_key_01.key")
+CAS = (RAW / "client_ca" / "client_ca_00.crt", RAW / "client_ca" / "client_ca_01.crt")
