@@ -13,18 +13,8 @@ import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from types import TracebackType
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from atflash.cli import term
@@ -39,7 +29,6 @@ from atflash.planning.bench import candidate_profiles
 from atflash.planning.plan import PlanOptions
 
 SHOW_COLUMNS = ("set", "device", "station", "claimed (UTC)", "tries", "result", "released (UTC)")
-PROGRESS_STEP = 25  # percent between two plain progress lines
 EXPORT_COLUMNS = (
     "set", "device", "station", "claimed_at", "attempts", "result", "recorded_at",
     "released_at", "image_sha256",
@@ -74,52 +63,12 @@ def pool_check(
     """
     profiles = candidate_profiles(chip, profile_path)
     loaded = load_pool(pool_path)
-    with CheckProgress() as progress:
+    with term.StepProgress("checking sets", "checked {done}/{total} sets") as progress:
         check_pool(loaded, profiles, PlanOptions(), jobs=jobs, progress=progress)
     names = profiles[0].name + (
         f" and {len(profiles) - 1} other layouts" if len(profiles) > 1 else ""
     )
     click.echo(f"{pool_path}: {len(loaded)} sets OK for {names} ({', '.join(loaded.partitions)})")
-
-
-class CheckProgress:
-    """A progress callback: a rich bar on a terminal (stderr), plain lines otherwise."""
-
-    def __init__(self, *, live: bool | None = None) -> None:
-        self.live = sys.stderr.isatty() if live is None else live
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        self._step = -1
-
-    def __enter__(self) -> CheckProgress:
-        if self.live:
-            self._bar = Progress(
-                TextColumn("checking sets"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=Console(file=sys.stderr), transient=True,
-            )  # fmt: skip
-            self._bar.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(exc_type, exc, tb)
-            self._bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            if self._task is None:
-                self._task = self._bar.add_task("check", total=total)
-            self._bar.update(self._task, completed=done)
-            return
-        step = done * 100 // total // PROGRESS_STEP if total else 0
-        if step > self._step and step > 0:
-            self._step = step
-            click.echo(f"checked {done}/{total} sets", err=True)
 
 
 # -- ledger -------------------------------------------------------------------------

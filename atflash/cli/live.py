@@ -32,7 +32,6 @@ from atflash.events import Event
 from atflash.layout.model import Profile
 from atflash.results import BoardResult, PartitionStatus
 
-PROGRESS_STEP = 25  # percent between two plain progress lines
 UNUSED_ROWS_SHOWN = 5  # manifest rows named one by one; the rest are counted
 _REFRESH_PER_SECOND = 4
 
@@ -221,7 +220,7 @@ class BatchView:
         return f"{event.port}:{where} {text}"
 
     def _progress_line(self, port: str, progress: Progress) -> str | None:
-        step = progress.percent // PROGRESS_STEP * PROGRESS_STEP
+        step = progress.percent // term.PROGRESS_STEP * term.PROGRESS_STEP
         key = (port, progress.partition, progress.what)
         if step <= self._printed_step.get(key, -1):
             return None

@@ -10,18 +10,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from atflash import audit
-from atflash.cli import render
+from atflash.cli import render, term
 from atflash.cli.app import cli
 from atflash.cli.common import (
     FLASH_OFFSET,
@@ -416,7 +407,7 @@ def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -
         pool = load_pool(run.pool_path)
         listed = per_device.devices_from_pool(pool, common)
         inputs.append(run.pool_path)
-    with _Progress("building devices") as progress:
+    with term.StepProgress("building devices") as progress:
         summary = per_device.build_devices(
             listed, spec, run.out_dir, inputs=inputs, jobs=run.jobs, progress=progress
         )
@@ -470,44 +461,6 @@ def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
         return BuildSpec(profile, run.options), inputs
     base_items, source = _nvs_base(profile, run.factory_param, run.options)
     return BuildSpec(profile, run.options, base=base_items), [*inputs, *source]
-
-
-class _Progress:
-    """A progress callback: a rich bar on a terminal (stderr), a line per quarter otherwise."""
-
-    STEP = 25  # percent between two plain lines
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.live = sys.stderr.isatty()
-        self._bar: Progress | None = None
-        self._task: TaskID | None = None
-        self._step = 0
-
-    def __enter__(self) -> _Progress:
-        if self.live:
-            self._bar = Progress(
-                TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=Console(file=sys.stderr), transient=True,
-            )  # fmt: skip
-            self._bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-            self._bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is not None:
-            if self._task is None:
-                self._task = self._bar.add_task(self.what, total=total)
-            self._bar.update(self._task, completed=done)
-            return
-        step = done * 100 // total // self.STEP if total else 0
-        if step > self._step:
-            self._step = step
-            click.echo(f"{self.what}: {done}/{total}", err=True)
 
 
 @cli.command("patch-image")

@@ -20,8 +20,9 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from enum import IntEnum
-from typing import TextIO
+from typing import Any, TextIO
 
+import click
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -140,3 +141,56 @@ def _widest_line(cell: object) -> int:
 def stacked(lines: Iterable[str]) -> Text:
     """Cell text of several lines (a port above its MAC, say), never read as markup."""
     return Text("\n".join(line for line in lines if line))
+
+
+PROGRESS_STEP = 25  # percent between two plain progress lines
+
+
+class StepProgress:
+    """A ``(done, total)`` progress callback: a rich bar on a terminal (stderr), else a line per quarter.
+
+    ``line`` is the plain line's format, with ``what``, ``done`` and ``total``.
+    """
+
+    def __init__(
+        self, what: str, line: str = "{what}: {done}/{total}", *, live: bool | None = None
+    ) -> None:
+        self.what = what
+        self.line = line
+        self.live = is_terminal(sys.stderr) if live is None else live
+        self._bar: Any = None  # rich.progress.Progress, imported only for a terminal
+        self._task: Any = None
+        self._step = 0
+
+    def __enter__(self) -> StepProgress:
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )  # fmt: skip
+
+            self._bar = Progress(
+                TextColumn(self.what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=stderr_console(), transient=True,
+            )  # fmt: skip
+            self._bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+            self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            if self._task is None:
+                self._task = self._bar.add_task(self.what, total=total)
+            self._bar.update(self._task, completed=done)
+            return
+        step = done * 100 // total // PROGRESS_STEP if total else 0
+        if step > self._step:
+            self._step = step
+            click.echo(self.line.format(what=self.what, done=done, total=total), err=True)
