@@ -22,6 +22,7 @@ import serial
 
 from atflash.backends.esptool.options import ROM_BAUD
 from atflash.seriallink import open_link
+from atflash.sim.at import AtSimulator
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.mockflash import MockFlashError, erase_flash, read_flash, write_flash
@@ -219,3 +220,21 @@ def device() -> Iterator[socket.socket]:
     listener.settimeout(SOCKET_TIMEOUT)
     yield listener
     listener.close()
+
+
+# -- the AT simulator ---------------------------------------------------------------------
+
+
+@pytest.fixture(params=["tcp", "pty"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """How a test reaches an AT simulator: over TCP or a pseudo-terminal (see :func:`serve`)."""
+    return str(request.param)
+
+
+def serve(sim: AtSimulator, transport: str) -> str:
+    """Start ``sim`` on ``transport``; the port to open."""
+    if transport == "pty":
+        if sys.platform == "win32":  # pragma: no cover
+            pytest.skip("PTY transport needs a Unix host")
+        return sim.start_pty()
+    return sim.start_tcp()

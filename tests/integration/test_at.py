@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import stat
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +34,8 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
 from atflash.sim.at import AtSimulator
 from tests.support.samples import CAS, CERTS, KEYS, RAW
+
+from .conftest import serve
 
 FAST = 0.5  # seconds: the client's timeout in fault cases
 
@@ -71,27 +72,10 @@ def writes(sim: AtSimulator) -> list[str]:
     return [c for c in sim.commands if c.startswith(("AT+SYSFLASH=0", "AT+SYSFLASH=1"))]
 
 
-def serve(sim: AtSimulator, transport: str) -> str:
-    if transport == "pty":
-        if sys.platform == "win32":  # pragma: no cover
-            pytest.skip("PTY transport needs a Unix host")
-        return sim.start_pty()
-    return sim.start_tcp()
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def sim() -> Iterator[AtSimulator]:
     with AtSimulator(find_profile("esp32")) as module:
         yield module
-
-
-def connect(port: str, **kw: object) -> AtConnectOptions:
-    return AtConnectOptions(port, **kw)  # type: ignore[arg-type]
 
 
 # -- writing ---------------------------------------------------------------------------
@@ -101,7 +85,7 @@ def test_fresh_module_gets_exact_images(sim: AtSimulator, transport: str) -> Non
     blank = bytes(sim.flash)
     events: list[Event] = []
     result = write_board(
-        AtBackend(), connect(serve(sim, transport)), [client_plan()], events=events.append
+        AtBackend(), AtConnectOptions(serve(sim, transport)), [client_plan()], events=events.append
     )
     assert result.ok, result.error
     assert [p.status for p in result.partitions] == ["written"] * 3
@@ -128,7 +112,7 @@ def test_fresh_module_gets_exact_images(sim: AtSimulator, transport: str) -> Non
 def test_other_layouts(name: str) -> None:
     with AtSimulator(find_profile(name)) as sim:
         result = write_board(
-            AtBackend(), connect(sim.start_tcp()), [client_plan(find_profile(name))]
+            AtBackend(), AtConnectOptions(sim.start_tcp()), [client_plan(find_profile(name))]
         )
         assert result.ok, result.error
         assert_written(sim)
@@ -139,7 +123,7 @@ def test_older_longer_content_is_erased_first(sim: AtSimulator, transport: str) 
     old = offline_bin("cert", (*CERTS, RAW / "mqtt_cert" / "mqtt_client.crt"))
     sim.load("client_cert", old)
     plan = build_plan(find_profile("esp32"), [PartitionRequest("client_cert", (str(CERTS[0]),))])
-    result = write_board(AtBackend(), connect(serve(sim, transport)), [plan])
+    result = write_board(AtBackend(), AtConnectOptions(serve(sim, transport)), [plan])
     assert result.ok, result.error
     assert sim.partition_bytes("client_cert") == expected(sim, "client_cert", "cert", CERTS[:1])
     assert any(c.startswith('AT+SYSFLASH=0,"client_cert"') for c in sim.commands)
@@ -148,7 +132,7 @@ def test_older_longer_content_is_erased_first(sim: AtSimulator, transport: str) 
 def test_simulator_flash_is_nor(sim: AtSimulator) -> None:
     """Writing without erasing ANDs bits, as on a chip: the reason the erase matters."""
     sim.load("client_ca", b"\x0f\xf0\xff\x00")
-    with AtClient(connect(sim.start_tcp())) as client:
+    with AtClient(AtConnectOptions(sim.start_tcp())) as client:
         client.handshake()
         client.write("client_ca", 0, b"\xff\xff\x3c\xff")
         assert client.read("client_ca", 0, 4) == b"\x0f\xf0\x3c\x00"
@@ -171,12 +155,12 @@ def test_unsolicited_noise_everywhere(sim: AtSimulator, transport: str) -> None:
     sim.noise_on("", where="before_final", repeat=True)  # a blank line
     url = serve(sim, transport)
     sim.emit("ready")
-    result = write_board(AtBackend(), connect(url, chunk_size=1024), [client_plan()])
+    result = write_board(AtBackend(), AtConnectOptions(url, chunk_size=1024), [client_plan()])
     assert result.ok, result.error
     assert_written(sim)
     # The noise did reach the client, and went to the unsolicited route.
     routed: list[str] = []
-    with AtClient(connect(url), on_unsolicited=routed.append) as client:
+    with AtClient(AtConnectOptions(url), on_unsolicited=routed.append) as client:
         client.handshake()
         assert len(client.partitions()) == 15
     for line in ("WIFI CONNECTED", "+IPD,0,13", "WIFI GOT IP", "WIFI DISCONNECT"):
@@ -185,7 +169,7 @@ def test_unsolicited_noise_everywhere(sim: AtSimulator, transport: str) -> None:
 
 def test_echo_left_on(transport: str) -> None:
     with AtSimulator(find_profile("esp32"), echo_sticky=True) as sim:
-        result = write_board(AtBackend(), connect(serve(sim, transport)), [client_plan()])
+        result = write_board(AtBackend(), AtConnectOptions(serve(sim, transport)), [client_plan()])
         assert result.ok, result.error
         assert sim.echo  # ATE0 was ignored all along
         assert_written(sim)
@@ -194,7 +178,7 @@ def test_echo_left_on(transport: str) -> None:
 def test_error_on_nth_command(sim: AtSimulator, transport: str) -> None:
     sim.error_on("AT+SYSFLASH=1", nth=2)
     result = write_board(
-        AtBackend(), connect(serve(sim, transport), chunk_size=1024), [client_plan()]
+        AtBackend(), AtConnectOptions(serve(sim, transport), chunk_size=1024), [client_plan()]
     )
     assert not result.ok
     assert result.error is not None
@@ -211,7 +195,7 @@ def test_error_on_nth_command(sim: AtSimulator, transport: str) -> None:
 
 def test_busy_is_retried(sim: AtSimulator) -> None:
     sim.busy_on("AT+SYSFLASH=1", nth=1)
-    result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
+    result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), [client_plan()])
     assert result.ok, result.error
     first_write = [c for c in sim.commands if c.startswith("AT+SYSFLASH=1")][:2]
     assert first_write[0] == first_write[1]  # the refused chunk was sent again
@@ -223,7 +207,7 @@ def test_stall_names_the_command(sim: AtSimulator, transport: str) -> None:
     start = time.monotonic()
     # The wait is the timeout plus the announced data's wire time (0.6 s at 115200 baud);
     # at 921600 the timeout is nearly all of it, and the timeout is what is asserted.
-    options = connect(serve(sim, transport), timeout=FAST, baud=921600)
+    options = AtConnectOptions(serve(sim, transport), timeout=FAST, baud=921600)
     result = write_board(AtBackend(), options, [client_plan()])
     elapsed = time.monotonic() - start
     assert result.error is not None
@@ -236,7 +220,9 @@ def test_stall_names_the_command(sim: AtSimulator, transport: str) -> None:
 def test_dropped_connection(sim: AtSimulator, transport: str) -> None:
     # Reads 1-2 of client_cert are the unchanged check; read 3 is the read-back.
     sim.drop_on('AT+SYSFLASH=2,"client_cert"', nth=3)
-    result = write_board(AtBackend(), connect(serve(sim, transport), timeout=FAST), [client_plan()])
+    result = write_board(
+        AtBackend(), AtConnectOptions(serve(sim, transport), timeout=FAST), [client_plan()]
+    )
     assert result.error is not None
     assert 'AT+SYSFLASH=2,"client_cert",0,4096: connection lost' in result.error
     assert [p.status for p in result.partitions] == [
@@ -251,7 +237,7 @@ def test_silent_port_on_connect(sim: AtSimulator, transport: str) -> None:
     url = serve(sim, transport)
     # Nothing answers: 0.1 s per try is as telling as longer.
     result = write_board(
-        AtBackend(), connect(url, timeout=0.1, connect_attempts=2), [client_plan()]
+        AtBackend(), AtConnectOptions(url, timeout=0.1, connect_attempts=2), [client_plan()]
     )
     assert result.error is not None
     assert result.error.startswith(f"{url}: AT: no answer after 2 tries")
@@ -279,7 +265,7 @@ def device_profile(**changes: tuple[int, int] | None) -> Profile:
 def test_unknown_partition_refused_before_writing() -> None:
     with AtSimulator(device_profile(client_ca=None)) as sim:
         before = bytes(sim.flash)
-        result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
+        result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), [client_plan()])
         assert result.error is not None
         assert "no partition 'client_ca' in the module" in result.error
         assert not writes(sim)
@@ -290,7 +276,7 @@ def test_image_too_big_for_device_partition_refused() -> None:
     # The device's client_key is 2 KB; the two keys' bin is larger.
     with AtSimulator(device_profile(client_key=(0x2C000, 0x800))) as sim:
         before = bytes(sim.flash)
-        result = write_board(AtBackend(), connect(sim.start_tcp()), [client_plan()])
+        result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), [client_plan()])
         assert result.error is not None
         size = len(offline_bin("key", KEYS))
         assert f"client_key: image is {size} bytes but the partition holds 2048" in result.error
@@ -302,7 +288,7 @@ def test_device_placement_differs_is_a_warning() -> None:
     with AtSimulator(device_profile(client_ca=(0x2E000, 0x1000))) as sim:
         events: list[Event] = []
         result = write_board(
-            AtBackend(), connect(sim.start_tcp()), [client_plan()], events=events.append
+            AtBackend(), AtConnectOptions(sim.start_tcp()), [client_plan()], events=events.append
         )
         assert result.ok, result.error
         assert any("client_ca" in w and "0x1000" in w for w in result.warnings)
@@ -313,7 +299,7 @@ def test_device_placement_differs_is_a_warning() -> None:
 
 def test_esp_at_3_firmware_is_explained(transport: str) -> None:
     with AtSimulator(find_profile("esp32"), firmware="3.x") as sim:
-        result = write_board(AtBackend(), connect(serve(sim, transport)), [client_plan()])
+        result = write_board(AtBackend(), AtConnectOptions(serve(sim, transport)), [client_plan()])
         assert result.error is not None
         assert "mfg_nvs" in result.error and "ESP-AT 2.x" in result.error
         assert not writes(sim)
@@ -325,14 +311,17 @@ def test_esp_at_3_firmware_is_explained(transport: str) -> None:
 
 def test_skip_unchanged(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    assert write_board(AtBackend(), connect(url), [client_plan()]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [client_plan()]).ok
     sim.commands.clear()
-    again = write_board(AtBackend(), connect(url), [client_plan()])
+    again = write_board(AtBackend(), AtConnectOptions(url), [client_plan()])
     assert again.ok, again.error
     assert [p.status for p in again.partitions] == ["unchanged"] * 3
     assert not writes(sim)
     forced = write_board(
-        AtBackend(), connect(url), [client_plan()], options=WriteOptions(skip_unchanged=False)
+        AtBackend(),
+        AtConnectOptions(url),
+        [client_plan()],
+        options=WriteOptions(skip_unchanged=False),
     )
     assert [p.status for p in forced.partitions] == ["written"] * 3
 
@@ -343,7 +332,7 @@ def test_backup_saves_previous_content(sim: AtSimulator, tmp_path: Path) -> None
     backups = tmp_path / "backups"
     result = write_board(
         AtBackend(),
-        connect(sim.start_tcp()),
+        AtConnectOptions(sim.start_tcp()),
         [client_plan()],
         options=WriteOptions(backup_dir=backups),
     )
@@ -359,7 +348,10 @@ def test_backup_without_mac_is_named_by_port(tmp_path: Path) -> None:
     with AtSimulator(find_profile("esp32"), mac=None) as sim:
         url = sim.start_tcp()
         result = write_board(
-            AtBackend(), connect(url), [client_plan()], options=WriteOptions(backup_dir=tmp_path)
+            AtBackend(),
+            AtConnectOptions(url),
+            [client_plan()],
+            options=WriteOptions(backup_dir=tmp_path),
         )
         assert result.ok and result.mac is None
         port = url.rsplit(":", 1)[1]
@@ -368,31 +360,31 @@ def test_backup_without_mac_is_named_by_port(tmp_path: Path) -> None:
 
 def test_verify_match_then_differs(sim: AtSimulator, transport: str) -> None:
     url = serve(sim, transport)
-    assert write_board(AtBackend(), connect(url), [client_plan()]).ok
-    verified = verify_board(AtBackend(), connect(url), [client_plan()])
+    assert write_board(AtBackend(), AtConnectOptions(url), [client_plan()]).ok
+    verified = verify_board(AtBackend(), AtConnectOptions(url), [client_plan()])
     assert verified.ok and [p.status for p in verified.partitions] == ["match"] * 3
     # One bit flipped in the padding of client_key.
     sim.flash[sim.partition("client_key").end - 1] ^= 0x01
-    again = verify_board(AtBackend(), connect(url), [client_plan()])
+    again = verify_board(AtBackend(), AtConnectOptions(url), [client_plan()])
     assert not again.ok
     assert [p.status for p in again.partitions] == ["match", "differs", "match"]
 
 
 def test_read_table_and_partition(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    title, table = read_table(AtBackend(), connect(url), [])
+    title, table = read_table(AtBackend(), AtConnectOptions(url), [])
     assert "AT version:2." in title
     assert table == find_profile("esp32").partitions
     sim.load("mqtt_ca", b"\xf1\xf1abc")
-    part, data = read_partition(AtBackend(), connect(url, chunk_size=512), "mqtt_ca", [])
+    part, data = read_partition(AtBackend(), AtConnectOptions(url, chunk_size=512), "mqtt_ca", [])
     assert part.name == "mqtt_ca" and data == pki.pad(b"\xf1\xf1abc", part.size)
     with pytest.raises(FirmwareError, match="no partition 'nope' in the module"):
-        read_partition(AtBackend(), connect(url), "nope", [])
+        read_partition(AtBackend(), AtConnectOptions(url), "nope", [])
 
 
 def test_bare_decimal_table_style() -> None:
     with AtSimulator(find_profile("esp32c3"), table_style="bare-decimal") as sim:
-        _title, table = read_table(AtBackend(), connect(sim.start_tcp()), [])
+        _title, table = read_table(AtBackend(), AtConnectOptions(sim.start_tcp()), [])
         assert table == find_profile("esp32c3").partitions
 
 
@@ -404,7 +396,7 @@ def test_resolver_gets_the_mac(sim: AtSimulator) -> None:
         return [client_plan()]
 
     url = sim.start_tcp()
-    result = write_board(AtBackend(), connect(url), resolve)
+    result = write_board(AtBackend(), AtConnectOptions(url), resolve)
     assert result.ok, result.error
     assert seen == [BoardIdentity(url, chip="esp32", mac="24:0a:c4:00:00:01")]  # chip: AT+GMR
     assert_written(sim)
@@ -412,7 +404,7 @@ def test_resolver_gets_the_mac(sim: AtSimulator) -> None:
 
 def test_reset_prints_ready_again(sim: AtSimulator) -> None:
     lines: list[str] = []
-    with AtClient(connect(sim.start_tcp()), on_unsolicited=lines.append) as client:
+    with AtClient(AtConnectOptions(sim.start_tcp()), on_unsolicited=lines.append) as client:
         client.handshake()
         client.command("AT+RST")
         deadline = time.monotonic() + 5
@@ -432,7 +424,7 @@ def test_uart_speed_line_within_short_timeouts(sim: AtSimulator) -> None:
     with UartLine(upstream=("127.0.0.1", port), baud=115200) as line:
         result = write_board(
             AtBackend(),
-            connect(line.url, timeout=0.2),
+            AtConnectOptions(line.url, timeout=0.2),
             [plan],
             options=WriteOptions(skip_unchanged=False),
         )

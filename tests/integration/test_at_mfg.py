@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +47,8 @@ from atflash.planning.plan import (
 from atflash.sim.at import BUSY_LINE, AtSimulator
 from tests.support.samples import CAS, CERTS, KEYS, RAW
 
+from .conftest import serve
+
 CREDENTIALS = ("client_cert", "client_key", "client_ca")
 
 
@@ -79,23 +80,6 @@ def others(sim: AtSimulator) -> list[NvsItem]:
 def sysmfg_writes(sim: AtSimulator) -> list[str]:
     """The AT+SYSMFG commands that change the NVS image (write and erase)."""
     return [c for c in sim.commands if c.startswith(("AT+SYSMFG=2", "AT+SYSMFG=0"))]
-
-
-def serve(sim: AtSimulator, transport: str) -> str:
-    if transport == "pty":
-        if sys.platform == "win32":  # pragma: no cover
-            pytest.skip("PTY transport needs a Unix host")
-        return sim.start_pty()
-    return sim.start_tcp()
-
-
-def connect(port: str, **kw: float) -> AtConnectOptions:
-    return AtConnectOptions(port, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["tcp", "pty"])
-def transport(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 @pytest.fixture
@@ -141,7 +125,7 @@ def test_write_lands_as_nvs_items_and_keeps_the_rest(sim: AtSimulator, transport
     before = others(sim)
     assert {i.namespace for i in before} == {"factory_param", "ble_data"}
     plan = c3_plan(client_cert=CERTS, client_key=KEYS, client_ca=CAS[:1])
-    result = write_board(AtBackend(), connect(serve(sim, transport)), [plan])
+    result = write_board(AtBackend(), AtConnectOptions(serve(sim, transport)), [plan])
     assert result.ok, result.error
     assert [p.status for p in result.partitions] == ["written"] * 3
     assert result.chip == "esp32c3" and result.profile == "esp32c3-3x"
@@ -163,9 +147,9 @@ def test_write_lands_as_nvs_items_and_keeps_the_rest(sim: AtSimulator, transport
 def test_fewer_items_remove_the_stale_ones(sim: AtSimulator) -> None:
     url = sim.start_tcp()
     first = c3_plan(client_cert=CERTS, client_key=KEYS)
-    assert write_board(AtBackend(), connect(url), [first]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [first]).ok
     sim.commands.clear()
-    result = write_board(AtBackend(), connect(url), [c3_plan(client_cert=CERTS[1:])])
+    result = write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_cert=CERTS[1:])])
     assert result.ok, result.error
     assert keys_of(sim, "client_cert") == ["client_cert.0"]
     assert firmware_view(sim, "client_cert") == [CERTS[1].read_bytes()]
@@ -187,7 +171,7 @@ def test_keys_the_firmware_never_reads_are_erased(sim: AtSimulator) -> None:
         ],
     )
     plan = c3_plan(client_cert=CERTS[:1], client_ca=CAS[:1])
-    result = write_board(AtBackend(), connect(sim.start_tcp()), [plan])
+    result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), [plan])
     assert result.ok, result.error
     assert keys_of(sim, "client_cert") == ["client_cert.0"]
     assert firmware_view(sim, "client_cert") == [cert]
@@ -204,16 +188,16 @@ def test_keys_the_firmware_never_reads_are_erased(sim: AtSimulator) -> None:
 def test_skip_unchanged_items_and_namespaces(sim: AtSimulator) -> None:
     url = sim.start_tcp()
     plan = c3_plan(client_cert=CERTS, client_key=KEYS, client_ca=CAS)
-    assert write_board(AtBackend(), connect(url), [plan]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [plan]).ok
     sim.commands.clear()
-    again = write_board(AtBackend(), connect(url), [plan])
+    again = write_board(AtBackend(), AtConnectOptions(url), [plan])
     assert again.ok, again.error
     assert [p.status for p in again.partitions] == ["unchanged"] * 3
     assert sysmfg_writes(sim) == []
     # One item of a namespace differs: only that item is written.
     sim.commands.clear()
     changed = c3_plan(client_cert=(CERTS[0], CAS[1]))
-    result = write_board(AtBackend(), connect(url), [changed])
+    result = write_board(AtBackend(), AtConnectOptions(url), [changed])
     assert result.ok and [p.status for p in result.partitions] == ["written"]
     assert sysmfg_writes(sim) == [
         f'AT+SYSMFG=2,"client_cert","client_cert.1",8,{len(CAS[1].read_bytes())}'
@@ -236,7 +220,7 @@ def test_two_values_for_a_single_item_namespace_are_refused(sim: AtSimulator) ->
     )
     plan = WritePlan(good.profile, (two,))
     before = bytes(sim.flash)
-    result = write_board(AtBackend(), connect(sim.start_tcp()), [plan])
+    result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), [plan])
     assert result.error is not None and "this namespace holds one" in result.error
     assert result.partitions[0].status == "not-started"
     assert sysmfg_writes(sim) == [] and bytes(sim.flash) == before
@@ -258,7 +242,7 @@ def test_value_over_the_sysmfg_limit_is_refused_before_writing(
         options=PlanOptions(pair_check=False),
     )
     before = bytes(sim.flash)
-    result = write_board(AtBackend(), connect(sim.start_tcp()), [plan])
+    result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), [plan])
     assert result.error is not None
     for part in ("client_ca", str(big), f"{size} bytes", "8191", "--via esptool"):
         assert part in result.error, part
@@ -272,7 +256,7 @@ def test_module_and_plans_disagree_on_the_store() -> None:
     with AtSimulator(find_profile("esp32c3"), firmware="3.x") as sim:
         before = bytes(sim.flash)
         result = write_board(
-            AtBackend(), connect(sim.start_tcp()), [plan_for("esp32c3", client_cert=CERTS)]
+            AtBackend(), AtConnectOptions(sim.start_tcp()), [plan_for("esp32c3", client_cert=CERTS)]
         )
         assert result.error is not None
         assert "keeps credentials in mfg_nvs (ESP-AT 3.1+)" in result.error
@@ -280,7 +264,9 @@ def test_module_and_plans_disagree_on_the_store() -> None:
         assert sysmfg_writes(sim) == [] and bytes(sim.flash) == before
     with AtSimulator(find_profile("esp32c3")) as sim2:
         before = bytes(sim2.flash)
-        result = write_board(AtBackend(), connect(sim2.start_tcp()), [c3_plan(client_cert=CERTS)])
+        result = write_board(
+            AtBackend(), AtConnectOptions(sim2.start_tcp()), [c3_plan(client_cert=CERTS)]
+        )
         assert result.error is not None
         assert "keeps credentials in PKI partitions (ESP-AT 2.x)" in result.error
         assert "pass --chip esp32c3" in result.error
@@ -298,13 +284,13 @@ def test_chip_and_layout_learned_from_the_module(chip: str, expected: str) -> No
         for name in ("esp32", "esp32c3", "esp32c2", "esp32-3x", "esp32c2-3x", "esp32c3-3x")
     ]
     with AtSimulator(find_profile(chip), firmware="3.x") as sim:
-        result = write_board(AtBackend(), connect(sim.start_tcp()), candidates)
+        result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), candidates)
         assert result.ok, result.error
         assert (result.chip, result.profile) == (chip, expected)
         assert not result.warnings  # the chosen layout is the module's own
         assert firmware_view(sim, "client_key") == [f.read_bytes() for f in KEYS]
     with AtSimulator(find_profile(chip)) as sim2:  # the same chip on ESP-AT 2.x
-        result = write_board(AtBackend(), connect(sim2.start_tcp()), candidates)
+        result = write_board(AtBackend(), AtConnectOptions(sim2.start_tcp()), candidates)
         assert result.ok, result.error
         assert (result.chip, result.profile) == (chip, chip)
 
@@ -314,7 +300,7 @@ def test_a_chip_without_a_planned_layout_takes_another_with_a_warning() -> None:
     s3 = dataclasses.replace(find_profile("esp32"), chip="esp32s3")  # no built-in ESP32-S3 layout
     with AtSimulator(s3, firmware="3.x") as sim:
         candidates = [plan_for(name, client_ca=CAS) for name in ("esp32c3-3x", "esp32-3x")]
-        result = write_board(AtBackend(), connect(sim.start_tcp()), candidates)
+        result = write_board(AtBackend(), AtConnectOptions(sim.start_tcp()), candidates)
         assert result.ok, result.error
         assert (result.chip, result.profile) == ("esp32s3", "esp32-3x")  # its table's layout
         assert result.warnings == [
@@ -330,13 +316,13 @@ def test_a_chip_without_a_planned_layout_takes_another_with_a_warning() -> None:
 def test_verify_match_then_differs(sim: AtSimulator, transport: str) -> None:
     url = serve(sim, transport)
     plan = c3_plan(client_cert=CERTS, client_key=KEYS)
-    assert write_board(AtBackend(), connect(url), [plan]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [plan]).ok
     sim.commands.clear()
-    verified = verify_board(AtBackend(), connect(url), [plan])
+    verified = verify_board(AtBackend(), AtConnectOptions(url), [plan])
     assert verified.ok and [p.status for p in verified.partitions] == ["match"] * 2
     # A stale third certificate: the firmware would read three sets.
     preload(sim, [NvsItem("client_cert", "client_cert.2", "binary", CAS[0].read_bytes())])
-    again = verify_board(AtBackend(), connect(url), [plan])
+    again = verify_board(AtBackend(), AtConnectOptions(url), [plan])
     assert [p.status for p in again.partitions] == ["differs", "match"]
     # One byte of a key changed.
     items = [i for i in sim.mfg_items() if i.key != "client_cert.2"]
@@ -344,7 +330,7 @@ def test_verify_match_then_differs(sim: AtSimulator, transport: str) -> None:
     changed = KEYS[1].read_bytes()[:-1] + b"\n\n"
     items[at] = NvsItem("client_key", "client_key.1", "binary", changed)
     sim.load("mfg_nvs", build_nvs(items, sim.partition("mfg_nvs").size))
-    third = verify_board(AtBackend(), connect(url), [plan])
+    third = verify_board(AtBackend(), AtConnectOptions(url), [plan])
     assert not third.ok and [p.status for p in third.partitions] == ["match", "differs"]
     assert sysmfg_writes(sim) == []
 
@@ -352,11 +338,13 @@ def test_verify_match_then_differs(sim: AtSimulator, transport: str) -> None:
 def test_backup_then_restore(sim: AtSimulator, tmp_path: Path) -> None:
     url = sim.start_tcp()
     old = c3_plan(client_cert=CERTS, client_ca=CAS[:1])
-    assert write_board(AtBackend(), connect(url), [old]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [old]).ok
     backups = tmp_path / "backups"
     mqtt_ca = RAW / "mqtt_ca" / "mqtt_ca.crt"
     new = c3_plan(client_cert=CAS[1:], client_ca=CAS[1:], mqtt_ca=(mqtt_ca,))
-    result = write_board(AtBackend(), connect(url), [new], options=WriteOptions(backup_dir=backups))
+    result = write_board(
+        AtBackend(), AtConnectOptions(url), [new], options=WriteOptions(backup_dir=backups)
+    )
     assert result.ok, result.error
     assert firmware_view(sim, "client_cert") == [CAS[1].read_bytes()]
     assert firmware_view(sim, "mqtt_ca") == [mqtt_ca.read_bytes()]
@@ -378,7 +366,7 @@ def test_backup_then_restore(sim: AtSimulator, tmp_path: Path) -> None:
     restore = c3_plan(
         client_cert=named("client_cert"), client_ca=named("client_ca"), mqtt_ca=named("mqtt_ca")
     )
-    assert write_board(AtBackend(), connect(url), [restore]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [restore]).ok
     assert firmware_view(sim, "client_cert") == [f.read_bytes() for f in CERTS]
     assert firmware_view(sim, "client_ca") == [CAS[0].read_bytes()]
     assert keys_of(sim, "mqtt_ca") == []
@@ -386,21 +374,21 @@ def test_backup_then_restore(sim: AtSimulator, tmp_path: Path) -> None:
 
 def test_read_and_table(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    assert write_board(AtBackend(), connect(url), [c3_plan(client_cert=CERTS)]).ok
-    title, table = read_table(AtBackend(), connect(url), [])
+    assert write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_cert=CERTS)]).ok
+    title, table = read_table(AtBackend(), AtConnectOptions(url), [])
     assert "AT version:3." in title
     assert [p.name for p in table or ()] == ["mfg_nvs", "fatfs"]
-    part, data = read_partition(AtBackend(), connect(url), "client_cert", [])
+    part, data = read_partition(AtBackend(), AtConnectOptions(url), "client_cert", [])
     assert (part.name, part.offset, part.size) == ("client_cert", 0x1F000, len(data))
     assert [i.content for i in pki.parse(data).items] == [f.read_bytes() for f in CERTS]
     shown = inspect_bytes(data, source=part.name)
     assert [(i.type, i.id) for i in shown.items] == [("cert", 0), ("cert", 1)]
-    part, empty = read_partition(AtBackend(), connect(url), "mqtt_ca", [])
+    part, empty = read_partition(AtBackend(), AtConnectOptions(url), "mqtt_ca", [])
     assert pki.parse(empty).items == ()
-    part, raw = read_partition(AtBackend(), connect(url), "mfg_nvs", [])
+    part, raw = read_partition(AtBackend(), AtConnectOptions(url), "mfg_nvs", [])
     assert raw == sim.partition_bytes("mfg_nvs")  # a listed partition reads raw, as on 2.x
     with pytest.raises(FirmwareError, match="factory_param is neither a partition nor"):
-        read_partition(AtBackend(), connect(url), "factory_param", [])
+        read_partition(AtBackend(), AtConnectOptions(url), "factory_param", [])
 
 
 # -- one host at a time ---------------------------------------------------------------------------
@@ -409,16 +397,16 @@ def test_read_and_table(sim: AtSimulator) -> None:
 def test_second_host_gets_port_busy(sim: AtSimulator, transport: str) -> None:
     assert PORT_BUSY_LINE.encode() + b"\r\n" == BUSY_LINE  # the client knows the simulator's line
     url = serve(sim, transport)
-    with AtClient(connect(url)) as first:
+    with AtClient(AtConnectOptions(url)) as first:
         first.handshake()
-        result = write_board(AtBackend(), connect(url), [c3_plan(client_cert=CERTS)])
+        result = write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_cert=CERTS)])
         assert result.error == (
             f"{url}: the port is in use: another program (a second atflash, a serial monitor) "
             "has it open; close it first"
         )
         assert first.partitions()  # the first host keeps working
     assert sysmfg_writes(sim) == []
-    assert write_board(AtBackend(), connect(url), [c3_plan(client_cert=CERTS)]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_cert=CERTS)]).ok
 
 
 # -- through the command line ---------------------------------------------------------------------
@@ -430,7 +418,7 @@ def run(*args: str) -> Result:
 
 def test_cli_read_and_partitions(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    assert write_board(AtBackend(), connect(url), [c3_plan(client_key=KEYS)]).ok
+    assert write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_key=KEYS)]).ok
     shown = run("read", "--via", "at", "--port", url, "client_key")
     assert shown.exit_code == 0, shown.output
     assert "PKI bin, 2 item(s)" in shown.stdout
