@@ -27,24 +27,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import NameOID
 
 from atflash.cli import cli
 from atflash.content import pki
 from atflash.errors import EXIT_USER_ERROR
+from tests.support.certs import self_signed
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs a Unix host")
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-NOW = datetime.now(timezone.utc)
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
 COMMAND_TIMEOUT = 60  # a refused input answers in well under a second; a hang hits this
@@ -84,19 +81,7 @@ def key_der(key: PrivateKeyTypes) -> bytes:
 
 
 def cert_of(key: PrivateKeyTypes, encoding: serialization.Encoding = PEM) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device 3")])
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[arg-type]
-        .serial_number(3)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
-        .sign(key, algorithm)  # type: ignore[arg-type]
-    )
-    return cert.public_bytes(encoding)
+    return self_signed(key, encoding, common_name="device 3", serial=3)
 
 
 def secret_lines(key: PrivateKeyTypes) -> list[bytes]:

@@ -12,15 +12,12 @@ import stat
 import sys
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import NameOID
 
 from atflash.content import creds, pki
 from atflash.content.describe import inspect_bytes
@@ -31,9 +28,9 @@ from atflash.output import write_outputs, write_private
 from atflash.planning.manifest import parse_manifest
 from atflash.planning.plan import PartitionRequest, PlanOptions, build_plan
 from atflash.sim.rom import distinct_mac, parse_mac
+from tests.support.certs import self_signed
 
 ESP32 = find_profile("esp32")
-NOW = datetime.now(timezone.utc)
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
 PKCS8 = serialization.PrivateFormat.PKCS8
@@ -46,23 +43,7 @@ def key_bytes(key: PrivateKeyTypes, encoding: serialization.Encoding = PEM) -> b
 
 
 def cert_for(key: PrivateKeyTypes, encoding: serialization.Encoding = PEM) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device 9")])
-    algorithm = (
-        None
-        if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey))
-        else hashes.SHA256()
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[arg-type]
-        .serial_number(9)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
-        .sign(key, algorithm)  # type: ignore[arg-type]
-    )
-    return cert.public_bytes(encoding)
+    return self_signed(key, encoding, common_name="device 9", serial=9)
 
 
 @pytest.fixture(scope="module")
