@@ -79,6 +79,18 @@ def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
 
 
+def no_pair_check_option(func: F) -> F:
+    """``--no-pair-check``: skip checking that certificate n and key n share a public key."""
+    help_text = "Do not check that certificate n matches key n."
+    return click.option("--no-pair-check", is_flag=True, help=help_text)(func)
+
+
+def no_key_type_check_option(func: F) -> F:
+    """``--no-key-type-check``: allow keys the firmware's TLS library cannot use."""
+    help_text = "Allow key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, other curves...)."
+    return click.option("--no-key-type-check", is_flag=True, help=help_text)(func)
+
+
 def echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2))
 

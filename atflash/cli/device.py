@@ -28,6 +28,8 @@ from atflash.cli.common import (
     F,
     echo_json,
     json_option,
+    no_key_type_check_option,
+    no_pair_check_option,
     parse_groups,
     profile_options,
     resolve_profile,
@@ -149,8 +151,6 @@ def plans_for(
 
 # -- write / verify ---------------------------------------------------------------
 
-_NO_PAIR_CHECK_HELP = "Do not check that certificate n matches key n."
-_NO_KEY_TYPE_CHECK_HELP = "Allow *_key types ESP-AT's mbedTLS cannot use (Ed25519, DSA, ...)."
 _GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
 
 
@@ -173,8 +173,8 @@ _GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
     show_default=True,
     help="Leave partitions that already hold the image alone.",
 )
-@click.option("--no-pair-check", is_flag=True, help=_NO_PAIR_CHECK_HELP)
-@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@no_pair_check_option
+@no_key_type_check_option
 @json_option
 @click.argument("groups", nargs=-1, metavar=_GROUPS)
 @click.pass_context
@@ -194,8 +194,8 @@ def write(ctx: click.Context, **params: Any) -> None:
 @profile_options
 @batch_options
 @link_options
-@click.option("--no-pair-check", is_flag=True, help=_NO_PAIR_CHECK_HELP)
-@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@no_pair_check_option
+@no_key_type_check_option
 @json_option
 @click.argument("groups", nargs=-1, metavar=_GROUPS)
 @click.pass_context

@@ -18,6 +18,8 @@ from atflash.cli.common import (
     FLASH_OFFSET,
     echo_json,
     json_option,
+    no_key_type_check_option,
+    no_pair_check_option,
     parse_groups,
     profile_options,
     resolve_profile,
@@ -44,12 +46,9 @@ if TYPE_CHECKING:
 ITEM_TYPES = tuple(pki.TYPE_CODES)
 
 
-_NO_KEY_TYPE_CHECK_HELP = "Allow key types ESP-AT cannot use (Ed25519, DSA, other curves...)."
-
-
 @cli.command("generate-bin")
 @click.option("-b", "--bin", "out", default="PKI.bin", show_default=True, help="Output bin file.")
-@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@no_key_type_check_option
 @json_option
 @click.argument("pairs", nargs=-1, required=True, metavar="TYPE FILE [TYPE FILE]...")
 def generate_bin(out: str, no_key_type_check: bool, as_json: bool, pairs: tuple[str, ...]) -> None:
@@ -158,10 +157,8 @@ _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
     help="Folder for DIR/<partition>.bin, DIR/mfg_nvs.bin, or the per-device DIR/<device>/.",
 )
 @click.option("--no-pad", is_flag=True, help="Write bare bins, not padded to the partition size.")
-@click.option(
-    "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
-)
-@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@no_pair_check_option
+@no_key_type_check_option
 @click.option(
     "--factory-param",
     metavar="SOURCE",
@@ -470,10 +467,8 @@ def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
     "--partition-table-offset", "table_offset", type=FLASH_OFFSET, default=DEFAULT_TABLE_OFFSET,
     help=_TABLE_OFFSET_HELP,
 )  # fmt: skip
-@click.option(
-    "--no-pair-check", is_flag=True, help="Do not check that certificate n matches key n."
-)
-@click.option("--no-key-type-check", is_flag=True, help=_NO_KEY_TYPE_CHECK_HELP)
+@no_pair_check_option
+@no_key_type_check_option
 @json_option
 @click.argument("image_path", metavar="FACTORY.bin")
 @click.argument(
