@@ -25,6 +25,11 @@ two differences that matter to esptool:
   each piece after the first until the server acknowledged the one before,
   which a server with nothing to answer yet delays by up to 40 ms (Linux):
   measured 44 ms per ``AT+SYSMFG`` write of 1.7 KB, against 1 ms.
+- What the server sends as the connection opens is kept. pyserial's
+  ``open()`` flushes input, and a serial server that refuses a second
+  client says so at once and closes: flushed, its line would leave only
+  "connection lost". Both atflash's AT client and esptool flush stale
+  input themselves before they talk.
 """
 
 from __future__ import annotations
@@ -53,16 +58,26 @@ def open_link(url: str) -> serial.SerialBase:
 
 
 class SocketLink(protocol_socket.Serial):
-    """pyserial's ``socket://`` port with a byte count for ``in_waiting``, prompt writes and close."""
+    """pyserial's ``socket://`` port: a byte count for ``in_waiting``, prompt writes and close,
+    and what the server says on connecting kept (see the module docstring)."""
 
     _socket: socket.socket | None  # pyserial's, set by its open()
+    _opening = False
 
     def open(self) -> None:
-        """Connect, with every write sent at once (see the module docstring)."""
-        super().open()
+        """Connect, with every write sent at once and nothing received thrown away."""
+        self._opening = True
+        try:
+            super().open()
+        finally:
+            self._opening = False
         if self._socket is not None:
             with contextlib.suppress(OSError):  # not TCP after all: nothing to tune
                 self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def reset_input_buffer(self) -> None:
+        if not self._opening:  # pyserial's open() flushes: keep a server's greeting
+            super().reset_input_buffer()
 
     @property
     def in_waiting(self) -> int:

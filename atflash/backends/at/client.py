@@ -57,8 +57,6 @@ from atflash.errors import (
 from atflash.layout.model import Partition
 from atflash.seriallink import (
     LINK_ERRORS,
-    SOCKET_SCHEME,
-    SocketLink,
     describe_open_error,
     open_link,
 )
@@ -147,7 +145,7 @@ class AtClient:
         mix their commands and, worse, their data phases.
         """
         try:
-            link = _link(self.port)
+            link = open_link(self.port)
             link.baudrate = self.options.baud
             link.timeout = POLL
             link.write_timeout = self.options.timeout
@@ -516,37 +514,6 @@ class AtClient:
     def _unsolicited(self, text: str) -> None:
         if self._on_unsolicited is not None:
             self._on_unsolicited(printable(text))
-
-
-class _SocketPort(SocketLink):
-    """atflash's ``socket://`` port, keeping what the server sends as the connection opens.
-
-    pyserial's ``open()`` flushes input, and a serial server that refuses a
-    second client says so at once and closes: flushed, its line would
-    leave only "connection lost".
-    """
-
-    _opening = False
-
-    def open(self) -> None:
-        self._opening = True
-        try:
-            super().open()
-        finally:
-            self._opening = False
-
-    def reset_input_buffer(self) -> None:
-        if not self._opening:
-            super().reset_input_buffer()
-
-
-def _link(url: str) -> serial.SerialBase:
-    """The port for ``url``, not opened yet, exclusive where the platform locks ports."""
-    if url.lower().startswith(SOCKET_SCHEME):
-        link = _SocketPort(None, exclusive=True)
-        link.port = url  # parsed on open, as serial_for_url has it
-        return link
-    return open_link(url)
 
 
 def _port_in_use(port: str) -> PortError:
