@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -42,10 +43,8 @@ def apply(cuts: Sequence[str]) -> None:
     if "bare-attach" in cuts:
         from atflash.backends.esptool import attach
 
-        def attach_flash(esp: object) -> None:
-            pads = esp.get_chip_spi_pads() if esp.CHIP_NAME == "ESP32" else (0, 0, 0, 0, 0)  # type: ignore[attr-defined]
-            clk, q, d, hd, cs = pads
-            esp.flash_spi_attach((hd << 24) | (cs << 18) | (d << 12) | (q << 6) | clk)  # type: ignore[attr-defined]
+        def attach_flash(esp: Any) -> None:
+            esp.flash_spi_attach(attach.spi_attach_argument(esp))
 
         attach.attach_flash = attach_flash  # type: ignore[assignment]
 

@@ -48,6 +48,8 @@ RESET = 0x99
 
 XMC_VENDOR = 0x20
 SFDP_VENDOR_ADDRESS = 0x10  # the manufacturer byte of SFDP's first parameter header
+# XMC memory types and the capacity codes their parts report after a good start-up.
+_XMC_CAPACITIES = {0x40: (0x13, 0x20), 0x41: (0x17, 0x20), 0x50: (0x15, 0x16)}
 # IDs a bus with no flash chip on it reads back (esptool's list).
 NO_FLASH_IDS = frozenset({0xFFFFFF, 0x000000, 0xFFFF3F})
 
@@ -68,7 +70,7 @@ def attach_flash(esp: ESPLoader) -> None:
     if esp.IS_STUB or esp.secure_download_mode or esp.SPI_MOSI_DLEN_OFFS is None:
         cmds.attach_flash(esp)
         return
-    esp.flash_spi_attach(_pads_argument(esp))
+    esp.flash_spi_attach(spi_attach_argument(esp))
     try:
         with _UserCommands(esp) as spi:
             settled = _flash_is_settled(spi)
@@ -97,12 +99,11 @@ def is_strict_xmc(flash_id: int) -> bool:
         return False
     memory_type = (flash_id >> 8) & 0xFF
     capacity = (flash_id >> 16) & 0xFF
-    ranges = {0x40: (0x13, 0x20), 0x41: (0x17, 0x20), 0x50: (0x15, 0x16)}
-    low, high = ranges.get(memory_type, (1, 0))
+    low, high = _XMC_CAPACITIES.get(memory_type, (1, 0))
     return low <= capacity <= high
 
 
-def _pads_argument(esp: ESPLoader) -> int:
+def spi_attach_argument(esp: ESPLoader) -> int:
     """SPI_ATTACH's argument: the ESP32's eFuse flash pads (in-package flash), else 0."""
     if esp.CHIP_NAME != "ESP32":
         return 0
