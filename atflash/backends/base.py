@@ -31,6 +31,7 @@ from atflash.errors import (
     ChipMismatchError,
     FirmwareError,
     InputError,
+    NeighbourChangedError,
     TableMismatchError,
     VerifyError,
 )
@@ -428,6 +429,8 @@ def record_exception(result: BoardResult, exc: AtflashError, events: EventSink) 
         events(Event("skipped", result.port, exc.reason))
         return
     result.mark_lost(str(exc))
+    if isinstance(exc, NeighbourChangedError):
+        result.neighbours = list(exc.changes)  # reaches --json, the report and the log
     events(Event("failed", result.port, exc.detail))
     if isinstance(exc, TableMismatchError):
         result.warnings.append(render_table_rows(exc.rows))

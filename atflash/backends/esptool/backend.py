@@ -26,14 +26,17 @@ from dataclasses import replace
 
 from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
+from atflash.backends.esptool.guard import Guard
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.backends.esptool.tables import discover_board, read_nvs
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import (
     BoardTableError,
+    EncryptedPartitionError,
     FirmwareError,
     ImageTooBigError,
+    NeighbourChangedError,
     Overflow,
     TableMismatchError,
     VerifyError,
@@ -42,6 +45,7 @@ from atflash.events import Event, EventSink
 from atflash.layout.board import BoardLayout, Difference, closest, match
 from atflash.layout.model import MFG_NVS, Partition, Profile
 from atflash.layout.safety import check_writable
+from atflash.planning.guard import Region, board_regions
 from atflash.planning.plan import WritePlan
 
 
@@ -87,7 +91,7 @@ class EsptoolSession(Session):
         profiles = [p.profile for p in ours]
         self._use(profiles[0])
         try:
-            layout = discover_board(self.board, self._search(profiles), where=self.port)
+            layout = self._discover(profiles)
         except BoardTableError as exc:
             self._layout_error = exc
             return ours[0]
@@ -113,6 +117,7 @@ class EsptoolSession(Session):
         boot = profile.bootloader_offset
         if plan.nvs:
             store = _part(parts, MFG_NVS, self.port)
+            _refuse_encrypted([store], self.port)
             check_writable(
                 [store], primary, bootloader_offset=boot, table_offset=table_offset, where=self.port
             )
@@ -123,6 +128,7 @@ class EsptoolSession(Session):
             if len(image.bin) > part.size:
                 raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
             placed.append((image, part))
+        _refuse_encrypted([part for _i, part in placed], self.port)
         check_writable(
             [part for _i, part in placed],
             primary,
@@ -143,6 +149,22 @@ class EsptoolSession(Session):
         self._survey(targets)
         return targets
 
+    def _discover(self, profiles: Sequence[Profile]) -> BoardLayout:
+        """The board's tables; with flash encryption on, a table that cannot be read says why."""
+        try:
+            return discover_board(self.board, self._search(profiles), where=self.port)
+        except BoardTableError as exc:
+            if not self.board.flash_encrypted or exc.blank:
+                raise
+            raise BoardTableError(
+                self.port,
+                exc.table,
+                exc.offset,
+                f"reads as ciphertext: flash encryption is on in this {self.board.chip}",
+                hint="name the board's layout with --profile or --chip LAYOUT to write its "
+                "credential partitions, which ESP-AT does not encrypt",
+            ) from None
+
     def _where(
         self, plan: WritePlan, *, force: bool, explicit: bool, events: EventSink
     ) -> tuple[Sequence[Partition], Sequence[Partition], int]:
@@ -152,13 +174,16 @@ class EsptoolSession(Session):
         if layout is None:
             error = self._layout_error
             assert error is not None
-            if not (force and explicit):
+            # Flash encryption explains an unreadable table: a named layout is enough.
+            encrypted = self.board.flash_encrypted
+            if not (explicit and (force or encrypted)):
                 raise error
+            why = "ESP-AT does not encrypt its credential partitions" if encrypted else "--force"
             events(
                 Event(
                     "warning",
                     self.port,
-                    f"{error.detail}; writing at layout {profile.name}'s addresses (--force)",
+                    f"{error.detail}; writing at layout {profile.name}'s addresses ({why})",
                 )
             )
             return profile.partitions, profile.primary, profile.partition_table_offset
@@ -195,7 +220,7 @@ class EsptoolSession(Session):
         self._use(ours[0])
         where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
         try:
-            layout = discover_board(self.board, self._search(ours), where=self.port)
+            layout = self._discover(ours)
         except BoardTableError as exc:
             if exc.blank:
                 return f"{where}: {exc.table} at {exc.offset:#x}", None
@@ -283,11 +308,17 @@ class EsptoolSession(Session):
                 on_start(target)
 
         self._verified = set()
+        images = [(span[0].address, b"".join(t.data for t in span)) for span in spans]
+        guard = Guard.take(self.board, images, profile.flash_bytes)
         verified = self.board.write(
-            [(span[0].address, b"".join(t.data for t in span)) for span in spans],
+            images,
             FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
             on_start=started,
         )
+        hit = guard.changed()
+        if hit:
+            changes = guard.repair(hit, self._regions(profile))
+            raise NeighbourChangedError(self.port, self.board.chip, changes)
         if verified == len(spans):
             self._verified = {t.name for t in targets}
 
@@ -320,6 +351,20 @@ class EsptoolSession(Session):
             )
         return self._digests[target.name]
 
+    def _regions(self, profile: Profile) -> list[Region]:
+        """What each part of the flash is, by the board's tables (else the layout's)."""
+        layout = self._layout
+        entry = layout.at_customize if layout is not None else profile.at_customize
+        return board_regions(
+            primary=layout.primary if layout is not None else profile.primary,
+            partitions=layout.partitions if layout is not None else profile.partitions,
+            bootloader_offset=profile.bootloader_offset,
+            table_offset=layout.table_offset
+            if layout is not None
+            else profile.partition_table_offset,
+            at_customize_offset=entry.offset if entry is not None else profile.at_customize_offset,
+        )
+
     def _plan_for(self, plans: Sequence[WritePlan], profile: Profile) -> WritePlan:
         return next(p for p in plans if p.profile is profile)
 
@@ -348,6 +393,13 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
         else:
             spans.append([target])
     return spans
+
+
+def _refuse_encrypted(parts: Sequence[Partition], port: str) -> None:
+    """A partition the firmware reads through flash encryption cannot take a ROM-loader write."""
+    for part in parts:
+        if part.encrypted:
+            raise EncryptedPartitionError(port, part.name)
 
 
 def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:

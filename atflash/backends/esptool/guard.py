@@ -1,0 +1,169 @@
+"""The neighbour guard on the esptool path: copy, check and restore the flash beside a write.
+
+Before a write, every byte its erase could reach but must not change (the
+rest of each 64 KB block the write touches: :mod:`atflash.planning.guard`)
+is checksummed on the chip, one MD5 per range, and copied to the host. The
+copy has to be taken before the write: an erased neighbour cannot be read
+back afterwards. It is taken cheaply, since most of that flash is erased:
+
+- a range whose MD5 is that of erased flash (the host computes it) is
+  known without reading a byte;
+- otherwise a binary search over MD5s of its tail finds where its erased
+  tail begins (in the ROM's 64-byte read blocks), and only the sectors
+  before it are read, each known by its own MD5 when it is erased;
+- where reads stream (the flasher stub), the range is read whole.
+
+After the write, one MD5 per range again. A range that changed is named
+(one MD5 per partition piece in it), and every 64 KB block holding one is
+written again whole, the targets' new content and the copy of the
+neighbours together, so that even a write path that over-erases cannot
+reach past what it rewrites, then checked by MD5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from atflash.backends.esptool.flasher import ROM_READ_BLOCK, EsptoolBoard, FlashSettings
+from atflash.errors import DeviceError
+from atflash.planning.guard import Range, Region, blocks, neighbours, pieces, sectors
+from atflash.results import NeighbourChange
+
+ERASED = b"\xff"
+LABEL = "neighbours"
+# A range of this many ROM read blocks or fewer is read outright: finding its
+# erased tail would cost about as many MD5s as it saves reads.
+READ_OUTRIGHT = 8
+# Restore writes keep whatever image header a rewritten block holds (the bootloader's).
+KEEP = FlashSettings("keep", "keep", "keep")
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def erased_md5(size: int) -> str:
+    return _md5(ERASED * size)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One range beside a write: its MD5 and content from before the write."""
+
+    start: int
+    end: int
+    md5: str
+    data: bytes = field(repr=False)
+
+
+@dataclass
+class Guard:
+    """The neighbours of one write, copied before it (see the module docstring)."""
+
+    board: EsptoolBoard
+    spans: list[tuple[int, bytes]]  # (address, data) written
+    flash_bytes: int
+    ranges: list[Neighbour] = field(default_factory=list)
+
+    @classmethod
+    def take(
+        cls, board: EsptoolBoard, spans: Sequence[tuple[int, bytes]], flash_bytes: int
+    ) -> Guard:
+        guard = cls(board, list(spans), flash_bytes)
+        written = [(address, address + len(data)) for address, data in spans]
+        for start, end in neighbours(written, flash_bytes):
+            digest = board.md5(start, end - start, label=LABEL)
+            guard.ranges.append(Neighbour(start, end, digest, copy(board, start, end, digest)))
+        return guard
+
+    def changed(self) -> list[Neighbour]:
+        """The ranges whose MD5 is not what it was before the write (one MD5 each)."""
+        return [
+            n for n in self.ranges if self.board.md5(n.start, n.end - n.start, label=LABEL) != n.md5
+        ]
+
+    def repair(self, hit: Sequence[Neighbour], regions: Sequence[Region]) -> list[NeighbourChange]:
+        """Name what changed in ``hit``, write its blocks back whole, and check them."""
+        named = {(n.start, n.end): self._names(n, regions) for n in hit}
+        restored = {}
+        for start, end in self._blocks_of(hit):
+            image = self._image(start, end)
+            try:
+                self.board.write([(start, image)], KEEP)
+                ok = self.board.md5(start, end - start, label=LABEL) == _md5(image)
+            except DeviceError:  # a failed restore is reported with the change, not raised over it
+                ok = False
+            restored[(start, end)] = ok
+        return [
+            NeighbourChange(
+                n.start,
+                n.end,
+                named[(n.start, n.end)],
+                all(ok for (s, e), ok in restored.items() if s <= n.start and n.end <= e),
+            )
+            for n in hit
+        ]
+
+    def _names(self, neighbour: Neighbour, regions: Sequence[Region]) -> tuple[str, ...]:
+        """The regions whose bytes in ``neighbour`` changed (one MD5 per piece)."""
+        parts = pieces(neighbour.start, neighbour.end, regions)
+        if len(parts) == 1:
+            return (parts[0][0],)
+        names = []
+        for name, (lo, hi) in parts:
+            before = neighbour.data[lo - neighbour.start : hi - neighbour.start]
+            if self.board.md5(lo, hi - lo, label=LABEL) != _md5(before):
+                names.append(name)
+        return tuple(dict.fromkeys(names)) or tuple(dict.fromkeys(n for n, _r in parts))
+
+    def _blocks_of(self, hit: Sequence[Neighbour]) -> list[Range]:
+        written = [(address, address + len(data)) for address, data in self.spans]
+        return [
+            (start, end)
+            for start, end in blocks(written, self.flash_bytes)
+            if any(start <= n.start and n.end <= end for n in hit)
+        ]
+
+    def _image(self, start: int, end: int) -> bytes:
+        """What [start, end) must hold: the targets' data and the neighbours' copies."""
+        image = bytearray(ERASED * (end - start))
+        pieces_ = [(n.start, n.data) for n in self.ranges] + list(self.spans)
+        for address, data in pieces_:
+            lo, hi = max(address, start), min(address + len(data), end)
+            if lo < hi:
+                image[lo - start : hi - start] = data[lo - address : hi - address]
+        return bytes(image)
+
+
+def copy(board: EsptoolBoard, start: int, end: int, digest: str | None = None) -> bytes:
+    """What [start, end) holds, reading as little as its MD5s allow."""
+    size = end - start
+    digest = digest or board.md5(start, size, label=LABEL)
+    if digest == erased_md5(size):
+        return ERASED * size
+    if board.streams_reads or size <= READ_OUTRIGHT * ROM_READ_BLOCK:
+        return board.read(start, size, label=LABEL)
+    tail = _erased_tail(board, start, end)
+    head = sectors(start, tail)
+    out = bytearray()
+    for lo, hi in head[:-1]:
+        out += copy(board, lo, hi)
+    lo, hi = head[-1]
+    out += board.read(lo, hi - lo, label=LABEL)  # it ends in bytes that are not erased
+    return bytes(out) + ERASED * (end - tail)
+
+
+def _erased_tail(board: EsptoolBoard, start: int, end: int) -> int:
+    """Where the erased tail of a range that is not all erased begins (a ROM block boundary)."""
+    blocks_ = -(-(end - start) // ROM_READ_BLOCK)
+    low, high = 1, blocks_  # the tail from block `high` on is erased; block 0 on is not
+    while low < high:
+        mid = (low + high) // 2
+        at = start + mid * ROM_READ_BLOCK
+        if board.md5(at, end - at, label=LABEL) == erased_md5(end - at):
+            high = mid
+        else:
+            low = mid + 1
+    return min(start + low * ROM_READ_BLOCK, end)
