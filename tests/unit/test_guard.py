@@ -1,0 +1,175 @@
+"""The neighbour guard: its range arithmetic, and how it copies flash in few round trips."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from atflash.backends.esptool.guard import Guard, copy
+from atflash.layout.model import Partition
+from atflash.planning.guard import (
+    BLOCK,
+    Region,
+    blocks,
+    board_regions,
+    merge,
+    neighbours,
+    pieces,
+    sectors,
+    subtract,
+)
+
+MB4 = 0x400000
+
+
+def test_neighbours_are_the_rest_of_each_block_the_write_touches() -> None:
+    # client_cert..client_ca of the ESP32 2.x layout: one span ending on a block boundary.
+    assert neighbours([(0x2A000, 0x30000)], MB4) == [(0x20000, 0x2A000)]
+    # A span across a block boundary takes both blocks.
+    assert neighbours([(0x2E000, 0x31000)], MB4) == [(0x20000, 0x2E000), (0x31000, 0x40000)]
+    # Two spans in one block: the gap between them is a neighbour too.
+    assert neighbours([(0x22000, 0x23000), (0x25000, 0x26000)], MB4) == [
+        (0x20000, 0x22000),
+        (0x23000, 0x25000),
+        (0x26000, 0x30000),
+    ]
+
+
+def test_neighbours_are_clipped_to_the_flash() -> None:
+    assert neighbours([(0xF8000, 0xFA000)], 0xFC000) == [(0xF0000, 0xF8000), (0xFA000, 0xFC000)]
+    assert blocks([(0xF8000, 0xFA000)], 0xFC000) == [(0xF0000, 0xFC000)]
+
+
+def test_a_write_of_whole_blocks_has_no_neighbours() -> None:
+    assert neighbours([(0x20000, 0x40000)], MB4) == []
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 0x3F), st.integers(1, 0x20)).map(
+            lambda t: (t[0] * 0x1000, min((t[0] + t[1]) * 0x1000, 0x40000))
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_neighbours_and_spans_tile_the_blocks(spans: list[tuple[int, int]]) -> None:
+    """Every byte of a touched block is either written or guarded, never both."""
+    flash = 0x40000
+    near = neighbours(spans, flash)
+    assert merge([*near, *merge(spans)]) == blocks(spans, flash)
+    assert subtract(near, spans) == near
+    for start, end in near:
+        assert start // BLOCK * BLOCK >= 0 and end <= flash
+
+
+def test_sectors_cut_at_4k() -> None:
+    assert sectors(0x20800, 0x22100) == [(0x20800, 0x21000), (0x21000, 0x22000), (0x22000, 0x22100)]
+
+
+def test_pieces_name_the_most_specific_region() -> None:
+    regions = board_regions(
+        primary=[Partition("at_customize", 0x40, 0, 0x20000, 0xE0000)],
+        partitions=[Partition("ble_data", 0x40, 1, 0x21000, 0x3000)],
+        bootloader_offset=0x1000,
+        table_offset=0x8000,
+        at_customize_offset=0x20000,
+    )
+    assert pieces(0x20000, 0x26000, regions) == [
+        ("at_customize.bin", (0x20000, 0x21000)),
+        ("ble_data", (0x21000, 0x24000)),
+        ("at_customize", (0x24000, 0x26000)),
+    ]
+    assert pieces(0x300000, 0x301000, [Region("x", 0, 0x1000)]) == [
+        ("unlisted flash", (0x300000, 0x301000))
+    ]
+
+
+# -- copying and checking, over a flash in memory -------------------------------------
+
+
+class MemoryBoard:
+    """The part of EsptoolBoard the guard uses, over a bytearray; counts round trips."""
+
+    def __init__(self, size: int, *, streams: bool = False) -> None:
+        self.flash = bytearray(b"\xff" * size)
+        self.streams_reads = streams
+        self.md5s = 0
+        self.reads = 0  # ROM read blocks (64 bytes each), or stream reads
+        self.chip = "esp32"
+        self.over_erase = False
+
+    def md5(self, address: int, size: int, *, label: str = "") -> str:
+        self.md5s += 1
+        return hashlib.md5(self.flash[address : address + size]).hexdigest()
+
+    def read(self, address: int, size: int, *, label: str = "", stop_when: object = None) -> bytes:
+        self.reads += 1 if self.streams_reads else -(-size // 64)
+        return bytes(self.flash[address : address + size])
+
+    def write(self, addr_data: list[tuple[int, bytes]], settings: object, **_kw: object) -> int:
+        for address, data in addr_data:
+            end = address + len(data)
+            if self.over_erase:  # the pessimistic ROM model: erase to the next 64 KB boundary
+                stop = -(-end // BLOCK) * BLOCK
+                self.flash[address:stop] = b"\xff" * (stop - address)
+            self.flash[address:end] = data
+        return 0
+
+
+def test_erased_neighbours_cost_one_md5_each() -> None:
+    board = MemoryBoard(MB4)
+    guard = Guard.take(board, [(0x2A000, b"x" * 0x6000)], MB4)  # type: ignore[arg-type]
+    assert board.md5s == 1 and board.reads == 0
+    assert guard.ranges[0].data == b"\xff" * 0xA000
+
+
+def test_copy_reads_only_up_to_the_erased_tail_and_skips_erased_sectors() -> None:
+    board = MemoryBoard(MB4)
+    board.flash[0x20000:0x20220] = b"T" * 0x220  # at_customize.bin: 544 bytes
+    board.flash[0x24000:0x24500] = b"C" * 0x500  # a certificate
+    before = bytes(board.flash[0x20000:0x2A000])
+    assert copy(board, 0x20000, 0x2A000) == before  # type: ignore[arg-type]
+    # Two sectors hold data: 9 + 20 read blocks of 64 bytes, not 640.
+    assert board.reads == 9 + 20
+    assert board.md5s <= 1 + 10 + 7 + 4
+
+
+def test_copy_reads_whole_where_reads_stream() -> None:
+    board = MemoryBoard(MB4, streams=True)
+    board.flash[0x20000:0x20220] = b"T" * 0x220
+    assert copy(board, 0x20000, 0x2A000) == bytes(board.flash[0x20000:0x2A000])  # type: ignore[arg-type]
+    assert (board.md5s, board.reads) == (1, 1)
+
+
+def test_a_write_that_over_erases_is_caught_named_and_repaired() -> None:
+    board = MemoryBoard(MB4)
+    ca = b"A" * 0x500
+    board.flash[0x2E000:0x2E500] = ca  # client_ca, after the client_key written
+    board.over_erase = True
+    image = b"k" * 0x2000
+    guard = Guard.take(board, [(0x2C000, image)], MB4)  # type: ignore[arg-type]
+    board.write([(0x2C000, image)], None)
+    assert board.flash[0x2E000:0x2E500] != ca  # the model's erase reached it
+    hit = guard.changed()
+    assert [(n.start, n.end) for n in hit] == [(0x2E000, 0x30000)]
+    regions = [Region("client_key", 0x2C000, 0x2E000), Region("client_ca", 0x2E000, 0x30000)]
+    (change,) = guard.repair(hit, regions)  # itself over-erasing: it writes whole blocks
+    assert change.partitions == ("client_ca",) and change.restored
+    assert board.flash[0x2E000:0x2E500] == ca
+    assert board.flash[0x2C000:0x2E000] == image
+
+
+def test_the_repair_survives_an_over_erasing_restore() -> None:
+    board = MemoryBoard(MB4)
+    board.flash[0x20000:0x20100] = b"T" * 0x100
+    board.over_erase = True
+    image = b"c" * 0x2000
+    guard = Guard.take(board, [(0x22000, image)], MB4)  # type: ignore[arg-type]
+    board.write([(0x22000, image)], None)  # erases 0x24000-0x30000 too: nothing there
+    board.flash[0x20000:0x20100] = b"\xff" * 0x100
+    (change,) = guard.repair(guard.changed(), [])
+    assert change.restored and change.partitions == ("unlisted flash",)
+    assert board.flash[0x20000:0x20100] == b"T" * 0x100 and board.flash[0x22000:0x24000] == image
