@@ -1,11 +1,11 @@
 """The neighbour guard's arithmetic: which flash a write could reach but must not change.
 
 A ROM loader erases before it writes, and how far is not always what was
-asked: esptool's own tests saw an ESP32 ROM's compressed write erase to the
-end of a 64 KB block, past the partition it wrote. The guard takes every
-byte of each 64 KB block a write touches that the write itself does not
-cover (clipped to the flash), checksums it before and after, and restores
-it if it changed. Pure functions here; the esptool side lives in
+asked: esptool's own tests saw an ESP32 ROM's compressed write erase past
+the partition it wrote, to a 64 KB boundary. The guard takes every byte
+from the start of the 64 KB block a write starts in to the 64 KB boundary
+after its end that the write itself does not cover (clipped to the flash),
+checksums it before and after, and restores it if it changed. Pure functions here; the esptool side lives in
 :mod:`atflash.backends.esptool.guard`.
 """
 
@@ -53,9 +53,16 @@ def subtract(ranges: Iterable[Range], cut: Iterable[Range]) -> list[Range]:
 
 
 def blocks(spans: Sequence[Range], flash_bytes: int, *, block: int = BLOCK) -> list[Range]:
-    """The whole ``block``-aligned blocks the spans touch, clipped to the flash, joined."""
+    """The flash an erase of ``spans`` could reach, in whole blocks, clipped to the flash, joined.
+
+    From the start of the block each span starts in to the block boundary
+    *after* its end: an over-running erase that stops at "the next 64 KB
+    boundary" still takes the whole next block when the span ends on one
+    (the case esptool's tests saw: a write ending at 0x30000 may reach
+    ESP-AT 2.x's ``factory_param`` there).
+    """
     touched = [
-        (start // block * block, min(-(-end // block) * block, flash_bytes))
+        (start // block * block, min((end // block + 1) * block, flash_bytes))
         for start, end in spans
         if end > start
     ]
@@ -65,8 +72,7 @@ def blocks(spans: Sequence[Range], flash_bytes: int, *, block: int = BLOCK) -> l
 def neighbours(spans: Sequence[Range], flash_bytes: int, *, block: int = BLOCK) -> list[Range]:
     """Every byte an erase of ``spans`` could reach that the write must leave as it is.
 
-    The rest of each ``block`` the spans touch, clipped to the flash: one
-    range per gap, so one flash MD5 each.
+    :func:`blocks` without the spans: one range per gap, so one flash MD5 each.
     """
     return subtract(blocks(spans, flash_bytes, block=block), spans)
 

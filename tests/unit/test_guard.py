@@ -24,9 +24,10 @@ from atflash.planning.guard import (
 MB4 = 0x400000
 
 
-def test_neighbours_are_the_rest_of_each_block_the_write_touches() -> None:
-    # client_cert..client_ca of the ESP32 2.x layout: one span ending on a block boundary.
-    assert neighbours([(0x2A000, 0x30000)], MB4) == [(0x20000, 0x2A000)]
+def test_neighbours_reach_from_the_block_start_to_the_boundary_after_the_end() -> None:
+    # client_cert..client_ca of the ESP32 2.x layout end on a block boundary:
+    # factory_param's block after it is within reach too.
+    assert neighbours([(0x2A000, 0x30000)], MB4) == [(0x20000, 0x2A000), (0x30000, 0x40000)]
     # A span across a block boundary takes both blocks.
     assert neighbours([(0x2E000, 0x31000)], MB4) == [(0x20000, 0x2E000), (0x31000, 0x40000)]
     # Two spans in one block: the gap between them is a neighbour too.
@@ -42,8 +43,8 @@ def test_neighbours_are_clipped_to_the_flash() -> None:
     assert blocks([(0xF8000, 0xFA000)], 0xFC000) == [(0xF0000, 0xFC000)]
 
 
-def test_a_write_of_whole_blocks_has_no_neighbours() -> None:
-    assert neighbours([(0x20000, 0x40000)], MB4) == []
+def test_a_write_up_to_the_flash_end_has_no_neighbours_past_it() -> None:
+    assert neighbours([(0x3F0000, 0x400000)], MB4) == []
 
 
 @given(
@@ -100,6 +101,7 @@ class MemoryBoard:
         self.reads = 0  # ROM read blocks (64 bytes each), or stream reads
         self.chip = "esp32"
         self.over_erase = False
+        self.exact_writes = 0
 
     def md5(self, address: int, size: int, *, label: str = "") -> str:
         self.md5s += 1
@@ -112,18 +114,23 @@ class MemoryBoard:
     def write(self, addr_data: list[tuple[int, bytes]], settings: object, **_kw: object) -> int:
         for address, data in addr_data:
             end = address + len(data)
-            if self.over_erase:  # the pessimistic ROM model: erase to the next 64 KB boundary
-                stop = -(-end // BLOCK) * BLOCK
+            if self.over_erase:  # the pessimistic ROM model: to the 64 KB boundary after the end
+                stop = (end // BLOCK + 1) * BLOCK
                 self.flash[address:stop] = b"\xff" * (stop - address)
             self.flash[address:end] = data
         return 0
+
+    def write_exact(self, addr_data: list[tuple[int, bytes]]) -> None:
+        self.exact_writes += 1
+        for address, data in addr_data:
+            self.flash[address : address + len(data)] = data
 
 
 def test_erased_neighbours_cost_one_md5_each() -> None:
     board = MemoryBoard(MB4)
     guard = Guard.take(board, [(0x2A000, b"x" * 0x6000)], MB4)  # type: ignore[arg-type]
-    assert board.md5s == 1 and board.reads == 0
-    assert guard.ranges[0].data == b"\xff" * 0xA000
+    assert board.md5s == 2 and board.reads == 0
+    assert [n.data for n in guard.ranges] == [b"\xff" * 0xA000, b"\xff" * 0x10000]
 
 
 def test_copy_reads_only_up_to_the_erased_tail_and_skips_erased_sectors() -> None:
@@ -162,14 +169,28 @@ def test_a_write_that_over_erases_is_caught_named_and_repaired() -> None:
     assert board.flash[0x2C000:0x2E000] == image
 
 
-def test_the_repair_survives_an_over_erasing_restore() -> None:
+def test_a_write_ending_on_a_block_boundary_is_guarded_past_it() -> None:
     board = MemoryBoard(MB4)
-    board.flash[0x20000:0x20100] = b"T" * 0x100
+    factory = b"F" * 0x100
+    board.flash[0x30000:0x30100] = factory  # factory_param, right after client_ca
     board.over_erase = True
-    image = b"c" * 0x2000
-    guard = Guard.take(board, [(0x22000, image)], MB4)  # type: ignore[arg-type]
-    board.write([(0x22000, image)], None)  # erases 0x24000-0x30000 too: nothing there
-    board.flash[0x20000:0x20100] = b"\xff" * 0x100
+    image = b"c" * 0x6000
+    guard = Guard.take(board, [(0x2A000, image)], MB4)  # type: ignore[arg-type]
+    board.write([(0x2A000, image)], None)
+    assert board.flash[0x30000:0x30100] != factory
+    regions = [Region("factory_param", 0x30000, 0x31000), Region("wpa2_cert", 0x31000, 0x33000)]
+    (change,) = guard.repair(guard.changed(), regions)
+    assert (change.start, change.end) == (0x30000, 0x40000)
+    assert change.partitions == ("factory_param",) and change.restored
+    assert board.exact_writes == 1 and board.flash[0x30000:0x30100] == factory
+
+
+def test_a_restore_that_does_not_hold_is_reported() -> None:
+    board = MemoryBoard(MB4)
+    board.flash[0x2E000:0x2E100] = b"A" * 0x100
+    board.over_erase = True
+    guard = Guard.take(board, [(0x2C000, b"k" * 0x2000)], MB4)  # type: ignore[arg-type]
+    board.write([(0x2C000, b"k" * 0x2000)], None)
+    board.write_exact = lambda _data: None  # type: ignore[method-assign]  # a write that does nothing
     (change,) = guard.repair(guard.changed(), [])
-    assert change.restored and change.partitions == ("unlisted flash",)
-    assert board.flash[0x20000:0x20100] == b"T" * 0x100 and board.flash[0x22000:0x24000] == image
+    assert not change.restored

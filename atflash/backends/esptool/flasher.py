@@ -397,6 +397,16 @@ class EsptoolBoard:
             self._log.on_line = None
         return verified
 
+    def write_exact(self, addr_data: Sequence[tuple[int, bytes]]) -> None:
+        """Write uncompressed, image headers kept as they are: for the neighbour guard's restore.
+
+        A ROM's uncompressed ``FLASH_BEGIN`` erases what it declares and a
+        stub erases as it writes; a ROM's compressed begin may erase past
+        its end, which is what a restore must not risk again.
+        """
+        with self._translated("restore"):
+            cmds.write_flash(self.esp, list(addr_data), no_compress=True)
+
     # -- plumbing -----------------------------------------------------------
 
     def _event(self, kind: EventKind, message: str, **fields: Any) -> None:

@@ -14,10 +14,9 @@ back afterwards. It is taken cheaply, since most of that flash is erased:
 - where reads stream (the flasher stub), the range is read whole.
 
 After the write, one MD5 per range again. A range that changed is named
-(one MD5 per partition piece in it), and every 64 KB block holding one is
-written again whole, the targets' new content and the copy of the
-neighbours together, so that even a write path that over-erases cannot
-reach past what it rewrites, then checked by MD5.
+(one MD5 per partition piece in it) and written back from the copy
+uncompressed, so that its erase is exactly what it writes; then every
+range and every written span is checked again by MD5.
 """
 
 from __future__ import annotations
@@ -26,9 +25,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from atflash.backends.esptool.flasher import ROM_READ_BLOCK, EsptoolBoard, FlashSettings
+from atflash.backends.esptool.flasher import ROM_READ_BLOCK, EsptoolBoard
 from atflash.errors import DeviceError
-from atflash.planning.guard import Range, Region, blocks, neighbours, pieces, sectors
+from atflash.planning.guard import Region, neighbours, pieces, sectors
 from atflash.results import NeighbourChange
 
 ERASED = b"\xff"
@@ -36,8 +35,6 @@ LABEL = "neighbours"
 # A range of this many ROM read blocks or fewer is read outright: finding its
 # erased tail would cost about as many MD5s as it saves reads.
 READ_OUTRIGHT = 8
-# Restore writes keep whatever image header a rewritten block holds (the bootloader's).
-KEEP = FlashSettings("keep", "keep", "keep")
 
 
 def _md5(data: bytes) -> str:
@@ -60,7 +57,10 @@ class Neighbour:
 
 @dataclass
 class Guard:
-    """The neighbours of one write, copied before it (see the module docstring)."""
+    """The neighbours of one write, copied before it (see the module docstring).
+
+    The 64 KB blocks of :mod:`atflash.planning.guard` bound what is copied.
+    """
 
     board: EsptoolBoard
     spans: list[tuple[int, bytes]]  # (address, data) written
@@ -85,26 +85,27 @@ class Guard:
         ]
 
     def repair(self, hit: Sequence[Neighbour], regions: Sequence[Region]) -> list[NeighbourChange]:
-        """Name what changed in ``hit``, write its blocks back whole, and check them."""
-        named = {(n.start, n.end): self._names(n, regions) for n in hit}
-        restored = {}
-        for start, end in self._blocks_of(hit):
-            image = self._image(start, end)
-            try:
-                self.board.write([(start, image)], KEEP)
-                ok = self.board.md5(start, end - start, label=LABEL) == _md5(image)
-            except DeviceError:  # a failed restore is reported with the change, not raised over it
-                ok = False
-            restored[(start, end)] = ok
-        return [
-            NeighbourChange(
-                n.start,
-                n.end,
-                named[(n.start, n.end)],
-                all(ok for (s, e), ok in restored.items() if s <= n.start and n.end <= e),
-            )
-            for n in hit
-        ]
+        """Name what changed in ``hit``, write it back, and check everything the write reached.
+
+        The copies go back uncompressed (an erase of exactly what is
+        written); restored means every neighbour range and every written
+        span then holds what it should, by one MD5 each.
+        """
+        named = [(n, self._names(n, regions)) for n in hit]
+        try:
+            self.board.write_exact([(n.start, n.data) for n in hit])
+            restored = self._intact()
+        except DeviceError:  # a failed restore is reported with the change, not raised over it
+            restored = False
+        return [NeighbourChange(n.start, n.end, names, restored) for n, names in named]
+
+    def _intact(self) -> bool:
+        if self.changed():
+            return False
+        return all(
+            self.board.md5(address, len(data), label=LABEL) == _md5(data)
+            for address, data in self.spans
+        )
 
     def _names(self, neighbour: Neighbour, regions: Sequence[Region]) -> tuple[str, ...]:
         """The regions whose bytes in ``neighbour`` changed (one MD5 per piece)."""
@@ -117,24 +118,6 @@ class Guard:
             if self.board.md5(lo, hi - lo, label=LABEL) != _md5(before):
                 names.append(name)
         return tuple(dict.fromkeys(names)) or tuple(dict.fromkeys(n for n, _r in parts))
-
-    def _blocks_of(self, hit: Sequence[Neighbour]) -> list[Range]:
-        written = [(address, address + len(data)) for address, data in self.spans]
-        return [
-            (start, end)
-            for start, end in blocks(written, self.flash_bytes)
-            if any(start <= n.start and n.end <= end for n in hit)
-        ]
-
-    def _image(self, start: int, end: int) -> bytes:
-        """What [start, end) must hold: the targets' data and the neighbours' copies."""
-        image = bytearray(ERASED * (end - start))
-        pieces_ = [(n.start, n.data) for n in self.ranges] + list(self.spans)
-        for address, data in pieces_:
-            lo, hi = max(address, start), min(address + len(data), end)
-            if lo < hi:
-                image[lo - start : hi - start] = data[lo - address : hi - address]
-        return bytes(image)
 
 
 def copy(board: EsptoolBoard, start: int, end: int, digest: str | None = None) -> bytes:
