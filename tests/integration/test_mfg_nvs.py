@@ -30,7 +30,7 @@ from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
 
-from .conftest import BoardPool, flash_esp_at, flash_holds
+from .conftest import BoardPool, direct_url, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
@@ -55,7 +55,7 @@ def board(board_pool: BoardPool) -> Iterator[MockBoard]:
 
 def nvs_on(board: MockBoard, tmp_path: Path) -> list[NvsItem]:
     """The board's mfg_nvs, read from the mock directly (neither atflash nor esptool)."""
-    (image,) = read_flash(board.url, [(STORE.offset, STORE.size)])
+    (image,) = read_flash(direct_url(board), [(STORE.offset, STORE.size)])
     return parse_nvs(image, source="mfg_nvs read back")
 
 
