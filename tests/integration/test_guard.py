@@ -12,9 +12,12 @@ from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
+from tests.support.strictrom import FLASH_DEFL_BEGIN, strict_board
 
-from .conftest import flash_differs, preload
+from .conftest import BoardPool, flash_differs, flash_esp_at, preload
+from .test_write import padded_image
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset"]
 
@@ -38,3 +41,46 @@ def test_a_partition_flagged_encrypted_is_refused_and_left_alone(
     assert "--via at" in record["error"]
     assert record["partitions"][0]["status"] == "not-started"
     assert flash_differs(esp32_board, {0x2A000: b"\xff" * 0x2000}) == []
+
+
+CLIENT = ("client_cert", "client_key", "client_ca")  # 0x2a000-0x30000 on the ESP32 2.x layout
+
+
+def client_files(raw: Path) -> list[str]:
+    return [
+        arg
+        for name, pattern in zip(CLIENT, ("*.crt", "*.key", "*.crt"), strict=True)
+        for arg in (name, str(raw / name / pattern))
+    ]
+
+
+def test_the_guard_catches_and_repairs_an_over_erasing_rom_write(
+    board_pool: BoardPool, raw: Path, tmp_path: Path
+) -> None:
+    """A compressed ROM write (esptool --no-stub -z) erases past client_ca, into factory_param."""
+    profile = find_profile("esp32")
+    factory = board_flash("esp32")[0x30000]
+    log = tmp_path / "run.jsonl"
+    with board_pool.lease_plain("esp32") as plain, strict_board(plain) as board:
+        flash_esp_at(board)
+        result = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "--json",
+                     "--log", str(log), *client_files(raw))  # fmt: skip
+        assert board.rom is not None
+        erases = list(board.rom.erases)
+        # factory_param is back, and the credentials are in place.
+        expected = {profile.partition(n).offset: padded_image(raw, n) for n in CLIENT}
+        assert flash_differs(plain, {0x30000: factory, **expected}) == []
+    # The fault fired: the model's compressed begin erased the next block.
+    assert any(e.op == FLASH_DEFL_BEGIN and e.end == 0x40000 for e in erases), erases
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    record = json.loads(result.stdout)
+    assert (
+        "the write changed flash beside its targets on this esp32: factory_param"
+        in (record["error"])
+    )
+    assert "restored" in record["error"] and "NOT" not in record["error"]
+    assert record["neighbours"] == [
+        {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": True}
+    ]
+    logged = json.loads(log.read_text().splitlines()[-1])
+    assert logged["neighbours"] == record["neighbours"] and logged["error"] == record["error"]
