@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
+from esptool import cmds
 
 from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR
@@ -54,6 +57,25 @@ def client_files(raw: Path) -> list[str]:
     ]
 
 
+@pytest.fixture
+def forced_compression(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write esptool makes is compressed, as ``esptool --no-stub -z`` forces it.
+
+    esptool (and atflash) never compress a write to a ROM loader by
+    themselves: this is the fault the guard is for. A write that asks for
+    no compression (the guard's restore) is left as it is.
+    """
+    real = cmds.write_flash
+
+    def compressed(*args: Any, **kwargs: Any) -> Any:
+        if not kwargs.get("no_compress"):
+            kwargs["compress"] = True
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cmds, "write_flash", compressed)
+
+
+@pytest.mark.usefixtures("forced_compression")
 def test_the_guard_catches_and_repairs_an_over_erasing_rom_write(
     board_pool: BoardPool, raw: Path, tmp_path: Path
 ) -> None:
@@ -84,3 +106,26 @@ def test_the_guard_catches_and_repairs_an_over_erasing_rom_write(
     ]
     logged = json.loads(log.read_text().splitlines()[-1])
     assert logged["neighbours"] == record["neighbours"] and logged["error"] == record["error"]
+
+
+# -- secure download mode --------------------------------------------------------------
+
+
+def test_secure_download_mode_is_refused_in_one_line(board_pool: BoardPool, raw: Path) -> None:
+    with board_pool.lease("esp32c3", secure_download=True) as board:
+        flash_esp_at(board)
+        result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, "--json",
+                     "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
+        table = run("partitions", "--chip", "esp32c3", "--port", board.url, *CONNECT)
+        assert board.rom is not None
+        refused = list(board.rom.refused)
+        cert = find_profile("esp32c3").partition("client_cert")
+        assert flash_differs(board, {cert.offset: b"\xff" * cert.size}) == []
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "this esp32c3 is in secure download mode" in error and "--via at" in error
+    assert table.exit_code == EXIT_DEVICE_ERROR
+    (line,) = table.output.strip().splitlines()
+    assert "secure download mode" in line and "--via at" in line
+    # atflash stopped at what esptool's connect sends: nothing the mode refuses.
+    assert refused == [], refused
