@@ -6,16 +6,25 @@ write verified images. esptool's console output is captured and turned
 into events (it is process-global, which is why a batch runs one board per
 process).
 
-Reads are done by the ROM loader's 64-byte ``READ_FLASH_SLOW`` command
-while it is still in charge, before the flasher stub is loaded. ESP32's ROM
-has it; newer ROMs answer it with an error at once, and then the stub's
-streaming ``READ_FLASH`` takes over. Partitions here are a few KB, so the
-ROM path costs little, and it is the path the mock board implements fully.
-A read can stop early (``stop_when``): the partition table is read block by
-block only as far as its end.
+Only command sequences esptool itself sends for the chip reach a board:
 
-Round trips are what a session costs on a real bench (a USB bridge adds
-milliseconds to each), so reads stop as soon as they have what they need.
+- ESP32 family: esptool's ``--no-stub`` session. The ROM loader changes the
+  baud rate, hashes flash (``SPI_FLASH_MD5``), reads it in 64-byte
+  ``READ_FLASH_SLOW`` blocks and writes uncompressed ``FLASH_BEGIN`` /
+  ``FLASH_DATA`` (esptool's default, ``compress = esp.IS_STUB``): the ROM
+  erases exactly the declared size up front, while a compressed write to a
+  ROM over-erases (esptool's own tests say so) and could take the partition
+  after the target with it. No stub is ever loaded after that baud change:
+  esptool never does it.
+- ESP8266: esptool's default session. Its ROM has no baud change, no MD5,
+  no compressed writes and no block reads, so the flasher stub is loaded
+  first, at the ROM's rate, and everything else goes through the stub
+  (the baud change too).
+
+A read can stop early (``stop_when``): the partition table is read block by
+block only as far as its end. Round trips are what a session costs on a
+real bench (a USB bridge adds milliseconds to each), so reads stop as soon
+as they have what they need.
 """
 
 from __future__ import annotations
@@ -44,8 +53,9 @@ from atflash.seriallink import LINK_ERRORS, describe_open_error, open_link
 
 ROM_READ_BLOCK = 64
 CMD_READ_FLASH_SLOW = 0x0E
-# Chips whose ROM loader has flash MD5 and compressed writes: they need no stub.
-# (ESP8266's ROM has neither.)
+# Chips whose ROM loader has what a session needs (baud change, flash MD5, block
+# reads, writes): they stay in the ROM, as esptool --no-stub does. The ESP8266's
+# ROM has none of the first three: it gets the stub first, as esptool's default.
 ROM_WRITES = frozenset(
     {"esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61",
      "esp32h2", "esp32p4"}
@@ -173,6 +183,7 @@ class EsptoolBoard:
         self._rom_reads = True
         self._attached = False
         self._flash_size: str | None = None
+        self._rom_baud_changed = False
         self.flash_encrypted = False  # set on connecting: the chip's flash encryption is on
 
     # -- connection ---------------------------------------------------------
@@ -219,8 +230,12 @@ class EsptoolBoard:
                 raise SecureDownloadError(port, self.chip)
             self.flash_encrypted = self._flash_encryption()
             self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
+            if self.chip not in ROM_WRITES:
+                # esptool's order: the stub at the ROM's rate, then the baud through it.
+                self._esp = cmds.run_stub(self._esp)
             if self.options.baud != ROM_BAUD:
                 self._esp.change_baud(self.options.baud)
+                self._rom_baud_changed = not self._esp.IS_STUB
         self._event("connected", f"{self._esp.CHIP_NAME}, MAC {self.mac}")
 
     def _flash_encryption(self) -> bool:
@@ -342,12 +357,18 @@ class EsptoolBoard:
     def _ensure_stub(self) -> None:
         """Load the flasher stub and attach the flash through it, in esptool's own order.
 
-        Only where the ROM cannot do the job (ESP8266: no flash MD5, no
-        compressed writes) or refuses block reads: the stub's upload and a
-        second flash attach are a third of a session's round trips.
+        Only where a ROM refuses block reads, and only at the ROM's own
+        rate: esptool never uploads a stub after a baud change in the ROM.
         """
         if self.esp.IS_STUB:
             return
+        if self._rom_baud_changed:
+            raise DeviceError(
+                self.options.port,
+                f"this {self.chip}'s ROM loader refuses flash reads, and its flasher stub "
+                "cannot be loaded after the baud rate changed",
+                hint=f"run again with --baud {ROM_BAUD}",
+            )
         self._esp = cmds.run_stub(self.esp)
         cmds.attach_flash(self.esp)
         if self._flash_size is not None:
@@ -361,7 +382,10 @@ class EsptoolBoard:
         *,
         on_start: Callable[[int], None] | None = None,
     ) -> int:
-        """Write every image in one esptool call, compressed; returns how many esptool verified.
+        """Write every image in one esptool call; returns how many esptool verified.
+
+        Compressed only through a stub (esptool's default): a ROM gets plain
+        ``FLASH_BEGIN``/``FLASH_DATA``, and erases exactly what it is told.
 
         ``on_start(address)`` is called as esptool begins each image, so a
         caller knows which partitions a failure may have left half-written
@@ -383,15 +407,12 @@ class EsptoolBoard:
         self._log.on_line = on_line
         try:
             with self._translated("write"):
-                if self.chip not in ROM_WRITES:
-                    self._ensure_stub()
                 cmds.write_flash(
                     self.esp,
                     list(addr_data),
                     flash_mode=settings.mode,
                     flash_freq=settings.freq,
                     flash_size=settings.size,
-                    compress=True,
                 )
         finally:
             self._log.on_line = None
