@@ -45,6 +45,8 @@ __all__ = [
     "match",
     "profile_from_board",
     "protected_regions",
+    "read_at_customize",
+    "store_of",
 ]
 
 Reader = Callable[[int, int, Callable[[bytes], bool] | None], bytes]
@@ -113,7 +115,7 @@ def discover(read: Reader, *, table_offset: int = DEFAULT_TABLE_OFFSET, where: s
             f"its {entry.name} entry starts at {entry.offset:#x}, not on a 4 KB boundary",
         )
     partitions = _read_table(read, entry.offset, AT_CUSTOMIZE_TABLE, where)
-    return BoardLayout(primary, entry, partitions, _store(partitions), table_offset)
+    return BoardLayout(primary, entry, partitions, store_of(partitions), table_offset)
 
 
 def discover_among(read: Reader, candidates: Sequence[Profile], *, where: str) -> BoardLayout:
@@ -132,6 +134,15 @@ def discover_among(read: Reader, candidates: Sequence[Profile], *, where: str) -
         except BoardTableError as exc:
             errors.append(exc)
     raise next((e for e in errors if not e.blank), errors[0])
+
+
+def read_at_customize(read: Reader, offset: int, *, where: str) -> tuple[Partition, ...]:
+    """ESP-AT's at_customize.bin at ``offset``, without the primary table that points there.
+
+    For a board whose primary table cannot be read (flash encryption: it is
+    ciphertext, while at_customize.bin never is). Raises like :func:`discover`.
+    """
+    return _read_table(read, offset, AT_CUSTOMIZE_TABLE, where)
 
 
 def _read_table(read: Reader, offset: int, table: str, where: str) -> tuple[Partition, ...]:
@@ -157,7 +168,8 @@ def _at_customize_entry(primary: Sequence[Partition]) -> Partition | None:
     return next(iter(named or entries), None)
 
 
-def _store(partitions: Sequence[Partition]) -> Store | None:
+def store_of(partitions: Sequence[Partition]) -> Store | None:
+    """Where a firmware with this at_customize table keeps credentials (None: nowhere known)."""
     # As the firmware decides: a table listing mfg_nvs is read as NVS (3.1+),
     # one with PKI partitions as PKI bins, whatever the firmware's version.
     if any(p.name == MFG_NVS for p in partitions):

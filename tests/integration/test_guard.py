@@ -129,3 +129,58 @@ def test_secure_download_mode_is_refused_in_one_line(board_pool: BoardPool, raw:
     assert "secure download mode" in line and "--via at" in line
     # atflash stopped at what esptool's connect sends: nothing the mode refuses.
     assert refused == [], refused
+
+
+# -- flash encryption ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chip", ["esp32", "esp32c3"])  # eFuse word; GET_SECURITY_INFO
+def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_writes(
+    board_pool: BoardPool, raw: Path, chip: str
+) -> None:
+    profile = find_profile(chip)
+    table = (profile.partition_table_offset, 0x1000)  # stored encrypted, as on silicon
+    cert = str(raw / "client_cert" / "*.crt")
+    rules = {"flash_encryption": True, "encrypted_regions": (table,)}
+    with board_pool.lease(chip, **rules) as board:
+        flash_esp_at(board)
+        refused = run("write", "--chip", chip, "--port", board.url, *CONNECT, "--json",
+                      "client_cert", cert)  # fmt: skip
+        named = run("write", "--chip", f"{chip}_default", "--port", board.url, *CONNECT,
+                    "--json", "client_cert", cert)  # fmt: skip
+        part = profile.partition("client_cert")
+        assert flash_differs(board, {part.offset: padded_image(raw, "client_cert")}) == []
+    assert refused.exit_code == EXIT_DEVICE_ERROR, refused.output
+    error = json.loads(refused.stdout)["error"]
+    assert (
+        f"partition table at {table[0]:#x}: reads as ciphertext: flash encryption is on in "
+        f"this {chip}" in error
+    )
+    assert "no readable" not in error and "--profile" in error
+    assert named.exit_code == 0, named.output
+    record = json.loads(named.stdout)
+    assert [p["status"] for p in record["partitions"]] == ["written"]
+    assert any("as the board's at_customize.bin confirms" in w for w in record["warnings"])
+
+
+def test_with_encryption_on_a_named_layout_must_match_the_boards_at_customize_bin(
+    board_pool: BoardPool, raw: Path
+) -> None:
+    profile = find_profile("esp32")
+    moved = [
+        replace(p, offset=p.offset + 0x1000) if p.name == "client_cert" else p
+        for p in profile.partitions
+        if p.name != "client_key"
+    ]
+    rules = {"flash_encryption": True, "encrypted_regions": ((0x8000, 0x1000),)}
+    with board_pool.lease("esp32", **rules) as board:
+        flash_esp_at(board)
+        preload(board, profile.at_customize_offset, encode_table(moved))
+        result = run("write", "--chip", "esp32_default", "--port", board.url, *CONNECT,
+                     "--json", "client_cert", str(raw / "client_cert" / "*.crt"))  # fmt: skip
+        erased = b"\xff" * 0x2000
+        assert flash_differs(board, {0x2A000: erased, 0x2B000: erased}) == []
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    error = json.loads(result.stdout)["error"]
+    assert "flash encryption is on, so the partition table cannot be read, and " in error
+    assert "at_customize.bin at 0x20000 differs from layout esp32 at client_cert" in error

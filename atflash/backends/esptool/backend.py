@@ -28,7 +28,7 @@ from atflash.backends.base import BoardInfo, Session, Target, find_partition, se
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
 from atflash.backends.esptool.guard import Guard
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.backends.esptool.tables import discover_board, read_nvs
+from atflash.backends.esptool.tables import at_customize_of, discover_board, read_nvs
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import (
@@ -42,7 +42,7 @@ from atflash.errors import (
     VerifyError,
 )
 from atflash.events import Event, EventSink
-from atflash.layout.board import BoardLayout, Difference, closest, match
+from atflash.layout.board import BoardLayout, Difference, closest, differences, match, store_of
 from atflash.layout.model import MFG_NVS, Partition, Profile
 from atflash.layout.safety import check_writable
 from atflash.planning.guard import Region, board_regions
@@ -174,16 +174,15 @@ class EsptoolSession(Session):
         if layout is None:
             error = self._layout_error
             assert error is not None
-            # Flash encryption explains an unreadable table: a named layout is enough.
-            encrypted = self.board.flash_encrypted
-            if not (explicit and (force or encrypted)):
+            if self.board.flash_encrypted and explicit:
+                return self._beside_ciphertext(profile, force=force, events=events)
+            if not (force and explicit):
                 raise error
-            why = "ESP-AT does not encrypt its credential partitions" if encrypted else "--force"
             events(
                 Event(
                     "warning",
                     self.port,
-                    f"{error.detail}; writing at layout {profile.name}'s addresses ({why})",
+                    f"{error.detail}; writing at layout {profile.name}'s addresses (--force)",
                 )
             )
             return profile.partitions, profile.primary, profile.partition_table_offset
@@ -212,6 +211,68 @@ class EsptoolSession(Session):
                 hint="name the board's layout with --chip or --profile; nothing was written",
             )
         return layout.partitions, layout.primary, layout.table_offset
+
+    def _beside_ciphertext(
+        self, profile: Profile, *, force: bool, events: EventSink
+    ) -> tuple[Sequence[Partition], Sequence[Partition], int]:
+        """Flash encryption is on: the primary table is ciphertext, at_customize.bin is not.
+
+        ESP-AT never encrypts its at_customize partition, so the board's
+        at_customize.bin is read where the named layout puts it and checked
+        against the layout, as a readable primary table would have been:
+        a difference is refused (``--force`` writes where it says), an
+        unreadable one too (``--force`` writes at the layout's addresses).
+        """
+        offset = profile.at_customize_offset
+        try:
+            parts = at_customize_of(self.board, profile, where=self.port)
+        except BoardTableError as exc:
+            said = f"{exc.table} at {offset:#x} {exc.problem} (flash encryption is on)"
+            if not force:
+                raise BoardTableError(
+                    self.port,
+                    exc.table,
+                    offset,
+                    f"{exc.problem}, and flash encryption makes the partition table unreadable",
+                    blank=exc.blank,
+                    hint=f"check that layout {profile.name} is this board's; to write at its "
+                    "addresses anyway, add --force",
+                ) from None
+            events(Event("warning", self.port, f"{said}; writing at layout {profile.name}'s "
+                         "addresses (--force)"))  # fmt: skip
+            return profile.partitions, profile.primary, profile.partition_table_offset
+        layout = BoardLayout(
+            profile.primary,
+            profile.at_customize,
+            parts,
+            store_of(parts),
+            profile.partition_table_offset,
+        )
+        self._layout = layout
+        rows = [d.row for d in differences(layout, profile)]
+        if rows:
+            names = ", ".join(r[0] for r in rows)
+            if not force:
+                raise TableMismatchError(
+                    self.port,
+                    f"flash encryption is on, so the partition table cannot be read, and "
+                    f"at_customize.bin at {offset:#x} differs from layout {profile.name} at {names}",
+                    rows,
+                )
+        where = (
+            "where the board's at_customize.bin puts them (--force)"
+            if rows
+            else f"where layout {profile.name} puts them, as the board's at_customize.bin confirms"
+        )
+        events(
+            Event(
+                "warning",
+                self.port,
+                "flash encryption is on: the partition table reads as ciphertext; writing the "
+                f"credential partitions (ESP-AT does not encrypt them) {where}",
+            )
+        )
+        return parts, profile.primary, profile.partition_table_offset
 
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
         ours = [p for p in profiles if p.chip == self.board.chip]

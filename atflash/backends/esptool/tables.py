@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from atflash.backends.esptool.flasher import EsptoolBoard
-from atflash.layout.board import BoardLayout, discover_among
+from atflash.layout.board import BoardLayout, discover_among, read_at_customize
 from atflash.layout.model import Partition, Profile
 from atflash.layout.parttable import MAX_TABLE, encode_table, table_complete
 
@@ -50,6 +50,17 @@ def discover_board(
     board: EsptoolBoard, candidates: Sequence[Profile], *, where: str
 ) -> BoardLayout:
     """The board's primary table and at_customize.bin (raises ``BoardTableError`` if unreadable)."""
+    return discover_among(_reader(board, candidates), candidates, where=where)
+
+
+def at_customize_of(board: EsptoolBoard, profile: Profile, *, where: str) -> tuple[Partition, ...]:
+    """The at_customize.bin where ``profile`` puts it (raises ``BoardTableError`` if unreadable)."""
+    return read_at_customize(_reader(board, [profile]), profile.at_customize_offset, where=where)
+
+
+def _reader(
+    board: EsptoolBoard, candidates: Sequence[Profile]
+) -> Callable[[int, int, Callable[[bytes], bool] | None], bytes]:
     known = known_tables(candidates)
 
     def read(offset: int, size: int, stop_when: Callable[[bytes], bool] | None) -> bytes:
@@ -62,7 +73,7 @@ def discover_board(
             offset, size, label=f"table at {offset:#x}", stop_when=stop_when or table_complete
         )
 
-    return discover_among(read, candidates, where=where)
+    return read
 
 
 def read_nvs(board: EsptoolBoard, part: Partition) -> bytes:
