@@ -75,6 +75,10 @@ class EsptoolSession(Session):
         self._nvs_before: dict[str, tuple[list[NvsItem], dict[str, tuple[bytes, ...]]]] = {}
         self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
+        # Flash content this session has read or proven by MD5 ({offset: bytes}): it spares
+        # the neighbour guard reads of what it already knows.
+        self._seen: dict[int, bytes] = {}
+        self._placed: list[Target] = []
 
     # -- the board's tables -------------------------------------------------------------
 
@@ -147,12 +151,15 @@ class EsptoolSession(Session):
             for image, part in placed
         ]
         self._survey(targets)
+        self._placed = targets
         return targets
 
     def _discover(self, profiles: Sequence[Profile]) -> BoardLayout:
         """The board's tables; with flash encryption on, a table that cannot be read says why."""
         try:
-            return discover_board(self.board, self._search(profiles), where=self.port)
+            return discover_board(
+                self.board, self._search(profiles), where=self.port, seen=self._seen
+            )
         except BoardTableError as exc:
             if not self.board.flash_encrypted or exc.blank:
                 raise
@@ -225,7 +232,7 @@ class EsptoolSession(Session):
         """
         offset = profile.at_customize_offset
         try:
-            parts = at_customize_of(self.board, profile, where=self.port)
+            parts = at_customize_of(self.board, profile, where=self.port, seen=self._seen)
         except BoardTableError as exc:
             said = f"{exc.table} at {offset:#x} {exc.problem} (flash encryption is on)"
             if not force:
@@ -370,7 +377,7 @@ class EsptoolSession(Session):
 
         self._verified = set()
         images = [(span[0].address, b"".join(t.data for t in span)) for span in spans]
-        guard = Guard.take(self.board, images, profile.flash_bytes)
+        guard = Guard.take(self.board, images, profile.flash_bytes, known=self._known())
         verified = self.board.write(
             images,
             FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
@@ -411,6 +418,17 @@ class EsptoolSession(Session):
                 target.address, target.size, label=target.name
             )
         return self._digests[target.name]
+
+    def _known(self) -> dict[int, bytes]:
+        """What the session knows the flash holds: tables it read, targets proven by MD5."""
+        known = dict(self._seen)
+        for target in self._placed:
+            digest = self._digests.get(target.name)
+            if digest == hashlib.md5(target.data).hexdigest():
+                known[target.address] = target.data
+            elif digest == _ERASED_MD5(target.size):
+                known[target.address] = b"\xff" * target.size
+        return known
 
     def _regions(self, profile: Profile) -> list[Region]:
         """What each part of the flash is, by the board's tables (else the layout's)."""

@@ -6,11 +6,13 @@ is checksummed on the chip, one MD5 per range, and copied to the host. The
 copy has to be taken before the write: an erased neighbour cannot be read
 back afterwards. It is taken cheaply, since most of that flash is erased:
 
-- a range whose MD5 is that of erased flash (the host computes it) is
-  known without reading a byte;
-- otherwise a binary search over MD5s of its tail finds where its erased
-  tail begins (in the ROM's 64-byte read blocks), and only the sectors
-  before it are read, each known by its own MD5 when it is erased;
+- a range whose MD5 is that of the host's guess (erased flash, with what
+  the session already read or proved there: the tables, targets that hold
+  their images) is known without reading a byte;
+- otherwise a binary search over MD5s of its tails finds where the guess
+  holds to the end (in the ROM's 64-byte read blocks), and only the
+  sectors before that are read, each known by its own MD5 when the guess
+  holds there;
 - where reads stream (the flasher stub), the range is read whole.
 
 After the write, one MD5 per range again. A range that changed is named
@@ -22,7 +24,7 @@ range and every written span is checked again by MD5.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from atflash.backends.esptool.flasher import ROM_READ_BLOCK, EsptoolBoard
@@ -69,13 +71,25 @@ class Guard:
 
     @classmethod
     def take(
-        cls, board: EsptoolBoard, spans: Sequence[tuple[int, bytes]], flash_bytes: int
+        cls,
+        board: EsptoolBoard,
+        spans: Sequence[tuple[int, bytes]],
+        flash_bytes: int,
+        *,
+        known: Mapping[int, bytes] | None = None,
     ) -> Guard:
+        """Checksum and copy every neighbour of ``spans``.
+
+        ``known`` is what the caller already knows the flash holds
+        (``{offset: bytes}``, e.g. the tables it read): a range whose MD5
+        says it holds that, erased elsewhere, is not read.
+        """
         guard = cls(board, list(spans), flash_bytes)
         written = [(address, address + len(data)) for address, data in spans]
         for start, end in neighbours(written, flash_bytes):
             digest = board.md5(start, end - start, label=LABEL)
-            guard.ranges.append(Neighbour(start, end, digest, copy(board, start, end, digest)))
+            data = copy(board, start, end, digest, known=known or {})
+            guard.ranges.append(Neighbour(start, end, digest, data))
         return guard
 
     def changed(self) -> list[Neighbour]:
@@ -120,33 +134,63 @@ class Guard:
         return tuple(dict.fromkeys(names)) or tuple(dict.fromkeys(n for n, _r in parts))
 
 
-def copy(board: EsptoolBoard, start: int, end: int, digest: str | None = None) -> bytes:
-    """What [start, end) holds, reading as little as its MD5s allow."""
+def copy(
+    board: EsptoolBoard,
+    start: int,
+    end: int,
+    digest: str | None = None,
+    *,
+    known: Mapping[int, bytes] | None = None,
+) -> bytes:
+    """What [start, end) holds, reading as little as its MD5s allow.
+
+    The host's guess (``known`` bytes, erased flash elsewhere) is checked
+    against the range's MD5 first: a match costs no read. Otherwise a
+    search finds where the guess holds to the end, and only the sectors
+    before that which differ from it are read.
+    """
     size = end - start
+    guess = _guess(start, end, known or {})
     digest = digest or board.md5(start, size, label=LABEL)
-    if digest == erased_md5(size):
-        return ERASED * size
+    if digest == _md5(guess):
+        return guess
     if board.streams_reads or size <= READ_OUTRIGHT * ROM_READ_BLOCK:
         return board.read(start, size, label=LABEL)
-    tail = _erased_tail(board, start, end)
+    tail = _guessed_tail(board, start, end, guess)
     head = sectors(start, tail)
     out = bytearray()
     for lo, hi in head[:-1]:
-        out += copy(board, lo, hi)
+        out += copy(board, lo, hi, known=known)
     lo, hi = head[-1]
-    out += board.read(lo, hi - lo, label=LABEL)  # it ends in bytes that are not erased
-    return bytes(out) + ERASED * (end - tail)
+    out += board.read(lo, hi - lo, label=LABEL)  # it ends in bytes the guess does not hold
+    return bytes(out) + guess[tail - start :]
 
 
-def _erased_tail(board: EsptoolBoard, start: int, end: int) -> int:
-    """Where the erased tail of a range that is not all erased begins (a ROM block boundary)."""
-    blocks_ = -(-(end - start) // ROM_READ_BLOCK)
-    low, high = 1, blocks_  # the tail from block `high` on is erased; block 0 on is not
-    while low < high:
+def _guess(start: int, end: int, known: Mapping[int, bytes]) -> bytes:
+    """[start, end) as the host believes it: ``known`` bytes where it has them, else erased."""
+    image = bytearray(ERASED * (end - start))
+    for address, data in known.items():
+        lo, hi = max(address, start), min(address + len(data), end)
+        if lo < hi:
+            image[lo - start : hi - start] = data[lo - address : hi - address]
+    return bytes(image)
+
+
+def _guessed_tail(board: EsptoolBoard, start: int, end: int, guess: bytes) -> int:
+    """Where the tail the guess holds begins, in ROM read blocks, for a range it does not hold.
+
+    A binary search over the MD5s of tails: ``log2(size / 64)`` of them.
+    """
+    low, high = 0, -(-(end - start) // ROM_READ_BLOCK)  # block `low` on differs; `high` on holds
+
+    def holds_from(block: int) -> bool:
+        at = start + block * ROM_READ_BLOCK
+        return board.md5(at, end - at, label=LABEL) == _md5(guess[at - start :])
+
+    while high - low > 1:
         mid = (low + high) // 2
-        at = start + mid * ROM_READ_BLOCK
-        if board.md5(at, end - at, label=LABEL) == erased_md5(end - at):
+        if holds_from(mid):
             high = mid
         else:
-            low = mid + 1
-    return min(start + low * ROM_READ_BLOCK, end)
+            low = mid
+    return min(start + high * ROM_READ_BLOCK, end)
