@@ -82,7 +82,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from atflash.sim.rom import MockBoard
+from atflash.sim.rom import MockBoard, start_mock
 
 # Loader opcodes (esptool's ESPLoader.ESP_CMDS).
 FLASH_BEGIN = 0x02
@@ -567,6 +567,29 @@ class StrictBoard(MockBoard):
 
     mock_url: str = ""
     rom: StrictRom | None = None
+    owned: bool = False  # started by start_strict: stop() stops the mock too
+
+    def stop(self) -> None:
+        """Close the model; stop the mock as well if :func:`start_strict` started it."""
+        if self.rom is not None:
+            self.rom.close()
+        if self.owned:
+            super().stop()
+
+
+def start_strict(
+    chip: str, *, rules: Mapping[str, object] | None = None, **start: object
+) -> StrictBoard:
+    """A new mock board (``start_mock``'s keywords) behind a strict ROM; ``stop()`` ends both."""
+    board = start_mock(chip, **start)  # type: ignore[arg-type]
+    try:
+        rom = StrictRom(board.url, RomRules(**{"chip": chip, **(rules or {})})).start()  # type: ignore[arg-type]
+    except BaseException:
+        board.stop()
+        raise
+    fields = {f.name: getattr(board, f.name) for f in dataclasses.fields(MockBoard)}
+    fields["url"] = rom.url
+    return StrictBoard(**fields, mock_url=board.url, rom=rom, owned=True)
 
 
 @contextlib.contextmanager
