@@ -185,9 +185,11 @@ SPI_ATTACH, SPI_SET_PARAMS, FLASH_DATA = 0x0D, 0x0B, 0x03
 def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     """Every request waits for its reply, so on a real bench round trips are the cost.
 
-    Three partitions written and verified: 69 requests (esptool makes 101
-    for the same images), 24 of them FLASH_DATA: the ROM loader takes 1 KB
-    per block, and uncompressed (esptool compresses only for a stub). The
+    Three partitions written and verified: 86 requests (esptool makes 101
+    for the same images, without a neighbour guard), 24 of them FLASH_DATA:
+    the ROM loader takes 1 KB per block, and uncompressed (esptool
+    compresses only for a stub). 16 are the neighbour guard's (MD5s and
+    reads of the rest of the 64 KB blocks the write could reach). The
     flash attach (SPI_ATTACH and the register traffic up to
     SPI_SET_PARAMS: flash ID, flash reset) is 19 of them, where esptool's
     own attach makes 45.
@@ -198,7 +200,7 @@ def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     attach = ops[ops.index(SPI_ATTACH) : ops.index(SPI_SET_PARAMS)]
     assert len(attach) <= 20, attach
     assert ops.count(FLASH_DATA) == 24, ops  # 24 KB in the ROM's 1 KB blocks
-    assert len(ops) <= 70, ops
+    assert len(ops) <= 86, ops
 
 
 ROM_BLOCK = 0x400  # FLASH_DATA payload of the ROM loader
