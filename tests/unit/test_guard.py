@@ -194,3 +194,31 @@ def test_a_restore_that_does_not_hold_is_reported() -> None:
     board.write_exact = lambda _data: None  # type: ignore[method-assign]  # a write that does nothing
     (change,) = guard.repair(guard.changed(), [])
     assert not change.restored
+
+
+def test_the_guards_error_is_one_line_and_reaches_the_board_record() -> None:
+    from atflash.backends.base import record_exception
+    from atflash.errors import EXIT_DEVICE_ERROR, NeighbourChangedError
+    from atflash.results import BoardResult, NeighbourChange
+
+    changes = [
+        NeighbourChange(0x20000, 0x2A000, ("at_customize.bin", "server_cert"), True),
+        NeighbourChange(0x30000, 0x40000, ("factory_param",), False),
+    ]
+    error = NeighbourChangedError("/dev/ttyUSB0", "esp32", changes)
+    assert error.exit_code == EXIT_DEVICE_ERROR
+    text = str(error)
+    assert "\n" not in text
+    assert text.startswith(
+        "/dev/ttyUSB0: the write changed flash beside its targets on this esp32: "
+        "at_customize.bin, server_cert, factory_param (0x20000-0x2a000, 0x30000-0x40000); "
+        "NOT restored"
+    )
+    result = BoardResult(port="/dev/ttyUSB0")
+    record_exception(result, error, lambda _e: None)
+    assert result.failed and result.error == text
+    assert result.to_json()["neighbours"] == [
+        {"range": "0x20000-0x2a000", "partitions": ["at_customize.bin", "server_cert"],
+         "restored": True},
+        {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": False},
+    ]  # fmt: skip
