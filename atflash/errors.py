@@ -318,12 +318,21 @@ class NeighbourChangedError(DeviceError):
     ``changes`` holds one :class:`~atflash.results.NeighbourChange` per
     changed range: what it held and whether it was restored. The board
     fails even when everything was restored: its loader erases more than
-    it is asked to.
+    it is asked to. ``failed`` is the write's own error when the write
+    failed too (the guard still checked and restored what it reached).
     """
 
-    def __init__(self, port: str | None, chip: str, changes: Sequence[NeighbourChange]) -> None:
+    def __init__(
+        self,
+        port: str | None,
+        chip: str,
+        changes: Sequence[NeighbourChange],
+        *,
+        failed: DeviceError | None = None,
+    ) -> None:
         self.chip = chip
         self.changes = tuple(changes)
+        self.failed = failed  # the write's own error, when it failed as well
         names = ", ".join(dict.fromkeys(n for c in self.changes for n in c.partitions))
         ranges = ", ".join(f"{c.start:#x}-{c.end:#x}" for c in self.changes)
         restored = all(c.restored for c in self.changes)
@@ -332,9 +341,11 @@ class NeighbourChangedError(DeviceError):
             if restored
             else "NOT restored: reflash them from the firmware image"
         )
+        # The write's error without its port (said once) or its hint (this one's is better).
+        what = f"the write failed ({one_line(failed._unlabelled)}) and" if failed else "the write"
         super().__init__(
             port,
-            f"the write changed flash beside its targets on this {chip}: {names} ({ranges}); "
+            f"{what} changed flash beside its targets on this {chip}: {names} ({ranges}); "
             f"{outcome}",
             hint="this loader erases more than it is asked to: report it with the chip and "
             "esptool version",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,22 @@ import pytest
 from click.testing import CliRunner
 from esptool import cmds
 
+from atflash.backends.base import write_board
+from atflash.backends.esptool.backend import EsptoolBackend, contiguous
+from atflash.backends.esptool.options import ConnectOptions
 from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
+from atflash.planning.plan import WritePlan
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
+from tests.support.line import UartLine
 from tests.support.strictrom import FLASH_DEFL_BEGIN, strict_board
 
 from .conftest import BoardPool, flash_differs, flash_esp_at, preload
+from .test_faults import _target, _when, flip_spot
+from .test_faults import rig_plan as rig_plan  # a fixture, used by name
 from .test_write import padded_image
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset"]
@@ -106,6 +114,40 @@ def test_the_guard_catches_and_repairs_an_over_erasing_rom_write(
     ]
     logged = json.loads(log.read_text().splitlines()[-1])
     assert logged["neighbours"] == record["neighbours"] and logged["error"] == record["error"]
+
+
+@pytest.mark.usefixtures("forced_compression")
+def test_after_a_write_that_fails_the_guard_still_checks_and_repairs(
+    board_pool: BoardPool, raw: Path, rig_plan: WritePlan
+) -> None:
+    """esptool's MD5 check fails the write (two flips one block checksum cannot see); the
+    over-erase it caused is still found and repaired, and both are said."""
+    (span,) = contiguous([_target(i, rig_plan) for i in rig_plan.images])
+    wire = zlib.compress(b"".join(t.data for t in span), 9)  # esptool's level
+    first = flip_spot(wire, len(wire) // 2, mask=0x10)
+    second = flip_spot(wire, first[1] + 24, mask=0x10)
+    factory = board_flash("esp32")[0x30000]
+    with board_pool.lease_plain("esp32") as plain, strict_board(plain) as board:
+        flash_esp_at(board)
+        port = int(board.url.rsplit(":", 1)[1])
+        with UartLine(("127.0.0.1", port), pacing=False) as line:
+
+            def arm(line: UartLine) -> None:
+                for pattern, _index in (first, second):
+                    line.flip_after(pattern, "to_device", mask=0x10)
+
+            connect = ConnectOptions(line.url, before="no-reset", after="no-reset")
+            result = write_board(
+                EsptoolBackend(), connect, [rig_plan], events=_when("writing", None, arm, line)
+            )
+            assert line.faults_fired == 2, line.fired
+        assert flash_differs(plain, {0x30000: factory}) == []
+    assert result.error is not None and "\n" not in result.error
+    assert "the write failed (write failed: " in result.error
+    assert "changed flash beside its targets on this esp32: factory_param" in result.error
+    assert [n.to_json() for n in result.neighbours] == [
+        {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": True}
+    ]
 
 
 # -- secure download mode --------------------------------------------------------------

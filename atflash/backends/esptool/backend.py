@@ -33,6 +33,7 @@ from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import (
     BoardTableError,
+    DeviceError,
     EncryptedPartitionError,
     FirmwareError,
     ImageTooBigError,
@@ -378,15 +379,16 @@ class EsptoolSession(Session):
         self._verified = set()
         images = [(span[0].address, b"".join(t.data for t in span)) for span in spans]
         guard = Guard.take(self.board, images, profile.flash_bytes, known=self._known())
-        verified = self.board.write(
-            images,
-            FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
-            on_start=started,
-        )
-        hit = guard.changed()
-        if hit:
-            changes = guard.repair(hit, self._regions(profile))
-            raise NeighbourChangedError(self.port, self.board.chip, changes)
+        try:
+            verified = self.board.write(
+                images,
+                FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
+                on_start=started,
+            )
+        except DeviceError as failed:
+            self._check_neighbours(guard, profile, failed=failed)  # if the board still answers
+            raise
+        self._check_neighbours(guard, profile)
         if verified == len(spans):
             self._verified = {t.name for t in targets}
 
@@ -418,6 +420,23 @@ class EsptoolSession(Session):
                 target.address, target.size, label=target.name
             )
         return self._digests[target.name]
+
+    def _check_neighbours(
+        self, guard: Guard, profile: Profile, *, failed: DeviceError | None = None
+    ) -> None:
+        """Raise :class:`NeighbourChangedError` (after restoring) if the write reached past its spans.
+
+        After a failed write the board may not answer: the write's own error stands then.
+        """
+        try:
+            hit = guard.changed()
+        except DeviceError:
+            if failed is None:
+                raise
+            return
+        if hit:
+            changes = guard.repair(hit, self._regions(profile))
+            raise NeighbourChangedError(self.port, self.board.chip, changes, failed=failed)
 
     def _known(self) -> dict[int, bytes]:
         """What the session knows the flash holds: tables it read, targets proven by MD5."""
