@@ -319,7 +319,7 @@ def test_user_profile_with_both_tables_and_factory_param(tmp_path: Path) -> None
     [
         (ESP32_PRIMARY, {"at_customize_size": "0x60000"}, "at_customize_size 0x60000 is not the primary table's at_customize size (0xe0000)"),
         (ESP32_PRIMARY, {"at_customize_offset": "0x1e000"}, "at_customize_offset 0x1e000 is not where the primary table's at_customize starts (0x20000)"),
-        (ESP32_PRIMARY.replace("0x40", "0x41"), {}, "one at_customize entry (type 0x40, subtype 0), not 0"),
+        (ESP32_PRIMARY.replace('"at_customize"', '"at_custom"'), {}, "one entry labelled at_customize (the firmware finds at_customize.bin by that label), not 0"),
         (ESP32_PRIMARY + PRIMARY.format(name="x", type=1, subtype="0x81", offset="0x3f0000", size="0x20000"), {}, "primary partition x: ends at 0x410000, past the 4MB flash"),
         (ESP32_PRIMARY + PRIMARY.format(name="x", type=1, subtype="0x81", offset="0x13000", size="0x1000"), {}, "primary partitions nvs (0x12000-0x20000) and x (0x13000-0x14000) overlap"),
         (ESP32_PRIMARY.replace("0xf000", "0x8000"), {}, "primary partition phy_init (0x8000-0x9000) starts before the end of the partition table (0x9000)"),

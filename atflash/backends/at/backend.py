@@ -3,8 +3,8 @@
 For modules whose ROM loader is out of reach (behind a host MCU) or that
 must not be reset. The module's own table (``AT+SYSFLASH?``) is the truth,
 and it decides where credentials live, as the firmware itself decides:
-PKI partitions (ESP-AT 2.x, 3.0), or ``mfg_nvs`` and no PKI partition (3.1+,
-see :mod:`atflash.backends.at.mfg`). Of the candidate plans, the session
+``mfg_nvs`` when the table lists it (3.1+; see :mod:`atflash.backends.at.mfg`),
+PKI partitions otherwise (2.x, 3.0). Of the candidate plans, the session
 takes one for that store (and for the chip ``AT+GMR`` names).
 
 PKI partitions: every target must be listed and fit, or nothing is

@@ -1,7 +1,6 @@
 """ESP-AT 3.1+ over the AT port: the credential namespaces of ``mfg_nvs``, through ``AT+SYSMFG``.
 
-A module whose ``AT+SYSFLASH?`` table lists ``mfg_nvs`` and no PKI
-partition keeps its credentials as NVS items (``docs/esp-at-3x.md``), and
+A module whose ``AT+SYSFLASH?`` table lists ``mfg_nvs`` keeps its credentials as NVS items (``docs/esp-at-3x.md``), and
 the firmware decides that by the table, not by its version: so does atflash.
 
 Choices made here, and why:
@@ -61,7 +60,7 @@ from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, NvsType
 from atflash.errors import AtError, FirmwareError
 from atflash.events import Event, EventSink
-from atflash.layout.model import MFG_NVS, Partition, pki_kind_for
+from atflash.layout.model import MFG_NVS, Partition, pki_kind_for, store_of
 from atflash.planning.plan import PartitionImage, WritePlan
 
 Progress = Callable[[int, int], None]
@@ -158,14 +157,10 @@ def _nvs_type(code: int) -> NvsType:
 def module_store(table: Sequence[Partition]) -> str | None:
     """Where the module's firmware keeps credentials, decided by its table as the firmware does.
 
-    ``"pki"``: PKI partitions (ESP-AT 2.x, 3.0); ``"mfg_nvs"``: mfg_nvs and no
-    PKI partition (3.1+); None: neither.
+    In the firmware's order: ``"mfg_nvs"`` when the table lists it (3.1+),
+    else ``"pki"`` when it lists PKI partitions (2.x, 3.0); None: neither.
     """
-    if any(p.pki for p in table):
-        return "pki"
-    if any(p.name == MFG_NVS for p in table):
-        return "mfg_nvs"
-    return None
+    return store_of(table)
 
 
 class MfgTargets:

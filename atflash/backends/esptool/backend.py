@@ -39,7 +39,14 @@ from atflash.errors import (
     VerifyError,
 )
 from atflash.events import Event, EventSink
-from atflash.layout.board import BoardLayout, Difference, closest, match
+from atflash.layout.board import (
+    BoardLayout,
+    Difference,
+    closest,
+    describe_notes,
+    match,
+    notes,
+)
 from atflash.layout.model import MFG_NVS, Partition, Profile
 from atflash.layout.safety import check_writable
 from atflash.planning.plan import WritePlan
@@ -94,7 +101,9 @@ class EsptoolSession(Session):
         self._layout = layout
         found = match(layout, profiles)
         if found is not None:
-            events(Event("table", self.port, f"board tables match layout {found.name}"))
+            events(
+                Event("table", self.port, f"board tables match layout {_matched(layout, found)}")
+            )
             return self._plan_for(ours, found)
         same_store = [p for p in profiles if p.store == layout.store] or profiles
         nearest, self._mismatch = closest(layout, same_store)
@@ -201,7 +210,7 @@ class EsptoolSession(Session):
                 return f"{where}: {exc.table} at {exc.offset:#x}", None
             raise
         known = match(layout, ours)
-        named = f", layout {known.name}" if known else ", no known layout"
+        named = f", layout {_matched(layout, known)}" if known else ", no known layout"
         entry = layout.at_customize
         at = f"at_customize.bin at {entry.offset:#x}" if entry else "no at_customize partition"
         return f"{where}: {at}{named}", layout.partitions
@@ -352,6 +361,14 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
 
 def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:
     return find_partition(port, parts, name, where="the board's table")
+
+
+def _matched(layout: BoardLayout, profile: Profile) -> str:
+    """``esp32c3-3x``, with a note of the rows atflash never writes where the board differs."""
+    rows = notes(layout, profile)
+    if not rows:
+        return profile.name
+    return f"{profile.name} (note: rows atflash does not write differ: {describe_notes(rows)})"
 
 
 def _store_name(store: str | None) -> str:
