@@ -134,7 +134,8 @@ def part(name: str, pki: str | None = None) -> Partition:
     [
         ((part("mfg_nvs"), part("fatfs")), "mfg_nvs"),
         ((part("factory_param"), part("client_cert", "cert")), "pki"),
-        ((part("mfg_nvs"), part("client_cert", "cert")), "pki"),  # PKI partitions listed: 2.x
+        # The firmware's order: mfg_nvs whenever it is listed, PKI partitions or not.
+        ((part("mfg_nvs"), part("client_cert", "cert")), "mfg_nvs"),
         ((part("fatfs"),), None),
         ((), None),
     ],

@@ -178,14 +178,14 @@ def test_an_image_is_read_through_its_own_tables() -> None:
 
 def test_an_image_with_unknown_tables_needs_a_chip(sample: dict[str, str]) -> None:
     moved = tuple(
-        replace(p, size=p.size - 0x1000) if p.name == "fatfs" else p for p in C3X.partitions
+        replace(p, size=p.size - 0x1000) if p.name == "mfg_nvs" else p for p in C3X.partitions
     )
     profile = replace(C3X, partitions=moved)
     data = bytes(flash_image(esp_at_flash(profile), 4 * MIB))
     with pytest.raises(ImageError, match="--chip"):
         open_factory_image(data, source="f.bin")
     image = open_factory_image(data, source="f.bin", base=C3X)
-    assert image.profile.partition("fatfs").size == C3X.partition("fatfs").size - 0x1000
+    assert image.profile.partition("mfg_nvs").size == C3X.partition("mfg_nvs").size - 0x1000
     assert image.profile.chip == "esp32c3"
 
 
