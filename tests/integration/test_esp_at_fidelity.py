@@ -1,0 +1,108 @@
+"""atflash against what the esp-at firmware really does (issue 21), through the CLI.
+
+- a board flashed from esp-at master (``fs_storage`` where releases had
+  ``fatfs``) matches its layout: only the credential store decides;
+- over AT the store is picked in the firmware's order: ``mfg_nvs`` whenever
+  the table lists it;
+- a 3.1+ board is judged by its own table: a CA chain too big for a 2.x
+  partition goes into the board's ``mfg_nvs``;
+- namespaces a firmware version does not read are refused over AT (the
+  version is known) and warned about once through esptool (it is not);
+- an ``AT+SYSMFG`` data phase cut short leaves the 0xFF filler stored as the
+  item's value: ``verify`` reports it and the next write replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from atflash.cli import cli
+from atflash.content.nvs import NvsItem, parse_nvs
+from atflash.layout.model import Profile
+from atflash.layout.parttable import encode_table
+from atflash.layout.profiles import find_profile
+from atflash.sim.at import AtSimulator
+from atflash.sim.rom import MockBoard
+from tests.support.mockflash import read_flash
+
+from .conftest import BoardPool, flash_esp_at
+
+CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
+C3X = find_profile("esp32c3-3x")
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def files(raw: Path, partition: str, *names: str) -> list[str]:
+    return [partition, *(str(raw / partition / name) for name in names)]
+
+
+def master(profile: Profile) -> Profile:
+    """esp-at master's at_customize.csv: ``fs_storage, data, 0xff`` where releases had fatfs."""
+    parts = tuple(
+        replace(p, name="fs_storage", subtype=0xFF) if p.name == "fatfs" else p
+        for p in profile.partitions
+    )
+    return replace(profile, partitions=parts)
+
+
+def nvs_on(board: MockBoard, profile: Profile) -> list[NvsItem]:
+    store = profile.partition("mfg_nvs")
+    (image,) = read_flash(board.url, [(store.offset, store.size)])
+    return parse_nvs(image, source="mfg_nvs read back")
+
+
+@pytest.fixture
+def c3_master(board_pool: BoardPool) -> Iterator[MockBoard]:
+    """An ESP32-C3 flashed from esp-at master: mfg_nvs, and fs_storage instead of fatfs."""
+    with board_pool.lease("esp32c3") as mock:
+        flash_esp_at(mock, "3.x", profile=master(C3X))
+        yield mock
+
+
+# -- matching on the credential store ----------------------------------------------------
+
+
+def test_a_board_with_masters_fs_storage_is_written_and_the_difference_noted(
+    c3_master: MockBoard, raw: Path
+) -> None:
+    result = run("write", "--chip", "esp32c3", "--port", c3_master.url, *CONNECT, "--json",
+                 *files(raw, "client_ca", "client_ca_00.crt"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["profile"] == "esp32c3-3x"
+    assert [(p["name"], p["status"]) for p in record["partitions"]] == [("client_ca", "written")]
+    ca = [i for i in nvs_on(c3_master, C3X) if i.namespace == "client_ca"]
+    assert [i.value for i in ca] == [(raw / "client_ca" / "client_ca_00.crt").read_bytes()]
+    shown = run("partitions", "--chip", "esp32c3", "--port", c3_master.url, *CONNECT)
+    assert shown.exit_code == 0, shown.output
+    assert "layout esp32c3-3x (note:" in shown.output and "fs_storage" in shown.output
+
+
+# -- the AT path: the firmware's store order ------------------------------------------------
+
+
+def test_at_path_writes_mfg_nvs_when_the_table_also_lists_pki_partitions(raw: Path) -> None:
+    with AtSimulator(find_profile("esp32c3"), firmware="3.x") as sim:
+        table = (*sim.partitions(), replace(find_profile("esp32c3").partition("client_ca")))
+        start = sim.profile.at_customize_offset
+        sim.flash[start : start + 0x1000] = encode_table(table).ljust(0x1000, b"\xff")
+        untouched = sim.partition_bytes("client_ca")
+        port = sim.start_tcp()
+        result = run("write", "--via", "at", "--port", port, "--json",
+                     *files(raw, "client_ca", "client_ca_00.crt"))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert [p["status"] for p in json.loads(result.stdout)["partitions"]] == ["written"]
+        ca = [i for i in sim.mfg_items() if i.namespace == "client_ca"]
+        assert [i.value for i in ca] == [(raw / "client_ca" / "client_ca_00.crt").read_bytes()]
+        assert sim.partition_bytes("client_ca") == untouched
+        assert any(c.startswith('AT+SYSMFG=2,"client_ca"') for c in sim.commands)
+
