@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from atflash.content import creds, mfgnvs, nvs, pki
@@ -85,6 +85,15 @@ class WritePlan:
     profile: Profile
     images: tuple[PartitionImage, ...]
     pad: bool = True
+    # Candidate layouts of the same request that could not take it, and why in
+    # one line (too big for their partitions, a partition they lack). A board
+    # whose tables turn out to be one of them is refused with that reason.
+    # Text, not the exception: plans are pickled to batch workers.
+    rejected: tuple[tuple[Profile, str], ...] = field(default=(), compare=False)
+
+    def refusal(self, profile: Profile) -> str | None:
+        """Why ``profile``, a candidate layout, could not take this request (None: it could)."""
+        return next((why for prof, why in self.rejected if prof == profile), None)
 
     @property
     def nvs(self) -> bool:
@@ -151,23 +160,28 @@ def build_plans(
     """One checked plan per candidate layout that can take ``requests``.
 
     A layout that lacks a requested partition, or where an image does not
-    fit, is dropped (the board's own tables decide among the rest); bad
-    content fails at once. With one candidate, or none left, its error is
-    raised as it is.
+    fit, is dropped: the board's own tables decide among the rest once it is
+    read, and a board that turns out to have a dropped layout is refused
+    with that layout's reason (each plan's ``rejected``). Only a request no
+    candidate can take is refused here, with the first candidate's reason;
+    bad content fails at once.
     """
     plans: list[WritePlan] = []
     first: AtflashError | None = None
-    for number, profile in enumerate(profiles):
+    rejected: list[tuple[Profile, str]] = []
+    for profile in profiles:
         try:
             plans.append(build_plan(profile, requests, options=options))
         except (ProfileError, ImageTooBigError) as exc:
-            # Too big for the chip's usual layout is the user's problem now, not the board's.
-            if len(profiles) == 1 or (number == 0 and isinstance(exc, ImageTooBigError)):
+            if len(profiles) == 1:
                 raise
             first = first or exc
+            rejected.append((profile, str(exc)))
     if not plans:
         assert first is not None
         raise first
+    if rejected:
+        plans = [replace(plan, rejected=tuple(rejected)) for plan in plans]
     return plans
 
 

@@ -106,3 +106,50 @@ def test_at_path_writes_mfg_nvs_when_the_table_also_lists_pki_partitions(raw: Pa
         assert sim.partition_bytes("client_ca") == untouched
         assert any(c.startswith('AT+SYSMFG=2,"client_ca"') for c in sim.commands)
 
+
+# -- a 3.1+ board is judged by its own table ------------------------------------------------
+
+
+def ca_chain(raw: Path, tmp_path: Path) -> Path:
+    """One CA file over 8 KB: too big for any 2.x partition, fine in a 3.1+ mfg_nvs."""
+    certs = [(raw / "client_ca" / f"client_ca_0{n % 2}.crt").read_bytes() for n in range(8)]
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(b"".join(certs))
+    assert 8192 < chain.stat().st_size < 8192 * 2
+    return chain
+
+
+def test_a_ca_chain_over_8k_goes_into_the_boards_mfg_nvs_with_chip_alone(
+    board_pool: BoardPool, raw: Path, tmp_path: Path
+) -> None:
+    chain = ca_chain(raw, tmp_path)
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, "3.x")
+        result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, "--json",
+                     "client_ca", str(chain))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["profile"] == "esp32c3-3x"
+        ca = [i for i in nvs_on(board, C3X) if i.namespace == "client_ca"]
+        assert [i.value for i in ca] == [chain.read_bytes()]
+
+
+def test_the_same_chain_is_refused_by_a_2x_board_before_anything_is_written(
+    board_pool: BoardPool, raw: Path, tmp_path: Path
+) -> None:
+    chain = ca_chain(raw, tmp_path)
+    c3 = find_profile("esp32c3")
+    ca = c3.partition("client_ca")
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, "2.x")
+        (before,) = read_flash(board.url, [(ca.offset, ca.size)])
+        result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT,
+                     "client_ca", str(chain))  # fmt: skip
+        assert result.exit_code == 3, result.output
+        assert "the board's tables are layout esp32c3, which cannot take this: client_ca" in (
+            result.output
+        )
+        assert read_flash(board.url, [(ca.offset, ca.size)]) == [before]
+    # Before any board is read, only what fits no candidate layout is refused.
+    none_fit = run("write", "--chip", "esp32c3-qcloud", "--port", "socket://127.0.0.1:9",
+                   *CONNECT, "client_ca", str(chain))  # fmt: skip
+    assert none_fit.exit_code == 2 and "bytes too many" in none_fit.output

@@ -80,6 +80,16 @@ class AtSession(Session):
         store = self._store()
         fitting = [plan for plan in plans if plan.profile.store == store]
         if not fitting:
+            # Judged by its own table: a layout of the module's store that could not take
+            # the request says why, rather than "no such layout was planned".
+            why = next((w for prof, w in plans[0].rejected if prof.store == store), None)
+            if why is not None:
+                raise FirmwareError(
+                    self.port,
+                    f"this module keeps credentials in {_store_label(store)}, and no layout "
+                    f"of that kind can take this: {why}",
+                    hint="nothing was written",
+                )
             raise self._no_plan_for(store, plans)
         chip = self.info.chip
         # Stable: among equals, the candidates' order (a chip's default layout first) decides.
@@ -249,6 +259,10 @@ class AtSession(Session):
             self._events(Event("progress", self.port, what, partition=name, done=done, total=total))
 
         return report
+
+
+def _store_label(store: str | None) -> str:
+    return f"{MFG_NVS} (ESP-AT 3.1+)" if store == "mfg_nvs" else "PKI partitions (ESP-AT 2.x)"
 
 
 def _nvs(target: Target) -> bool:

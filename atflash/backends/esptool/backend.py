@@ -92,15 +92,20 @@ class EsptoolSession(Session):
         if not ours:
             return select_plan(plans, self.board.chip, self.port)  # refuses: wrong chip
         profiles = [p.profile for p in ours]
+        # Layouts that could not take the request count too: the board is judged by its own.
+        rejected = [r for r, _why in ours[0].rejected if r.chip == self.board.chip]
+        candidates = [*profiles, *(r for r in rejected if r not in profiles)]
         self._use(profiles[0])
         try:
-            layout = discover_board(self.board, self._search(profiles), where=self.port)
+            layout = discover_board(self.board, self._search(candidates), where=self.port)
         except BoardTableError as exc:
             self._layout_error = exc
             return ours[0]
         self._layout = layout
-        found = match(layout, profiles)
+        found = match(layout, candidates)
         if found is not None:
+            if found not in profiles:
+                raise _refused(self.port, found, ours[0].refusal(found) or "")
             events(
                 Event("table", self.port, f"board tables match layout {_matched(layout, found)}")
             )
@@ -361,6 +366,15 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
 
 def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:
     return find_partition(port, parts, name, where="the board's table")
+
+
+def _refused(port: str, profile: Profile, why: str) -> FirmwareError:
+    """The board's tables are a layout the request does not fit (checked before writing)."""
+    return FirmwareError(
+        port,
+        f"the board's tables are layout {profile.name}, which cannot take this: {why}",
+        hint="nothing was written",
+    )
 
 
 def _matched(layout: BoardLayout, profile: Profile) -> str:
