@@ -84,15 +84,25 @@ _GMR: dict[str, tuple[str, ...]] = {
         "Bin version:v3.2.0.0({module})",
     ),
 }
+_RELEASE = re.compile(r"^((?:AT|Bin) version:v?)[\d.]+")  # the release number of a line
 _FIRST_RELEASE_3_0 = ("esp32c2",)  # chips ESP-AT first shipped in 3.0.0.0
 
 
-def version_lines(profile: Profile, firmware: Firmware) -> tuple[str, ...]:
-    """``AT+GMR``'s information lines for this module and firmware."""
+def version_lines(
+    profile: Profile, firmware: Firmware, version: str | None = None
+) -> tuple[str, ...]:
+    """``AT+GMR``'s information lines for this module and firmware.
+
+    ``version`` (``4.1.0.0``) replaces the release number in them: a module
+    of another 3.1+ release, whose firmware reads other namespaces.
+    """
     key = "3.0" if firmware == "2.x" and profile.chip in _FIRST_RELEASE_3_0 else firmware
     chip = profile.chip.upper()  # ESP32C3, as the firmware prints its target
     module = module_facts(profile).module_name
-    return tuple(line.format(chip=chip, module=module) for line in _GMR[key])
+    lines = tuple(line.format(chip=chip, module=module) for line in _GMR[key])
+    if version is None:
+        return lines
+    return tuple(_RELEASE.sub(lambda m: m.group(1) + version, line) for line in lines)
 
 
 def firmware_table(profile: Profile, firmware: Firmware) -> tuple[Partition, ...]:

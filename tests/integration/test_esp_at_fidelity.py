@@ -153,3 +153,48 @@ def test_the_same_chain_is_refused_by_a_2x_board_before_anything_is_written(
     none_fit = run("write", "--chip", "esp32c3-qcloud", "--port", "socket://127.0.0.1:9",
                    *CONNECT, "client_ca", str(chain))  # fmt: skip
     assert none_fit.exit_code == 2 and "bytes too many" in none_fit.output
+
+
+# -- namespaces only some firmware reads -----------------------------------------------------
+
+
+def test_over_at_a_namespace_the_firmware_does_not_read_is_refused(raw: Path) -> None:
+    ca = str(raw / "client_ca" / "client_ca_00.crt")
+    with AtSimulator(find_profile("esp32c3"), firmware="3.x") as sim:  # AT+GMR: 3.2.0.0
+        port = sim.start_tcp()
+        result = run("write", "--via", "at", "--port", port, "https_ca", ca)
+        assert result.exit_code == 3, result.output
+        assert "ESP-AT 3.2.0.0, which does not read https_ca (read from v4.1.0.0 on)" in (
+            result.output
+        )
+        ent = run("write", "--via", "at", "--port", port, "wpa_ent_ca", ca)
+        assert ent.exit_code == 3 and "write wpa2_ca, which this firmware reads" in ent.output
+        assert not any(c.startswith("AT+SYSMFG=2") for c in sim.commands)
+        assert not any(i.namespace in ("https_ca", "wpa_ent_ca") for i in sim.mfg_items())
+
+
+def test_over_at_a_firmware_that_reads_it_takes_it(raw: Path) -> None:
+    ca = raw / "client_ca" / "client_ca_00.crt"
+    with AtSimulator(find_profile("esp32c3"), firmware="3.x", at_version="4.1.0.0") as sim:
+        result = run("write", "--via", "at", "--port", sim.start_tcp(), "--json",
+                     "https_ca", str(ca))  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["warnings"] == []
+        https = [i for i in sim.mfg_items() if i.namespace == "https_ca"]
+        assert [(i.key, i.value) for i in https] == [("https_ca.0", ca.read_bytes())]
+
+
+def test_through_esptool_the_version_is_unknown_so_it_warns_once(
+    board_pool: BoardPool, raw: Path
+) -> None:
+    ca = str(raw / "client_ca" / "client_ca_00.crt")
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, "3.x")
+        result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, "--json",
+                     "https_ca", ca, "wss_ca", ca, "wpa_ent_ca", ca, "client_ca", ca)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        warnings = json.loads(result.stdout)["warnings"]
+        assert len(warnings) == 1, warnings
+        assert "https_ca, wss_ca only from v4.1.0.0" in warnings[0]
+        assert "wpa_ent_ca only from esp-at master" in warnings[0]
+        assert "client_ca" not in warnings[0]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
 from atflash.backends.at.mfg import MfgTargets, module_store
 from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
-from atflash.content import pki
+from atflash.content import mfgnvs, pki
 from atflash.errors import FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
 from atflash.layout.model import MFG_NVS, Partition
@@ -61,6 +61,7 @@ class AtSession(Session):
         self.client = client
         self.port = client.port
         self.info = BoardInfo(chip=info.chip, mac=info.mac, firmware=info.firmware)
+        self._at_version = info.at_version
         self._events = events
         self._table: tuple[Partition, ...] | None = None
         self._seen: dict[str, bytes] = {}  # what a partition held before this session wrote it
@@ -113,6 +114,7 @@ class AtSession(Session):
             raise self._no_plan_for(store, [plan])
         table = self._partitions()
         if store == "mfg_nvs":
+            self._check_read(plan, events)
             targets = self.mfg.place(plan, device_partition(self.port, table, MFG_NVS), events)
             events(Event("table", self.port, f"{MFG_NVS} listed by AT+SYSFLASH? (ESP-AT 3.1+)"))
             return targets
@@ -200,6 +202,32 @@ class AtSession(Session):
             progress(len(data), len(data))
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _check_read(self, plan: WritePlan, events: EventSink) -> None:
+        """Refuse a namespace the module's firmware (AT+GMR's version) does not read."""
+        names = [image.partition.name for image in plan.images]
+        version = self._at_version
+        if version is None:  # a firmware that does not say: warn as the esptool path does
+            warning = mfgnvs.version_warning(names)
+            if warning is not None:
+                events(Event("warning", self.port, warning))
+            return
+        unread = mfgnvs.unread_by(version, names)
+        if not unread:
+            return
+        namespace, first = unread[0]
+        fallback = namespace.replace("wpa_ent_", "wpa2_")
+        hint = (
+            f"write {fallback}, which this firmware reads"
+            if fallback != namespace
+            else f"update the firmware, or leave {namespace} out"
+        )
+        raise FirmwareError(
+            self.port,
+            f"AT+GMR says ESP-AT {'.'.join(map(str, version))}, which does not read "
+            f"{namespace} (read from {first.name} on)",
+            hint=f"{hint}; nothing was written",
+        )
 
     def _store(self) -> str | None:
         return module_store(self._partitions())

@@ -39,12 +39,14 @@ from atflash.backends.at.reply import (
     Token,
     is_port_refusal,
     is_unsolicited,
+    parse_at_version,
     parse_chip,
     parse_mac,
     parse_partitions,
     printable,
     quote,
 )
+from atflash.content.mfgnvs import Version
 from atflash.errors import (
     AtBusyError,
     AtError,
@@ -100,6 +102,11 @@ class DeviceInfo:
     version_lines: tuple[str, ...]  # AT+GMR's lines
     mac: str | None  # station MAC, lower-case with colons; None if the firmware would not say
     chip: str | None = None  # esptool's chip name AT+GMR gives (esp32c3); None if it does not
+
+    @property
+    def at_version(self) -> Version | None:
+        """The firmware's version number from ``AT version:a.b.c.d(...)``; None if not given."""
+        return parse_at_version(self.version_lines)
 
     @property
     def firmware(self) -> str | None:

@@ -126,6 +126,9 @@ class EsptoolSession(Session):
         )
         boot = profile.bootloader_offset
         if plan.nvs:
+            warning = mfgnvs.version_warning([image.partition.name for image in plan.images])
+            if warning is not None:  # the ROM loader cannot ask the firmware its version
+                events(Event("warning", self.port, warning))
             store = _part(parts, MFG_NVS, self.port)
             check_writable(
                 [store], primary, bootloader_offset=boot, table_offset=table_offset, where=self.port
