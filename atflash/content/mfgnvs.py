@@ -248,6 +248,31 @@ def replace_credentials(
     return result
 
 
+# ble_data as esp-at's build writes it into mfg_nvs for a module with BLE
+# commands (generation_tools/mfg_nvs.py): one string cfg<n> per row of
+# raw_data/ble_data/gatts_data.csv, the row's fields joined by commas (an empty
+# last field leaves a trailing comma). These are the rows of v3.2.0.0 to
+# v5.0.1.0 and master; v3.1.0.0 left rows 16 and 19 without length and value.
+GATTS_ROWS: tuple[str, ...] = (
+    "0,16,0x2800,0x01,2,2,A002", "1,16,0x2803,0x01,1,1,02", "2,16,0xC300,0x01,1,1,30",
+    "3,16,0x2901,0x11,1,1,30", "4,16,0x2803,0x01,1,1,02", "5,16,0xC301,0x01,512,512,",
+    "6,16,0x2901,0x11,512,512,", "7,16,0x2803,0x01,1,1,08", "8,16,0xC302,0x10,1,1,30",
+    "9,16,0x2901,0x01,1,1,01", "10,16,0x2803,0x01,1,1,04", "11,16,0xC303,0x10,1,1,30",
+    "12,16,0x2901,0x10,1,1,30", "13,16,0x2803,0x01,1,1,08", "14,16,0xC304,0x10,512,512,",
+    "15,16,0x2803,0x01,1,1,10", "16,16,0xC305,0x01,1,1,00", "17,16,0x2902,0x11,2,2,0000",
+    "18,16,0x2803,0x01,1,1,20", "19,16,0xC306,0x01,1,1,00", "20,16,0x2902,0x11,2,2,0000",
+    "21,16,0x2803,0x01,1,1,02", "22,16,0xC307,0x01,1,1,30", "23,16,0x2901,0x11,256,1,30",
+    "24,16,0x2800,0x01,2,2,A003", "25,16,0x2803,0x01,1,1,02", "26,16,0xC400,0x01,1,1,30",
+    "27,16,0x2901,0x11,1,1,30", "28,16,0x2803,0x01,1,1,02", "29,16,0xC401,0x01,1,1,30",
+    "30,16,0x2901,0x11,256,1,30",
+)  # fmt: skip
+
+
+def ble_data_items() -> list[NvsItem]:
+    """The ``ble_data`` namespace esp-at's build writes: ``cfg0`` ... ``cfg30`` strings."""
+    return [NvsItem(BLE_DATA, f"cfg{n}", "string", row) for n, row in enumerate(GATTS_ROWS)]
+
+
 @dataclass(frozen=True)
 class ModuleDefaults:
     """A module's ``factory_param`` values that differ between modules.

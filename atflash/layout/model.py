@@ -127,7 +127,8 @@ class Profile:
     ``partitions`` is the at_customize table (where credentials go),
     ``primary`` the esp-idf table it sits in. ``factory_param`` holds the
     (key, NVS type, value) items of the module's default ``factory_param``
-    namespace, for layouts that keep it in ``mfg_nvs`` (ESP-AT 3.1+).
+    namespace, for layouts that keep it in ``mfg_nvs`` (ESP-AT 3.1+);
+    ``ble_data`` says whether esp-at's build puts ``ble_data`` there too.
     """
 
     name: str
@@ -148,6 +149,9 @@ class Profile:
     bootloader_offset: int = _FROM_CHIP  # set from the chip when not given
     at_customize_size: int | None = None  # None: unknown (no primary table)
     factory_param: tuple[FactoryItem, ...] = ()
+    # The module's build has BLE commands (esp-at's AT_BLE_COMMAND_SUPPORT), so its
+    # mfg_nvs holds the default GATT services in ble_data, which the firmware reads.
+    ble_data: bool = False
 
     def __post_init__(self) -> None:
         if self.bootloader_offset == _FROM_CHIP:

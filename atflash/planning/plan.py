@@ -265,9 +265,10 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
 
 
 def _check_nvs_fit(plan: WritePlan) -> None:
-    """The credentials fit ``mfg_nvs`` beside the module's own factory_param (say by how much not)."""
+    """The credentials fit ``mfg_nvs`` beside the module's own factory_param and ble_data
+    (say by how much not)."""
     store = plan.profile.partition(MFG_NVS)
-    defaults = factory_items(plan.profile)
+    defaults = module_items(plan.profile)
     nvs.build_nvs(mfgnvs.replace_credentials(defaults, plan.changes()), store.size, name=MFG_NVS)
 
 
@@ -277,6 +278,12 @@ def factory_items(profile: Profile) -> list[nvs.NvsItem]:
         nvs.NvsItem("factory_param", key, cast(nvs.NvsType, kind), value)
         for key, kind, value in profile.factory_param
     ]
+
+
+def module_items(profile: Profile) -> list[nvs.NvsItem]:
+    """Everything but credentials esp-at's build puts in this module's ``mfg_nvs``:
+    ``factory_param``, then ``ble_data`` on a module with BLE commands (as mfg_nvs.py orders them)."""
+    return factory_items(profile) + (mfgnvs.ble_data_items() if profile.ble_data else [])
 
 
 def _is_erased(data: bytes) -> bool:

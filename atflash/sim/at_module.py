@@ -43,6 +43,7 @@ class ModuleFacts:
     module_name: str
     uart_pins: tuple[int, int, int, int]  # tx, rx, cts, rts
     mfg_nvs_size: int  # ESP-AT 3.1+: mfg_nvs starts right after at_customize.bin
+    ble: bool = True  # the build has BLE commands: its mfg_nvs holds ble_data
 
 
 _K = 1024
@@ -50,10 +51,13 @@ _K = 1024
 _MODULES: dict[str, ModuleFacts] = {
     "esp32": ModuleFacts("WROOM-32", (17, 16, 15, 14), 112 * _K),
     "esp32-d2wd": ModuleFacts("ESP32-D2WD", (22, 19, 15, 14), 112 * _K),
-    "esp32s2": ModuleFacts("MINI", (17, 21, 20, 19), 112 * _K),
+    "esp32-pico-d4-3x": ModuleFacts("PICO-D4", (22, 19, 15, 14), 112 * _K),
+    "esp32-mini-1-3x": ModuleFacts("MINI-1", (22, 19, 15, 14), 112 * _K),
+    "esp32-solo-1-3x": ModuleFacts("SOLO-1", (17, 16, 15, 14), 112 * _K),
+    "esp32s2": ModuleFacts("MINI", (17, 21, 20, 19), 112 * _K, ble=False),
     "esp32c3": ModuleFacts("MINI-1", (7, 6, 5, 4), 124 * _K),
-    "esp32c2": ModuleFacts("ESP32C2-4MB", (20, 19, 5, 4), 124 * _K),
-    "esp32c2-2mb": ModuleFacts("ESP32C2-2MB", (7, 6, 19, 20), 60 * _K),
+    "esp32c2": ModuleFacts("ESP32C2-4MB", (20, 19, 5, 4), 124 * _K, ble=False),
+    "esp32c2-2mb": ModuleFacts("ESP32C2-2MB", (7, 6, 19, 20), 60 * _K, ble=False),
     "esp32c6": ModuleFacts("ESP32C6-4MB", (7, 6, 5, 4), 124 * _K),
 }
 

@@ -198,3 +198,35 @@ def test_through_esptool_the_version_is_unknown_so_it_warns_once(
         assert "https_ca, wss_ca only from v4.1.0.0" in warnings[0]
         assert "wpa_ent_ca only from esp-at master" in warnings[0]
         assert "client_ca" not in warnings[0]
+
+
+# -- offline build: what esp-at's own mfg_nvs.py puts beside the credentials ------------------
+
+
+@pytest.mark.parametrize(
+    ("chip", "module", "pins", "ble"),
+    [
+        ("esp32-3x", "WROOM-32", (17, 16, 15, 14), True),
+        ("esp32-pico-d4-3x", "PICO-D4", (22, 19, 15, 14), True),
+        ("esp32-mini-1-3x", "MINI-1", (22, 19, 15, 14), True),
+        ("esp32-solo-1-3x", "SOLO-1", (17, 16, 15, 14), True),
+        ("esp32s2-3x", "MINI", (17, 21, 20, 19), False),  # no BLE: no ble_data
+    ],
+)
+def test_build_with_module_defaults_writes_the_modules_factory_param_and_ble_data(
+    tmp_path: Path, raw: Path, chip: str, module: str, pins: tuple[int, ...], ble: bool
+) -> None:
+    from atflash.content.mfgnvs import ble_data_items
+
+    out = tmp_path / "out"
+    result = run("build", "--chip", chip, "--factory-param", "module", "-o", str(out),
+                 *files(raw, "client_ca", "client_ca_00.crt"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    items = parse_nvs((out / "mfg_nvs.bin").read_bytes())
+    factory = {i.key: i.value for i in items if i.namespace == "factory_param"}
+    assert factory["module_name"] == module
+    assert tuple(factory[f"uart_{p}_pin"] for p in ("tx", "rx", "cts", "rts")) == pins
+    gatts = [i for i in items if i.namespace == "ble_data"]
+    assert gatts == (ble_data_items() if ble else [])
+    if ble:
+        assert gatts[0].value == "0,16,0x2800,0x01,2,2,A002" and gatts[-1].key == "cfg30"

@@ -78,8 +78,12 @@ def test_bad_factory_param_specs(spec: str) -> None:
 
 def test_module_defaults_are_the_profiles_factory_param() -> None:
     base = load_nvs_base(FactoryParam(), C3X)
-    assert list(base.items) == factory_items(C3X)
-    assert base.namespaces == ("factory_param",)
+    # ble_data too, as esp-at's mfg_nvs.py writes it for a module with BLE commands.
+    assert list(base.items) == factory_items(C3X) + mfgnvs.ble_data_items()
+    assert base.namespaces == ("factory_param", "ble_data")
+    assert base.source == "the MINI-1 (esp32c3_default) module's defaults"
+    s2 = load_nvs_base(FactoryParam(), find_profile("esp32s2-3x"))  # no BLE on the S2
+    assert s2.namespaces == ("factory_param",)
 
 
 def test_a_layout_without_module_defaults_needs_a_source() -> None:

@@ -21,6 +21,7 @@ PKI_LAYOUTS = {
 }  # fmt: skip
 MFG_NVS_LAYOUTS = {
     "esp32-3x", "wrover-32-3x", "esp32-sdio-3x", "esp32-d2wd-3x", "esp32s2-3x",
+    "esp32-pico-d4-3x", "esp32-mini-1-3x", "esp32-solo-1-3x",
     "esp32c3-3x", "esp32c3-spi-3x", "esp32c3-rainmaker-3x",
     "esp32c2-3x", "esp32c2-2mb-3x", "esp32c2-2mb-ble-3x", "esp32c2-2mb-g2-3x",
     "esp32c2-4mb-g2-3x", "esp32c2-2mb-ble-g2-3x", "esp32c2-2mb-no-ota-g2-3x",
@@ -42,6 +43,39 @@ def by_name(profiles: list[Profile]) -> list[str]:
 
 def test_exact_set_of_shipped_profiles() -> None:
     assert {p.name for p in PROFILES} == SHIPPED
+
+
+# Modules whose build has BLE commands (AT_BLE_COMMAND_SUPPORT, esp-at v4.1.0.0 and
+# v5.0.1.0 module configs): esp-at's mfg_nvs.py writes ble_data for them.
+NO_BLE = {"esp32s2-3x", "esp32c2-3x", "esp32c2-4mb-g2-3x", "esp32c2-2mb-3x", "esp32c2-2mb-g2-3x"}
+
+
+def test_ble_data_goes_with_the_modules_that_have_ble_commands() -> None:
+    assert {p.name for p in PROFILES if p.ble_data} == MFG_NVS_LAYOUTS - NO_BLE
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "pins"),
+    [
+        ("esp32-3x", "WROOM-32", (17, 16, 15, 14)),
+        ("esp32-pico-d4-3x", "PICO-D4", (22, 19, 15, 14)),
+        ("esp32-mini-1-3x", "MINI-1", (22, 19, 15, 14)),
+        ("esp32-solo-1-3x", "SOLO-1", (17, 16, 15, 14)),  # factory_param_data.csv: WROOM-32's pins
+    ],
+)
+def test_esp32_default_modules_have_their_own_factory_param(
+    name: str, module: str, pins: tuple[int, ...]
+) -> None:
+    profile = find_profile(name)
+    values = {key: value for key, _kind, value in profile.factory_param}
+    assert values["module_name"] == module
+    assert tuple(values[f"uart_{p}_pin"] for p in ("tx", "rx", "cts", "rts")) == pins
+    base = find_profile("esp32-3x")
+    assert (profile.partitions, profile.primary, profile.module) == (
+        base.partitions,
+        base.primary,
+        "esp32_default",
+    )
 
 
 def test_the_store_follows_the_table() -> None:
