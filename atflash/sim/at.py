@@ -18,7 +18,10 @@ Quirks of the real firmware kept on purpose:
   the module, not to the connection: a host that reconnects (or a second
   transport) finds the module still waiting. Only :meth:`AtSimulator.reset`
   (the EN pin) ends it;
-- flash is NOR: a write ANDs the new bits into the old ones.
+- flash is NOR: a write ANDs the new bits into the old ones;
+- an ``AT+SYSMFG`` value is stored as the bytes the module took, whatever
+  completed them: after a cut-short data phase, a host's ``AT`` and 0xFF
+  filler become the item's value (``docs/esp-at-3x.md``).
 
 The ports live in :mod:`atflash.sim.at_ports`: one TCP client at a time,
 like one host on a UART (a second one gets ``ERROR: busy: another client is

@@ -230,3 +230,40 @@ def test_build_with_module_defaults_writes_the_modules_factory_param_and_ble_dat
     assert gatts == (ble_data_items() if ble else [])
     if ble:
         assert gatts[0].value == "0,16,0x2800,0x01,2,2,A002" and gatts[-1].key == "cfg30"
+
+
+# -- an AT+SYSMFG data phase cut short ---------------------------------------------------------
+
+
+def test_a_cut_sysmfg_write_leaves_the_filler_as_the_value_verify_reports_it_and_a_write_heals(
+    raw: Path,
+) -> None:
+    """The firmware waits for a value's bytes without a timeout and stores what it took.
+
+    The next session's handshake completes the wait (its first ``AT``, then 0xFF
+    filler): the module stores that as the item's value. ``verify`` must call it
+    different, and the next ``write`` must replace it.
+    """
+    key = raw / "client_key" / "client_key_00.key"
+    given = ["client_key", str(key)]
+    with AtSimulator(find_profile("esp32c3"), firmware="3.x") as sim:
+        port = sim.start_tcp()
+        sim.drop_on('AT+SYSMFG=2,"client_key","client_key.0"', after_data=600)
+        cut = run("write", "--via", "at", "--port", port, *given)
+        assert cut.exit_code == 3, cut.output
+        assert sim.awaiting_data == len(key.read_bytes()) - 600  # the module still waits
+
+        check = run("verify", "--via", "at", "--port", port, *given)
+        assert check.exit_code == 4, check.output
+        assert "differs" in check.output
+        (stored,) = [i.value for i in sim.mfg_items() if i.key == "client_key.0"]
+        assert isinstance(stored, bytes) and len(stored) == len(key.read_bytes())
+        assert stored[:600] == key.read_bytes()[:600]
+        assert stored.endswith(b"\xff" * 512)  # the handshake's filler is the value's tail
+
+        heal = run("write", "--via", "at", "--port", port, "--json", *given)
+        assert heal.exit_code == 0, heal.output
+        assert [p["status"] for p in json.loads(heal.stdout)["partitions"]] == ["written"]
+        (healed,) = [i.value for i in sim.mfg_items() if i.key == "client_key.0"]
+        assert healed == key.read_bytes()
+        assert run("verify", "--via", "at", "--port", port, *given).exit_code == 0
