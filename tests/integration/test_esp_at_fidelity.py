@@ -87,6 +87,30 @@ def test_a_board_with_masters_fs_storage_is_written_and_the_difference_noted(
     assert "layout esp32c3-3x (note:" in shown.output and "fs_storage" in shown.output
 
 
+def relabel(profile: Profile, **change: object) -> Profile:
+    """``profile`` with its primary table's at_customize entry changed (label or type)."""
+    primary = tuple(
+        replace(p, **change) if p.name == "at_customize" else p  # type: ignore[arg-type]
+        for p in profile.primary
+    )
+    return replace(profile, primary=primary)
+
+
+def test_the_at_customize_entry_is_found_by_its_label_as_the_firmware_does(
+    board_pool: BoardPool, raw: Path
+) -> None:
+    ca = files(raw, "client_ca", "client_ca_00.crt")
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, "3.x", profile=relabel(C3X, type=0x41))  # the label decides
+        result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, *ca)
+        assert result.exit_code == 0, result.output
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, "3.x", profile=relabel(C3X, name="at_custom"))  # type 0x40, wrong label
+        refused = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, *ca)
+        assert refused.exit_code == 3, refused.output
+        assert "at_customize" in refused.output and "absent" in refused.output
+
+
 # -- the AT path: the firmware's store order ------------------------------------------------
 
 
