@@ -90,6 +90,15 @@ class EsptoolSession(Session):
         """
         ours = [p for p in plans if p.profile.chip == self.board.chip]
         if not ours:
+            # Layouts of this chip were candidates (--chip auto) but none could take it.
+            refusals = plans[0].rejected if plans else ()
+            why = next((w for r, w in refusals if r.chip == self.board.chip), None)
+            if why is not None:
+                raise FirmwareError(
+                    self.port,
+                    f"no {self.board.chip} layout can take this: {why}",
+                    hint="nothing was written",
+                )
             return select_plan(plans, self.board.chip, self.port)  # refuses: wrong chip
         profiles = [p.profile for p in ours]
         # Layouts that could not take the request count too: the board is judged by its own.
