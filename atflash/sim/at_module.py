@@ -56,7 +56,7 @@ _MODULES: dict[str, ModuleFacts] = {
     "esp32-solo-1-3x": ModuleFacts("SOLO-1", (17, 16, 15, 14), 112 * _K),
     "esp32s2": ModuleFacts("MINI", (17, 21, 20, 19), 112 * _K, ble=False),
     "esp32c3": ModuleFacts("MINI-1", (7, 6, 5, 4), 124 * _K),
-    "esp32c2": ModuleFacts("ESP32C2-4MB", (20, 19, 5, 4), 124 * _K, ble=False),
+    "esp32c2": ModuleFacts("ESP32C2-4MB", (7, 6, 5, 4), 124 * _K, ble=False),
     "esp32c2-2mb": ModuleFacts("ESP32C2-2MB", (7, 6, 19, 20), 60 * _K, ble=False),
     "esp32c6": ModuleFacts("ESP32C6-4MB", (7, 6, 5, 4), 124 * _K),
 }
