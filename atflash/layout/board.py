@@ -6,7 +6,8 @@ so the esptool adapter, the AT adapter and tests all drive the same code.
 ``at_customize`` partition in it and reads ``at_customize.bin`` at its
 start; the board's tables, not a guess from the chip name, then decide the
 layout: :func:`match` finds the built-in profile that keeps credentials
-where the board does (other rows differing are :func:`notes`), :func:`closest` says how the nearest one differs (for a refusal message) and
+where the board does (other rows that differ are :func:`notes`),
+:func:`closest` says how the nearest one differs (for a refusal message) and
 :func:`profile_from_board` turns the board's tables into a profile (for
 ``--force``: write where the board says).
 """
@@ -116,7 +117,7 @@ def discover(read: Reader, *, table_offset: int = DEFAULT_TABLE_OFFSET, where: s
             f"its {entry.name} entry starts at {entry.offset:#x}, not on a 4 KB boundary",
         )
     partitions = _read_table(read, entry.offset, AT_CUSTOMIZE_TABLE, where)
-    return BoardLayout(primary, entry, partitions, _store(partitions), table_offset)
+    return BoardLayout(primary, entry, partitions, store_of(partitions), table_offset)
 
 
 def discover_among(read: Reader, candidates: Sequence[Profile], *, where: str) -> BoardLayout:
@@ -157,10 +158,6 @@ def _at_customize_entry(primary: Sequence[Partition]) -> Partition | None:
     # By its label, as the firmware finds it: an entry of type 0x40 under
     # another label is not where the firmware looks for at_customize.bin.
     return next((p for p in primary if p.is_at_customize), None)
-
-
-def _store(partitions: Sequence[Partition]) -> Store | None:
-    return store_of(partitions)
 
 
 # -- deciding ----------------------------------------------------------------
