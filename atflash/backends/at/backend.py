@@ -21,12 +21,12 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
-from atflash.backends.at.mfg import MfgTargets, module_store
+from atflash.backends.at.mfg import MfgTargets
 from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
 from atflash.content import mfgnvs, pki
 from atflash.errors import FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
-from atflash.layout.model import MFG_NVS, Partition
+from atflash.layout.model import MFG_NVS, Partition, store_of
 from atflash.layout.profiles import family
 from atflash.planning.plan import WritePlan
 
@@ -230,7 +230,7 @@ class AtSession(Session):
         )
 
     def _store(self) -> str | None:
-        return module_store(self._partitions())
+        return store_of(self._partitions())  # as the firmware decides: mfg_nvs first
 
     def _same_layout(self, plan: WritePlan) -> bool:
         """Whether the plan's profile places everything where the module's table does."""

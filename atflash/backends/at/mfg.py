@@ -60,7 +60,7 @@ from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, NvsType
 from atflash.errors import AtError, FirmwareError
 from atflash.events import Event, EventSink
-from atflash.layout.model import MFG_NVS, Partition, pki_kind_for, store_of
+from atflash.layout.model import MFG_NVS, Partition, pki_kind_for
 from atflash.planning.plan import PartitionImage, WritePlan
 
 Progress = Callable[[int, int], None]
@@ -152,15 +152,6 @@ def _nvs_type(code: int) -> NvsType:
         return MFG_TYPE_NAMES[MfgType(code)]
     except ValueError:
         return "u64"  # a code AT+SYSMFG does not define: no binary item, none the firmware reads
-
-
-def module_store(table: Sequence[Partition]) -> str | None:
-    """Where the module's firmware keeps credentials, decided by its table as the firmware does.
-
-    In the firmware's order: ``"mfg_nvs"`` when the table lists it (3.1+),
-    else ``"pki"`` when it lists PKI partitions (2.x, 3.0); None: neither.
-    """
-    return store_of(table)
 
 
 class MfgTargets:

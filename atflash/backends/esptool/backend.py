@@ -103,7 +103,7 @@ class EsptoolSession(Session):
         profiles = [p.profile for p in ours]
         # Layouts that could not take the request count too: the board is judged by its own.
         rejected = [r for r, _why in ours[0].rejected if r.chip == self.board.chip]
-        candidates = [*profiles, *(r for r in rejected if r not in profiles)]
+        candidates = [*profiles, *rejected]
         self._use(profiles[0])
         try:
             layout = discover_board(self.board, self._search(candidates), where=self.port)
