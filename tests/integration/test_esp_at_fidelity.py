@@ -77,6 +77,13 @@ def test_a_board_with_masters_fs_storage_is_written_and_the_difference_noted(
     result = run("write", "--chip", "esp32c3", "--port", c3_master.url, *CONNECT, "--json",
                  *files(raw, "client_ca", "client_ca_00.crt"))  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["warnings"] == []  # a note, not a warning
+    steps = run("write", "-v", "--chip", "esp32c3", "--port", c3_master.url, *CONNECT,
+                *files(raw, "client_ca", "client_ca_00.crt"))  # fmt: skip
+    assert steps.exit_code == 0, steps.output
+    assert "match layout esp32c3-3x (note: rows atflash does not write differ: fatfs" in (
+        " ".join(steps.output.split())
+    )
     record = json.loads(result.stdout)
     assert record["profile"] == "esp32c3-3x"
     assert [(p["name"], p["status"]) for p in record["partitions"]] == [("client_ca", "written")]
