@@ -450,6 +450,7 @@ def test_pool_build_resumes_and_rebuilds_a_changed_key(
             (pool / row["device"] / "client_cert.crt").read_bytes()
         ]
         assert [i for i in items if i.namespace == "factory_param"] == factory_items(C3X)
+        assert [i for i in items if i.namespace == "ble_data"] == mfgnvs.ble_data_items()
     stamps = {r["device"]: (out / r["files"]).stat().st_mtime_ns for r in first}
 
     assert "0 built, 5 unchanged (skipped)" in ok(*args).output
