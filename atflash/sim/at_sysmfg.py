@@ -63,6 +63,7 @@ _TYPE_CODES = {name: code for code, name in MFG_TYPE_NAMES.items()}
 _SIZES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4}
 _UART_PORT = 1  # every UART module of factory_param_data.csv talks on UART1
 
+
 def factory_items(profile: Profile) -> list[NvsItem]:
     """What a new module's mfg_nvs holds: ``factory_param``, and ``ble_data`` (the rows of
     esp-at's gatts_data.csv) on a module whose build has BLE commands."""
