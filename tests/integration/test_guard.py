@@ -23,7 +23,7 @@ from atflash.planning.plan import WritePlan
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.support.line import UartLine
-from tests.support.strictrom import FLASH_DEFL_BEGIN, strict_board
+from tests.support.strictrom import FLASH_DEFL_BEGIN, SPI_FLASH_MD5, strict_board
 
 from .conftest import BoardPool, flash_differs, flash_esp_at, preload
 from .test_faults import _target, _when, flip_spot
@@ -148,6 +148,20 @@ def test_after_a_write_that_fails_the_guard_still_checks_and_repairs(
     assert [n.to_json() for n in result.neighbours] == [
         {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": True}
     ]
+
+
+def test_on_the_esp8266_the_guard_works_through_the_stub(board_pool: BoardPool, raw: Path) -> None:
+    """Its ROM has no MD5 and no block reads: the guard's checksums and copy go to the stub."""
+    with board_pool.lease("esp8266") as board:
+        flash_esp_at(board)
+        result = run("write", "--chip", "esp8266", "--port", board.url, *CONNECT, "--json",
+                     *client_files(raw))  # fmt: skip
+        assert board.rom is not None
+        ops = list(board.rom.ops)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["neighbours"] == []
+    md5s = [stub for op, stub in ops if op == SPI_FLASH_MD5]
+    assert md5s and all(md5s)  # the guard's (and every other) checksum went to the stub
 
 
 # -- secure download mode --------------------------------------------------------------
