@@ -7,14 +7,19 @@ and 3.0) or ``mfg_nvs`` (3.1+). The tables must match one of the chip's
 known layouts (or the ``--profile`` given); otherwise the write is refused,
 showing the board's rows against the closest layout, unless ``--force``,
 which writes where the board's table says. A board with no readable table
-is refused unless ``--force`` comes with an explicitly named layout. No
-target ever overlaps the bootloader, the partition table or an app, OTA,
-NVS or PHY partition, ``--force`` or not.
+is refused unless ``--force`` comes with an explicitly named layout; with
+flash encryption on (the primary table is ciphertext) a named layout is
+checked against the board's ``at_customize.bin``, which is never
+encrypted. No target ever overlaps the bootloader, the partition table or
+an app, OTA, NVS or PHY partition, ``--force`` or not, nor carries the
+table's ``encrypted`` flag.
 
 PKI partitions are written as padded bins, contiguous ones as one image.
 ``mfg_nvs`` is read (only its used pages), the given namespaces replaced,
 every other namespace and item kept exactly, and a regenerated image of the
-partition's size written and checked by MD5.
+partition's size written and checked by MD5. Every write is guarded
+(:mod:`atflash.backends.esptool.guard`): the flash beside it that its erase
+could reach is checked before and after, and restored if it changed.
 """
 
 from __future__ import annotations
