@@ -83,5 +83,5 @@ def test_a_csv_flags_column_marks_a_partition_encrypted() -> None:
         source="t.csv",
     )
     assert [p.encrypted for p in parts] == [True, False]
-    with pytest.raises(ProfileError, match="t.csv line 1: unknown partition flag 'secret'"):
+    with pytest.raises(ProfileError, match=r"t\.csv line 1: unknown partition flag 'secret'"):
         parse_csv("client_cert, 0x40, 5, 0x2a000, 8K, secret\n", source="t.csv")
