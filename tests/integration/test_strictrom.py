@@ -322,6 +322,10 @@ def test_flash_encryption_shows_where_esptool_looks(board_pool: BoardPool, chip:
         try:
             esp = cmds.detect_chip(port, 115200, "no-reset", connect_attempts=3)
             assert esp.get_flash_encryption_enabled()
+            stub = cmds.run_stub(esp)
+            assert stub.get_flash_encryption_enabled()  # through the stub as well
+            if chip != "esp32":
+                assert stub.get_security_info(cache=False)["flash_crypt_cnt"] == 1
         finally:
             port.close()
 

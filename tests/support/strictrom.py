@@ -486,14 +486,13 @@ class StrictRom:
             session.pending_stub = False
             session.stub = len(frame) > _HEADER.size and frame[_HEADER.size] == 0
             return raw
-        if session.stub:
-            return raw
         changed = frame
+        # What the chip reports about itself is the same through the ROM and the stub.
         if op == GET_SECURITY_INFO and len(frame) >= _HEADER.size + 5:
             changed = self._security_info(frame)
         elif op == READ_REG and self.rules.flash_encryption:
             changed = self._efuse_word(session, frame)
-        if self.rules.chip == "esp8266" and len(changed) == _HEADER.size + 4:
+        if not session.stub and self.rules.chip == "esp8266" and len(changed) == _HEADER.size + 4:
             # The mock sends an ESP32-style 4-byte status; the ESP8266 ROM sends 2.
             changed = changed[: _HEADER.size] + changed[_HEADER.size : _HEADER.size + 2]
             changed = changed[:2] + struct.pack("<H", 2) + changed[4:]
