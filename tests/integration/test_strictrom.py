@@ -379,3 +379,32 @@ def test_atflash_writing_client_ca_leaves_factory_param_whole(
         written = [e for e in board.rom.erases if e.end > e.start]
         assert [(e.start, e.end) for e in written] == [(CLIENT_CA, FACTORY_PARAM)]
         assert all(e.stub for e in written)  # through esptool's stub, which erases what it writes
+
+
+def test_the_rom_session_alternative_is_esptools_no_stub_session(
+    board_pool: BoardPool, raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/whatif.py's ``rom`` cut: no stub, a ROM baud change, plain 1 KB blocks; still legal."""
+    from atflash.backends.base import WriteOptions, write_board
+    from atflash.backends.esptool import flasher
+    from atflash.backends.esptool.backend import EsptoolBackend
+    from atflash.backends.esptool.options import ConnectOptions
+    from atflash.layout.profiles import find_profile
+    from atflash.planning.plan import PartitionRequest, build_plan
+
+    monkeypatch.setattr(flasher, "ROM_SESSIONS", frozenset({"esp32"}))
+    plan = build_plan(
+        find_profile("esp32"),
+        [PartitionRequest("client_ca", (str(raw / "client_ca" / "client_ca_00.crt"),))],
+    )
+    with board_pool.lease("esp32") as board:
+        flash_esp_at(board)
+        connect = ConnectOptions(board.url, before="no-reset", after="no-reset")
+        result = write_board(EsptoolBackend(), connect, [plan], options=WriteOptions())
+        assert result.ok, result.error
+        assert board.rom is not None
+        assert board.rom.sent(0x05) == 0  # no MEM_BEGIN: no stub
+        assert (
+            board.rom.sent(FLASH_DEFL_BEGIN) == 0 and board.rom.sent(0x03) == 8
+        )  # 8 KB, 1 KB blocks
+        assert flash_differs(board, board_flash("esp32")) == []
