@@ -161,8 +161,9 @@ def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_pat
 
 @pytest.mark.xfail(
     strict=True,
-    reason="on silicon the ROM erases all of mfg_nvs on FLASH_BEGIN (the strict ROM model does too): "
-    "a write cut short loses factory_param, and the retry rebuilds mfg_nvs from what is left",
+    reason="a loader erases before it writes (a ROM on FLASH_BEGIN, the stub ahead of the data; the "
+    "strict ROM model erases the declared size up front): a write of mfg_nvs cut short loses "
+    "factory_param, and the retry rebuilds mfg_nvs from what is left",
 )
 def test_a_write_cut_short_is_repaired_by_a_plain_retry(
     raw: Path, tmp_path: Path, board: MockBoard

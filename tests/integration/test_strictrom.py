@@ -13,8 +13,10 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from esptool import cmds
 from esptool.loader import ESPLoader
 from esptool.targets import CHIP_DEFS
@@ -22,6 +24,8 @@ from esptool.util import FatalError, NotImplementedInROMError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from atflash.cli import cli
+from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.support.mockflash import read_flash, write_flash
 from tests.support.strictrom import (
@@ -35,7 +39,7 @@ from tests.support.strictrom import (
     strict_rom,
 )
 
-from .conftest import BoardPool, esptool_port
+from .conftest import BoardPool, esptool_port, flash_differs, flash_esp_at
 
 CLIENT_CA, FACTORY_PARAM = (
     0x2E000,
@@ -322,6 +326,10 @@ def test_flash_encryption_shows_where_esptool_looks(board_pool: BoardPool, chip:
         try:
             esp = cmds.detect_chip(port, 115200, "no-reset", connect_attempts=3)
             assert esp.get_flash_encryption_enabled()
+            stub = cmds.run_stub(esp)
+            assert stub.get_flash_encryption_enabled()  # through the stub as well
+            if chip != "esp32":
+                assert stub.get_security_info(cache=False)["flash_crypt_cnt"] == 1
         finally:
             port.close()
 
@@ -346,3 +354,57 @@ def test_secure_download_needs_a_rom_that_reports_it() -> None:
 
 def test_block_constant() -> None:
     assert BLOCK == 0x10000
+
+
+# -- atflash itself through the model ----------------------------------------------------
+
+
+def test_atflash_writing_client_ca_leaves_factory_param_whole(
+    board_pool: BoardPool, raw: Path
+) -> None:
+    """The write that an over-erase would break: client_ca ends where factory_param begins."""
+    with board_pool.lease("esp32") as board:
+        flash_esp_at(board)
+        factory = board_flash("esp32")
+        assert FACTORY_PARAM in factory
+        result = CliRunner().invoke(
+            cli,
+            ["write", "--chip", "esp32", "--port", board.url, "--before", "no-reset",
+             "--after", "no-reset", "client_ca", str(raw / "client_ca" / "client_ca_00.crt")],
+            catch_exceptions=False,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert flash_differs(board, factory) == []  # tables, at_customize.bin, factory_param
+        assert board.rom is not None
+        written = [e for e in board.rom.erases if e.end > e.start]
+        assert [(e.start, e.end) for e in written] == [(CLIENT_CA, FACTORY_PARAM)]
+        assert all(e.stub for e in written)  # through esptool's stub, which erases what it writes
+
+
+def test_the_rom_session_alternative_is_esptools_no_stub_session(
+    board_pool: BoardPool, raw: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/whatif.py's ``rom`` cut: no stub, a ROM baud change, plain 1 KB blocks; still legal."""
+    from atflash.backends.base import WriteOptions, write_board
+    from atflash.backends.esptool import flasher
+    from atflash.backends.esptool.backend import EsptoolBackend
+    from atflash.backends.esptool.options import ConnectOptions
+    from atflash.layout.profiles import find_profile
+    from atflash.planning.plan import PartitionRequest, build_plan
+
+    monkeypatch.setattr(flasher, "ROM_SESSIONS", frozenset({"esp32"}))
+    plan = build_plan(
+        find_profile("esp32"),
+        [PartitionRequest("client_ca", (str(raw / "client_ca" / "client_ca_00.crt"),))],
+    )
+    with board_pool.lease("esp32") as board:
+        flash_esp_at(board)
+        connect = ConnectOptions(board.url, before="no-reset", after="no-reset")
+        result = write_board(EsptoolBackend(), connect, [plan], options=WriteOptions())
+        assert result.ok, result.error
+        assert board.rom is not None
+        assert board.rom.sent(0x05) == 0  # no MEM_BEGIN: no stub
+        assert (
+            board.rom.sent(FLASH_DEFL_BEGIN) == 0 and board.rom.sent(0x03) == 8
+        )  # 8 KB, 1 KB blocks
+        assert flash_differs(board, board_flash("esp32")) == []

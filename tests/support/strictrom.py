@@ -103,9 +103,9 @@ FLASH_DEFL_DATA = 0x11
 FLASH_DEFL_END = 0x12
 SPI_FLASH_MD5 = 0x13
 GET_SECURITY_INFO = 0x14
-STUB_ONLY_FROM = (
-    0xD0  # ERASE_FLASH, ERASE_REGION, READ_FLASH, RUN_USER_CODE, ... (@stub_function_only)
-)
+READ_FLASH = 0xD2  # the stub's streamed read
+# ERASE_FLASH, ERASE_REGION, READ_FLASH, RUN_USER_CODE and on: @stub_function_only.
+STUB_ONLY_FROM = 0xD0
 
 ROM_INVALID_RECV_MSG = 0x05  # esptool's ESPLoader.ROM_INVALID_RECV_MSG
 STATUS_FAILED = 1
@@ -241,6 +241,8 @@ class _Session:
     rom_baud_changed: bool = False
     pending_stub: bool = False
     swallow: int = 0
+    read_ack: int | None = None  # a stub read under way: the total to acknowledge to the mock
+    upstream_lock: threading.Lock = field(default_factory=threading.Lock)
     last_read_reg: int | None = None
     cond: threading.Condition = field(default_factory=threading.Condition)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -333,7 +335,8 @@ class StrictRom:
             while chunk := session.client.recv(_RECV):
                 for raw, frame in frames.feed(chunk):
                     if frame is None:
-                        session.upstream.sendall(raw)  # bytes between frames pass as they are
+                        with session.upstream_lock:  # bytes between frames pass as they are
+                            session.upstream.sendall(raw)
                     else:
                         self._request(session, raw, frame)
         except OSError:
@@ -368,7 +371,8 @@ class StrictRom:
 
     def _request(self, session: _Session, raw: bytes, frame: bytes) -> None:
         if len(frame) < _HEADER.size or frame[0] != 0:
-            session.upstream.sendall(raw)  # a stub read's acknowledgement: not a command
+            # A stub read's acknowledgement: the model acknowledged the whole read to
+            # the mock already (see _stub_read), so the client's own go no further.
             return
         op = frame[1]
         data = frame[_HEADER.size :]
@@ -393,7 +397,25 @@ class StrictRom:
         elif op == MEM_END and len(data) >= 8:
             stay, entry = struct.unpack_from("<II", data)
             session.pending_stub = stay == 0 and entry != 0
-        session.upstream.sendall(raw)
+        elif op == READ_FLASH and session.stub and len(data) >= _FOUR.size:
+            raw = self._stub_read(session, data)
+        with session.upstream_lock:
+            session.upstream.sendall(raw)
+
+    def _stub_read(self, session: _Session, data: bytes) -> bytes:
+        """The stub's READ_FLASH, asked of the mock with every packet in flight.
+
+        The mock waits only 50 ms for each acknowledgement, which a relay on a
+        busy host cannot promise; so the model acknowledges the whole read to
+        the mock as soon as the mock has taken the command, and drops the
+        client's acknowledgements. The client still gets every packet and the
+        digest, in order.
+        """
+        offset, length, packet, _in_flight = _FOUR.unpack_from(data)
+        packets = max(1, (length + max(packet, 1) - 1) // max(packet, 1))
+        session.read_ack = length
+        body = _FOUR.pack(offset, length, packet, packets) + data[_FOUR.size :]
+        return _command(READ_FLASH, body)
 
     def _mode(self, session: _Session) -> Literal["rom", "stub", "secure"]:
         if session.stub:
@@ -444,7 +466,8 @@ class StrictRom:
         for frame in frames:
             with session.cond:
                 session.swallow += 1
-            session.upstream.sendall(frame)
+            with session.upstream_lock:
+                session.upstream.sendall(frame)
             with session.cond:
                 answered = session.cond.wait_for(
                     lambda: session.swallow == 0 or session.closed, _INJECT_TIMEOUT
@@ -454,18 +477,22 @@ class StrictRom:
 
     def _response(self, session: _Session, raw: bytes, frame: bytes) -> bytes:
         op = frame[1]
+        if op == READ_FLASH and session.read_ack is not None:
+            ack = _slip(struct.pack("<I", session.read_ack))
+            session.read_ack = None
+            with session.upstream_lock:
+                session.upstream.sendall(ack)
         if op == MEM_END and session.pending_stub:
             session.pending_stub = False
             session.stub = len(frame) > _HEADER.size and frame[_HEADER.size] == 0
             return raw
-        if session.stub:
-            return raw
         changed = frame
+        # What the chip reports about itself is the same through the ROM and the stub.
         if op == GET_SECURITY_INFO and len(frame) >= _HEADER.size + 5:
             changed = self._security_info(frame)
         elif op == READ_REG and self.rules.flash_encryption:
             changed = self._efuse_word(session, frame)
-        if self.rules.chip == "esp8266" and len(changed) == _HEADER.size + 4:
+        if not session.stub and self.rules.chip == "esp8266" and len(changed) == _HEADER.size + 4:
             # The mock sends an ESP32-style 4-byte status; the ESP8266 ROM sends 2.
             changed = changed[: _HEADER.size] + changed[_HEADER.size : _HEADER.size + 2]
             changed = changed[:2] + struct.pack("<H", 2) + changed[4:]

@@ -6,20 +6,23 @@ write verified images. esptool's console output is captured and turned
 into events (it is process-global, which is why a batch runs one board per
 process).
 
-Only command sequences esptool itself sends for the chip reach a board:
+Only command sequences esptool itself sends for the chip reach a board.
+Every chip gets esptool's default session: the flasher stub uploaded at the
+ROM's own 115200 baud, then the baud changed through the stub (esptool
+never changes it in the ROM before a stub), then flash MD5s, streamed reads
+and compressed writes (``compress = esp.IS_STUB``, esptool's default)
+through the stub, which erases as it writes. The ESP8266's ROM has no baud
+change, no MD5, no compressed writes and no block reads, so it could not do
+otherwise; on the ESP32 family the stub also costs fewer round trips than
+the ROM's uncompressed 1 KB blocks and 64-byte reads for anything but the
+smallest writes (the README's "Speed" section has the figures). A compressed
+write is never sent to a ROM: the ESP32 ROM over-erases there (esptool's own
+tests say so), and ESP-AT 2.x puts factory_param right after client_ca.
 
-- ESP32 family: esptool's ``--no-stub`` session. The ROM loader changes the
-  baud rate, hashes flash (``SPI_FLASH_MD5``), reads it in 64-byte
-  ``READ_FLASH_SLOW`` blocks and writes uncompressed ``FLASH_BEGIN`` /
-  ``FLASH_DATA`` (esptool's default, ``compress = esp.IS_STUB``): the ROM
-  erases exactly the declared size up front, while a compressed write to a
-  ROM over-erases (esptool's own tests say so) and could take the partition
-  after the target with it. No stub is ever loaded after that baud change:
-  esptool never does it.
-- ESP8266: esptool's default session. Its ROM has no baud change, no MD5,
-  no compressed writes and no block reads, so the flasher stub is loaded
-  first, at the ROM's rate, and everything else goes through the stub
-  (the baud change too).
+In secure download mode no stub can be loaded: the session stays in the
+ROM, as esptool's does, and writes are plain ``FLASH_BEGIN``/``FLASH_DATA``,
+which a ROM erases exactly as declared. Reads there are the ROM's 64-byte
+``READ_FLASH_SLOW`` blocks where the ROM answers them.
 
 A read can stop early (``stop_when``): the partition table is read block by
 block only as far as its end. Round trips are what a session costs on a
@@ -53,13 +56,10 @@ from atflash.seriallink import LINK_ERRORS, describe_open_error, open_link
 
 ROM_READ_BLOCK = 64
 CMD_READ_FLASH_SLOW = 0x0E
-# Chips whose ROM loader has what a session needs (baud change, flash MD5, block
-# reads, writes): they stay in the ROM, as esptool --no-stub does. The ESP8266's
-# ROM has none of the first three: it gets the stub first, as esptool's default.
-ROM_WRITES = frozenset(
-    {"esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61",
-     "esp32h2", "esp32p4"}
-)  # fmt: skip
+# Chips whose session stays in the ROM, as esptool --no-stub does (uncompressed
+# 1 KB writes, ROM MD5, 64-byte reads). None: the stub costs less (bench/whatif.py
+# measures the other way with its "rom" cut). Never the ESP8266: its ROM lacks MD5.
+ROM_SESSIONS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -230,7 +230,7 @@ class EsptoolBoard:
                 raise SecureDownloadError(port, self.chip)
             self.flash_encrypted = self._flash_encryption()
             self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
-            if self.chip not in ROM_WRITES:
+            if self.chip not in ROM_SESSIONS and not self._esp.secure_download_mode:
                 # esptool's order: the stub at the ROM's rate, then the baud through it.
                 self._esp = cmds.run_stub(self._esp)
             if self.options.baud != ROM_BAUD:

@@ -1,8 +1,8 @@
 """The neighbour guard on the esptool path: copy, check and restore the flash beside a write.
 
-Before a write, every byte its erase could reach but must not change (the
-rest of each 64 KB block the write touches: :mod:`atflash.planning.guard`)
-is checksummed on the chip, one MD5 per range, and copied to the host. The
+Before a write, every byte its erase could reach but must not change (from
+the start of the 64 KB block it starts in to the 64 KB boundary after its
+end, but for the write itself: :mod:`atflash.planning.guard`) is checksummed on the chip, one MD5 per range, and copied to the host. The
 copy has to be taken before the write: an erased neighbour cannot be read
 back afterwards. It is taken cheaply, since most of that flash is erased:
 
@@ -13,7 +13,9 @@ back afterwards. It is taken cheaply, since most of that flash is erased:
   holds to the end (in the ROM's 64-byte read blocks), and only the
   sectors before that are read, each known by its own MD5 when the guess
   holds there;
-- where reads stream (the flasher stub), the range is read whole.
+- where reads stream (the flasher stub), everything before that point is
+  read at once: a read costs one round trip whatever its length, but its
+  bytes cost wire time (a 64 KB range is 0.7 s at 921600 baud).
 
 After the write, one MD5 per range again. A range that changed is named
 (one MD5 per partition piece in it) and written back from the copy
@@ -147,9 +149,11 @@ def copy(
     digest = digest or board.md5(start, size, label=LABEL)
     if digest == _md5(guess):
         return guess
-    if board.streams_reads or size <= READ_OUTRIGHT * ROM_READ_BLOCK:
+    if size <= READ_OUTRIGHT * ROM_READ_BLOCK:
         return board.read(start, size, label=LABEL)
     tail = _guessed_tail(board, start, end, guess)
+    if board.streams_reads:  # one read whatever its length: no sector is worth an MD5
+        return board.read(start, tail - start, label=LABEL) + guess[tail - start :]
     head = sectors(start, tail)
     out = bytearray()
     for lo, hi in head[:-1]:
