@@ -45,10 +45,6 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 
-def erased_md5(size: int) -> str:
-    return _md5(ERASED * size)
-
-
 @dataclass(frozen=True)
 class Neighbour:
     """One range beside a write: its MD5 and content from before the write."""
