@@ -57,7 +57,15 @@ from atflash.layout.board import (
     match,
     notes,
 )
-from atflash.layout.model import MFG_NVS, Partition, Profile, store_of
+from atflash.layout.model import (
+    AT_CUSTOMIZE_SUBTYPE,
+    ESP_AT_PARTITION_TYPE,
+    MFG_NVS,
+    SECTOR,
+    Partition,
+    Profile,
+    store_of,
+)
 from atflash.layout.safety import check_writable
 from atflash.planning.guard import Region, board_regions
 from atflash.planning.plan import WritePlan
@@ -281,12 +289,16 @@ class EsptoolSession(Session):
             events(Event("warning", self.port, f"{said}; writing at layout {profile.name}'s "
                          "addresses (--force)"))  # fmt: skip
             return profile.partitions, profile.primary, profile.partition_table_offset
+        # The at_customize entry is the layout's: the table that holds it is the ciphertext.
+        entry = profile.at_customize or Partition(
+            "at_customize",
+            ESP_AT_PARTITION_TYPE,
+            AT_CUSTOMIZE_SUBTYPE,
+            offset,
+            profile.at_customize_size or SECTOR,  # a CSV layout does not say: not compared
+        )
         layout = BoardLayout(
-            profile.primary,
-            profile.at_customize,
-            parts,
-            store_of(parts),
-            profile.partition_table_offset,
+            profile.primary, entry, parts, store_of(parts), profile.partition_table_offset
         )
         self._layout = layout
         rows = [d.row for d in differences(layout, profile)]
