@@ -10,12 +10,13 @@ back afterwards. It is taken cheaply, since most of that flash is erased:
   the session already read or proved there: the tables, targets that hold
   their images) is known without reading a byte;
 - otherwise a binary search over MD5s of its tails finds where the guess
-  holds to the end (in the ROM's 64-byte read blocks), and only the
+  holds to the end; from a ROM (in its 64-byte read blocks) only the
   sectors before that are read, each known by its own MD5 when the guess
   holds there;
-- where reads stream (the flasher stub), everything before that point is
-  read at once: a read costs one round trip whatever its length, but its
-  bytes cost wire time (a 64 KB range is 0.7 s at 921600 baud).
+- where reads stream (the flasher stub), the search stops at 4 KB
+  sectors and everything before that point is read at once: a read costs
+  one round trip whatever its length, but its bytes cost wire time (a
+  64 KB range is 0.7 s at 921600 baud).
 
 After the write, one MD5 per range again. A range that changed is named
 (one MD5 per partition piece in it) and written back from the copy
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 
 from atflash.backends.esptool.flasher import ROM_READ_BLOCK, EsptoolBoard
 from atflash.errors import DeviceError
+from atflash.layout.model import SECTOR
 from atflash.planning.guard import Region, neighbours, pieces, sectors
 from atflash.results import NeighbourChange
 
@@ -147,9 +149,13 @@ def copy(
         return guess
     if size <= READ_OUTRIGHT * ROM_READ_BLOCK:
         return board.read(start, size, label=LABEL)
-    tail = _guessed_tail(board, start, end, guess)
-    if board.streams_reads:  # one read whatever its length: no sector is worth an MD5
+    if board.streams_reads:
+        # One read whatever its length, but each byte is wire time: found to the
+        # sector (4 KB is 44 ms at 921600 baud, about a round trip behind an FTDI
+        # bridge), the tail costs 4 MD5s in 64 KB instead of 10.
+        tail = _guessed_tail(board, start, end, guess, unit=SECTOR)
         return board.read(start, tail - start, label=LABEL) + guess[tail - start :]
+    tail = _guessed_tail(board, start, end, guess, unit=ROM_READ_BLOCK)
     head = sectors(start, tail)
     out = bytearray()
     for lo, hi in head[:-1]:
@@ -169,15 +175,15 @@ def _guess(start: int, end: int, known: Mapping[int, bytes]) -> bytes:
     return bytes(image)
 
 
-def _guessed_tail(board: EsptoolBoard, start: int, end: int, guess: bytes) -> int:
-    """Where the tail the guess holds begins, in ROM read blocks, for a range it does not hold.
+def _guessed_tail(board: EsptoolBoard, start: int, end: int, guess: bytes, *, unit: int) -> int:
+    """Where the tail the guess holds begins, in ``unit``s, for a range it does not hold.
 
-    A binary search over the MD5s of tails: ``log2(size / 64)`` of them.
+    A binary search over the MD5s of tails: ``log2(size / unit)`` of them.
     """
-    low, high = 0, -(-(end - start) // ROM_READ_BLOCK)  # block `low` on differs; `high` on holds
+    low, high = 0, -(-(end - start) // unit)  # unit `low` on differs; `high` on holds
 
     def holds_from(block: int) -> bool:
-        at = start + block * ROM_READ_BLOCK
+        at = start + block * unit
         return board.md5(at, end - at, label=LABEL) == _md5(guess[at - start :])
 
     while high - low > 1:
@@ -186,4 +192,4 @@ def _guessed_tail(board: EsptoolBoard, start: int, end: int, guess: bytes) -> in
             high = mid
         else:
             low = mid
-    return min(start + high * ROM_READ_BLOCK, end)
+    return min(start + high * unit, end)
