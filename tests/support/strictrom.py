@@ -58,6 +58,11 @@ How to get a strict board (the stable interface)::
     with strict_rom(board, flash_encryption=True) as rom:
         preload(board, 0x8000, rom.rules.encrypt(0x8000, table))   # what the flash holds
 
+    # Through the pool: an ESP-AT board whose bootloader, table and apps are ciphertext.
+    regions = encrypted_regions(find_profile("esp32"))
+    with board_pool.lease("esp32", flash_encryption=True, encrypted_regions=regions) as board:
+        flash_esp_at(board)                   # writes what the flash holds (rules.stored)
+
 ``strict_rom(board, **rules)`` takes the :class:`RomRules` fields by
 keyword (``chip`` defaults to the board's). Checks of what landed on the
 board go to the mock directly (``board.url``), never through the model.
@@ -82,6 +87,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from atflash.layout.model import Profile
 from atflash.sim.rom import MockBoard, start_mock
 
 # Loader opcodes (esptool's ESPLoader.ESP_CMDS).
@@ -211,6 +217,23 @@ class RomRules:
         if op == FLASH_DEFL_BEGIN and self.over_erase:
             end = (end // self.over_erase + 1) * self.over_erase
         return start, end
+
+
+APP_TYPE = 0x00  # partition type of apps (factory, ota_N): stored encrypted
+TABLE_SIZE = 0x1000  # the primary partition table's sector
+
+
+def encrypted_regions(profile: Profile) -> tuple[tuple[int, int], ...]:
+    """What flash encryption stores encrypted on an ESP-AT board of ``profile``'s layout.
+
+    The bootloader (up to the primary table), the primary table's sector and
+    every app partition. ESP-AT's data partitions (at_customize, its PKI
+    partitions, mfg_nvs, factory_param) carry no ``encrypted`` flag.
+    """
+    boot = profile.bootloader_offset
+    table = profile.partition_table_offset
+    apps = tuple((p.offset, p.size) for p in profile.primary if p.type == APP_TYPE)
+    return ((boot, table - boot), (table, TABLE_SIZE), *apps)
 
 
 @dataclass(frozen=True)
