@@ -119,3 +119,33 @@ def factory_image() -> Callable[[str, str], bytes]:
         return bytes(image)
 
     return make
+
+
+@pytest.fixture
+def cli() -> Callable[..., bytes]:
+    """``cli(*args)``: run the ``atflash`` command (it must succeed); its standard output.
+
+    The API's offline results are held to the command's, whose bytes the
+    other suites hold to AtPKI.py's and Espressif's NVS generator's.
+    """
+    from click.testing import CliRunner
+
+    from atflash.cli import cli as command
+
+    def run(*args: object) -> bytes:
+        result = CliRunner().invoke(command, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout_bytes
+
+    return run
+
+
+@pytest.fixture
+def nvs_items() -> Callable[[bytes], list[tuple[str, str, bytes]]]:
+    """``nvs_items(image)``: ``(namespace, key, value)`` of an NVS image, read by atflash's reader."""
+    from atflash.content.nvs import parse_nvs
+
+    def read(image: bytes) -> list[tuple[str, str, bytes]]:
+        return [(i.namespace, i.key, i.value) for i in parse_nvs(image)]  # type: ignore[misc]
+
+    return read
