@@ -375,8 +375,9 @@ def connect(
 
     ``port`` is a device (``/dev/ttyUSB0``, ``COM3``), a pyserial URL
     (``socket://host:port``, ``rfc2217://...``) or a serial port object
-    you opened (pyserial's ``SerialBase``): that one is used as it is and
-    left open for you to close. ``via="esptool"`` reaches the ROM loader
+    you opened (pyserial's ``SerialBase``): that one is used as it is
+    (the backend sets its baud rate and timeouts, and esptool's ``before``
+    and ``after`` drive its control lines) and left open for you to close. ``via="esptool"`` reaches the ROM loader
     (``baud``, ``before``, ``after``, ``table_offset`` as esptool has
     them); ``via="at"`` a running ESP-AT firmware's AT port (``baud``,
     ``chunk_size``). ``chip`` or ``profile`` name the layouts to expect

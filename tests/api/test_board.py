@@ -164,3 +164,10 @@ def test_esptool_3x_board_keeps_its_other_namespaces(c3_board_3x, issue) -> None
         )
     assert result.ok, result.error
     assert checked.ok
+
+
+def test_connect_refuses_a_board_of_another_chip(esp32_board) -> None:
+    with pytest.raises(atflash.ChipMismatchError, match="board is an esp32"):
+        atflash.connect(esp32_board.url, chip="esp32c3")
+    with atflash.connect(esp32_board.url) as board:  # the port was released
+        assert board.chip == "esp32"
