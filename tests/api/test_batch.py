@@ -28,9 +28,10 @@ def test_one_plan_for_every_board_with_a_report(boards, raw: Path, tmp_path: Pat
     assert {e.port for e in events if e.kind == "done"} == {b.url for b in boards}
 
 
-def test_plan_for_runs_here_with_each_boards_identity(boards, issue) -> None:
+def test_plan_for_runs_here_with_each_boards_identity(boards, issue, tmp_path: Path) -> None:
     """A closure over this process's state (a CA, say) is called, never pickled."""
     asked: list[atflash.BoardIdentity] = []
+    keys: list[bytes] = []
     skip, fail = boards[1].url, boards[2].url
 
     def plan_for(board: atflash.BoardIdentity) -> atflash.Plan:
@@ -40,9 +41,11 @@ def test_plan_for_runs_here_with_each_boards_identity(boards, issue) -> None:
         if board.port == fail:
             raise RuntimeError("the CA is offline")
         cert, key = issue(board.mac)
+        keys.append(key)
         return atflash.plan({"client_cert": cert, "client_key": key}, chip=board.chip)
 
-    outcome = atflash.run_batch([b.url for b in boards], plan_for)
+    report, log = tmp_path / "run.json", tmp_path / "provisioning.log"
+    outcome = atflash.run_batch([b.url for b in boards], plan_for, report=report, log=log)
     first, skipped, failed = outcome.results
     assert sorted(a.port for a in asked) == sorted(b.url for b in boards)
     assert all(a.mac and a.chip == "esp32" for a in asked)
@@ -52,6 +55,11 @@ def test_plan_for_runs_here_with_each_boards_identity(boards, issue) -> None:
     assert failed.outcome == "failed"
     assert failed.error == f"{fail}: plan_for raised RuntimeError: the CA is offline"
     assert outcome.exit_code == 3
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["result"] for r in records] == ["ok", "skipped", "failed"]
+    (key,) = keys
+    body = key.split(b"\n")[1].decode()
+    assert body not in report.read_text() and body not in log.read_text()
 
 
 def test_verify_only_compares_every_board(boards, raw: Path) -> None:
