@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from atflash.errors import FileInputError, FormatError, LimitError
-from atflash.files import Source, read_bounded
+from atflash.files import Blob, Source, read_bounded
 
 MAGIC = 0xF1F1
 HEADER = struct.Struct("<HHI")
@@ -134,6 +134,8 @@ def read_input(path: Source, *, allow_empty: bool = True) -> bytes:
         hint="the 2-byte length field of the format cannot describe it",
     )
     if not data and not allow_empty:
+        if isinstance(path, Blob):
+            raise FileInputError(path, "is empty", hint="a credential holds a PEM or DER object")
         raise FileInputError(
             path, "file is empty", hint="a credential file must hold a PEM or DER object"
         )

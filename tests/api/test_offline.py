@@ -116,7 +116,7 @@ def test_patch_image_as_the_command_patches(
     [
         ({"client_crt": [b"x"]}, atflash.InputError, "no partition 'client_crt'"),
         ({"client_cert": [b"not a certificate"]}, atflash.ContentError, "<bytes client_cert[0]>"),
-        ({"client_cert": [b""]}, atflash.FileInputError, "<bytes client_cert[0]>: file is empty"),
+        ({"client_cert": [b""]}, atflash.FileInputError, "<bytes client_cert[0]>: is empty"),
         ({"client_cert": [b"-" * 70000]}, atflash.InputError, "70000 bytes, a PKI item holds"),
         ({"client_cert": [3]}, atflash.InputError, "client_cert[0]: a int, not a path or bytes"),
         ({}, atflash.InputError, "no credentials given"),
