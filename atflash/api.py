@@ -23,7 +23,10 @@ checked exactly as files are, and called ``<bytes client_key[0]>`` in
 messages and records; their content never appears in a repr, an error, an
 event or a report.
 
-This layer sits on the library's flows (:mod:`atflash.backends.base`,
+Here: a board (:func:`connect`, :class:`Board`) and many
+(:func:`run_batch`); what needs no board (:func:`plan`, the images and
+bins) lives in :mod:`atflash.offline` and is re-exported from here. This
+layer sits on the library's flows (:mod:`atflash.backends.base`,
 :mod:`atflash.batch`) and adds no logic of its own beyond turning Python
 values into their inputs.
 """
@@ -34,146 +37,51 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from atflash.backends import registry
 from atflash.backends.base import BoardTables, Session, WriteOptions, verify_board, write_board
 from atflash.errors import InputError
 from atflash.events import EventSink, ignore
-from atflash.files import Blob
 from atflash.layout.model import Partition, Profile
-from atflash.planning.plan import (
-    BoardIdentity,
-    PartitionRequest,
-    PlanOptions,
-    WritePlan,
-    build_plans,
-    request_names,
+from atflash.offline import (
+    Credential,
+    Credentials,
+    Plan,
+    build,
+    build_images,
+    candidates_of,
+    generate_bin,
+    parse_bin,
+    patch_image,
+    plan,
 )
+from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
     from atflash.batchrun import RunOutcome
-    from atflash.content.pki import PkiItem
-    from atflash.factory.images import PatchedImage
 
-# One credential: a path, or its bytes (a Blob names them yourself).
-Credential = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", Blob]
-# Partition (or ESP-AT 3.1+ namespace) -> its credentials in ID order (one may stand alone).
-Credentials = Mapping[str, Credential | Sequence[Credential]]
-PlanFor = Callable[[BoardIdentity], Union["Plan", Sequence[WritePlan]]]
+PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
 
-_ONE = (bytes, bytearray, memoryview, str, os.PathLike, Blob)
-
-
-# -- plans ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Every image for a board, built and checked: one candidate per layout it may have.
-
-    The board's own tables choose among the candidates when it is written,
-    so one plan serves every module of a chip. Made by :func:`plan` or
-    :meth:`Board.plan`; holds no open file.
-    """
-
-    candidates: tuple[WritePlan, ...]
-    # One layout was named (a profile, not a chip): --force may then write a blank board.
-    explicit: bool = False
-
-    @property
-    def partitions(self) -> tuple[str, ...]:
-        """The partitions (or 3.1+ namespaces) the plan writes."""
-        return tuple(image.partition.name for image in self.candidates[0].images)
-
-    @property
-    def layouts(self) -> tuple[str, ...]:
-        """The layouts (profile names) the plan was built for."""
-        return tuple(candidate.profile.name for candidate in self.candidates)
-
-    def __repr__(self) -> str:
-        return f"Plan({', '.join(self.partitions)} for {', '.join(self.layouts)})"
-
-
-def plan(
-    credentials: Credentials,
-    *,
-    chip: str | None = "auto",
-    profile: str | os.PathLike[str] | None = None,
-    pair_check: bool = True,
-    key_type_check: bool = True,
-) -> Plan:
-    """Build and check every image, before any board is touched; no port is opened.
-
-    ``credentials`` maps a partition (``client_cert``, ...) or, on ESP-AT
-    3.1+, a namespace of the same name to its items in ID order: paths, or
-    bytes. ``chip`` is a chip (``esp32c3``: its every known layout), a
-    layout name (``esp32c3-3x``) or ``auto`` (every chip's); ``profile`` a
-    profile file or an ``at_customize.csv`` (with ``chip``). Raises an
-    :class:`~atflash.errors.InputError` on the first problem (a file that
-    is no certificate, a key that does not pair, an image too big).
-    """
-    from atflash.planning.bench import candidate_profiles, is_explicit_layout
-
-    path = os.fspath(profile) if profile is not None else None
-    if path is not None and chip == "auto":
-        chip = None  # the profile file is the layout; a chip only says whose CSV it is
-    profiles = candidate_profiles(chip or ("auto" if path is None else None), path)
-    options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
-    return Plan(_build(profiles, credentials, options), is_explicit_layout(chip, path))
-
-
-def _build(
-    profiles: Sequence[Profile], credentials: Credentials, options: PlanOptions
-) -> tuple[WritePlan, ...]:
-    requests = _requests(credentials, request_names(profiles))
-    return tuple(build_plans(profiles, requests, options=options))
-
-
-def _requests(credentials: Credentials, names: set[str]) -> list[PartitionRequest]:
-    """Each partition's sources: paths as given, bytes as Blobs named for messages."""
-    if not credentials:
-        raise InputError(
-            "no credentials given",
-            hint='map a partition to its items, e.g. {"client_cert": [cert_pem]}',
-        )
-    requests = []
-    for name, given in credentials.items():
-        if name not in names:
-            raise InputError(
-                f"no partition {name!r} in the layouts planned for",
-                hint=f"credential partitions are: {', '.join(sorted(names))}",
-            )
-        items = [given] if isinstance(given, _ONE) else list(given)
-        requests.append(
-            PartitionRequest(name, tuple(_source(name, i, c) for i, c in enumerate(items)))
-        )
-    return requests
-
-
-def _source(partition: str, index: int, item: object) -> str | Blob:
-    if isinstance(item, Blob):
-        return item
-    if isinstance(item, (bytes, bytearray, memoryview)):
-        return Blob(f"<bytes {partition}[{index}]>", bytes(item))
-    if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item)
-    raise InputError(
-        f"{partition}[{index}]: a {type(item).__name__}, not a path or bytes",
-        hint="give each credential as a file path or its PEM/DER bytes",
-    )
-
-
-def _candidates(given: Plan | WritePlan | Sequence[WritePlan]) -> tuple[WritePlan, ...]:
-    if isinstance(given, Plan):
-        return given.candidates
-    if isinstance(given, WritePlan):
-        return (given,)
-    return tuple(given)
+__all__ = [
+    "Board",
+    "Credential",
+    "Credentials",
+    "Dump",
+    "Plan",
+    "PlanFor",
+    "build_images",
+    "connect",
+    "generate_bin",
+    "parse_bin",
+    "patch_image",
+    "plan",
+    "run_batch",
+]
 
 
 # -- one board, kept connected ------------------------------------------------------------
@@ -262,7 +170,7 @@ class Board:
         """
         known = [p for p in self._profiles if p.name == self.layout]
         options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
-        return Plan(_build(known or self._profiles, credentials, options), self._explicit)
+        return Plan(build(known or self._profiles, credentials, options), self._explicit)
 
     def write(
         self,
@@ -283,7 +191,7 @@ class Board:
         """
         from atflash.planning.bench import check_outputs
 
-        plans = _candidates(plan)
+        plans = candidates_of(plan)
         if backup_dir is not None:
             check_outputs(report=None, backup=os.fspath(backup_dir))
         options = WriteOptions(
@@ -302,7 +210,7 @@ class Board:
         self, plan: Plan | WritePlan | Sequence[WritePlan], *, on_event: EventSink | None = None
     ) -> BoardResult:
         """Compare the board with the plan, writing nothing: statuses ``match`` or ``differs``."""
-        plans = _candidates(plan)
+        plans = candidates_of(plan)
         result = verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
         return _annotated(result, plans)
 
@@ -377,29 +285,33 @@ def connect(
     (``socket://host:port``, ``rfc2217://...``) or a serial port object
     you opened (pyserial's ``SerialBase``): that one is used as it is
     (the backend sets its baud rate and timeouts, and esptool's ``before``
-    and ``after`` drive its control lines) and left open for you to close. ``via="esptool"`` reaches the ROM loader
-    (``baud``, ``before``, ``after``, ``table_offset`` as esptool has
-    them); ``via="at"`` a running ESP-AT firmware's AT port (``baud``,
-    ``chunk_size``). ``chip`` or ``profile`` name the layouts to expect
+    and ``after`` drive its control lines) and left open for you to close.
+    ``via="esptool"`` reaches the ROM loader (``baud``, ``before``,
+    ``after``, ``table_offset`` as esptool has them); ``via="at"`` a
+    running ESP-AT firmware's AT port (``baud``, ``chunk_size``). ``chip`` or ``profile`` name the layouts to expect
     (default: those of the chip the board says it is). Raises a
     :class:`~atflash.errors.DeviceError` when the board cannot be reached.
     """
     backend = registry.get(via)
-    values = {
-        "baud": baud,
-        "before": _spelled(before, "before"),
-        "after": _spelled(after, "after"),
-        "connect_attempts": connect_attempts,
-        "table_offset": table_offset,
-        "chunk_size": chunk_size,
-    }
-    backend.refuse_foreign({name for name, value in values.items() if value is not None})
+    values = _link_values(
+        backend,
+        {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
+         "table_offset": table_offset, "chunk_size": chunk_size},
+    )  # fmt: skip
     name, link = _port_of(port)
     options = backend.connect_options(name, values)
     if link is not None:
         options = replace(options, link=link)
     path = os.fspath(profile) if profile is not None else None
     return Board(backend, options, chip=chip, profile=path, on_event=on_event or ignore)
+
+
+def _link_values(backend: registry.BackendInfo, values: dict[str, Any]) -> dict[str, Any]:
+    """Link options as the backend takes them; one given for another backend is refused."""
+    backend.refuse_foreign({name for name, value in values.items() if value is not None})
+    for option in ("before", "after"):
+        values[option] = _spelled(values.get(option), option)
+    return values
 
 
 def _spelled(value: str | None, option: str) -> str | None:
@@ -439,11 +351,11 @@ def _board_profiles(chip: str | None, profile: str | None, found: str | None) ->
     return family(found) if found else candidate_profiles("auto", None)
 
 
-def _annotated(result: BoardResult, plans: Sequence[WritePlan] | PlanFor) -> BoardResult:
+def _annotated(result: BoardResult, plans: Sequence[WritePlan] | None) -> BoardResult:
     """The result with each partition's sources and public item facts (the audit trail)."""
     from atflash import audit
 
-    audit.annotate(result, audit.plan_of(result, plans))  # type: ignore[arg-type]
+    audit.annotate(result, audit.plan_of(result, plans or ()))
     return result
 
 
@@ -458,7 +370,7 @@ class _Recorded:
         self.given: dict[str, tuple[WritePlan, ...]] = {}
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
-        plans = _candidates(self.plan_for(identity))
+        plans = candidates_of(self.plan_for(identity))
         if not plans:
             raise InputError(f"{identity.port}: plan_for returned no plan")
         self.given[identity.port] = plans
@@ -505,29 +417,24 @@ def run_batch(
     from atflash.batchrun import RunOutcome
     from atflash.planning.bench import check_outputs
     from atflash.ports import resolve_ports
-    from atflash.report import build_report, write_report
 
     backend = registry.get(via)
-    link = {
-        "baud": baud,
-        "before": _spelled(before, "before"),
-        "after": _spelled(after, "after"),
-        "connect_attempts": connect_attempts,
-        "chunk_size": chunk_size,
-    }
-    backend.refuse_foreign({name for name, value in link.items() if value is not None})
+    link = _link_values(
+        backend,
+        {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
+         "chunk_size": chunk_size},
+    )  # fmt: skip
     check_outputs(report=_path(report), backup=_path(backup_dir))
     if log is not None:
         audit.check_log(audit.stamp_path(os.fspath(log)))
     found = resolve_ports([ports] if isinstance(ports, str) else list(ports))
     if not found:
         raise InputError("no port given", hint="give devices, URLs, globs or 'auto'")
+    fixed = plan_for.candidates if isinstance(plan_for, Plan) else None
     recorded = None if isinstance(plan_for, Plan) else _Recorded(plan_for)
-    plans: Any = plan_for.candidates if isinstance(plan_for, Plan) else FromParent()
-    explicit = isinstance(plan_for, Plan) and plan_for.explicit
     options = WriteOptions(
         force=force,
-        explicit_layout=explicit,
+        explicit_layout=isinstance(plan_for, Plan) and plan_for.explicit,
         skip_unchanged=skip_unchanged,
         backup_dir=Path(backup_dir) if backup_dir is not None else None,
     )
@@ -536,7 +443,7 @@ def run_batch(
         BoardJob(
             port=p.device,
             connect=backend.connect_options(p.device, link),
-            plans=plans,
+            plans=fixed if fixed is not None else FromParent(),
             options=options,
             serial_number=p.serial_number,
             backend=backend.name,
@@ -551,147 +458,35 @@ def run_batch(
         events=on_event or ignore,
     )
     seconds = time.monotonic() - start
-    for result in results:
-        for attempt in (*result.earlier_attempts, result):
-            given = recorded.given.get(attempt.port, ()) if recorded else plans
-            audit.annotate(attempt, audit.plan_of(attempt, given))
-    outcome_report = build_report(results, seconds=seconds, action=action)
+    for attempt in (a for r in results for a in (*r.earlier_attempts, r)):
+        _annotated(attempt, fixed if recorded is None else recorded.given.get(attempt.port, ()))
+    record = _record(results, action, seconds, started, report=report, log=log, station=station)
+    return RunOutcome(results, seconds, [], record, action=action)
+
+
+def _record(
+    results: Sequence[BoardResult],
+    action: str,
+    seconds: float,
+    started: datetime.datetime,
+    *,
+    report: str | os.PathLike[str] | None,
+    log: str | os.PathLike[str] | None,
+    station: str | None,
+) -> dict[str, Any]:
+    """The run's report (written to ``report``, 0600) and one log line per board attempt."""
+    from atflash import audit
+    from atflash.report import build_report, write_report
+
+    built = build_report(results, seconds=seconds, action=action)
     if log is not None:
         context = audit.LogContext.here(action, station)
         records = [audit.log_record(a, context) for r in results for a in (*r.earlier_attempts, r)]
         audit.append_log(audit.stamp_path(os.fspath(log), started), records)
     if report is not None:
-        write_report(Path(audit.stamp_path(os.fspath(report), started)), outcome_report)
-    return RunOutcome(results, seconds, [], outcome_report, action=action)
+        write_report(Path(audit.stamp_path(os.fspath(report), started)), built)
+    return built
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:
     return os.fspath(value) if value is not None else None
-
-
-# -- no board: images and bins -------------------------------------------------------------
-
-
-def build_images(
-    plan: Plan,
-    *,
-    layout: str | None = None,
-    factory_param: str = "module",
-    out_dir: str | os.PathLike[str] | None = None,
-) -> dict[str, bytes]:
-    """The images a chip programmer writes, by partition: padded PKI images (ESP-AT 2.x), or
-    one whole ``mfg_nvs`` (3.1+) with ``factory_param`` from ``module`` defaults,
-    ``dump:FILE`` or ``csv:FILE``.
-
-    Built for ``layout`` (a name among ``plan.layouts``; default the first,
-    the chip's usual one). With ``out_dir`` each is also written there as
-    ``<partition>.bin``, all or none, those holding a key 0600.
-    """
-    from atflash.content import creds
-    from atflash.factory import images
-    from atflash.layout.model import MFG_NVS
-    from atflash.output import write_outputs
-
-    chosen = _layout_of(plan, layout)
-    if chosen.nvs:
-        base = images.load_nvs_base(images.FactoryParam.parse(factory_param), chosen.profile)
-        built = {MFG_NVS: images.build_mfg_nvs(chosen, base.items)}
-        secret = {MFG_NVS} if images.holds_private_key(chosen) else set()
-    else:
-        built = {img.partition.name: chosen.data_for(img) for img in chosen.images}
-        secret = {
-            img.partition.name
-            for img in chosen.images
-            if img.partition.pki == "key" or any(creds.holds_private_key(c) for _n, c in img.items)
-        }
-    if out_dir is not None:
-        folder = Path(out_dir)
-        outputs = {folder / f"{name}.bin": data for name, data in built.items()}
-        inputs = [s for img in chosen.images for s in img.sources]
-        write_outputs(outputs, private=lambda p: p.stem in secret, inputs=inputs)
-    return built
-
-
-def _layout_of(plan: Plan, layout: str | None) -> WritePlan:
-    if layout is None:
-        return plan.candidates[0]
-    for candidate in plan.candidates:
-        if candidate.profile.name == layout:
-            return candidate
-    raise InputError(
-        f"the plan has no layout {layout!r}", hint=f"it was built for: {', '.join(plan.layouts)}"
-    )
-
-
-def patch_image(
-    image: bytes | str | os.PathLike[str],
-    credentials: Credentials,
-    *,
-    chip: str | None = None,
-    profile: str | os.PathLike[str] | None = None,
-    table_offset: int = 0x8000,
-    pair_check: bool = True,
-    key_type_check: bool = True,
-    output: str | os.PathLike[str] | None = None,
-) -> PatchedImage:
-    """A whole factory image (bytes or a file) with ``credentials`` in place; nothing else changes.
-
-    The image's own partition table and ``at_customize.bin`` say where they
-    go (``chip`` or ``profile`` only when they match no known layout).
-    Returns the patched ``data`` with the ``regions`` replaced and any
-    ``warnings``; with ``output`` it is also written there (0600 if it
-    holds a key).
-    """
-    from atflash.factory import images
-    from atflash.layout.profiles import load_profile
-    from atflash.output import write_outputs
-
-    path = os.fspath(profile) if profile is not None else None
-    base = load_profile(path or chip, chip=chip if path else None) if (chip or path) else None  # type: ignore[arg-type]
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        factory = images.open_factory_image(
-            bytes(image), source="<bytes image>", table_offset=table_offset, base=base
-        )
-    else:
-        factory = images.read_factory_image(os.fspath(image), table_offset=table_offset, base=base)
-    requests = _requests(credentials, request_names([factory.profile]))
-    options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
-    planned = images.plan_for_image(factory, requests, options=options)
-    patched = images.patch_image(factory, planned)
-    if output is not None:
-        secret = images.holds_private_key(planned)
-        inputs = [factory.source, *(s for req in requests for s in req.files)]
-        write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
-    return patched
-
-
-def generate_bin(
-    items: Sequence[tuple[str, bytes | str | os.PathLike[str]]], *, key_type_check: bool = True
-) -> bytes:
-    """One PKI bin, byte for byte what ``AtPKI.py generate_bin`` makes, from ``(type, item)``
-    pairs: type ``ca``, ``cert`` or ``key``, item a path or its bytes (taken as they are,
-    but a certificate must carry no key and a key must be one ESP-AT can use)."""
-    from atflash.content import creds, pki
-
-    built = []
-    for index, (kind, item) in enumerate(items):
-        if kind not in pki.TYPE_CODES:
-            raise InputError(f"unknown item type {kind!r}", hint="use ca, cert or key")
-        source = _source(kind, index, item)
-        data = pki.read_input(source)
-        creds.check_items(kind, [(str(source), data)], key_type_check=key_type_check)  # type: ignore[arg-type]
-        built.append((kind, data, str(source)))
-    if not built:
-        raise InputError("no items given", hint='give (type, item) pairs, e.g. [("cert", pem)]')
-    return pki.build(built)
-
-
-def parse_bin(data: bytes | str | os.PathLike[str]) -> list[PkiItem]:
-    """Every item of a PKI bin or a partition dump (bytes or a file): ``type``, ``id``,
-    ``content`` (whose repr never shows it), in the bin's order."""
-    from atflash.content import pki
-
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return list(pki.parse(bytes(data), source="<bytes bin>").items)
-    path = os.fspath(data)
-    return list(pki.parse(pki.read_bin_file(path), source=path).items)
