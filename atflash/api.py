@@ -215,8 +215,9 @@ class Board:
         return _annotated(result, plans)
 
     def read(self, partition: str, *, on_event: EventSink | None = None) -> Dump:
-        """A whole partition (or, on 3.1+, the ``mfg_nvs`` holding a namespace), as the board's
-        table places it. Raises a :class:`~atflash.errors.DeviceError` if it cannot."""
+        """A whole partition, where the board's own table places it, as ``atflash read`` shows
+        it: a 3.1+ namespace through esptool is the whole ``mfg_nvs`` holding it, over AT its
+        items as a PKI bin. Raises a :class:`~atflash.errors.DeviceError` if it cannot."""
         with _Held(self).open(self._options, self._sink(on_event)) as session:
             part, data = session.read_partition(partition, self._profiles)
         return Dump(part, data)

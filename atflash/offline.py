@@ -101,6 +101,7 @@ def plan(
 def build(
     profiles: Sequence[Profile], credentials: Credentials, options: PlanOptions
 ) -> tuple[WritePlan, ...]:
+    """One checked plan per layout among ``profiles`` that can take ``credentials``."""
     requests = requests_from(credentials, request_names(profiles))
     return tuple(build_plans(profiles, requests, options=options))
 
@@ -127,6 +128,7 @@ def requests_from(credentials: Credentials, names: set[str]) -> list[PartitionRe
 
 
 def source_of(partition: str, index: int, item: object) -> str | Blob:
+    """Item ``index`` of ``partition`` as the plan reads it: a path, or bytes named for messages."""
     if isinstance(item, Blob):
         return item
     if isinstance(item, (bytes, bytearray, memoryview)):
