@@ -19,7 +19,7 @@ def pki_image(items: list[tuple[str, bytes]], size: int) -> bytes:
     return data + b"\xff" * (size - len(data))
 
 
-def test_write_verify_read_over_one_connection(esp32_board, raw: Path, flash_at) -> None:
+def test_write_verify_read_over_one_connection(esp32_board, raw: Path, flash_at, capfd) -> None:
     cert = (raw / "client_cert" / "client_cert_00.crt").read_bytes()
     key_path = raw / "client_key" / "client_key_00.key"
     plan = atflash.plan({"client_cert": [cert], "client_key": [key_path]}, chip="esp32")
@@ -31,6 +31,7 @@ def test_write_verify_read_over_one_connection(esp32_board, raw: Path, flash_at)
         written = board.write(plan, on_event=writing.append)
         checked = board.verify(plan)
         dump = board.read("client_cert")
+    assert capfd.readouterr() == ("", "")  # nothing printed: esptool's output became events
     assert written.ok, written.error
     assert [p.status for p in written.partitions] == [atflash.PartitionStatus.WRITTEN] * 2
     assert [p.status for p in checked.partitions] == [atflash.PartitionStatus.MATCH] * 2
