@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from atflash.backends import registry
 from atflash.backends.base import BoardTables, Session, WriteOptions, verify_board, write_board
-from atflash.errors import InputError
+from atflash.errors import InputError, ProfileError
 from atflash.events import EventSink, ignore
 from atflash.layout.model import Partition, Profile
 from atflash.offline import (
@@ -168,6 +168,11 @@ class Board:
         Like :func:`plan`, and made from what the board said: per-board
         credentials (a certificate issued for ``board.mac``) go here.
         """
+        if not self._profiles:
+            raise ProfileError(
+                f"{self.port}: no known layout for a {self.chip}",
+                hint="connect with profile= naming your firmware's at_customize.csv or profile",
+            )
         known = [p for p in self._profiles if p.name == self.layout]
         options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
         return Plan(build(known or self._profiles, credentials, options), self._explicit)
