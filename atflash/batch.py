@@ -147,6 +147,10 @@ class FromParent:
 
     ask: PlanResolver | None = field(default=None, compare=False)  # set in the worker
 
+    def with_claims(self, claims: object) -> FromParent:
+        """Bound to the batch parent over the worker's pipe (what the worker's claims go over)."""
+        return FromParent(claims.plans) if isinstance(claims, _ParentClaims) else self
+
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         if self.ask is None:
             raise DeviceError(
@@ -169,8 +173,8 @@ class WithSerialNumber:
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
-    if isinstance(plans, FromParent) and isinstance(job.claims, _ParentClaims):
-        plans = FromParent(job.claims.plans)
+    if isinstance(plans, FromParent) and job.claims is not None:
+        plans = plans.with_claims(job.claims)
     if isinstance(plans, ManifestResolver) and job.claims is not None:
         plans = plans.with_claims(job.claims)
     if callable(plans) and job.serial_number:
