@@ -104,6 +104,10 @@ class Board:
     :meth:`write`, :meth:`verify` and :meth:`read` runs over the same
     connection, so a plan can be made in between (:meth:`plan`) from what
     the board said. Made by :func:`connect`.
+
+    esptool's output is process-wide state, captured for the board while it
+    is connected: keep one esptool board connected per process at a time
+    (:func:`run_batch` gives each board its own process).
     """
 
     def __init__(
