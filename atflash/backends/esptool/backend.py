@@ -24,7 +24,14 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
-from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
+from atflash.backends.base import (
+    BoardInfo,
+    BoardTables,
+    Session,
+    Target,
+    find_partition,
+    select_plan,
+)
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.backends.esptool.tables import discover_board, read_nvs
@@ -215,22 +222,40 @@ class EsptoolSession(Session):
         return layout.partitions, layout.primary, layout.table_offset
 
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
-        ours = [p for p in profiles if p.chip == self.board.chip]
-        if not ours:
-            select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
-        self._use(ours[0])
         where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
         try:
-            layout = discover_board(self.board, self._search(ours), where=self.port)
+            layout, known = self._discover(profiles)
         except BoardTableError as exc:
             if exc.blank:
                 return f"{where}: {exc.table} at {exc.offset:#x}", None
             raise
-        known = match(layout, ours)
         named = f", layout {_matched(layout, known)}" if known else ", no known layout"
         entry = layout.at_customize
         at = f"at_customize.bin at {entry.offset:#x}" if entry else "no at_customize partition"
         return f"{where}: {at}{named}", layout.partitions
+
+    def tables(self, profiles: Sequence[Profile]) -> BoardTables:
+        try:
+            layout, known = self._discover(profiles)
+        except BoardTableError as exc:
+            return BoardTables(None, problem=exc.detail)
+        return BoardTables(layout.partitions, layout.store, known.name if known else None)
+
+    def _discover(self, profiles: Sequence[Profile]) -> tuple[BoardLayout, Profile | None]:
+        """The board's tables, and the layout of its chip among ``profiles`` they match.
+
+        Refuses when no profile is for the board's chip; raises
+        :class:`BoardTableError` when the tables cannot be read.
+        """
+        ours = [p for p in profiles if p.chip == self.board.chip]
+        if not ours:
+            select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
+        self._use(ours[0])
+        layout = discover_board(self.board, self._search(ours), where=self.port)
+        return layout, match(layout, ours)
+
+    def again(self) -> EsptoolSession:
+        return EsptoolSession(self.board)
 
     def read_partition(self, name: str, profiles: Sequence[Profile]) -> tuple[Partition, bytes]:
         _title, table = self.table(profiles)
