@@ -297,7 +297,7 @@ class StrictRom:
         return f"socket://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def start(self) -> StrictRom:
-        thread = threading.Thread(target=self._accept_loop, name="strict-rom", daemon=True)
+        thread = threading.Thread(target=self._accept_loop, name="StrictRom:accept", daemon=True)
         thread.start()
         self._threads.append(thread)
         return self
@@ -311,7 +311,9 @@ class StrictRom:
             sessions = list(self._sessions)
         for session in sessions:
             _close(session)
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(_INJECT_TIMEOUT)
 
     def __enter__(self) -> StrictRom:
@@ -345,12 +347,15 @@ class StrictRom:
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = _Session(client, upstream)
-            with self._lock:
-                self._sessions.append(session)
+            with self._lock:  # a long-lived model (the bench's) keeps only what still runs
+                self._sessions = [s for s in self._sessions if not s.closed] + [session]
+                self._threads = [t for t in self._threads if t.is_alive()]
             for target in (self._host_to_device, self._device_to_host):
-                thread = threading.Thread(target=target, args=(session,), daemon=True)
+                name = f"StrictRom:{target.__name__.lstrip('_')}"
+                thread = threading.Thread(target=target, args=(session,), name=name, daemon=True)
                 thread.start()
-                self._threads.append(thread)
+                with self._lock:
+                    self._threads.append(thread)
 
     def _host_to_device(self, session: _Session) -> None:
         frames = _Frames()
