@@ -63,7 +63,13 @@ How to get a strict board (the stable interface)::
     with board_pool.lease("esp32", flash_encryption=True, encrypted_regions=regions) as board:
         flash_esp_at(board)                   # writes what the flash holds (rules.stored)
 
-``strict_rom(board, **rules)`` takes the :class:`RomRules` fields by
+In the integration tests, ``board_pool.lease(chip, **rules)`` hands out a
+:class:`StrictBoard` with those rules (``lease("esp32c3",
+secure_download=True)``; ``lease("esp32", flash_encryption=True,
+encrypted_regions=encrypted_regions(find_profile("esp32")))``, and then
+``flash_esp_at(board)`` stores ciphertext where it should), and
+:func:`start_strict` starts a mock of its own behind one (``stop()`` ends
+both). ``strict_rom(board, **rules)`` takes the :class:`RomRules` fields by
 keyword (``chip`` defaults to the board's). Checks of what landed on the
 board go to the mock directly (``board.url``), never through the model.
 The integration fixtures (``tests/integration/conftest.py``) hand out
