@@ -17,6 +17,7 @@ from typing import cast
 
 from atflash.content import creds, mfgnvs, nvs, pki
 from atflash.errors import AtflashError, ImageTooBigError, InputError, Overflow, ProfileError
+from atflash.files import Source
 from atflash.layout.model import MFG_NVS, Partition, Profile, pki_kind_for
 
 
@@ -25,7 +26,7 @@ class PartitionRequest:
     """One partition and the files (already expanded and ordered) to put in it."""
 
     partition: str
-    files: tuple[str, ...]
+    files: tuple[Source, ...]  # file names, or content given in memory (a Blob: certificate, key)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
         )
     if not req.files:
         raise InputError(f"partition {part.name}: no files given")
-    contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
+    contents = _contents(req)
     ready = [path for path, data in contents if pki.is_pki_bin(data)]
     if len(contents) == 1 and _is_erased(contents[0][1]):
         image = _blank_image(part, contents[0])
@@ -225,7 +226,7 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
             for path, data in contents:
                 creds.validate_item(part.pki, data, source=path, key_type_check=opts.key_type_check)
         built = pki.build((part.pki, data, path) for path, data in contents)
-        image = PartitionImage(part, built, tuple(req.files), tuple(contents))
+        image = PartitionImage(part, built, _names(req), tuple(contents))
     if len(image.bin) > part.size:
         raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
     return image
@@ -244,7 +245,7 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
         raise InputError(f"namespace {namespace}: no files given")
     values: list[bytes] = []
     items: list[tuple[str, bytes]] = []
-    contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
+    contents = _contents(req)
     if len(contents) == 1 and _is_erased(contents[0][1]):
         contents = []  # a blank partition's backup: restoring it empties the namespace
     for path, data in contents:
@@ -261,7 +262,17 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
     mfgnvs.credential_keys(namespace, len(values))  # refuses two values where one key exists
     store = profile.partition(MFG_NVS)
     part = Partition(namespace, store.type, store.subtype, store.offset, store.size, pki=kind)
-    return PartitionImage(part, b"", tuple(req.files), tuple(items), values=tuple(values))
+    return PartitionImage(part, b"", _names(req), tuple(items), values=tuple(values))
+
+
+def _contents(req: PartitionRequest) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of each source: a file read (bounded), or a Blob taken as it is."""
+    return [(str(source), pki.read_input(source, allow_empty=False)) for source in req.files]
+
+
+def _names(req: PartitionRequest) -> tuple[str, ...]:
+    """What the sources are called in results and the audit trail: file names, Blob names."""
+    return tuple(str(source) for source in req.files)
 
 
 def _check_nvs_fit(plan: WritePlan) -> None:

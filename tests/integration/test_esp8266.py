@@ -93,6 +93,7 @@ def test_write_three_partitions_and_nothing_else(
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
+    assert report["profile"] == layout.name  # the board's own tables chose the layout
     assert [p["status"] for p in report["partitions"]] == ["written"] * 3
     expected = {layout.partition(n).offset: image(raw, n) for n in NAMES}
     assert flash_differs(board, expected) == []

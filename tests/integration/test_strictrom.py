@@ -39,7 +39,7 @@ from tests.support.strictrom import (
     strict_rom,
 )
 
-from .conftest import BoardPool, esptool_port, flash_differs, flash_esp_at
+from .conftest import BoardPool, direct_url, esptool_port, flash_differs, flash_esp_at
 
 CLIENT_CA, FACTORY_PARAM = (
     0x2E000,
@@ -408,3 +408,23 @@ def test_the_rom_session_alternative_is_esptools_no_stub_session(
             board.rom.sent(FLASH_DEFL_BEGIN) == 0 and board.rom.sent(0x03) == 8
         )  # 8 KB, 1 KB blocks
         assert flash_differs(board, board_flash("esp32")) == []
+
+
+def test_an_encrypted_esp_at_board_from_the_pool(board_pool: BoardPool) -> None:
+    """What the guard's tests get: bootloader, primary table and apps stored as ciphertext."""
+    from atflash.layout.profiles import find_profile
+    from tests.support.strictrom import encrypted_regions
+
+    profile = find_profile("esp32")
+    regions = encrypted_regions(profile)
+    assert (profile.partition_table_offset, 0x1000) in regions
+    with board_pool.lease("esp32", flash_encryption=True, encrypted_regions=regions) as board:
+        flash_esp_at(board)
+        factory = board_flash("esp32")
+        table = profile.partition_table_offset
+        plain = factory[table]
+        (stored,) = read_flash(direct_url(board), [(table, len(plain))])
+        assert stored != plain
+        assert board.rom is not None and board.rom.rules.decrypt(table, stored) == plain
+        at_customize = profile.at_customize_offset
+        assert flash_differs(board, {at_customize: factory[at_customize]}) == []  # not encrypted

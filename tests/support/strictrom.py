@@ -58,7 +58,18 @@ How to get a strict board (the stable interface)::
     with strict_rom(board, flash_encryption=True) as rom:
         preload(board, 0x8000, rom.rules.encrypt(0x8000, table))   # what the flash holds
 
-``strict_rom(board, **rules)`` takes the :class:`RomRules` fields by
+    # Through the pool: an ESP-AT board whose bootloader, table and apps are ciphertext.
+    regions = encrypted_regions(find_profile("esp32"))
+    with board_pool.lease("esp32", flash_encryption=True, encrypted_regions=regions) as board:
+        flash_esp_at(board)                   # writes what the flash holds (rules.stored)
+
+In the integration tests, ``board_pool.lease(chip, **rules)`` hands out a
+:class:`StrictBoard` with those rules (``lease("esp32c3",
+secure_download=True)``; ``lease("esp32", flash_encryption=True,
+encrypted_regions=encrypted_regions(find_profile("esp32")))``, and then
+``flash_esp_at(board)`` stores ciphertext where it should), and
+:func:`start_strict` starts a mock of its own behind one (``stop()`` ends
+both). ``strict_rom(board, **rules)`` takes the :class:`RomRules` fields by
 keyword (``chip`` defaults to the board's). Checks of what landed on the
 board go to the mock directly (``board.url``), never through the model.
 The integration fixtures (``tests/integration/conftest.py``) hand out
@@ -82,6 +93,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from atflash.layout.model import Profile
 from atflash.sim.rom import MockBoard, start_mock
 
 # Loader opcodes (esptool's ESPLoader.ESP_CMDS).
@@ -213,6 +225,23 @@ class RomRules:
         return start, end
 
 
+APP_TYPE = 0x00  # partition type of apps (factory, ota_N): stored encrypted
+TABLE_SIZE = 0x1000  # the primary partition table's sector
+
+
+def encrypted_regions(profile: Profile) -> tuple[tuple[int, int], ...]:
+    """What flash encryption stores encrypted on an ESP-AT board of ``profile``'s layout.
+
+    The bootloader (up to the primary table), the primary table's sector and
+    every app partition. ESP-AT's data partitions (at_customize, its PKI
+    partitions, mfg_nvs, factory_param) carry no ``encrypted`` flag.
+    """
+    boot = profile.bootloader_offset
+    table = profile.partition_table_offset
+    apps = tuple((p.offset, p.size) for p in profile.primary if p.type == APP_TYPE)
+    return ((boot, table - boot), (table, TABLE_SIZE), *apps)
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A command the model refused: its opcode, and the mode the loader was in."""
@@ -274,7 +303,7 @@ class StrictRom:
         return f"socket://127.0.0.1:{self._listener.getsockname()[1]}"
 
     def start(self) -> StrictRom:
-        thread = threading.Thread(target=self._accept_loop, name="strict-rom", daemon=True)
+        thread = threading.Thread(target=self._accept_loop, name="StrictRom:accept", daemon=True)
         thread.start()
         self._threads.append(thread)
         return self
@@ -288,7 +317,9 @@ class StrictRom:
             sessions = list(self._sessions)
         for session in sessions:
             _close(session)
-        for thread in self._threads:
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(_INJECT_TIMEOUT)
 
     def __enter__(self) -> StrictRom:
@@ -322,12 +353,15 @@ class StrictRom:
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             session = _Session(client, upstream)
-            with self._lock:
-                self._sessions.append(session)
+            with self._lock:  # a long-lived model (the bench's) keeps only what still runs
+                self._sessions = [s for s in self._sessions if not s.closed] + [session]
+                self._threads = [t for t in self._threads if t.is_alive()]
             for target in (self._host_to_device, self._device_to_host):
-                thread = threading.Thread(target=target, args=(session,), daemon=True)
+                name = f"StrictRom:{target.__name__.lstrip('_')}"
+                thread = threading.Thread(target=target, args=(session,), name=name, daemon=True)
                 thread.start()
-                self._threads.append(thread)
+                with self._lock:
+                    self._threads.append(thread)
 
     def _host_to_device(self, session: _Session) -> None:
         frames = _Frames()

@@ -22,11 +22,18 @@ from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
 from atflash.backends.at.mfg import MfgTargets
-from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
+from atflash.backends.base import (
+    BoardInfo,
+    BoardTables,
+    Session,
+    Target,
+    find_partition,
+    select_plan,
+)
 from atflash.content import mfgnvs, pki
 from atflash.errors import FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
-from atflash.layout.model import MFG_NVS, Partition, store_of
+from atflash.layout.model import MFG_NVS, Partition, Profile, store_of
 from atflash.layout.profiles import family
 from atflash.planning.plan import WritePlan
 
@@ -61,6 +68,7 @@ class AtSession(Session):
         self.client = client
         self.port = client.port
         self.info = BoardInfo(chip=info.chip, mac=info.mac, firmware=info.firmware)
+        self._device = info
         self._at_version = info.at_version
         self._events = events
         self._table: tuple[Partition, ...] | None = None
@@ -142,6 +150,27 @@ class AtSession(Session):
 
     def table(self, profiles: Sequence[object]) -> tuple[str, tuple[Partition, ...] | None]:
         return f"{self.port} ({self.info.firmware or 'ESP-AT'}): AT+SYSFLASH?", self._partitions()
+
+    def tables(self, profiles: Sequence[Profile]) -> BoardTables:
+        """The module's table, and the first of ``profiles`` (of its chip, when AT+GMR names it)
+        for its store that places every credential partition where the module lists it."""
+        table, store, chip = self._partitions(), self._store(), self.info.chip
+        listed = {p.name: (p.offset, p.size) for p in table}
+
+        def places(profile: Profile) -> bool:
+            wanted = [p for p in profile.partitions if p.name == MFG_NVS or p.pki is not None]
+            ours = [p for p in wanted if (p.name == MFG_NVS) == (store == "mfg_nvs")]
+            return bool(ours) and all(listed.get(p.name) == (p.offset, p.size) for p in ours)
+
+        known = [
+            p
+            for p in profiles
+            if p.store == store and (chip is None or p.chip == chip) and places(p)
+        ]
+        return BoardTables(table, store, known[0].name if known else None)
+
+    def again(self) -> AtSession:
+        return AtSession(self.client, self._device, self._events)
 
     def read_partition(self, name: str, profiles: Sequence[object]) -> tuple[Partition, bytes]:
         """A listed partition's raw bytes; on ESP-AT 3.1+ also a namespace, as a PKI bin."""

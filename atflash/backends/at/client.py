@@ -84,6 +84,9 @@ class AtConnectOptions:
     chunk_size: int = DEFAULT_CHUNK
     timeout: float = DEFAULT_TIMEOUT
     connect_attempts: int = DEFAULT_ATTEMPTS
+    # A serial port object the caller opened (pyserial's SerialBase): used instead of
+    # opening ``port`` (then only its name), and left open for the caller to close.
+    link: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.chunk_size % 4:
@@ -151,18 +154,22 @@ class AtClient:
         exclusively anyway): two hosts talking to one module at once would
         mix their commands and, worse, their data phases.
         """
+        given = self.options.link
         try:
-            link = open_link(self.port)
+            link = given if given is not None else open_link(self.port)
             link.baudrate = self.options.baud
             link.timeout = POLL
             link.write_timeout = self.options.timeout
-            link.open()
+            if not link.is_open:
+                link.open()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _open_error(self.port, exc) from None
         self._ser = link
         return self
 
     def close(self) -> None:
+        if self._ser is not None and self._ser is self.options.link:
+            self._ser = None  # the caller's port: the caller closes it
         if self._ser is not None:
             # A dropped connection may fail to close; nothing is left to release.
             with contextlib.suppress(*LINK_ERRORS):

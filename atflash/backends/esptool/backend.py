@@ -29,7 +29,14 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
-from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
+from atflash.backends.base import (
+    BoardInfo,
+    BoardTables,
+    Session,
+    Target,
+    find_partition,
+    select_plan,
+)
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
 from atflash.backends.esptool.guard import Guard
 from atflash.backends.esptool.options import ConnectOptions
@@ -129,7 +136,7 @@ class EsptoolSession(Session):
         candidates = [*profiles, *rejected]
         self._use(profiles[0])
         try:
-            layout = self._discover(candidates)
+            layout = self._read_tables(candidates)
         except BoardTableError as exc:
             self._layout_error = exc
             return ours[0]
@@ -195,7 +202,7 @@ class EsptoolSession(Session):
         self._placed = targets
         return targets
 
-    def _discover(self, profiles: Sequence[Profile]) -> BoardLayout:
+    def _read_tables(self, profiles: Sequence[Profile]) -> BoardLayout:
         """The board's tables; with flash encryption on, a table that cannot be read says why."""
         try:
             return discover_board(
@@ -327,22 +334,40 @@ class EsptoolSession(Session):
         return parts, profile.primary, profile.partition_table_offset
 
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
-        ours = [p for p in profiles if p.chip == self.board.chip]
-        if not ours:
-            select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
-        self._use(ours[0])
         where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
         try:
-            layout = self._discover(ours)
+            layout, known = self._discover(profiles)
         except BoardTableError as exc:
             if exc.blank:
                 return f"{where}: {exc.table} at {exc.offset:#x}", None
             raise
-        known = match(layout, ours)
         named = f", layout {_matched(layout, known)}" if known else ", no known layout"
         entry = layout.at_customize
         at = f"at_customize.bin at {entry.offset:#x}" if entry else "no at_customize partition"
         return f"{where}: {at}{named}", layout.partitions
+
+    def tables(self, profiles: Sequence[Profile]) -> BoardTables:
+        try:
+            layout, known = self._discover(profiles)
+        except BoardTableError as exc:
+            return BoardTables(None, problem=exc.detail)
+        return BoardTables(layout.partitions, layout.store, known.name if known else None)
+
+    def _discover(self, profiles: Sequence[Profile]) -> tuple[BoardLayout, Profile | None]:
+        """The board's tables, and the layout of its chip among ``profiles`` they match.
+
+        Refuses when no profile is for the board's chip; raises
+        :class:`BoardTableError` when the tables cannot be read.
+        """
+        ours = [p for p in profiles if p.chip == self.board.chip]
+        if not ours:
+            select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
+        self._use(ours[0])
+        layout = self._read_tables(ours)
+        return layout, match(layout, ours)
+
+    def again(self) -> EsptoolSession:
+        return EsptoolSession(self.board)
 
     def read_partition(self, name: str, profiles: Sequence[Profile]) -> tuple[Partition, bytes]:
         _title, table = self.table(profiles)
