@@ -24,7 +24,7 @@ from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
 from atflash.backends.at.mfg import MfgTargets, module_store
 from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
 from atflash.content import pki
-from atflash.errors import FirmwareError, ImageTooBigError, Overflow
+from atflash.errors import BackupMismatchError, FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.layout.profiles import family
@@ -127,6 +127,29 @@ class AtSession(Session):
             )
         events(Event("table", self.port, f"{len(table)} partitions listed by AT+SYSFLASH?"))
         return targets
+
+    def place_region(self, name: str, address: int, data: bytes, events: EventSink) -> Target:
+        """A backup put back whole through AT+SYSFLASH (erase, write, read back).
+
+        ``mfg_nvs`` too: AT+SYSFLASH reaches it by name. The running firmware
+        keeps its own index of mfg_nvs's items, so it must restart to read
+        the restored partition.
+        """
+        part = device_partition(self.port, self._partitions(), name)
+        if (part.offset, part.size) != (address, len(data)):
+            raise BackupMismatchError(
+                self.port,
+                f"the module has {name} at {part.offset:#x} size {part.size:#x}, the backup was "
+                f"taken at {address:#x} size {len(data):#x}",
+                hint="restore it on the module it came from; nothing was written",
+            )
+        if name == MFG_NVS:
+            message = (
+                f"{MFG_NVS} is rewritten under the running firmware: restart the module "
+                "(AT+RST, or a reset) before it uses its credentials or AT+SYSMFG"
+            )
+            events(Event("warning", self.port, message, partition=name))
+        return Target(name, address, data, payload=len(data))
 
     def table(self, profiles: Sequence[object]) -> tuple[str, tuple[Partition, ...] | None]:
         return f"{self.port} ({self.info.firmware or 'ESP-AT'}): AT+SYSFLASH?", self._partitions()
