@@ -26,7 +26,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +219,12 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True)
 class Journal:
-    """One board's pending whole-partition write, kept in ``folder`` until it is verified."""
+    """One board's pending whole-partition write, kept in ``folder`` until it is verified.
+
+    Two backups: ``<mac>-<partition>.bin``, the image being written, and
+    ``<mac>-<partition>.before.bin``, what the board held before (both
+    restorable with ``atflash restore``).
+    """
 
     folder: Path
     mac: str
@@ -229,38 +234,55 @@ class Journal:
     def path(self) -> Path:
         return self.folder / f"{self.mac.replace(':', '')}-{self.partition}.bin"
 
-    def begin(self, data: bytes, record: BackupRecord) -> None:
-        """Keep ``data``, the image about to be written (replacing an older pending one)."""
+    @property
+    def before_path(self) -> Path:
+        return self.path.with_suffix(".before.bin")
+
+    def begin(self, data: bytes, before: bytes, record: BackupRecord) -> None:
+        """Keep ``data``, the image about to be written, and ``before`` (replacing older ones)."""
+        old = replace(record, sha256=hashlib.sha256(before).hexdigest(), size=len(before))
+        save(self.before_path, before, old)
         save(self.path, data, record)
 
-    def pending(self) -> Backup | None:
-        """The image a write of this board began and did not finish, if one is kept."""
+    def pending(self) -> tuple[Backup, bytes] | None:
+        """The image a write of this board began and did not finish, and what it replaced."""
         if not self.path.exists():
             return None
         try:
-            return load(self.path)
+            return load(self.path), load(self.before_path).data
         except InputError:
             return None  # a journal that is not intact proves nothing
 
     def end(self) -> None:
         """The board was verified: forget the pending image."""
-        for path in (self.path, record_path(self.path)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        for path in (self.path, self.before_path):
+            for name in (path, record_path(path)):
+                with contextlib.suppress(FileNotFoundError):
+                    name.unlink()
 
 
-def cut_copy(board: bytes, image: bytes) -> bool:
-    """Whether ``board`` is ``image`` cut short: a prefix of it, erased flash after (not all of it).
+def cut_copy(board: bytes, image: bytes, before: bytes) -> bool:
+    """Whether ``board`` is a write of ``image`` over ``before`` that stopped part-way.
 
-    What a whole-region write through the ROM loader leaves when it stops:
-    the loader erased the region first, then wrote from its start.
+    A write goes from the region's start: the board holds a prefix of
+    ``image``, then erased flash (the ROM loader erases the whole region
+    first; a flasher stub erases sector by sector as it goes), then what
+    ``before`` held there (flash not yet erased). A board that holds all of
+    ``image``, or all of ``before``, was not cut.
     """
-    if len(board) != len(image) or board == image:
+    if not len(board) == len(image) == len(before) or board in (image, before):
         return False
-    same = 0
-    step = 4096
-    while same < len(board) and board[same : same + step] == image[same : same + step]:
+    same = _common_prefix(board, image)
+    erased = same
+    while erased < len(board) and board[erased] == 0xFF:
+        erased += 1
+    return erased == len(board) or board[erased:] == before[erased:]
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    same, step = 0, 4096
+    while same < len(a) and a[same : same + step] == b[same : same + step]:
         same += step
-    while same < len(board) and board[same] == image[same]:
+    while same < len(a) and a[same] == b[same]:
         same += 1
-    return board.count(0xFF, same) == len(board) - same
+    return same

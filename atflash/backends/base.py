@@ -93,6 +93,20 @@ class Target:
 
 
 @dataclass(frozen=True)
+class BackupFile:
+    """One file a backup saves: ``name`` goes into its file name.
+
+    With an ``address``, ``data`` is partition ``name`` verbatim from there:
+    saved with its record, for ``atflash restore``. Without, it is written
+    back some other way (an AT namespace's items, with ``write``).
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    address: int | None = None
+
+
+@dataclass(frozen=True)
 class BoardInfo:
     """What a session learned of its board while connecting."""
 
@@ -112,9 +126,9 @@ class Session(abc.ABC):
         """The plan for this board among candidates (one per layout); by chip unless overridden."""
         return select_plan(plans, self.info.chip, self.port)
 
-    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
-        """``(name, content)`` files that restore what ``target`` overwrites (via ``write``)."""
-        return [(target.name, self.read(target))]
+    def backup_files(self, target: Target) -> list[BackupFile]:
+        """Files that restore what ``target`` overwrites: by default the whole region."""
+        return [BackupFile(target.name, self.read(target), target.address)]
 
     def place_region(self, name: str, address: int, data: bytes, events: EventSink) -> Target:
         """A backup's bytes placed back where they came from: the board's partition ``name``,
@@ -231,6 +245,8 @@ def restore_board(
     """
     start = time.monotonic()
     result = BoardResult(port=connect.port)
+    warnings: list[str] = []
+    events = _collecting(events, warnings)
     result.partitions = [
         PartitionResult(
             name=b.record.partition,
@@ -254,7 +270,19 @@ def restore_board(
             _write_placed(session, placed, True, events)
     except AtflashError as exc:
         record_exception(result, exc, events)
+    result.warnings[:0] = warnings
     return close_result(result, start, events)
+
+
+def _collecting(events: EventSink, warnings: list[str]) -> EventSink:
+    """``events``, keeping each warning's text too: every warning reaches --json and the report."""
+
+    def sink(event: Event) -> None:
+        if event.kind == "warning":
+            warnings.append(event.message)
+        events(event)
+
+    return sink
 
 
 def _check_origin(
@@ -312,13 +340,7 @@ def run_session(
     fixed = None if callable(plans) else plans
     result = new_result(port, fixed[0] if fixed else None)  # until the board's layout is known
     warnings: list[str] = []
-
-    def sink(event: Event, forward: EventSink = events) -> None:
-        if event.kind == "warning":
-            warnings.append(event.message)  # every warning reaches --json and the report
-        forward(event)
-
-    events = sink
+    events = _collecting(events, warnings)
     try:
         with backend.open(connect, events) as session:
             info = session.info
@@ -579,29 +601,32 @@ def backup(
     saved = []
     inputs = [src for t in targets if t.image is not None for src in t.image.sources]
     for target in targets:
-        for name, content in session.backup_files(target):
-            path = _free_name(directory, f"{stem}-{name}-{stamp}")
-            if name == target.name and len(content) == target.size:
-                # The whole region: restorable by `atflash restore`, which its record guides.
-                recovery.save(path, content, region_record(session, target, content), inputs=inputs)
+        for file in session.backup_files(target):
+            path = _free_name(directory, f"{stem}-{file.name}-{stamp}")
+            if file.address is not None:
+                # A whole region: restorable by `atflash restore`, which its record guides.
+                record = region_record(session, file.name, file.address, file.data)
+                recovery.save(path, file.data, record, inputs=inputs)
             else:
-                write_private(path, content, inputs=inputs)
+                write_private(path, file.data, inputs=inputs)
             saved.append(str(path))
             events(Event("backup", session.port, f"saved to {path}", partition=target.name))
     return saved
 
 
-def region_record(session: Session, target: Target, content: bytes) -> recovery.BackupRecord:
+def region_record(
+    session: Session, name: str, address: int, content: bytes
+) -> recovery.BackupRecord:
     """The record of a region's bytes on this board (mfg_nvs: whether it read as sound NVS)."""
     damaged = False
-    if target.name == MFG_NVS:
+    if name == MFG_NVS:
         try:
             parse_nvs(content, source=MFG_NVS)
         except FormatError:
             damaged = True
     return recovery.BackupRecord(
-        partition=target.name,
-        address=target.address,
+        partition=name,
+        address=address,
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
         time=recovery.now(),

@@ -22,7 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
 from atflash.backends.at.mfg import MfgTargets, module_store
-from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
+from atflash.backends.base import (
+    BackupFile,
+    BoardInfo,
+    Session,
+    Target,
+    find_partition,
+    select_plan,
+)
 from atflash.content import pki
 from atflash.errors import BackupMismatchError, FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
@@ -64,6 +71,7 @@ class AtSession(Session):
         self._events = events
         self._table: tuple[Partition, ...] | None = None
         self._seen: dict[str, bytes] = {}  # what a partition held before this session wrote it
+        self._nvs_saved = False  # a backup of this session holds the whole mfg_nvs already
         self.mfg = MfgTargets(client, self._progress)
 
     # -- the module's table -----------------------------------------------------------
@@ -171,8 +179,20 @@ class AtSession(Session):
             self._seen[target.name] = self._read(target.name, target.size)
         return self._seen[target.name]
 
-    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
-        return self.mfg.backup_files(target) if _nvs(target) else super().backup_files(target)
+    def backup_files(self, target: Target) -> list[BackupFile]:
+        """A PKI partition whole; a namespace as its items, and once mfg_nvs whole.
+
+        The items go back with ``write --via at``; the whole mfg_nvs, read
+        through AT+SYSFLASH, with ``restore`` (either path).
+        """
+        if not _nvs(target):
+            return super().backup_files(target)
+        files = [BackupFile(name, data) for name, data in self.mfg.backup_files(target)]
+        if not self._nvs_saved:
+            self._nvs_saved = True
+            store = device_partition(self.port, self._partitions(), MFG_NVS)
+            files.append(BackupFile(MFG_NVS, self._read(MFG_NVS, store.size), store.offset))
+        return files
 
     def holds(self, target: Target) -> bool:
         if _nvs(target):

@@ -76,6 +76,8 @@ class EsptoolSession(Session):
         self._nvs_before: dict[str, tuple[list[NvsItem], dict[str, tuple[bytes, ...]]]] = {}
         self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
+        self._nvs_raw = b""  # the board's mfg_nvs as read before writing (for the journal)
+        self._nvs_damaged = False  # it did not read as it is: cut short, or corrupt
 
     # -- the board's tables -------------------------------------------------------------
 
@@ -253,21 +255,25 @@ class EsptoolSession(Session):
         A damaged partition is refused (a device error naming page and
         entry); ``force`` keeps what still reads and says what was dropped.
         """
+        self._nvs_raw = raw
         journal = self._journal()
         pending = journal.pending() if journal is not None else None
-        if pending is not None and recovery.cut_copy(raw, pending.data):
+        if pending is not None and recovery.cut_copy(raw, pending[0].data, pending[1]):
+            meant = pending[0]
             message = (
-                f"{MFG_NVS} holds a write cut short on {pending.record.time}: completing it "
-                f"from its journal ({pending.path})"
+                f"{MFG_NVS} holds a write cut short on {meant.record.time}: completing it "
+                f"from its journal ({meant.path})"
             )
             events(Event("warning", self.port, message, partition=MFG_NVS))
-            return parse_nvs(pending.data, source=str(pending.path))
+            self._nvs_damaged = True
+            return parse_nvs(meant.data, source=str(meant.path))
         source = f"{self.port}: {MFG_NVS}"
         try:
             return parse_nvs(raw, source=source)
         except FormatError as exc:
             if not force:
                 raise DamagedStoreError(self.port, MFG_NVS, f"{exc.what}: {exc.problem}") from None
+        self._nvs_damaged = True
         salvaged = salvage_nvs(raw, source=source)
         for line in salvaged.dropped:
             events(Event("warning", self.port, f"{MFG_NVS} damaged (--force): {line}"))
@@ -307,6 +313,8 @@ class EsptoolSession(Session):
         return Target(name, address, data, payload=len(data))
 
     def _nvs_holds(self, target: Target) -> bool:
+        if self._nvs_damaged:
+            return False  # whatever its items say, the partition itself must be rewritten
         before, changes = self._nvs_before[target.name]
         for namespace, values in changes.items():
             if mfgnvs.credentials(before, namespace) != list(values):
@@ -326,7 +334,11 @@ class EsptoolSession(Session):
 
     def holds(self, target: Target) -> bool:
         if target.name in self._nvs_before:
-            return self._nvs_holds(target)  # same items, whatever the page layout
+            same = self._nvs_holds(target)  # same items, whatever the page layout
+            journal = self._journal()
+            if same and journal is not None:
+                journal.end()  # nothing left to complete
+            return same
         return self._digest(target) == hashlib.md5(target.data).hexdigest()
 
     def matches(self, target: Target) -> bool:
@@ -355,7 +367,7 @@ class EsptoolSession(Session):
         for target in targets:
             if target.name in self._nvs_before and journal is not None:
                 # Kept until verified: a write cut short is completed from it by the next run.
-                journal.begin(target.data, self._record(target))
+                journal.begin(target.data, self._nvs_raw, self._record(target))
         verified = self.board.write(
             [(span[0].address, b"".join(t.data for t in span)) for span in spans],
             FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
