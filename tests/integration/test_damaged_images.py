@@ -134,3 +134,59 @@ def test_build_image_refuses_a_cut_mfg_nvs(
     assert mfgnvs.credentials(items, "client_key") == [
         (pool / "0001" / "client_key.key").read_bytes()
     ]
+
+
+# -- build never writes through a symlink inside OUT ------------------------------------
+
+
+@pytest.fixture
+def pool(tmp_path: Path, credential_pool: Path) -> Path:
+    folder = tmp_path / "pool"
+    for name in ("0001", "0002"):
+        shutil.copytree(credential_pool / name, folder / name)
+    return folder
+
+
+def refused_before_output(result: Result, out: Path, *, existing: set[str]) -> str:
+    """Exit 2, one error line, and OUT holding just what it held before."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert {p.name for p in out.iterdir()} == existing
+    return result.output
+
+
+@posix_only
+def test_build_refuses_a_symlink_planted_at_a_device_folder(tmp_path: Path, pool: Path) -> None:
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    out.mkdir()
+    elsewhere.mkdir()
+    (out / "0001").symlink_to(elsewhere, target_is_directory=True)
+    result = run("build", "--chip", "esp32c3-3x", "--pool", pool, "-o", out)
+    said = refused_before_output(result, out, existing={"0001"})
+    assert "0001: is a symbolic link inside the output folder" in said
+    assert list(elsewhere.iterdir()) == []  # no key went through the link
+
+
+@posix_only
+def test_build_refuses_a_symlink_at_a_device_file(tmp_path: Path, pool: Path) -> None:
+    out = tmp_path / "out"
+    assert run("build", "--chip", "esp32c3-3x", "--pool", pool, "-o", out).exit_code == 0
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    target = out / "0002" / "mfg_nvs.bin"
+    target.unlink()
+    target.symlink_to(victim)
+    result = run("build", "--chip", "esp32c3-3x", "--pool", pool, "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "mfg_nvs.bin: is a symbolic link" in result.output
+    assert victim.read_text() == "not yours"
+
+
+def test_build_refuses_a_file_where_a_device_folder_goes(tmp_path: Path, pool: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "0002").write_text("in the way")
+    result = run("build", "--chip", "esp32c3-3x", "--pool", pool, "-o", out)
+    said = refused_before_output(result, out, existing={"0002"})
+    assert "0002: is in the way of a device's folder" in said
+    assert (out / "0002").read_text() == "in the way"
