@@ -185,6 +185,18 @@ def load_all(paths: Iterable[str | Path]) -> list[Backup]:
     return backups
 
 
+def recorded_partition(path: Path) -> str | None:
+    """The partition the backup record beside ``path`` names, if there is a readable one."""
+    meta = record_path(path)
+    if not meta.exists():
+        return None
+    try:
+        data = json.loads(read_bounded(meta, MAX_RECORD, "a backup record"))
+        return BackupRecord.from_json(data, str(meta)).partition
+    except (ValueError, InputError):
+        return None
+
+
 def newest(directory: Path, mac: str | None, partition: str) -> Path | None:
     """The newest sound backup of ``partition`` from board ``mac`` in ``directory``, if any."""
     if mac is None or not directory.is_dir():

@@ -586,7 +586,7 @@ def test_an_image_cut_at_any_page_boundary_is_refused_and_salvaged() -> None:
     assert used == 4
     for pages in range(1, used):
         cut = image[: pages * PAGE_SIZE] + b"\xff" * (8 - pages) * PAGE_SIZE
-        with pytest.raises(FormatError, match="no page is ACTIVE.*cut short"):
+        with pytest.raises(FormatError, match=r"no page is ACTIVE.*cut short"):
             parse_nvs(cut)
         saved = nvs.salvage_nvs(cut)
         assert FOUR_PAGES[0] in saved.items and FOUR_PAGES[-1] not in saved.items

@@ -272,7 +272,13 @@ class EsptoolSession(Session):
             return parse_nvs(raw, source=source)
         except FormatError as exc:
             if not force:
-                raise DamagedStoreError(self.port, MFG_NVS, f"{exc.what}: {exc.problem}") from None
+                raise DamagedStoreError(
+                    self.port,
+                    MFG_NVS,
+                    f"{exc.what}: {exc.problem}",
+                    hint=f"restore a backup of this board (atflash restore --port {self.port} "
+                    "BACKUP.bin)",
+                ) from None
         self._nvs_damaged = True
         salvaged = salvage_nvs(raw, source=source)
         for line in salvaged.dropped:
