@@ -326,3 +326,16 @@ def test_restore_over_at_puts_mfg_nvs_back_whole(raw: Path, tmp_path: Path) -> N
         assert restored.exit_code == 0, restored.output
         assert "restart the module" in restored.output
         assert sim.partition_bytes("mfg_nvs") == old
+
+
+def test_the_journal_files_are_backups_restore_takes(board: MockBoard, groups: list[str]) -> None:
+    before = on_board(board)
+    cut_write(board, groups, CUTS[1], backups=None)
+    journal = recovery.default_state_dir() / recovery.JOURNAL_FOLDER
+    stem = board.mac.replace(":", "") if board.mac else ""
+    undone = run("restore", "--port", board.url, *CONNECT, journal / f"{stem}-mfg_nvs.before.bin")
+    assert undone.exit_code == 0, undone.output
+    assert on_board(board) == before
+    done = run("restore", "--port", board.url, *CONNECT, journal / f"{stem}-mfg_nvs.bin")
+    assert done.exit_code == 0, done.output
+    holds(board, groups)
