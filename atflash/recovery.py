@@ -269,7 +269,7 @@ class Journal:
         """The board was verified: forget the pending image."""
         for path in (self.path, self.before_path):
             for name in (path, record_path(path)):
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # gone already, or never could be written
                     name.unlink()
 
 

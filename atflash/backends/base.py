@@ -381,10 +381,11 @@ def _with_recovery(
         else None
     )
     rebuild = "pass --force to rebuild the namespaces written, keeping what still reads"
+    command = f"atflash restore --port {session.port}"
     if saved is not None:
-        hint = f"restore its newest backup: atflash restore --port {session.port} {saved}; or {rebuild}"
+        hint = f"restore its newest backup: {command} {saved}; or {rebuild}"
     else:
-        hint = f"restore a backup of this board (atflash restore --port {session.port} BACKUP.bin), or {rebuild}"
+        hint = f"restore a backup of this board ({command} BACKUP.bin), or {rebuild}"
     return DamagedStoreError(
         exc.port, exc.partition, exc.problem, hint=hint + "; nothing was written"
     )

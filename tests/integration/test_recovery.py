@@ -339,3 +339,16 @@ def test_the_journal_files_are_backups_restore_takes(board: MockBoard, groups: l
     done = run("restore", "--port", board.url, *CONNECT, journal / f"{stem}-mfg_nvs.bin")
     assert done.exit_code == 0, done.output
     holds(board, groups)
+
+
+def test_a_journal_that_cannot_be_kept_is_a_warning_not_a_failure(
+    board: MockBoard, groups: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("ATFLASH_STATE_DIR", str(blocked))
+    result = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "--json", *groups)
+    assert result.exit_code == 0, result.output
+    (warning,) = [w for w in json.loads(result.stdout)["warnings"] if "no journal kept" in w]
+    assert "atflash restore" in warning
+    holds(board, groups)

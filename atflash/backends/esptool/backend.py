@@ -38,6 +38,7 @@ from atflash.errors import (
     FirmwareError,
     FormatError,
     ImageTooBigError,
+    InputError,
     Overflow,
     TableMismatchError,
     VerifyError,
@@ -78,6 +79,7 @@ class EsptoolSession(Session):
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
         self._nvs_raw = b""  # the board's mfg_nvs as read before writing (for the journal)
         self._nvs_damaged = False  # it did not read as it is: cut short, or corrupt
+        self._events: EventSink = lambda _e: None  # the write flow's, once placing began
 
     # -- the board's tables -------------------------------------------------------------
 
@@ -256,6 +258,7 @@ class EsptoolSession(Session):
         entry); ``force`` keeps what still reads and says what was dropped.
         """
         self._nvs_raw = raw
+        self._events = events
         journal = self._journal()
         pending = journal.pending() if journal is not None else None
         if pending is not None and recovery.cut_copy(raw, pending[0].data, pending[1]):
@@ -373,7 +376,14 @@ class EsptoolSession(Session):
         for target in targets:
             if target.name in self._nvs_before and journal is not None:
                 # Kept until verified: a write cut short is completed from it by the next run.
-                journal.begin(target.data, self._nvs_raw, self._record(target))
+                try:
+                    journal.begin(target.data, self._nvs_raw, self._record(target))
+                except InputError as exc:  # a safety net, not a reason to leave the board as it is
+                    message = (
+                        f"no journal kept ({exc}): a write cut short would need "
+                        "'atflash restore' or --force to repair"
+                    )
+                    self._events(Event("warning", self.port, message, partition=target.name))
         verified = self.board.write(
             [(span[0].address, b"".join(t.data for t in span)) for span in spans],
             FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
