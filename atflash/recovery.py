@@ -138,8 +138,9 @@ def load(path: str | Path) -> Backup:
         raise FileInputError(
             path,
             f"has no backup record ({meta.name} beside it), so where it goes is not known",
-            hint="restore takes backups made with --backup by this atflash; write an older "
-            "2.x backup back with 'atflash write PARTITION FILE'",
+            hint="restore takes the backups --backup saves whole, with their record; a 2.x "
+            "partition backup or an AT namespace file (<ns>.<n>) goes back with "
+            "'atflash write PARTITION FILE...'",
         )
     try:
         record = BackupRecord.from_json(

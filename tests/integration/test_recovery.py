@@ -224,9 +224,10 @@ def test_read_and_write_of_a_damaged_board_are_both_device_errors(
     assert "mfg_nvs on the board is damaged: NVS page 0 entry" in read.output
     assert dump.read_bytes() == bytes(image)  # the dump is kept: it is the evidence
     cert = raw / "client_cert" / "client_cert_00.crt"
-    write = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "client_cert", cert)
-    assert write.exit_code == 3, write.output
-    assert "mfg_nvs on the board is damaged: NVS page 0 entry" in write.output
+    for command in ("write", "verify"):
+        done = run(command, "--chip", "esp32", "--port", board.url, *CONNECT, "client_cert", cert)
+        assert done.exit_code == 3, done.output
+        assert "mfg_nvs on the board is damaged: NVS page 0 entry 1" in done.output
 
 
 # -- restore: every store, both paths, and its refusals ------------------------------------
