@@ -283,7 +283,8 @@ def _read_page(
     states = [EntryState((bitmap >> (2 * i)) & 0b11) for i in range(ENTRIES_PER_PAGE)]
     entries: list[_Entry] = []
     index = 0
-    bad_run = 0  # consecutive entries dropped: one note for the run, not one per entry
+    # Salvaging: consecutive bad entries (a value's span read as entries) are one note.
+    bad: tuple[FormatError, int] | None = None
     while index < ENTRIES_PER_PAGE:
         entry_state = states[index]
         if entry_state == EntryState.EMPTY and state == PageState.ACTIVE:
@@ -298,25 +299,26 @@ def _read_page(
                 raise FormatError(where, "illegal entry state 0b01", offset=offset, source=source)
             entry = _read_entry(image, offset, where, states, index, source)
         except FormatError as exc:
-            if not bad_run:
-                _note(exc, dropped, "the entry dropped")
-            bad_run += 1
+            if dropped is None:
+                raise
+            bad = (bad[0], bad[1] + 1) if bad else (exc, 1)
             index += 1
             continue
-        _end_run(dropped, bad_run)
-        bad_run = 0
+        _note_run(bad, dropped)
+        bad = None
         entries.append(entry)
         index += entry.span
-    _end_run(dropped, bad_run)
+    _note_run(bad, dropped)
     return seq, state, entries
 
 
-def _end_run(dropped: list[str] | None, run: int) -> None:
-    """A run of dropped entries is one note: the first entry's problem, and how many followed."""
-    if dropped and run > 1:
-        dropped[-1] = dropped[-1].replace(
-            "(the entry dropped)", f"(the entry and the {run - 1} after it dropped)"
-        )
+def _note_run(bad: tuple[FormatError, int] | None, dropped: list[str] | None) -> None:
+    """A run of dropped entries as one note: the first entry's problem, and how many followed."""
+    if bad is None or dropped is None:
+        return
+    exc, count = bad
+    after = f" and the {count - 1} after it" if count > 1 else ""
+    dropped.append(f"{exc.what}: {exc.problem} (the entry{after} dropped)")
 
 
 def _read_entry(
