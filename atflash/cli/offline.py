@@ -239,8 +239,8 @@ def build(
         return
     if image_path or table_offset is not None or force:
         raise InputError(
-            "--image, --partition-table-offset and --force build one image per device: give --manifest "
-            "or --pool",
+            "--image, --partition-table-offset and --force are for one image per device: "
+            "give --manifest or --pool",
             hint="for one factory image, use 'atflash patch-image'",
         )
     if not groups:
