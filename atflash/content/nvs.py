@@ -205,20 +205,23 @@ def _parse(image: bytes, source: str, dropped: list[str] | None) -> list[NvsItem
             source=source,
         )
     pages: list[tuple[int, int, list[_Entry]]] = []
+    erased = 0
     for number in range(len(image) // PAGE_SIZE):
         try:
             page = _read_page(image, number, source, dropped)
         except FormatError as exc:
             _note(exc, dropped, "the page dropped")
             continue
-        if page is not None:
+        if page is None:
+            erased += 1
+        else:
             pages.append(page)
     # Sorted by sequence number: ESP-IDF starts each new page at the next
     # number, so this is the order things were written in, whatever the
     # physical order. The sort is stable, so equal numbers keep flash order.
     pages.sort(key=lambda page: page[0])
     try:
-        _check_complete(pages, source)
+        _check_complete(pages, erased, source)
     except FormatError as exc:
         _note(exc, dropped, "what the missing pages held is lost")
     return _assemble(
@@ -233,18 +236,25 @@ def _note(exc: FormatError, dropped: list[str] | None, consequence: str) -> None
     dropped.append(f"{exc.what}: {exc.problem} ({consequence})")
 
 
-def _check_complete(pages: list[tuple[int, int, list[_Entry]]], source: str) -> None:
+def _check_complete(pages: list[tuple[int, int, list[_Entry]]], erased: int, source: str) -> None:
     """Refuse used pages that end on a FULL page with no ACTIVE page: the image was cut short.
 
-    ESP-IDF always has one ACTIVE page to write into, and a generator marks
-    its last used page ACTIVE; a page only becomes FULL once a later page
-    exists. So without an ACTIVE page, the pages after the last FULL one
-    are missing, not erased.
+    ESP-IDF always has one ACTIVE page to write into; a page only becomes
+    FULL once a later page exists. Generators differ: the PyPI one leaves
+    its last used page ACTIVE and the rest erased; the one bundled with
+    esp-at's ``at.py`` (and older ESP-IDF ones) initialise every page but
+    the reserved last one, each FULL, so no page is ACTIVE but only one is
+    erased, and the last pages written hold no entry. So: a last page
+    (in write order) that is FULL and holds entries, no ACTIVE page, and
+    more than the one reserved page erased means the pages after it are
+    missing, not erased.
     """
     states = [state for _seq, state, _entries in pages]
     if PageState.CORRUPT in states:
         return  # ESP-IDF managed this partition and abandoned a page: its bookkeeping, not a cut
     if not states or PageState.ACTIVE in states or states[-1] != PageState.FULL:
+        return
+    if erased <= RESERVED_PAGES or not pages[-1][2]:
         return
     raise FormatError(
         "NVS",

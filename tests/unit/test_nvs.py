@@ -614,6 +614,20 @@ def test_a_mid_page_cut_names_page_and_entry_and_salvage_keeps_the_rest() -> Non
     assert len(saved.dropped) <= 4
 
 
+def test_at_py_images_with_every_page_full_are_not_cut() -> None:
+    """esp-at's at.py generator: every page but the reserved last one initialised FULL, none ACTIVE."""
+    image = build_nvs(FOUR_PAGES, 8 * PAGE_SIZE)
+    image = set_page_header(image, 3, state=PageState.FULL, seq=3, version=0xFE)
+    for page in range(4, 7):
+        image = set_page_header(image, page, state=PageState.FULL, seq=page, version=0xFE)
+    assert parse_nvs(image) == FOUR_PAGES
+    for pages in range(5, 8):  # cut inside its empty FULL pages: nothing lost, and it shows
+        assert parse_nvs(image[: pages * PAGE_SIZE] + b"\xff" * (8 - pages) * PAGE_SIZE)
+    # Cut right after its last entries, it looks as a cut does (and is taken as one).
+    with pytest.raises(FormatError, match="cut short"):
+        parse_nvs(image[: 2 * PAGE_SIZE] + b"\xff" * 6 * PAGE_SIZE)
+
+
 def test_salvage_of_an_intact_image_drops_nothing() -> None:
     image = build_nvs(FOUR_PAGES, 8 * PAGE_SIZE)
     assert nvs.salvage_nvs(image) == nvs.Salvaged(FOUR_PAGES, [])
