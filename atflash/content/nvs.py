@@ -36,11 +36,12 @@ update, a page being freed), the newer copy (higher page sequence number,
 then later entry) wins; blob data chunks no index refers to are ignored.
 
 A partition that was cut short is refused too, by what NVS itself records:
-ESP-IDF always keeps one page ACTIVE (the one it writes into), and so does
-every generator, so used pages that end on a FULL page with no ACTIVE page
-anywhere are the head of a longer partition whose tail is missing (a write
-interrupted at a page boundary, a truncated file), not a partition with an
-erased tail. :func:`salvage_nvs` reads a damaged partition anyway, keeping
+ESP-IDF always keeps one page ACTIVE (the one it writes into), and
+generators leave their last page ACTIVE or initialise every page, so used
+pages that end on a FULL page holding entries, with no ACTIVE page and
+more than the reserved page erased, are the head of a longer partition
+whose tail is missing (a write interrupted at a page boundary, a truncated
+file), not a partition with an erased tail (see ``_check_complete``). :func:`salvage_nvs` reads a damaged partition anyway, keeping
 what still parses and naming what it dropped, for an explicit ``--force``.
 """
 
