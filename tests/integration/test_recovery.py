@@ -353,3 +353,24 @@ def test_a_journal_that_cannot_be_kept_is_a_warning_not_a_failure(
     (warning,) = [w for w in json.loads(result.stdout)["warnings"] if "no journal kept" in w]
     assert "atflash restore" in warning
     holds(board, groups)
+
+
+def test_at_namespace_backups_go_back_with_write(raw: Path, tmp_path: Path) -> None:
+    """The per-credential files a 3.1+ backup over AT saves: `write --via at` puts them back."""
+    backups = tmp_path / "backups"
+    certs = sorted((raw / "client_cert").iterdir())
+    with AtSimulator(find_profile("esp32c3"), firmware="3.x") as sim:
+        port = sim.start_tcp()
+        first = run("write", "--via", "at", "--port", port, "client_cert", *certs)
+        assert first.exit_code == 0, first.output
+        second = run("write", "--via", "at", "--port", port, "--backup", backups,
+                     "client_cert", raw / "client_ca" / "client_ca_00.crt")  # fmt: skip
+        assert second.exit_code == 0, second.output
+        saved = sorted(backups.glob("*-client_cert.*-*.bin"))
+        assert len(saved) == 2 and not recovery.record_path(saved[0]).exists()
+        back = run("write", "--via", "at", "--port", port, "client_cert", *saved)
+        assert back.exit_code == 0, back.output
+        items = sim.mfg_items()
+        assert mfgnvs.credentials(items, "client_cert") == [c.read_bytes() for c in certs]
+        refused = run("restore", "--via", "at", "--port", port, saved[0])
+        assert refused.exit_code == 2 and "goes back with 'atflash write" in refused.output
