@@ -313,9 +313,12 @@ def restore(
     backend, link = link_settings(ctx, params)
     port = one_port(port, backend.name)
     loaded = recovery.load_all(expand(backups))
-    result = base.restore_board(
-        backend.load(), backend.connect_options(port, link), loaded, force=force
-    )
+    view = batchopts.view_for([port], single=True, as_json=as_json)  # progress on a terminal
+    view.title = "atflash restore"
+    with view:
+        result = base.restore_board(
+            backend.load(), backend.connect_options(port, link), loaded, force=force, events=view
+        )
     if as_json:
         echo_json(result.to_json())
     else:
