@@ -374,3 +374,25 @@ def test_at_namespace_backups_go_back_with_write(raw: Path, tmp_path: Path) -> N
         assert mfgnvs.credentials(items, "client_cert") == [c.read_bytes() for c in certs]
         refused = run("restore", "--via", "at", "--port", port, saved[0])
         assert refused.exit_code == 2 and "goes back with 'atflash write" in refused.output
+
+
+def test_a_cut_write_as_a_real_rom_leaves_it_is_completed_too(
+    board: MockBoard, groups: list[str]
+) -> None:
+    """A real ROM loader erases the region before writing: the cut leaves erased flash behind.
+
+    The mock writes over old bytes without erasing, so the test erases
+    what the cut did not reach, as the chip would have.
+    """
+    cut_write(board, groups, CUTS[1], backups=None)
+    stem = board.mac.replace(":", "") if board.mac else ""
+    meant = (
+        recovery.default_state_dir() / recovery.JOURNAL_FOLDER / f"{stem}-mfg_nvs.bin"
+    ).read_bytes()
+    now = on_board(board)
+    reached = next(i for i, (a, b) in enumerate(zip(now, meant, strict=True)) if a != b)
+    preload(board, STORE.offset + reached, b"\xff" * (STORE.size - reached))
+    again = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *groups)
+    assert again.exit_code == 0, again.output
+    assert "completing it from its journal" in again.output
+    holds(board, groups)
