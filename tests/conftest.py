@@ -85,3 +85,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """atflash's journal of whole-mfg_nvs writes goes to a fresh folder, never the user's own."""
+    folder = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("ATFLASH_STATE_DIR", str(folder))
+    return folder

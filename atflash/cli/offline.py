@@ -41,7 +41,7 @@ from atflash.planning.plan import (
 
 if TYPE_CHECKING:
     from atflash.factory.devices import BuildSpec
-    from atflash.factory.images import NvsBase
+    from atflash.factory.images import FactoryImage, NvsBase
 
 ITEM_TYPES = tuple(pki.TYPE_CODES)
 
@@ -190,6 +190,12 @@ _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
     help="Worker processes for per-device images (default: none, one per CPU from 5,000 "
     "devices; writing files, not CPU, bounds smaller runs).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take an image whose mfg_nvs is damaged or cut short as it is: what still reads is "
+    "kept, what is dropped is listed.",
+)
 @json_option
 @click.argument("groups", nargs=-1, metavar="[PARTITION FILE...]...")
 def build(
@@ -206,6 +212,7 @@ def build(
     image_path: str | None,
     table_offset: int | None,
     jobs: int | None,
+    force: bool,
     groups: tuple[str, ...],
 ) -> None:
     """Build one image per partition, padded to its size, checked to fit.
@@ -225,15 +232,15 @@ def build(
     if manifest or pool_path:
         _build_devices(
             _DeviceRun(chip, profile_path, out_dir, options, factory_param, manifest, pool_path,
-                       image_path, table_offset, jobs),
+                       image_path, table_offset, jobs, force),
             groups,
             as_json=as_json,
         )  # fmt: skip
         return
-    if image_path or table_offset is not None:
+    if image_path or table_offset is not None or force:
         raise InputError(
-            "--image and --partition-table-offset build one image per device: give --manifest "
-            "or --pool",
+            "--image, --partition-table-offset and --force are for one image per device: "
+            "give --manifest or --pool",
             hint="for one factory image, use 'atflash patch-image'",
         )
     if not groups:
@@ -382,6 +389,7 @@ class _DeviceRun:
     image_path: str | None
     table_offset: int | None
     jobs: int | None
+    force: bool = False
 
 
 def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -> None:
@@ -447,17 +455,30 @@ def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
             raise InputError("--no-pad does not go with --image: an image holds whole partitions")
         base = resolve_profile(run.chip, run.profile_path) if run.chip or run.profile_path else None
         image = images.read_factory_image(
-            run.image_path, table_offset=run.table_offset or DEFAULT_TABLE_OFFSET, base=base
+            run.image_path,
+            table_offset=run.table_offset or DEFAULT_TABLE_OFFSET,
+            base=base,
+            force=run.force,
         )
+        _echo_damage(image)
         return BuildSpec(image.profile, run.options, image=image), [*inputs, run.image_path]
-    if run.table_offset is not None:
-        raise InputError("--partition-table-offset is for --image: where the image's table is")
+    if run.table_offset is not None or run.force:
+        raise InputError(
+            "--partition-table-offset and --force are for --image: where the image's table is, "
+            "and taking its damaged mfg_nvs"
+        )
     profile = resolve_profile(run.chip, run.profile_path)
     if profile.store != "mfg_nvs":
         _refuse_factory_param(run.factory_param, profile)
         return BuildSpec(profile, run.options), inputs
     base_items, source = _nvs_base(profile, run.factory_param, run.options)
     return BuildSpec(profile, run.options, base=base_items), [*inputs, *source]
+
+
+def _echo_damage(image: FactoryImage) -> None:
+    """What --force dropped from a damaged mfg_nvs, once for the whole run."""
+    for line in image.damage:
+        click.echo(f"warning: {image.source}: {MFG_NVS} damaged, kept what reads: {line}", err=True)
 
 
 @cli.command("patch-image")
@@ -467,6 +488,12 @@ def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
     "--partition-table-offset", "table_offset", type=FLASH_OFFSET, default=DEFAULT_TABLE_OFFSET,
     help=_TABLE_OFFSET_HELP,
 )  # fmt: skip
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take an image whose mfg_nvs is damaged or cut short as it is: what still reads is "
+    "kept, what is dropped is listed.",
+)
 @no_pair_check_option
 @no_key_type_check_option
 @json_option
@@ -481,6 +508,7 @@ def patch_image(
     table_offset: int,
     no_pair_check: bool,
     no_key_type_check: bool,
+    force: bool,
     as_json: bool,
     image_path: str,
     groups: tuple[str, ...],
@@ -498,7 +526,7 @@ def patch_image(
     from atflash.factory import images
 
     base = resolve_profile(chip, profile_path) if chip or profile_path else None
-    image = images.read_factory_image(image_path, table_offset=table_offset, base=base)
+    image = images.read_factory_image(image_path, table_offset=table_offset, base=base, force=force)
     requests = parse_groups(groups, request_names([image.profile]))
     options = PlanOptions(pair_check=not no_pair_check, key_type_check=not no_key_type_check)
     plan = images.plan_for_image(image, requests, options=options)

@@ -583,6 +583,7 @@ def test_a_pool_index_inside_out_is_not_overwritten(tmp_path: Path, credential_p
     ("extra", "says"),
     [
         (["--image", "x.bin"], "--manifest"),
+        (["--force"], "--manifest"),
         (["--pool", "p", "--manifest", "m"], "not both"),
     ],
 )
