@@ -112,6 +112,9 @@ def parse_bin(path: str, out_dir: str, as_json: bool) -> None:
             for item, name in placed
         ]  # fmt: skip
         echo_json({"source": path, "files": files})
+    if term.quiet() and not as_json:
+        click.echo(f"{path}: {len(placed)} item(s) extracted to {out_dir}")
+        return
     for target, data in outputs.items():
         if not as_json:
             click.echo(f"{target}: {len(data)} bytes")
@@ -279,6 +282,10 @@ def build(
             }
         )
         return
+    if term.quiet():
+        names = ", ".join(img.partition.name for img in plan.images)
+        click.echo(f"{out_dir}: {len(plan.images)} image(s) for {profile.name}: {names}")
+        return
     for img in plan.images:
         render.echo_image_line(img, Path(out_dir) / f"{img.partition.name}.bin")
 
@@ -312,7 +319,7 @@ def _build_mfg_nvs(
     secret = images.holds_private_key(plan)
     write_outputs({target: data}, private=lambda _p: secret, inputs=[*inputs, *source])
     store = profile.partition(MFG_NVS)
-    if base.dropped:
+    if base.dropped and not term.quiet():
         click.echo(
             f"note: credential namespaces of {base.source} left out: {', '.join(base.dropped)} "
             "(only the credentials given go into a build)",
@@ -507,7 +514,8 @@ def patch_image(
     inputs = [image_path, *(f for req in requests for f in req.files)]
     inputs += [profile_path] if profile_path else []
     write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
-    for warning in patched.warnings:
+    quiet = term.quiet()
+    for warning in () if quiet else patched.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
         echo_json(
@@ -525,7 +533,7 @@ def patch_image(
             }
         )  # fmt: skip
         return
-    for region in patched.regions:
+    for region in () if quiet else patched.regions:
         part = region.partition
         click.echo(f"{output}: {part.name} @ {part.span} replaced ({', '.join(region.covers)})")
     grown = f", grown by {patched.grown} bytes of erased flash" if patched.grown else ""

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
 from atflash.events import Event
 from atflash.layout.profiles import builtin_profiles, find_profile
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
-from atflash.sim.flash import board_flash
+from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, distinct_mac, start_mock
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
@@ -194,6 +195,66 @@ def test_verbose_shows_each_step_by_partition_and_quiet_only_the_summary(
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stderr == ""
     assert "2 board(s)" in quiet.stdout
+
+
+def test_quiet_one_board_is_one_line_ok_or_failed(board: MockBoard, raw: Path) -> None:
+    written = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *files(raw), "-q")
+    assert written.exit_code == 0, written.output
+    assert written.stderr == ""
+    assert re.fullmatch(r"OK in \d+\.\d s\n", written.stdout), written.stdout
+    # A mismatch has no error of its own: the one line names what differs.
+    other = run("-q", "verify", "--chip", "esp32", "--port", board.url, *CONNECT, *files(raw, "01"))
+    assert other.exit_code == EXIT_MISMATCH, other.output
+    assert other.stderr == ""
+    assert re.fullmatch(
+        r"FAILED in \d+\.\d s: client_cert differs, client_key differs\n", other.stdout
+    ), other.stdout
+
+
+def test_quiet_batch_prints_failed_boards_and_the_count_line(
+    board: MockBoard, dead_port: str, raw: Path
+) -> None:
+    result = run("write", "--chip", "esp32", "--port", board.url, "--port", dead_port,
+                 *CONNECT, *files(raw), "-q")  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    assert result.stderr == ""
+    failed, count = result.stdout.splitlines()  # no table
+    assert failed.startswith(f"{dead_port}: failed: ")
+    assert re.fullmatch(r"2 board\(s\) in \d+\.\d s: 1 ok, 1 failed, 0 skipped", count), count
+
+
+def test_quiet_offline_commands_print_their_one_summary_line(
+    board: MockBoard, raw: Path, tmp_path: Path, credential_pool: Path
+) -> None:
+    cert, ca = raw / "client_cert" / "client_cert_00.crt", raw / "client_ca" / "client_ca_00.crt"
+    image = tmp_path / "factory.bin"
+    image.write_bytes(flash_image(board_flash("esp32"), 4 * 1024 * 1024))
+    bench = tmp_path / "bench.toml"
+    bench.write_text(f'chip = "esp32"\n[partitions]\nclient_cert = "{cert}"\n')
+    pool = tmp_path / "pool"
+    for name in ("0001", "0002", "0003"):
+        shutil.copytree(credential_pool / name, pool / name)
+    out = tmp_path / "out"
+    commands = {
+        "build": ["build", "--chip", "esp32", "-o", out, "client_cert", cert, "client_ca", ca],
+        "generate-bin": ["generate-bin", "-b", out / "ca.bin", "ca", ca, "cert", cert],
+        "parse-bin": ["parse-bin", "-b", out / "ca.bin", "-o", out / "items"],
+        "patch-image": ["patch-image", image, "-o", out / "p.bin", "client_cert", cert,
+                        "client_ca", ca],
+        "check": ["check", "--config", bench],
+        "pool check": ["pool", "check", pool, "--chip", "esp32"],
+        "read -o": ["read", "--chip", "esp32", "--port", board.url, *CONNECT,
+                    "-o", out / "dump.bin", "client_ca"],
+        "build --pool": ["build", "--chip", "esp32", "--pool", pool,
+                         "-o", out / "devices"],
+    }  # fmt: skip
+    for name, args in commands.items():
+        loud = run(*map(str, args))
+        quiet = run(*map(str, args), "-q")
+        assert quiet.exit_code == 0 == loud.exit_code, (name, quiet.output)
+        assert quiet.stderr == "", (name, quiet.stderr)
+        assert len(quiet.stdout.splitlines()) == 1, (name, quiet.stdout)
+        assert len(loud.output.splitlines()) > 1 or name.startswith(("generate", "pool")), name
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
