@@ -550,9 +550,11 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
     """Show what a PKI bin, partition dump or credential file holds.
 
     Certificates: subject, issuer, validity, key type. Keys: type and whether
-    encrypted. Key material is never shown. A file that cannot be read is
-    an error line (a JSON error object with --json); the others are still
-    shown, and the exit code is that of the first error.
+    encrypted. Key material is never shown. A file that cannot be read or
+    is malformed (empty, a damaged PEM block or DER object, a bin or NVS
+    image that breaks its format, none of these kinds) is an error line (a
+    JSON error object with --json); the others are still shown, and the
+    exit code is that of the first error.
     """
     shown: list[dict[str, Any]] = []
     first_error: AtflashError | None = None
@@ -560,7 +562,7 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
         try:
             for path in expand([argument]):
                 report = inspect_bytes(
-                    pki.read_bin_file(path), source=path, expiring_days=expiring_days
+                    pki.read_bin_file(path), source=path, expiring_days=expiring_days, strict=True
                 )
                 if as_json:
                     shown.append(report.to_json())

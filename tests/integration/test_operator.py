@@ -22,12 +22,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 
 from atflash.cli import cli
 from atflash.cli.app import COMMANDS
 from atflash.cli.live import BatchView, layout_of, summary_table
 from atflash.cli.render import profiles_table
+from atflash.content import pki
+from atflash.content.nvs import NvsItem, build_nvs
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
 from atflash.events import Event
 from atflash.layout.profiles import builtin_profiles, find_profile
@@ -416,6 +421,68 @@ def test_inspect_shows_every_good_file_and_one_line_per_bad_one(raw: Path, tmp_p
     shown = json.loads(as_json.stdout)
     assert [entry.get("source") for entry in shown] == [good[0], str(bad), good[1]]
     assert shown[1]["exit_code"] == EXIT_USER_ERROR and "error" in shown[1]
+
+
+def _inspect_inputs(raw: Path) -> dict[str, bytes]:
+    """Files inspect must refuse (malformed) and files it must show (genuinely inspectable)."""
+    cert_pem = (raw / "client_cert" / "client_cert_00.crt").read_bytes()
+    cert_der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    key = ec.generate_private_key(ec.SECP256R1())
+    nvs_image = bytearray(build_nvs([NvsItem("client_cert", "cert.0", "binary", cert_pem)], 0x3000))
+    bad_header, bad_entry = bytearray(nvs_image), bytearray(nvs_image)
+    bad_header[8] ^= 1  # inside the first page header's CRC span
+    bad_entry[64 + 40] ^= 1  # inside the first entry's CRC span
+    bin_ = pki.build([("cert", cert_pem, None)])
+    return {
+        # malformed: one error line each
+        "empty.crt": b"",
+        "unknown-block.pem": b"-----BEGIN FOO-----\nYWJj\n-----END FOO-----\n",
+        "truncated.pem": cert_pem[:600],
+        "truncated.der": cert_der[:300],
+        "notes.txt": b"not a certificate\n",
+        "bad-header.bin": b"\xf1\xf1\x02\x00\xff\xff\x00\x00",
+        "bad-header-crc.nvs": bytes(bad_header),
+        "bad-entry-crc.nvs": bytes(bad_entry),
+        # inspectable: shown, exit 0
+        "cert.der": cert_der,
+        "public.pem": key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "encrypted.key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        ),
+        "damaged-item.bin": pki.build([("cert", b"not a certificate", None)]),  # a WARNING
+        "good.bin": bin_,
+        "mfg_nvs.bin": bytes(nvs_image),
+    }
+
+
+INSPECT_MALFORMED = ["empty.crt", "unknown-block.pem", "truncated.pem", "truncated.der",
+                     "notes.txt", "bad-header.bin", "bad-header-crc.nvs", "bad-entry-crc.nvs"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", INSPECT_MALFORMED)
+def test_inspect_refuses_a_malformed_file_and_still_shows_the_others(
+    raw: Path, tmp_path: Path, name: str
+) -> None:
+    inputs = _inspect_inputs(raw)
+    for file_name, data in inputs.items():
+        (tmp_path / file_name).write_bytes(data)
+    good = [str(tmp_path / n) for n in inputs if n not in INSPECT_MALFORMED]
+    bad = str(tmp_path / name)
+    result = CliRunner().invoke(cli, ["inspect", good[0], bad, *good[1:]])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"atflash: error: {bad}: ")
+    assert "unknown content" not in line
+    for path in good:
+        assert f"{path}: " in result.stdout
+    alone = CliRunner().invoke(cli, ["inspect", *good])
+    assert alone.exit_code == 0, alone.output
+    assert alone.stderr == ""
+    assert "WARNING  stored as cert but holds an unknown object" in alone.stdout
 
 
 def test_a_user_error_with_json_is_a_json_object_on_stdout(raw: Path, tmp_path: Path) -> None:
