@@ -341,11 +341,20 @@ def test_pairing_never_leaks_other_errors(pairs: list[tuple[bytes, bytes]]) -> N
 
 
 @FAST
-@given(st.binary(max_size=200))
-def test_inspect_random_bytes(data: bytes) -> None:
-    result = only_atflash_errors(lambda: inspect.inspect_bytes(data, source="fuzz"))
+@given(st.binary(max_size=200), st.booleans())
+def test_inspect_random_bytes(data: bytes, strict: bool) -> None:
+    result = only_atflash_errors(lambda: inspect.inspect_bytes(data, source="fuzz", strict=strict))
     if isinstance(result, inspect.InspectReport):
         result.to_json()
+
+
+@FAST
+@given(mutated(CERT) | mutated(KEY) | mutated(CA))
+def test_inspect_strict_mutated_credential_files(data: bytes) -> None:
+    """A named file: described, or refused in one line; read (not strict) never refuses it."""
+    only_atflash_errors(lambda: inspect.inspect_bytes(data, source="fuzz", strict=True))
+    if not pki.is_pki_bin(data):
+        inspect.inspect_bytes(data, source="fuzz")
 
 
 @SLOW
