@@ -21,7 +21,7 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -39,15 +39,12 @@ from atflash.layout.profiles import builtin_profiles, find_profile
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
 from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, distinct_mac, start_mock
+from tests.support.cli import run
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 TERMINAL_TIMEOUT = 90.0
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
 _COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7]|4[0-8])[;m]")
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def files(raw: Path, n: str = "00") -> list[str]:
@@ -472,14 +469,14 @@ def test_inspect_refuses_a_malformed_file_and_still_shows_the_others(
         (tmp_path / file_name).write_bytes(data)
     good = [str(tmp_path / n) for n in inputs if n not in INSPECT_MALFORMED]
     bad = str(tmp_path / name)
-    result = CliRunner().invoke(cli, ["inspect", good[0], bad, *good[1:]])
+    result = run("inspect", good[0], bad, *good[1:])
     assert result.exit_code == EXIT_USER_ERROR, result.output
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"atflash: error: {bad}: ")
     assert "unknown content" not in line
     for path in good:
         assert f"{path}: " in result.stdout
-    alone = CliRunner().invoke(cli, ["inspect", *good])
+    alone = run("inspect", *good)
     assert alone.exit_code == 0, alone.output
     assert alone.stderr == ""
     assert "WARNING  stored as cert but holds an unknown object" in alone.stdout

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -25,13 +25,13 @@ from cryptography.x509.oid import NameOID
 from atflash.backends.base import new_result, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.cli import cli
 from atflash.content import creds, pki
 from atflash.content.describe import inspect_bytes
 from atflash.errors import EXIT_USER_ERROR, AtflashError
 from atflash.events import Event
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
+from tests.support.cli import run
 
 PROFILE = find_profile("esp32")
 NOW = datetime.now(timezone.utc)
@@ -150,10 +150,6 @@ def assert_clean(texts: Iterable[str | bytes], material: Material) -> None:
 
 
 # -- commands ------------------------------------------------------------------------------
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="atflash", catch_exceptions=False)
 
 
 def outputs(result: Result) -> list[bytes]:
