@@ -22,7 +22,7 @@ from atflash.backends import base, registry
 from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.batchrun import LINK_OPTIONS, delimiter_hint
-from atflash.cli import batchopts, render
+from atflash.cli import batchopts, render, term
 from atflash.cli.app import cli
 from atflash.cli.batchopts import batch_options
 from atflash.cli.common import (
@@ -278,6 +278,8 @@ def read(
         return
     if output:
         click.echo(f"{output}: {len(data)} bytes of {part.name} saved")
+        if term.quiet():  # the file is what was asked for; its content is one command away
+            return
     render.echo_inspect(report)
 
 

@@ -112,6 +112,9 @@ def parse_bin(path: str, out_dir: str, as_json: bool) -> None:
             for item, name in placed
         ]  # fmt: skip
         echo_json({"source": path, "files": files})
+    if term.quiet() and not as_json:
+        click.echo(f"{path}: {len(placed)} item(s) extracted to {out_dir}")
+        return
     for target, data in outputs.items():
         if not as_json:
             click.echo(f"{target}: {len(data)} bytes")
@@ -286,6 +289,10 @@ def build(
             }
         )
         return
+    if term.quiet():
+        names = ", ".join(img.partition.name for img in plan.images)
+        click.echo(f"{out_dir}: {len(plan.images)} image(s) for {profile.name}: {names}")
+        return
     for img in plan.images:
         render.echo_image_line(img, Path(out_dir) / f"{img.partition.name}.bin")
 
@@ -319,7 +326,7 @@ def _build_mfg_nvs(
     secret = images.holds_private_key(plan)
     write_outputs({target: data}, private=lambda _p: secret, inputs=[*inputs, *source])
     store = profile.partition(MFG_NVS)
-    if base.dropped:
+    if base.dropped and not term.quiet():
         click.echo(
             f"note: credential namespaces of {base.source} left out: {', '.join(base.dropped)} "
             "(only the credentials given go into a build)",
@@ -535,7 +542,8 @@ def patch_image(
     inputs = [image_path, *(f for req in requests for f in req.files)]
     inputs += [profile_path] if profile_path else []
     write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
-    for warning in patched.warnings:
+    quiet = term.quiet()
+    for warning in () if quiet else patched.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
         echo_json(
@@ -553,7 +561,7 @@ def patch_image(
             }
         )  # fmt: skip
         return
-    for region in patched.regions:
+    for region in () if quiet else patched.regions:
         part = region.partition
         click.echo(f"{output}: {part.name} @ {part.span} replaced ({', '.join(region.covers)})")
     grown = f", grown by {patched.grown} bytes of erased flash" if patched.grown else ""
@@ -570,9 +578,11 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
     """Show what a PKI bin, partition dump or credential file holds.
 
     Certificates: subject, issuer, validity, key type. Keys: type and whether
-    encrypted. Key material is never shown. A file that cannot be read is
-    an error line (a JSON error object with --json); the others are still
-    shown, and the exit code is that of the first error.
+    encrypted. Key material is never shown. A file that cannot be read or
+    is malformed (empty, a damaged PEM block or DER object, a bin or NVS
+    image that breaks its format, none of these kinds) is an error line (a
+    JSON error object with --json); the others are still shown, and the
+    exit code is that of the first error.
     """
     shown: list[dict[str, Any]] = []
     first_error: AtflashError | None = None
@@ -580,7 +590,7 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
         try:
             for path in expand([argument]):
                 report = inspect_bytes(
-                    pki.read_bin_file(path), source=path, expiring_days=expiring_days
+                    pki.read_bin_file(path), source=path, expiring_days=expiring_days, strict=True
                 )
                 if as_json:
                     shown.append(report.to_json())

@@ -266,7 +266,7 @@ def read_index(out_dir: Path) -> dict[str, IndexRow]:
     something else, and writing ours would destroy it.
     """
     path = out_dir / INDEX_NAME
-    if not path.exists():
+    if not os.path.exists(path):  # never raises, unlike Path.exists (a name too long)
         return {}
     not_ours = f"not an atflash build index (its header is not {','.join(INDEX_COLUMNS)})"
     try:
@@ -502,7 +502,7 @@ def build_devices(
         _check_output_path(out, name)
     report = progress or (lambda _done, _total: None)
     report(0, len(devices))
-    created = not out.exists()
+    created = not os.path.exists(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))

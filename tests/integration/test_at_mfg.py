@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,7 +31,6 @@ from atflash.backends.base import (
     verify_board,
     write_board,
 )
-from atflash.cli import cli
 from atflash.content import mfgnvs, pki
 from atflash.content.describe import inspect_bytes
 from atflash.content.nvs import NvsItem, build_nvs
@@ -46,6 +44,7 @@ from atflash.planning.plan import (
     build_plan,
 )
 from atflash.sim.at import BUSY_LINE, AtSimulator
+from tests.support.cli import run
 from tests.support.samples import CAS, CERTS, KEYS, RAW
 
 from .conftest import serve
@@ -414,10 +413,6 @@ def test_second_host_gets_port_busy(sim: AtSimulator, transport: str) -> None:
 
 
 # -- through the command line ---------------------------------------------------------------------
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_cli_read_and_partitions(sim: AtSimulator) -> None:

@@ -33,9 +33,12 @@ from atflash.content.nvs import (
 )
 from atflash.content.nvs_build import NvsTooBigError
 from atflash.errors import AtflashError, FormatError, ImageTooBigError, InputError, LimitError
+from tests.support.fuzzing import examples
 
 SIZE = 0x1F000  # ESP-AT's mfg_nvs on ESP32-C3: 31 pages
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def reference(items: list[NvsItem], size: int, *, version: int = gen.Page.VERSION2) -> bytes:
