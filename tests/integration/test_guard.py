@@ -194,7 +194,7 @@ def test_secure_download_mode_is_refused_in_one_line(board_pool: BoardPool, raw:
 
 @pytest.mark.parametrize("chip", ["esp32", "esp32c3"])  # eFuse word; GET_SECURITY_INFO
 def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_writes(
-    board_pool: BoardPool, raw: Path, chip: str
+    board_pool: BoardPool, raw: Path, chip: str, tmp_path: Path
 ) -> None:
     profile = find_profile(chip)
     table = (profile.partition_table_offset, 0x1000)  # stored encrypted, as on silicon
@@ -208,6 +208,9 @@ def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_write
                     "--json", "client_cert", cert)  # fmt: skip
         part = profile.partition("client_cert")
         assert flash_differs(board, {part.offset: padded_image(raw, "client_cert")}) == []
+        shown = run("partitions", "--chip", f"{chip}_default", "--port", board.url, *CONNECT)
+        back = run("read", "--chip", f"{chip}_default", "--port", board.url, *CONNECT,
+                   "client_cert", "-o", str(tmp_path / "cert.bin"))  # fmt: skip
     assert refused.exit_code == EXIT_DEVICE_ERROR, refused.output
     error = json.loads(refused.stdout)["error"]
     assert (
@@ -219,6 +222,11 @@ def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_write
     record = json.loads(named.stdout)
     assert [p["status"] for p in record["partitions"]] == ["written"]
     assert any("as the board's at_customize.bin confirms" in w for w in record["warnings"])
+    # Reading works the same way: the table shown is the board's at_customize.bin.
+    assert shown.exit_code == 0, shown.output
+    assert f"at_customize.bin at {profile.at_customize_offset:#x}" in shown.output
+    assert back.exit_code == 0, back.output
+    assert (tmp_path / "cert.bin").read_bytes() == padded_image(raw, "client_cert")
 
 
 def test_with_encryption_on_a_named_layout_must_match_the_boards_at_customize_bin(

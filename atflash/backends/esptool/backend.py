@@ -289,7 +289,7 @@ class EsptoolSession(Session):
         """
         offset = profile.at_customize_offset
         try:
-            parts = at_customize_of(self.board, profile, where=self.port, seen=self._seen)
+            layout = self._encrypted_layout(profile)
         except BoardTableError as exc:
             said = f"{exc.table} at {offset:#x} {exc.problem} (flash encryption is on)"
             if not force:
@@ -305,17 +305,7 @@ class EsptoolSession(Session):
             events(Event("warning", self.port, f"{said}; writing at layout {profile.name}'s "
                          "addresses (--force)"))  # fmt: skip
             return profile.partitions, profile.primary, profile.partition_table_offset
-        # The at_customize entry is the layout's: the table that holds it is the ciphertext.
-        entry = profile.at_customize or Partition(
-            "at_customize",
-            ESP_AT_PARTITION_TYPE,
-            AT_CUSTOMIZE_SUBTYPE,
-            offset,
-            profile.at_customize_size or SECTOR,  # a CSV layout does not say: not compared
-        )
-        layout = BoardLayout(
-            profile.primary, entry, parts, store_of(parts), profile.partition_table_offset
-        )
+        parts = layout.partitions
         self._layout = layout
         rows = [d.row for d in differences(layout, profile)]
         if rows:
@@ -342,6 +332,24 @@ class EsptoolSession(Session):
         )
         return parts, profile.primary, profile.partition_table_offset
 
+    def _encrypted_layout(self, profile: Profile) -> BoardLayout:
+        """The board's at_customize.bin where ``profile`` puts it, with the layout's primary table.
+
+        For a board whose primary table is ciphertext; raises ``BoardTableError``.
+        """
+        parts = at_customize_of(self.board, profile, where=self.port, seen=self._seen)
+        # The at_customize entry is the layout's: the table that holds it is the ciphertext.
+        entry = profile.at_customize or Partition(
+            "at_customize",
+            ESP_AT_PARTITION_TYPE,
+            AT_CUSTOMIZE_SUBTYPE,
+            profile.at_customize_offset,
+            profile.at_customize_size or SECTOR,  # a CSV layout does not say: not compared
+        )
+        return BoardLayout(
+            profile.primary, entry, parts, store_of(parts), profile.partition_table_offset
+        )
+
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
         where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
         try:
@@ -366,13 +374,20 @@ class EsptoolSession(Session):
         """The board's tables, and the layout of its chip among ``profiles`` they match.
 
         Refuses when no profile is for the board's chip; raises
-        :class:`BoardTableError` when the tables cannot be read.
+        :class:`BoardTableError` when the tables cannot be read (with flash
+        encryption on, one named layout's at_customize.bin stands for them).
         """
         ours = [p for p in profiles if p.chip == self.board.chip]
         if not ours:
             select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
         self._use(ours[0])
-        layout = self._read_tables(ours)
+        try:
+            layout = self._read_tables(ours)
+        except BoardTableError as exc:
+            # Flash encryption on and one layout named: its at_customize.bin is readable.
+            if exc.blank or not self.board.flash_encrypted or len(ours) != 1:
+                raise
+            layout = self._encrypted_layout(ours[0])
         return layout, match(layout, ours)
 
     def again(self) -> EsptoolSession:
