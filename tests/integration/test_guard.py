@@ -211,6 +211,8 @@ def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_write
         shown = run("partitions", "--chip", f"{chip}_default", "--port", board.url, *CONNECT)
         back = run("read", "--chip", f"{chip}_default", "--port", board.url, *CONNECT,
                    "client_cert", "-o", str(tmp_path / "cert.bin"))  # fmt: skip
+        same = run("verify", "--chip", f"{chip}_default", "--port", board.url, *CONNECT,
+                   "client_cert", cert)  # fmt: skip
     assert refused.exit_code == EXIT_DEVICE_ERROR, refused.output
     error = json.loads(refused.stdout)["error"]
     assert (
@@ -227,6 +229,7 @@ def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_write
     assert f"at_customize.bin at {profile.at_customize_offset:#x}" in shown.output
     assert back.exit_code == 0, back.output
     assert (tmp_path / "cert.bin").read_bytes() == padded_image(raw, "client_cert")
+    assert same.exit_code == 0, same.output
 
 
 def test_with_encryption_on_a_named_layout_must_match_the_boards_at_customize_bin(

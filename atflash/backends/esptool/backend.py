@@ -114,6 +114,7 @@ class EsptoolSession(Session):
         # the neighbour guard reads of what it already knows.
         self._seen: dict[int, bytes] = {}
         self._placed: list[Target] = []
+        self._named = False  # choose() was given one layout for the board's chip
         self._nvs_raw = b""  # the board's mfg_nvs as read before writing (for the journal)
         self._nvs_damaged = False  # it did not read as it is: cut short, or corrupt
         self._events: EventSink = lambda _e: None  # the write flow's, once placing began
@@ -143,6 +144,9 @@ class EsptoolSession(Session):
         # Layouts that could not take the request count too: the board is judged by its own.
         rejected = [r for r, _why in ours[0].rejected if r.chip == self.board.chip]
         candidates = [*profiles, *rejected]
+        # One layout named (or the only one of the chip): it may stand for a table
+        # that flash encryption makes unreadable, once its at_customize.bin agrees.
+        self._named = len(candidates) == 1
         self._use(profiles[0])
         try:
             layout = self._read_tables(candidates)
@@ -238,7 +242,7 @@ class EsptoolSession(Session):
         if layout is None:
             error = self._layout_error
             assert error is not None
-            if self.board.flash_encrypted and explicit:
+            if self.board.flash_encrypted and (explicit or self._named):
                 return self._beside_ciphertext(profile, force=force, events=events)
             if not (force and explicit):
                 raise error
