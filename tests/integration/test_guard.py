@@ -169,19 +169,32 @@ def test_on_the_esp8266_the_guard_works_through_the_stub(board_pool: BoardPool, 
 # -- secure download mode --------------------------------------------------------------
 
 
-def test_secure_download_mode_is_refused_in_one_line(board_pool: BoardPool, raw: Path) -> None:
-    with board_pool.lease("esp32c3", secure_download=True) as board:
+# The ESP32-C3 reports the mode in GET_SECURITY_INFO; the ESP32-S2 also refuses the
+# chip-magic register read that esptool's detection tries first.
+S2_SDM = pytest.mark.xfail(
+    strict=True,
+    reason="the strict model answers a refused command with the request's own opcode; "
+    "esptool takes an unsupported-command reply (UnsupportedCommandError, the ESP32-S2's "
+    "sign of secure download mode) only when the opcode differs, so its detection fails",
+)
+
+
+@pytest.mark.parametrize("chip", ["esp32c3", pytest.param("esp32s2", marks=S2_SDM)])
+def test_secure_download_mode_is_refused_in_one_line(
+    board_pool: BoardPool, raw: Path, chip: str
+) -> None:
+    with board_pool.lease(chip, secure_download=True) as board:
         flash_esp_at(board)
-        result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT, "--json",
+        result = run("write", "--chip", chip, "--port", board.url, *CONNECT, "--json",
                      "client_cert", str(raw / "client_cert" / "client_cert_00.crt"))  # fmt: skip
-        table = run("partitions", "--chip", "esp32c3", "--port", board.url, *CONNECT)
+        table = run("partitions", "--chip", chip, "--port", board.url, *CONNECT)
         assert board.rom is not None
         refused = list(board.rom.refused)
-        cert = find_profile("esp32c3").partition("client_cert")
+        cert = find_profile(chip).partition("client_cert")
         assert flash_differs(board, {cert.offset: b"\xff" * cert.size}) == []
     assert result.exit_code == EXIT_DEVICE_ERROR, result.output
     error = json.loads(result.stdout)["error"]
-    assert "this esp32c3 is in secure download mode" in error and "--via at" in error
+    assert f"this {chip} is in secure download mode" in error and "--via at" in error
     assert table.exit_code == EXIT_DEVICE_ERROR
     (line,) = table.output.strip().splitlines()
     assert "secure download mode" in line and "--via at" in line
