@@ -40,7 +40,7 @@ from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
 
-from .conftest import BoardPool, flash_esp_at, preload
+from .conftest import BoardPool, direct_url, flash_esp_at, preload
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
@@ -79,7 +79,7 @@ def requests_of(groups: list[str]) -> list[PartitionRequest]:
 
 def on_board(board: MockBoard) -> bytes:
     """The board's whole mfg_nvs, read from the mock (neither atflash nor esptool)."""
-    (image,) = read_flash(board.url, [(STORE.offset, STORE.size)])
+    (image,) = read_flash(direct_url(board), [(STORE.offset, STORE.size)])
     return image
 
 
@@ -245,7 +245,7 @@ def test_restore_puts_a_2x_partition_back_through_esptool(
         restored = run("restore", "--port", mock.url, *CONNECT, "--json", saved)
         assert restored.exit_code == 0, restored.output
         assert json.loads(restored.stdout)["partitions"][0]["status"] == "written"
-        (now,) = read_flash(mock.url, [(part.offset, part.size)])
+        (now,) = read_flash(direct_url(mock), [(part.offset, part.size)])
         assert now == old
         again = run("restore", "--port", mock.url, *CONNECT, "--json", saved)
         assert json.loads(again.stdout)["partitions"][0]["status"] == "unchanged"
