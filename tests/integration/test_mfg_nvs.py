@@ -156,9 +156,9 @@ def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_pat
 
 @pytest.mark.xfail(
     strict=True,
-    reason="a loader erases before it writes (a ROM on FLASH_BEGIN, the stub ahead of the data; the "
-    "strict ROM model erases the declared size up front): a write of mfg_nvs cut short loses "
-    "factory_param, and the retry rebuilds mfg_nvs from what is left",
+    reason="a loader erases before it writes (a ROM all of it on FLASH_BEGIN, esptool's stub from "
+    "the first sector on as it starts; the strict ROM model does both): a write of mfg_nvs cut "
+    "short loses factory_param, and the retry rebuilds mfg_nvs from what is left",
 )
 def test_a_write_cut_short_is_repaired_by_a_plain_retry(
     raw: Path, tmp_path: Path, board: MockBoard

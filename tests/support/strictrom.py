@@ -29,7 +29,10 @@ describes it (``esptool/loader.py``, ``targets/*.py``; see
     pessimistically: to the 64 KB boundary *after* the declared end, so an
     end that is itself on a boundary still loses the next block
     (``over_erase``; None erases exactly);
-  * a stub erases the declared size as it writes (modelled up front).
+  * a stub erases as it writes: a compressed write is erased up to one
+    sector ahead of what it has inflated (``stub_erase_ahead``; None erases
+    the whole declared size at begin, the most a stub could have erased when
+    a write is cut); a plain stub write is erased at begin.
 - **Secure download mode** (``secure_download=True``, chips whose ROM has
   GET_SECURITY_INFO): GET_SECURITY_INFO reports SECURE_DOWNLOAD_ENABLE, and
   the ROM refuses everything but SYNC, SPI_ATTACH, SPI_SET_PARAMS,
@@ -89,6 +92,7 @@ import hashlib
 import socket
 import struct
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -164,6 +168,11 @@ class RomRules:
     # An ESP32-family ROM's FLASH_DEFL_BEGIN erases to the boundary of this
     # size after the declared end; None: exactly the declared size.
     over_erase: int | None = BLOCK
+    # How far ahead of the data written a stub's compressed write has erased:
+    # it erases as it decompresses (esptool's stub: an erase started at begin,
+    # more while it inflates, and always up to where it writes next); None
+    # erases the whole declared size at begin, as a ROM does.
+    stub_erase_ahead: int | None = SECTOR
     key: bytes = b"atflash strict-rom flash key"
 
     def __post_init__(self) -> None:
@@ -263,6 +272,17 @@ class Erase:
 
 
 @dataclass
+class _StubWrite:
+    """A stub's compressed write: where it goes, how far it is written and erased."""
+
+    begin: Erase
+    end: int  # the declared size's end, in whole sectors
+    erased_to: int
+    written: int = 0
+    inflate: zlib._Decompress = field(default_factory=zlib.decompressobj)
+
+
+@dataclass
 class _Session:
     client: socket.socket
     upstream: socket.socket
@@ -273,6 +293,7 @@ class _Session:
     read_ack: int | None = None  # a stub read under way: the total to acknowledge to the mock
     upstream_lock: threading.Lock = field(default_factory=threading.Lock)
     last_read_reg: int | None = None
+    inflating: _StubWrite | None = None  # a stub's compressed write under way
     cond: threading.Condition = field(default_factory=threading.Condition)
     send_lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
@@ -331,6 +352,16 @@ class StrictRom:
     def erased(self, address: int) -> bool:
         """Whether some begin command erased the byte at ``address``."""
         return any(e.start <= address < e.end for e in self.erases)
+
+    def erased_spans(self) -> list[tuple[int, int]]:
+        """Every erase so far as (start, end) spans, touching ones joined."""
+        spans: list[tuple[int, int]] = []
+        for start, end in sorted((e.start, e.end) for e in self.erases if e.end > e.start):
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            else:
+                spans.append((start, end))
+        return spans
 
     def sent(self, op: int, *, stub: bool | None = None) -> int:
         """How many requests with ``op`` the client sent (while a stub ran, or not, if given)."""
@@ -433,6 +464,8 @@ class StrictRom:
             session.pending_stub = stay == 0 and entry != 0
         elif op == READ_FLASH and session.stub and len(data) >= _FOUR.size:
             raw = self._stub_read(session, data)
+        elif op == FLASH_DEFL_DATA and session.stub:
+            self._inflate(session, data)
         with session.upstream_lock:
             session.upstream.sendall(raw)
 
@@ -472,11 +505,20 @@ class StrictRom:
 
     def _begin(self, session: _Session, op: int, data: bytes) -> None:
         declared, _blocks, _block_size, offset = _FOUR.unpack_from(data)
+        session.inflating = None
         if session.stub:
             start = offset - offset % SECTOR
             end = start + (offset + declared - start + SECTOR - 1) // SECTOR * SECTOR
             if not declared:
                 end = start
+            ahead = self.rules.stub_erase_ahead
+            if op == FLASH_DEFL_BEGIN and ahead is not None and end > start:
+                # Erased as it inflates (see _inflate); a plain stub write is erased
+                # at begin (the model erases through the mock's own plain-write state).
+                begin = Erase(start, start, op, True, declared, offset)
+                session.inflating = _StubWrite(begin, end, start)
+                self._stub_erase_to(session, offset + ahead)
+                return
         else:
             start, end = self.rules.rom_erase(op, declared, offset)
             if op == FLASH_DEFL_BEGIN:
@@ -486,6 +528,31 @@ class StrictRom:
         if end > start:
             self._erase(session, start, end)
         self.erases.append(Erase(start, end, op, session.stub, declared, offset))
+
+    def _inflate(self, session: _Session, data: bytes) -> None:
+        """A stub's compressed block: erase ahead of what it will write, before it writes."""
+        write = session.inflating
+        if write is None or len(data) < _FOUR.size:
+            return
+        (size,) = struct.unpack_from("<I", data)
+        try:
+            write.written += len(write.inflate.decompress(data[_FOUR.size : _FOUR.size + size]))
+        except zlib.error:
+            return  # the mock refuses it too (its checksum or its inflater)
+        ahead = self.rules.stub_erase_ahead or 0
+        self._stub_erase_to(session, write.begin.offset + write.written + ahead)
+
+    def _stub_erase_to(self, session: _Session, address: int) -> None:
+        write = session.inflating
+        assert write is not None
+        target = min(write.end, -(-address // SECTOR) * SECTOR)
+        if target > write.erased_to:
+            self._erase(session, write.erased_to, target)
+            begin = write.begin
+            self.erases.append(
+                Erase(write.erased_to, target, begin.op, True, begin.declared, begin.offset)
+            )
+            write.erased_to = target
 
     def _erase(self, session: _Session, start: int, end: int) -> None:
         """Write 0xFF over [start, end) on the mock, on this session's connection, unseen by the client."""
