@@ -24,7 +24,12 @@ from atflash.planning.plan import WritePlan
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.support.line import UartLine
-from tests.support.strictrom import FLASH_DEFL_BEGIN, SPI_FLASH_MD5, strict_board
+from tests.support.strictrom import (
+    FLASH_DEFL_BEGIN,
+    SPI_FLASH_MD5,
+    encrypted_regions,
+    strict_board,
+)
 
 from .conftest import BoardPool, flash_differs, flash_esp_at, preload
 from .test_faults import _target, _when, flip_spot
@@ -210,9 +215,11 @@ def test_flash_encryption_explains_the_unreadable_table_and_a_named_layout_write
     board_pool: BoardPool, raw: Path, chip: str, tmp_path: Path
 ) -> None:
     profile = find_profile(chip)
-    table = (profile.partition_table_offset, 0x1000)  # stored encrypted, as on silicon
+    table = (profile.partition_table_offset, 0x1000)
+    # Bootloader, partition table and apps stored encrypted, as on silicon.
+    assert table in encrypted_regions(profile)
     cert = str(raw / "client_cert" / "*.crt")
-    rules = {"flash_encryption": True, "encrypted_regions": (table,)}
+    rules = {"flash_encryption": True, "encrypted_regions": encrypted_regions(profile)}
     with board_pool.lease(chip, **rules) as board:
         flash_esp_at(board)
         refused = run("write", "--chip", chip, "--port", board.url, *CONNECT, "--json",
@@ -254,7 +261,7 @@ def test_with_encryption_on_a_named_layout_must_match_the_boards_at_customize_bi
         for p in profile.partitions
         if p.name != "client_key"
     ]
-    rules = {"flash_encryption": True, "encrypted_regions": ((0x8000, 0x1000),)}
+    rules = {"flash_encryption": True, "encrypted_regions": encrypted_regions(profile)}
     with board_pool.lease("esp32", **rules) as board:
         flash_esp_at(board)
         preload(board, profile.at_customize_offset, encode_table(moved))
