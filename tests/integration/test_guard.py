@@ -119,6 +119,8 @@ def test_the_guard_catches_and_repairs_an_over_erasing_rom_write(
     assert record["neighbours"] == [
         {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": True}
     ]
+    # The credentials themselves were written and are checked all the same.
+    assert [p["status"] for p in record["partitions"]] == ["written"] * 3
     logged = json.loads(log.read_text().splitlines()[-1])
     assert logged["neighbours"] == record["neighbours"] and logged["error"] == record["error"]
 
@@ -155,6 +157,9 @@ def test_after_a_write_that_fails_the_guard_still_checks_and_repairs(
     assert [n.to_json() for n in result.neighbours] == [
         {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": True}
     ]
+    # Each target is checked: the one with the flipped bytes is not verified.
+    statuses = [p.status.value for p in result.partitions]
+    assert "possibly-partial" in statuses and set(statuses) <= {"written", "possibly-partial"}
 
 
 def test_on_the_esp8266_the_guard_works_through_the_stub(board_pool: BoardPool, raw: Path) -> None:
