@@ -44,6 +44,7 @@ from atflash.planning.bench import (
     chip_for,
     is_explicit_layout,
 )
+from atflash.output import refuse_shared_paths
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
@@ -185,6 +186,7 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
     into requests (the CLI passes its parser; a library caller may give a
     bench file's ``[partitions]`` instead and no groups).
     """
+    refuse_shared_outputs(settings)
     earlier = load_report(settings.only_failed) if settings.only_failed else None
     failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
@@ -223,6 +225,32 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         for p in ports
     )
     return PreparedRun(settings, jobs, checked, pool=pool, earlier=earlier)
+
+
+def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | None = None) -> None:
+    """The report, log, backup folder and the files the run reads are distinct paths.
+
+    ``--log X --report X`` would replace the log's history with the report.
+    The one sharing allowed is ``--only-failed X --report X``: the rerun is
+    merged into X on purpose (see :func:`execute`). ``{date}`` and ``{time}``
+    are filled in with one time for both, as a run does.
+    """
+    when = when or datetime.datetime.now()
+    ledger = settings.ledger
+    if ledger and "://" in ledger:  # only a SQLite file can be named twice
+        ledger = ledger[len("sqlite:///") :] if ledger.startswith("sqlite:///") else None
+    refuse_shared_paths(
+        {
+            "--report": audit.stamp_path(settings.report, when) if settings.report else None,
+            "--log": audit.stamp_path(settings.log, when) if settings.log else None,
+            "--backup": settings.backup,
+            "--only-failed": settings.only_failed,
+            "--manifest": settings.manifest,
+            "--config": settings.config.source if settings.config else None,
+            "--ledger": ledger,
+        },
+        allowed=[frozenset({"--only-failed", "--report"})],
+    )
 
 
 def _pool_resolver(settings: WriteSettings) -> Any:
