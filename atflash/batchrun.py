@@ -36,6 +36,7 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, Manifes
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
 from atflash.layout.model import Profile
+from atflash.output import refuse_shared_paths
 from atflash.planning.bench import (
     BenchConfig,
     CheckedConfig,
@@ -44,7 +45,6 @@ from atflash.planning.bench import (
     chip_for,
     is_explicit_layout,
 )
-from atflash.output import refuse_shared_paths
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports

@@ -75,3 +75,24 @@ def test_two_outputs_on_one_path_are_refused_before_any_board(
     assert "name the same path" in error and "give" in error, error
     assert history.read_text() == before  # 24 lines of history kept
     assert flash_holds(esp32_board, 0x2A000, BLANK)  # no board was touched
+
+
+# -- a torn last line ------------------------------------------------------------------------
+
+
+def test_a_torn_last_line_never_swallows_the_next_record(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.jsonl"
+    whole = '{"format":"atflash-log","version":1,"mac":"24:0a:c4:00:00:09","result":"ok"}\n'
+    log.write_text(whole + whole[:30])  # a crash (or a full disk) cut the last append short
+    result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
+                 "--log", str(log), *files(raw))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shown = run("log", "show", str(log), "--json")
+    assert shown.exit_code == 0, shown.output
+    records = json.loads(shown.stdout)
+    assert [r["mac"] for r in records] == ["24:0a:c4:00:00:09", esp32_board.mac]
+    assert records[1]["result"] == "ok"
+    assert f"{log}:2: skipped: not JSON" in shown.stderr
+    assert "3:" not in shown.stderr  # the new record's line is whole
