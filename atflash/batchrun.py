@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,11 +34,18 @@ from atflash import audit
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions
 from atflash.batch import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
-from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
+from atflash.errors import (
+    EXIT_DEVICE_ERROR,
+    EXIT_MISMATCH,
+    AtflashError,
+    InputError,
+    ManifestError,
+    one_line,
+)
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
 from atflash.layout.model import Profile
-from atflash.output import refuse_shared_paths
+from atflash.output import refuse_shared_paths, write_private
 from atflash.planning.bench import (
     BenchConfig,
     CheckedConfig,
@@ -91,6 +100,9 @@ class WriteSettings:
     action: Literal["write", "verify"] = "write"  # verify: compare every board, write nothing
     log: str | None = None  # append one JSON line per board here (atflash.audit)
     station: str | None = None  # the operator's bench name: in the log, and the ledger's station
+    # A ledger that fails to record a written board: "stop" starts no new board
+    # (the boards running finish), "continue" goes on (each claim tries again).
+    on_ledger_error: Literal["stop", "continue"] = "stop"
 
     def __post_init__(self) -> None:
         # An option that means nothing to the chosen backend is refused, never ignored.
@@ -159,6 +171,16 @@ class RunOutcome:
     report: dict[str, Any]  # as written to --report (merged into the earlier one, see execute)
     action: str = "write"
     stopped_by: int | None = None  # the signal that stopped the run, if one did
+    unwritten: tuple[Unwritten, ...] = ()  # a log or report that could not be written
+    ledger_hold: str | None = None  # why no new board started after a ledger failure
+    ledger: str | None = None  # the pool's ledger, its password masked
+    log_path: str | None = None  # the log and report of this run, {date} and {time} filled in
+    report_path: str | None = None
+
+    @property
+    def unrecorded(self) -> list[BoardResult]:
+        """Boards whose outcome the ledger could not store (see ``atflash ledger reconcile``)."""
+        return [r for r in self.results if r.unrecorded is not None]
 
     @property
     def all_skipped(self) -> bool:
@@ -167,8 +189,11 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        """130/143 stopped by SIGINT/SIGTERM; 4 a verify that only found differences;
+        """3 a log or report could not be written, or the ledger not record a board;
+        130/143 stopped by SIGINT/SIGTERM; 4 a verify that only found differences;
         3 a board failed or every board was skipped; else 0."""
+        if self.unwritten or self.unrecorded:
+            return EXIT_DEVICE_ERROR  # boards were written: their record is incomplete
         if self.stopped_by is not None:
             return 128 + self.stopped_by
         failed = [r for r in self.results if r.failed]
@@ -287,11 +312,19 @@ def execute(
     still written. A rerun of ``--only-failed X`` that reports to X again
     is folded into X (:func:`atflash.report.merge_reports`); reported
     anywhere else, it holds only the boards it ran.
+
+    Nothing that fails once boards were written loses what they hold: a
+    board the ledger could not record is marked ``unrecorded`` (and, by
+    :attr:`WriteSettings.on_ledger_error`, no new board starts), and a log
+    or report that cannot be written is listed in
+    :attr:`RunOutcome.unwritten`, its content saved elsewhere, while the
+    other is still written.
     """
     settings = run.settings
     stop = stop if stop is not None else StopRequest()
     started = datetime.datetime.now()
     start = time.monotonic()
+    recorder = _LedgerRecorder(run.pool, settings.on_ledger_error, stop) if run.pool else None
     if settings.single_board and len(run.jobs) == 1:
         results = [run_board(run.jobs[0], events)]
     else:
@@ -300,12 +333,9 @@ def execute(
             options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
             events=events,
             stop=stop,
+            on_result=recorder,
         )
     seconds = time.monotonic() - start
-    if run.pool is not None:
-        for result in results:
-            if result.mac:
-                run.pool.record(result)  # ok or failed, with each image's SHA-256
     for job, result in zip(run.jobs, results, strict=True):
         for attempt in (*result.earlier_attempts, result):
             plan = audit.plan_of(attempt, job.plans, serial_number=job.serial_number)
@@ -317,6 +347,7 @@ def execute(
         before = unused_rows_of(run.earlier)
         unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
+    unwritten: list[Unwritten] = []
     if settings.log:
         context = audit.LogContext.here(settings.action, settings.station)
         # One record per board attempt: a retried board's failed attempts come first.
@@ -325,7 +356,12 @@ def execute(
             for r in results
             for attempt in (*r.earlier_attempts, r)
         ]
-        audit.append_log(audit.stamp_path(settings.log, started), records)
+        log_path = audit.stamp_path(settings.log, started)
+        try:
+            audit.append_log(log_path, records)
+        except (AtflashError, OSError) as exc:
+            lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            unwritten.append(_unwritten("log", log_path, exc, lines.encode(), started))
     if settings.report:
         path = Path(audit.stamp_path(settings.report, started))
         if (
@@ -334,10 +370,88 @@ def execute(
             and _same_file(path, settings.only_failed)
         ):
             report = merge_reports(run.earlier, report)
-        write_report(path, report)
+        try:
+            write_report(path, report)
+        except (AtflashError, OSError) as exc:
+            data = (json.dumps(report, indent=2) + "\n").encode()
+            unwritten.append(_unwritten("report", str(path), exc, data, started))
     return RunOutcome(
-        results, seconds, unused, report, action=settings.action, stopped_by=stop.signum
+        results,
+        seconds,
+        unused,
+        report,
+        action=settings.action,
+        stopped_by=stop.signum,
+        unwritten=tuple(unwritten),
+        ledger_hold=stop.held,
+        ledger=_ledger_name(run.pool),
+        log_path=audit.stamp_path(settings.log, started) if settings.log else None,
+        report_path=audit.stamp_path(settings.report, started) if settings.report else None,
     )
+
+
+def _ledger_name(pool: Any) -> str | None:
+    if pool is None:
+        return None
+    from atflash.factory.ledger import redact  # only factory runs load the factory
+
+    return str(redact(pool.ledger_url))
+
+
+class _LedgerRecorder:
+    """Stores each board's outcome in the pool's ledger as soon as the board is done.
+
+    A board the ledger cannot record (unreachable, login refused) keeps its
+    outcome in the log and report, marked ``unrecorded`` with its set; by
+    ``policy`` the batch then starts no new board (``stop``: claims would
+    fail the same way) or goes on (``continue``).
+    """
+
+    def __init__(self, pool: Any, policy: str, stop: StopRequest) -> None:
+        self.pool, self.policy, self.stop = pool, policy, stop
+
+    def __call__(self, result: BoardResult) -> None:
+        if result.mac is None or result.credential_set is None:
+            return  # never given a set in this run: nothing of it to record
+        try:
+            self.pool.record(result)
+        except AtflashError as exc:
+            result.unrecorded = str(exc)
+            if self.policy == "stop":
+                self.stop.hold(f"the ledger could not record {result.port}: {exc}")
+
+
+@dataclass(frozen=True)
+class Unwritten:
+    """A log or report the run could not write, and where its content went instead."""
+
+    what: str  # "log" or "report"
+    path: str
+    error: str  # one line
+    saved: str | None  # a file holding what should have been written, if one could be made
+
+    def __str__(self) -> str:
+        kept = (
+            f"; what it should hold was saved to {self.saved}"
+            if self.saved
+            else "; it could not be saved elsewhere either: the summary is its only copy"
+        )
+        return f"{self.error}{kept}"
+
+
+def _unwritten(
+    what: str, path: str, exc: BaseException, data: bytes, when: datetime.datetime
+) -> Unwritten:
+    """Record a failed output and save its content in the temporary folder, owner-only."""
+    error = str(exc) if isinstance(exc, AtflashError) else f"{path}: {one_line(exc)}"
+    suffix = ".jsonl" if what == "log" else ".json"
+    name = f"atflash-{what}-{when:%Y%m%dT%H%M%S}-{os.getpid()}{suffix}"
+    target = Path(tempfile.gettempdir()) / name
+    try:
+        write_private(target, data)
+    except (AtflashError, OSError):
+        return Unwritten(what, path, error, None)
+    return Unwritten(what, path, error, str(target))
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:

@@ -245,7 +245,7 @@ def run_session(
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
             plan = session.choose(resolve_plans(plans, identity), events)
             result = rebase(result, plan)
-            result.profile = plan.profile.name
+            result.profile, result.credential_set = plan.profile.name, plan.credential_set
             work(session, plan, result, events)
     except AtflashError as exc:
         record_exception(result, exc, events)

@@ -85,6 +85,7 @@ class WritePlan:
     profile: Profile
     images: tuple[PartitionImage, ...]
     pad: bool = True
+    credential_set: str | None = None  # the pool set the images were built from, if any
 
     @property
     def nvs(self) -> bool:
