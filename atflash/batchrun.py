@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -174,8 +174,8 @@ class RunOutcome:
     unwritten: tuple[Unwritten, ...] = ()  # a log or report that could not be written
     ledger_hold: str | None = None  # why no new board started after a ledger failure
     ledger: str | None = None  # the pool's ledger, its password masked
-    log_path: str | None = None  # the log and report of this run, {date} and {time} filled in
-    report_path: str | None = None
+    log_path: str | None = None  # the log and report as written ({date} and {time} filled in)
+    report_path: str | None = None  # (None: not asked for, or not written)
 
     @property
     def unrecorded(self) -> list[BoardResult]:
@@ -348,6 +348,8 @@ def execute(
         unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
     unwritten: list[Unwritten] = []
+    log_path: str | None = None  # each set once written
+    report_path: str | None = None
     if settings.log:
         context = audit.LogContext.here(settings.action, settings.station)
         # One record per board attempt: a retried board's failed attempts come first.
@@ -356,12 +358,13 @@ def execute(
             for r in results
             for attempt in (*r.earlier_attempts, r)
         ]
-        log_path = audit.stamp_path(settings.log, started)
+        stamped = audit.stamp_path(settings.log, started)
         try:
-            audit.append_log(log_path, records)
+            audit.append_log(stamped, records)
+            log_path = stamped
         except (AtflashError, OSError) as exc:
             lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-            unwritten.append(_unwritten("log", log_path, exc, lines.encode(), started))
+            unwritten.append(_unwritten("log", stamped, exc, lines.encode(), started))
     if settings.report:
         path = Path(audit.stamp_path(settings.report, started))
         if (
@@ -372,9 +375,14 @@ def execute(
             report = merge_reports(run.earlier, report)
         try:
             write_report(path, report)
+            report_path = str(path)
         except (AtflashError, OSError) as exc:
             data = (json.dumps(report, indent=2) + "\n").encode()
             unwritten.append(_unwritten("report", str(path), exc, data, started))
+    written = [path for path in (log_path, report_path) if path]
+    unwritten = [
+        replace(u, kept_in=next((p for p in written if p != u.path), None)) for u in unwritten
+    ]
     return RunOutcome(
         results,
         seconds,
@@ -385,8 +393,8 @@ def execute(
         unwritten=tuple(unwritten),
         ledger_hold=stop.held,
         ledger=_ledger_name(run.pool),
-        log_path=audit.stamp_path(settings.log, started) if settings.log else None,
-        report_path=audit.stamp_path(settings.report, started) if settings.report else None,
+        log_path=log_path,
+        report_path=report_path,
     )
 
 
@@ -429,14 +437,16 @@ class Unwritten:
     path: str
     error: str  # one line
     saved: str | None  # a file holding what should have been written, if one could be made
+    kept_in: str | None = None  # the run's other output (report or log), written all the same
 
     def __str__(self) -> str:
-        kept = (
-            f"; what it should hold was saved to {self.saved}"
-            if self.saved
-            else "; it could not be saved elsewhere either: the summary is its only copy"
-        )
-        return f"{self.error}{kept}"
+        if self.saved:
+            kept = f"what it should hold was saved to {self.saved}"
+        elif self.kept_in:
+            kept = f"every board's record is in {self.kept_in}"
+        else:
+            kept = "it could not be saved elsewhere: the summary is the only record"
+        return f"{self.error}; {kept}"
 
 
 def _unwritten(

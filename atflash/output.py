@@ -42,11 +42,14 @@ def write_outputs(
     _refuse_inputs(outputs, inputs)
     staged: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    current: Path | None = None  # the output being written, named in an error
     try:
         for target, data in outputs.items():
+            current = target
             target.parent.mkdir(parents=True, exist_ok=True)
             staged.append((_stage(target, data, private(target)), target))
         for temp, target in staged:
+            current = target
             os.replace(temp, target)
             placed.append(target)
             if ON_WINDOWS and private(target):
@@ -64,7 +67,7 @@ def write_outputs(
         for target in placed:
             with contextlib.suppress(OSError):
                 target.unlink()
-        name = exc.filename or "output"
+        name = current or exc.filename or "output"
         raise FileInputError(name, f"cannot write ({exc.strerror})") from None
 
 

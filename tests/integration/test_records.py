@@ -13,12 +13,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from atflash.cli import cli
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
+
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.sim.rom import MockBoard
 
@@ -96,3 +107,87 @@ def test_a_torn_last_line_never_swallows_the_next_record(
     assert records[1]["result"] == "ok"
     assert f"{log}:2: skipped: not JSON" in shown.stderr
     assert "3:" not in shown.stderr  # the new record's line is whole
+
+
+# -- a log or report that fails after the boards were written ---------------------------------
+
+
+@pytest.fixture
+def temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where a run saves an output it could not write (the system's temporary folder)."""
+    folder = tmp_path / "temp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
+def test_a_full_disk_under_the_log_is_one_line_and_exit_3_and_the_report_is_written(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path, temp_folder: Path
+) -> None:
+    report = tmp_path / "run.json"
+    result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
+                 "--log", "/dev/full", "--report", str(report), *files(raw))  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("atflash: error:")]
+    assert "/dev/full: cannot append to the log (No space left on device)" in line
+    (saved,) = temp_folder.glob("atflash-log-*.jsonl")
+    assert f"saved to {saved}" in line
+    (board,) = json.loads(report.read_text())["boards"]
+    assert board["result"] == "ok" and board["mac"] == esp32_board.mac
+    (record,) = log_records(saved)  # the log's record, kept for the log
+    assert record["format"] == "atflash-log" and record["partitions"] == board["partitions"]
+
+
+@pytest.mark.skipif(not Path("/proc/version").exists(), reason="needs /proc")
+def test_a_log_that_takes_no_bytes_fails_one_board_with_one_line(
+    esp32_board: MockBoard, raw: Path, temp_folder: Path
+) -> None:
+    result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
+                 "--log", "/proc/version", *files(raw))  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    assert result.stdout.splitlines()[-1].startswith("OK in")  # the board's own result
+    assert result.stderr.startswith("atflash: error: /proc/version: cannot append to the log")
+    assert len(result.stderr.splitlines()) == 1
+    (saved,) = temp_folder.glob("atflash-log-*.jsonl")
+    assert log_records(saved)[0]["result"] == "ok"
+
+
+def _limited(limit: int) -> None:
+    """In the child: files may not grow past ``limit`` bytes (EFBIG instead of a signal)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.skipif(resource is None or not hasattr(signal, "SIGXFSZ"), reason="POSIX limits")
+def test_a_report_that_cannot_be_written_still_leaves_the_log(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    def atflash(folder: Path, limit: int | None) -> subprocess.CompletedProcess[str]:
+        folder.mkdir()
+        args = ["write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
+                "--log", str(folder / "log.jsonl"), "--report", str(folder / "run.json"),
+                *files(raw)]  # fmt: skip
+        code = "import sys; sys.argv[0] = 'atflash'; from atflash.cli import main; main()"
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
+            preexec_fn=None if limit is None else (lambda: _limited(limit)),
+            env={**os.environ, "TMPDIR": str(folder)},
+        )  # fmt: skip
+
+    free = atflash(tmp_path / "free", None)
+    assert free.returncode == 0, free.stderr
+    log_size = (tmp_path / "free" / "log.jsonl").stat().st_size
+    report_size = (tmp_path / "free" / "run.json").stat().st_size
+    assert log_size < report_size  # the report is indented, the log one line per board
+    folder = tmp_path / "limited"
+    done = atflash(folder, (log_size + report_size) // 2)
+    assert done.returncode == EXIT_DEVICE_ERROR, done.stderr
+    assert "Traceback" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("atflash: error:")]
+    assert f"{folder / 'run.json'}: cannot write (File too large)" in line, line
+    assert f"every board's record is in {folder / 'log.jsonl'}" in line, line
+    assert not (folder / "run.json").exists()
+    (record,) = log_records(folder / "log.jsonl")
+    assert record["result"] == "ok"
