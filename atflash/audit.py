@@ -147,15 +147,22 @@ def plan_of(
 
     A resolver (manifest) is asked again with what the board said it is;
     a board it refuses or skips had no plan. A resolver with side effects
-    (a pool claims sets) offers ``peek``, which is asked instead.
+    (a pool claims sets) offers ``peek``, which is asked instead, or
+    ``plans_of_set`` for the pool set the result names (no ledger needed).
     """
-    if callable(plans):
+    by_set = getattr(plans, "plans_of_set", None)
+    if callable(plans) and by_set is not None and result.credential_set is not None:
+        try:
+            candidates: Sequence[WritePlan] = by_set(result.credential_set)
+        except AtflashError:
+            return None
+    elif callable(plans):
         ask = getattr(plans, "peek", plans)
         identity = BoardIdentity(
             result.port, chip=result.chip, mac=result.mac, serial_number=serial_number
         )
         try:
-            candidates: Sequence[WritePlan] = ask(identity)
+            candidates = ask(identity)
         except AtflashError:
             return None
     else:
@@ -326,24 +333,38 @@ def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[LogLine]]:
 
     A line cut short (a crash mid-append on a system without the lock) or
     foreign text is reported, not fatal: the rest of the history still counts.
+    Holds the whole log: :func:`iter_log` reads one line at a time.
     """
-    path = Path(path)
     records: list[dict[str, Any]] = []
     bad: list[LogLine] = []
+    for entry in iter_log(path):
+        if isinstance(entry, LogLine):
+            bad.append(entry)
+        else:
+            records.append(entry)
+    return records, bad
+
+
+def iter_log(path: str | Path) -> Iterator[dict[str, Any] | LogLine]:
+    """Each record of a log in file order, or a :class:`LogLine` for a line that is not one.
+
+    One line in memory at a time (at most :data:`MAX_RECORD` bytes of it),
+    however long the log: a bench's log grows for years.
+    """
+    path = Path(path)
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise FileInputError(path, f"cannot read the log ({exc.strerror})") from None
     with handle:
-        for number, raw in enumerate(_lines(handle), 1):
-            if raw is not None and not raw.strip():
-                continue
-            record = _record(raw)
-            if isinstance(record, str):
-                bad.append(LogLine(number, record))
-            else:
-                records.append(record)
-    return records, bad
+        try:
+            for number, raw in enumerate(_lines(handle), 1):
+                if raw is not None and not raw.strip():
+                    continue
+                record = _record(raw)
+                yield LogLine(number, record) if isinstance(record, str) else record
+        except OSError as exc:
+            raise FileInputError(path, f"cannot read the log ({exc.strerror})") from None
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes | None]:

@@ -12,28 +12,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
 
 from atflash.cli import cli
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
+from atflash.factory.ledger import Claim
+from atflash.factory.ledgers import open_ledger
+from atflash.sim.flash import board_flash
+from atflash.sim.rom import MockBoard, distinct_mac, start_mock
+
+from . import test_ledger
+from .conftest import flash_holds
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
-from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
-from atflash.sim.rom import MockBoard
-
-from .conftest import flash_holds
+# The throwaway PostgreSQL server and a fresh database on it (see test_ledger).
+postgres_server = test_ledger.postgres_server
+pg_url = test_ledger.pg_url
 
 BLANK = b"\xff" * 0x2000
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
@@ -191,3 +203,107 @@ def test_a_report_that_cannot_be_written_still_leaves_the_log(
     assert not (folder / "run.json").exists()
     (record,) = log_records(folder / "log.jsonl")
     assert record["result"] == "ok"
+
+
+# -- a ledger lost mid-batch -------------------------------------------------------------------
+
+_roles = itertools.count(1)
+
+
+@pytest.fixture
+def station_url(pg_url: str) -> Iterator[tuple[str, str]]:
+    """A ledger database owned by a station role of its own (the URL as the station, the role)."""
+    import psycopg
+
+    role = f"station_{os.getpid()}_{next(_roles)}"
+    database = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"ALTER DATABASE {database} OWNER TO {role}")
+    yield pg_url.replace("postgresql://postgres@", f"postgresql://{role}@"), role
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE {role} LOGIN")
+
+
+def _lose_login_after_first_claim(pg_url: str, role: str) -> None:
+    """The station's role loses its login when its first claim is stored (as an admin would)."""
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION atflash_test_cut() RETURNS trigger LANGUAGE plpgsql "
+            f"SECURITY DEFINER AS $$ BEGIN EXECUTE 'ALTER ROLE {role} NOLOGIN'; "
+            "RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER atflash_test_cut AFTER INSERT ON atflash_claims "
+            "FOR EACH ROW EXECUTE FUNCTION atflash_test_cut()"
+        )
+
+
+def _claims(pg_url: str) -> list[Claim]:
+    store = open_ledger(pg_url, create=False)
+    try:
+        return store.claims()
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_a_ledger_lost_mid_batch_keeps_the_report_and_log_and_reconcile_mends_it(
+    policy: str, credential_pool: Path, pg_url: str, station_url: tuple[str, str], tmp_path: Path
+) -> None:
+    url, role = station_url
+    pool = tmp_path / "pool"
+    for name in ("0001", "0002"):  # a small pool: checked whole before the first board
+        shutil.copytree(credential_pool / name, pool / name)
+    open_ledger(url).close()  # the station's first run made the tables
+    _lose_login_after_first_claim(pg_url, role)
+    boards = [start_mock("esp32", flash=board_flash("esp32"), mac=distinct_mac()) for _ in (1, 2)]
+    log, report = tmp_path / "log.jsonl", tmp_path / "run.json"
+    try:
+        result = run("write", "--chip", "esp32", *CONNECT, "--jobs", "1",
+                     *(arg for b in boards for arg in ("--port", b.url)),
+                     "--pool", str(pool), "--ledger", url, "--station", "line-1",
+                     "--on-ledger-error", policy, "--log", str(log), "--report", str(report))  # fmt: skip
+    finally:
+        for board in boards:
+            board.stop()
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    assert "Traceback" not in result.output
+    first, second = json.loads(report.read_text())["boards"]
+    assert (first["result"], first["set"]) == ("ok", "0001")
+    assert "is not permitted to log in" in first["unrecorded"], first["unrecorded"]
+    assert [r["unrecorded"] for r in log_records(log)] == [first["unrecorded"], None]
+    if policy == "stop":  # no new claim; the board in flight (none here: one job) finishes
+        assert second["result"] == "interrupted" and second["set"] is None
+        assert "not started: the batch was stopped (the ledger could not record" in second["error"]
+        assert "1 ok, 0 failed, 0 skipped, 1 interrupted, 1 unrecorded" in result.stdout
+    else:  # the next claim fails the same way, before anything is written
+        assert second["result"] == "failed" and "cannot connect" in second["error"]
+        assert all(p["status"] == "not-started" for p in second["partitions"])
+    line = next(x for x in result.stderr.splitlines() if "did not record" in x)
+    assert f"sets 0001 ({boards[0].url})" in line
+    assert f"atflash ledger reconcile {url} {log}" in line
+    (claim,) = _claims(pg_url)
+    assert (claim.set_name, claim.device, claim.result) == ("0001", first["mac"], None)
+
+    with psycopg_connection(pg_url) as conn:
+        conn.execute(f"ALTER ROLE {role} LOGIN")  # the ledger is back
+    mended = run("ledger", "reconcile", url, str(log))
+    assert mended.exit_code == 0, mended.output
+    assert mended.stdout == f"{first['mac']}: set 0001 ok: recorded\n"
+    (claim,) = _claims(pg_url)
+    assert claim.result == "ok"
+    assert claim.image_sha256 == {p["name"]: p["sha256"] for p in first["partitions"]}
+    again = run("ledger", "reconcile", url, str(report), "--json")  # the report serves too
+    assert again.exit_code == 0, again.output
+    assert [o["action"] for o in json.loads(again.stdout)] == ["already recorded"]
+
+
+@contextlib.contextmanager
+def psycopg_connection(url: str) -> Iterator[Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        yield conn
