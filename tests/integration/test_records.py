@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -307,3 +308,62 @@ def psycopg_connection(url: str) -> Iterator[Any]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         yield conn
+
+
+# -- log show ------------------------------------------------------------------------------
+
+
+def test_log_show_names_each_certificate_by_cn_and_fingerprint_in_80_columns_when_piped(
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
+) -> None:
+    log = tmp_path / "log.jsonl"
+    written = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
+                  "--log", str(log), "--station", "line-2", *files(raw))  # fmt: skip
+    assert written.exit_code == 0, written.output
+    (record,) = log_records(log)
+    (cert,) = record["partitions"][0]["items"]  # type: ignore[index]
+    shown = run("log", "show", str(log), env={"COLUMNS": None})  # type: ignore[dict-item]
+    assert shown.exit_code == 0, shown.output
+    lines = shown.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, shown.stdout
+    assert "cert 0 ESP Root CA C2" in shown.stdout  # the subject's CN, not only the serial
+    assert f"sha256 {cert['sha256'][:16]}, until {cert['not_after'][:10]}" in shown.stdout
+    assert f"serial {cert['serial']}" in shown.stdout
+    assert esp32_board.mac in shown.stdout and "line-2" in shown.stdout
+    assert lines[-1] == "1 record(s)"
+
+
+def _synthetic_log(path: Path, records: int) -> None:
+    """A log of ``records`` records shaped like real ones (three partitions, a certificate each)."""
+    item = {"type": "cert", "id": 0, "kind": "certificate", "subject": "CN=device",
+            "serial": "1f" * 16, "sha256": "ab" * 32, "not_after": "2030-01-01T00:00:00+00:00",
+            "source": "/pool/0001/client_cert.crt" + "x" * 200}  # fmt: skip
+    with path.open("w") as out:
+        for n in range(records):
+            mac = f"24:0a:c4:00:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}"
+            parts = [{"name": f"part{p}", "status": "written", "sha256": "cd" * 32,
+                      "items": [item] * 4} for p in range(3)]  # fmt: skip
+            record = {"format": "atflash-log", "version": 1, "time": "2026-01-01T00:00:00+00:00",
+                      "action": "write", "mac": mac, "result": "ok", "partitions": parts}  # fmt: skip
+            out.write(json.dumps(record) + "\n")
+
+
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["table", "json"])
+def test_log_show_streams_the_log_instead_of_holding_it(output: list[str], tmp_path: Path) -> None:
+    log = tmp_path / "big.jsonl"
+    _synthetic_log(log, 600)
+    size = log.stat().st_size
+    assert size > 2_000_000
+    small = tmp_path / "small.jsonl"
+    _synthetic_log(small, 2)
+    run("log", "show", str(small), *output)  # modules imported before memory is counted
+    tracemalloc.start()
+    try:
+        shown = run("log", "show", str(log), "--mac", "02:00:00:00:00:01", *output)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert shown.exit_code == 0, shown.output
+    assert peak < size / 4, f"peak {peak} bytes for a log of {size}"
+    wanted = run("log", "show", str(log), "--mac", "24:0a:c4:00:02:57", "--json")
+    assert [r["mac"] for r in json.loads(wanted.stdout)] == ["24:0a:c4:00:02:57"]
