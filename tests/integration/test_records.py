@@ -367,3 +367,17 @@ def test_log_show_streams_the_log_instead_of_holding_it(output: list[str], tmp_p
     assert peak < size / 4, f"peak {peak} bytes for a log of {size}"
     wanted = run("log", "show", str(log), "--mac", "24:0a:c4:00:02:57", "--json")
     assert [r["mac"] for r in json.loads(wanted.stdout)] == ["24:0a:c4:00:02:57"]
+
+
+def test_check_config_refuses_a_bench_file_whose_report_is_its_log(
+    raw: Path, tmp_path: Path
+) -> None:
+    bench = tmp_path / "bench.toml"
+    cert = raw / "client_ca" / "client_ca_00.crt"
+    bench.write_text(
+        f'chip = "esp32"\nreport = "bench.jsonl"\nlog = "./bench.jsonl"\n'
+        f'[partitions]\nclient_ca = "{cert}"\n'
+    )
+    result = run("check", "--config", str(bench))
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    assert "report and log name the same path" in result.stderr
