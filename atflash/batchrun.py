@@ -12,9 +12,11 @@ bench the same way without click::
 Exit codes (:attr:`RunOutcome.exit_code`): 0 when every board was written or
 left alone because it has no manifest row; 3 when a board failed, and also
 when every board was skipped (nothing was provisioned: the manifest is not
-for the boards attached, which ``--strict`` would fail too); 130 or 143
-when Ctrl-C or SIGTERM stopped the run (128 + the signal, as a shell shows
-it).
+for the boards attached, which ``--strict`` would fail too), and when
+the log, the report or the ledger failed after boards were written (their
+record is incomplete: see :class:`Unwritten` and ``unrecorded``); 130 or
+143 when Ctrl-C or SIGTERM stopped the run (128 + the signal, as a shell
+shows it).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Layout (``format`` names it, ``version`` changes when a field's meaning does)::
      "boards": [{"port": ..., "mac": ..., "chip": ..., "profile": ..., "firmware": null,
                  "result": "ok", "ok": true, "error": null, "skipped": null, "seconds": 4.2,
                  "attempts": 1, "warnings": [...], "backups": [...],
+                 "set": null, "unrecorded": null,
                  "partitions": [{"name": "client_cert", "address": "0x2a000", "size": 8192,
                                  "bin_size": 2344, "sha256": "...", "status": "written",
                                  "seconds": 1.1, "error": null,
