@@ -428,7 +428,7 @@ class _LedgerRecorder:
         except AtflashError as exc:
             result.unrecorded = str(exc)
             if self.policy == "stop":
-                self.stop.hold(f"the ledger could not record {result.port}: {exc}")
+                self.stop.hold(f"the ledger could not record {result.port}")
 
 
 @dataclass(frozen=True)
