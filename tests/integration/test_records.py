@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -381,3 +382,54 @@ def test_check_config_refuses_a_bench_file_whose_report_is_its_log(
     result = run("check", "--config", str(bench))
     assert result.exit_code == EXIT_USER_ERROR, result.output
     assert "report and log name the same path" in result.stderr
+
+
+@pytest.mark.parametrize("policy", ["stop", "continue"])
+def test_a_sqlite_ledger_that_refuses_records_mid_batch_follows_the_policy(
+    policy: str, credential_pool: Path, tmp_path: Path
+) -> None:
+    pool = tmp_path / "pool"
+    for name in ("0001", "0002"):
+        shutil.copytree(credential_pool / name, pool / name)
+    ledger = tmp_path / "ledger.sqlite"
+    open_ledger(str(ledger)).close()
+    with sqlite3.connect(ledger) as db:  # claims still work; storing a result does not
+        db.execute(
+            "CREATE TRIGGER no_records BEFORE UPDATE OF result ON atflash_claims "
+            "BEGIN SELECT RAISE(ABORT, 'recording is switched off'); END"
+        )
+    boards = [start_mock("esp32", flash=board_flash("esp32"), mac=distinct_mac()) for _ in (1, 2)]
+    log = tmp_path / "log.jsonl"
+    try:
+        result = run("write", "--chip", "esp32", *CONNECT, "--jobs", "1",
+                     *(arg for b in boards for arg in ("--port", b.url)),
+                     "--pool", str(pool), "--ledger", str(ledger), "--on-ledger-error", policy,
+                     "--log", str(log), "--json")  # fmt: skip
+    finally:
+        for board in boards:
+            board.stop()
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    report = json.loads(result.stdout)  # --json prints the report
+    outcomes = [(b["result"], b["set"], bool(b["unrecorded"])) for b in report["boards"]]
+    if policy == "stop":
+        assert outcomes == [("ok", "0001", True), ("interrupted", None, False)]
+    else:
+        assert outcomes == [("ok", "0001", True), ("ok", "0002", True)]
+    assert "recording is switched off" in report["boards"][0]["unrecorded"]
+    assert report["summary"]["unrecorded"] == (1 if policy == "stop" else 2)
+    assert [r["unrecorded"] is not None for r in log_records(log)] == [o[2] for o in outcomes]
+
+    with sqlite3.connect(ledger) as db:
+        db.execute("DROP TRIGGER no_records")
+    mended = run("ledger", "reconcile", str(ledger), str(log), "--json")
+    assert mended.exit_code == 0, mended.output
+    assert {o["set"]: o["action"] for o in json.loads(mended.stdout)} == {
+        s: "recorded" for _r, s, unrecorded in outcomes if unrecorded
+    }
+    store = open_ledger(str(ledger), create=False)
+    try:
+        assert {c.set_name: c.result for c in store.claims()} == {
+            s: "ok" for _r, s, unrecorded in outcomes if unrecorded
+        }
+    finally:
+        store.close()
