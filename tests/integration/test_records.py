@@ -31,7 +31,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from atflash.cli import cli
-from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
 from atflash.factory.ledger import Claim
 from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
@@ -433,3 +433,58 @@ def test_a_sqlite_ledger_that_refuses_records_mid_batch_follows_the_policy(
         }
     finally:
         store.close()
+
+
+def test_reconcile_records_only_what_the_ledger_still_agrees_with(tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.sqlite")
+    a, b, c, d, e = (f"24:0a:c4:00:00:0{n}" for n in range(1, 6))
+    store = open_ledger(ledger)
+    try:
+        for device, set_name in ((a, "0001"), (b, "0002"), (c, "0003"), (d, "0004"), (e, "0005")):
+            store.claim(device=device, station="s", sets=[set_name])
+        store.release("0002")
+        (held_c,) = store.claims(device=c)
+        store.record(held_c, result="ok", image_sha256={"client_cert": "11" * 32})
+    finally:
+        store.close()
+
+    def record(mac: str, set_name: str, result: str, time: str) -> str:
+        line = {"format": "atflash-log", "version": 1, "time": time, "action": "write",
+                "mac": mac, "set": set_name, "result": result, "unrecorded": "ledger down",
+                "partitions": [{"name": "client_cert", "sha256": "22" * 32}]}  # fmt: skip
+        return json.dumps(line) + "\n"
+
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        record(a, "0001", "ok", "2026-01-01T10:00:00+00:00")
+        + record(b, "0002", "ok", "2026-01-01T10:00:00+00:00")  # released since
+        + record(c, "0003", "failed", "2020-01-01T10:00:00+00:00")  # recorded later
+        + record(d, "0004", "failed", "2026-01-01T10:00:00+00:00")
+        + record(d, "0004", "ok", "2026-01-01T11:00:00+00:00")  # the last one counts
+        + record(e, "0009", "ok", "2026-01-01T10:00:00+00:00")  # holds another set now
+        + '{"format":"atflash-log","action":"write","mac":"'
+        + a
+        + '","set":"0001",'
+        '"result":"ok","unrecorded":null}\n'  # recorded: not a case
+    )
+    result = run("ledger", "reconcile", ledger, str(log))
+    assert result.exit_code == EXIT_MISMATCH, result.output
+    assert result.stdout.splitlines() == [
+        f"{a}: set 0001 ok: recorded",
+        f"{b}: set 0002 ok: conflict (the device holds no set now (released?))",
+        f"{c}: set 0003 failed: already recorded (ok, by a later run)",
+        f"{d}: set 0004 ok: recorded",
+        f"{e}: set 0009 ok: conflict (the device holds set 0005 now)",
+    ]
+    assert "2 board(s) not recorded: the ledger disagrees with" in result.stderr
+    store = open_ledger(ledger, create=False)
+    try:
+        results = {x.set_name: (x.result, x.image_sha256) for x in store.claims() if x.active}
+    finally:
+        store.close()
+    assert results == {
+        "0001": ("ok", {"client_cert": "22" * 32}),
+        "0003": ("ok", {"client_cert": "11" * 32}),
+        "0004": ("ok", {"client_cert": "22" * 32}),
+        "0005": (None, {}),
+    }
