@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -126,18 +127,22 @@ def test_a_torn_last_line_never_swallows_the_next_record(
 # -- a log or report that fails after the boards were written ---------------------------------
 
 
-@pytest.fixture
-def temp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Where a run saves an output it could not write (the system's temporary folder)."""
-    folder = tmp_path / "temp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    return folder
+@contextlib.contextmanager
+def saved_output(line: str) -> Iterator[Path]:
+    """The file an error line says an unwritten output was saved to (removed afterwards)."""
+    match = re.search(r"saved to (\S+\.jsonl?)", line)
+    assert match, line
+    saved = Path(match.group(1))
+    assert saved.parent == Path(tempfile.gettempdir()) and saved.stat().st_mode & 0o077 == 0
+    try:
+        yield saved
+    finally:
+        saved.unlink()
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a full disk)")
 def test_a_full_disk_under_the_log_is_one_line_and_exit_3_and_the_report_is_written(
-    esp32_board: MockBoard, raw: Path, tmp_path: Path, temp_folder: Path
+    esp32_board: MockBoard, raw: Path, tmp_path: Path
 ) -> None:
     report = tmp_path / "run.json"
     result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
@@ -146,17 +151,16 @@ def test_a_full_disk_under_the_log_is_one_line_and_exit_3_and_the_report_is_writ
     assert "Traceback" not in result.output and "internal error" not in result.output
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("atflash: error:")]
     assert "/dev/full: cannot append to the log (No space left on device)" in line
-    (saved,) = temp_folder.glob("atflash-log-*.jsonl")
-    assert f"saved to {saved}" in line
     (board,) = json.loads(report.read_text())["boards"]
     assert board["result"] == "ok" and board["mac"] == esp32_board.mac
-    (record,) = log_records(saved)  # the log's record, kept for the log
+    with saved_output(line) as saved:
+        (record,) = log_records(saved)  # the log's record, kept for the log
     assert record["format"] == "atflash-log" and record["partitions"] == board["partitions"]
 
 
 @pytest.mark.skipif(not Path("/proc/version").exists(), reason="needs /proc")
 def test_a_log_that_takes_no_bytes_fails_one_board_with_one_line(
-    esp32_board: MockBoard, raw: Path, temp_folder: Path
+    esp32_board: MockBoard, raw: Path
 ) -> None:
     result = run("write", "--chip", "esp32", "--port", esp32_board.url, *CONNECT,
                  "--log", "/proc/version", *files(raw))  # fmt: skip
@@ -164,8 +168,8 @@ def test_a_log_that_takes_no_bytes_fails_one_board_with_one_line(
     assert result.stdout.splitlines()[-1].startswith("OK in")  # the board's own result
     assert result.stderr.startswith("atflash: error: /proc/version: cannot append to the log")
     assert len(result.stderr.splitlines()) == 1
-    (saved,) = temp_folder.glob("atflash-log-*.jsonl")
-    assert log_records(saved)[0]["result"] == "ok"
+    with saved_output(result.stderr) as saved:
+        assert log_records(saved)[0]["result"] == "ok"
 
 
 def _limited(limit: int) -> None:
@@ -187,7 +191,6 @@ def test_a_report_that_cannot_be_written_still_leaves_the_log(
         return subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120,
             preexec_fn=None if limit is None else (lambda: _limited(limit)),
-            env={**os.environ, "TMPDIR": str(folder)},
         )  # fmt: skip
 
     free = atflash(tmp_path / "free", None)
