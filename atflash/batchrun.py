@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,18 +34,11 @@ from atflash import audit
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions
 from atflash.batch import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
-from atflash.errors import (
-    EXIT_DEVICE_ERROR,
-    EXIT_MISMATCH,
-    AtflashError,
-    InputError,
-    ManifestError,
-    one_line,
-)
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
 from atflash.layout.model import Profile
-from atflash.output import refuse_shared_paths, write_private
+from atflash.output import refuse_shared_paths
 from atflash.planning.bench import (
     BenchConfig,
     CheckedConfig,
@@ -65,9 +56,9 @@ from atflash.report import (
     load_report,
     merge_reports,
     unused_rows_of,
-    write_report,
 )
 from atflash.results import BoardResult
+from atflash.runrecords import LedgerRecorder, RunRecords, Unwritten, write_run_records
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
 LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size", "table_offset")
@@ -173,11 +164,14 @@ class RunOutcome:
     report: dict[str, Any]  # as written to --report (merged into the earlier one, see execute)
     action: str = "write"
     stopped_by: int | None = None  # the signal that stopped the run, if one did
-    unwritten: tuple[Unwritten, ...] = ()  # a log or report that could not be written
+    records: RunRecords = field(default_factory=RunRecords)  # the log and report as written
     ledger_hold: str | None = None  # why no new board started after a ledger failure
     ledger: str | None = None  # the pool's ledger, its password masked
-    log_path: str | None = None  # the log and report as written ({date} and {time} filled in)
-    report_path: str | None = None  # (None: not asked for, or not written)
+
+    @property
+    def unwritten(self) -> tuple[Unwritten, ...]:
+        """The log or report that could not be written (see :mod:`atflash.runrecords`)."""
+        return self.records.unwritten
 
     @property
     def unrecorded(self) -> list[BoardResult]:
@@ -320,13 +314,13 @@ def execute(
     :attr:`WriteSettings.on_ledger_error`, no new board starts), and a log
     or report that cannot be written is listed in
     :attr:`RunOutcome.unwritten`, its content saved elsewhere, while the
-    other is still written.
+    other is still written (:mod:`atflash.runrecords`).
     """
     settings = run.settings
     stop = stop if stop is not None else StopRequest()
     started = datetime.datetime.now()
     start = time.monotonic()
-    recorder = _LedgerRecorder(run.pool, settings.on_ledger_error, stop) if run.pool else None
+    recorder = LedgerRecorder(run.pool, settings.on_ledger_error, stop) if run.pool else None
     if settings.single_board and len(run.jobs) == 1:
         results = [run_board(run.jobs[0], events)]
     else:
@@ -349,9 +343,7 @@ def execute(
         before = unused_rows_of(run.earlier)
         unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
-    unwritten: list[Unwritten] = []
-    log_path: str | None = None  # each set once written
-    report_path: str | None = None
+    records: list[dict[str, Any]] = []
     if settings.log:
         context = audit.LogContext.here(settings.action, settings.station)
         # One record per board attempt: a retried board's failed attempts come first.
@@ -360,31 +352,22 @@ def execute(
             for r in results
             for attempt in (*r.earlier_attempts, r)
         ]
-        stamped = audit.stamp_path(settings.log, started)
-        try:
-            audit.append_log(stamped, records)
-            log_path = stamped
-        except (AtflashError, OSError) as exc:
-            lines = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-            unwritten.append(_unwritten("log", stamped, exc, lines.encode(), started))
+    report_path = None
     if settings.report:
-        path = Path(audit.stamp_path(settings.report, started))
+        report_path = Path(audit.stamp_path(settings.report, started))
         if (
             run.earlier is not None
             and settings.only_failed
-            and _same_file(path, settings.only_failed)
+            and _same_file(report_path, settings.only_failed)
         ):
             report = merge_reports(run.earlier, report)
-        try:
-            write_report(path, report)
-            report_path = str(path)
-        except (AtflashError, OSError) as exc:
-            data = (json.dumps(report, indent=2) + "\n").encode()
-            unwritten.append(_unwritten("report", str(path), exc, data, started))
-    written = [path for path in (log_path, report_path) if path]
-    unwritten = [
-        replace(u, kept_in=next((p for p in written if p != u.path), None)) for u in unwritten
-    ]
+    written = write_run_records(
+        log=audit.stamp_path(settings.log, started) if settings.log else None,
+        log_records=records,
+        report=report_path,
+        report_data=report,
+        when=started,
+    )
     return RunOutcome(
         results,
         seconds,
@@ -392,78 +375,10 @@ def execute(
         report,
         action=settings.action,
         stopped_by=stop.signum,
-        unwritten=tuple(unwritten),
+        records=written,
         ledger_hold=stop.held,
-        ledger=_ledger_name(run.pool),
-        log_path=log_path,
-        report_path=report_path,
+        ledger=recorder.ledger if recorder is not None else None,
     )
-
-
-def _ledger_name(pool: Any) -> str | None:
-    if pool is None:
-        return None
-    from atflash.factory.ledger import redact  # only factory runs load the factory
-
-    return str(redact(pool.ledger_url))
-
-
-class _LedgerRecorder:
-    """Stores each board's outcome in the pool's ledger as soon as the board is done.
-
-    A board the ledger cannot record (unreachable, login refused) keeps its
-    outcome in the log and report, marked ``unrecorded`` with its set; by
-    ``policy`` the batch then starts no new board (``stop``: claims would
-    fail the same way) or goes on (``continue``).
-    """
-
-    def __init__(self, pool: Any, policy: str, stop: StopRequest) -> None:
-        self.pool, self.policy, self.stop = pool, policy, stop
-
-    def __call__(self, result: BoardResult) -> None:
-        if result.mac is None or result.credential_set is None:
-            return  # never given a set in this run: nothing of it to record
-        try:
-            self.pool.record(result)
-        except AtflashError as exc:
-            result.unrecorded = str(exc)
-            if self.policy == "stop":
-                self.stop.hold(f"the ledger could not record {result.port}")
-
-
-@dataclass(frozen=True)
-class Unwritten:
-    """A log or report the run could not write, and where its content went instead."""
-
-    what: str  # "log" or "report"
-    path: str
-    error: str  # one line
-    saved: str | None  # a file holding what should have been written, if one could be made
-    kept_in: str | None = None  # the run's other output (report or log), written all the same
-
-    def __str__(self) -> str:
-        if self.saved:
-            kept = f"what it should hold was saved to {self.saved}"
-        elif self.kept_in:
-            kept = f"every board's record is in {self.kept_in}"
-        else:
-            kept = "it could not be saved elsewhere: the summary is the only record"
-        return f"{self.error}; {kept}"
-
-
-def _unwritten(
-    what: str, path: str, exc: BaseException, data: bytes, when: datetime.datetime
-) -> Unwritten:
-    """Record a failed output and save its content in the temporary folder, owner-only."""
-    error = str(exc) if isinstance(exc, AtflashError) else f"{path}: {one_line(exc)}"
-    suffix = ".jsonl" if what == "log" else ".json"
-    name = f"atflash-{what}-{when:%Y%m%dT%H%M%S}-{os.getpid()}{suffix}"
-    target = Path(tempfile.gettempdir()) / name
-    try:
-        write_private(target, data)
-    except (AtflashError, OSError):
-        return Unwritten(what, path, error, None)
-    return Unwritten(what, path, error, str(target))
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:

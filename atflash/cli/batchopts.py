@@ -270,7 +270,7 @@ def _unrecorded_line(outcome: RunOutcome, settings: WriteSettings) -> str:
     """What the ledger lacks and how to bring it up to date from the log."""
     boards = outcome.unrecorded
     first = boards[0].unrecorded
-    kept = [path for path in (outcome.log_path, outcome.report_path) if path]
+    kept = [path for path in (outcome.records.log, outcome.records.report) if path]
     todo = (
         f"once the ledger works again, run: atflash ledger reconcile {outcome.ledger} {kept[0]}"
         if kept
