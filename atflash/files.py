@@ -4,7 +4,9 @@ Windows shells pass ``certs/*.crt`` through unexpanded, and ``sorted()``
 puts ``x_10`` before ``x_2``; PKI IDs follow file order, so both matter.
 Every file atflash reads goes through :func:`read_bounded`, so that no
 input (``/dev/zero``, a FIFO, a huge file given by mistake) can hang it or
-run the host out of memory.
+run the host out of memory. Content a caller already holds (a certificate
+a CA just signed, a key an HSM made) comes as a :class:`Blob` and meets
+the same limits.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from atflash.errors import FileInputError, TooBigError
@@ -78,6 +81,25 @@ def _glob(pattern: str) -> list[str]:
 
 # -- reading -------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes given in memory instead of a file, with the name messages call them by.
+
+    Wherever a file name would appear (errors, reports, the log) the name
+    does, e.g. ``<bytes client_key[0]>``; the bytes never do, not even in
+    the repr.
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = str | Path | Blob  # a file to read, or content given in memory
+
 # What a non-regular file is, in words, by its stat type test.
 _KINDS = (
     (stat.S_ISFIFO, "a pipe (FIFO)"),
@@ -96,8 +118,10 @@ _OPEN_FLAGS = (
 )
 
 
-def read_bounded(path: str | Path, limit: int, what: str, *, hint: str | None = None) -> bytes:
+def read_bounded(path: Source, limit: int, what: str, *, hint: str | None = None) -> bytes:
     """The bytes of the regular file ``path``, refused with a one-line error beyond ``limit``.
+
+    A :class:`Blob` is not read, only held to the same ``limit``.
 
     ``what`` names the file's role for the too-big message ("a manifest"
     gives "N bytes, a manifest holds at most LIMIT bytes"); ``hint`` is
@@ -111,6 +135,10 @@ def read_bounded(path: str | Path, limit: int, what: str, *, hint: str | None = 
     Raises :class:`FileInputError` (missing, a directory, not a regular
     file, unreadable) or :class:`TooBigError`.
     """
+    if isinstance(path, Blob):
+        if len(path.data) > limit:
+            raise TooBigError(path.name, len(path.data), limit, what, hint=hint)
+        return path.data
     p = Path(path)
     try:
         info = os.stat(p)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from atflash.errors import FileInputError, InputError
+from atflash.files import Blob, Source
 
 PRIVATE_MODE = 0o600
 # On Windows a file mode restricts nothing: who may read a file is the folder's ACL.
@@ -25,7 +26,7 @@ def write_outputs(
     outputs: Mapping[Path, bytes],
     *,
     private: Callable[[Path], bool] = lambda _p: False,
-    inputs: Iterable[str | Path] = (),
+    inputs: Iterable[Source] = (),
 ) -> None:
     """Write every file or none: each goes to a temp file, then all are renamed.
 
@@ -71,8 +72,9 @@ def write_outputs(
         raise FileInputError(name, f"cannot write ({exc.strerror})") from None
 
 
-def _refuse_inputs(outputs: Mapping[Path, bytes], inputs: Iterable[str | Path]) -> None:
-    existing = [Path(p) for p in inputs if _is_file(Path(p))]
+def _refuse_inputs(outputs: Mapping[Path, bytes], inputs: Iterable[Source]) -> None:
+    # Content given in memory (a Blob) is no file an output could overwrite.
+    existing = [Path(p) for p in inputs if not isinstance(p, Blob) and _is_file(Path(p))]
     for target in outputs:
         if not _is_file(target):
             continue
@@ -116,7 +118,7 @@ def _stage(target: Path, data: bytes, private: bool) -> Path:
     return Path(name)
 
 
-def write_private(path: Path, data: bytes, *, inputs: Iterable[str | Path] = ()) -> None:
+def write_private(path: Path, data: bytes, *, inputs: Iterable[Source] = ()) -> None:
     """One owner-only file (a backup or a report), written atomically, never over ``inputs``."""
     write_outputs({path: data}, private=lambda _p: True, inputs=inputs)
 

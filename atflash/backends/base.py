@@ -94,6 +94,19 @@ class BoardInfo:
     firmware: str | None = None  # the AT firmware's version line
 
 
+@dataclass(frozen=True)
+class BoardTables:
+    """A board's own credential table as its session read it, and the known layout it matches.
+
+    What a plan made after connecting is made from (see :mod:`atflash.api`).
+    """
+
+    partitions: tuple[Partition, ...] | None  # the credential table; None: none could be read
+    store: str | None = None  # "pki" (ESP-AT 2.x, 3.0), "mfg_nvs" (3.1+); None: neither listed
+    layout: str | None = None  # the name of the known layout (profile) it matches, if one does
+    problem: str | None = None  # why no table could be read (blank or unreadable flash)
+
+
 class Session(abc.ABC):
     """One connected board. Every method may raise an :class:`AtflashError`."""
 
@@ -151,6 +164,20 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def read_partition(self, name: str, profiles: Sequence[Any]) -> tuple[Partition, bytes]:
         """A whole partition, found where the board's own table (or the profile) puts it."""
+
+    @abc.abstractmethod
+    def tables(self, profiles: Sequence[Any]) -> BoardTables:
+        """The board's own credential table, and which of ``profiles`` it matches. Reads only;
+        a table that cannot be read is said in ``problem``, not raised."""
+
+    @abc.abstractmethod
+    def again(self) -> Session:
+        """A new session over this session's open connection, knowing nothing yet of the flash.
+
+        A board kept connected (the Python API) runs each operation in one:
+        what a session learns of the flash (checksums, what a partition
+        held) is stale once it has written.
+        """
 
 
 class Backend(Protocol):

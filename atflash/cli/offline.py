@@ -27,7 +27,7 @@ from atflash.cli.common import (
 from atflash.content import creds, pki
 from atflash.content.describe import inspect_bytes
 from atflash.errors import AtflashError, InputError
-from atflash.files import expand
+from atflash.files import Source, expand
 from atflash.layout.model import DEFAULT_TABLE_OFFSET, MFG_NVS, PkiKind, Profile
 from atflash.layout.profiles import builtin_profiles
 from atflash.output import write_outputs
@@ -298,7 +298,7 @@ def _build_mfg_nvs(
     options: PlanOptions,
     factory_param: str | None,
     out_dir: Path,
-    inputs: list[str],
+    inputs: list[Source],
     *,
     as_json: bool,
 ) -> None:

@@ -52,7 +52,7 @@ from atflash.factory.images import (
 )
 from atflash.factory.parallel import run_chunks
 from atflash.factory.pool import DEVICE_OWN_SUFFIXES, Pool
-from atflash.files import read_bounded
+from atflash.files import Blob, Source, read_bounded
 from atflash.layout.model import MFG_NVS, Profile
 from atflash.output import write_outputs
 from atflash.planning.manifest import Manifest
@@ -552,10 +552,12 @@ def _refuse_shared(devices: Sequence[Device], outcomes: Sequence[_Outcome]) -> N
                 )
 
 
-def _refuse_inputs(out: Path, outputs: Sequence[str], inputs: Iterable[str | Path]) -> None:
+def _refuse_inputs(out: Path, outputs: Sequence[str], inputs: Iterable[Source]) -> None:
     """No output may be an input of the run (a pool's index.csv inside OUT, say)."""
     ids: dict[tuple[int, int], str] = {}
     for path in inputs:
+        if isinstance(path, Blob):
+            continue  # given in memory: no file to overwrite
         with contextlib.suppress(OSError, ValueError):
             info = os.stat(path)
             ids[(info.st_dev, info.st_ino)] = str(path)
