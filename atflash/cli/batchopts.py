@@ -148,6 +148,10 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         log=pick("log"),
         station=pick("station"),
     )
+    if typed("on_ledger_error") and not settings.pool:
+        raise InputError(
+            "--on-ledger-error goes with --pool", hint="only a pool run records to a ledger"
+        )
     check_outputs(report=settings.report, backup=settings.backup)
     return settings
 

@@ -491,3 +491,9 @@ def test_reconcile_records_only_what_the_ledger_still_agrees_with(tmp_path: Path
         "0004": ("ok", {"client_cert": "22" * 32}),
         "0005": (None, {}),
     }
+
+
+def test_on_ledger_error_without_a_pool_is_refused(raw: Path, dead_port: str) -> None:
+    result = run("write", "--port", dead_port, "--on-ledger-error", "continue", *files(raw))
+    assert result.exit_code == EXIT_USER_ERROR
+    assert "--on-ledger-error goes with --pool" in result.stderr
