@@ -303,8 +303,13 @@ def print_summary(
     unused_rows: Sequence[tuple[int, str]] = (),
     title: str = "Summary",
 ) -> None:
-    """The table of every board, a count line, and manifest rows no board used (summarised)."""
-    term.stdout_console().print(summary_table(results, title=title))
+    """The table of every board, a count line, and manifest rows no board used (summarised).
+
+    With ``-q``: the line of each board that failed or was skipped, and the count line.
+    """
+    quiet = term.quiet()
+    if not quiet:
+        term.stdout_console().print(summary_table(results, title=title))
     for result in results:
         why = result.error_detail or result.skipped
         if why:
@@ -315,7 +320,7 @@ def print_summary(
                 f"{result.credential_set}: {result.unrecorded}"
             )
     click.echo(f"{len(results)} board(s) in {seconds:.1f} s: {count_text(results)}")
-    for line in unused_lines(unused_rows):
+    for line in () if quiet else unused_lines(unused_rows):
         click.echo(line)
 
 
