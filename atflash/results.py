@@ -119,6 +119,11 @@ class BoardResult:
     interrupted: bool = False  # a batch stopped (Ctrl-C, SIGTERM) before this board finished
     # Flash beside the targets that the write changed: the neighbour guard's findings.
     neighbours: list[NeighbourChange] = field(default_factory=list)
+    credential_set: str | None = None  # the pool set the board was given (factory runs)
+    # Why the ledger does not know how this board's write ended (it could not be
+    # reached to record it): the log and report keep the outcome until
+    # `atflash ledger reconcile` stores it.
+    unrecorded: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -177,4 +182,6 @@ class BoardResult:
             "backups": list(self.backups),
             "neighbours": [n.to_json() for n in self.neighbours],
             "partitions": [p.to_json() for p in self.partitions],
+            "set": self.credential_set,
+            "unrecorded": self.unrecorded,
         }

@@ -427,3 +427,21 @@ def test_an_encrypted_esp_at_board_from_the_pool(board_pool: BoardPool) -> None:
         assert board.rom is not None and board.rom.rules.decrypt(table, stored) == plain
         at_customize = profile.at_customize_offset
         assert flash_differs(board, {at_customize: factory[at_customize]}) == []  # not encrypted
+
+
+@pytest.mark.parametrize(("ahead", "erased"), [(0x1000, 0x1000), (None, 0x4000)])
+def test_a_stub_write_cut_after_begin_has_erased_what_the_stub_reached(
+    esp32: MockBoard, ahead: int | None, erased: int
+) -> None:
+    """esptool's stub starts erasing at begin: one sector by default, all of it with None."""
+    old = os.urandom(0x4000)
+    write_flash(esp32.url, [(CLIENT_CA, old)])
+    with strict_rom(esp32, stub_erase_ahead=ahead) as rom, raw(rom) as loader:
+        loader.command(0x06, struct.pack("<II", 0, 0x4009_0000))  # MEM_END: the stub runs
+        op, data = begin(0x4000, CLIENT_CA, FLASH_DEFL_BEGIN)
+        _value, reply = loader.command(op, data)
+    assert reply[0] == 0
+    assert rom.erased_spans() == [(CLIENT_CA, CLIENT_CA + erased)]
+    assert not rom.violations  # a compressed write through a stub is esptool's default
+    (after,) = read_flash(esp32.url, [(CLIENT_CA, 0x4000)])
+    assert after == b"\xff" * erased + old[erased:]
