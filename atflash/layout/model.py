@@ -95,6 +95,9 @@ class Partition:
     offset: int
     size: int
     pki: PkiKind | None = None
+    # The table entry's flags bit 0: with flash encryption on, the firmware reads
+    # this partition through it (ESP-AT's own partitions never carry it).
+    encrypted: bool = False
 
     @property
     def end(self) -> int:

@@ -207,6 +207,7 @@ def _partition_from(entry: dict[str, Any], where: str) -> Partition:
         offset=int(entry["offset"]),
         size=int(entry["size"]),
         pki=pki,
+        encrypted=bool(entry.get("encrypted", False)),
     )
 
 
