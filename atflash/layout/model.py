@@ -198,19 +198,6 @@ class Profile:
     def pki_partitions(self) -> tuple[Partition, ...]:
         return tuple(p for p in self.partitions if p.pki is not None)
 
-    def with_flash(self, *, mode: str | None, freq: str | None, size: str | None) -> Profile:
-        """A copy with flash settings overridden (validated like the originals)."""
-        from dataclasses import replace
-
-        new = replace(
-            self,
-            flash_mode=mode or self.flash_mode,
-            flash_freq=freq or self.flash_freq,
-            flash_size=size or self.flash_size,
-        )
-        validate(new)
-        return new
-
 
 # -- validation --------------------------------------------------------------
 
