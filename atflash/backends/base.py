@@ -58,8 +58,11 @@ class WriteOptions:
     explicit_layout: bool = False
     skip_unchanged: bool = True
     backup_dir: Path | None = None
-    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery).
-    journal_dir: Path | None = None
+    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery),
+    # so that running a write cut short again completes it. By default the state folder, as
+    # the command line keeps it: a library caller's rerun repairs the board the same way.
+    # None keeps no journal.
+    journal_dir: Path | None = field(default_factory=recovery.default_state_dir)
 
 
 @dataclass(frozen=True)
