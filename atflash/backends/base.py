@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from atflash import recovery
-from atflash.content.nvs import parse_nvs
+from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
     BackupMismatchError,
@@ -655,7 +655,7 @@ def region_record(
     damaged = False
     if name == MFG_NVS:
         try:
-            parse_nvs(content, source=MFG_NVS)
+            mfgnvs.read_mfg_nvs(content, source=MFG_NVS)  # factory_param lost is damage too
         except FormatError:
             damaged = True
     return recovery.BackupRecord(
