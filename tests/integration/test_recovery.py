@@ -242,6 +242,26 @@ def test_read_and_write_of_a_damaged_board_are_both_device_errors(
 # -- restore: every store, both paths, and its refusals ------------------------------------
 
 
+@pytest.mark.parametrize("firmware", ["2.x", "3.x"])
+def test_the_hardware_round_trip_ends_as_it_started_on_a_mock(
+    board_pool: BoardPool, raw: Path, tmp_path: Path, firmware: str
+) -> None:
+    """tests/hardware's sequence (write --backup, verify, restore) finds and restores its backup."""
+    from tests.hardware.test_real_board import round_trip
+
+    part = find_profile("esp32" if firmware == "2.x" else "esp32-3x").partition(
+        "client_ca" if firmware == "2.x" else "mfg_nvs"
+    )
+    with board_pool.lease("esp32") as mock:
+        flash_esp_at(mock, firmware)
+        if firmware == "2.x":
+            preload(mock, part.offset, pki.pad(pki.build([("ca", b"old CA", None)]), part.size))
+        (before,) = read_flash(direct_url(mock), [(part.offset, part.size)])
+        round_trip(["--port", mock.url, "--via", "esptool", *CONNECT], raw, tmp_path, chip="esp32")
+        (after,) = read_flash(direct_url(mock), [(part.offset, part.size)])
+    assert after == before
+
+
 def test_restore_puts_a_2x_partition_back_through_esptool(
     board_pool: BoardPool, raw: Path, tmp_path: Path
 ) -> None:
