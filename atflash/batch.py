@@ -146,6 +146,9 @@ class FromParent:
     is identified (the worker asks over its pipe; see :func:`run_board`)."""
 
     ask: PlanResolver | None = field(default=None, compare=False)  # set in the worker
+    # Partitions the worker reads back before asking (BoardIdentity.held), found with these layouts.
+    reads: tuple[str, ...] = ()
+    profiles: tuple[Any, ...] = ()
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         if self.ask is None:
@@ -165,12 +168,20 @@ class WithSerialNumber:
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         return self.resolver(replace(identity, serial_number=self.serial_number))
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return tuple(getattr(self.resolver, "reads", ()))
+
+    @property
+    def profiles(self) -> tuple[Any, ...]:
+        return tuple(getattr(self.resolver, "profiles", ()))
+
 
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
     if isinstance(plans, FromParent) and isinstance(job.claims, _ParentClaims):
-        plans = FromParent(job.claims.plans)
+        plans = replace(plans, ask=job.claims.plans)
     if isinstance(plans, ManifestResolver) and job.claims is not None:
         plans = plans.with_claims(job.claims)
     if callable(plans) and job.serial_number:

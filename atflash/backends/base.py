@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -270,6 +270,12 @@ def run_session(
             info = session.info
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
+            reads = getattr(plans, "reads", ()) if callable(plans) else ()
+            if reads:  # the resolver decides from what the board holds (an issuer's rerun)
+                from atflash.issue.resolve import read_items
+
+                held = read_items(session, reads, getattr(plans, "profiles", ()))
+                identity = replace(identity, held=held)
             plan = session.choose(resolve_plans(plans, identity), events)
             result = rebase(result, plan)
             result.profile = plan.profile.name
