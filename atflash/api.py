@@ -449,7 +449,7 @@ def run_batch(
         BoardJob(
             port=p.device,
             connect=backend.connect_options(p.device, link),
-            plans=fixed if fixed is not None else FromParent(),
+            plans=fixed if fixed is not None else _from_parent(plan_for),
             options=options,
             serial_number=p.serial_number,
             backend=backend.name,
@@ -468,6 +468,16 @@ def run_batch(
         _annotated(attempt, fixed if recorded is None else recorded.given.get(attempt.port, ()))
     record = _record(results, action, seconds, started, report=report, log=log, station=station)
     return RunOutcome(results, seconds, [], record, action=action)
+
+
+def _from_parent(plan_for: Any) -> Any:
+    """Plans made here; the worker first reads back what ``plan_for.reads`` names (an issuer's)."""
+    from atflash.batch import FromParent
+
+    return FromParent(
+        reads=tuple(getattr(plan_for, "reads", ())),
+        profiles=tuple(getattr(plan_for, "profiles", ())),
+    )
 
 
 def _record(
