@@ -418,7 +418,7 @@ def run_batch(
     order), ``report`` and ``exit_code`` as the command line would end.
     """
     from atflash import audit
-    from atflash.batch import BatchOptions, BoardJob, FromParent
+    from atflash.batch import BatchOptions, BoardJob
     from atflash.batch import run_batch as run_workers
     from atflash.batchrun import RunOutcome
     from atflash.planning.bench import check_outputs

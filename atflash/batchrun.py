@@ -255,7 +255,7 @@ def _issue_resolver(settings: WriteSettings) -> Any:
         )
     if settings.action != "write":
         raise InputError("--issue writes: use it with atflash write")
-    from atflash.issue import IssueResolver, Issuer, check_escrow_dir, load_issuer_config
+    from atflash.issue import Issuer, IssueResolver, check_escrow_dir, load_issuer_config
     from atflash.issue.config import parse_issuer_config
 
     if settings.issue is not None:

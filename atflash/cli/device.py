@@ -174,12 +174,20 @@ _GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
     help="Leave partitions that already hold the image alone.",
 )
 @click.option(
-    "--issue", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+    "--issue",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
     help="Issue each board its own certificate and key, signed by this issuer (TOML).",
 )
-@click.option("--reissue", is_flag=True, help="With --issue: a new certificate even for a board that holds a valid one.")
 @click.option(
-    "--escrow", type=click.Path(file_okay=False), metavar="DIR",
+    "--reissue",
+    is_flag=True,
+    help="With --issue: a new certificate even for a board that holds a valid one.",
+)
+@click.option(
+    "--escrow",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
     help="With --issue: also save each key here, encrypted with $ATFLASH_ESCROW_PASSPHRASE (0600).",
 )
 @no_pair_check_option

@@ -108,7 +108,8 @@ def ledger_show(url: str, device: str | None, since: str | None, as_json: bool) 
 @click.argument("url")
 @click.option("-o", "--output", "out", required=True, metavar="FILE", help="FILE.csv or FILE.json.")
 @click.option(
-    "--issued", is_flag=True,
+    "--issued",
+    is_flag=True,
     help="The certificates issued at stations instead: FILE.csv and a PEM bundle FILE.pem.",
 )
 def ledger_export(url: str, out: str, issued: bool) -> None:

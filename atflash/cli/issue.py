@@ -61,7 +61,9 @@ def export_issued(url: str, out: str) -> None:
     bundle = "".join(r.certificate for r in records).encode()
     write_outputs({path: _csv(records), path.with_suffix(".pem"): bundle})
     live = sum(1 for r in records if r.live)
-    click.echo(f"{out}: {len(records)} certificates ({live} live); {path.with_suffix('.pem')}: PEM bundle")
+    click.echo(
+        f"{out}: {len(records)} certificates ({live} live); {path.with_suffix('.pem')}: PEM bundle"
+    )
 
 
 def _csv(records: list[IssuedRecord]) -> bytes:

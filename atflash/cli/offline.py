@@ -191,13 +191,24 @@ _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
     "devices; writing files, not CPU, bounds smaller runs).",
 )
 @click.option(
-    "--issue", "issue_path", metavar="FILE", type=click.Path(dir_okay=False, exists=True),
+    "--issue",
+    "issue_path",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True),
     help="Per-device images with certificates issued by this issuer, one per MAC of --macs.",
 )
-@click.option("--macs", metavar="CSV", type=click.Path(dir_okay=False, exists=True),
-              help="With --issue: the devices' MACs, one per line (first column).")
-@click.option("--reissue", is_flag=True, help="With --issue: issue again for devices already built.")
-@click.option("--ledger", metavar="URL", help="With --issue: the ledger (default: beside the issuer file).")
+@click.option(
+    "--macs",
+    metavar="CSV",
+    type=click.Path(dir_okay=False, exists=True),
+    help="With --issue: the devices' MACs, one per line (first column).",
+)
+@click.option(
+    "--reissue", is_flag=True, help="With --issue: issue again for devices already built."
+)
+@click.option(
+    "--ledger", metavar="URL", help="With --issue: the ledger (default: beside the issuer file)."
+)
 @click.option("--station", metavar="NAME", help="With --issue: this station's name, in the ledger.")
 @json_option
 @click.argument("groups", nargs=-1, metavar="[PARTITION FILE...]...")
@@ -465,12 +476,14 @@ def _build_issued(
 
     listed = load_macs(macs)
     spec, inputs = _device_spec(run)
-    with Issuer.open(issue_path, station=station, ledger=ledger) as issuer:
-        with term.StepProgress("issuing and building") as progress:
-            summary, kept = build_issued(
-                issuer, listed, spec, run.out_dir, source=macs, reissue=reissue,
-                inputs=[*inputs, macs, issue_path], jobs=run.jobs, progress=progress,
-            )  # fmt: skip
+    with (
+        Issuer.open(issue_path, station=station, ledger=ledger) as issuer,
+        term.StepProgress("issuing and building") as progress,
+    ):
+        summary, kept = build_issued(
+            issuer, listed, spec, run.out_dir, source=macs, reissue=reissue,
+            inputs=[*inputs, macs, issue_path], jobs=run.jobs, progress=progress,
+        )  # fmt: skip
     built = summary.built if summary is not None else 0
     private = summary.private if summary is not None else 0
     click.echo(

@@ -89,7 +89,9 @@ def open_ca(config: IssuerConfig, *, leaf_days: int | None = None) -> CA:
     """Load and check the CA; every refusal is one line, and nothing is touched yet."""
     certs = _load_certs(config)
     certificate, chain = certs[0], tuple(certs[1:])
-    _check_validity(config, certificate, leaf_days if leaf_days is not None else config.validity_days)
+    _check_validity(
+        config, certificate, leaf_days if leaf_days is not None else config.validity_days
+    )
     signer = _pkcs11_signer(config) if config.hsm else _file_signer(config)
     try:
         _check_pair(config, certificate, signer)
@@ -106,7 +108,9 @@ def _load_certs(config: IssuerConfig) -> list[x509.Certificate]:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise IssuerError(config.source, f"ca_cert {path}: cannot read ({exc.strerror})") from None
+            raise IssuerError(
+                config.source, f"ca_cert {path}: cannot read ({exc.strerror})"
+            ) from None
         certs += creds.load_certificates(data, source=str(path))
     constraints = _basic_constraints(certs[0])
     if constraints is None or not constraints.ca:
@@ -187,7 +191,9 @@ def _file_signer(config: IssuerConfig) -> Signer:
             data = handle.read(MAX_KEY_FILE + 1)
     except OSError as exc:
         raise IssuerError(config.source, f"ca_key {path}: cannot read ({exc.strerror})") from None
-    password = read_pin(config, what="CA key's passphrase") if creds.is_encrypted_key(data) else None
+    password = (
+        read_pin(config, what="CA key's passphrase") if creds.is_encrypted_key(data) else None
+    )
     if creds.is_encrypted_key(data) and password is None:
         raise IssuerError(
             config.source, f"ca_key {path} is encrypted",
@@ -280,7 +286,9 @@ def _pkcs11_signer(config: IssuerConfig) -> Signer:
     try:
         lib = pkcs11.lib(module)
     except Exception as exc:  # the library's loader: any failure is the module's
-        raise IssuerError(config.source, f"pkcs11_module {module}: cannot load ({one_line(exc)})") from None
+        raise IssuerError(
+            config.source, f"pkcs11_module {module}: cannot load ({one_line(exc)})"
+        ) from None
     try:
         token = lib.get_token(token_label=uri["token"])
     except p11.NoSuchToken:
@@ -289,7 +297,9 @@ def _pkcs11_signer(config: IssuerConfig) -> Signer:
             hint="check the token's label (softhsm2-util --show-slots)",
         ) from None  # fmt: skip
     except p11.MultipleTokensReturned:
-        raise IssuerError(config.source, f"several PKCS#11 tokens are labelled {uri['token']!r}") from None
+        raise IssuerError(
+            config.source, f"several PKCS#11 tokens are labelled {uri['token']!r}"
+        ) from None
     try:
         session = token.open(user_pin=pin.decode())
     except p11.PinIncorrect:
@@ -297,7 +307,9 @@ def _pkcs11_signer(config: IssuerConfig) -> Signer:
     except p11.PinLocked:
         raise IssuerError(config.source, f"the PIN of PKCS#11 {where} is locked") from None
     except p11.PKCS11Error as exc:
-        raise IssuerError(config.source, f"cannot log in to PKCS#11 {where} ({type(exc).__name__})") from None
+        raise IssuerError(
+            config.source, f"cannot log in to PKCS#11 {where} ({type(exc).__name__})"
+        ) from None
     query: dict[str, Any] = {"object_class": ObjectClass.PRIVATE_KEY}
     if "object" in uri:
         query["label"] = uri["object"]
@@ -326,13 +338,15 @@ def _pkcs11_signer(config: IssuerConfig) -> Signer:
     def sign_data(data: bytes) -> bytes:
         try:
             if kind == "ec":
-                raw = key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)
+                raw = key.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)  # type: ignore[attr-defined]
                 half = len(raw) // 2
                 r, s = int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")
                 return bytes(utils.encode_dss_signature(r, s))
-            return bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))
+            return bytes(key.sign(data, mechanism=Mechanism.SHA256_RSA_PKCS))  # type: ignore[attr-defined]
         except p11.PKCS11Error as exc:
-            raise HsmError(config.source, f"the token refused to sign ({type(exc).__name__})") from None
+            raise HsmError(
+                config.source, f"the token refused to sign ({type(exc).__name__})"
+            ) from None
 
     return Signer(config.ca_key, kind, sign_data=sign_data, close=session.close)
 

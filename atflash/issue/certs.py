@@ -159,7 +159,7 @@ def new_key(key_type: str) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
     if kind == "ec":
         curve = ec.SECP384R1() if size == "secp384r1" else ec.SECP256R1()
         return ec.generate_private_key(curve)
-    return rsa.generate_private_key(public_exponent=65537, key_size=int(size))
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(str(size)))
 
 
 def random_serial() -> int:
@@ -247,7 +247,9 @@ def sign_certificate(builder: x509.CertificateBuilder, signer: Signer) -> x509.C
     if signer.key is not None:
         return builder.sign(signer.key, hashes.SHA256())
     draft = builder.sign(_throwaway(signer.kind), hashes.SHA256())
-    der = assemble(draft.public_bytes(serialization.Encoding.DER), draft.tbs_certificate_bytes, signer)
+    der = assemble(
+        draft.public_bytes(serialization.Encoding.DER), draft.tbs_certificate_bytes, signer
+    )
     return x509.load_der_x509_certificate(der)
 
 
@@ -267,7 +269,9 @@ def assemble(draft: bytes, tbs: bytes, signer: Signer) -> bytes:
     if draft[body_start : body_start + len(tbs)] != tbs:
         raise ValueError("the draft does not start with its to-be-signed part")
     algorithm_start = body_start + len(tbs)
-    algorithm_end = algorithm_start + _header_length(draft, algorithm_start) + _length(draft, algorithm_start)
+    algorithm_end = (
+        algorithm_start + _header_length(draft, algorithm_start) + _length(draft, algorithm_start)
+    )
     algorithm = draft[algorithm_start:algorithm_end]
     signature = signer.sign(tbs)
     bit_string = _tlv(0x03, b"\x00" + signature)

@@ -231,7 +231,7 @@ class _Getter:
         value = self.data.get(key)
         if value is None:
             if required:
-                raise IssuerError(self.source, f"{key} is not set", hint=f"add {key} = \"...\"")
+                raise IssuerError(self.source, f"{key} is not set", hint=f'add {key} = "..."')
             return None
         if not isinstance(value, str) or not value.strip():
             raise IssuerError(self.source, f"{key} must be a non-empty string, not {value!r}")
@@ -262,7 +262,11 @@ class _Getter:
 def check_template(template: str, source: str, *, set_name: str | None) -> None:
     """Refuse a template naming an unknown field (or ``{set}`` with no ``set`` given)."""
     try:
-        fields = [name for _text, name, _spec, _conv in string.Formatter().parse(template) if name is not None]
+        fields = [
+            name
+            for _text, name, _spec, _conv in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as exc:
         raise IssuerError(source, f"template {template!r}: {exc}") from None
     for name in fields:
@@ -304,7 +308,9 @@ def _san_kind(entry: str, source: str) -> tuple[str, str]:
     kind, sep, value = entry.partition(":")
     if not sep or kind not in SAN_KINDS or not value:
         raise IssuerError(
-            source, f"san {entry!r} is not KIND:value", hint=f"KIND is one of {', '.join(SAN_KINDS)}"
+            source,
+            f"san {entry!r} is not KIND:value",
+            hint=f"KIND is one of {', '.join(SAN_KINDS)}",
         )
     return kind, value
 

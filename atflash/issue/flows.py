@@ -40,18 +40,20 @@ def write_board(
             continue  # nothing readable there: nothing held
     kept = None if reissue else issuer.held(board.mac or "", held)
     if kept is not None:
-        return board.write(board.plan(issuer.credentials(kept)), on_event=on_event)  # type: ignore[arg-type]
+        return board.write(board.plan(issuer.credentials(kept)), on_event=on_event)
     if escrow is not None:
         from atflash.issue.issuer import check_escrow_dir
 
         check_escrow_dir(escrow)
     if not board.mac:
-        raise AtflashError(f"{board.port}: the board's MAC is unknown, and certificates are issued by MAC")
+        raise AtflashError(
+            f"{board.port}: the board's MAC is unknown, and certificates are issued by MAC"
+        )
     leaf = issuer.issue(board.mac, chip=board.chip, reissue=reissue)
     try:
         if escrow is not None:
             issuer.escrow(leaf, escrow, board.mac)
-        plan = board.plan(issuer.credentials(leaf))  # type: ignore[arg-type]
+        plan = board.plan(issuer.credentials(leaf))
     except BaseException:
         issuer.record(leaf.serial, ok=False)
         raise

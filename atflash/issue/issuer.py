@@ -77,7 +77,7 @@ class Issuer:
         """Load and check the issuer; every refusal comes here, before any board."""
         from atflash.factory.resolve import default_station
 
-        config = issuer if isinstance(issuer, IssuerConfig) else load_issuer_config(issuer)
+        config = issuer if isinstance(issuer, IssuerConfig) else load_issuer_config(Path(issuer))
         who = (station or default_station()).strip() or default_station()
         check_templates(config, station=who)
         ca = open_ca(config)

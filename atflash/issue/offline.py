@@ -76,9 +76,7 @@ def build_issued(
     old = read_index(Path(out_dir))
     live = {r.device for r in issuer.records() if r.live}
     todo = [
-        (mac, line)
-        for mac, line in macs
-        if reissue or not (safe_name(mac) in old and mac in live)
+        (mac, line) for mac, line in macs if reissue or not (safe_name(mac) in old and mac in live)
     ]
     if not todo:
         return None, len(macs)
@@ -89,7 +87,7 @@ def build_issued(
         for mac, line in todo:
             leaf = issuer.issue(mac, chip=spec.profile.chip, reissue=reissue)
             issued.append(leaf.serial)
-            requests = requests_from(issuer.credentials(leaf), names)  # type: ignore[arg-type]
+            requests = requests_from(issuer.credentials(leaf), names)
             rows.append((mac, f"{source}:{line}", tuple(requests)))
         summary = build_devices(
             devices_from_rows(rows), spec, out_dir, inputs=inputs, jobs=jobs, progress=progress

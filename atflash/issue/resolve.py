@@ -43,7 +43,9 @@ class IssueResolver:
         self.escrow = escrow
         self.reads: tuple[str, ...] = issuer.reads
         self.given: dict[str, Sequence[WritePlan]] = {}
-        self.pending: dict[str, str] = {}  # MAC -> serial issued in this run, its write not recorded
+        self.pending: dict[
+            str, str
+        ] = {}  # MAC -> serial issued in this run, its write not recorded
         self.kept: dict[str, str] = {}  # MAC -> serial a rerun kept
         self.escrowed: dict[str, str] = {}  # MAC -> escrow file
 
@@ -58,7 +60,9 @@ class IssueResolver:
             self.kept[mac] = held.serial
             credentials = self.issuer.credentials(held)
         else:
-            if mac in self.pending:  # an earlier attempt of this run failed: supersede its certificate
+            if (
+                mac in self.pending
+            ):  # an earlier attempt of this run failed: supersede its certificate
                 self.issuer.record(self.pending.pop(mac), ok=False)
             leaf = self.issuer.issue(mac, chip=identity.chip, reissue=self.reissue)
             self.pending[mac] = leaf.serial
@@ -66,7 +70,7 @@ class IssueResolver:
             if self.escrow is not None:
                 self.escrowed[mac] = str(self.issuer.escrow(leaf, self.escrow, mac))
         try:
-            requests = requests_from(credentials, request_names(self.profiles))  # type: ignore[arg-type]
+            requests = requests_from(credentials, request_names(self.profiles))
             plans = tuple(build_plans(self.profiles, requests, options=self.options))
         except AtflashError:
             if mac in self.pending and held is None:
@@ -89,7 +93,9 @@ class IssueResolver:
         return serial
 
 
-def read_items(session: Any, names: Sequence[str], profiles: Sequence[Profile]) -> dict[str, tuple[bytes, ...]]:
+def read_items(
+    session: Any, names: Sequence[str], profiles: Sequence[Profile]
+) -> dict[str, tuple[bytes, ...]]:
     """What the board holds in each of ``names`` (its items, in ID order); empty if unreadable."""
     out: dict[str, tuple[bytes, ...]] = {}
     for name in names:

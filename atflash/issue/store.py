@@ -182,7 +182,9 @@ class IssuedStore:
                 continue
         raise LedgerError(self.name, f"cannot store serial {row['serial']}: lost every race")
 
-    def _insert_once(self, row: dict[str, str], *, supersede: bool, reason: str) -> list[IssuedRecord]:
+    def _insert_once(
+        self, row: dict[str, str], *, supersede: bool, reason: str
+    ) -> list[IssuedRecord]:
         with self._transaction("cannot store the certificate") as run:
             live = [
                 _record(r)
@@ -301,5 +303,7 @@ def _sqlite_path(url: str, scheme: str | None) -> Path:
         return Path(url)
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
-        raise LedgerError(url, "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path")
+        raise LedgerError(
+            url, "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
+        )
     return Path(url[len(prefix) :])

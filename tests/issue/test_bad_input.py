@@ -20,7 +20,9 @@ def other_key(ca: TestCA) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     ca.key.write_bytes(
         key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
 
@@ -42,7 +44,7 @@ def short_lived(ca: TestCA) -> None:
     ca.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def setting(text: str):  # noqa: ANN201 - a case's change
+def setting(text: str):
     def change(ca: TestCA) -> None:
         body = ca.issuer.read_text().replace('subject = "CN={mac}"\n', "")
         ca.issuer.write_text(body + text + "\n")

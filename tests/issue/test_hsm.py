@@ -34,7 +34,9 @@ def test_batch_of_four_signed_by_the_token(
         assert redo.exit_code == 0
     assert check_board(four_boards[0], ca_cert, tmp_path) != first[four_boards[0].mac]
     crl_path = tmp_path / "crl.pem"
-    made = CliRunner().invoke(cli, ["issue", "crl", "--issue", str(hsm_issuer), "-o", str(crl_path)])
+    made = CliRunner().invoke(
+        cli, ["issue", "crl", "--issue", str(hsm_issuer), "-o", str(crl_path)]
+    )
     assert made.exit_code == 0, made.output
     crl = x509.load_pem_x509_crl(crl_path.read_bytes())
     ca = x509.load_pem_x509_certificate(softhsm.ca_cert_pem)

@@ -28,7 +28,9 @@ def test_build_issues_one_certificate_per_mac_and_resumes(tmp_path: Path) -> Non
     macs = tmp_path / "macs.csv"
     macs.write_text("mac\n" + "\n".join(MACS[:3]) + "\n")
     out = tmp_path / "out"
-    first = run("build", "--chip", "esp32", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out))
+    first = run(
+        "build", "--chip", "esp32", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out)
+    )
     assert first.exit_code == 0, first.output
     assert "3 issued and built" in first.output
     serials = set()
@@ -46,12 +48,16 @@ def test_build_issues_one_certificate_per_mac_and_resumes(tmp_path: Path) -> Non
 
     # Two more MACs: the first three are kept (not issued again), the new two built.
     macs.write_text("\n".join(MACS) + "\n")
-    again = run("build", "--chip", "esp32", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out))
+    again = run(
+        "build", "--chip", "esp32", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out)
+    )
     assert again.exit_code == 0, again.output
     assert "2 issued and built, 3 already built (kept)" in again.output
     index = (out / "index.csv").read_text()
     assert all(mac in index for mac in MACS)
-    done = run("build", "--chip", "esp32", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out))
+    done = run(
+        "build", "--chip", "esp32", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out)
+    )
     assert "0 issued and built, 5 already built (kept)" in done.output
 
 
@@ -62,7 +68,17 @@ def test_a_refused_build_places_nothing_and_issues_nothing(tmp_path: Path) -> No
     out = tmp_path / "out"
     image = tmp_path / "factory.bin"
     image.write_bytes(b"\xff" * 0x10000)  # no partition table: refused
-    result = run("build", "--issue", str(ca.issuer), "--macs", str(macs), "-o", str(out), "--image", str(image))
+    result = run(
+        "build",
+        "--issue",
+        str(ca.issuer),
+        "--macs",
+        str(macs),
+        "-o",
+        str(out),
+        "--image",
+        str(image),
+    )
     assert result.exit_code == 2
     assert not out.exists() or not any(out.iterdir())
     with IssuedStore(str(ca.issuer.with_suffix(".ledger.sqlite"))) as store:

@@ -31,7 +31,9 @@ def held(board: MockBoard) -> dict[str, list[bytes]]:
     parts = {p.name: p for p in profile.partitions}
     names = ("client_cert", "client_key", "client_ca")
     found = read_flash(board.url, [(parts[n].offset, parts[n].size) for n in names])
-    return {n: [i.content for i in pki.parse(data).items] for n, data in zip(names, found, strict=True)}
+    return {
+        n: [i.content for i in pki.parse(data).items] for n, data in zip(names, found, strict=True)
+    }
 
 
 def check_board(board: MockBoard, ca_cert: Path, tmp: Path) -> x509.Certificate:
@@ -63,7 +65,9 @@ def test_batch_of_four_each_own_certificate_rerun_keeps_reissue_supersedes(
     text = log.read_text()
     assert "PRIVATE KEY" not in text
     records = [json.loads(line) for line in text.splitlines()]
-    cert_items = [p["items"][0] for r in records for p in r["partitions"] if p["name"] == "client_cert"]
+    cert_items = [
+        p["items"][0] for r in records for p in r["partitions"] if p["name"] == "client_cert"
+    ]
     assert {i["serial"] for i in cert_items} == {f"{c.serial_number:x}" for c in first.values()}
     assert {r["station"] for r in records} == {"bench1"}
 

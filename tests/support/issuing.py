@@ -18,6 +18,8 @@ from cryptography.x509.oid import NameOID
 
 @dataclass(frozen=True)
 class TestCA:
+    __test__ = False  # a fixture value, not a test class
+
     folder: Path
     cert: Path
     key: Path
@@ -71,7 +73,9 @@ def make_ca(folder: Path, *, issuer_text: str = "", days: int = 3650 * 2) -> Tes
             )
         )
     issuer = folder / "issuer.toml"
-    issuer.write_text(f'ca_cert = "ca.crt"\nca_key = "ca.key"\nsubject = "CN={{mac}}"\n{issuer_text}')
+    issuer.write_text(
+        f'ca_cert = "ca.crt"\nca_key = "ca.key"\nsubject = "CN={{mac}}"\n{issuer_text}'
+    )
     return TestCA(folder, cert_path, key_path, issuer)
 
 

@@ -52,7 +52,9 @@ def start(folder: Path) -> SoftHsm:
     tokens = folder / "tokens"
     tokens.mkdir(parents=True)
     conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
     os.environ["SOFTHSM2_CONF"] = str(conf)
     subprocess.run(
         ["softhsm2-util", "--init-token", "--free", "--label", TOKEN, "--pin", PIN, "--so-pin", SO_PIN],
@@ -62,7 +64,9 @@ def start(folder: Path) -> SoftHsm:
     token = lib.get_token(token_label=TOKEN)
     with token.open(rw=True, user_pin=PIN) as session:
         params = session.create_domain_parameters(
-            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
+            KeyType.EC,
+            {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+            local=True,
         )
         public, private = params.generate_keypair(store=True, label=OBJECT)
         spki = encode_ec_public_key(public)
@@ -101,7 +105,8 @@ def _ca_certificate(public: object, sign: object) -> bytes:
         .not_valid_after(now + timedelta(days=7300))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)  # type: ignore[arg-type]
     )
