@@ -185,8 +185,9 @@ class Issuer:
                 out[f"{kind}_ca"] = [Blob(f"<CA {self.ca.name}>", self.ca.pem())]
         return out
 
-    def record(self, serial: str, *, ok: bool) -> None:
-        """The write of ``serial`` ended; a failed one is superseded (it is in the CRL)."""
+    def record(self, serial: str | Sequence[str], *, ok: bool) -> None:
+        """The write of ``serial`` (or of several) ended; a failed one is superseded (it is in
+        the CRL)."""
         self.store.set_result(serial, ok)
 
     def records(self) -> list[IssuedRecord]:

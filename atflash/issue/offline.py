@@ -93,9 +93,7 @@ def build_issued(
             devices_from_rows(rows), spec, out_dir, inputs=inputs, jobs=jobs, progress=progress
         )
     except BaseException:
-        for serial in issued:
-            issuer.record(serial, ok=False)
+        issuer.record(issued, ok=False)
         raise
-    for serial in issued:
-        issuer.record(serial, ok=True)
+    issuer.record(issued, ok=True)
     return summary, len(macs) - len(todo)

@@ -23,7 +23,7 @@ same URL as the pool ledger's. Times are ISO 8601 UTC text in both.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -219,17 +219,19 @@ class IssuedStore:
             )
             return live
 
-    def set_result(self, serial: str, ok: bool) -> None:
-        """A write ended: ``ok``, or ``failed`` and superseded (it never reached a board whole)."""
+    def set_result(self, serials: str | Sequence[str], ok: bool) -> None:
+        """Writes ended (one transaction): ``ok``, or ``failed`` and superseded (never whole
+        on a board, so listed in the CRL)."""
         with self._transaction("cannot record the result") as run:
-            if ok:
-                run("UPDATE atflash_issued SET result = 'ok' WHERE serial = ?", (serial,))
-            else:
-                run(
-                    "UPDATE atflash_issued SET result = 'failed', superseded_at = ?, "
-                    "reason = 'write failed' WHERE serial = ? AND superseded_at IS NULL",
-                    (now_text(), serial),
-                )
+            for serial in [serials] if isinstance(serials, str) else serials:
+                if ok:
+                    run("UPDATE atflash_issued SET result = 'ok' WHERE serial = ?", (serial,))
+                else:
+                    run(
+                        "UPDATE atflash_issued SET result = 'failed', superseded_at = ?, "
+                        "reason = 'write failed' WHERE serial = ? AND superseded_at IS NULL",
+                        (now_text(), serial),
+                    )
 
     def records(
         self, *, issuer: str | None = None, device: str | None = None
