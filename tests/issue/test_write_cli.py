@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
 from pathlib import Path
+
+import pytest
 
 from click.testing import CliRunner
 from cryptography import x509
@@ -109,3 +112,46 @@ def test_batch_of_four_each_own_certificate_rerun_keeps_reissue_supersedes(
     assert {r["serial"] for r in rows if r["superseded"]} == superseded
     bundle = x509.load_pem_x509_certificates(out.with_suffix(".pem").read_bytes())
     assert len(bundle) == 6
+
+
+def test_one_board_with_escrow_and_a_bench_file_issue_table(
+    one_board: MockBoard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = make_ca(tmp_path / "ca")
+    bench = tmp_path / "bench.toml"
+    bench.write_text(
+        f'ports = ["{one_board.url}"]\nbefore = "no-reset"\nafter = "no-reset"\nstation = "b7"\n'
+        '[issue]\nca_cert = "ca/ca.crt"\nca_key = "ca/ca.key"\n'
+        'subject = "CN={mac},OU={station}"\nsan = ["DNS:{mac_hex}.devices.example.com"]\n'
+    )
+    escrow = tmp_path / "escrow"
+    escrow.mkdir()
+    passphrase = "correct horse battery"
+    monkeypatch.setenv("ATFLASH_ESCROW_PASSPHRASE", passphrase)
+    result = run("write", "--config", str(bench), "--escrow", str(escrow))
+    assert result.exit_code == 0, result.output
+    assert passphrase not in result.output and "PRIVATE KEY" not in result.output
+    items = held(one_board)
+    cert = x509.load_pem_x509_certificate(items["client_cert"][0])
+    assert cert.subject.rfc4514_string() == f"OU=b7,CN={one_board.mac}"
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [
+        f"{one_board.mac.replace(':', '')}.devices.example.com"
+    ]
+    (saved,) = escrow.iterdir()
+    assert saved.name == f"{one_board.mac.replace(':', '')}-{cert.serial_number:x}.key"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert b"ENCRYPTED PRIVATE KEY" in saved.read_bytes()
+    key = serialization.load_pem_private_key(saved.read_bytes(), password=passphrase.encode())
+    assert key.public_key() == cert.public_key()
+    assert (tmp_path / "bench.ledger.sqlite").exists()  # beside the bench file
+
+
+def test_escrow_without_a_passphrase_is_refused_before_any_board(
+    tmp_path: Path, dead_port: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = make_ca(tmp_path / "ca")
+    monkeypatch.delenv("ATFLASH_ESCROW_PASSPHRASE", raising=False)
+    result = run("write", "--issue", str(ca.issuer), "--escrow", str(tmp_path), "--port", dead_port)
+    assert result.exit_code == 2
+    assert "ATFLASH_ESCROW_PASSPHRASE" in result.output
