@@ -9,7 +9,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -117,7 +116,7 @@ def test_batch_of_four_each_own_certificate_rerun_keeps_reissue_supersedes(
 def test_one_board_with_escrow_and_a_bench_file_issue_table(
     one_board: MockBoard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ca = make_ca(tmp_path / "ca")
+    make_ca(tmp_path / "ca")  # ca.crt and ca.key, named by the bench file
     bench = tmp_path / "bench.toml"
     bench.write_text(
         f'ports = ["{one_board.url}"]\nbefore = "no-reset"\nafter = "no-reset"\nstation = "b7"\n'
