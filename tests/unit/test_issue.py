@@ -70,7 +70,7 @@ def test_defaults_as_the_issue_names_them() -> None:
         ({"subject": "CN={mac}/{nope}"}, "names unknown field {nope}"),
         ({"subject": "CN={set}"}, "uses {set} but set is not given"),
         ({"subject": "XX={mac}"}, "unknown attribute 'XX'"),
-        ({"key_type": "rsa-1024"}, "not a key type the firmware can use"),
+        ({"key_type": "rsa-1024"}, "not a key type atflash issues"),
         ({"fills": ["client", "ble"]}, "unknown credential kind 'ble'"),
         ({"san": ["FTP:x"]}, "is not KIND:value"),
         ({"validity_days": 0}, "validity_days must be a whole number"),
