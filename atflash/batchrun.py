@@ -331,6 +331,7 @@ def execute(
             if result.mac:
                 run.pool.record(result)  # ok or failed, with each image's SHA-256
         if run.plan_for is not None:
+            run.plan_for.finish()  # a board lost before its result: its certificate superseded
             run.plan_for.issuer.close()  # the CA key or token session: not held past the boards
     for job, result in zip(run.jobs, results, strict=True):
         for attempt in (*result.earlier_attempts, result):

@@ -44,7 +44,7 @@ def issue_crl(issuer_file: str, ledger: str | None, out: str, days: int) -> None
     """Sign a CRL of every superseded certificate of this CA, with the same CA key."""
     from atflash.issue import Issuer
 
-    with Issuer.open(issuer_file, ledger=ledger) as issuer:
+    with Issuer.open(issuer_file, ledger=ledger, issuing=False) as issuer:
         revoked = sum(1 for r in issuer.records() if not r.live)
         data = issuer.crl(days=days)
     write_outputs({Path(out): data})

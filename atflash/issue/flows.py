@@ -87,4 +87,5 @@ def run_batch(
     outcome = run(ports, resolver, **options)
     for result in outcome.results:
         resolver.record(result)
+    resolver.finish()
     return outcome

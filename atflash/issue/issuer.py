@@ -73,14 +73,18 @@ class Issuer:
         *,
         station: str | None = None,
         ledger: str | None = None,
+        issuing: bool = True,
     ) -> Issuer:
-        """Load and check the issuer; every refusal comes here, before any board."""
+        """Load and check the issuer; every refusal comes here, before any board.
+
+        ``issuing=False`` (for a CRL) does not refuse a CA that ends before a new leaf would.
+        """
         from atflash.factory.resolve import default_station
 
         config = issuer if isinstance(issuer, IssuerConfig) else load_issuer_config(Path(issuer))
         who = (station or default_station()).strip() or default_station()
         check_templates(config, station=who)
-        ca = open_ca(config)
+        ca = open_ca(config, leaf_days=None if issuing else 0)
         try:
             store = IssuedStore(ledger or config.ledger_url)
         except BaseException:

@@ -83,6 +83,15 @@ class IssueResolver:
         """The plans given to this board, issuing nothing (for the audit trail)."""
         return self.given.get(identity.mac or "", ())
 
+    def finish(self) -> list[str]:
+        """Certificates issued for boards whose write never reported back (a worker lost):
+        recorded as failed, so superseded and in the CRL. Returns their serials."""
+        left = list(self.pending.values())
+        if left:
+            self.issuer.record(left, ok=False)
+        self.pending.clear()
+        return left
+
     def record(self, result: BoardResult) -> str | None:
         """Store how the write of this board's new certificate ended; returns its serial."""
         if result.mac is None:

@@ -154,3 +154,34 @@ def test_escrow_without_a_passphrase_is_refused_before_any_board(
     result = run("write", "--issue", str(ca.issuer), "--escrow", str(tmp_path), "--port", dead_port)
     assert result.exit_code == 2
     assert "ATFLASH_ESCROW_PASSPHRASE" in result.output
+
+
+def test_one_board_on_its_own_then_kept(one_board: MockBoard, tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "ca")
+    first = run("write", "--issue", str(ca.issuer), "--port", one_board.url, *CONNECT)
+    assert first.exit_code == 0, first.output
+    cert = check_board(one_board, ca.cert, tmp_path)
+    again = run("write", "--issue", str(ca.issuer), "--port", one_board.url, *CONNECT, "--json")
+    assert again.exit_code == 0, again.output
+    assert {p["status"] for p in json.loads(again.output)["partitions"]} == {"unchanged"}
+    assert check_board(one_board, ca.cert, tmp_path) == cert
+
+
+def test_a_live_certificate_the_board_lacks_needs_reissue(
+    one_board: MockBoard, tmp_path: Path
+) -> None:
+    from atflash.issue import Issuer
+
+    ca = make_ca(tmp_path / "ca")
+    with Issuer.open(ca.issuer) as issuer:  # issued, say, to a board since erased
+        lost = issuer.issue(one_board.mac).serial
+    refused = run("write", "--issue", str(ca.issuer), "--port", one_board.url, *CONNECT)
+    assert refused.exit_code == 3
+    assert f"already has live certificate serial {lost}" in refused.output
+    assert "--reissue" in refused.output
+    done = run("write", "--issue", str(ca.issuer), "--reissue", "--port", one_board.url, *CONNECT)
+    assert done.exit_code == 0, done.output
+    with Issuer.open(ca.issuer) as issuer:
+        records = {r.serial: r for r in issuer.records()}
+    assert records[lost].reason == "reissued" and not records[lost].live
+    assert f"{check_board(one_board, ca.cert, tmp_path).serial_number:x}" in records
