@@ -104,6 +104,10 @@ class Board:
     :meth:`write`, :meth:`verify` and :meth:`read` runs over the same
     connection, so a plan can be made in between (:meth:`plan`) from what
     the board said. Made by :func:`connect`.
+
+    esptool's output is process-wide state, captured for the board while it
+    is connected: keep one esptool board connected per process at a time
+    (:func:`run_batch` gives each board its own process).
     """
 
     def __init__(
@@ -413,16 +417,19 @@ def run_batch(
     connected, returning its plan; raising ``BoardSkipped`` leaves the
     board alone, any other error fails that board only. One failing board
     never stops the others. ``report`` (JSON, 0600) and ``log`` (JSON
-    lines) are checked writable before the first board. Returns the
-    outcome: ``results`` (one :class:`BoardResult` per board, in port
-    order), ``report`` and ``exit_code`` as the command line would end.
+    lines) are checked writable before the first board. Ctrl-C or SIGTERM
+    (in the main thread) stops the batch the safe way, as the command
+    does: running boards finish, the rest are ``interrupted``, the report
+    is written, and ``stopped_by`` names the signal. Returns the outcome:
+    ``results`` (one :class:`BoardResult` per board, in port order),
+    ``report`` and ``exit_code`` as the command line would end.
     """
     from atflash import audit
-    from atflash.batch import BatchOptions, BoardJob
+    from atflash.batch import BatchOptions, BoardJob, stop_on_signals
     from atflash.batch import run_batch as run_workers
     from atflash.batchrun import RunOutcome
     from atflash.planning.bench import check_outputs
-    from atflash.ports import resolve_ports
+    from atflash.ports import PortFilter, resolve_ports
 
     backend = registry.get(via)
     link = _link_values(
@@ -453,21 +460,25 @@ def run_batch(
             options=options,
             serial_number=p.serial_number,
             backend=backend.name,
+            # A retry finds the board again by its USB serial number (it may come back renamed).
+            locate=PortFilter(serial_number=p.serial_number) if p.serial_number else None,
             action=action,
         )
         for p in found
     ]
     started, start = datetime.datetime.now(), time.monotonic()
-    results = run_workers(
-        board_jobs,
-        options=BatchOptions(jobs=jobs, retries=retry, plan_for=recorded),
-        events=on_event or ignore,
-    )
+    with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish their step, the report comes
+        results = run_workers(
+            board_jobs,
+            options=BatchOptions(jobs=jobs, retries=retry, plan_for=recorded),
+            events=on_event or ignore,
+            stop=stop,
+        )
     seconds = time.monotonic() - start
     for attempt in (a for r in results for a in (*r.earlier_attempts, r)):
         _annotated(attempt, fixed if recorded is None else recorded.given.get(attempt.port, ()))
     record = _record(results, action, seconds, started, report=report, log=log, station=station)
-    return RunOutcome(results, seconds, [], record, action=action)
+    return RunOutcome(results, seconds, [], record, action=action, stopped_by=stop.signum)
 
 
 def _from_parent(plan_for: Any) -> Any:

@@ -150,6 +150,12 @@ class FromParent:
     reads: tuple[str, ...] = ()
     profiles: tuple[Any, ...] = ()
 
+    def with_claims(self, claims: object) -> FromParent:
+        """Bound to the batch parent over the worker's pipe (what the worker's claims go over)."""
+        if not isinstance(claims, _ParentClaims):
+            return self
+        return replace(self, ask=claims.plans)  # what to read back first goes along
+
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         if self.ask is None:
             raise DeviceError(
@@ -180,8 +186,8 @@ class WithSerialNumber:
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
-    if isinstance(plans, FromParent) and isinstance(job.claims, _ParentClaims):
-        plans = replace(plans, ask=job.claims.plans)
+    if isinstance(plans, FromParent) and job.claims is not None:
+        plans = plans.with_claims(job.claims)
     if isinstance(plans, ManifestResolver) and job.claims is not None:
         plans = plans.with_claims(job.claims)
     if callable(plans) and job.serial_number:

@@ -43,7 +43,7 @@ from atflash.planning.plan import (
     PlanOptions,
     WritePlan,
     build_plan,
-    factory_items,
+    module_items,
 )
 
 FactoryParamKind = Literal["module", "dump", "csv"]
@@ -108,13 +108,15 @@ class NvsBase:
 def load_nvs_base(spec: FactoryParam, profile: Profile) -> NvsBase:
     """The non-credential items ``spec`` names for ``profile``'s mfg_nvs, checked to hold factory_param."""
     if spec.kind == "module":
-        items = factory_items(profile)
-        if not items:
+        if not profile.factory_param:
             raise ProfileError(
                 f"profile {profile.name} has no module defaults for factory_param",
                 hint="give --factory-param dump:FILE (your board's mfg_nvs) or csv:FILE",
             )
-        return NvsBase(tuple(items), f"the {profile.module or profile.name} module's defaults")
+        items = module_items(profile)  # factory_param, and ble_data where the build has BLE
+        named = {key: value for key, _kind, value in profile.factory_param}.get("module_name")
+        module = f"{named} ({profile.module})" if named and profile.module else profile.name
+        return NvsBase(tuple(items), f"the {module} module's defaults")
     assert spec.path is not None
     if spec.kind == "dump":
         data = read_bounded(spec.path, MAX_DUMP, "an mfg_nvs dump")

@@ -185,6 +185,7 @@ def _from_mapping(data: dict[str, Any], *, source: str, where: str) -> Profile:
             bootloader_offset=int(data.get("bootloader_offset", bootloader_offset_for(chip))),
             at_customize_size=None if size is None else int(size),
             factory_param=tuple(_factory_item(i) for i in data.get("factory_param", ())),
+            ble_data=_flag(data, "ble_data"),
         )
     except KeyError as exc:
         raise ProfileError(f"{where}: missing required field {exc.args[0]!r}") from None
@@ -219,6 +220,13 @@ def _primary_from(entry: dict[str, Any]) -> Partition:
         size=int(entry["size"]),
         pki=pki_kind_for(name),
     )
+
+
+def _flag(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} = {value!r} is not true or false")
+    return value
 
 
 def _factory_item(entry: dict[str, Any]) -> FactoryItem:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from atflash.content import creds, mfgnvs, nvs, pki
@@ -86,6 +86,15 @@ class WritePlan:
     profile: Profile
     images: tuple[PartitionImage, ...]
     pad: bool = True
+    # Candidate layouts of the same request that could not take it, and why in
+    # one line (too big for their partitions, a partition they lack). A board
+    # whose tables turn out to be one of them is refused with that reason.
+    # Text, not the exception: plans are pickled to batch workers.
+    rejected: tuple[tuple[Profile, str], ...] = field(default=(), compare=False)
+
+    def refusal(self, profile: Profile) -> str | None:
+        """Why ``profile``, a candidate layout, could not take this request (None: it could)."""
+        return next((why for prof, why in self.rejected if prof == profile), None)
 
     @property
     def nvs(self) -> bool:
@@ -155,23 +164,28 @@ def build_plans(
     """One checked plan per candidate layout that can take ``requests``.
 
     A layout that lacks a requested partition, or where an image does not
-    fit, is dropped (the board's own tables decide among the rest); bad
-    content fails at once. With one candidate, or none left, its error is
-    raised as it is.
+    fit, is dropped: the board's own tables decide among the rest once it is
+    read, and a board that turns out to have a dropped layout is refused
+    with that layout's reason (each plan's ``rejected``). Only a request no
+    candidate can take is refused here, with the first candidate's reason;
+    bad content fails at once.
     """
     plans: list[WritePlan] = []
     first: AtflashError | None = None
-    for number, profile in enumerate(profiles):
+    rejected: list[tuple[Profile, str]] = []
+    for profile in profiles:
         try:
             plans.append(build_plan(profile, requests, options=options))
         except (ProfileError, ImageTooBigError) as exc:
-            # Too big for the chip's usual layout is the user's problem now, not the board's.
-            if len(profiles) == 1 or (number == 0 and isinstance(exc, ImageTooBigError)):
+            if len(profiles) == 1:
                 raise
             first = first or exc
+            rejected.append((profile, str(exc)))
     if not plans:
         assert first is not None
         raise first
+    if rejected:
+        plans = [replace(plan, rejected=tuple(rejected)) for plan in plans]
     return plans
 
 
@@ -265,9 +279,10 @@ def _names(req: PartitionRequest) -> tuple[str, ...]:
 
 
 def _check_nvs_fit(plan: WritePlan) -> None:
-    """The credentials fit ``mfg_nvs`` beside the module's own factory_param (say by how much not)."""
+    """The credentials fit ``mfg_nvs`` beside the module's own factory_param and ble_data
+    (say by how much not)."""
     store = plan.profile.partition(MFG_NVS)
-    defaults = factory_items(plan.profile)
+    defaults = module_items(plan.profile)
     nvs.build_nvs(mfgnvs.replace_credentials(defaults, plan.changes()), store.size, name=MFG_NVS)
 
 
@@ -277,6 +292,12 @@ def factory_items(profile: Profile) -> list[nvs.NvsItem]:
         nvs.NvsItem("factory_param", key, cast(nvs.NvsType, kind), value)
         for key, kind, value in profile.factory_param
     ]
+
+
+def module_items(profile: Profile) -> list[nvs.NvsItem]:
+    """Everything but credentials esp-at's build puts in this module's ``mfg_nvs``:
+    ``factory_param``, then ``ble_data`` on a module with BLE commands (as mfg_nvs.py orders them)."""
+    return factory_items(profile) + (mfgnvs.ble_data_items() if profile.ble_data else [])
 
 
 def _is_erased(data: bytes) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import stat
 from pathlib import Path
 
@@ -72,3 +74,18 @@ def test_verify_only_compares_every_board(boards, raw: Path) -> None:
     statuses = [r.partitions[0].status for r in outcome.results]
     assert statuses == ["match", "differs", "differs"]
     assert outcome.exit_code == 4
+
+
+def test_ctrl_c_stops_the_batch_the_safe_way(boards, raw: Path, tmp_path: Path) -> None:
+    """Ctrl-C while the first board is planned: it finishes, the others never start."""
+    plan = atflash.plan({"client_ca": raw / "client_ca" / "client_ca_00.crt"}, chip="esp32")
+
+    def plan_for(board: atflash.BoardIdentity) -> atflash.Plan:
+        os.kill(os.getpid(), signal.SIGINT)  # the operator presses Ctrl-C now
+        return plan
+
+    report = tmp_path / "run.json"
+    outcome = atflash.run_batch([b.url for b in boards], plan_for, jobs=1, report=report)
+    assert outcome.stopped_by == signal.SIGINT and outcome.exit_code == 130
+    assert [r.outcome for r in outcome.results] == ["ok", "interrupted", "interrupted"]
+    assert json.loads(report.read_text())["summary"]["ok"] == 1

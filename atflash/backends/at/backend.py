@@ -3,8 +3,8 @@
 For modules whose ROM loader is out of reach (behind a host MCU) or that
 must not be reset. The module's own table (``AT+SYSFLASH?``) is the truth,
 and it decides where credentials live, as the firmware itself decides:
-PKI partitions (ESP-AT 2.x, 3.0), or ``mfg_nvs`` and no PKI partition (3.1+,
-see :mod:`atflash.backends.at.mfg`). Of the candidate plans, the session
+``mfg_nvs`` when the table lists it (3.1+; see :mod:`atflash.backends.at.mfg`),
+PKI partitions otherwise (2.x, 3.0). Of the candidate plans, the session
 takes one for that store (and for the chip ``AT+GMR`` names).
 
 PKI partitions: every target must be listed and fit, or nothing is
@@ -21,7 +21,7 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
-from atflash.backends.at.mfg import MfgTargets, module_store
+from atflash.backends.at.mfg import MfgTargets
 from atflash.backends.base import (
     BoardInfo,
     BoardTables,
@@ -30,10 +30,10 @@ from atflash.backends.base import (
     find_partition,
     select_plan,
 )
-from atflash.content import pki
+from atflash.content import mfgnvs, pki
 from atflash.errors import FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
-from atflash.layout.model import MFG_NVS, Partition, Profile
+from atflash.layout.model import MFG_NVS, Partition, Profile, store_of
 from atflash.layout.profiles import family
 from atflash.planning.plan import WritePlan
 
@@ -69,6 +69,7 @@ class AtSession(Session):
         self.port = client.port
         self.info = BoardInfo(chip=info.chip, mac=info.mac, firmware=info.firmware)
         self._device = info
+        self._at_version = info.at_version
         self._events = events
         self._table: tuple[Partition, ...] | None = None
         self._seen: dict[str, bytes] = {}  # what a partition held before this session wrote it
@@ -88,6 +89,16 @@ class AtSession(Session):
         store = self._store()
         fitting = [plan for plan in plans if plan.profile.store == store]
         if not fitting:
+            # Judged by its own table: a layout of the module's store that could not take
+            # the request says why, rather than "no such layout was planned".
+            why = next((w for prof, w in plans[0].rejected if prof.store == store), None)
+            if why is not None:
+                raise FirmwareError(
+                    self.port,
+                    f"this module keeps credentials in {_store_label(store)}, and no layout "
+                    f"of that kind can take this: {why}",
+                    hint="nothing was written",
+                )
             raise self._no_plan_for(store, plans)
         chip = self.info.chip
         # Stable: among equals, the candidates' order (a chip's default layout first) decides.
@@ -111,6 +122,7 @@ class AtSession(Session):
             raise self._no_plan_for(store, [plan])
         table = self._partitions()
         if store == "mfg_nvs":
+            self._check_read(plan, events)
             targets = self.mfg.place(plan, device_partition(self.port, table, MFG_NVS), events)
             events(Event("table", self.port, f"{MFG_NVS} listed by AT+SYSFLASH? (ESP-AT 3.1+)"))
             return targets
@@ -220,8 +232,34 @@ class AtSession(Session):
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _check_read(self, plan: WritePlan, events: EventSink) -> None:
+        """Refuse a namespace the module's firmware (AT+GMR's version) does not read."""
+        names = [image.partition.name for image in plan.images]
+        version = self._at_version
+        if version is None:  # a firmware that does not say: warn as the esptool path does
+            warning = mfgnvs.version_warning(names)
+            if warning is not None:
+                events(Event("warning", self.port, warning))
+            return
+        unread = mfgnvs.unread_by(version, names)
+        if not unread:
+            return
+        namespace, first = unread[0]
+        fallback = namespace.replace("wpa_ent_", "wpa2_")
+        hint = (
+            f"write {fallback}, which this firmware reads"
+            if fallback != namespace
+            else f"update the firmware, or leave {namespace} out"
+        )
+        raise FirmwareError(
+            self.port,
+            f"AT+GMR says ESP-AT {'.'.join(map(str, version))}, which does not read "
+            f"{namespace} (read from {first.name} on)",
+            hint=f"{hint}; nothing was written",
+        )
+
     def _store(self) -> str | None:
-        return module_store(self._partitions())
+        return store_of(self._partitions())  # as the firmware decides: mfg_nvs first
 
     def _same_layout(self, plan: WritePlan) -> bool:
         """Whether the plan's profile places everything where the module's table does."""
@@ -278,6 +316,10 @@ class AtSession(Session):
             self._events(Event("progress", self.port, what, partition=name, done=done, total=total))
 
         return report
+
+
+def _store_label(store: str | None) -> str:
+    return f"{MFG_NVS} (ESP-AT 3.1+)" if store == "mfg_nvs" else "PKI partitions (ESP-AT 2.x)"
 
 
 def _nvs(target: Target) -> bool:

@@ -46,7 +46,14 @@ from atflash.errors import (
     VerifyError,
 )
 from atflash.events import Event, EventSink
-from atflash.layout.board import BoardLayout, Difference, closest, match
+from atflash.layout.board import (
+    BoardLayout,
+    Difference,
+    closest,
+    describe_notes,
+    match,
+    notes,
+)
 from atflash.layout.model import MFG_NVS, Partition, Profile
 from atflash.layout.safety import check_writable
 from atflash.planning.plan import WritePlan
@@ -90,18 +97,34 @@ class EsptoolSession(Session):
         """
         ours = [p for p in plans if p.profile.chip == self.board.chip]
         if not ours:
+            # Layouts of this chip were candidates (--chip auto) but none could take it.
+            refusals = plans[0].rejected if plans else ()
+            why = next((w for r, w in refusals if r.chip == self.board.chip), None)
+            if why is not None:
+                raise FirmwareError(
+                    self.port,
+                    f"no {self.board.chip} layout can take this: {why}",
+                    hint="nothing was written",
+                )
             return select_plan(plans, self.board.chip, self.port)  # refuses: wrong chip
         profiles = [p.profile for p in ours]
+        # Layouts that could not take the request count too: the board is judged by its own.
+        rejected = [r for r, _why in ours[0].rejected if r.chip == self.board.chip]
+        candidates = [*profiles, *rejected]
         self._use(profiles[0])
         try:
-            layout = discover_board(self.board, self._search(profiles), where=self.port)
+            layout = discover_board(self.board, self._search(candidates), where=self.port)
         except BoardTableError as exc:
             self._layout_error = exc
             return ours[0]
         self._layout = layout
-        found = match(layout, profiles)
+        found = match(layout, candidates)
         if found is not None:
-            events(Event("table", self.port, f"board tables match layout {found.name}"))
+            if found not in profiles:
+                raise _refused(self.port, found, ours[0].refusal(found) or "")
+            events(
+                Event("table", self.port, f"board tables match layout {_matched(layout, found)}")
+            )
             return self._plan_for(ours, found)
         same_store = [p for p in profiles if p.store == layout.store] or profiles
         nearest, self._mismatch = closest(layout, same_store)
@@ -119,6 +142,9 @@ class EsptoolSession(Session):
         )
         boot = profile.bootloader_offset
         if plan.nvs:
+            warning = mfgnvs.version_warning([image.partition.name for image in plan.images])
+            if warning is not None:  # the ROM loader cannot ask the firmware its version
+                events(Event("warning", self.port, warning))
             store = _part(parts, MFG_NVS, self.port)
             check_writable(
                 [store], primary, bootloader_offset=boot, table_offset=table_offset, where=self.port
@@ -203,7 +229,7 @@ class EsptoolSession(Session):
             if exc.blank:
                 return f"{where}: {exc.table} at {exc.offset:#x}", None
             raise
-        named = f", layout {known.name}" if known else ", no known layout"
+        named = f", layout {_matched(layout, known)}" if known else ", no known layout"
         entry = layout.at_customize
         at = f"at_customize.bin at {entry.offset:#x}" if entry else "no at_customize partition"
         return f"{where}: {at}{named}", layout.partitions
@@ -377,6 +403,23 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
 
 def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:
     return find_partition(port, parts, name, where="the board's table")
+
+
+def _refused(port: str, profile: Profile, why: str) -> FirmwareError:
+    """The board's tables are a layout the request does not fit (checked before writing)."""
+    return FirmwareError(
+        port,
+        f"the board's tables are layout {profile.name}, which cannot take this: {why}",
+        hint="nothing was written",
+    )
+
+
+def _matched(layout: BoardLayout, profile: Profile) -> str:
+    """``esp32c3-3x``, with a note of the rows atflash never writes where the board differs."""
+    rows = notes(layout, profile)
+    if not rows:
+        return profile.name
+    return f"{profile.name} (note: rows atflash does not write differ: {describe_notes(rows)})"
 
 
 def _store_name(store: str | None) -> str:
