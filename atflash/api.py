@@ -223,6 +223,31 @@ class Board:
         result = verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
         return _annotated(result, plans)
 
+    def restore(
+        self,
+        backups: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        force: bool = False,
+        on_event: EventSink | None = None,
+    ) -> BoardResult:
+        """Put whole-partition backups (the ``.bin`` files ``backup_dir`` saved, each with its
+        ``.bin.json`` record) back verbatim, and verify them, as ``atflash restore`` does.
+
+        Every backup is checked against its record before the board is
+        touched (:class:`~atflash.errors.InputError` otherwise); a backup of
+        another board (MAC) is refused unless ``force``. Like :meth:`write`,
+        never raises for the board's own failure: see ``result.ok``.
+        """
+        from atflash import recovery
+        from atflash.backends.base import restore_board
+
+        given = [backups] if isinstance(backups, (str, os.PathLike)) else list(backups)
+        paths = [Path(p) for p in given]
+        loaded = recovery.load_all(paths)
+        return restore_board(
+            _Held(self), self._options, loaded, force=force, events=self._sink(on_event)
+        )
+
     def read(self, partition: str, *, on_event: EventSink | None = None) -> Dump:
         """A whole partition, where the board's own table places it, as ``atflash read`` shows
         it: a 3.1+ namespace through esptool is the whole ``mfg_nvs`` holding it, over AT its

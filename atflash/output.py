@@ -38,16 +38,20 @@ def write_outputs(
     is written, so a command never destroys its own input.
     """
     for target in outputs:
-        if target.is_dir():
+        if os.path.isdir(target):  # never raises, unlike Path.is_dir (a name too long)
             raise FileInputError(target, "is a directory", hint="choose another output name")
     _refuse_inputs(outputs, inputs)
     staged: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    current: Path | None = None  # the target whose temp file failed: named instead of the temp
     try:
         for target, data in outputs.items():
+            current = None  # a folder that cannot be made names itself
             target.parent.mkdir(parents=True, exist_ok=True)
+            current = target
             staged.append((_stage(target, data, private(target)), target))
         for temp, target in staged:
+            current = target
             os.replace(temp, target)
             placed.append(target)
             if ON_WINDOWS and private(target):
@@ -65,7 +69,7 @@ def write_outputs(
         for target in placed:
             with contextlib.suppress(OSError):
                 target.unlink()
-        name = exc.filename or "output"
+        name = current or exc.filename or "output"
         raise FileInputError(name, f"cannot write ({exc.strerror})") from None
 
 
