@@ -8,11 +8,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from atflash.cli import cli
+from tests.support.cli import run
 from tests.support.issuing import TestCA, ca_certificate, make_ca
 
 
@@ -75,7 +74,7 @@ def test_refused_in_one_line_before_any_board(case: str, tmp_path: Path, dead_po
     ca = make_ca(tmp_path)
     change, expected = CASES[case]
     change(ca)
-    result = CliRunner().invoke(cli, ["write", "--issue", str(ca.issuer), "--port", dead_port])
+    result = run("write", "--issue", ca.issuer, "--port", dead_port)
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert lines[0].startswith("atflash: error: ") and expected in lines[0], result.output

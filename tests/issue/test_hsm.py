@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 import atflash
-from atflash.cli import cli
 from atflash.sim.rom import MockBoard
 from tests.issue.test_write_cli import check_board
+from tests.support.cli import run
 from tests.support.issuing import openssl_verify
 from tests.support.softhsm import SoftHsm
 
@@ -34,9 +33,7 @@ def test_batch_of_four_signed_by_the_token(
         assert redo.exit_code == 0
     assert check_board(four_boards[0], ca_cert, tmp_path) != first[four_boards[0].mac]
     crl_path = tmp_path / "crl.pem"
-    made = CliRunner().invoke(
-        cli, ["issue", "crl", "--issue", str(hsm_issuer), "-o", str(crl_path)]
-    )
+    made = run("issue", "crl", "--issue", hsm_issuer, "-o", crl_path)
     assert made.exit_code == 0, made.output
     crl = x509.load_pem_x509_crl(crl_path.read_bytes())
     ca = x509.load_pem_x509_certificate(softhsm.ca_cert_pem)
@@ -70,7 +67,7 @@ def test_token_refusals_are_one_line_before_any_board(
         if field in change:
             text = text.replace(f"{field}={getattr(softhsm, field)}", f"{field}={change[field]}")
     hsm_issuer.write_text(text)
-    result = CliRunner().invoke(cli, ["write", "--issue", str(hsm_issuer), "--port", dead_port])
+    result = run("write", "--issue", hsm_issuer, "--port", dead_port)
     assert result.exit_code == 2
     assert expected in result.output
     assert len(result.output.strip().splitlines()) <= 2  # the error and its hint

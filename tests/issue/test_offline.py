@@ -6,21 +6,16 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from atflash.cli import cli
 from atflash.content import pki
 from atflash.factory.devices import safe_name
 from atflash.issue.store import IssuedStore
+from tests.support.cli import run
 from tests.support.issuing import make_ca, openssl_verify
 
 MACS = [f"24:0a:c4:02:00:{n:02x}" for n in range(5)]
-
-
-def run(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_build_issues_one_certificate_per_mac_and_resumes(tmp_path: Path) -> None:

@@ -9,22 +9,17 @@ import stat
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from atflash.cli import cli
 from atflash.content import pki
 from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard
+from tests.support.cli import run
 from tests.support.issuing import make_ca, openssl_verify
 from tests.support.mockflash import read_flash
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset"]
-
-
-def run(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def held(board: MockBoard) -> dict[str, list[bytes]]:
