@@ -72,3 +72,22 @@ def test_token_refusals_are_one_line_before_any_board(
     assert expected in result.output
     assert len(result.output.strip().splitlines()) <= 2  # the error and its hint
     assert softhsm.pin not in result.output and "000000" not in result.output
+
+
+def test_the_command_line_with_the_token(
+    four_boards: list[MockBoard], hsm_issuer: Path, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    ports = [arg for b in four_boards for arg in ("--port", b.url)]
+    connect = ["--before", "no-reset", "--after", "no-reset"]
+    ca_cert = hsm_issuer.parent / "hsm-ca.crt"
+    first = run("write", "--issue", hsm_issuer, *ports, *connect)
+    assert first.exit_code == 0, first.output
+    assert softhsm.pin not in first.output
+    serials = {b.mac: check_board(b, ca_cert, tmp_path).serial_number for b in four_boards}
+    assert len(set(serials.values())) == 4
+    redo = run("write", "--issue", hsm_issuer, "--reissue", "--port", four_boards[1].url, *connect)
+    assert redo.exit_code == 0, redo.output
+    crl_path = tmp_path / "crl.pem"
+    assert run("issue", "crl", "--issue", hsm_issuer, "-o", crl_path).exit_code == 0
+    crl = x509.load_pem_x509_crl(crl_path.read_bytes())
+    assert [r.serial_number for r in crl] == [serials[four_boards[1].mac]]
