@@ -41,7 +41,7 @@ from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, In
 from atflash.files import expand
 from atflash.layout.model import Partition, Profile
 from atflash.output import write_outputs
-from atflash.planning.bench import candidate_profiles, check_config, load_config
+from atflash.planning.bench import BenchConfig, candidate_profiles, check_config, load_config
 from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
 from atflash.ports import list_ports
 
@@ -419,6 +419,10 @@ def ports_command(show_all: bool, as_json: bool) -> None:
 def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
+    if config.issue is not None:
+        _check_issuer(config, as_json=as_json)
+        if not config.partitions and not config.manifest:
+            return  # an issuing bench: the issuer gives every board its files
     # As on the command line: without a chip or profile, the esptool path detects the chip.
     chip = "auto" if not (config.chip or config.profile) and config.via != "at" else None
     with delimiter_hint():
@@ -427,6 +431,24 @@ def check(config_path: str, as_json: bool) -> None:
         echo_json(render.checked_config_json(config, checked))
     else:
         render.echo_checked_config(config, checked)
+
+
+def _check_issuer(config: BenchConfig, *, as_json: bool) -> None:
+    """A bench file's [issue]: the CA opened and checked (key, PIN, validity), the templates."""
+    from atflash.issue.config import parse_issuer_config
+    from atflash.issue.issuer import check_issuer
+
+    bench = Path(config.source)
+    issuer = parse_issuer_config(
+        config.issue or {}, source=f"{bench} [issue]", base=bench.parent, stem=bench
+    )
+    facts = check_issuer(issuer, station=config.station)
+    if as_json:
+        echo_json({"issue": facts})
+    else:
+        click.echo(f"{bench} [issue]: ok")
+        for name, value in facts.items():
+            click.echo(f"  {name}: {value}")
 
 
 __all__ = ["check", "partitions", "ports_command", "read", "restore", "verify", "write"]

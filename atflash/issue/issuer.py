@@ -237,6 +237,29 @@ class Issuer:
         return crl.public_bytes(serialization.Encoding.PEM)
 
 
+def check_issuer(config: IssuerConfig, *, station: str | None = None) -> dict[str, str]:
+    """Everything ``write --issue`` checks before a board, but the ledger: for ``atflash check``.
+
+    Returns public facts: the CA's subject and validity, where its key is, the template.
+    """
+    from atflash.factory.resolve import default_station
+
+    check_templates(config, station=station or default_station())
+    ca = open_ca(config)
+    try:
+        return {
+            "ca": ca.name,
+            "ca_not_after": ca.certificate.not_valid_after_utc.isoformat(),
+            "ca_key": "PKCS#11 token" if config.hsm else "PEM file",
+            "subject": config.subject,
+            "key_type": config.key_type,
+            "fills": ", ".join(config.fills),
+            "ledger": config.ledger_url,
+        }
+    finally:
+        ca.close()
+
+
 def escrow_passphrase() -> bytes:
     """The escrow passphrase from ``$ATFLASH_ESCROW_PASSPHRASE``; refused when unset or short."""
     value = os.environ.get(ESCROW_PASSPHRASE_ENV, "")

@@ -81,3 +81,16 @@ def test_refused_in_one_line_before_any_board(case: str, tmp_path: Path, dead_po
     assert len(lines) <= 2 and "Traceback" not in result.output
     assert "PRIVATE KEY" not in result.output
     assert not list(tmp_path.glob("*.ledger.sqlite"))  # refused before the ledger too
+
+
+def test_check_validates_a_bench_files_issue_table(tmp_path: Path) -> None:
+    make_ca(tmp_path / "ca")
+    bench = tmp_path / "bench.toml"
+    bench.write_text('[issue]\nca_cert = "ca/ca.crt"\nca_key = "ca/ca.key"\n')
+    ok = run("check", "--config", bench)
+    assert ok.exit_code == 0, ok.output
+    assert "[issue]: ok" in ok.output and "CN=atflash test CA" in ok.output
+    bench.write_text('[issue]\nca_cert = "ca/ca.crt"\nca_key = "ca/ca.key"\nsubject = "CN={x}"\n')
+    bad = run("check", "--config", bench)
+    assert bad.exit_code == 2 and "names unknown field {x}" in bad.output
+    assert not (tmp_path / "bench.ledger.sqlite").exists()
