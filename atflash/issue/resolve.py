@@ -41,7 +41,8 @@ class IssueResolver:
         self.options = options or PlanOptions()
         self.reissue = reissue
         self.escrow = escrow
-        self.reads: tuple[str, ...] = issuer.reads
+        # --reissue replaces whatever the board holds: nothing to read back first.
+        self.reads: tuple[str, ...] = () if reissue else issuer.reads
         self.given: dict[str, Sequence[WritePlan]] = {}
         self.pending: dict[
             str, str
