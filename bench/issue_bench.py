@@ -16,7 +16,12 @@ for ``--devices`` MACs, timed as a subprocess (interpreter start to the
 index: what an operator waits for), then resumed (every MAC kept). Target:
 1,000 devices in under 30 s.
 
-    python bench/issue_bench.py [--boards 200] [--devices 1000]
+End to end: ``atflash write`` on ``--e2e-boards`` mock boards with the demo
+files, then with ``--issue`` (a fresh ledger each run), as subprocesses; the
+tool's CPU (its workers included, the mocks not) of each, and the difference
+per board: what issuing adds on top of today's write, worker side included.
+
+    python bench/issue_bench.py [--boards 200] [--devices 1000] [--e2e-boards 4] [--runs 3]
 
 Not a test: it prints, it asserts nothing.
 """
@@ -64,6 +69,63 @@ def per_board(issuer_file: Path, boards: int, label: str) -> None:
         f"{label:<24} issued: {issued_cpu * 1000:6.2f} ms CPU/board ({issued_wall * 1000:6.2f} ms wall); "
         f"rerun kept: {kept_cpu * 1000:6.2f} ms CPU/board  [{boards} boards]"
     )
+
+
+def end_to_end(folder: Path, issuer_file: Path, boards: int, runs: int) -> None:
+    """``atflash write`` on mock boards: the demo files, then ``--issue``; the tool's CPU of each.
+
+    The tool's CPU is that of the atflash process and everything it started
+    (its workers, through the fork server), not the mock boards'. The
+    difference per board is what issuing adds on top of a write, worker side
+    included (reading the board's client_cert and client_key back first).
+    """
+    import resource
+
+    from atflash.sim.rom import distinct_mac, start_mock
+    from bench.hostcpu import become_subreaper, reap_orphans
+    from tests.integration.conftest import flash_esp_at
+
+    become_subreaper()
+    base = distinct_mac().rsplit(":", 1)[0]
+    mocks = [start_mock("esp32", mac=f"{base}:{n:02x}") for n in range(boards)]
+    keep = {m.proc.pid for m in mocks}
+    try:
+        for mock in mocks:
+            flash_esp_at(mock)
+        ports = [a for m in mocks for a in ("--port", m.url)]
+        link = ["--before", "no-reset", "--after", "no-reset"]
+        demo = ROOT / "examples"
+        files = ["client_cert", str(demo / "client.crt"), "client_key", str(demo / "client.key"),
+                 "client_ca", str(demo / "ca.crt")]  # fmt: skip
+
+        def tool_cpu(args: list[str]) -> float:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            done = subprocess.run(
+                [sys.executable, "-m", "atflash", *args], capture_output=True, cwd=ROOT
+            )
+            reap_orphans(keep)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if done.returncode:
+                raise SystemExit(
+                    f"atflash {' '.join(args[:3])}...: exit {done.returncode}: {done.stderr[-300:]!r}"
+                )
+            return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+        plain, issuing = [], []
+        for run in range(runs):
+            plain.append(tool_cpu(["write", *ports, *link, *files]))
+            ledger = str(folder / f"e2e-{run}.sqlite")
+            issuing.append(
+                tool_cpu(["write", "--issue", str(issuer_file), "--ledger", ledger, *ports, *link])
+            )
+        p, i = sorted(plain)[runs // 2], sorted(issuing)[runs // 2]
+        print(
+            f"atflash write, {boards} mock boards (median of {runs}): {p:5.2f} s tool CPU with files, "
+            f"{i:5.2f} s with --issue: {(i - p) / boards * 1000:6.1f} ms more per board"
+        )
+    finally:
+        for mock in mocks:
+            mock.stop()
 
 
 def softhsm_issuer(folder: Path) -> Path | None:
@@ -114,6 +176,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--boards", type=int, default=200)
     parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument(
+        "--e2e-boards", type=int, default=4, help="mock boards for the end-to-end run (0: none)"
+    )
+    parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="atflash-issue-bench-") as tmp:
         folder = Path(tmp)
@@ -124,6 +190,8 @@ def main() -> None:
             print("SoftHSM2 or python-pkcs11 missing: no HSM figure")
         else:
             per_board(hsm, args.boards, "SoftHSM2 CA (EC P-256)")
+        if args.e2e_boards:
+            end_to_end(folder, ca.issuer, args.e2e_boards, args.runs)
         if args.devices:
             offline(folder / "offline", make_ca(folder / "offline-ca").issuer, args.devices)
 

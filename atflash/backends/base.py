@@ -192,6 +192,13 @@ class Session(abc.ABC):
     def read_partition(self, name: str, profiles: Sequence[Any]) -> tuple[Partition, bytes]:
         """A whole partition, found where the board's own table (or the profile) puts it."""
 
+    def read_credentials(
+        self, name: str, profiles: Sequence[Any], *, enough: Callable[[bytes], bool]
+    ) -> tuple[Partition, bytes]:
+        """What a credential partition holds, read from its start until ``enough(bytes so far)``
+        where the backend can stop early (the bytes may then be fewer); else all of it."""
+        return self.read_partition(name, profiles)
+
     @abc.abstractmethod
     def tables(self, profiles: Sequence[Any]) -> BoardTables:
         """The board's own credential table, and which of ``profiles`` it matches. Reads only;
@@ -375,7 +382,7 @@ def run_session(
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
             reads = getattr(plans, "reads", ()) if callable(plans) else ()
             if reads:  # the resolver decides from what the board holds (an issuer's rerun)
-                from atflash.issue.resolve import read_items
+                from atflash.issue.held import read_items
 
                 held = read_items(session, reads, getattr(plans, "profiles", ()))
                 identity = replace(identity, held=held)

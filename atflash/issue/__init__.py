@@ -13,16 +13,26 @@ Library code: nothing here prints or imports click.
 
 from __future__ import annotations
 
-from atflash.issue.config import IssuerConfig, IssuerError, load_issuer_config
-from atflash.issue.issuer import Issuer, Kept, check_escrow_dir
-from atflash.issue.resolve import IssueResolver
+import importlib
+from typing import Any
 
-__all__ = [
-    "IssueResolver",
-    "Issuer",
-    "IssuerConfig",
-    "IssuerError",
-    "Kept",
-    "check_escrow_dir",
-    "load_issuer_config",
-]
+# Loaded on first use: a batch worker imports atflash.issue.held alone, without the
+# issuer, its CA or the ledger (see that module).
+_HOME = {
+    "IssueResolver": "atflash.issue.resolve",
+    "Issuer": "atflash.issue.issuer",
+    "IssuerConfig": "atflash.issue.config",
+    "IssuerError": "atflash.issue.config",
+    "Kept": "atflash.issue.issuer",
+    "check_escrow_dir": "atflash.issue.issuer",
+    "load_issuer_config": "atflash.issue.config",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'atflash.issue' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value
+    return value

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from atflash.errors import AtflashError
 from atflash.events import EventSink
-from atflash.issue.resolve import IssueResolver, items_in
+from atflash.issue.held import items_in
+from atflash.issue.resolve import IssueResolver
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:

@@ -12,10 +12,7 @@ and the write finds everything unchanged and verifies it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from atflash.content import mfgnvs, pki
-from atflash.content.nvs import looks_like_nvs, parse_nvs
 from atflash.errors import AtflashError, DeviceError
 from atflash.issue.issuer import Issuer
 from atflash.layout.model import Profile
@@ -101,29 +98,3 @@ class IssueResolver:
         if serial is not None:
             self.issuer.record(serial, ok=result.ok)
         return serial
-
-
-def read_items(
-    session: Any, names: Sequence[str], profiles: Sequence[Profile]
-) -> dict[str, tuple[bytes, ...]]:
-    """What the board holds in each of ``names`` (its items, in ID order); empty if unreadable."""
-    out: dict[str, tuple[bytes, ...]] = {}
-    for name in names:
-        try:
-            _part, data = session.read_partition(name, profiles)
-        except AtflashError:
-            continue  # nothing readable there: nothing held
-        out[name] = items_in(name, data)
-    return out
-
-
-def items_in(name: str, data: bytes) -> tuple[bytes, ...]:
-    """The items of a PKI bin, or of namespace ``name`` in an ``mfg_nvs`` image."""
-    try:
-        if pki.is_pki_bin(data):
-            return tuple(item.content for item in pki.parse(data).items)
-        if looks_like_nvs(data):
-            return tuple(mfgnvs.credentials(parse_nvs(data), name))
-    except AtflashError:
-        pass
-    return ()
