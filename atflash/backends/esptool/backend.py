@@ -281,8 +281,12 @@ class EsptoolSession(Session):
     ) -> tuple[Partition, bytes]:
         # The ROM reads 64 bytes a round trip: a PKI bin of 1 KB in an 8 KB partition
         # costs 16 round trips, not 128. mfg_nvs is read up to its erased tail anyway.
-        _title, table = self.table(profiles)
-        parts = table or ()
+        # One look at the tables for the read-back of several partitions (an issuer reads two).
+        cached = getattr(self, "_credential_table", None)
+        if cached is None or cached[0] != tuple(profiles):
+            cached = (tuple(profiles), self.table(profiles)[1] or ())
+            self._credential_table = cached
+        parts = cached[1]
         if name == MFG_NVS or (
             name in mfgnvs.CREDENTIAL_NAMESPACES and any(p.name == MFG_NVS for p in parts)
         ):
