@@ -386,9 +386,12 @@ def run_session(
 
                 held = read_items(session, reads, getattr(plans, "profiles", ()))
                 identity = replace(identity, held=held)
-            plan = session.choose(resolve_plans(plans, identity), events)
+            candidates = resolve_plans(plans, identity)
+            # A pool set is claimed by now: the result names it even if no layout takes it.
+            result.credential_set = next((p.credential_set for p in candidates), None)
+            plan = session.choose(candidates, events)
             result = rebase(result, plan)
-            result.profile = plan.profile.name
+            result.profile, result.credential_set = plan.profile.name, plan.credential_set
             work(session, plan, result, events)
     except AtflashError as exc:
         record_exception(result, exc, events)

@@ -33,7 +33,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from atflash.errors import AtflashError
@@ -300,7 +300,10 @@ def plans_for_set(
     reading 64 KiB and a byte.
     """
     try:
-        return tuple(build_plan(p, entry.requests, options=options) for p in profiles)
+        return tuple(
+            replace(build_plan(p, entry.requests, options=options), credential_set=entry.name)
+            for p in profiles
+        )
     except PoolError:
         raise
     except AtflashError as exc:

@@ -81,6 +81,14 @@ class IssueResolver:
         """The plans given to this board, issuing nothing (for the audit trail)."""
         return self.given.get(identity.mac or "", ())
 
+    def on_result(self, result: BoardResult) -> None:
+        """A batch's ``on_result``: the outcome stored as the board ends; a ledger that cannot
+        store it marks the board ``unrecorded`` (its log and report still say what it holds)."""
+        try:
+            self.record(result)
+        except AtflashError as exc:
+            result.unrecorded = str(exc)
+
     def finish(self) -> list[str]:
         """Certificates issued for boards whose write never reported back (a worker lost):
         recorded as failed, so superseded and in the CRL. Returns their serials."""

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from atflash.sim.rom import MockBoard, distinct_mac, start_mock
+from atflash.sim.rom import MockBoard, distinct_mac
 from tests.integration.conftest import dead_port, flash_esp_at  # noqa: F401 - a fixture
 from tests.support.softhsm import SoftHsm, find_module, start
+from tests.support.strictrom import start_strict
 
 
 def _own_mac(index: int) -> str:
@@ -25,7 +26,7 @@ def four_boards() -> Iterator[list[MockBoard]]:
     with contextlib.ExitStack() as stack:
         boards = []
         for index in range(4):
-            board = start_mock("esp32", mac=_own_mac(index))
+            board = start_strict("esp32", mac=_own_mac(index))
             stack.callback(board.stop)
             flash_esp_at(board)
             boards.append(board)
@@ -34,7 +35,7 @@ def four_boards() -> Iterator[list[MockBoard]]:
 
 @pytest.fixture
 def one_board() -> Iterator[MockBoard]:
-    board = start_mock("esp32", mac=_own_mac(0x40))
+    board = start_strict("esp32", mac=_own_mac(0x40))
     try:
         flash_esp_at(board)
         yield board

@@ -13,16 +13,17 @@ from cryptography import x509
 import atflash
 from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import MockBoard
 from tests.integration.conftest import flash_esp_at
 from tests.support.issuing import make_ca
+from tests.support.strictrom import start_strict
 
 LINK = {"before": "no-reset", "after": "no-reset"}
 
 
 @pytest.fixture
 def c3_3x() -> Iterator[MockBoard]:
-    board = start_mock("esp32c3")
+    board = start_strict("esp32c3")
     try:
         flash_esp_at(board, "3.x")
         yield board

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from atflash.content import pki
 from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard
+from tests.integration.conftest import direct_url
 from tests.support.cli import run
 from tests.support.issuing import make_ca, openssl_verify
 from tests.support.mockflash import read_flash
@@ -27,7 +28,7 @@ def held(board: MockBoard) -> dict[str, list[bytes]]:
     profile = find_profile("esp32")
     parts = {p.name: p for p in profile.partitions}
     names = ("client_cert", "client_key", "client_ca")
-    found = read_flash(board.url, [(parts[n].offset, parts[n].size) for n in names])
+    found = read_flash(direct_url(board), [(parts[n].offset, parts[n].size) for n in names])
     return {
         n: [i.content for i in pki.parse(data).items] for n, data in zip(names, found, strict=True)
     }
