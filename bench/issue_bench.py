@@ -93,35 +93,52 @@ def end_to_end(folder: Path, issuer_file: Path, boards: int, runs: int) -> None:
         for mock in mocks:
             flash_esp_at(mock)
         ports = [a for m in mocks for a in ("--port", m.url)]
-        link = ["--before", "no-reset", "--after", "no-reset"]
+        link = [
+            "--before",
+            "no-reset",
+            "--after",
+            "no-reset",
+            "--retry",
+            "1",
+        ]  # a mock may drop a read
         demo = ROOT / "examples"
         files = ["client_cert", str(demo / "client.crt"), "client_key", str(demo / "client.key"),
                  "client_ca", str(demo / "ca.crt")]  # fmt: skip
 
-        def tool_cpu(args: list[str]) -> float:
+        failed: list[str] = []
+
+        def tool_cpu(args: list[str]) -> float | None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             done = subprocess.run(
                 [sys.executable, "-m", "atflash", *args], capture_output=True, cwd=ROOT
             )
             reap_orphans(keep)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            if done.returncode:
-                raise SystemExit(
-                    f"atflash {' '.join(args[:3])}...: exit {done.returncode}: {done.stderr[-300:]!r}"
-                )
+            if done.returncode:  # a mock on a loaded host drops a read now and then: not a figure
+                failed.append(done.stderr.decode(errors="replace").strip().splitlines()[-1][:160])
+                return None
             return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
-        plain, issuing = [], []
+        pairs = []
         for run in range(runs):
-            plain.append(tool_cpu(["write", *ports, *link, *files]))
+            plain = tool_cpu(["write", *ports, *link, *files])
             ledger = str(folder / f"e2e-{run}.sqlite")
-            issuing.append(
-                tool_cpu(["write", "--issue", str(issuer_file), "--ledger", ledger, *ports, *link])
+            issuing = tool_cpu(
+                ["write", "--issue", str(issuer_file), "--ledger", ledger, *ports, *link]
             )
-        p, i = sorted(plain)[runs // 2], sorted(issuing)[runs // 2]
+            if plain is not None and issuing is not None:
+                pairs.append((plain, issuing))
+        if not pairs:
+            print(
+                f"atflash write, {boards} mock boards: no run finished ({failed[-1] if failed else ''})"
+            )
+            return
+        p = sorted(x for x, _ in pairs)[len(pairs) // 2]
+        i = sorted(y for _, y in pairs)[len(pairs) // 2]
         print(
-            f"atflash write, {boards} mock boards (median of {runs}): {p:5.2f} s tool CPU with files, "
-            f"{i:5.2f} s with --issue: {(i - p) / boards * 1000:6.1f} ms more per board"
+            f"atflash write, {boards} mock boards (median of {len(pairs)} of {runs} runs): {p:5.2f} s "
+            f"tool CPU with files, {i:5.2f} s with --issue: {(i - p) / boards * 1000:6.1f} ms more per board"
+            + (f"; {len(failed)} run(s) failed, last: {failed[-1]}" if failed else "")
         )
     finally:
         for mock in mocks:
