@@ -146,10 +146,15 @@ class FromParent:
     is identified (the worker asks over its pipe; see :func:`run_board`)."""
 
     ask: PlanResolver | None = field(default=None, compare=False)  # set in the worker
+    # Partitions the worker reads back before asking (BoardIdentity.held), found with these layouts.
+    reads: tuple[str, ...] = ()
+    profiles: tuple[Any, ...] = ()
 
     def with_claims(self, claims: object) -> FromParent:
         """Bound to the batch parent over the worker's pipe (what the worker's claims go over)."""
-        return FromParent(claims.plans) if isinstance(claims, _ParentClaims) else self
+        if not isinstance(claims, _ParentClaims):
+            return self
+        return replace(self, ask=claims.plans)  # what to read back first goes along
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         if self.ask is None:
@@ -168,6 +173,14 @@ class WithSerialNumber:
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         return self.resolver(replace(identity, serial_number=self.serial_number))
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return tuple(getattr(self.resolver, "reads", ()))
+
+    @property
+    def profiles(self) -> tuple[Any, ...]:
+        return tuple(getattr(self.resolver, "profiles", ()))
 
 
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:

@@ -22,7 +22,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -196,6 +196,13 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def read_partition(self, name: str, profiles: Sequence[Any]) -> tuple[Partition, bytes]:
         """A whole partition, found where the board's own table (or the profile) puts it."""
+
+    def read_credentials(
+        self, name: str, profiles: Sequence[Any], *, enough: Callable[[bytes], bool]
+    ) -> tuple[Partition, bytes]:
+        """What a credential partition holds, read from its start until ``enough(bytes so far)``
+        where the backend can stop early (the bytes may then be fewer); else all of it."""
+        return self.read_partition(name, profiles)
 
     @abc.abstractmethod
     def tables(self, profiles: Sequence[Any]) -> BoardTables:
@@ -378,6 +385,12 @@ def run_session(
             info = session.info
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
+            reads = getattr(plans, "reads", ()) if callable(plans) else ()
+            if reads:  # the resolver decides from what the board holds (an issuer's rerun)
+                from atflash.issue.held import read_items
+
+                held = read_items(session, reads, getattr(plans, "profiles", ()))
+                identity = replace(identity, held=held)
             candidates = resolve_plans(plans, identity)
             # A pool set is claimed by now: the result names it even if no layout takes it.
             result.credential_set = next((p.credential_set for p in candidates), None)

@@ -147,6 +147,9 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         action="verify" if action == "verify" else "write",
         log=pick("log"),
         station=pick("station"),
+        issue=params.get("issue"),
+        reissue=bool(params.get("reissue")),
+        escrow=params.get("escrow"),
     )
     if typed("on_ledger_error") and not settings.pool:
         raise InputError(

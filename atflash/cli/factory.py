@@ -107,8 +107,18 @@ def ledger_show(url: str, device: str | None, since: str | None, as_json: bool) 
 @ledger.command("export")
 @click.argument("url")
 @click.option("-o", "--output", "out", required=True, metavar="FILE", help="FILE.csv or FILE.json.")
-def ledger_export(url: str, out: str) -> None:
+@click.option(
+    "--issued",
+    is_flag=True,
+    help="The certificates issued at stations instead: FILE.csv and a PEM bundle FILE.pem.",
+)
+def ledger_export(url: str, out: str, issued: bool) -> None:
     """Write every claim to a CSV or JSON file (chosen by its suffix)."""
+    if issued:
+        from atflash.cli.issue import export_issued
+
+        export_issued(url, out)
+        return
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):

@@ -150,6 +150,13 @@ def devices_from_pool(pool: Pool, common: Sequence[PartitionRequest] = ()) -> li
     )
 
 
+def devices_from_rows(
+    rows: Iterable[tuple[str, str, tuple[PartitionRequest, ...]]],
+) -> list[Device]:
+    """One device per ``(key, where, requests)``: a caller's own list (certificates it issued)."""
+    return _named(rows, ())
+
+
 def _named(
     rows: Iterable[tuple[str, str, tuple[PartitionRequest, ...]]],
     common: Sequence[PartitionRequest],

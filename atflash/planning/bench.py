@@ -105,6 +105,7 @@ class BenchConfig:
     manifest: str | None = None
     strict: bool | None = None
     partitions: tuple[PartitionRequest, ...] = ()
+    issue: dict[str, Any] | None = None  # the [issue] table: an issuer (atflash.issue.config)
 
 
 # key -> (expected type(s), description for errors); ports and partitions are special.
@@ -141,7 +142,7 @@ _RANGES = {
     "jobs": (1, MAX_JOBS),
     "retry": (0, 100),
 }
-KNOWN_KEYS = (*_SCALARS, "ports", "partitions")
+KNOWN_KEYS = (*_SCALARS, "ports", "partitions", "issue")
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -177,6 +178,10 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> BenchConfi
         values["ports"] = _ports(data["ports"], source)
     if "partitions" in data:
         values["partitions"] = _partitions(data["partitions"], source, base)
+    if "issue" in data:
+        if not isinstance(data["issue"], dict):
+            raise ManifestError(source, None, "[issue] must be a table of issuer settings")
+        values["issue"] = dict(data["issue"])  # checked by atflash.issue when it is used
     return BenchConfig(source=source, **values)
 
 
