@@ -42,6 +42,7 @@ from typing import Any
 
 from atflash import __version__
 from atflash.content import nvs, pki
+from atflash.content.identity import Owners, device_own, file_fingerprints
 from atflash.errors import AtflashError, FileInputError, InputError
 from atflash.factory.images import (
     FactoryImage,
@@ -51,7 +52,7 @@ from atflash.factory.images import (
     patch_image,
 )
 from atflash.factory.parallel import run_chunks
-from atflash.factory.pool import DEVICE_OWN_SUFFIXES, Pool
+from atflash.factory.pool import Pool, SetIdentities
 from atflash.files import read_bounded
 from atflash.layout.model import MFG_NVS, Profile
 from atflash.output import write_outputs
@@ -309,8 +310,8 @@ class _Outcome:
     skipped: bool = False
     private: int = 0  # how many of its outputs hold keys (written 0600)
     error: DeviceBuildError | None = None
-    # (partition, hash of its files' content) of the device's own *_cert and *_key
-    identities: tuple[tuple[str, str], ...] = ()
+    # (partition, fingerprint) of the device's own *_cert and *_key
+    identities: SetIdentities = ()
 
 
 class _Builder:
@@ -341,20 +342,19 @@ class _Builder:
         keys = sum(1 for _d, secret in outputs.values() if secret)
         return _Outcome(index, row, private=keys, identities=identities)
 
-    def inputs_hash(self, device: Device) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """The device's input hash, and the content hashes of its own certificates and keys."""
+    def inputs_hash(self, device: Device) -> tuple[str, SetIdentities]:
+        """The device's input hash, and the fingerprints of its own certificates and keys."""
         digest = hashlib.sha256(self.fingerprint.encode())
         identities = []
         for request in device.requests:
             _feed(digest, request.partition.encode())
-            files = hashlib.sha256()
+            own = request.partition not in device.common and device_own(request.partition)
             for path in request.files:
-                content = hashlib.sha256(pki.read_input(path)).digest()
-                _feed(digest, content)
-                files.update(content)
-            own = request.partition not in device.common
-            if own and request.partition.endswith(DEVICE_OWN_SUFFIXES):
-                identities.append((request.partition, files.hexdigest()))
+                data = pki.read_input(path)
+                _feed(digest, hashlib.sha256(data).digest())
+                if own:
+                    fps = file_fingerprints(request.partition, data)
+                    identities += [(request.partition, fp) for fp in fps]
         return digest.hexdigest(), tuple(identities)
 
     def _intact(self, row: IndexRow) -> bool:
@@ -538,18 +538,15 @@ def build_devices(
 
 
 def _refuse_shared(devices: Sequence[Device], outcomes: Sequence[_Outcome]) -> None:
-    """Two devices must never share a certificate or key: one identity per device."""
-    owner: dict[tuple[str, str], Device] = {}
+    """Two devices must never share a certificate or key (by fingerprint): one identity each."""
+    owners = Owners()
     for outcome in outcomes:
         device = devices[outcome.index]
-        for identity in outcome.identities:
-            first = owner.setdefault(identity, device)
-            if first is not device:
-                raise DeviceBuildError(
-                    device.where,
-                    f"{identity[0]} is the same as {first.where}'s: every device needs its own "
-                    "certificate and key",
-                )
+        shared = owners.add(device.where, outcome.identities)
+        if shared is not None:
+            raise DeviceBuildError(
+                device.where, f"{shared}: every device needs its own certificate and key"
+            )
 
 
 def _refuse_inputs(out: Path, outputs: Sequence[str], inputs: Iterable[str | Path]) -> None:

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from atflash.content.identity import Fingerprint, Owners, device_own, items_fingerprints
 from atflash.errors import AtflashError
 from atflash.factory.errors import PoolError
 from atflash.factory.parallel import run_chunks
@@ -47,11 +47,11 @@ INDEX_SET_COLUMN = "set"
 FILE_SEPARATOR = ";"  # as in a manifest: paths may hold spaces and commas, not ';'
 # A CSV index of 100,000 sets is about 10 MB; anything far larger was given by mistake.
 MAX_INDEX_BYTES = 64 * 1024 * 1024
-# Partitions whose content identifies one device: two sets sharing one are refused.
-DEVICE_OWN_SUFFIXES = ("_cert", "_key")
 
 # (sets checked so far, sets in the pool); called from the checking process only.
 ProgressCallback = Callable[[int, int], None]
+# (partition, fingerprint) of a set's own certificates and keys (atflash.content.identity).
+SetIdentities = tuple[tuple[str, Fingerprint], ...]
 
 
 @dataclass(frozen=True)
@@ -308,11 +308,11 @@ def plans_for_set(
 
 @dataclass(frozen=True)
 class _Checked:
-    """One set's check, sent from a worker: its error, or digests of its device-own images."""
+    """One set's check, sent from a worker: its error, or the identities of its own credentials."""
 
     index: int
     error: PoolError | None
-    digests: tuple[tuple[str, str], ...] = ()  # (partition, sha256 of its PKI bin)
+    identities: SetIdentities = ()
 
 
 def _check_chunk(
@@ -329,13 +329,18 @@ def _check_chunk(
         except PoolError as exc:
             out.append(_Checked(index, exc))
             break
-        digests = tuple(
-            (img.partition.name, hashlib.sha256(img.bin).hexdigest())
-            for img in plans[0].images
-            if img.partition.name.endswith(DEVICE_OWN_SUFFIXES)
-        )
-        out.append(_Checked(index, None, digests))
+        out.append(_Checked(index, None, set_identities(plans[0])))
     return out
+
+
+def set_identities(plan: WritePlan) -> SetIdentities:
+    """``(partition, fingerprint)`` of every device-own certificate and key a set's plan writes."""
+    return tuple(
+        (img.partition.name, fp)
+        for img in plan.images
+        if device_own(img.partition.name)
+        for fp in items_fingerprints(img.partition.name, img.items)
+    )
 
 
 # Checking one set for one profile takes about 1 ms; starting worker processes
@@ -351,12 +356,14 @@ def check_pool(
     *,
     jobs: int | None = None,
     progress: ProgressCallback | None = None,
-) -> None:
+) -> dict[str, SetIdentities]:
     """Build and check every set for every profile, in ``jobs`` worker processes.
 
     Raises the :class:`PoolError` of the first bad set in pool order (every
     set before it was checked), or the first set whose certificate or key
-    another set already holds: two devices must never share an identity.
+    another set already holds (compared by fingerprint, whatever the
+    encoding: see :mod:`atflash.content.identity`): two devices must never
+    share an identity. Returns each set's identities, by set name.
     ``progress(done, total)`` is called as sets are checked. ``jobs=None``
     checks pools of fewer than 500 sets in this process and larger ones
     with one worker per CPU; ``jobs=1`` never starts a worker.
@@ -379,7 +386,9 @@ def check_pool(
     errors = [(r.index, r.error) for r in results if r.error is not None]
     if errors:
         raise min(errors, key=lambda e: e[0])[1]
-    _refuse_shared(pool, sorted(results, key=lambda r: r.index))
+    ordered = sorted(results, key=lambda r: r.index)
+    _refuse_shared(pool, ordered)
+    return {pool.sets[r.index].name: r.identities for r in ordered}
 
 
 def _check_inline(
@@ -419,13 +428,12 @@ def _check_parallel(
 
 
 def _refuse_shared(pool: Pool, results: Sequence[_Checked]) -> None:
-    owner: dict[tuple[str, str], str] = {}
+    owners = Owners()
     for result in results:
         name = pool.sets[result.index].name
-        for partition, digest in result.digests:
-            first = owner.setdefault((partition, digest), name)
-            if first != name:
-                raise PoolError(
-                    pool.source, name, f"{partition} is the same as set {first}'s",
-                    hint="every set needs its own certificate and key: one identity per device",
-                )  # fmt: skip
+        shared = owners.add(f"set {name}", result.identities)
+        if shared is not None:
+            raise PoolError(
+                pool.source, name, str(shared),
+                hint="every set needs its own certificate and key: one identity per device",
+            )  # fmt: skip

@@ -190,7 +190,9 @@ def test_check_pool_refuses_a_key_that_does_not_match_its_certificate(pool_copy:
 def test_check_pool_refuses_two_sets_with_one_identity(pool_copy: Path) -> None:
     for name in ("client_cert.crt", "client_key.key"):
         shutil.copy(pool_copy / "0002" / name, pool_copy / "0009" / name)
-    with pytest.raises(PoolError, match=r"set 0009: client_cert is the same as set 0002's"):
+    with pytest.raises(
+        PoolError, match=r"set 0009: client_cert has the same certificate as set 0002's client_cert"
+    ):
         check_pool(load_pool(pool_copy), [ESP32], jobs=2)
 
 

@@ -1,0 +1,165 @@
+"""One identity per board, through the CLI: fingerprints, MACs, the ledger's pool and history (issue 22).
+
+Each test stands for one way a production line gets it wrong: the same key
+in another encoding, two boards with one MAC, two pools with one default
+ledger, a pool edited after its sets were claimed, a set missing its key.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import serialization
+
+from atflash.cli import cli
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
+from atflash.factory.ledgers import open_ledger
+from atflash.sim.flash import board_flash
+from atflash.sim.rom import MockBoard, start_mock
+
+LINK = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
+
+
+def run(*args: object) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="atflash")
+
+
+def refused(*args: object, code: int = EXIT_USER_ERROR) -> str:
+    """The one error line of a refused command."""
+    result = run(*args)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("atflash: error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def copy_sets(credential_pool: Path, dest: Path, count: int) -> Path:
+    dest.mkdir(parents=True)
+    for n in range(1, count + 1):
+        shutil.copytree(credential_pool / f"{n:04d}", dest / f"{n:04d}")
+    return dest
+
+
+@pytest.fixture
+def boards() -> Iterator[list[MockBoard]]:
+    """Two ESP32 boards flashed with ESP-AT 2.x, each with its own MAC."""
+    started = [
+        start_mock("esp32", flash=board_flash("esp32"), mac=f"24:0a:c4:00:22:0{n}") for n in (1, 2)
+    ]
+    try:
+        yield started
+    finally:
+        for board in started:
+            board.stop()
+
+
+def write_pool(pool: Path, ledger: Path | str, boards: list[MockBoard], *extra: object) -> Result:
+    args: list[object] = ["write", "--chip", "esp32", *LINK, "--pool", pool, "--ledger", ledger]
+    for board in boards:
+        args += ["--port", board.url]
+    return run(*args, *extra)
+
+
+# -- 1. identities, not bytes -------------------------------------------------------------
+
+
+def crlf(path: Path) -> None:
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+
+
+def der_certificate(path: Path) -> None:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    path.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+
+
+def traditional_key(path: Path) -> None:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def reissued_certificate(path: Path) -> None:
+    """A new certificate (another serial number and name) for the key of the same set."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = serialization.load_pem_private_key(path.with_name("client_key.key").read_bytes(), None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "re-issued")])
+    start = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(999)  # type: ignore[arg-type]
+        .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=365))
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    )  # fmt: skip
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize(
+    ("cert_change", "key_change", "says"),
+    [
+        (crlf, crlf, "client_cert has the same certificate as set 0001's client_cert"),
+        (der_certificate, traditional_key, "client_cert has the same certificate as set 0001's"),
+        (
+            reissued_certificate,
+            traditional_key,
+            "client_cert has the same public key as set 0001's",
+        ),
+    ],
+)
+def test_a_set_sharing_a_credential_in_another_encoding_is_refused_everywhere(
+    tmp_path: Path, credential_pool: Path, cert_change: object, key_change: object, says: str
+) -> None:
+    pool = copy_sets(credential_pool, tmp_path / "pool", 3)
+    shutil.rmtree(pool / "0003")
+    shutil.copytree(pool / "0001", pool / "0003")  # set 0001 again, every file re-encoded
+    key_change(pool / "0003" / "client_key.key")  # type: ignore[operator]
+    cert_change(pool / "0003" / "client_cert.crt")  # type: ignore[operator]
+    line = refused("pool", "check", pool, "--chip", "esp32")
+    assert "set 0003" in line and says in line
+    line = refused("build", "--chip", "esp32", "--pool", pool, "-o", tmp_path / "out")
+    assert "set 0003" in line and "set 0001" in line
+    assert not (tmp_path / "out").exists()
+    # write --pool refuses before any port is opened: the port does not even exist.
+    line = refused("write", "--chip", "esp32", "--port", tmp_path / "nothing", "--pool", pool)
+    assert "set 0003" in line and says in line
+    assert not (tmp_path / "pool.ledger.sqlite").exists()
+
+
+def test_a_manifest_naming_one_key_twice_is_refused_by_write_verify_and_build(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    one = credential_pool / "0001"
+    copies = [tmp_path / "dev1-crlf.crt", tmp_path / "dev1-crlf.key"]
+    for name, copy in zip(("client_cert.crt", "client_key.key"), copies, strict=True):
+        shutil.copy(one / name, copy)
+        crlf(copy)
+    for second in (f"{one}/client_cert.crt,{one}/client_key.key", f"{copies[0]},{copies[1]}"):
+        manifest = tmp_path / "devices.csv"
+        manifest.write_text(
+            "mac,client_cert,client_key\n"
+            f"24:0a:c4:00:00:01,{one}/client_cert.crt,{one}/client_key.key\n"
+            f"24:0a:c4:00:00:02,{second}\n"
+        )
+        for command in ("write", "verify"):
+            line = refused(command, "--chip", "esp32", "--port", tmp_path / "none",
+                           "--manifest", manifest)  # fmt: skip
+            assert f"{manifest}:3: client_" in line and "as line 2's client_" in line
+        line = refused("build", "--chip", "esp32", "--manifest", manifest, "-o", tmp_path / "o")
+        assert f"{manifest}:3" in line and f"{manifest}:2" in line
