@@ -466,6 +466,7 @@ class BuildSummary:
     private: int  # outputs written 0600 (they hold keys)
     rows: tuple[IndexRow, ...] = field(repr=False, default=())  # this run's devices, in order
     unchanged: frozenset[str] = frozenset()  # devices skipped because nothing changed
+    stale_staging: int = 0  # staging folders an interrupted earlier run left, now removed
 
     @property
     def index(self) -> Path:
@@ -501,6 +502,7 @@ def build_devices(
     report = progress or (lambda _done, _total: None)
     report(0, len(devices))
     created = not out.exists()
+    stale = remove_stale_staging(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
@@ -533,8 +535,31 @@ def build_devices(
     shutil.rmtree(staging, ignore_errors=True)
     unchanged = frozenset(o.row.device for o in outcomes if o.skipped and o.row is not None)
     return BuildSummary(
-        out, len(devices), len(fresh), len(unchanged), len(kept), private, rows, unchanged
+        out, len(devices), len(fresh), len(unchanged), len(kept), private, rows, unchanged, stale
     )
+
+
+def remove_stale_staging(out: Path) -> int:
+    """Remove the staging folders a killed run left in ``out``; how many there were.
+
+    A run removes its own staging folder however it ends, except when it is
+    killed outright (SIGKILL, power loss): then the folder stays, holding
+    every device's keys. Runs into one ``OUT`` do not overlap (they would
+    race for its index anyway), so any staging folder found at the start of
+    a run is a dead run's.
+    """
+    try:
+        stale = [p for p in out.glob(f"{STAGING_PREFIX}*") if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return 0
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            raise FileInputError(
+                folder, "cannot remove this staging folder an interrupted run left",
+                hint="remove it by hand: it holds private keys",
+            )  # fmt: skip
+    return len(stale)
 
 
 def _refuse_shared(devices: Sequence[Device], outcomes: Sequence[_Outcome]) -> None:

@@ -268,6 +268,11 @@ def _index_header(header: list[str], where: str) -> list[str]:
 
 def _index_row(cells: list[str], partitions: list[str], where: str, base: Path) -> CredentialSet:
     name = cells[0]
+    if not name:
+        raise PoolError(
+            where, None, "the set name is empty",
+            hint="name every set in the first column: the ledger records sets by name",
+        )  # fmt: skip
     if len(cells) > len(partitions) + 1:
         raise PoolError(
             where, name, f"{len(cells)} cells but the header has {len(partitions) + 1} columns",

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
 from atflash.cli import cli
-from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
+from atflash.errors import EXIT_USER_ERROR
 from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
@@ -163,3 +163,71 @@ def test_a_manifest_naming_one_key_twice_is_refused_by_write_verify_and_build(
             assert f"{manifest}:3: client_" in line and "as line 2's client_" in line
         line = refused("build", "--chip", "esp32", "--manifest", manifest, "-o", tmp_path / "o")
         assert f"{manifest}:3" in line and f"{manifest}:2" in line
+
+
+# -- 8. smaller points --------------------------------------------------------------------
+
+
+def test_a_pool_index_row_without_a_set_name_is_refused(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    index = tmp_path / "index.csv"
+    one, two = credential_pool / "0001", credential_pool / "0002"
+    index.write_text(
+        "set,client_cert,client_key\n"
+        f"0001,{one}/client_cert.crt,{one}/client_key.key\n"
+        f",{two}/client_cert.crt,{two}/client_key.key\n"
+    )
+    line = refused("pool", "check", index, "--chip", "esp32")
+    assert line.startswith(f"atflash: error: {index}:3: the set name is empty")
+
+
+def test_a_killed_builds_staging_folders_are_removed_on_the_next_run(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    pool = copy_sets(credential_pool, tmp_path / "pool", 2)
+    out = tmp_path / "out"
+    left = out / ".atflash-staging-k1ll3d"
+    (left / "0001").mkdir(parents=True)
+    shutil.copy(pool / "0001" / "client_key.key", left / "0001" / "client_key.bin")
+    result = run("build", "--chip", "esp32", "--pool", pool, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"atflash: removed 1 staging folder(s) an interrupted build left in {out}" in result.stderr
+    )
+    assert not left.exists() and not list(out.glob(".atflash-staging-*"))
+    again = run("build", "--chip", "esp32", "--pool", pool, "-o", out, "--json")
+    assert json.loads(again.stdout)["stale_staging_removed"] == 0
+
+
+def test_pool_check_and_ledger_export_and_release_take_json(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    pool = copy_sets(credential_pool, tmp_path / "pool", 2)
+    checked = run("pool", "check", pool, "--chip", "esp32", "--json")
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.stdout) == {
+        "pool": str(pool), "ok": True, "sets": 2, "layouts": json.loads(checked.stdout)["layouts"],
+        "partitions": ["client_ca", "client_cert", "client_key"],
+    }  # fmt: skip
+    ledger = tmp_path / "ledger.sqlite"
+    store = open_ledger(str(ledger))
+    try:
+        store.claim(device="24:0a:c4:00:00:01", station="s", sets=["0001", "0002"])
+    finally:
+        store.close()
+    exported = run("ledger", "export", ledger, "-o", tmp_path / "l.csv", "--json")
+    assert json.loads(exported.stdout) == {
+        "output": str(tmp_path / "l.csv"),
+        "format": "csv",
+        "claims": 1,
+    }
+    released = run("ledger", "release", ledger, "0001", "--yes", "--json")
+    assert released.exit_code == 0, released.output
+    claim = json.loads(released.stdout)
+    assert (claim["set"], claim["device"]) == ("0001", "24:0a:c4:00:00:01")
+    assert claim["released_at"] is not None
+    bad = run("pool", "check", tmp_path / "nowhere", "--chip", "esp32", "--json")
+    assert (
+        bad.exit_code == EXIT_USER_ERROR and json.loads(bad.stdout)["exit_code"] == EXIT_USER_ERROR
+    )
