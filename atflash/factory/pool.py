@@ -15,10 +15,17 @@ or a CSV index whose paths are relative to the CSV's folder::
     0001, 0001/dev.crt,    0001/dev.key,    ca.crt
     0002, 0002/a.crt;0002/b.crt, 0002/dev.key, ca.crt
 
-(several files in one cell separated by ``;``, as in a manifest; an empty
-cell leaves the partition alone for that set). Sets are kept in natural
-order of their names (``2`` before ``10``), which is the order they are
-claimed in.
+(several files in one cell separated by ``;``, as in a manifest). Sets are
+kept in natural order of their names (``2`` before ``10``), which is the
+order they are claimed in.
+
+Every set holds the same partitions (one device's worth each), and a
+``*_cert`` comes with its ``*_key``: a board given a new certificate and
+left with the previous set's key would hold a pair that does not match.
+A pool whose certificates go to boards that keep their own key says so in
+``pool.toml`` (in the pool folder, or beside the CSV index)::
+
+    cert_without_key = ["mqtt_cert"]
 
 :func:`load_pool` only reads the layout; :func:`check_pool` builds every set
 as :func:`~atflash.planning.plan.build_plan` would (content, pairing, fit),
@@ -31,22 +38,30 @@ import csv
 import functools
 import io
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from atflash.content.identity import Fingerprint, Owners, device_own, items_fingerprints
-from atflash.errors import AtflashError
+from atflash.errors import AtflashError, one_line
 from atflash.factory.errors import PoolError
 from atflash.factory.parallel import run_chunks
 from atflash.files import natural_key, natural_sorted
 from atflash.layout.model import Profile, pki_kind_for
 from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plan
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
 INDEX_SET_COLUMN = "set"
 FILE_SEPARATOR = ";"  # as in a manifest: paths may hold spaces and commas, not ';'
 # A CSV index of 100,000 sets is about 10 MB; anything far larger was given by mistake.
 MAX_INDEX_BYTES = 64 * 1024 * 1024
+SETTINGS_FILE = "pool.toml"  # what the pool says about itself (see the module docstring)
+MAX_SETTINGS_BYTES = 64 * 1024
 
 # (sets checked so far, sets in the pool); called from the checking process only.
 ProgressCallback = Callable[[int, int], None]
@@ -70,6 +85,8 @@ class Pool:
     source: str
     sets: tuple[CredentialSet, ...]
     _by_name: dict[str, CredentialSet] = field(init=False, repr=False, compare=False)
+    # *_cert partitions whose sets hold no key: the board keeps its own (pool.toml says so)
+    cert_without_key: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.sets})
@@ -115,7 +132,62 @@ def load_pool(path: str | Path) -> Pool:
             str(path), None, "the pool holds no credential sets",
             hint="give a folder with one subfolder per set, or a CSV index",
         )  # fmt: skip
-    return Pool(str(path), tuple(sorted(sets, key=lambda s: natural_key(s.name))))
+    settings = path / SETTINGS_FILE if path.is_dir() else path.parent / SETTINGS_FILE
+    ordered = tuple(sorted(sets, key=lambda s: natural_key(s.name)))
+    pool = Pool(str(path), ordered, cert_without_key=_without_key(settings))
+    _check_uniform(pool)
+    return pool
+
+
+def _without_key(settings: Path) -> frozenset[str]:
+    """``cert_without_key`` of the pool's ``pool.toml``; empty when there is none."""
+    if not settings.is_file():
+        return frozenset()
+    try:
+        with settings.open("rb") as handle:
+            data = tomllib.loads(handle.read(MAX_SETTINGS_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PoolError(str(settings), None, f"cannot read ({one_line(exc)})") from None
+    unknown = sorted(set(data) - {"cert_without_key"})
+    if unknown:
+        raise PoolError(
+            str(settings),
+            None,
+            f"unknown setting {unknown[0]!r}",
+            hint="pool.toml takes cert_without_key",
+        )
+    names = data.get("cert_without_key", [])
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n.endswith("_cert") and pki_kind_for(n) for n in names
+    ):
+        raise PoolError(
+            str(settings), None, "cert_without_key must list *_cert partitions",
+            hint='e.g. cert_without_key = ["mqtt_cert"]',
+        )  # fmt: skip
+    return frozenset(names)
+
+
+def _check_uniform(pool: Pool) -> None:
+    """Every set holds the same partitions, and each ``*_cert`` its ``*_key``."""
+    first = pool.sets[0]
+    wanted = [r.partition for r in first.requests]
+    for entry in pool.sets[1:]:
+        holds = [r.partition for r in entry.requests]
+        if sorted(holds) != sorted(wanted):
+            raise PoolError(
+                pool.source, entry.name,
+                f"holds {', '.join(sorted(holds))} but set {first.name} holds {', '.join(sorted(wanted))}",
+                hint="every set holds the same partitions: one device's worth each",
+            )  # fmt: skip
+    for name in sorted(wanted):
+        key = name[: -len("_cert")] + "_key"
+        if name.endswith("_cert") and key not in wanted and name not in pool.cert_without_key:
+            raise PoolError(
+                pool.source, None, f"the sets hold {name} but no {key}",
+                hint=f"add each set's {key}: a board left with another set's key holds a pair "
+                f"that does not match (or, if the boards keep their own key, say so in "
+                f'{SETTINGS_FILE}: cert_without_key = ["{name}"])',
+            )  # fmt: skip
 
 
 def _visible(entries: Sequence[os.DirEntry[str]]) -> list[os.DirEntry[str]]:

@@ -231,3 +231,27 @@ def test_pool_check_and_ledger_export_and_release_take_json(
     assert (
         bad.exit_code == EXIT_USER_ERROR and json.loads(bad.stdout)["exit_code"] == EXIT_USER_ERROR
     )
+
+
+# -- 5. every set holds one device's worth ------------------------------------------------
+
+
+def test_a_set_without_its_key_is_refused_before_any_board(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    index = tmp_path / "index.csv"
+    one, two = credential_pool / "0001", credential_pool / "0002"
+    index.write_text(
+        "set,client_cert,client_key\n"
+        f"0001,{one}/client_cert.crt\n"
+        f"0002,{two}/client_cert.crt,{two}/client_key.key\n"
+    )
+    line = refused("pool", "check", index, "--chip", "esp32")
+    assert "set 0001: holds client_cert but set 0002 holds client_cert, client_key" in line
+    line = refused("write", "--chip", "esp32", "--port", tmp_path / "none", "--pool", index)
+    assert "set 0001: holds client_cert but set 0002 holds client_cert, client_key" in line
+    index.write_text(f"set,client_cert\n0001,{one}/client_cert.crt\n0002,{two}/client_cert.crt\n")
+    line = refused("pool", "check", index, "--chip", "esp32")
+    assert "the sets hold client_cert but no client_key" in line and "cert_without_key" in line
+    (tmp_path / "pool.toml").write_text('cert_without_key = ["client_cert"]\n')
+    assert run("pool", "check", index, "--chip", "esp32").exit_code == 0
