@@ -247,9 +247,9 @@ def test_a_set_without_its_key_is_refused_before_any_board(
         f"0002,{two}/client_cert.crt,{two}/client_key.key\n"
     )
     line = refused("pool", "check", index, "--chip", "esp32")
-    assert "set 0001: holds client_cert but set 0002 holds client_cert, client_key" in line
+    assert "set 0002: holds client_cert, client_key but set 0001 holds client_cert" in line
     line = refused("write", "--chip", "esp32", "--port", tmp_path / "none", "--pool", index)
-    assert "set 0001: holds client_cert but set 0002 holds client_cert, client_key" in line
+    assert "set 0002: holds client_cert, client_key but set 0001 holds client_cert" in line
     index.write_text(f"set,client_cert\n0001,{one}/client_cert.crt\n0002,{two}/client_cert.crt\n")
     line = refused("pool", "check", index, "--chip", "esp32")
     assert "the sets hold client_cert but no client_key" in line and "cert_without_key" in line
