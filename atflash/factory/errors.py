@@ -7,7 +7,24 @@ before they reach a message.
 
 from __future__ import annotations
 
+import re
+
 from atflash.errors import AtflashError, InputError
+
+# A password in a URL (scheme://user:password@host: up to the netloc's last '@', as
+# urlsplit takes it), or in a libpq keyword string or URL query (password=...).
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/?#\s:@]*):[^/?#\s]*@")
+_KEYWORD_PASSWORD = re.compile(r"""(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'"]+)""")
+
+
+def redact(text: str) -> str:
+    """``text`` (a ledger URL, a libpq keyword string, a driver's message) with passwords masked.
+
+    As libpq shows them: ``postgresql://stn:***@host/db``, ``password=***``.
+    Applied to every ledger error, so no message, report or log shows one.
+    """
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    return _KEYWORD_PASSWORD.sub(r"\1***", text)
 
 
 class PoolError(InputError):
@@ -37,9 +54,12 @@ class LedgerError(AtflashError):
     """The ledger cannot be opened or used (URL, database, schema, driver)."""
 
     def __init__(self, ledger: str, problem: str, *, hint: str | None = None) -> None:
-        self.ledger = ledger
-        self.problem = problem
-        super().__init__(f"ledger {ledger}: {problem}", hint=hint)
+        # Masked here, whatever the caller passed: a driver's message can echo the URL.
+        self.ledger = redact(ledger)
+        self.problem = redact(problem)
+        super().__init__(
+            f"ledger {self.ledger}: {self.problem}", hint=redact(hint) if hint else None
+        )
 
 
 class PoolExhaustedError(LedgerError):

@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from atflash.errors import InputError, one_line
 from atflash.factory.errors import ClaimError, LedgerError
@@ -102,19 +101,6 @@ class Ledger(Protocol):
 
 
 NOT_A_LEDGER_HINT = "check the URL: a station creates the ledger on its first claim"
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, fit for a message or a log."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 # -- what the stores share ------------------------------------------------------------

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from types import ModuleType
 
-from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
+from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError, redact
 from atflash.factory.ledger import (
     COLUMNS,
     INDEXES,
@@ -42,7 +42,6 @@ from atflash.factory.ledger import (
     encode_images,
     first_free,
     no_longer_held,
-    redact,
     station_id,
     store_error,
 )

@@ -197,6 +197,7 @@ class SqliteLedger:
             )
         if version is None:
             with self._write("cannot create the tables") as db:
+                self._refuse_foreign(db)
                 for statement in _SCHEMA:
                     db.execute(statement)
                 if db.execute("SELECT COUNT(*) FROM atflash_schema").fetchone()[0] == 0:
@@ -205,6 +206,23 @@ class SqliteLedger:
                 self._patiently(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             version = self._version()
         check_version(self.name, version)
+
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """A file holding another application's tables is not made a ledger too."""
+        foreign = [
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' AND name NOT LIKE 'atflash!_%' ESCAPE '!' "
+                "ORDER BY name"
+            )
+        ]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise LedgerError(
+                self.name, f"holds another application's tables ({shown}), not an atflash ledger",
+                hint="give the ledger a file of its own, e.g. pool.ledger.sqlite",
+            )  # fmt: skip
 
     def _version(self) -> int | None:
         def read() -> int | None:

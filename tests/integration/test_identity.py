@@ -255,3 +255,50 @@ def test_a_set_without_its_key_is_refused_before_any_board(
     assert "the sets hold client_cert but no client_key" in line and "cert_without_key" in line
     (tmp_path / "pool.toml").write_text('cert_without_key = ["client_cert"]\n')
     assert run("pool", "check", index, "--chip", "esp32").exit_code == 0
+
+
+# -- 6. ledger URLs -----------------------------------------------------------------------
+
+SECRET = "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("host=127.0.0.1 port=1 user=stn password=s3cret dbname=atflash", "password=***"),
+        ("PostgreSQL://stn:s3cret@127.0.0.1:1/atflash", "postgresql://stn:***@127.0.0.1:1/atflash"),
+        ("postgresql://stn:s3cret@[bad/atflash", 'URI: "postgresql://stn:***@[bad/atflash"'),
+    ],
+)
+def test_a_ledger_password_is_never_shown_and_never_becomes_a_file(
+    tmp_path: Path, credential_pool: Path, monkeypatch: pytest.MonkeyPatch, url: str, shown: str
+) -> None:
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)
+    pool = copy_sets(credential_pool, tmp_path / "pool", 2)
+    write = ["write", "--chip", "esp32", "--port", "none", "--pool", pool, "--ledger", url]
+    for args in (write, ["ledger", "show", url], ["ledger", "export", url, "-o", "x.csv"]):
+        result = run(*args)
+        assert result.exit_code == EXIT_USER_ERROR, result.output
+        assert SECRET not in result.output and shown in result.stderr, result.stderr
+        as_json = run(*args, "--json")
+        assert SECRET not in as_json.output and shown in json.loads(as_json.stdout)["error"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pool"]  # no SQLite file made
+
+
+def test_a_sqlite_file_of_another_application_is_refused_not_extended(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    import sqlite3
+
+    pool = copy_sets(credential_pool, tmp_path / "pool", 2)
+    other = tmp_path / "inventory.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE parts (id INTEGER PRIMARY KEY, name TEXT)")
+    before = other.read_bytes()
+    line = refused("write", "--chip", "esp32", "--port", "none", "--pool", pool, "--ledger", other)
+    assert f"ledger {other}: holds another application's tables (parts)" in line
+    assert other.read_bytes() == before
+    line = refused("write", "--chip", "esp32", "--port", "none", "--pool", pool,
+                   "--ledger", f"SQLITE:///{other}")  # fmt: skip
+    assert "holds another application's tables (parts)" in line

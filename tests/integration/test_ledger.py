@@ -247,6 +247,32 @@ def test_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             open_ledger(url)
 
 
+def test_a_libpq_keyword_string_and_any_scheme_case_reach_postgresql(pg_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    keywords = (
+        f"host={parts.hostname} port={parts.port} user={parts.username} dbname={parts.path[1:]}"
+    )
+    for url in (keywords, "PostgreSQL" + pg_url[len("postgresql") :]):
+        ledger = open_ledger(url)
+        try:
+            ledger.claim(device=MAC1, station="s", sets=SETS)
+            assert type(ledger).__name__ == "PostgresLedger"
+        finally:
+            ledger.close()
+    (claim,) = _claims(pg_url)
+    assert (claim.set_name, claim.attempts) == ("0001", 2)
+
+
+def _claims(url: str) -> list:  # type: ignore[type-arg]
+    ledger = open_ledger(url)
+    try:
+        return ledger.claims()
+    finally:
+        ledger.close()
+
+
 def test_postgres_without_the_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
     with pytest.raises(
