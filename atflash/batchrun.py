@@ -90,6 +90,8 @@ class WriteSettings:
     action: Literal["write", "verify"] = "write"  # verify: compare every board, write nothing
     log: str | None = None  # append one JSON line per board here (atflash.audit)
     station: str | None = None  # the operator's bench name: in the log, and the ledger's station
+    reissue: bool = False  # --pool: write a claimed set whose files changed (recorded)
+    force_ledger: bool = False  # --pool: use a ledger that records another pool
 
     def __post_init__(self) -> None:
         # An option that means nothing to the chosen backend is refused, never ignored.
@@ -228,22 +230,30 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
 def _pool_resolver(settings: WriteSettings) -> Any:
     """With --pool: every set checked and the ledger opened before the first board."""
     if settings.pool is None:
-        if settings.ledger is not None:
-            raise InputError("--ledger goes with --pool", hint="name the pool the ledger hands out")
+        if settings.ledger is not None or settings.reissue or settings.force_ledger:
+            raise InputError(
+                "--ledger, --reissue and --force-ledger go with --pool",
+                hint="name the pool the ledger hands out",
+            )
         return None
     if settings.groups or settings.manifest:
         raise InputError(
             "--pool gives each board its files: no PARTITION FILE... arguments or --manifest with it"
         )
     from atflash.factory import pool_resolver
+    from atflash.factory.pool import default_ledger
 
-    ledger = settings.ledger or str(Path(settings.pool).with_suffix(".ledger.sqlite"))
+    if settings.ledger is not None and not settings.ledger.strip():
+        raise InputError("--ledger is empty", hint="give a file or URL, or drop it for the default")
+    ledger = settings.ledger or str(default_ledger(settings.pool))
     return pool_resolver(
         settings.pool,
         ledger,
         station=settings.station,
         profiles=settings.candidate_profiles(),
         options=settings.plan_options,
+        reissue=settings.reissue,
+        force_ledger=settings.force_ledger,
     )
 
 

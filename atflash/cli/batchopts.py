@@ -61,8 +61,13 @@ def batch_options(func: F) -> F:
             click.option("--pool", type=click.Path(exists=True),
                          help="Factory: give each board the next unused credential set of this pool."),
             click.option("--ledger", metavar="URL",
-                         help="Where --pool claims are recorded: a SQLite file or postgresql://... "
-                              "(default: POOL.ledger.sqlite)."),
+                         help="Where --pool claims are recorded: a SQLite file, postgresql://... or "
+                              "libpq's host=... dbname=... (default: POOL.ledger.sqlite beside the pool)."),
+            click.option("--reissue", is_flag=True,
+                         help="Write a claimed set whose files changed since its claim; the ledger "
+                              "records the change and keeps the old identity in its history."),
+            click.option("--force-ledger", is_flag=True,
+                         help="Use --ledger even though it records another pool."),
             click.option("--log", type=click.Path(dir_okay=False),
                          help="Append one JSON line per board to this provisioning log (mode 0600; {date} and {time} are filled in)."),
             click.option("--station", metavar="NAME",
@@ -136,6 +141,8 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         strict=pick("strict"),
         pool=params.get("pool"),
         ledger=params.get("ledger"),
+        reissue=bool(params.get("reissue")),
+        force_ledger=bool(params.get("force_ledger")),
         config=config,
         groups=tuple(params["groups"]),
         via=via,

@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import io
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from atflash.content.identity import Fingerprint, Owners, device_own, items_fingerprints
 from atflash.errors import AtflashError, one_line
@@ -408,6 +410,55 @@ def _check_chunk(
             break
         out.append(_Checked(index, None, set_identities(plans[0])))
     return out
+
+
+def identity_record(plan: WritePlan) -> dict[str, Any]:
+    """What a claim records of its set: per own partition its fingerprints and a content hash.
+
+    ``{"client_cert": {"fingerprints": ["certificate:ab12...", "public key:cd34..."],
+    "sha256": "..."}, ...}``: the fingerprints say who the device is, the
+    hash (over the items' bytes, whatever the layout) that the files are
+    the very same. JSON-ready.
+    """
+    out: dict[str, Any] = {}
+    for img in plan.images:
+        name = img.partition.name
+        if not device_own(name):
+            continue
+        content = hashlib.sha256()
+        for _item, data in img.items:
+            content.update(len(data).to_bytes(4, "big") + data)
+        out[name] = {
+            "fingerprints": [
+                f"{fp.kind}:{fp.sha256}" for fp in items_fingerprints(name, img.items)
+            ],
+            "sha256": content.hexdigest(),
+        }
+    return out
+
+
+def identity_digest(identities: SetIdentities) -> str:
+    """One SHA-256 over a set's fingerprints (re-encoding a file keeps it; another key does not)."""
+    listed = sorted(f"{partition}:{fp.kind}:{fp.sha256}" for partition, fp in identities)
+    return hashlib.sha256("\n".join(listed).encode()).hexdigest()
+
+
+def pool_name(pool: Pool) -> str:
+    """How a ledger knows a pool: its folder's name, or its index's folder and file name."""
+    path = Path(pool.source).resolve()
+    return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+
+
+def default_ledger(pool: str | Path) -> Path:
+    """``lot.A/`` -> ``lot.A.ledger.sqlite`` beside it; ``sets.csv`` -> ``sets.ledger.sqlite``.
+
+    From the whole folder name: ``lot.A`` and ``lot.B`` must never share one.
+    """
+    path = Path(pool)
+    if path.is_dir():
+        path = path.resolve()
+        return path.parent / f"{path.name}.ledger.sqlite"
+    return path.with_suffix(".ledger.sqlite")
 
 
 def set_identities(plan: WritePlan) -> SetIdentities:

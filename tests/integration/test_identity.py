@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 
 from atflash.cli import cli
-from atflash.errors import EXIT_USER_ERROR
+from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
@@ -302,3 +303,156 @@ def test_a_sqlite_file_of_another_application_is_refused_not_extended(
     line = refused("write", "--chip", "esp32", "--port", "none", "--pool", pool,
                    "--ledger", f"SQLITE:///{other}")  # fmt: skip
     assert "holds another application's tables (parts)" in line
+
+
+# -- 2. one MAC, one claim at a time ------------------------------------------------------
+
+CLONE = "24:0a:c4:00:22:99"
+
+
+def claims_of(ledger: Path | str) -> list[dict[str, object]]:
+    shown = run("ledger", "show", ledger, "--json")
+    assert shown.exit_code == 0, shown.output
+    return json.loads(shown.stdout)  # type: ignore[no-any-return]
+
+
+def test_two_boards_with_one_mac_in_a_pool_batch_never_both_get_a_set(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    pool = copy_sets(credential_pool, tmp_path / "pool", 3)
+    ledger = tmp_path / "ledger.sqlite"
+    twins = [start_mock("esp32", flash=board_flash("esp32"), mac=CLONE) for _ in range(2)]
+    try:
+        result = write_pool(pool, ledger, twins, "--json")
+    finally:
+        for board in twins:
+            board.stop()
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    boards = json.loads(result.stdout)["boards"]
+    assert sorted(b["result"] for b in boards) == ["failed", "ok"]
+    (ok,) = [b for b in boards if b["ok"]]
+    (twin,) = [b for b in boards if not b["ok"]]
+    assert f"MAC {CLONE} is already used by {ok['port']} in this batch" in twin["error"]
+    assert all(p["status"] == "not-started" for p in twin["partitions"])
+    (claim,) = claims_of(ledger)
+    assert (claim["set"], claim["device"], claim["attempts"], claim["result"]) == (
+        "0001", CLONE, 1, "ok",
+    )  # fmt: skip
+
+
+def test_a_mac_another_station_is_writing_is_refused_until_that_write_is_recorded(
+    tmp_path: Path, credential_pool: Path, boards: list[MockBoard]
+) -> None:
+    import subprocess
+    import sys
+
+    pool = copy_sets(credential_pool, tmp_path / "pool", 3)
+    ledger = tmp_path / "ledger.sqlite"
+    mac = "24:0a:c4:00:22:01"  # boards[0]'s
+    assert write_pool(pool, ledger, boards[1:]).exit_code == 0  # binds the ledger to the pool
+    store = open_ledger(str(ledger))
+    try:  # line 2, on another host, is writing a board that reports the same MAC
+        other = store.claim(device=mac, station="line2", sets=["0001", "0002", "0003"],
+                            port="/dev/ttyUSB7", run="line2-pc/4242/beef")  # fmt: skip
+    finally:
+        store.close()
+    result = write_pool(pool, ledger, boards[:1], "--json")
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    (board,) = json.loads(result.stdout)["boards"]
+    error = board["error"]
+    assert f"MAC {mac} is being written by /dev/ttyUSB7 on host line2-pc since " in error
+    assert "nothing was written to this one" in error
+    assert [c["attempts"] for c in claims_of(ledger) if c["device"] == mac] == [1]
+    store = open_ledger(str(ledger))
+    try:
+        store.record(other, result="ok", image_sha256={}, station="line2")
+    finally:
+        store.close()
+    assert write_pool(pool, ledger, boards[:1]).exit_code == 0  # recorded: a re-flash is fine
+    # A mark left by a run on this host whose process is gone is taken over at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = open_ledger(str(ledger))
+    try:
+        store.claim(
+            device=mac,
+            station="s",
+            sets=["0001"],
+            port="p",
+            run=f"{socket.gethostname()}/{dead.pid}/x",
+        )
+    finally:
+        store.close()
+    assert write_pool(pool, ledger, boards[:1]).exit_code == 0
+
+
+# -- 3. one ledger, one pool --------------------------------------------------------------
+
+
+def test_dotted_pools_get_their_own_ledgers_and_a_ledger_refuses_another_pool(
+    tmp_path: Path, credential_pool: Path, boards: list[MockBoard]
+) -> None:
+    lot_a = copy_sets(credential_pool, tmp_path / "lot.A", 2)
+    lot_b = tmp_path / "lot.B"
+    lot_b.mkdir()
+    for n in (1, 2):  # other credentials under the same set names
+        shutil.copytree(credential_pool / f"{n + 10:04d}", lot_b / f"{n:04d}")
+    assert write_pool(lot_a, "", boards[:1]).exit_code == EXIT_USER_ERROR  # an empty --ledger
+    args = ["write", "--chip", "esp32", *LINK, "--port", boards[0].url, "--json"]
+    first = run(*args, "--pool", lot_a)
+    assert first.exit_code == 0, first.output
+    second = run(*args, "--pool", lot_b)
+    assert second.exit_code == 0, second.output
+    assert sorted(p.name for p in tmp_path.glob("*.sqlite")) == [
+        "lot.A.ledger.sqlite", "lot.B.ledger.sqlite",
+    ]  # fmt: skip
+    (claim,) = claims_of(tmp_path / "lot.B.ledger.sqlite")
+    assert claim["set"] == "0001"  # not skipped as "taken" by lot.A's claim
+    shared = tmp_path / "lot.A.ledger.sqlite"
+    line = refused("write", "--chip", "esp32", "--port", boards[1].url, "--pool", lot_b,
+                   "--ledger", shared)  # fmt: skip
+    assert f"ledger {shared}: serves pool lot.A (its set 0001 is " in line and "not lot.B" in line
+    assert "--force-ledger" in line
+    renamed = tmp_path / "lot.A-2026"
+    shutil.copytree(lot_a, renamed)  # the same pool under another name is still that pool
+    assert write_pool(renamed, shared, boards[1:]).exit_code == 0
+    # Forced, the ledger is used; the board's claim (lot.A's set 0002) is still checked.
+    forced = write_pool(lot_b, shared, boards[1:], "--force-ledger", "--json")
+    assert forced.exit_code == EXIT_DEVICE_ERROR, forced.output
+    (board,) = json.loads(forced.stdout)["boards"]
+    assert "set 0002, held by 24:0a:c4:00:22:02, changed since it was claimed" in board["error"]
+
+
+# -- 4. a claimed set that changed --------------------------------------------------------
+
+
+def test_a_set_changed_after_its_claim_is_refused_and_reissue_keeps_the_history(
+    tmp_path: Path, credential_pool: Path, boards: list[MockBoard]
+) -> None:
+    pool = copy_sets(credential_pool, tmp_path / "pool", 2)
+    ledger = tmp_path / "ledger.sqlite"
+    assert write_pool(pool, ledger, boards[:1]).exit_code == 0
+    (before,) = claims_of(ledger)
+    assert before["identity"]["client_cert"]["fingerprints"][0].startswith("certificate:")
+    for name in ("client_cert.crt", "client_key.key"):  # the set is regenerated by mistake
+        shutil.copy(credential_pool / "0100" / name, pool / "0001" / name)
+    again = write_pool(pool, ledger, boards[:1], "--json")
+    assert again.exit_code == EXIT_DEVICE_ERROR, again.output
+    (board,) = json.loads(again.stdout)["boards"]
+    assert (
+        "changed since it was claimed: client_cert holds another certificate or key"
+        in board["error"]
+    )
+    assert all(p["status"] == "not-started" for p in board["partitions"])
+    (same,) = claims_of(ledger)
+    assert (same["identity"], same["image_sha256"]) == (before["identity"], before["image_sha256"])
+    reissued = write_pool(pool, ledger, boards[:1], "--reissue", "--json")
+    assert reissued.exit_code == 0, reissued.output
+    (after,) = claims_of(ledger)
+    events = [e["event"] for e in after["history"]]
+    assert events == ["claimed", "written", "failed", "reissued", "written"]
+    reissue = after["history"][3]
+    assert (reissue["before"], reissue["after"]) == (before["identity"], after["identity"])
+    writes = [e["image_sha256"] for e in after["history"] if e["event"] == "written"]
+    assert writes[0] == before["image_sha256"] and writes[1] == after["image_sha256"]
+    assert writes[0]["client_cert"] != writes[1]["client_cert"]  # the earlier record stays
