@@ -420,6 +420,97 @@ def test_one_device_claimed_by_every_station_at_once_gets_one_set(ledger_url: st
     assert claim.attempts == n
 
 
+# A station that stops inside its claim: the claim's INSERT is done, its transaction is
+# open (holding the new row's locks) when the test stops the process with SIGSTOP.
+STOPPABLE = r"""
+import sys
+from atflash.factory import ledger_pg
+from atflash.factory.ledgers import open_ledger
+original = ledger_pg.PostgresLedger._claim_once
+def held_open(self, *args):
+    claim = original(self, *args)
+    print("inside", flush=True)
+    sys.stdin.readline()  # stopped here by the test, before the transaction commits
+    return claim
+ledger_pg.PostgresLedger._claim_once = held_open
+ledger = open_ledger(sys.argv[1])
+claim = ledger.claim(device=sys.argv[2], station="stopped", sets=sys.argv[3:], port="p", run="h/1/t")
+print(claim.set_name, flush=True)
+"""
+
+
+def test_postgres_lock_waits_are_bounded_by_default_and_a_urls_own_bound_is_kept(
+    pg_url: str,
+) -> None:
+    from atflash.factory.ledger_pg import LOCK_TIMEOUT, PostgresLedger
+
+    for url, bound in ((pg_url, LOCK_TIMEOUT), (f"{pg_url}?options=-c%20lock_timeout%3D7s", "7s")):
+        ledger = open_ledger(url)
+        try:
+            assert (
+                isinstance(ledger, PostgresLedger)
+                and ledger.lock_timeout
+                == bound
+                == (ledger._db.execute("SHOW lock_timeout").fetchone() or [""])[0]
+            )
+        finally:
+            ledger.close()
+    assert LOCK_TIMEOUT == "30s"  # the order of SQLite's busy timeout
+
+
+LOCK_BOUND = 1  # seconds: the test ledger's lock_timeout, given in its URL as a user would
+
+
+def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_timeout(
+    pg_url: str,
+) -> None:
+    import signal
+
+    bounded = f"{pg_url}?options=-c%20lock_timeout%3D{LOCK_BOUND}s"
+    open_ledger(bounded).close()  # tables made
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE, pg_url, MAC1, *SETS[:3]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _lines_of(stopped)
+    try:
+        assert _next_line(stopped, lines) == "inside\n"
+        stopped.send_signal(signal.SIGSTOP)
+        outcome: dict[str, object] = {}
+
+        def others() -> None:
+            ledger = open_ledger(bounded)
+            try:  # another device: waits once for set 0001, skips it, goes on with 0002
+                outcome["other"] = ledger.claim(device=MAC2, station="s2", sets=SETS[:3]).set_name
+                try:  # the stopped station's own device: fails, clearly, after the bound
+                    ledger.claim(device=MAC1, station="s3", sets=SETS[:3])
+                except LedgerError as exc:
+                    outcome["same"] = str(exc)
+            finally:
+                ledger.close()
+
+        worker = threading.Thread(target=others, daemon=True)
+        worker.start()
+        worker.join(timeout=STATION_TIMEOUT)  # three lock waits of 1 s, and a margin
+        assert not worker.is_alive(), "a station waited without bound for a stopped one"
+        assert outcome["other"] == "0002"
+        assert "waited 1s for another station's claim of the same set or of " in str(
+            outcome["same"]
+        )
+        assert "a station is stopped inside a claim" in str(outcome["same"])
+        stopped.send_signal(signal.SIGCONT)
+        assert stopped.stdin is not None
+        stopped.stdin.write("\n")
+        stopped.stdin.flush()
+        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
+        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stopped.kill()
+        stopped.wait()
+    assert {c.device: c.set_name for c in _claims(pg_url)} == {MAC1: "0001", MAC2: "0002"}
+
+
 # -- the resolver the write flow uses -----------------------------------------------------
 
 
