@@ -217,6 +217,41 @@ def test_tables_are_made_on_first_open_with_a_version_row(ledger_url: str) -> No
         open_ledger(ledger_url)
 
 
+# A version 1 ledger, as atflash made it before identities and the history.
+V1_SCHEMA = {
+    "sqlite": ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "'2024-01-01T00:00:00.000000+00:00'"),
+    "postgresql": ("bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "timestamptz", "now()"),
+}
+
+
+def test_a_version_1_ledger_is_upgraded_and_keeps_its_claims(ledger_url: str) -> None:
+    kind = "postgresql" if ledger_url.startswith("postgresql://") else "sqlite"
+    key, time, now = V1_SCHEMA[kind]
+    for statement in (
+        "CREATE TABLE atflash_schema (version integer NOT NULL)",
+        "INSERT INTO atflash_schema (version) VALUES (1)",
+        f"CREATE TABLE atflash_claims (id {key}, set_name text NOT NULL, device text NOT NULL, "
+        f"station text NOT NULL, claimed_at {time} NOT NULL, attempts integer NOT NULL DEFAULT 1, "
+        f"result text, recorded_at {time}, image_sha256 text, released_at {time})",
+        "INSERT INTO atflash_claims (set_name, device, station, claimed_at, result) "
+        f"VALUES ('0001', '{MAC1}', 'old', {now}, 'ok')",
+    ):
+        run_sql(ledger_url, statement)
+    ledger = open_ledger(ledger_url)
+    try:
+        (old,) = ledger.claims()
+        assert (old.set_name, old.device, old.result, old.identity, old.history) == (
+            "0001", MAC1, "ok", None, (),
+        )  # fmt: skip
+        again = ledger.claim(device=MAC1, station="new", sets=SETS, port="p", run="h/1/t")
+        assert (again.id, again.attempts, again.busy_port) == (old.id, 2, "p")
+        ledger.record(again, result="ok", image_sha256={"client_key": "ab" * 32}, station="new")
+        assert [e.event for e in ledger.claims()[0].history] == ["written"]
+    finally:
+        ledger.close()
+    open_ledger(ledger_url).close()  # upgraded once: a second open finds version 2
+
+
 def test_the_database_refuses_a_second_holder_even_without_atflash(ledger_url: str) -> None:
     ledger = open_ledger(ledger_url)
     ledger.claim(device=MAC1, station="s", sets=SETS)
