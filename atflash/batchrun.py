@@ -127,6 +127,7 @@ class WriteSettings:
             skip_unchanged=self.skip_unchanged,
             backup_dir=Path(self.backup) if self.backup else None,
             explicit_layout=is_explicit_layout(self.chip, self.profile),
+            pair_check=self.pair_check,
         )
 
     def connect_for(self, port: str) -> Any:

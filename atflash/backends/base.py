@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from atflash.backends.pairing import check_board_pairs
 from atflash.errors import (
     AtflashError,
     BoardSkipped,
@@ -53,6 +54,8 @@ class WriteOptions:
     explicit_layout: bool = False
     skip_unchanged: bool = True
     backup_dir: Path | None = None
+    # A lone *_cert (or *_key) must pair with what the board keeps (atflash.backends.pairing).
+    pair_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ def _write(
     placed = _placed(
         session, plan, result, force=opts.force, explicit=opts.explicit_layout, events=events
     )
+    if opts.pair_check:
+        check_board_pairs(session, plan)
     if opts.backup_dir is not None:
         result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)
     pending = []

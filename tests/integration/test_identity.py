@@ -456,3 +456,22 @@ def test_a_set_changed_after_its_claim_is_refused_and_reissue_keeps_the_history(
     writes = [e["image_sha256"] for e in after["history"] if e["event"] == "written"]
     assert writes[0] == before["image_sha256"] and writes[1] == after["image_sha256"]
     assert writes[0]["client_cert"] != writes[1]["client_cert"]  # the earlier record stays
+
+
+def test_a_lone_certificate_that_would_not_match_the_boards_key_is_refused(
+    tmp_path: Path, credential_pool: Path, boards: list[MockBoard]
+) -> None:
+    full = copy_sets(credential_pool, tmp_path / "full", 1)
+    assert write_pool(full, tmp_path / "full.sqlite", boards[:1]).exit_code == 0
+    certs = tmp_path / "certs"  # a pool of certificates only: the boards keep their own key
+    for n in (1, 2):
+        (certs / f"{n:04d}").mkdir(parents=True)
+        shutil.copy(credential_pool / f"{n + 20:04d}" / "client_cert.crt", certs / f"{n:04d}")
+    (certs / "pool.toml").write_text('cert_without_key = ["client_cert"]\n')
+    result = write_pool(certs, tmp_path / "certs.sqlite", boards[:1], "--json")
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    (board,) = json.loads(result.stdout)["boards"]
+    assert "client_cert would not match the board's client_key: certificate " in board["error"]
+    assert all(p["status"] == "not-started" for p in board["partitions"])
+    # A board whose key is blank has nothing to mismatch.
+    assert write_pool(certs, tmp_path / "certs.sqlite", boards[1:]).exit_code == 0
