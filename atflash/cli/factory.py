@@ -60,7 +60,10 @@ def pool_check(
 
     POOL is a folder with one subfolder per set (0001/client_cert.crt,
     0001/client_key.key, ...) or a CSV index (set,client_cert,client_key,...).
-    Certificates and keys shared by two sets are refused.
+    Every set holds the same partitions, each *_cert its *_key (unless
+    pool.toml says cert_without_key = [...]). Two sets holding one
+    certificate or key are refused, whatever the encoding: they are compared
+    by fingerprint (certificate SHA-256, public-key SHA-256).
     """
     profiles = candidate_profiles(chip, profile_path)
     loaded = load_pool(pool_path)
