@@ -14,6 +14,12 @@ connect (``retries``), its result records the attempts. A worker that dies
 (segfault, kill) or outlives ``attempt_timeout`` becomes a failed result;
 every wait in the parent is bounded.
 
+Plans made by the parent: a job whose plans are :class:`FromParent` asks
+the parent over its pipe once its board is identified, and the parent
+calls :attr:`BatchOptions.plan_for` with what the board said (the Python
+API's ``plan_for``). Whatever that function holds (a CA key, an HSM
+session, a database connection) stays in the parent and is never pickled.
+
 One identity, one board: a manifest row (see
 :mod:`atflash.planning.manifest`) is claimed over the worker's pipe once
 its board is identified, before anything is written; the parent keeps the
@@ -69,7 +75,7 @@ from typing import Any, Literal
 
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result, verify_board, write_board
-from atflash.errors import DeviceError, one_line
+from atflash.errors import AtflashError, BoardSkipped, DeviceError, one_line
 from atflash.events import Event, EventSink, ignore
 from atflash.planning.manifest import RowClaims
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
@@ -84,6 +90,7 @@ DEFAULT_STOP_GRACE = 8.0
 _TICK = 0.2  # longest wait for a message before checking the timeouts
 _STOP_TIMEOUT = 5.0
 _CLAIM_TIMEOUT = 60.0  # the parent answers within a tick; this only bounds a parent gone wrong
+_PLAN_TIMEOUT = 300.0  # plan_for may sign a certificate on an HSM; this bounds a parent gone wrong
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Imported once by the fork server for every worker, besides the atflash
 # modules of the parent (see _preload). atflash._forkserver: the server and
@@ -129,6 +136,27 @@ class BatchOptions:
     # Finds a board again by its USB serial number or location before a retry
     # (USB-Serial-JTAG chips re-enumerate after a reset, sometimes under a new name).
     relocate: Callable[[PortFilter], str | None] = find_port
+    # Called here, in the parent, for each board whose job's plans are FromParent.
+    plan_for: PlanResolver | None = None
+
+
+@dataclass(frozen=True)
+class FromParent:
+    """A job's plans, made in the batch parent by :attr:`BatchOptions.plan_for` once the board
+    is identified (the worker asks over its pipe; see :func:`run_board`)."""
+
+    ask: PlanResolver | None = field(default=None, compare=False)  # set in the worker
+
+    def with_claims(self, claims: object) -> FromParent:
+        """Bound to the batch parent over the worker's pipe (what the worker's claims go over)."""
+        return FromParent(claims.plans) if isinstance(claims, _ParentClaims) else self
+
+    def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
+        if self.ask is None:
+            raise DeviceError(
+                identity.port, "this board's plan is made by a batch parent: none runs"
+            )
+        return self.ask(identity)
 
 
 @dataclass(frozen=True)
@@ -145,7 +173,8 @@ class WithSerialNumber:
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
-    # A manifest's rows, and a pool's MACs, each serve one board of the batch.
+    # Bound to the batch parent: FromParent's plans, a manifest's rows and a pool's MACs
+    # (each row or MAC serves one board of the batch).
     if job.claims is not None and callable(getattr(plans, "with_claims", None)):
         plans = plans.with_claims(job.claims)  # type: ignore[union-attr]
     if callable(plans) and job.serial_number:
@@ -303,11 +332,7 @@ class _ParentClaims:
         self.conn = conn
 
     def claim(self, key: str, port: str) -> str | None:
-        try:
-            self.conn.send(("claim", key))
-            reply = self.conn.recv() if self.conn.poll(_CLAIM_TIMEOUT) else None
-        except (OSError, EOFError):
-            reply = None
+        reply = self._ask(("claim", key), _CLAIM_TIMEOUT)
         if reply is None:  # unconfirmed is refused: two boards must never hold one key
             raise DeviceError(
                 port,
@@ -316,6 +341,67 @@ class _ParentClaims:
             )
         _kind, holder = reply
         return holder if isinstance(holder, str) else None
+
+    def plans(self, identity: BoardIdentity) -> Sequence[WritePlan]:
+        """The plans the parent's ``plan_for`` made for this board (see :class:`FromParent`)."""
+        reply = self._ask(("plans", identity), _PLAN_TIMEOUT)
+        if reply is None:
+            raise DeviceError(
+                identity.port,
+                f"the batch made no plan for this board within {_PLAN_TIMEOUT:.0f} s",
+                hint="nothing was written; run the board again",
+            )
+        _kind, answer = reply
+        if isinstance(answer, _Refusal):
+            raise answer.error(identity.port)
+        return list(answer)
+
+    def _ask(self, message: tuple[str, Any], timeout: float) -> Any:
+        """Send ``message`` to the parent and wait for its answer (None: no answer)."""
+        try:
+            self.conn.send(message)
+            return self.conn.recv() if self.conn.poll(timeout) else None
+        except (OSError, EOFError):
+            return None
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """Why the parent's ``plan_for`` made no plan: sent to the worker instead of the exception
+    (atflash's errors do not all pickle), raised there again as one that says the same."""
+
+    message: str
+    detail: str
+    exit_code: int
+    skipped: bool = False
+
+    @classmethod
+    def of(cls, exc: Exception, port: str) -> _Refusal:
+        if isinstance(exc, BoardSkipped):
+            return cls(exc.reason, exc.reason, exc.exit_code, skipped=True)
+        if isinstance(exc, AtflashError):
+            return cls(str(exc), exc.detail, exc.exit_code)
+        # The caller's function failed: this board fails with what it raised, the batch goes on.
+        detail = f"plan_for raised {type(exc).__name__}: {one_line(exc)}"
+        return cls(f"{port}: {detail}", detail, 1)
+
+    def error(self, port: str) -> AtflashError:
+        if self.skipped:
+            return BoardSkipped(port, self.message)
+        return _PlanRefused(self.message, self.detail, self.exit_code)
+
+
+class _PlanRefused(AtflashError):
+    """The parent's ``plan_for`` refused a board: its error, as it read there."""
+
+    def __init__(self, message: str, detail: str, exit_code: int) -> None:
+        super().__init__(message)
+        self._detail = detail
+        self.exit_code = exit_code
+
+    @property
+    def detail(self) -> str:
+        return self._detail
 
 
 # -- the parent side ------------------------------------------------------------
@@ -435,6 +521,8 @@ class _Batch:
                 self._on_event(run, payload)
             elif kind == "claim":
                 self._on_claim(index, run, payload)
+            elif kind == "plans":
+                self._on_plans(run, payload)
             else:
                 self._finish(index, payload)
                 return
@@ -449,6 +537,20 @@ class _Batch:
         holder = self.claims.setdefault(key, index)
         with contextlib.suppress(OSError):  # a worker gone meanwhile: its exit is handled next
             run.conn.send(("claimed", None if holder == index else self.jobs[holder].port))
+
+    def _on_plans(self, run: _Running, identity: BoardIdentity) -> None:
+        """A board identified: ``plan_for`` makes its plans here (see :class:`FromParent`)."""
+        answer: Sequence[WritePlan] | _Refusal
+        try:
+            if self.options.plan_for is None:
+                raise DeviceError(
+                    identity.port, "the batch has no plan_for to make this board's plan"
+                )
+            answer = list(self.options.plan_for(identity))
+        except Exception as exc:  # the caller's function: any failure fails this board only
+            answer = _Refusal.of(exc, identity.port)
+        with contextlib.suppress(OSError):  # a worker gone meanwhile: its exit is handled next
+            run.conn.send(("planned", answer))
 
     def _finish(self, index: int, result: BoardResult) -> None:
         run = self.running.pop(index)

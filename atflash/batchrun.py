@@ -47,6 +47,7 @@ from atflash.planning.bench import (
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
+from atflash.recovery import default_state_dir
 from atflash.report import (
     build_report,
     failed_boards,
@@ -127,6 +128,7 @@ class WriteSettings:
             skip_unchanged=self.skip_unchanged,
             backup_dir=Path(self.backup) if self.backup else None,
             explicit_layout=is_explicit_layout(self.chip, self.profile),
+            journal_dir=default_state_dir(),
             pair_check=self.pair_check,
         )
 

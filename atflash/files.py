@@ -4,16 +4,20 @@ Windows shells pass ``certs/*.crt`` through unexpanded, and ``sorted()``
 puts ``x_10`` before ``x_2``; PKI IDs follow file order, so both matter.
 Every file atflash reads goes through :func:`read_bounded`, so that no
 input (``/dev/zero``, a FIFO, a huge file given by mistake) can hang it or
-run the host out of memory.
+run the host out of memory. Content a caller already holds (a certificate
+a CA just signed, a key an HSM made) comes as a :class:`Blob` and meets
+the same limits.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
 import stat
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from atflash.errors import FileInputError, TooBigError
@@ -49,7 +53,7 @@ def expand(patterns: Iterable[str]) -> list[str]:
         if not is_glob(pattern) or _exists(pattern):
             out.append(pattern)
             continue
-        matches = [m for m in _glob(pattern) if not Path(m).is_dir()]
+        matches = [m for m in _glob(pattern) if _is_file_match(m)]
         if not matches:
             raise FileInputError(pattern, "no file matches this pattern")
         out.extend(natural_sorted(matches))
@@ -68,6 +72,16 @@ def _exists(name: str) -> bool:
         return False
 
 
+def _is_file_match(name: str) -> bool:
+    """Whether a glob match names something that exists and is not a folder.
+
+    ``glob`` yields ``dir/`` for ``dir/**`` whether or not ``dir`` exists, so
+    a match is not proof of a file; and ``Path.is_dir`` raises (Python
+    3.11) for a name too long to look up. ``os.path`` never raises.
+    """
+    return os.path.exists(name) and not os.path.isdir(name)
+
+
 def _glob(pattern: str) -> list[str]:
     """Matches of ``pattern``; one the OS cannot look up (a NUL byte, say) matches nothing."""
     try:
@@ -76,7 +90,66 @@ def _glob(pattern: str) -> list[str]:
         return []
 
 
+def unusable_name(path: str | Path) -> str | None:
+    """Why no file or folder could ever be made at ``path``, or None when the name is fine.
+
+    Checked before a board is touched, for outputs written only after it
+    (a report, backups): a name with a NUL byte, or with a part longer than
+    the file system allows. Parts that do not exist yet are measured too
+    (the OS reports "not found" for ``missing/too-long`` before it ever
+    looks at the long part). Whether the folder is writable is another check.
+    """
+    text = os.fspath(path)
+    too_long = "name too long for the file system"
+    if "\0" in text:
+        return "the name holds a NUL byte"
+    try:
+        os.lstat(text)
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return too_long
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return None  # exists, or cannot be looked at: the write itself will say
+    missing: list[str] = []
+    existing = Path(text)
+    while not os.path.lexists(existing) and existing != existing.parent:
+        missing.append(existing.name)
+        existing = existing.parent
+    limit = _name_max(existing)
+    if any(len(os.fsencode(part)) > limit for part in missing):
+        return too_long
+    return None
+
+
+def _name_max(folder: Path) -> int:
+    """The longest name (in bytes) the file system under ``folder`` takes; 255 where unknown."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf on Windows
+        return 255
+
+
 # -- reading -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Bytes given in memory instead of a file, with the name messages call them by.
+
+    Wherever a file name would appear (errors, reports, the log) the name
+    does, e.g. ``<bytes client_key[0]>``; the bytes never do, not even in
+    the repr.
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = str | Path | Blob  # a file to read, or content given in memory
 
 # What a non-regular file is, in words, by its stat type test.
 _KINDS = (
@@ -96,8 +169,10 @@ _OPEN_FLAGS = (
 )
 
 
-def read_bounded(path: str | Path, limit: int, what: str, *, hint: str | None = None) -> bytes:
+def read_bounded(path: Source, limit: int, what: str, *, hint: str | None = None) -> bytes:
     """The bytes of the regular file ``path``, refused with a one-line error beyond ``limit``.
+
+    A :class:`Blob` is not read, only held to the same ``limit``.
 
     ``what`` names the file's role for the too-big message ("a manifest"
     gives "N bytes, a manifest holds at most LIMIT bytes"); ``hint`` is
@@ -111,6 +186,10 @@ def read_bounded(path: str | Path, limit: int, what: str, *, hint: str | None = 
     Raises :class:`FileInputError` (missing, a directory, not a regular
     file, unreadable) or :class:`TooBigError`.
     """
+    if isinstance(path, Blob):
+        if len(path.data) > limit:
+            raise TooBigError(path.name, len(path.data), limit, what, hint=hint)
+        return path.data
     p = Path(path)
     try:
         info = os.stat(p)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from atflash.errors import FileInputError
+from atflash.files import Blob, Source
 
 PRIVATE_MODE = 0o600
 # On Windows a file mode restricts nothing: who may read a file is the folder's ACL.
@@ -25,7 +26,7 @@ def write_outputs(
     outputs: Mapping[Path, bytes],
     *,
     private: Callable[[Path], bool] = lambda _p: False,
-    inputs: Iterable[str | Path] = (),
+    inputs: Iterable[Source] = (),
 ) -> None:
     """Write every file or none: each goes to a temp file, then all are renamed.
 
@@ -37,16 +38,20 @@ def write_outputs(
     is written, so a command never destroys its own input.
     """
     for target in outputs:
-        if target.is_dir():
+        if os.path.isdir(target):  # never raises, unlike Path.is_dir (a name too long)
             raise FileInputError(target, "is a directory", hint="choose another output name")
     _refuse_inputs(outputs, inputs)
     staged: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    current: Path | None = None  # the target whose temp file failed: named instead of the temp
     try:
         for target, data in outputs.items():
+            current = None  # a folder that cannot be made names itself
             target.parent.mkdir(parents=True, exist_ok=True)
+            current = target
             staged.append((_stage(target, data, private(target)), target))
         for temp, target in staged:
+            current = target
             os.replace(temp, target)
             placed.append(target)
             if ON_WINDOWS and private(target):
@@ -64,12 +69,13 @@ def write_outputs(
         for target in placed:
             with contextlib.suppress(OSError):
                 target.unlink()
-        name = exc.filename or "output"
+        name = current or exc.filename or "output"
         raise FileInputError(name, f"cannot write ({exc.strerror})") from None
 
 
-def _refuse_inputs(outputs: Mapping[Path, bytes], inputs: Iterable[str | Path]) -> None:
-    existing = [Path(p) for p in inputs if _is_file(Path(p))]
+def _refuse_inputs(outputs: Mapping[Path, bytes], inputs: Iterable[Source]) -> None:
+    # Content given in memory (a Blob) is no file an output could overwrite.
+    existing = [Path(p) for p in inputs if not isinstance(p, Blob) and _is_file(Path(p))]
     for target in outputs:
         if not _is_file(target):
             continue
@@ -113,6 +119,6 @@ def _stage(target: Path, data: bytes, private: bool) -> Path:
     return Path(name)
 
 
-def write_private(path: Path, data: bytes, *, inputs: Iterable[str | Path] = ()) -> None:
+def write_private(path: Path, data: bytes, *, inputs: Iterable[Source] = ()) -> None:
     """One owner-only file (a backup or a report), written atomically, never over ``inputs``."""
     write_outputs({path: data}, private=lambda _p: True, inputs=inputs)

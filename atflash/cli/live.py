@@ -296,8 +296,13 @@ def print_summary(
     unused_rows: Sequence[tuple[int, str]] = (),
     title: str = "Summary",
 ) -> None:
-    """The table of every board, a count line, and manifest rows no board used (summarised)."""
-    term.stdout_console().print(summary_table(results, title=title))
+    """The table of every board, a count line, and manifest rows no board used (summarised).
+
+    With ``-q``: the line of each board that failed or was skipped, and the count line.
+    """
+    quiet = term.quiet()
+    if not quiet:
+        term.stdout_console().print(summary_table(results, title=title))
     for result in results:
         why = result.error_detail or result.skipped
         if why:
@@ -307,7 +312,7 @@ def print_summary(
         f"{len(results)} board(s) in {seconds:.1f} s: {outcomes.count('ok')} ok, "
         f"{outcomes.count('failed')} failed, {outcomes.count('skipped')} skipped"
     )
-    for line in unused_lines(unused_rows):
+    for line in () if quiet else unused_lines(unused_rows):
         click.echo(line)
 
 

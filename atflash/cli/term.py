@@ -3,7 +3,8 @@
 Every command asks here rather than deciding for itself:
 
 - :func:`verbosity`: ``-q`` (errors and the summary), normal, ``-v`` (every
-  step the library reports), set on the root group or after the command.
+  step the library reports), set on the root group or after the command;
+  :func:`quiet` for ``-q``.
 - :func:`stdout_console` / :func:`stderr_console`: rich consoles built per
   call (click's CliRunner swaps the streams between invocations). Colour
   only on a terminal and never with ``NO_COLOR`` (rich honours both);
@@ -44,6 +45,15 @@ class Verbosity(IntEnum):
 def verbosity() -> Verbosity:
     """``-q``, normal or ``-v``, wherever on the command line it was given."""
     return Verbosity(max(QUIET, min(VERBOSE, state().verbosity)))
+
+
+def quiet() -> bool:
+    """``-q``: print errors and the command's one summary line, nothing else.
+
+    Commands whose output is what was asked for (inspect, read without -o,
+    partitions, profiles, ports, log and ledger show) still print it.
+    """
+    return verbosity() == Verbosity.QUIET
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -150,6 +160,7 @@ class StepProgress:
     """A ``(done, total)`` progress callback: a rich bar on a terminal (stderr), else a line per quarter.
 
     ``line`` is the plain line's format, with ``what``, ``done`` and ``total``.
+    Nothing at all with ``-q``.
     """
 
     def __init__(
@@ -158,12 +169,13 @@ class StepProgress:
         self.what = what
         self.line = line
         self.live = is_terminal(sys.stderr) if live is None else live
+        self.silent = quiet()
         self._bar: Any = None  # rich.progress.Progress, imported only for a terminal
         self._task: Any = None
         self._step = 0
 
     def __enter__(self) -> StepProgress:
-        if self.live:
+        if self.live and not self.silent:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -191,6 +203,6 @@ class StepProgress:
             self._bar.update(self._task, completed=done)
             return
         step = done * 100 // total // PROGRESS_STEP if total else 0
-        if step > self._step:
+        if step > self._step and not self.silent:
             self._step = step
             click.echo(self.line.format(what=self.what, done=done, total=total), err=True)

@@ -45,9 +45,9 @@ CREDENTIAL_NAMESPACES: tuple[str, ...] = (
     "client_cert", "client_key", "client_ca",
     "mqtt_cert", "mqtt_key", "mqtt_ca",
     "wpa2_cert", "wpa2_key", "wpa2_ca",
-    "https_cert", "https_key", "https_ca",  # 4.x
-    "wss_cert", "wss_key", "wss_ca",  # 4.x
-    "wpa_ent_cert", "wpa_ent_key", "wpa_ent_ca",  # master: wpa2_* renamed
+    "https_cert", "https_key", "https_ca",  # v4.1.0.0 on
+    "wss_cert", "wss_key", "wss_ca",  # v4.1.0.0 on
+    "wpa_ent_cert", "wpa_ent_key", "wpa_ent_ca",  # master: read first, wpa2_* still read after
 )  # fmt: skip
 _INDEXED_PREFIXES = ("client_", "https_", "wss_")
 CREDENTIAL_TYPE: NvsType = "binary"
@@ -59,6 +59,61 @@ MAX_TX_POWER = 78  # in 0.25 dBm: 19.5 dBm
 COUNTRY_CODE = "CN"
 START_CHANNEL = 1
 CHANNEL_NUM = 13
+
+
+Version = tuple[int, int, int, int]  # AT version a.b.c.d, as AT+GMR prints it
+
+
+@dataclass(frozen=True)
+class FirstRead:
+    """The first ESP-AT firmware that reads a namespace: ``version`` to compare, ``name`` to say."""
+
+    version: Version
+    name: str
+
+
+# Namespaces not every 3.1+ firmware reads (docs/esp-at-3x.md). https_* and
+# wss_* arrive in v4.1.0.0 (v3.x and v4.0.0.0 never read them). wpa_ent_* is
+# read only by untagged master, after v5.0.1.0, the last tag checked: a
+# module reporting anything above 5.0.1.0 is taken to read it. What version
+# master's own AT+GMR prints could not be confirmed from the repository.
+_FIRST_READ: dict[str, FirstRead] = {
+    "https_": FirstRead((4, 1, 0, 0), "v4.1.0.0"),
+    "wss_": FirstRead((4, 1, 0, 0), "v4.1.0.0"),
+    "wpa_ent_": FirstRead((5, 0, 1, 1), "esp-at master (after v5.0.1.0, no release yet)"),
+}
+
+
+def first_read(namespace: str) -> FirstRead | None:
+    """The first firmware that reads credential ``namespace``; None: every 3.1+ firmware does."""
+    return next((v for prefix, v in _FIRST_READ.items() if namespace.startswith(prefix)), None)
+
+
+def unread_by(version: Version, namespaces: Sequence[str]) -> list[tuple[str, FirstRead]]:
+    """Of ``namespaces``, those a firmware of AT ``version`` does not read, with the first that does."""
+    out = []
+    for namespace in namespaces:
+        first = first_read(namespace)
+        if first is not None and version < first.version:
+            out.append((namespace, first))
+    return out
+
+
+def version_warning(namespaces: Sequence[str]) -> str | None:
+    """One line for a path that cannot know the firmware's version (esptool): which of
+    ``namespaces`` only some firmware reads, naming the first that does. None: all are read."""
+    late: dict[str, list[str]] = {}
+    for namespace in namespaces:
+        first = first_read(namespace)
+        if first is not None:
+            late.setdefault(first.name, []).append(namespace)
+    if not late:
+        return None
+    parts = [f"{', '.join(names)} only from {first}" for first, names in late.items()]
+    return (
+        f"firmware reads {'; '.join(parts)}: older ESP-AT ignores "
+        f"{'it' if sum(map(len, late.values())) == 1 else 'them'} (the version is not known here)"
+    )
 
 
 def indexed(namespace: str) -> bool:
@@ -191,6 +246,31 @@ def replace_credentials(
     for added in new.values():
         result.extend(added)
     return result
+
+
+# ble_data as esp-at's build writes it into mfg_nvs for a module with BLE
+# commands (generation_tools/mfg_nvs.py): one string cfg<n> per row of
+# raw_data/ble_data/gatts_data.csv, the row's fields joined by commas (an empty
+# last field leaves a trailing comma). These are the rows of v3.2.0.0 to
+# v5.0.1.0 and master; v3.1.0.0 left rows 16 and 19 without length and value.
+GATTS_ROWS: tuple[str, ...] = (
+    "0,16,0x2800,0x01,2,2,A002", "1,16,0x2803,0x01,1,1,02", "2,16,0xC300,0x01,1,1,30",
+    "3,16,0x2901,0x11,1,1,30", "4,16,0x2803,0x01,1,1,02", "5,16,0xC301,0x01,512,512,",
+    "6,16,0x2901,0x11,512,512,", "7,16,0x2803,0x01,1,1,08", "8,16,0xC302,0x10,1,1,30",
+    "9,16,0x2901,0x01,1,1,01", "10,16,0x2803,0x01,1,1,04", "11,16,0xC303,0x10,1,1,30",
+    "12,16,0x2901,0x10,1,1,30", "13,16,0x2803,0x01,1,1,08", "14,16,0xC304,0x10,512,512,",
+    "15,16,0x2803,0x01,1,1,10", "16,16,0xC305,0x01,1,1,00", "17,16,0x2902,0x11,2,2,0000",
+    "18,16,0x2803,0x01,1,1,20", "19,16,0xC306,0x01,1,1,00", "20,16,0x2902,0x11,2,2,0000",
+    "21,16,0x2803,0x01,1,1,02", "22,16,0xC307,0x01,1,1,30", "23,16,0x2901,0x11,256,1,30",
+    "24,16,0x2800,0x01,2,2,A003", "25,16,0x2803,0x01,1,1,02", "26,16,0xC400,0x01,1,1,30",
+    "27,16,0x2901,0x11,1,1,30", "28,16,0x2803,0x01,1,1,02", "29,16,0xC401,0x01,1,1,30",
+    "30,16,0x2901,0x11,256,1,30",
+)  # fmt: skip
+
+
+def ble_data_items() -> list[NvsItem]:
+    """The ``ble_data`` namespace esp-at's build writes: ``cfg0`` ... ``cfg30`` strings."""
+    return [NvsItem(BLE_DATA, f"cfg{n}", "string", row) for n, row in enumerate(GATTS_ROWS)]
 
 
 @dataclass(frozen=True)

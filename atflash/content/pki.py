@@ -15,10 +15,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from atflash.errors import FileInputError, FormatError, LimitError
-from atflash.files import read_bounded
+from atflash.files import Blob, Source, read_bounded
 
 MAGIC = 0xF1F1
 HEADER = struct.Struct("<HHI")
@@ -120,13 +119,14 @@ def build(pairs: Iterable[tuple[str, bytes, str | None]]) -> bytes:
 MAX_BIN_FILE = 16 * 1024 * 1024  # larger than any flash a PKI partition lives in
 
 
-def read_bin_file(path: str | Path) -> bytes:
-    """Read a PKI bin or partition dump (any size up to 16 MiB)."""
+def read_bin_file(path: Source) -> bytes:
+    """Read a PKI bin or partition dump (any size up to 16 MiB); a :class:`Blob` is held to it."""
     return read_bounded(path, MAX_BIN_FILE, "a PKI bin or partition dump")
 
 
-def read_input(path: str | Path, *, allow_empty: bool = True) -> bytes:
-    """Read one input file with errors that name it (missing, directory, empty, too big)."""
+def read_input(path: Source, *, allow_empty: bool = True) -> bytes:
+    """Read one input file (or take a :class:`Blob`) with errors that name it (missing,
+    directory, empty, too big)."""
     data = read_bounded(
         path,
         MAX_CONTENT,
@@ -134,6 +134,8 @@ def read_input(path: str | Path, *, allow_empty: bool = True) -> bytes:
         hint="the 2-byte length field of the format cannot describe it",
     )
     if not data and not allow_empty:
+        if isinstance(path, Blob):
+            raise FileInputError(path, "is empty", hint="a credential holds a PEM or DER object")
         raise FileInputError(
             path, "file is empty", hint="a credential file must hold a PEM or DER object"
         )

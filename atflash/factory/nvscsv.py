@@ -7,7 +7,7 @@ The format ``esp-idf-nvs-partition-gen`` and esp-at's ``mfg_nvs.py`` take::
     version,data,i8,4
     module_name,data,string,MINI-1
     ble_data,namespace,,
-    cfg0,data,string,uuid=0xA000
+    cfg0,data,string,"0,16,0x2800,0x01,2,2,A002"
     blob,file,binary,ble/blob.bin
 
 A ``namespace`` row opens a namespace for the rows after it. ``data`` rows

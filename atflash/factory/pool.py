@@ -123,9 +123,10 @@ class Pool:
 def load_pool(path: str | Path) -> Pool:
     """Read a pool's layout (a folder of set folders, or a CSV index); files are not opened."""
     path = Path(path)
-    if path.is_dir():
+    # os.path never raises, unlike Path.is_dir (a name too long to look up).
+    if os.path.isdir(path):
         sets = _folder_sets(path)
-    elif path.is_file():
+    elif os.path.isfile(path):
         sets = _index_sets(path)
     else:
         raise PoolError(str(path), None, "no such folder or file")

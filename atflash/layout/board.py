@@ -5,7 +5,8 @@ so the esptool adapter, the AT adapter and tests all drive the same code.
 :func:`discover` reads the primary partition table, finds ESP-AT's
 ``at_customize`` partition in it and reads ``at_customize.bin`` at its
 start; the board's tables, not a guess from the chip name, then decide the
-layout: :func:`match` finds the built-in profile with exactly those tables,
+layout: :func:`match` finds the built-in profile that keeps credentials
+where the board does (other rows that differ are :func:`notes`),
 :func:`closest` says how the nearest one differs (for a refusal message) and
 :func:`profile_from_board` turns the board's tables into a profile (for
 ``--force``: write where the board says).
@@ -23,6 +24,7 @@ from atflash.layout.model import (
     Partition,
     Profile,
     Store,
+    store_of,
 )
 from atflash.layout.parttable import (
     DEFAULT_TABLE_OFFSET,
@@ -39,10 +41,12 @@ __all__ = [
     "Reader",
     "check_writable",
     "closest",
+    "describe_notes",
     "differences",
     "discover",
     "discover_among",
     "match",
+    "notes",
     "profile_from_board",
     "protected_regions",
 ]
@@ -113,7 +117,7 @@ def discover(read: Reader, *, table_offset: int = DEFAULT_TABLE_OFFSET, where: s
             f"its {entry.name} entry starts at {entry.offset:#x}, not on a 4 KB boundary",
         )
     partitions = _read_table(read, entry.offset, AT_CUSTOMIZE_TABLE, where)
-    return BoardLayout(primary, entry, partitions, _store(partitions), table_offset)
+    return BoardLayout(primary, entry, partitions, store_of(partitions), table_offset)
 
 
 def discover_among(read: Reader, candidates: Sequence[Profile], *, where: str) -> BoardLayout:
@@ -151,49 +155,53 @@ def _read_table(read: Reader, offset: int, table: str, where: str) -> tuple[Part
 
 
 def _at_customize_entry(primary: Sequence[Partition]) -> Partition | None:
-    entries = [p for p in primary if p.is_at_customize]
-    # The firmware finds it by label; type 0x40 subtype 0 is what makes it ESP-AT's.
-    named = [p for p in entries if p.name == "at_customize"]
-    return next(iter(named or entries), None)
-
-
-def _store(partitions: Sequence[Partition]) -> Store | None:
-    # As the firmware decides: a table listing mfg_nvs is read as NVS (3.1+),
-    # one with PKI partitions as PKI bins, whatever the firmware's version.
-    if any(p.name == MFG_NVS for p in partitions):
-        return "mfg_nvs"
-    if any(p.pki is not None for p in partitions):
-        return "pki"
-    return None
+    # By its label, as the firmware finds it: an entry of type 0x40 under
+    # another label is not where the firmware looks for at_customize.bin.
+    return next((p for p in primary if p.is_at_customize), None)
 
 
 # -- deciding ----------------------------------------------------------------
 
 
 def match(layout: BoardLayout, candidates: Sequence[Profile]) -> Profile | None:
-    """The candidate whose at_customize table and at_customize entry are the board's.
+    """The candidate whose credential store and at_customize entry are the board's.
 
-    Where several have the same at_customize table (modules that differ in
-    their primary table or only in pins), one whose primary table is the
-    board's too wins; otherwise the first in ``candidates`` order.
+    Only the rows atflash writes into decide (the PKI partitions or
+    ``mfg_nvs``, see :func:`differences`): a board whose other rows differ
+    (esp-at master renames ``fatfs`` to ``fs_storage``) still matches, and
+    :func:`notes` says how. Among equals, one whose primary table is the
+    board's too wins, then the one with the fewest other differences, then
+    the first in ``candidates`` order.
     """
-    same = [p for p in candidates if not differences(layout, p)]
-    exact = [p for p in same if _rows(p.primary) == _rows(layout.primary)]
-    return next(iter(exact or same), None)
+    same = [(i, p) for i, p in enumerate(candidates) if not differences(layout, p)]
+    if not same:
+        return None
+    primary = _rows(layout.primary)
+    _i, best = min(
+        same, key=lambda t: (_rows(t[1].primary) != primary, len(notes(layout, t[1])), t[0])
+    )
+    return best
 
 
 def closest(layout: BoardLayout, candidates: Sequence[Profile]) -> tuple[Profile, list[Difference]]:
-    """The candidate with the fewest differing rows, and those rows (for a refusal message)."""
+    """The candidate with the fewest differing store rows, and those rows (for a refusal message)."""
     if not candidates:
         raise ProfileError("no built-in layout to compare the board's tables with")
-    scored = [(differences(layout, p), i, p) for i, p in enumerate(candidates)]
-    diffs, _index, best = min(scored, key=lambda t: (len(t[0]), t[1]))
+    scored = [
+        (differences(layout, p), len(notes(layout, p)), i, p) for i, p in enumerate(candidates)
+    ]
+    diffs, _notes, _index, best = min(scored, key=lambda t: (len(t[0]), t[1], t[2]))
     return best, diffs
 
 
 def differences(layout: BoardLayout, profile: Profile) -> list[Difference]:
-    """Rows where ``profile`` and the board disagree: the table offset, the at_customize
-    entry, then every at_customize partition (by name) placed or typed differently."""
+    """Rows where ``profile`` and the board disagree in what decides a match.
+
+    The table offset, the at_customize entry, and every row of the
+    credential store on either side (PKI partitions, ``mfg_nvs``) placed or
+    typed differently or missing. Rows atflash never writes are
+    :func:`notes`.
+    """
     out: list[Difference] = []
     if layout.table_offset != profile.partition_table_offset:
         out.append(
@@ -216,13 +224,37 @@ def differences(layout: BoardLayout, profile: Profile) -> list[Difference]:
                 _placement(entry),
             )
         )
+    return out + _rows_differing(layout, profile, store=True)
+
+
+def notes(layout: BoardLayout, profile: Profile) -> list[Difference]:
+    """The at_customize rows atflash never writes (fatfs, ble_data, ...) where profile and board
+    disagree: shown to the user, never a reason to refuse."""
+    return _rows_differing(layout, profile, store=False)
+
+
+def describe_notes(rows: Sequence[Difference]) -> str:
+    """``fatfs (layout 0x47000 ..., board absent), ...``: one line for a note."""
+    return ", ".join(f"{d.name} (layout {d.profile}, board {d.board})" for d in rows)
+
+
+def _rows_differing(layout: BoardLayout, profile: Profile, *, store: bool) -> list[Difference]:
     ours = {p.name: p for p in profile.partitions}
     theirs = {p.name: p for p in layout.partitions}
+    out = []
     for name in sorted(ours.keys() | theirs.keys(), key=lambda n: _order(n, ours, theirs)):
         a, b = ours.get(name), theirs.get(name)
+        either = a if a is not None else b
+        if either is None or _holds_credentials(either) != store:
+            continue
         if a is None or b is None or _key(a) != _key(b):
             out.append(Difference(name, _placement(a), _placement(b)))
     return out
+
+
+def _holds_credentials(part: Partition) -> bool:
+    """A row atflash writes into: a PKI partition (ESP-AT 2.x, 3.0) or mfg_nvs (3.1+)."""
+    return part.pki is not None or part.name == MFG_NVS
 
 
 def profile_from_board(layout: BoardLayout, base: Profile) -> Profile:

@@ -29,7 +29,10 @@ Store = Literal["pki", "mfg_nvs"]
 
 SECTOR = 0x1000
 ESP_AT_PARTITION_TYPE = 0x40
-AT_CUSTOMIZE_SUBTYPE = 0x00  # the primary table's at_customize entry: type 0x40, subtype 0
+AT_CUSTOMIZE_SUBTYPE = 0x00  # esp-at's partitions_at.csv gives at_customize type 0x40, subtype 0
+# The firmware finds the partition that holds at_customize.bin by this label,
+# whatever its type says (esp-at-layouts.md): so does atflash.
+AT_CUSTOMIZE = "at_customize"
 MFG_NVS = "mfg_nvs"  # ESP-AT 3.1+: the NVS partition that holds every credential
 DEFAULT_TABLE_OFFSET = 0x8000  # esp-idf's CONFIG_PARTITION_TABLE_OFFSET default
 
@@ -52,6 +55,21 @@ NVS_INT_RANGES = {
 }  # fmt: skip
 NVS_STRING = "string"
 FactoryItem = tuple[str, str, int | str]
+
+
+def store_of(partitions: Iterable[Partition]) -> Store | None:
+    """Where a firmware with this at_customize table keeps credentials, as the firmware decides.
+
+    A table that lists ``mfg_nvs`` is read as NVS (ESP-AT 3.1+), PKI
+    partitions or not; one with PKI partitions and no ``mfg_nvs`` as PKI bins
+    (2.x, 3.0, or a 3.1+ firmware with an old table); None: neither.
+    """
+    parts = list(partitions)
+    if any(p.name == MFG_NVS for p in parts):
+        return "mfg_nvs"
+    if any(p.pki is not None for p in parts):
+        return "pki"
+    return None
 
 
 def bootloader_offset_for(chip: str) -> int:
@@ -98,8 +116,8 @@ class Partition:
 
     @property
     def is_at_customize(self) -> bool:
-        """The primary table's entry that holds ESP-AT's at_customize.bin."""
-        return self.type == ESP_AT_PARTITION_TYPE and self.subtype == AT_CUSTOMIZE_SUBTYPE
+        """The primary table's entry that holds ESP-AT's at_customize.bin: found by its label."""
+        return self.name == AT_CUSTOMIZE
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,8 @@ class Profile:
     ``partitions`` is the at_customize table (where credentials go),
     ``primary`` the esp-idf table it sits in. ``factory_param`` holds the
     (key, NVS type, value) items of the module's default ``factory_param``
-    namespace, for layouts that keep it in ``mfg_nvs`` (ESP-AT 3.1+).
+    namespace, for layouts that keep it in ``mfg_nvs`` (ESP-AT 3.1+);
+    ``ble_data`` says whether esp-at's build puts ``ble_data`` there too.
     """
 
     name: str
@@ -130,6 +149,9 @@ class Profile:
     bootloader_offset: int = _FROM_CHIP  # set from the chip when not given
     at_customize_size: int | None = None  # None: unknown (no primary table)
     factory_param: tuple[FactoryItem, ...] = ()
+    # The module's build has BLE commands (esp-at's AT_BLE_COMMAND_SUPPORT), so its
+    # mfg_nvs holds the default GATT services in ble_data, which the firmware reads.
+    ble_data: bool = False
 
     def __post_init__(self) -> None:
         if self.bootloader_offset == _FROM_CHIP:
@@ -311,8 +333,8 @@ def _check_primary(profile: Profile, where: str) -> None:
     entries = [p for p in profile.primary if p.is_at_customize]
     if len(entries) != 1:
         raise ProfileError(
-            f"{where}: the primary table must have one at_customize entry "
-            f"(type 0x40, subtype 0), not {len(entries)}"
+            f"{where}: the primary table must have one entry labelled {AT_CUSTOMIZE} "
+            f"(the firmware finds at_customize.bin by that label), not {len(entries)}"
         )
     entry = entries[0]
     if entry.offset != profile.at_customize_offset:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,16 +118,17 @@ def load_profile(spec: str | Path, *, chip: str | None = None) -> Profile:
     (a built-in layout of that chip supplies flash settings and table offsets).
     """
     path = Path(spec)
-    if path.suffix.lower() in (".toml", ".csv") or path.exists():
+    if path.suffix.lower() in (".toml", ".csv") or os.path.exists(path):
         return load_profile_file(path, chip=chip)
     return find_profile(str(spec))
 
 
 def load_profile_file(path: Path, *, source: str | None = None, chip: str | None = None) -> Profile:
     """Load and validate a profile file: TOML profile or at_customize.csv."""
-    if not path.exists():
+    # os.path never raises, unlike Path.exists (a name too long to look up).
+    if not os.path.exists(path):
         raise ProfileError(f"{path}: profile file not found")
-    if path.is_dir():
+    if os.path.isdir(path):
         raise ProfileError(f"{path}: is a directory, not a profile file")
     if path.suffix.lower() == ".csv":
         from atflash.layout.csvtable import profile_from_csv
@@ -185,6 +187,7 @@ def _from_mapping(data: dict[str, Any], *, source: str, where: str) -> Profile:
             bootloader_offset=int(data.get("bootloader_offset", bootloader_offset_for(chip))),
             at_customize_size=None if size is None else int(size),
             factory_param=tuple(_factory_item(i) for i in data.get("factory_param", ())),
+            ble_data=_flag(data, "ble_data"),
         )
     except KeyError as exc:
         raise ProfileError(f"{where}: missing required field {exc.args[0]!r}") from None
@@ -219,6 +222,13 @@ def _primary_from(entry: dict[str, Any]) -> Partition:
         size=int(entry["size"]),
         pki=pki_kind_for(name),
     )
+
+
+def _flag(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} = {value!r} is not true or false")
+    return value
 
 
 def _factory_item(entry: dict[str, Any]) -> FactoryItem:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 from atflash.content import creds, mfgnvs, nvs, pki
 from atflash.errors import AtflashError, ImageTooBigError, InputError, Overflow, ProfileError
+from atflash.files import Source
 from atflash.layout.model import MFG_NVS, Partition, Profile, pki_kind_for
 
 
@@ -25,7 +26,7 @@ class PartitionRequest:
     """One partition and the files (already expanded and ordered) to put in it."""
 
     partition: str
-    files: tuple[str, ...]
+    files: tuple[Source, ...]  # file names, or content given in memory (a Blob: certificate, key)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,15 @@ class WritePlan:
     profile: Profile
     images: tuple[PartitionImage, ...]
     pad: bool = True
+    # Candidate layouts of the same request that could not take it, and why in
+    # one line (too big for their partitions, a partition they lack). A board
+    # whose tables turn out to be one of them is refused with that reason.
+    # Text, not the exception: plans are pickled to batch workers.
+    rejected: tuple[tuple[Profile, str], ...] = field(default=(), compare=False)
+
+    def refusal(self, profile: Profile) -> str | None:
+        """Why ``profile``, a candidate layout, could not take this request (None: it could)."""
+        return next((why for prof, why in self.rejected if prof == profile), None)
 
     @property
     def nvs(self) -> bool:
@@ -151,23 +161,28 @@ def build_plans(
     """One checked plan per candidate layout that can take ``requests``.
 
     A layout that lacks a requested partition, or where an image does not
-    fit, is dropped (the board's own tables decide among the rest); bad
-    content fails at once. With one candidate, or none left, its error is
-    raised as it is.
+    fit, is dropped: the board's own tables decide among the rest once it is
+    read, and a board that turns out to have a dropped layout is refused
+    with that layout's reason (each plan's ``rejected``). Only a request no
+    candidate can take is refused here, with the first candidate's reason;
+    bad content fails at once.
     """
     plans: list[WritePlan] = []
     first: AtflashError | None = None
-    for number, profile in enumerate(profiles):
+    rejected: list[tuple[Profile, str]] = []
+    for profile in profiles:
         try:
             plans.append(build_plan(profile, requests, options=options))
         except (ProfileError, ImageTooBigError) as exc:
-            # Too big for the chip's usual layout is the user's problem now, not the board's.
-            if len(profiles) == 1 or (number == 0 and isinstance(exc, ImageTooBigError)):
+            if len(profiles) == 1:
                 raise
             first = first or exc
+            rejected.append((profile, str(exc)))
     if not plans:
         assert first is not None
         raise first
+    if rejected:
+        plans = [replace(plan, rejected=tuple(rejected)) for plan in plans]
     return plans
 
 
@@ -199,7 +214,7 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
         )
     if not req.files:
         raise InputError(f"partition {part.name}: no files given")
-    contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
+    contents = _contents(req)
     ready = [path for path, data in contents if pki.is_pki_bin(data)]
     if len(contents) == 1 and _is_erased(contents[0][1]):
         image = _blank_image(part, contents[0])
@@ -211,7 +226,7 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
             for path, data in contents:
                 creds.validate_item(part.pki, data, source=path, key_type_check=opts.key_type_check)
         built = pki.build((part.pki, data, path) for path, data in contents)
-        image = PartitionImage(part, built, tuple(req.files), tuple(contents))
+        image = PartitionImage(part, built, _names(req), tuple(contents))
     if len(image.bin) > part.size:
         raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
     return image
@@ -230,7 +245,7 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
         raise InputError(f"namespace {namespace}: no files given")
     values: list[bytes] = []
     items: list[tuple[str, bytes]] = []
-    contents = [(path, pki.read_input(path, allow_empty=False)) for path in req.files]
+    contents = _contents(req)
     if len(contents) == 1 and _is_erased(contents[0][1]):
         contents = []  # a blank partition's backup: restoring it empties the namespace
     for path, data in contents:
@@ -247,13 +262,24 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
     mfgnvs.credential_keys(namespace, len(values))  # refuses two values where one key exists
     store = profile.partition(MFG_NVS)
     part = Partition(namespace, store.type, store.subtype, store.offset, store.size, pki=kind)
-    return PartitionImage(part, b"", tuple(req.files), tuple(items), values=tuple(values))
+    return PartitionImage(part, b"", _names(req), tuple(items), values=tuple(values))
+
+
+def _contents(req: PartitionRequest) -> list[tuple[str, bytes]]:
+    """``(name, bytes)`` of each source: a file read (bounded), or a Blob taken as it is."""
+    return [(str(source), pki.read_input(source, allow_empty=False)) for source in req.files]
+
+
+def _names(req: PartitionRequest) -> tuple[str, ...]:
+    """What the sources are called in results and the audit trail: file names, Blob names."""
+    return tuple(str(source) for source in req.files)
 
 
 def _check_nvs_fit(plan: WritePlan) -> None:
-    """The credentials fit ``mfg_nvs`` beside the module's own factory_param (say by how much not)."""
+    """The credentials fit ``mfg_nvs`` beside the module's own factory_param and ble_data
+    (say by how much not)."""
     store = plan.profile.partition(MFG_NVS)
-    defaults = factory_items(plan.profile)
+    defaults = module_items(plan.profile)
     nvs.build_nvs(mfgnvs.replace_credentials(defaults, plan.changes()), store.size, name=MFG_NVS)
 
 
@@ -263,6 +289,12 @@ def factory_items(profile: Profile) -> list[nvs.NvsItem]:
         nvs.NvsItem("factory_param", key, cast(nvs.NvsType, kind), value)
         for key, kind, value in profile.factory_param
     ]
+
+
+def module_items(profile: Profile) -> list[nvs.NvsItem]:
+    """Everything but credentials esp-at's build puts in this module's ``mfg_nvs``:
+    ``factory_param``, then ``ble_data`` on a module with BLE commands (as mfg_nvs.py orders them)."""
+    return factory_items(profile) + (mfgnvs.ble_data_items() if profile.ble_data else [])
 
 
 def _is_erased(data: bytes) -> bool:

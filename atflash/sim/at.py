@@ -18,7 +18,10 @@ Quirks of the real firmware kept on purpose:
   the module, not to the connection: a host that reconnects (or a second
   transport) finds the module still waiting. Only :meth:`AtSimulator.reset`
   (the EN pin) ends it;
-- flash is NOR: a write ANDs the new bits into the old ones.
+- flash is NOR: a write ANDs the new bits into the old ones;
+- an ``AT+SYSMFG`` value is stored as the bytes the module took, whatever
+  completed them: after a cut-short data phase, a host's ``AT`` and 0xFF
+  filler become the item's value (``docs/esp-at-3x.md``).
 
 The ports live in :mod:`atflash.sim.at_ports`: one TCP client at a time,
 like one host on a UART (a second one gets ``ERROR: busy: another client is
@@ -88,7 +91,8 @@ class AtSimulator(PortLoop):
     ``firmware`` "2.x" has the profile's PKI partitions; "3.x" is ESP-AT 3.1+
     (``mfg_nvs`` and ``fatfs`` only, ``AT+SYSMFG``). ``mac=None`` is a
     firmware that will not tell its MAC. ``echo_sticky`` ignores ``ATE0``;
-    ``table_style`` picks the ``AT+SYSFLASH?`` line format.
+    ``table_style`` picks the ``AT+SYSFLASH?`` line format; ``at_version``
+    (``4.1.0.0``) the release ``AT+GMR`` reports.
     """
 
     _thread_name = "at-simulator"
@@ -102,6 +106,7 @@ class AtSimulator(PortLoop):
         echo_sticky: bool = False,
         table_style: TableStyle = "firmware",
         reset_delay: float = 0.2,
+        at_version: str | None = None,
     ) -> None:
         if firmware not in FIRMWARES:
             raise InputError(f"unknown firmware {firmware!r}", hint="use 2.x or 3.x")
@@ -110,6 +115,7 @@ class AtSimulator(PortLoop):
         self.echo_sticky = echo_sticky  # ATE0 answers OK but echo stays on
         self.table_style = table_style
         self.reset_delay = reset_delay
+        self.at_version = at_version  # AT+GMR's release number, e.g. "4.1.0.0" (None: default)
         self.flash = bytearray(b"\xff" * profile.flash_bytes)
         self.commands: list[str] = []  # every command line received, in order
         self.echo = True
@@ -357,7 +363,7 @@ class AtSimulator(PortLoop):
             self.echo = cmd == "ATE1" or self.echo_sticky
             return Answer()
         if cmd == "AT+GMR":
-            lines = version_lines(self.profile, self.firmware)
+            lines = version_lines(self.profile, self.firmware, self.at_version)
             return Answer("".join(f"{v}\r\n" for v in lines).encode())
         if cmd == "AT+RST":
             self._schedule("ready", self.reset_delay)

@@ -43,6 +43,7 @@ class ModuleFacts:
     module_name: str
     uart_pins: tuple[int, int, int, int]  # tx, rx, cts, rts
     mfg_nvs_size: int  # ESP-AT 3.1+: mfg_nvs starts right after at_customize.bin
+    ble: bool = True  # the build has BLE commands: its mfg_nvs holds ble_data
 
 
 _K = 1024
@@ -50,10 +51,13 @@ _K = 1024
 _MODULES: dict[str, ModuleFacts] = {
     "esp32": ModuleFacts("WROOM-32", (17, 16, 15, 14), 112 * _K),
     "esp32-d2wd": ModuleFacts("ESP32-D2WD", (22, 19, 15, 14), 112 * _K),
-    "esp32s2": ModuleFacts("MINI", (17, 21, 20, 19), 112 * _K),
+    "esp32-pico-d4-3x": ModuleFacts("PICO-D4", (22, 19, 15, 14), 112 * _K),
+    "esp32-mini-1-3x": ModuleFacts("MINI-1", (22, 19, 15, 14), 112 * _K),
+    "esp32-solo-1-3x": ModuleFacts("SOLO-1", (17, 16, 15, 14), 112 * _K),
+    "esp32s2": ModuleFacts("MINI", (17, 21, 20, 19), 112 * _K, ble=False),
     "esp32c3": ModuleFacts("MINI-1", (7, 6, 5, 4), 124 * _K),
-    "esp32c2": ModuleFacts("ESP32C2-4MB", (20, 19, 5, 4), 124 * _K),
-    "esp32c2-2mb": ModuleFacts("ESP32C2-2MB", (7, 6, 19, 20), 60 * _K),
+    "esp32c2": ModuleFacts("ESP32C2-4MB", (7, 6, 5, 4), 124 * _K, ble=False),
+    "esp32c2-2mb": ModuleFacts("ESP32C2-2MB", (7, 6, 19, 20), 60 * _K, ble=False),
     "esp32c6": ModuleFacts("ESP32C6-4MB", (7, 6, 5, 4), 124 * _K),
 }
 
@@ -84,15 +88,25 @@ _GMR: dict[str, tuple[str, ...]] = {
         "Bin version:v3.2.0.0({module})",
     ),
 }
+_RELEASE = re.compile(r"^((?:AT|Bin) version:v?)[\d.]+")  # the release number of a line
 _FIRST_RELEASE_3_0 = ("esp32c2",)  # chips ESP-AT first shipped in 3.0.0.0
 
 
-def version_lines(profile: Profile, firmware: Firmware) -> tuple[str, ...]:
-    """``AT+GMR``'s information lines for this module and firmware."""
+def version_lines(
+    profile: Profile, firmware: Firmware, version: str | None = None
+) -> tuple[str, ...]:
+    """``AT+GMR``'s information lines for this module and firmware.
+
+    ``version`` (``4.1.0.0``) replaces the release number in them: a module
+    of another 3.1+ release, whose firmware reads other namespaces.
+    """
     key = "3.0" if firmware == "2.x" and profile.chip in _FIRST_RELEASE_3_0 else firmware
     chip = profile.chip.upper()  # ESP32C3, as the firmware prints its target
     module = module_facts(profile).module_name
-    return tuple(line.format(chip=chip, module=module) for line in _GMR[key])
+    lines = tuple(line.format(chip=chip, module=module) for line in _GMR[key])
+    if version is None:
+        return lines
+    return tuple(_RELEASE.sub(lambda m: m.group(1) + version, line) for line in lines)
 
 
 def firmware_table(profile: Profile, firmware: Firmware) -> tuple[Partition, ...]:

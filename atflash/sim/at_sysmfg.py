@@ -52,7 +52,7 @@ from atflash.backends.at.protocol import (
     MfgType,
     SysmfgOp,
 )
-from atflash.content.mfgnvs import BLE_DATA, ModuleDefaults, factory_param_items
+from atflash.content.mfgnvs import ModuleDefaults, ble_data_items, factory_param_items
 from atflash.content.nvs import NvsItem, build_nvs, encode_text, parse_nvs
 from atflash.errors import AtflashError
 from atflash.layout.model import Partition, Profile
@@ -63,23 +63,13 @@ _TYPE_CODES = {name: code for code, name in MFG_TYPE_NAMES.items()}
 _SIZES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4}
 _UART_PORT = 1  # every UART module of factory_param_data.csv talks on UART1
 
-# ble_data as esp-at's build writes it: one cfg<n> string per row of gatts_data.csv.
-BLE_CFG = (
-    "0,16,0x2800,0x01,16,16,9535343FE7D4AE58FA99FAFD205E455",
-    "1,16,0x2803,0x01,1,1,3C",
-    "2,128,0x495353431E4D4BD9BA6123C647249616,0x01,1,1,30",
-    "3,16,0x2902,0x11,2,2,0000",
-    "4,16,0x2803,0x01,1,1,0C",
-    "6,128,0x49535343884143F4A8D4ECBE34729BB3,0x10,512,512",
-)
-
 
 def factory_items(profile: Profile) -> list[NvsItem]:
-    """What a new module's mfg_nvs holds: ``factory_param`` and ``ble_data``."""
+    """What a new module's mfg_nvs holds: ``factory_param``, and ``ble_data`` (the rows of
+    esp-at's gatts_data.csv) on a module whose build has BLE commands."""
     facts = module_facts(profile)
     module = ModuleDefaults(facts.module_name, _UART_PORT, *facts.uart_pins)
-    ble = [NvsItem(BLE_DATA, f"cfg{n}", "string", row) for n, row in enumerate(BLE_CFG)]
-    return [*factory_param_items(module), *ble]
+    return [*factory_param_items(module), *(ble_data_items() if facts.ble else [])]
 
 
 @dataclass(frozen=True)

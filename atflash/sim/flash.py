@@ -216,15 +216,16 @@ def board_flash(
     """What a freshly flashed ESP-AT board of ``chip`` holds, to start a mock board with.
 
     ``2.x``: the chip's default PKI layout; ``3.x``: its first 3.1+ layout,
-    with an ``mfg_nvs`` holding the module's ``factory_param`` and a
-    ``ble_data`` namespace, as esp-at's build writes them; ``blank``: nothing.
+    with an ``mfg_nvs`` holding the module's ``factory_param`` and, on a
+    module with BLE commands, ``ble_data``, as esp-at's build writes them;
+    ``blank``: nothing.
     ``profile`` names the layout instead of the chip's usual one.
     """
     if firmware == "blank":
         return {}
-    from atflash.content.nvs import NvsItem, build_nvs
+    from atflash.content.nvs import build_nvs
     from atflash.layout.profiles import family
-    from atflash.planning.plan import factory_items
+    from atflash.planning.plan import module_items
 
     if profile is None:
         store = "mfg_nvs" if firmware == "3.x" else "pki"
@@ -234,9 +235,7 @@ def board_flash(
         profile = choices[0]
     if profile.store != "mfg_nvs":
         return esp_at_flash(profile)
-    items = factory_items(profile)
-    items += [NvsItem("ble_data", f"cfg{n}", "string", f"uuid=0xA00{n}") for n in range(3)]
-    image = build_nvs(items, profile.partition(MFG_NVS).size)
+    image = build_nvs(module_items(profile), profile.partition(MFG_NVS).size)
     return esp_at_flash(profile, mfg_nvs=image)
 
 

@@ -14,20 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 
-from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.cli import run
 
 LINK = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="atflash")
 
 
 def refused(*args: object, code: int = EXIT_USER_ERROR) -> str:

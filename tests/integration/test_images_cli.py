@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 
-from atflash.cli import cli
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import EXIT_USER_ERROR
@@ -32,15 +31,12 @@ from atflash.layout.model import MFG_NVS, Partition
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import factory_items
 from atflash.sim.flash import board_flash, flash_image
+from tests.support.cli import run
 
 MIB = 1024 * 1024
 C3X = find_profile("esp32c3-3x")
 ESP32 = find_profile("esp32")
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="file modes are POSIX")
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="atflash")
 
 
 def ok(*args: object) -> Result:
@@ -131,10 +127,12 @@ def test_build_3x_writes_one_ready_mfg_nvs(tmp_path: Path, sample: dict[str, Pat
     assert mfgnvs.credentials(items, "mqtt_cert") == [sample["mqtt_cert"].read_bytes()]
     assert {i.namespace for i in items} == {
         "factory_param",
+        "ble_data",  # the GATT services the firmware reads, as esp-at's mfg_nvs.py writes them
         "client_cert",
         "client_key",
         "mqtt_cert",
     }
+    assert [i for i in items if i.namespace == "ble_data"] == mfgnvs.ble_data_items()
     assert mode(out / "mfg_nvs.bin") == 0o600  # it holds keys
 
 
@@ -448,6 +446,7 @@ def test_pool_build_resumes_and_rebuilds_a_changed_key(
             (pool / row["device"] / "client_cert.crt").read_bytes()
         ]
         assert [i for i in items if i.namespace == "factory_param"] == factory_items(C3X)
+        assert [i for i in items if i.namespace == "ble_data"] == mfgnvs.ble_data_items()
     stamps = {r["device"]: (out / r["files"]).stat().st_mtime_ns for r in first}
 
     assert "0 built, 5 unchanged (skipped)" in ok(*args).output
@@ -580,6 +579,7 @@ def test_a_pool_index_inside_out_is_not_overwritten(tmp_path: Path, credential_p
     ("extra", "says"),
     [
         (["--image", "x.bin"], "--manifest"),
+        (["--force"], "--manifest"),
         (["--pool", "p", "--manifest", "m"], "not both"),
     ],
 )
@@ -600,7 +600,7 @@ def test_json_results_name_files_hashes_and_items_never_key_bytes(
     (image,) = built["images"]
     assert image["sha256"] == sha(tmp_path / "one" / "mfg_nvs.bin")
     assert [n["namespace"] for n in image["namespaces"]] == ["client_cert", "client_key"]
-    assert image["kept"]["namespaces"] == ["factory_param"]
+    assert image["kept"]["namespaces"] == ["factory_param", "ble_data"]
 
     patched = json.loads(ok("patch-image", image3, "-o", tmp_path / "p.bin", "--json",
                             "client_key", sample["key"]).stdout)  # fmt: skip

@@ -34,11 +34,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.batch import START_METHOD_ENV, BatchOptions, BoardJob, StopRequest, run_batch
-from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
@@ -46,6 +44,7 @@ from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.cli import run
 from tests.support.esptool_waits import capped_waits
 from tests.support.line import UartLine
 
@@ -64,10 +63,6 @@ def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     method = getattr(request, "param", "forkserver")
     monkeypatch.setenv(START_METHOD_ENV, method)
     return str(method)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="atflash", catch_exceptions=False)
 
 
 def ports(*urls: str) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from atflash.backends.at.mfg import Namespace, _erase_order, module_store
+from atflash.backends.at.mfg import Namespace, _erase_order
 from atflash.backends.at.reply import (
     is_port_refusal,
     mfg_read_prefix,
@@ -22,7 +22,7 @@ from atflash.backends.at.reply import (
     parse_mfg_namespaces,
 )
 from atflash.errors import AtError
-from atflash.layout.model import Partition
+from atflash.layout.model import Partition, store_of
 
 BIN, STR = 8, 7
 
@@ -134,10 +134,11 @@ def part(name: str, pki: str | None = None) -> Partition:
     [
         ((part("mfg_nvs"), part("fatfs")), "mfg_nvs"),
         ((part("factory_param"), part("client_cert", "cert")), "pki"),
-        ((part("mfg_nvs"), part("client_cert", "cert")), "pki"),  # PKI partitions listed: 2.x
+        # The firmware's order: mfg_nvs whenever it is listed, PKI partitions or not.
+        ((part("mfg_nvs"), part("client_cert", "cert")), "mfg_nvs"),
         ((part("fatfs"),), None),
         ((), None),
     ],
 )
 def test_store_is_decided_by_the_table(table: tuple[Partition, ...], store: str | None) -> None:
-    assert module_store(table) == store
+    assert store_of(table) == store

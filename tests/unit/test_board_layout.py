@@ -14,12 +14,15 @@ from atflash.layout.board import (
     Difference,
     check_writable,
     closest,
+    describe_notes,
+    differences,
     discover,
     discover_among,
     match,
+    notes,
     profile_from_board,
 )
-from atflash.layout.model import Partition, Profile
+from atflash.layout.model import Partition, Profile, store_of
 from atflash.layout.parttable import ENTRY, encode_table
 from atflash.layout.profiles import builtin_profiles, family, find_profile
 from atflash.sim.flash import FlashReader, flash_image, whole_flash
@@ -218,12 +221,66 @@ def test_closest_names_the_rows_that_differ() -> None:
         closest(layout, [])
 
 
-def test_subtypes_count_in_a_match() -> None:
+def test_subtypes_of_credential_partitions_count_in_a_match() -> None:
+    c2 = find_profile("esp32c2-2mb")
+    parts = tuple(replace(p, subtype=9) if p.name == "client_cert" else p for p in c2.partitions)
+    layout = read_layout(replace(c2, partitions=parts))
+    assert match(layout, family("esp32c2")) is None
+    assert [d.name for d in closest(layout, family("esp32c2"))[1]] == ["client_cert"]
+
+
+def test_rows_atflash_never_writes_are_notes_not_a_mismatch() -> None:
     c2 = find_profile("esp32c2-2mb")
     parts = tuple(replace(p, subtype=7) if p.name == "factory_param" else p for p in c2.partitions)
     layout = read_layout(replace(c2, partitions=parts))
-    assert match(layout, family("esp32c2")) is None
-    assert [d.name for d in closest(layout, family("esp32c2"))[1]] == ["factory_param"]
+    assert match(layout, family("esp32c2")) == c2
+    assert differences(layout, c2) == []
+    assert [d.name for d in notes(layout, c2)] == ["factory_param"]
+
+
+def master(profile: Profile) -> Profile:
+    """esp-at master's at_customize.csv: fatfs is now fs_storage, data/0xff, same place."""
+    parts = tuple(
+        replace(p, name="fs_storage", subtype=0xFF) if p.name == "fatfs" else p
+        for p in profile.partitions
+    )
+    return replace(profile, partitions=parts)
+
+
+@pytest.mark.parametrize("name", ["esp32c3-3x", "esp32-3x", "esp32c5-3x", "esp32s2-3x"])
+def test_a_board_with_esp_at_masters_fs_storage_matches_its_layout(name: str) -> None:
+    profile = find_profile(name)
+    layout = discover_among(board(master(profile)), family(profile.chip), where="test")
+    assert match(layout, family(profile.chip)) == profile
+    rows = notes(layout, profile)
+    assert [d.name for d in rows] == ["fatfs", "fs_storage"]
+    assert rows[0].board == "absent" and rows[1].profile == "absent"
+    assert describe_notes(rows).startswith("fatfs (layout 0x")
+
+
+def test_the_at_customize_entry_is_found_by_its_label() -> None:
+    c3 = find_profile("esp32c3-3x")
+    # Type 0x40 subtype 0 under another label is not where the firmware looks.
+    renamed = tuple(
+        replace(p, name="at_custom") if p.name == "at_customize" else p for p in c3.primary
+    )
+    image = whole_flash(c3)
+    image[0x8000 : 0x8000 + 0x400] = encode_table(renamed).ljust(0x400, b"\xff")
+    assert discover(FlashReader(image), where="test").at_customize is None
+    # The label decides, whatever the type says.
+    retyped = tuple(replace(p, type=0x41) if p.name == "at_customize" else p for p in c3.primary)
+    image[0x8000 : 0x8000 + 0x400] = encode_table(retyped).ljust(0x400, b"\xff")
+    layout = discover(FlashReader(image), where="test")
+    assert layout.at_customize is not None and layout.at_customize.offset == 0x1E000
+    assert layout.store == "mfg_nvs"
+
+
+def test_a_table_listing_mfg_nvs_and_pki_partitions_is_read_as_mfg_nvs() -> None:
+    c3 = find_profile("esp32c3-3x")
+    extra = Partition("client_cert", 0x40, 5, 0x40000, 0x2000, "cert")
+    assert store_of((*c3.partitions, extra)) == "mfg_nvs"
+    assert store_of(find_profile("esp32c3").partitions) == "pki"
+    assert store_of(()) is None
 
 
 def test_profile_from_board_writes_where_the_board_says() -> None:

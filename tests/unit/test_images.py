@@ -78,8 +78,12 @@ def test_bad_factory_param_specs(spec: str) -> None:
 
 def test_module_defaults_are_the_profiles_factory_param() -> None:
     base = load_nvs_base(FactoryParam(), C3X)
-    assert list(base.items) == factory_items(C3X)
-    assert base.namespaces == ("factory_param",)
+    # ble_data too, as esp-at's mfg_nvs.py writes it for a module with BLE commands.
+    assert list(base.items) == factory_items(C3X) + mfgnvs.ble_data_items()
+    assert base.namespaces == ("factory_param", "ble_data")
+    assert base.source == "the MINI-1 (esp32c3_default) module's defaults"
+    s2 = load_nvs_base(FactoryParam(), find_profile("esp32s2-3x"))  # no BLE on the S2
+    assert s2.namespaces == ("factory_param",)
 
 
 def test_a_layout_without_module_defaults_needs_a_source() -> None:
@@ -178,14 +182,14 @@ def test_an_image_is_read_through_its_own_tables() -> None:
 
 def test_an_image_with_unknown_tables_needs_a_chip(sample: dict[str, str]) -> None:
     moved = tuple(
-        replace(p, size=p.size - 0x1000) if p.name == "fatfs" else p for p in C3X.partitions
+        replace(p, size=p.size - 0x1000) if p.name == "mfg_nvs" else p for p in C3X.partitions
     )
     profile = replace(C3X, partitions=moved)
     data = bytes(flash_image(esp_at_flash(profile), 4 * MIB))
     with pytest.raises(ImageError, match="--chip"):
         open_factory_image(data, source="f.bin")
     image = open_factory_image(data, source="f.bin", base=C3X)
-    assert image.profile.partition("fatfs").size == C3X.partition("fatfs").size - 0x1000
+    assert image.profile.partition("mfg_nvs").size == C3X.partition("mfg_nvs").size - 0x1000
     assert image.profile.chip == "esp32c3"
 
 
@@ -248,7 +252,7 @@ def test_an_erased_mfg_nvs_is_patched_with_a_warning(sample: dict[str, str]) -> 
 def test_an_unreadable_mfg_nvs_is_refused() -> None:
     data = bytearray(flash_image(board_flash("esp32c3", "3.x"), 4 * MIB))
     data[C3X.partition(MFG_NVS).offset + 100] ^= 0xFF
-    with pytest.raises(ImageError, match="cannot be read"):
+    with pytest.raises(ImageError, match=r"is damaged: NVS page 0 entry 1: entry CRC mismatch"):
         open_factory_image(bytes(data), source="f.bin")
 
 

@@ -21,6 +21,7 @@ PKI_LAYOUTS = {
 }  # fmt: skip
 MFG_NVS_LAYOUTS = {
     "esp32-3x", "wrover-32-3x", "esp32-sdio-3x", "esp32-d2wd-3x", "esp32s2-3x",
+    "esp32-pico-d4-3x", "esp32-mini-1-3x", "esp32-solo-1-3x",
     "esp32c3-3x", "esp32c3-spi-3x", "esp32c3-rainmaker-3x",
     "esp32c2-3x", "esp32c2-2mb-3x", "esp32c2-2mb-ble-3x", "esp32c2-2mb-g2-3x",
     "esp32c2-4mb-g2-3x", "esp32c2-2mb-ble-g2-3x", "esp32c2-2mb-no-ota-g2-3x",
@@ -42,6 +43,39 @@ def by_name(profiles: list[Profile]) -> list[str]:
 
 def test_exact_set_of_shipped_profiles() -> None:
     assert {p.name for p in PROFILES} == SHIPPED
+
+
+# Modules whose build has BLE commands (AT_BLE_COMMAND_SUPPORT, esp-at v4.1.0.0 and
+# v5.0.1.0 module configs): esp-at's mfg_nvs.py writes ble_data for them.
+NO_BLE = {"esp32s2-3x", "esp32c2-3x", "esp32c2-4mb-g2-3x", "esp32c2-2mb-3x", "esp32c2-2mb-g2-3x"}
+
+
+def test_ble_data_goes_with_the_modules_that_have_ble_commands() -> None:
+    assert {p.name for p in PROFILES if p.ble_data} == MFG_NVS_LAYOUTS - NO_BLE
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "pins"),
+    [
+        ("esp32-3x", "WROOM-32", (17, 16, 15, 14)),
+        ("esp32-pico-d4-3x", "PICO-D4", (22, 19, 15, 14)),
+        ("esp32-mini-1-3x", "MINI-1", (22, 19, 15, 14)),
+        ("esp32-solo-1-3x", "SOLO-1", (17, 16, 15, 14)),  # factory_param_data.csv: WROOM-32's pins
+    ],
+)
+def test_esp32_default_modules_have_their_own_factory_param(
+    name: str, module: str, pins: tuple[int, ...]
+) -> None:
+    profile = find_profile(name)
+    values = {key: value for key, _kind, value in profile.factory_param}
+    assert values["module_name"] == module
+    assert tuple(values[f"uart_{p}_pin"] for p in ("tx", "rx", "cts", "rts")) == pins
+    base = find_profile("esp32-3x")
+    assert (profile.partitions, profile.primary, profile.module) == (
+        base.partitions,
+        base.primary,
+        "esp32_default",
+    )
 
 
 def test_the_store_follows_the_table() -> None:
@@ -319,7 +353,7 @@ def test_user_profile_with_both_tables_and_factory_param(tmp_path: Path) -> None
     [
         (ESP32_PRIMARY, {"at_customize_size": "0x60000"}, "at_customize_size 0x60000 is not the primary table's at_customize size (0xe0000)"),
         (ESP32_PRIMARY, {"at_customize_offset": "0x1e000"}, "at_customize_offset 0x1e000 is not where the primary table's at_customize starts (0x20000)"),
-        (ESP32_PRIMARY.replace("0x40", "0x41"), {}, "one at_customize entry (type 0x40, subtype 0), not 0"),
+        (ESP32_PRIMARY.replace('"at_customize"', '"at_custom"'), {}, "one entry labelled at_customize (the firmware finds at_customize.bin by that label), not 0"),
         (ESP32_PRIMARY + PRIMARY.format(name="x", type=1, subtype="0x81", offset="0x3f0000", size="0x20000"), {}, "primary partition x: ends at 0x410000, past the 4MB flash"),
         (ESP32_PRIMARY + PRIMARY.format(name="x", type=1, subtype="0x81", offset="0x13000", size="0x1000"), {}, "primary partitions nvs (0x12000-0x20000) and x (0x13000-0x14000) overlap"),
         (ESP32_PRIMARY.replace("0xf000", "0x8000"), {}, "primary partition phy_init (0x8000-0x9000) starts before the end of the partition table (0x9000)"),

@@ -3,8 +3,8 @@
 For modules whose ROM loader is out of reach (behind a host MCU) or that
 must not be reset. The module's own table (``AT+SYSFLASH?``) is the truth,
 and it decides where credentials live, as the firmware itself decides:
-PKI partitions (ESP-AT 2.x, 3.0), or ``mfg_nvs`` and no PKI partition (3.1+,
-see :mod:`atflash.backends.at.mfg`). Of the candidate plans, the session
+``mfg_nvs`` when the table lists it (3.1+; see :mod:`atflash.backends.at.mfg`),
+PKI partitions otherwise (2.x, 3.0). Of the candidate plans, the session
 takes one for that store (and for the chip ``AT+GMR`` names).
 
 PKI partitions: every target must be listed and fit, or nothing is
@@ -21,12 +21,20 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
-from atflash.backends.at.mfg import MfgTargets, module_store
-from atflash.backends.base import BoardInfo, Session, Target, find_partition, select_plan
-from atflash.content import pki
-from atflash.errors import FirmwareError, ImageTooBigError, Overflow
+from atflash.backends.at.mfg import MfgTargets
+from atflash.backends.base import (
+    BackupFile,
+    BoardInfo,
+    BoardTables,
+    Session,
+    Target,
+    find_partition,
+    select_plan,
+)
+from atflash.content import mfgnvs, pki
+from atflash.errors import BackupMismatchError, FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
-from atflash.layout.model import MFG_NVS, Partition
+from atflash.layout.model import MFG_NVS, Partition, Profile, store_of
 from atflash.layout.profiles import family
 from atflash.planning.plan import WritePlan
 
@@ -61,9 +69,12 @@ class AtSession(Session):
         self.client = client
         self.port = client.port
         self.info = BoardInfo(chip=info.chip, mac=info.mac, firmware=info.firmware)
+        self._device = info
+        self._at_version = info.at_version
         self._events = events
         self._table: tuple[Partition, ...] | None = None
         self._seen: dict[str, bytes] = {}  # what a partition held before this session wrote it
+        self._nvs_saved = False  # a backup of this session holds the whole mfg_nvs already
         self.mfg = MfgTargets(client, self._progress)
 
     # -- the module's table -----------------------------------------------------------
@@ -80,6 +91,16 @@ class AtSession(Session):
         store = self._store()
         fitting = [plan for plan in plans if plan.profile.store == store]
         if not fitting:
+            # Judged by its own table: a layout of the module's store that could not take
+            # the request says why, rather than "no such layout was planned".
+            why = next((w for prof, w in plans[0].rejected if prof.store == store), None)
+            if why is not None:
+                raise FirmwareError(
+                    self.port,
+                    f"this module keeps credentials in {_store_label(store)}, and no layout "
+                    f"of that kind can take this: {why}",
+                    hint="nothing was written",
+                )
             raise self._no_plan_for(store, plans)
         chip = self.info.chip
         # Stable: among equals, the candidates' order (a chip's default layout first) decides.
@@ -103,6 +124,7 @@ class AtSession(Session):
             raise self._no_plan_for(store, [plan])
         table = self._partitions()
         if store == "mfg_nvs":
+            self._check_read(plan, events)
             targets = self.mfg.place(plan, device_partition(self.port, table, MFG_NVS), events)
             events(Event("table", self.port, f"{MFG_NVS} listed by AT+SYSFLASH? (ESP-AT 3.1+)"))
             return targets
@@ -128,8 +150,52 @@ class AtSession(Session):
         events(Event("table", self.port, f"{len(table)} partitions listed by AT+SYSFLASH?"))
         return targets
 
+    def place_region(self, name: str, address: int, data: bytes, events: EventSink) -> Target:
+        """A backup put back whole through AT+SYSFLASH (erase, write, read back).
+
+        ``mfg_nvs`` too: AT+SYSFLASH reaches it by name. The running firmware
+        keeps its own index of mfg_nvs's items, so it must restart to read
+        the restored partition.
+        """
+        part = device_partition(self.port, self._partitions(), name)
+        if (part.offset, part.size) != (address, len(data)):
+            raise BackupMismatchError(
+                self.port,
+                f"the module has {name} at {part.offset:#x} size {part.size:#x}, the backup was "
+                f"taken at {address:#x} size {len(data):#x}",
+                hint="restore it on the module it came from; nothing was written",
+            )
+        if name == MFG_NVS:
+            message = (
+                f"{MFG_NVS} is rewritten under the running firmware: restart the module "
+                "(AT+RST, or a reset) before it uses its credentials or AT+SYSMFG"
+            )
+            events(Event("warning", self.port, message, partition=name))
+        return Target(name, address, data, payload=len(data))
+
     def table(self, profiles: Sequence[object]) -> tuple[str, tuple[Partition, ...] | None]:
         return f"{self.port} ({self.info.firmware or 'ESP-AT'}): AT+SYSFLASH?", self._partitions()
+
+    def tables(self, profiles: Sequence[Profile]) -> BoardTables:
+        """The module's table, and the first of ``profiles`` (of its chip, when AT+GMR names it)
+        for its store that places every credential partition where the module lists it."""
+        table, store, chip = self._partitions(), self._store(), self.info.chip
+        listed = {p.name: (p.offset, p.size) for p in table}
+
+        def places(profile: Profile) -> bool:
+            wanted = [p for p in profile.partitions if p.name == MFG_NVS or p.pki is not None]
+            ours = [p for p in wanted if (p.name == MFG_NVS) == (store == "mfg_nvs")]
+            return bool(ours) and all(listed.get(p.name) == (p.offset, p.size) for p in ours)
+
+        known = [
+            p
+            for p in profiles
+            if p.store == store and (chip is None or p.chip == chip) and places(p)
+        ]
+        return BoardTables(table, store, known[0].name if known else None)
+
+    def again(self) -> AtSession:
+        return AtSession(self.client, self._device, self._events)
 
     def read_partition(self, name: str, profiles: Sequence[object]) -> tuple[Partition, bytes]:
         """A listed partition's raw bytes; on ESP-AT 3.1+ also a namespace, as a PKI bin."""
@@ -148,8 +214,20 @@ class AtSession(Session):
             self._seen[target.name] = self._read(target.name, target.size)
         return self._seen[target.name]
 
-    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
-        return self.mfg.backup_files(target) if _nvs(target) else super().backup_files(target)
+    def backup_files(self, target: Target) -> list[BackupFile]:
+        """A PKI partition whole; a namespace as its items, and once mfg_nvs whole.
+
+        The items go back with ``write --via at``; the whole mfg_nvs, read
+        through AT+SYSFLASH, with ``restore`` (either path).
+        """
+        if not _nvs(target):
+            return super().backup_files(target)
+        files = [BackupFile(name, data) for name, data in self.mfg.backup_files(target)]
+        if not self._nvs_saved:
+            self._nvs_saved = True
+            store = device_partition(self.port, self._partitions(), MFG_NVS)
+            files.append(BackupFile(MFG_NVS, self._read(MFG_NVS, store.size), store.offset))
+        return files
 
     def holds(self, target: Target) -> bool:
         if _nvs(target):
@@ -191,8 +269,34 @@ class AtSession(Session):
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _check_read(self, plan: WritePlan, events: EventSink) -> None:
+        """Refuse a namespace the module's firmware (AT+GMR's version) does not read."""
+        names = [image.partition.name for image in plan.images]
+        version = self._at_version
+        if version is None:  # a firmware that does not say: warn as the esptool path does
+            warning = mfgnvs.version_warning(names)
+            if warning is not None:
+                events(Event("warning", self.port, warning))
+            return
+        unread = mfgnvs.unread_by(version, names)
+        if not unread:
+            return
+        namespace, first = unread[0]
+        fallback = namespace.replace("wpa_ent_", "wpa2_")
+        hint = (
+            f"write {fallback}, which this firmware reads"
+            if fallback != namespace
+            else f"update the firmware, or leave {namespace} out"
+        )
+        raise FirmwareError(
+            self.port,
+            f"AT+GMR says ESP-AT {'.'.join(map(str, version))}, which does not read "
+            f"{namespace} (read from {first.name} on)",
+            hint=f"{hint}; nothing was written",
+        )
+
     def _store(self) -> str | None:
-        return module_store(self._partitions())
+        return store_of(self._partitions())  # as the firmware decides: mfg_nvs first
 
     def _same_layout(self, plan: WritePlan) -> bool:
         """Whether the plan's profile places everything where the module's table does."""
@@ -249,6 +353,10 @@ class AtSession(Session):
             self._events(Event("progress", self.port, what, partition=name, done=done, total=total))
 
         return report
+
+
+def _store_label(store: str | None) -> str:
+    return f"{MFG_NVS} (ESP-AT 3.1+)" if store == "mfg_nvs" else "PKI partitions (ESP-AT 2.x)"
 
 
 def _nvs(target: Target) -> bool:

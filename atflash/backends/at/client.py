@@ -39,12 +39,14 @@ from atflash.backends.at.reply import (
     Token,
     is_port_refusal,
     is_unsolicited,
+    parse_at_version,
     parse_chip,
     parse_mac,
     parse_partitions,
     printable,
     quote,
 )
+from atflash.content.mfgnvs import Version
 from atflash.errors import (
     AtBusyError,
     AtError,
@@ -82,6 +84,9 @@ class AtConnectOptions:
     chunk_size: int = DEFAULT_CHUNK
     timeout: float = DEFAULT_TIMEOUT
     connect_attempts: int = DEFAULT_ATTEMPTS
+    # A serial port object the caller opened (pyserial's SerialBase): used instead of
+    # opening ``port`` (then only its name), and left open for the caller to close.
+    link: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.chunk_size % 4:
@@ -100,6 +105,11 @@ class DeviceInfo:
     version_lines: tuple[str, ...]  # AT+GMR's lines
     mac: str | None  # station MAC, lower-case with colons; None if the firmware would not say
     chip: str | None = None  # esptool's chip name AT+GMR gives (esp32c3); None if it does not
+
+    @property
+    def at_version(self) -> Version | None:
+        """The firmware's version number from ``AT version:a.b.c.d(...)``; None if not given."""
+        return parse_at_version(self.version_lines)
 
     @property
     def firmware(self) -> str | None:
@@ -144,18 +154,22 @@ class AtClient:
         exclusively anyway): two hosts talking to one module at once would
         mix their commands and, worse, their data phases.
         """
+        given = self.options.link
         try:
-            link = open_link(self.port)
+            link = given if given is not None else open_link(self.port)
             link.baudrate = self.options.baud
             link.timeout = POLL
             link.write_timeout = self.options.timeout
-            link.open()
+            if not link.is_open:
+                link.open()
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _open_error(self.port, exc) from None
         self._ser = link
         return self
 
     def close(self) -> None:
+        if self._ser is not None and self._ser is self.options.link:
+            self._ser = None  # the caller's port: the caller closes it
         if self._ser is not None:
             # A dropped connection may fail to close; nothing is left to release.
             with contextlib.suppress(*LINK_ERRORS):
@@ -187,8 +201,10 @@ class AtClient:
         A module left waiting for the data of a write that was cut short (by
         an earlier host, a lost USB packet) takes ``AT`` as data and never
         answers: after a silent try the client sends the longest data phase
-        a write can announce as 0xFF filler (NOR-neutral in flash) and a line
-        end, so the module finishes that write and listens again.
+        a write can announce as 0xFF filler and a line end, so the module
+        finishes that write and listens again (NOR-neutral for AT+SYSFLASH;
+        AT+SYSMFG stores the bytes it took, the ``AT`` and filler included,
+        as the item's value, which the next write replaces).
 
         If it was missing fewer bytes than ``AT\r\n`` holds, the ``AT``
         completes that write instead: the write's answer comes first, and
@@ -357,7 +373,10 @@ class AtClient:
 
         The module waits for the announced count without a timeout, so
         anything sent next (``AT`` included) would become data. 0xFF is
-        what erased flash holds: ANDed into NOR flash it changes nothing.
+        what erased flash holds: ANDed into NOR flash by ``AT+SYSFLASH`` it
+        changes nothing. ``AT+SYSMFG`` stores what it took, filler included,
+        as the item's value: the item then differs from any credential, so
+        verification reports it and the next write replaces it.
         """
         payload = ex.payload or b""
         sent = 0

@@ -1,7 +1,6 @@
 """ESP-AT 3.1+ over the AT port: the credential namespaces of ``mfg_nvs``, through ``AT+SYSMFG``.
 
-A module whose ``AT+SYSFLASH?`` table lists ``mfg_nvs`` and no PKI
-partition keeps its credentials as NVS items (``docs/esp-at-3x.md``), and
+A module whose ``AT+SYSFLASH?`` table lists ``mfg_nvs`` keeps its credentials as NVS items (``docs/esp-at-3x.md``), and
 the firmware decides that by the table, not by its version: so does atflash.
 
 Choices made here, and why:
@@ -153,19 +152,6 @@ def _nvs_type(code: int) -> NvsType:
         return MFG_TYPE_NAMES[MfgType(code)]
     except ValueError:
         return "u64"  # a code AT+SYSMFG does not define: no binary item, none the firmware reads
-
-
-def module_store(table: Sequence[Partition]) -> str | None:
-    """Where the module's firmware keeps credentials, decided by its table as the firmware does.
-
-    ``"pki"``: PKI partitions (ESP-AT 2.x, 3.0); ``"mfg_nvs"``: mfg_nvs and no
-    PKI partition (3.1+); None: neither.
-    """
-    if any(p.pki for p in table):
-        return "pki"
-    if any(p.name == MFG_NVS for p in table):
-        return "mfg_nvs"
-    return None
 
 
 class MfgTargets:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from atflash import chips
 from atflash.backends.at.protocol import PORT_BUSY_LINE
-from atflash.content.mfgnvs import KNOWN_MODULES
+from atflash.content.mfgnvs import KNOWN_MODULES, Version
 from atflash.errors import AtError, InputError
 from atflash.layout.model import Partition, pki_kind_for
 
@@ -59,6 +59,7 @@ _TABLE_LINE = re.compile(
 _MAC_LINE = re.compile(r'^\+CIPSTAMAC:\s*"?((?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2})"?\s*$')
 # AT version:3.2.0.0(s-ec2dec2 - ESP32C3 - Jul 28 2023 07:05:28): the chip is the second field.
 _AT_VERSION = re.compile(r"^AT version:[^(]*\(\s*[^()]*?\s-\s*([A-Za-z0-9_-]+)\s*-")
+_AT_VERSION_NUMBER = re.compile(r"^AT version:\s*v?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 _BIN_VERSION = re.compile(r"^Bin version:[^(]*\(([^()]+)\)\s*$")
 _MFG_NAMESPACE = re.compile(r'^\+SYSMFG:\s*"([^"]+)"\s*$')
 _MFG_KEY = re.compile(r'^\+SYSMFG:\s*"([^"]+)"\s*,\s*"([^"]+)"\s*,\s*(\d{1,3})\s*$')
@@ -277,6 +278,16 @@ def parse_chip(lines: Iterable[str]) -> str | None:
         match = _BIN_VERSION.match(line.strip())
         if match and match.group(1).strip() in modules:
             return modules[match.group(1).strip()]
+    return None
+
+
+def parse_at_version(lines: Iterable[str]) -> Version | None:
+    """The firmware's version ``AT version:3.2.0.0(...)`` gives, as numbers; None if none."""
+    for line in lines:
+        match = _AT_VERSION_NUMBER.match(line.strip())
+        if match:
+            a, b, c, d = (int(g) for g in match.groups())
+            return (a, b, c, d)
     return None
 
 

@@ -226,6 +226,14 @@ class EsptoolBoard:
         the next command could not open it.
         """
         port = self.options.port
+        given = self.options.link
+        if given is not None:  # the caller's port: used as it is, and the caller closes it
+            try:
+                if not given.is_open:
+                    given.open()
+            except (serial.SerialException, OSError, ValueError) as exc:
+                raise describe_open_error(port, exc) from None
+            return given
         try:
             link = open_link(port)
             link.baudrate = ROM_BAUD

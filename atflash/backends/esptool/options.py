@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 ROM_BAUD = 115200  # every ROM loader starts here; esptool changes rate after sync
 DEFAULT_BAUD = 921600
@@ -33,3 +33,6 @@ class ConnectOptions:
     # Where the primary partition table sits (esp-idf's CONFIG_PARTITION_TABLE_OFFSET);
     # None: where the candidate layouts put it (0x8000, 0xC000 on ESP32-C5 5.x).
     table_offset: int | None = None
+    # A serial port object the caller opened (pyserial's SerialBase): used instead of
+    # opening ``port`` (then only its name), and left open for the caller to close.
+    link: Any = field(default=None, repr=False, compare=False)

@@ -1,0 +1,509 @@
+"""The public Python API: what ``import atflash`` gives a script.
+
+In the manner of ``esptool.cmds``: functions and one class that take bytes
+or paths and return values. Nothing here prints; progress and results go to
+an ``on_event`` callback as :class:`~atflash.events.Event` records, and
+every refusal is an error of atflash's one tree (:mod:`atflash.errors`),
+raised before anything is written::
+
+    import atflash
+
+    plan = atflash.plan({"client_cert": [cert_pem], "client_key": ["dev.key"]}, chip="esp32c3")
+    with atflash.connect("/dev/ttyUSB0") as board:        # or an open serial port object
+        result = board.write(plan, on_event=print)         # verified; a BoardResult
+    outcome = atflash.run_batch(["/dev/ttyUSB*"], plan, report="run.json")
+
+A plan can also be made once the board is connected, from what it said
+(``board.mac``, ``board.chip``, ``board.layout``): ``board.plan(...)``, and
+for a batch a ``plan_for`` function called with each board's identity, in
+this process, so that a CA key or an HSM session never leaves it.
+
+Credentials are paths or bytes (what a CA or an HSM hands over). Bytes are
+checked exactly as files are, and called ``<bytes client_key[0]>`` in
+messages and records; their content never appears in a repr, an error, an
+event or a report.
+
+Here: a board (:func:`connect`, :class:`Board`) and many
+(:func:`run_batch`); what needs no board (:func:`plan`, the images and
+bins) lives in :mod:`atflash.offline` and is re-exported from here. This
+layer sits on the library's flows (:mod:`atflash.backends.base`,
+:mod:`atflash.batch`) and adds no logic of its own beyond turning Python
+values into their inputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from atflash.backends import registry
+from atflash.backends.base import BoardTables, Session, WriteOptions, verify_board, write_board
+from atflash.errors import InputError, ProfileError
+from atflash.events import EventSink, ignore
+from atflash.layout.model import Partition, Profile
+from atflash.offline import (
+    Credential,
+    Credentials,
+    Plan,
+    build,
+    build_images,
+    candidates_of,
+    generate_bin,
+    parse_bin,
+    patch_image,
+    plan,
+)
+from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
+from atflash.results import BoardResult
+
+if TYPE_CHECKING:
+    from atflash.batchrun import RunOutcome
+
+PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
+
+__all__ = [
+    "Board",
+    "Credential",
+    "Credentials",
+    "Dump",
+    "Plan",
+    "PlanFor",
+    "build_images",
+    "connect",
+    "generate_bin",
+    "parse_bin",
+    "patch_image",
+    "plan",
+    "run_batch",
+]
+
+
+# -- one board, kept connected ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dump:
+    """A partition read whole from a board, and where its own table puts it."""
+
+    partition: Partition
+    data: bytes = field(repr=False)
+
+
+class Board:
+    """One board, connected until :meth:`close` (or the end of its ``with`` block).
+
+    ``mac``, ``chip`` and ``firmware`` are what the board said when it was
+    reached; ``tables`` its own credential table (``partitions``, ``store``,
+    ``layout``: the known layout it matches), read once then. Each of
+    :meth:`write`, :meth:`verify` and :meth:`read` runs over the same
+    connection, so a plan can be made in between (:meth:`plan`) from what
+    the board said. Made by :func:`connect`.
+
+    esptool's output is process-wide state, captured for the board while it
+    is connected: keep one esptool board connected per process at a time
+    (:func:`run_batch` gives each board its own process).
+    """
+
+    def __init__(
+        self,
+        backend: registry.BackendInfo,
+        options: Any,
+        *,
+        chip: str | None,
+        profile: str | None,
+        on_event: EventSink,
+    ) -> None:
+        from atflash.planning.bench import is_explicit_layout
+
+        self.via = backend.name
+        self._options = options
+        self._on_event = on_event
+        self._relay: EventSink = on_event  # where the session's own events go now
+        self._stack = contextlib.ExitStack()
+        self._session: Session | None = None
+        with self._stack:
+            self._session = self._stack.enter_context(backend.load().open(options, self._forward))
+            info = self._session.info
+            self.port: str = self._session.port
+            self.mac, self.chip, self.firmware = info.mac, info.chip, info.firmware
+            self._explicit = is_explicit_layout(chip, profile)
+            self._profiles = _board_profiles(chip, profile, info.chip)
+            self.tables = (
+                self._session.tables(self._profiles)
+                if self._profiles
+                else BoardTables(None, problem=f"no known layout for chip {self.chip}")
+            )
+            self._stack = self._stack.pop_all()  # connected: stays open past this block
+
+    # -- what the board said --------------------------------------------------------------
+
+    @property
+    def layout(self) -> str | None:
+        """The known layout (profile name) the board's own tables match; None if none does."""
+        return self.tables.layout
+
+    @property
+    def partitions(self) -> tuple[Partition, ...] | None:
+        """The board's own credential partitions (None: its tables could not be read)."""
+        return self.tables.partitions
+
+    @property
+    def identity(self) -> BoardIdentity:
+        """Port, chip and MAC: what a batch's ``plan_for`` is given for a board."""
+        return BoardIdentity(self.port, chip=self.chip, mac=self.mac)
+
+    def __repr__(self) -> str:
+        state = "" if self._session is not None else ", closed"
+        return f"Board({self.port!r}, chip={self.chip!r}, mac={self.mac!r}, layout={self.layout!r}{state})"
+
+    # -- operations -----------------------------------------------------------------------
+
+    def plan(
+        self, credentials: Credentials, *, pair_check: bool = True, key_type_check: bool = True
+    ) -> Plan:
+        """A plan for this board: for the layout its tables match, else for its chip's layouts.
+
+        Like :func:`plan`, and made from what the board said: per-board
+        credentials (a certificate issued for ``board.mac``) go here.
+        """
+        if not self._profiles:
+            raise ProfileError(
+                f"{self.port}: no known layout for a {self.chip}",
+                hint="connect with profile= naming your firmware's at_customize.csv or profile",
+            )
+        known = [p for p in self._profiles if p.name == self.layout]
+        options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
+        return Plan(build(known or self._profiles, credentials, options), self._explicit)
+
+    def write(
+        self,
+        plan: Plan | WritePlan | Sequence[WritePlan],
+        *,
+        on_event: EventSink | None = None,
+        force: bool = False,
+        backup_dir: str | os.PathLike[str] | None = None,
+        skip_unchanged: bool = True,
+    ) -> BoardResult:
+        """Write the plan and verify every partition; the result says what each holds now.
+
+        Never raises for the board's failure: ``result.ok`` is true only when
+        everything is verified in flash, ``result.error`` says why not, and
+        each partition's status what state its flash is in. ``force`` writes
+        where the board's own table says even when it matches no known
+        layout; ``backup_dir`` saves what is overwritten first (0600 files).
+        """
+        from atflash.planning.bench import check_outputs
+
+        plans = candidates_of(plan)
+        if backup_dir is not None:
+            check_outputs(report=None, backup=os.fspath(backup_dir))
+        options = WriteOptions(
+            force=force,
+            explicit_layout=self._explicit or (isinstance(plan, Plan) and plan.explicit),
+            skip_unchanged=skip_unchanged,
+            backup_dir=Path(backup_dir) if backup_dir is not None else None,
+        )
+        held = _Held(self)
+        result = write_board(
+            held, self._options, plans, options=options, events=self._sink(on_event)
+        )
+        return _annotated(result, plans)
+
+    def verify(
+        self, plan: Plan | WritePlan | Sequence[WritePlan], *, on_event: EventSink | None = None
+    ) -> BoardResult:
+        """Compare the board with the plan, writing nothing: statuses ``match`` or ``differs``."""
+        plans = candidates_of(plan)
+        result = verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
+        return _annotated(result, plans)
+
+    def read(self, partition: str, *, on_event: EventSink | None = None) -> Dump:
+        """A whole partition, where the board's own table places it, as ``atflash read`` shows
+        it: a 3.1+ namespace through esptool is the whole ``mfg_nvs`` holding it, over AT its
+        items as a PKI bin. Raises a :class:`~atflash.errors.DeviceError` if it cannot."""
+        with _Held(self).open(self._options, self._sink(on_event)) as session:
+            part, data = session.read_partition(partition, self._profiles)
+        return Dump(part, data)
+
+    def close(self) -> None:
+        """Release the port (an esptool board is reset as ``after`` says). Idempotent."""
+        self._session = None
+        self._stack.close()
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _forward(self, event: Any) -> None:
+        self._relay(event)
+
+    def _sink(self, on_event: EventSink | None) -> EventSink:
+        return on_event if on_event is not None else self._on_event
+
+
+class _Held:
+    """The backend the library's flows see for a board kept connected.
+
+    Its ``open`` opens nothing: it hands out a new session over the board's
+    connection (:meth:`~atflash.backends.base.Session.again`), with the
+    session's own events routed to the operation's sink meanwhile.
+    """
+
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self.name = board.via
+
+    @contextlib.contextmanager
+    def open(self, _connect: Any, events: EventSink) -> Iterator[Session]:
+        board = self.board
+        if board._session is None:
+            raise InputError(f"{board.port}: the board was closed", hint="connect to it again")
+        previous, board._relay = board._relay, events
+        try:
+            yield board._session.again()
+        finally:
+            board._relay = previous
+
+
+def connect(
+    port: str | os.PathLike[str] | Any,
+    *,
+    via: Literal["esptool", "at"] | str = "esptool",
+    baud: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    connect_attempts: int | None = None,
+    table_offset: int | None = None,
+    chunk_size: int | None = None,
+    chip: str | None = None,
+    profile: str | os.PathLike[str] | None = None,
+    on_event: EventSink | None = None,
+) -> Board:
+    """Reach a board and read its own tables; a :class:`Board` to use in a ``with`` block.
+
+    ``port`` is a device (``/dev/ttyUSB0``, ``COM3``), a pyserial URL
+    (``socket://host:port``, ``rfc2217://...``) or a serial port object
+    you opened (pyserial's ``SerialBase``): that one is used as it is
+    (the backend sets its baud rate and timeouts, and esptool's ``before``
+    and ``after`` drive its control lines) and left open for you to close.
+    ``via="esptool"`` reaches the ROM loader (``baud``, ``before``,
+    ``after``, ``table_offset`` as esptool has them); ``via="at"`` a
+    running ESP-AT firmware's AT port (``baud``, ``chunk_size``). ``chip`` or ``profile`` name the layouts to expect
+    (default: those of the chip the board says it is). Raises a
+    :class:`~atflash.errors.DeviceError` when the board cannot be reached.
+    """
+    backend = registry.get(via)
+    values = _link_values(
+        backend,
+        {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
+         "table_offset": table_offset, "chunk_size": chunk_size},
+    )  # fmt: skip
+    name, link = _port_of(port)
+    options = backend.connect_options(name, values)
+    if link is not None:
+        options = replace(options, link=link)
+    path = os.fspath(profile) if profile is not None else None
+    return Board(backend, options, chip=chip, profile=path, on_event=on_event or ignore)
+
+
+def _link_values(backend: registry.BackendInfo, values: dict[str, Any]) -> dict[str, Any]:
+    """Link options as the backend takes them; one given for another backend is refused."""
+    backend.refuse_foreign({name for name, value in values.items() if value is not None})
+    for option in ("before", "after"):
+        values[option] = _spelled(values.get(option), option)
+    return values
+
+
+def _spelled(value: str | None, option: str) -> str | None:
+    """esptool's reset mode, in either spelling (``no_reset`` is ``no-reset``), or a refusal."""
+    from atflash.backends.esptool.options import AFTER, BEFORE
+
+    if value is None:
+        return None
+    choices: tuple[str, ...] = BEFORE if option == "before" else AFTER
+    spelled = value.replace("_", "-")
+    if spelled not in choices:
+        raise InputError(
+            f"{option}={value!r} is not a reset mode", hint=f"choose one of: {', '.join(choices)}"
+        )
+    return spelled
+
+
+def _port_of(port: Any) -> tuple[str, Any]:
+    """The port's name for messages, and the open port object when one was given."""
+    if isinstance(port, (str, os.PathLike)):
+        return os.fspath(port), None
+    if all(hasattr(port, attr) for attr in ("read", "write", "is_open")):
+        return str(getattr(port, "port", None) or "<serial port>"), port
+    raise InputError(
+        f"port {port!r} is neither a port name nor a serial port object",
+        hint="give a device, a socket:// URL or an open serial.Serial",
+    )
+
+
+def _board_profiles(chip: str | None, profile: str | None, found: str | None) -> list[Profile]:
+    """The layouts a connected board may have: those named, else its chip's (every one if unknown)."""
+    from atflash.layout.profiles import family
+    from atflash.planning.bench import candidate_profiles
+
+    if profile is not None or chip not in (None, "auto"):
+        return candidate_profiles(chip, profile)
+    return family(found) if found else candidate_profiles("auto", None)
+
+
+def _annotated(result: BoardResult, plans: Sequence[WritePlan] | None) -> BoardResult:
+    """The result with each partition's sources and public item facts (the audit trail)."""
+    from atflash import audit
+
+    audit.annotate(result, audit.plan_of(result, plans or ()))
+    return result
+
+
+# -- many boards ------------------------------------------------------------------------
+
+
+class _Recorded:
+    """``plan_for``, called in this process, remembering what it gave each port (for the audit)."""
+
+    def __init__(self, plan_for: PlanFor) -> None:
+        self.plan_for = plan_for
+        self.given: dict[str, tuple[WritePlan, ...]] = {}
+
+    def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
+        plans = candidates_of(self.plan_for(identity))
+        if not plans:
+            raise InputError(f"{identity.port}: plan_for returned no plan")
+        self.given[identity.port] = plans
+        return plans
+
+
+def run_batch(
+    ports: str | Sequence[str],
+    plan_for: Plan | PlanFor,
+    *,
+    via: str = "esptool",
+    jobs: int | None = None,
+    retry: int = 0,
+    verify_only: bool = False,
+    force: bool = False,
+    backup_dir: str | os.PathLike[str] | None = None,
+    skip_unchanged: bool = True,
+    report: str | os.PathLike[str] | None = None,
+    log: str | os.PathLike[str] | None = None,
+    station: str | None = None,
+    baud: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    connect_attempts: int | None = None,
+    chunk_size: int | None = None,
+    on_event: EventSink | None = None,
+) -> RunOutcome:
+    """Write (or with ``verify_only`` compare) many boards at once, one worker process each.
+
+    ``ports`` are devices, URLs, globs or ``auto`` (every known USB bridge),
+    as ``--port`` takes them. ``plan_for`` is a :class:`Plan` for every
+    board, or a function called here, in this process, with each board's
+    :class:`BoardIdentity` (port, chip, MAC, USB serial number) once it is
+    connected, returning its plan; raising ``BoardSkipped`` leaves the
+    board alone, any other error fails that board only. One failing board
+    never stops the others. ``report`` (JSON, 0600) and ``log`` (JSON
+    lines) are checked writable before the first board. Ctrl-C or SIGTERM
+    (in the main thread) stops the batch the safe way, as the command
+    does: running boards finish, the rest are ``interrupted``, the report
+    is written, and ``stopped_by`` names the signal. Returns the outcome:
+    ``results`` (one :class:`BoardResult` per board, in port order),
+    ``report`` and ``exit_code`` as the command line would end.
+    """
+    from atflash import audit
+    from atflash.batch import BatchOptions, BoardJob, FromParent, stop_on_signals
+    from atflash.batch import run_batch as run_workers
+    from atflash.batchrun import RunOutcome
+    from atflash.planning.bench import check_outputs
+    from atflash.ports import PortFilter, resolve_ports
+
+    backend = registry.get(via)
+    link = _link_values(
+        backend,
+        {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
+         "chunk_size": chunk_size},
+    )  # fmt: skip
+    check_outputs(report=_path(report), backup=_path(backup_dir))
+    if log is not None:
+        audit.check_log(audit.stamp_path(os.fspath(log)))
+    found = resolve_ports([ports] if isinstance(ports, str) else list(ports))
+    if not found:
+        raise InputError("no port given", hint="give devices, URLs, globs or 'auto'")
+    fixed = plan_for.candidates if isinstance(plan_for, Plan) else None
+    recorded = None if isinstance(plan_for, Plan) else _Recorded(plan_for)
+    options = WriteOptions(
+        force=force,
+        explicit_layout=isinstance(plan_for, Plan) and plan_for.explicit,
+        skip_unchanged=skip_unchanged,
+        backup_dir=Path(backup_dir) if backup_dir is not None else None,
+    )
+    action: Literal["write", "verify"] = "verify" if verify_only else "write"
+    board_jobs = [
+        BoardJob(
+            port=p.device,
+            connect=backend.connect_options(p.device, link),
+            plans=fixed if fixed is not None else FromParent(),
+            options=options,
+            serial_number=p.serial_number,
+            backend=backend.name,
+            # A retry finds the board again by its USB serial number (it may come back renamed).
+            locate=PortFilter(serial_number=p.serial_number) if p.serial_number else None,
+            action=action,
+        )
+        for p in found
+    ]
+    started, start = datetime.datetime.now(), time.monotonic()
+    with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish their step, the report comes
+        results = run_workers(
+            board_jobs,
+            options=BatchOptions(jobs=jobs, retries=retry, plan_for=recorded),
+            events=on_event or ignore,
+            stop=stop,
+        )
+    seconds = time.monotonic() - start
+    for attempt in (a for r in results for a in (*r.earlier_attempts, r)):
+        _annotated(attempt, fixed if recorded is None else recorded.given.get(attempt.port, ()))
+    record = _record(results, action, seconds, started, report=report, log=log, station=station)
+    return RunOutcome(results, seconds, [], record, action=action, stopped_by=stop.signum)
+
+
+def _record(
+    results: Sequence[BoardResult],
+    action: str,
+    seconds: float,
+    started: datetime.datetime,
+    *,
+    report: str | os.PathLike[str] | None,
+    log: str | os.PathLike[str] | None,
+    station: str | None,
+) -> dict[str, Any]:
+    """The run's report (written to ``report``, 0600) and one log line per board attempt."""
+    from atflash import audit
+    from atflash.report import build_report, write_report
+
+    built = build_report(results, seconds=seconds, action=action)
+    if log is not None:
+        context = audit.LogContext.here(action, station)
+        records = [audit.log_record(a, context) for r in results for a in (*r.earlier_attempts, r)]
+        audit.append_log(audit.stamp_path(os.fspath(log), started), records)
+    if report is not None:
+        write_report(Path(audit.stamp_path(os.fspath(report), started)), built)
+    return built
+
+
+def _path(value: str | os.PathLike[str] | None) -> str | None:
+    return os.fspath(value) if value is not None else None

@@ -1,0 +1,134 @@
+"""No board: plans, images, factory images and PKI bins through the public API.
+
+Each result is held to the ``atflash`` command's bytes for the same input
+(``cli`` fixture), which the other suites hold to AtPKI.py's and the NVS
+generator's.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+import atflash
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def sample(raw: Path) -> dict[str, Path]:
+    return {
+        "cert": raw / "client_cert" / "client_cert_00.crt",
+        "key": raw / "client_key" / "client_key_00.key",
+        "ca": raw / "client_ca" / "client_ca_00.crt",
+    }
+
+
+def test_generate_bin_is_the_commands_bin(sample: dict[str, Path], cli, tmp_path: Path) -> None:
+    out = tmp_path / "PKI.bin"
+    cli("generate-bin", "-b", out, "cert", sample["cert"], "key", sample["key"])
+    made = atflash.generate_bin([("cert", sample["cert"].read_bytes()), ("key", sample["key"])])
+    assert made == out.read_bytes()
+
+
+def test_parse_bin_gives_every_item_and_hides_its_content(sample: dict[str, Path]) -> None:
+    key = sample["key"].read_bytes()
+    data = atflash.generate_bin([("ca", sample["ca"]), ("key", key)])
+    items = atflash.parse_bin(data + b"\xff" * 100)  # a partition dump: bin and erased tail
+    assert [(i.type, i.id, i.content) for i in items] == [
+        ("ca", 0, sample["ca"].read_bytes()),
+        ("key", 0, key),
+    ]
+    assert key.split(b"\n")[1].decode() not in repr(items)
+
+
+def test_parse_bin_of_a_file_names_it_in_errors(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.bin"
+    broken.write_bytes(b"\xf1\xf1\x05\x00")
+    with pytest.raises(atflash.InputError, match=re.escape("broken.bin: PKI bin")):
+        atflash.parse_bin(broken)
+
+
+def test_build_images_2x_as_the_command_builds_them(sample, cli, tmp_path: Path) -> None:
+    cli("build", "--chip", "esp32", "-o", tmp_path / "cli", "client_cert", sample["cert"],
+        "client_key", sample["key"])  # fmt: skip
+    plan = atflash.plan(
+        {"client_cert": sample["cert"].read_bytes(), "client_key": sample["key"]}, chip="esp32"
+    )
+    images = atflash.build_images(plan, out_dir=tmp_path / "api")
+    assert sorted(images) == ["client_cert", "client_key"]
+    for name, data in images.items():
+        assert data == (tmp_path / "cli" / f"{name}.bin").read_bytes()
+        assert (tmp_path / "api" / f"{name}.bin").read_bytes() == data
+    assert mode(tmp_path / "api" / "client_key.bin") == 0o600
+    assert mode(tmp_path / "api" / "client_cert.bin") & 0o044  # holds no key: as the umask allows
+
+
+def test_build_images_3x_is_one_mfg_nvs(sample, cli, tmp_path: Path, nvs_items) -> None:
+    cli("build", "--chip", "esp32c3-3x", "-o", tmp_path, "client_cert", sample["cert"],
+        "client_key", sample["key"])  # fmt: skip
+    plan = atflash.plan(
+        {"client_cert": [sample["cert"]], "client_key": [sample["key"].read_bytes()]},
+        chip="esp32c3-3x",
+    )
+    images = atflash.build_images(plan)
+    assert list(images) == ["mfg_nvs"]
+    assert images["mfg_nvs"] == (tmp_path / "mfg_nvs.bin").read_bytes()
+    held = {(ns, key): value for ns, key, value in nvs_items(images["mfg_nvs"])}
+    assert held[("client_key", "client_key.0")] == sample["key"].read_bytes()
+    assert any(ns == "factory_param" for ns, _key in held)
+
+
+def test_build_images_for_a_named_layout(sample: dict[str, Path]) -> None:
+    plan = atflash.plan({"client_ca": sample["ca"]}, chip="esp32c3")
+    assert len(plan.layouts) > 1
+    layout = next(name for name in plan.layouts if name.endswith("3x"))
+    assert list(atflash.build_images(plan, layout=layout)) == ["mfg_nvs"]
+    with pytest.raises(atflash.InputError, match="no layout 'nope'"):
+        atflash.build_images(plan, layout="nope")
+
+
+@pytest.mark.parametrize(("chip", "firmware"), [("esp32", "2.x"), ("esp32c3", "3.x")])
+def test_patch_image_as_the_command_patches(
+    chip: str, firmware: str, sample, factory_image, cli, tmp_path: Path
+) -> None:
+    image = factory_image(chip, firmware)
+    source = tmp_path / "factory.bin"
+    source.write_bytes(image)
+    cli("patch-image", source, "-o", tmp_path / "cli.bin", "client_cert", sample["cert"],
+        "client_key", sample["key"])  # fmt: skip
+    credentials = {"client_cert": sample["cert"].read_bytes(), "client_key": sample["key"]}
+    from_bytes = atflash.patch_image(image, credentials, output=tmp_path / "api.bin")
+    from_file = atflash.patch_image(source, credentials)
+    assert from_bytes.data == from_file.data == (tmp_path / "cli.bin").read_bytes()
+    assert (tmp_path / "api.bin").read_bytes() == from_bytes.data
+    assert mode(tmp_path / "api.bin") == 0o600  # it holds a key
+    assert from_bytes.regions and not from_bytes.warnings
+
+
+@pytest.mark.parametrize(
+    ("credentials", "error", "says"),
+    [
+        ({"client_crt": [b"x"]}, atflash.InputError, "no partition 'client_crt'"),
+        ({"client_cert": [b"not a certificate"]}, atflash.ContentError, "<bytes client_cert[0]>"),
+        ({"client_cert": [b""]}, atflash.FileInputError, "<bytes client_cert[0]>: is empty"),
+        ({"client_cert": [b"-" * 70000]}, atflash.InputError, "70000 bytes, a PKI item holds"),
+        ({"client_cert": [3]}, atflash.InputError, "client_cert[0]: a int, not a path or bytes"),
+        ({}, atflash.InputError, "no credentials given"),
+    ],
+)
+def test_plan_refuses_before_any_port(credentials, error: type, says: str) -> None:
+    with pytest.raises(error, match=re.escape(says)):
+        atflash.plan(credentials, chip="esp32")
+
+
+def test_a_named_blob_is_called_by_its_name(sample: dict[str, Path]) -> None:
+    named = atflash.Blob("<issued for 24:0a:c4:00:00:01>", b"garbage")
+    with pytest.raises(atflash.ContentError, match=re.escape(named.name)):
+        atflash.plan({"client_cert": named}, chip="esp32")
+    assert "garbage" not in repr(named)
