@@ -104,7 +104,7 @@ class Claim:
         }
 
 
-EVENTS = ("claimed", "written", "failed", "reissued", "released")
+EVENTS = ("claimed", "written", "verified", "failed", "reissued", "released")
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,14 @@ class Ledger(Protocol):
         result: str,
         image_sha256: Mapping[str, str],
         station: str | None = None,
+        verify: bool = False,
     ) -> None:
-        """Store how the write of ``claim`` ended (an event, and the claim's latest); ends its busy mark."""
+        """Store how the write of ``claim`` ended: an event, and the claim's latest; ends its busy mark.
+
+        ``verify``: it was a verify run (the event says ``verified``, not
+        ``written``). Empty ``image_sha256`` (the board was refused before
+        anything was planned for it) keeps the claim's last image hashes.
+        """
         ...
 
     def note_identity(
@@ -408,6 +414,13 @@ def _short(fingerprint: str) -> str:
     """``certificate:ab12...`` (as stored) as ``certificate ab12cd34ef56ab12...``."""
     kind, _, digest = fingerprint.partition(":")
     return f"{kind} {digest[:16]}..."
+
+
+def record_event(result: str, verify: bool) -> str:
+    """The history's name for how a write (or verify) of a claim ended."""
+    if result != "ok":
+        return "failed"
+    return "verified" if verify else "written"
 
 
 def encode_json(value: Mapping[str, Any] | None) -> str | None:

@@ -54,6 +54,7 @@ from atflash.factory.ledger import (
     foreign_pool,
     no_longer_held,
     pool_matches,
+    record_event,
     station_id,
     store_error,
     utc_now,
@@ -226,6 +227,7 @@ class PostgresLedger:
         result: str,
         image_sha256: Mapping[str, str],
         station: str | None = None,
+        verify: bool = False,
     ) -> None:
         outcome = check_result(result)
         with self._errors("cannot record"), self._db.transaction():
@@ -238,7 +240,7 @@ class PostgresLedger:
             )
             if cursor.rowcount != 1:
                 raise no_longer_held(self.name, claim)
-            event = "written" if outcome == "ok" else "failed"
+            event = record_event(outcome, verify)
             self._event(claim.id, event, station, {"image_sha256": dict(image_sha256)})
 
     def note_identity(

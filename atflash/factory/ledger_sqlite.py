@@ -51,6 +51,7 @@ from atflash.factory.ledger import (
     foreign_pool,
     no_longer_held,
     pool_matches,
+    record_event,
     station_id,
     store_error,
     utc_now,
@@ -195,6 +196,7 @@ class SqliteLedger:
         result: str,
         image_sha256: Mapping[str, str],
         station: str | None = None,
+        verify: bool = False,
     ) -> None:
         outcome = check_result(result)
         with self._write("cannot record") as db:
@@ -213,7 +215,7 @@ class SqliteLedger:
             )
             if cursor.rowcount != 1:
                 raise no_longer_held(self.name, claim)
-            event = "written" if outcome == "ok" else "failed"
+            event = record_event(outcome, verify)
             self._event(db, claim.id, event, station, now, {"image_sha256": dict(image_sha256)})
 
     def note_identity(

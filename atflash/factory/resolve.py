@@ -40,7 +40,7 @@ from atflash.factory.pool import (
 from atflash.layout.model import Profile
 from atflash.planning.manifest import RowClaims
 from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
-from atflash.results import BoardResult
+from atflash.results import BoardResult, PartitionStatus
 
 
 def default_station() -> str:
@@ -151,7 +151,11 @@ class PoolResolver:
                 return None
             images = {p.name: p.sha256 for p in result.partitions}
             outcome = "ok" if result.ok else "failed"
-            ledger.record(held[-1], result=outcome, image_sha256=images, station=self.station)
+            checked = (PartitionStatus.MATCH, PartitionStatus.DIFFERS)
+            verify = any(p.status in checked for p in result.partitions)
+            ledger.record(
+                held[-1], result=outcome, image_sha256=images, station=self.station, verify=verify
+            )
             return held[-1]
         finally:
             ledger.close()

@@ -452,6 +452,10 @@ def test_a_set_changed_after_its_claim_is_refused_and_reissue_keeps_the_history(
     writes = [e["image_sha256"] for e in after["history"] if e["event"] == "written"]
     assert writes[0] == before["image_sha256"] and writes[1] == after["image_sha256"]
     assert writes[0]["client_cert"] != writes[1]["client_cert"]  # the earlier record stays
+    checked = run("verify", "--chip", "esp32", *LINK, "--pool", pool, "--ledger", ledger,
+                  "--port", boards[0].url)  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    assert [e["event"] for e in claims_of(ledger)[0]["history"]][-1] == "verified"
 
 
 def test_a_lone_certificate_that_would_not_match_the_boards_key_is_refused(
