@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -79,26 +79,7 @@ def item_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
 
 def file_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
     """The identities of one input file: a PEM/DER credential, or each item of a ready PKI bin."""
-    if data and data.count(pki.ERASED) == len(data):
-        return ()  # an erased partition's backup holds nobody
-    if pki.is_pki_bin(data):
-        try:
-            items = pki.parse(data).items
-        except AtflashError:
-            return (Fingerprint(CONTENT, hashlib.sha256(data).hexdigest()),)
-        return tuple(fp for item in items for fp in item_fingerprints(partition, item.content))
-    return item_fingerprints(partition, data)
-
-
-def items_fingerprints(
-    partition: str, items: Iterable[tuple[str, bytes]]
-) -> tuple[Fingerprint, ...]:
-    """The identities of a built image's items (``PartitionImage.items``), in order, unique."""
-    seen: dict[Fingerprint, None] = {}
-    for _name, content in items:
-        for fp in item_fingerprints(partition, content):
-            seen.setdefault(fp, None)
-    return tuple(seen)
+    return tuple(fp for item in file_items(data) for fp in item_fingerprints(partition, item))
 
 
 @dataclass(frozen=True)
@@ -146,3 +127,51 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 _SHA256 = hashes.SHA256()
+
+
+def set_fingerprints(
+    items: Mapping[str, Sequence[bytes]], *, paired: bool
+) -> tuple[tuple[str, Fingerprint], ...]:
+    """``(partition, fingerprint)`` of a device's own credentials, each partition's items in ID order.
+
+    ``paired``: certificate *n* and key *n* of ``X_cert``/``X_key`` were
+    checked to share one public key (the plan's pair check), so key *n*'s
+    identity is read from certificate *n*: parsing a key costs more than a
+    certificate, and this runs for every set of a pool. Keys without a
+    certificate are parsed.
+    """
+    per_cert: dict[tuple[str, int], tuple[Fingerprint, ...]] = {}
+
+    def of_cert(partition: str, n: int) -> tuple[Fingerprint, ...]:
+        if (partition, n) not in per_cert:
+            per_cert[(partition, n)] = item_fingerprints(partition, items[partition][n])
+        return per_cert[(partition, n)]
+
+    out: dict[tuple[str, Fingerprint], None] = {}
+    for partition, contents in items.items():
+        if not device_own(partition):
+            continue
+        cert = partition[: -len("_key")] + "_cert" if partition.endswith("_key") else None
+        for n, data in enumerate(contents):
+            if partition.endswith("_cert"):
+                found = of_cert(partition, n)
+            elif paired and cert is not None and cert in items and n < len(items[cert]):
+                found = tuple(fp for fp in of_cert(cert, n) if fp.kind == PUBLIC_KEY)[:1]
+                found = found or item_fingerprints(partition, data)
+            else:
+                found = item_fingerprints(partition, data)
+            for fp in found:
+                out.setdefault((partition, fp), None)
+    return tuple(out)
+
+
+def file_items(data: bytes) -> list[bytes]:
+    """A file's items: each item of a ready PKI bin, none of erased flash, else the file itself."""
+    if data and data.count(pki.ERASED) == len(data):
+        return []
+    if pki.is_pki_bin(data):
+        try:
+            return [item.content for item in pki.parse(data).items]
+        except AtflashError:
+            return [data]
+    return [data]

@@ -43,7 +43,7 @@ from typing import Any
 
 from atflash import __version__
 from atflash.content import nvs, pki
-from atflash.content.identity import Owners, device_own, file_fingerprints
+from atflash.content.identity import Owners, device_own, file_items, set_fingerprints
 from atflash.errors import AtflashError, FileInputError, InputError
 from atflash.factory.images import (
     FactoryImage,
@@ -346,17 +346,18 @@ class _Builder:
     def inputs_hash(self, device: Device) -> tuple[str, SetIdentities]:
         """The device's input hash, and the fingerprints of its own certificates and keys."""
         digest = hashlib.sha256(self.fingerprint.encode())
-        identities = []
+        own: dict[str, list[bytes]] = {}
         for request in device.requests:
             _feed(digest, request.partition.encode())
-            own = request.partition not in device.common and device_own(request.partition)
+            mine = request.partition not in device.common and device_own(request.partition)
             for path in request.files:
                 data = pki.read_input(path)
                 _feed(digest, hashlib.sha256(data).digest())
-                if own:
-                    fps = file_fingerprints(request.partition, data)
-                    identities += [(request.partition, fp) for fp in fps]
-        return digest.hexdigest(), tuple(identities)
+                if mine:
+                    own.setdefault(request.partition, []).extend(file_items(data))
+        # Paired: a device built now is pair-checked, and one skipped was, with these options.
+        paired = self.spec.options.pair_check
+        return digest.hexdigest(), set_fingerprints(own, paired=paired)
 
     def _intact(self, row: IndexRow) -> bool:
         """Whether every output the index lists is there with the SHA-256 it lists."""

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atflash.content.identity import Fingerprint, Owners, device_own, items_fingerprints
+from atflash.content.identity import Fingerprint, Owners, device_own, set_fingerprints
 from atflash.errors import AtflashError, one_line
 from atflash.factory.errors import PoolError
 from atflash.factory.parallel import run_chunks
@@ -409,18 +409,22 @@ def _check_chunk(
         except PoolError as exc:
             out.append(_Checked(index, exc))
             break
-        out.append(_Checked(index, None, set_identities(plans[0])))
+        paired = (options or PlanOptions()).pair_check
+        out.append(_Checked(index, None, set_identities(plans[0], paired=paired)))
     return out
 
 
-def identity_record(plan: WritePlan) -> dict[str, Any]:
+def identity_record(plan: WritePlan, *, paired: bool = True) -> dict[str, Any]:
     """What a claim records of its set: per own partition its fingerprints and a content hash.
 
     ``{"client_cert": {"fingerprints": ["certificate:ab12...", "public key:cd34..."],
     "sha256": "..."}, ...}``: the fingerprints say who the device is, the
     hash (over the items' bytes, whatever the layout) that the files are
-    the very same. JSON-ready.
+    the very same. JSON-ready. ``paired``: as for :func:`set_identities`.
     """
+    fingerprints: dict[str, list[str]] = {}
+    for partition, fp in set_identities(plan, paired=paired):
+        fingerprints.setdefault(partition, []).append(f"{fp.kind}:{fp.sha256}")
     out: dict[str, Any] = {}
     for img in plan.images:
         name = img.partition.name
@@ -429,12 +433,7 @@ def identity_record(plan: WritePlan) -> dict[str, Any]:
         content = hashlib.sha256()
         for _item, data in img.items:
             content.update(len(data).to_bytes(4, "big") + data)
-        out[name] = {
-            "fingerprints": [
-                f"{fp.kind}:{fp.sha256}" for fp in items_fingerprints(name, img.items)
-            ],
-            "sha256": content.hexdigest(),
-        }
+        out[name] = {"fingerprints": fingerprints.get(name, []), "sha256": content.hexdigest()}
     return out
 
 
@@ -462,14 +461,14 @@ def default_ledger(pool: str | Path) -> Path:
     return path.with_suffix(".ledger.sqlite")
 
 
-def set_identities(plan: WritePlan) -> SetIdentities:
-    """``(partition, fingerprint)`` of every device-own certificate and key a set's plan writes."""
-    return tuple(
-        (img.partition.name, fp)
-        for img in plan.images
-        if device_own(img.partition.name)
-        for fp in items_fingerprints(img.partition.name, img.items)
-    )
+def set_identities(plan: WritePlan, *, paired: bool = True) -> SetIdentities:
+    """``(partition, fingerprint)`` of every device-own certificate and key a set's plan writes.
+
+    ``paired``: the plan was built with the pair check, so each key's
+    identity is its certificate's (see :func:`atflash.content.identity.set_fingerprints`).
+    """
+    items = {img.partition.name: [data for _n, data in img.items] for img in plan.images}
+    return set_fingerprints(items, paired=paired)
 
 
 # Checking one set for one profile takes about 1 ms; starting worker processes

@@ -97,7 +97,12 @@ class PoolResolver:
             )  # fmt: skip
             entry = self.pool.get(claim.set_name)
             plans = plans_for_set(self.pool.source, entry, self.profiles, self.options)
-            self._check_identity(ledger, claim, identity_record(plans[0]), identity.port)
+            self._check_identity(
+                ledger,
+                claim,
+                identity_record(plans[0], paired=self.options.pair_check),
+                identity.port,
+            )
         finally:
             ledger.close()
         return plans

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Literal, Protocol, cast
 
 from atflash.content import mfgnvs
-from atflash.content.identity import Owners, device_own, items_fingerprints
+from atflash.content.identity import Owners, set_fingerprints
 from atflash.errors import (
     AtflashError,
     BoardSkipped,
@@ -311,22 +311,28 @@ def build_resolver(
             plans[row.key] = tuple(build_plans(profiles, requests, options=options))
         except AtflashError as exc:
             raise ManifestError(manifest.source, row.line, str(exc)) from None
-        _refuse_shared(manifest, row, plans[row.key][0], shared, owners)
+        paired = (options or PlanOptions()).pair_check
+        _refuse_shared(manifest, row, plans[row.key][0], shared, owners, paired=paired)
     lines = {row.key: row.line for row in manifest.rows}
     return ManifestResolver(manifest.source, manifest.key_kind, plans, lines, strict)
 
 
 def _refuse_shared(
-    manifest: Manifest, row: ManifestRow, plan: WritePlan, common: set[str], owners: Owners
+    manifest: Manifest,
+    row: ManifestRow,
+    plan: WritePlan,
+    common: set[str],
+    owners: Owners,
+    *,
+    paired: bool,
 ) -> None:
     """Two rows must never name one certificate or key (by fingerprint, whatever the encoding)."""
-    held = [
-        (img.partition.name, fp)
+    items = {
+        img.partition.name: [data for _n, data in img.items]
         for img in plan.images
-        if device_own(img.partition.name) and img.partition.name not in common
-        for fp in items_fingerprints(img.partition.name, img.items)
-    ]
-    clash = owners.add(f"line {row.line}", held)
+        if img.partition.name not in common
+    }
+    clash = owners.add(f"line {row.line}", set_fingerprints(items, paired=paired))
     if clash is not None:
         raise ManifestError(
             manifest.source, row.line, str(clash),

@@ -18,6 +18,7 @@ from atflash.content.identity import (
     Fingerprint,
     Owners,
     file_fingerprints,
+    set_fingerprints,
 )
 from atflash.factory.errors import LedgerError, redact
 
@@ -77,6 +78,20 @@ def test_a_chains_ca_is_not_the_devices_identity_and_junk_is_its_bytes() -> None
     assert len(ids) == 2  # the leaf's certificate and public key, not the CA's
     assert [fp.kind for fp in file_fingerprints("client_key", b"junk")] == [CONTENT]
     assert file_fingerprints("client_key", b"\xff" * 64) == ()
+
+
+def test_a_paired_keys_identity_is_read_from_its_certificate() -> None:
+    key, cert = make("dev")
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_ids = file_fingerprints("client_cert", pem)
+    items = {"client_cert": [pem], "client_key": [b"not parsed when paired"], "client_ca": [pem]}
+    assert set_fingerprints(items, paired=True) == (
+        ("client_cert", cert_ids[0]), ("client_cert", cert_ids[1]), ("client_key", cert_ids[1]),
+    )  # fmt: skip
+    unpaired = set_fingerprints(items, paired=False)
+    assert [fp.kind for p, fp in unpaired if p == "client_key"] == [CONTENT]
+    real = {"client_key": [pem_key(key, serialization.PrivateFormat.PKCS8)]}  # no certificate
+    assert set_fingerprints(real, paired=True) == (("client_key", cert_ids[1]),)
 
 
 def test_owners_name_the_first_holder_and_the_partition() -> None:
