@@ -331,12 +331,20 @@ def test_a_postgres_error_never_shows_the_password() -> None:
 # stations claim together) opens the ledger, claims and answers, until its input ends.
 STATION = r"""
 import json, sys
+from atflash.factory.errors import DeviceBusyError
 from atflash.factory.ledgers import open_ledger
 print("ready", flush=True)
+def claim(ledger, job, device):
+    # With "runs", each station is a run of its own writing the device ("busy" if another is).
+    run = f"{job['station']}-host/1/t" if job.get("runs") else None
+    try:
+        return ledger.claim(device=device, station=job["station"], sets=job["sets"], port=job["station"], run=run).set_name
+    except DeviceBusyError:
+        return "busy"
 for line in sys.stdin:
     job = json.loads(line)
     ledger = open_ledger(job["url"])
-    got = {d: ledger.claim(device=d, station=job["station"], sets=job["sets"]).set_name for d in job["devices"]}
+    got = {d: claim(ledger, job, d) for d in job["devices"]}
     ledger.close()
     print(json.dumps(got), flush=True)
 """
@@ -344,7 +352,7 @@ STATION_TIMEOUT = 60  # seconds for a station to start, or to answer one job
 
 
 def run_stations(
-    url: str, rounds: list[list[list[str]]], sets: list[str]
+    url: str, rounds: list[list[list[str]]], sets: list[str], *, runs: bool = False
 ) -> list[list[dict[str, str]]]:
     """Per round, station ``n`` claims the ``n``-th list of devices, all at once; each one's device -> set.
 
@@ -363,7 +371,8 @@ def run_stations(
         results = []
         for work in rounds:
             for n, (proc, devices) in enumerate(zip(procs, work, strict=True)):
-                job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets}
+                job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets,
+                       "runs": runs}  # fmt: skip
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(job) + "\n")
                 proc.stdin.flush()
@@ -543,6 +552,18 @@ def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_time
         stopped.kill()
         stopped.wait()
     assert {c.device: c.set_name for c in _claims(pg_url)} == {MAC1: "0001", MAC2: "0002"}
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite", "postgresql"], indirect=True)
+def test_one_mac_written_by_every_station_at_once_is_one_stations_and_the_others_are_refused(
+    ledger_url: str,
+) -> None:
+    n = 8 if ledger_url.endswith(".db") else 4
+    (results,) = run_stations(ledger_url, [[[MAC1]] * n], SETS, runs=True)
+    got = sorted(r[MAC1] for r in results)
+    assert got == ["0001"] + ["busy"] * (n - 1), got
+    (claim,) = _claims(ledger_url)
+    assert (claim.attempts, claim.busy_port) == (1, claim.station)
 
 
 # -- the resolver the write flow uses -----------------------------------------------------
