@@ -376,9 +376,12 @@ def run_session(
             info = session.info
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
-            plan = session.choose(resolve_plans(plans, identity), events)
+            candidates = resolve_plans(plans, identity)
+            # A pool set is claimed by now: the result names it even if no layout takes it.
+            result.credential_set = next((p.credential_set for p in candidates), None)
+            plan = session.choose(candidates, events)
             result = rebase(result, plan)
-            result.profile = plan.profile.name
+            result.profile, result.credential_set = plan.profile.name, plan.credential_set
             work(session, plan, result, events)
     except AtflashError as exc:
         record_exception(result, exc, events)

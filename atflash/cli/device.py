@@ -40,7 +40,7 @@ from atflash.content.describe import inspect_bytes
 from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, InputError
 from atflash.files import expand
 from atflash.layout.model import Partition, Profile
-from atflash.output import write_outputs
+from atflash.output import refuse_shared_paths, write_outputs
 from atflash.planning.bench import candidate_profiles, check_config, load_config
 from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
 from atflash.ports import list_ports
@@ -402,6 +402,15 @@ def ports_command(show_all: bool, as_json: bool) -> None:
 def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
+    refuse_shared_paths(
+        {
+            "report": config.report,
+            "log": config.log,
+            "backup": config.backup,
+            "manifest": config.manifest,
+            "the bench file": config_path,
+        }
+    )
     # As on the command line: without a chip or profile, the esptool path detects the chip.
     chip = "auto" if not (config.chip or config.profile) and config.via != "at" else None
     with delimiter_hint():

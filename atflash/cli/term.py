@@ -34,6 +34,7 @@ from rich.text import Text
 from atflash.cli.app import NORMAL, QUIET, VERBOSE, state
 
 PIPE_WIDTH = 200  # a log has no width; rows of this many columns stay whole
+TABLE_WIDTH = 80  # a report-like table read in a pipe or a file (log show): an 80-column page
 
 
 class Verbosity(IntEnum):
@@ -63,14 +64,15 @@ def is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def _console(stream: TextIO) -> Console:
+def _console(stream: TextIO, pipe_width: int = PIPE_WIDTH) -> Console:
     # COLUMNS wins (rich reads it when width is None); a terminal is measured.
     piped = not os.environ.get("COLUMNS") and not is_terminal(stream)
-    return Console(file=stream, highlight=False, width=PIPE_WIDTH if piped else None)
+    return Console(file=stream, highlight=False, width=pipe_width if piped else None)
 
 
-def stdout_console() -> Console:
-    return _console(sys.stdout)
+def stdout_console(*, pipe_width: int = PIPE_WIDTH) -> Console:
+    """The console for stdout; ``pipe_width`` columns when stdout is not a terminal."""
+    return _console(sys.stdout, pipe_width)
 
 
 def stderr_console() -> Console:

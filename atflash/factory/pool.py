@@ -41,7 +41,7 @@ import io
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -379,7 +379,10 @@ def plans_for_set(
     reading 64 KiB and a byte.
     """
     try:
-        return tuple(build_plan(p, entry.requests, options=options) for p in profiles)
+        return tuple(
+            replace(build_plan(p, entry.requests, options=options), credential_set=entry.name)
+            for p in profiles
+        )
     except PoolError:
         raise
     except AtflashError as exc:

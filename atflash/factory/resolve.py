@@ -114,6 +114,9 @@ class PoolResolver:
         elif claim.identity != now:
             if not self.reissue:
                 changes = identity_changes(claim.identity, now)
+                # The refusal is this claim's outcome: recorded now, ending its busy mark
+                # (the board never gets a set to record in this run).
+                ledger.record(claim, result="failed", image_sha256={}, station=self.station)
                 raise SetChangedError(port, claim.set_name, claim.device, changes)
             ledger.note_identity(claim, now, station=self.station, reissue=True)
 
@@ -130,6 +133,10 @@ class PoolResolver:
             return ()
         entry = self.pool.get(held[-1].set_name)
         return plans_for_set(self.pool.source, entry, self.profiles, self.options)
+
+    def plans_of_set(self, name: str) -> Sequence[WritePlan]:
+        """The plans of the set a board's result names, asking the ledger nothing (for reports)."""
+        return plans_for_set(self.pool.source, self.pool.get(name), self.profiles, self.options)
 
     def claim(self, mac: str) -> Claim:
         """The set this device holds, or a newly claimed one (stored before any write)."""

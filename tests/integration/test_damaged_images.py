@@ -15,23 +15,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from atflash.cli import cli
 from atflash.content import mfgnvs
 from atflash.content.nvs import PAGE_HEADER, PAGE_SIZE, PageState, parse_nvs
 from atflash.layout.model import MFG_NVS
 from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash, flash_image
+from tests.support.cli import run
 
 MIB = 1024 * 1024
 C3X = find_profile("esp32c3-3x")
 STORE = C3X.partition(MFG_NVS)
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges")
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="atflash")
 
 
 def used_pages(image: bytes) -> int:

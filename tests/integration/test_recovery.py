@@ -21,13 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from atflash import recovery
 from atflash.backends.base import WriteOptions, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.cli import cli
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import PAGE_SIZE, NvsItem, parse_nvs
 from atflash.errors import FormatError
@@ -37,6 +35,7 @@ from atflash.planning.plan import PartitionRequest, build_plans
 from atflash.sim.at import AtSimulator
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
+from tests.support.cli import run
 from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
@@ -46,10 +45,6 @@ from .conftest import BoardPool, flash_esp_at, preload
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
 STORE = PROFILE.partition("mfg_nvs")
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture

@@ -339,9 +339,12 @@ def test_a_signal_to_the_batch_lets_running_boards_finish_and_records_the_rest(
         if record["result"] == "interrupted":
             assert "not started: the batch was stopped" in record["error"]
             assert [p["status"] for p in record["partitions"]] == ["not-started", "not-started"]
+    # One count, one meaning: interrupted boards are neither ok nor failed, wherever counted.
     summary = data["summary"]
-    assert summary["boards"] == 3 and summary["failed"] == results.count("interrupted")
-    assert "3 board(s)" in out  # the summary table was printed
+    left = results.count("interrupted")
+    assert (summary["boards"], summary["ok"], summary["failed"]) == (3, 3 - left, 0), summary
+    assert summary["interrupted"] == left
+    assert f"{3 - left} ok, 0 failed, 0 skipped, {left} interrupted" in out  # the summary
     assert all_gone(family, 15) == set(), "a worker outlived atflash"
 
 
