@@ -7,6 +7,7 @@ ledger, a pool edited after its sets were claimed, a set missing its key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -22,6 +23,7 @@ from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run
+from tests.support.strictrom import strict_board
 
 LINK = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 
@@ -43,17 +45,26 @@ def copy_sets(credential_pool: Path, dest: Path, count: int) -> Path:
     return dest
 
 
+@contextlib.contextmanager
+def strict_mocks(*macs: str) -> Iterator[list[MockBoard]]:
+    """ESP32 boards flashed with ESP-AT 2.x reporting ``macs``, each behind a strict ROM model."""
+    with contextlib.ExitStack() as stack:
+        started = []
+        for mac in macs:
+            board = start_mock("esp32", flash=board_flash("esp32"), mac=mac)
+            stack.callback(board.stop)
+            strict = stack.enter_context(strict_board(board))
+            started.append(strict)
+        yield started
+        for strict in started:  # nothing esptool itself never sends reached a board
+            assert strict.rom is not None and not strict.rom.violations, strict.rom.violations
+
+
 @pytest.fixture
 def boards() -> Iterator[list[MockBoard]]:
     """Two ESP32 boards flashed with ESP-AT 2.x, each with its own MAC."""
-    started = [
-        start_mock("esp32", flash=board_flash("esp32"), mac=f"24:0a:c4:00:22:0{n}") for n in (1, 2)
-    ]
-    try:
+    with strict_mocks("24:0a:c4:00:22:01", "24:0a:c4:00:22:02") as started:
         yield started
-    finally:
-        for board in started:
-            board.stop()
 
 
 def write_pool(pool: Path, ledger: Path | str, boards: list[MockBoard], *extra: object) -> Result:
@@ -317,12 +328,8 @@ def test_two_boards_with_one_mac_in_a_pool_batch_never_both_get_a_set(
 ) -> None:
     pool = copy_sets(credential_pool, tmp_path / "pool", 3)
     ledger = tmp_path / "ledger.sqlite"
-    twins = [start_mock("esp32", flash=board_flash("esp32"), mac=CLONE) for _ in range(2)]
-    try:
+    with strict_mocks(CLONE, CLONE) as twins:
         result = write_pool(pool, ledger, twins, "--json")
-    finally:
-        for board in twins:
-            board.stop()
     assert result.exit_code == EXIT_DEVICE_ERROR, result.output
     boards = json.loads(result.stdout)["boards"]
     assert sorted(b["result"] for b in boards) == ["failed", "ok"]
@@ -345,7 +352,8 @@ def test_a_mac_another_station_is_writing_is_refused_until_that_write_is_recorde
     pool = copy_sets(credential_pool, tmp_path / "pool", 3)
     ledger = tmp_path / "ledger.sqlite"
     mac = "24:0a:c4:00:22:01"  # boards[0]'s
-    assert write_pool(pool, ledger, boards[1:]).exit_code == 0  # binds the ledger to the pool
+    ok = write_pool(pool, ledger, boards[1:])  # binds the ledger to the pool
+    assert ok.exit_code == 0, ok.output
     store = open_ledger(str(ledger))
     try:  # line 2, on another host, is writing a board that reports the same MAC
         other = store.claim(device=mac, station="line2", sets=["0001", "0002", "0003"],
@@ -364,7 +372,8 @@ def test_a_mac_another_station_is_writing_is_refused_until_that_write_is_recorde
         store.record(other, result="ok", image_sha256={}, station="line2")
     finally:
         store.close()
-    assert write_pool(pool, ledger, boards[:1]).exit_code == 0  # recorded: a re-flash is fine
+    ok = write_pool(pool, ledger, boards[:1])  # recorded: a re-flash is fine
+    assert ok.exit_code == 0, ok.output
     # A mark left by a run on this host whose process is gone is taken over at once.
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -379,10 +388,10 @@ def test_a_mac_another_station_is_writing_is_refused_until_that_write_is_recorde
         )
     finally:
         store.close()
-    assert write_pool(pool, ledger, boards[:1]).exit_code == 0
+    ok = write_pool(pool, ledger, boards[:1])
 
-
-# -- 3. one ledger, one pool --------------------------------------------------------------
+    # -- 3. one ledger, one pool --------------------------------------------------------------
+    assert ok.exit_code == 0, ok.output
 
 
 def test_dotted_pools_get_their_own_ledgers_and_a_ledger_refuses_another_pool(
@@ -393,7 +402,8 @@ def test_dotted_pools_get_their_own_ledgers_and_a_ledger_refuses_another_pool(
     lot_b.mkdir()
     for n in (1, 2):  # other credentials under the same set names
         shutil.copytree(credential_pool / f"{n + 10:04d}", lot_b / f"{n:04d}")
-    assert write_pool(lot_a, "", boards[:1]).exit_code == EXIT_USER_ERROR  # an empty --ledger
+    ok = write_pool(lot_a, "", boards[:1])  # an empty --ledger
+    assert ok.exit_code == EXIT_USER_ERROR, ok.output
     args = ["write", "--chip", "esp32", *LINK, "--port", boards[0].url, "--json"]
     first = run(*args, "--pool", lot_a)
     assert first.exit_code == 0, first.output
@@ -411,8 +421,9 @@ def test_dotted_pools_get_their_own_ledgers_and_a_ledger_refuses_another_pool(
     assert "--force-ledger" in line
     renamed = tmp_path / "lot.A-2026"
     shutil.copytree(lot_a, renamed)  # the same pool under another name is still that pool
-    assert write_pool(renamed, shared, boards[1:]).exit_code == 0
+    ok = write_pool(renamed, shared, boards[1:])
     # Forced, the ledger is used; the board's claim (lot.A's set 0002) is still checked.
+    assert ok.exit_code == 0, ok.output
     forced = write_pool(lot_b, shared, boards[1:], "--force-ledger", "--json")
     assert forced.exit_code == EXIT_DEVICE_ERROR, forced.output
     (board,) = json.loads(forced.stdout)["boards"]
@@ -427,7 +438,8 @@ def test_a_set_changed_after_its_claim_is_refused_and_reissue_keeps_the_history(
 ) -> None:
     pool = copy_sets(credential_pool, tmp_path / "pool", 2)
     ledger = tmp_path / "ledger.sqlite"
-    assert write_pool(pool, ledger, boards[:1]).exit_code == 0
+    ok = write_pool(pool, ledger, boards[:1])
+    assert ok.exit_code == 0, ok.output
     (before,) = claims_of(ledger)
     assert before["identity"]["client_cert"]["fingerprints"][0].startswith("certificate:")
     for name in ("client_cert.crt", "client_key.key"):  # the set is regenerated by mistake
@@ -462,7 +474,8 @@ def test_a_lone_certificate_that_would_not_match_the_boards_key_is_refused(
     tmp_path: Path, credential_pool: Path, boards: list[MockBoard]
 ) -> None:
     full = copy_sets(credential_pool, tmp_path / "full", 1)
-    assert write_pool(full, tmp_path / "full.sqlite", boards[:1]).exit_code == 0
+    ok = write_pool(full, tmp_path / "full.sqlite", boards[:1])
+    assert ok.exit_code == 0, ok.output
     certs = tmp_path / "certs"  # a pool of certificates only: the boards keep their own key
     for n in (1, 2):
         (certs / f"{n:04d}").mkdir(parents=True)
@@ -474,4 +487,5 @@ def test_a_lone_certificate_that_would_not_match_the_boards_key_is_refused(
     assert "client_cert would not match the board's client_key: certificate " in board["error"]
     assert all(p["status"] == "not-started" for p in board["partitions"])
     # A board whose key is blank has nothing to mismatch.
-    assert write_pool(certs, tmp_path / "certs.sqlite", boards[1:]).exit_code == 0
+    ok = write_pool(certs, tmp_path / "certs.sqlite", boards[1:])
+    assert ok.exit_code == 0, ok.output
