@@ -566,6 +566,73 @@ def test_one_mac_written_by_every_station_at_once_is_one_stations_and_the_others
     assert (claim.attempts, claim.busy_port) == (1, claim.station)
 
 
+# The same stop on SQLite: inside BEGIN IMMEDIATE, the write lock held.
+STOPPABLE_SQLITE = r"""
+import sys
+from atflash.factory import ledger_sqlite
+from atflash.factory.ledgers import open_ledger
+original = ledger_sqlite.first_free
+def held_open(sets, taken):
+    print("inside", flush=True)
+    sys.stdin.readline()  # stopped here by the test, holding the file's write lock
+    return original(sets, taken)
+ledger_sqlite.first_free = held_open
+ledger = open_ledger(sys.argv[1])
+claim = ledger.claim(device=sys.argv[2], station="stopped", sets=sys.argv[3:])
+print(claim.set_name, flush=True)
+"""
+
+
+def test_a_station_stopped_inside_its_sqlite_claim_makes_the_others_fail_clearly_in_the_bound(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    from atflash.factory.ledger_sqlite import BUSY_TIMEOUT, SqliteLedger
+
+    path = tmp_path / "ledger.db"
+    open_ledger(str(path)).close()
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE_SQLITE, str(path), MAC1, *SETS[:3]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _lines_of(stopped)
+    try:
+        assert _next_line(stopped, lines) == "inside\n"
+        stopped.send_signal(signal.SIGSTOP)
+        outcome: dict[str, str] = {}
+
+        def other() -> None:  # the bound is BUSY_TIMEOUT (30 s); this station's is 1 s
+            ledger = SqliteLedger(path, busy_timeout=LOCK_BOUND)
+            try:
+                ledger.claim(device=MAC2, station="s2", sets=SETS[:3])
+            except LedgerError as exc:
+                outcome["error"] = str(exc)
+            finally:
+                ledger.close()
+
+        worker = threading.Thread(target=other, daemon=True)
+        worker.start()
+        worker.join(timeout=STATION_TIMEOUT)
+        assert not worker.is_alive(), "a station waited without bound for a stopped one"
+        assert outcome["error"] == (
+            f"ledger {path}: cannot claim (database is locked): another process holds the "
+            "ledger locked; is a station stuck?"
+        )
+        stopped.send_signal(signal.SIGCONT)
+        assert stopped.stdin is not None
+        stopped.stdin.write("\n")
+        stopped.stdin.flush()
+        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
+        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stopped.kill()
+        stopped.wait()
+    assert {c.device: c.set_name for c in _claims(str(path))} == {MAC1: "0001"}
+    assert BUSY_TIMEOUT == 30.0
+
+
 # -- the resolver the write flow uses -----------------------------------------------------
 
 
