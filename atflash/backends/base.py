@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from atflash import recovery
 from atflash.backends.pairing import check_board_pairs
-from atflash.content.nvs import parse_nvs
+from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
     BackupMismatchError,
@@ -61,8 +61,11 @@ class WriteOptions:
     explicit_layout: bool = False
     skip_unchanged: bool = True
     backup_dir: Path | None = None
-    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery).
-    journal_dir: Path | None = None
+    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery),
+    # so that running a write cut short again completes it. By default the state folder, as
+    # the command line keeps it: a library caller's rerun repairs the board the same way.
+    # None keeps no journal.
+    journal_dir: Path | None = field(default_factory=recovery.default_state_dir)
     # A lone *_cert (or *_key) must pair with what the board keeps (atflash.backends.pairing).
     pair_check: bool = True
 
@@ -683,7 +686,7 @@ def region_record(
     damaged = False
     if name == MFG_NVS:
         try:
-            parse_nvs(content, source=MFG_NVS)
+            mfgnvs.read_mfg_nvs(content, source=MFG_NVS)  # factory_param lost is damage too
         except FormatError:
             damaged = True
     return recovery.BackupRecord(

@@ -34,10 +34,11 @@ from atflash.cli.common import (
     profile_options,
     resolve_profile,
 )
+from atflash.content import mfgnvs
 from atflash.content.describe import inspect_bytes
 from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, InputError
 from atflash.files import expand
-from atflash.layout.model import Partition
+from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import refuse_shared_paths, write_outputs
 from atflash.planning.bench import candidate_profiles, check_config, load_config
 from atflash.planning.plan import request_names
@@ -245,6 +246,8 @@ def read(
             inputs=[profile_path] if profile_path else [],
         )
     try:
+        if part.name == MFG_NVS:  # a 3.1+ mfg_nvs without factory_param is damage, as write says
+            mfgnvs.read_mfg_nvs(data, source=f"{part.name} @ {part.offset:#x}")
         report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
     except FormatError as exc:
         # The bytes came from the board: what does not read is the board's damage, not the user's.

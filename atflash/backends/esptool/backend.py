@@ -415,13 +415,12 @@ class EsptoolSession(Session):
         """The regenerated mfg_nvs: the given namespaces replaced, everything else kept exactly."""
         before = self._nvs_items(read_nvs(self.board, store), events, force=force)
         if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
-            events(
-                Event(
-                    "warning",
-                    self.port,
-                    "mfg_nvs holds no factory_param: the firmware needs it to start",
-                )
+            message = (
+                f"{MFG_NVS} holds no {mfgnvs.FACTORY_PARAM} and is written without it (--force): "
+                "the module will NOT start until it is back; restore a backup of this board "
+                f"(atflash restore --port {self.port} BACKUP.bin) or flash its factory image"
             )
+            events(Event("warning", self.port, message, partition=MFG_NVS))
         after = mfgnvs.replace_credentials(before, plan.changes())
         image = build_nvs(after, store.size, name=MFG_NVS)
         if parse_nvs(image, source=MFG_NVS) != after:  # the image says exactly what we mean
@@ -454,22 +453,26 @@ class EsptoolSession(Session):
             return parse_nvs(meant.data, source=str(meant.path))
         source = f"{self.port}: {MFG_NVS}"
         try:
-            return parse_nvs(raw, source=source)
+            return mfgnvs.read_mfg_nvs(raw, source=source)
         except FormatError as exc:
+            problem = f"{exc.what}: {exc.problem}"
             if not force:
                 raise DamagedStoreError(
                     self.port,
                     MFG_NVS,
-                    f"{exc.what}: {exc.problem}",
+                    problem,
                     hint=f"restore a backup of this board (atflash restore --port {self.port} "
                     "BACKUP.bin)",
                 ) from None
         self._nvs_damaged = True
         salvaged = salvage_nvs(raw, source=source)
-        for line in salvaged.dropped:
+        for line in salvaged.dropped or [problem]:  # none dropped: it read, factory_param did not
             events(Event("warning", self.port, f"{MFG_NVS} damaged (--force): {line}"))
         kept = len(salvaged.items)
-        message = f"{MFG_NVS} damaged: {kept} item(s) still read and are kept (--force)"
+        namespaces = ", ".join(dict.fromkeys(item.namespace for item in salvaged.items))
+        message = f"{MFG_NVS} damaged: {kept} item(s) still read and are kept (--force)" + (
+            f": {namespaces}" if namespaces else ""
+        )
         events(Event("warning", self.port, message, partition=MFG_NVS))
         return salvaged.items
 
