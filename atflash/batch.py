@@ -77,7 +77,7 @@ from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result, verify_board, write_board
 from atflash.errors import AtflashError, BoardSkipped, DeviceError, InputError, one_line
 from atflash.events import Event, EventSink, ignore
-from atflash.planning.manifest import ManifestResolver, RowClaims
+from atflash.planning.manifest import RowClaims
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
 from atflash.ports import PortFilter, find_port
 from atflash.results import BoardResult, PartitionStatus
@@ -186,10 +186,10 @@ class WithSerialNumber:
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
-    if isinstance(plans, FromParent) and job.claims is not None:
-        plans = plans.with_claims(job.claims)
-    if isinstance(plans, ManifestResolver) and job.claims is not None:
-        plans = plans.with_claims(job.claims)
+    # Bound to the batch parent: FromParent's plans, a manifest's rows and a pool's MACs
+    # (each row or MAC serves one board of the batch).
+    if job.claims is not None and callable(getattr(plans, "with_claims", None)):
+        plans = plans.with_claims(job.claims)  # type: ignore[union-attr]
     if callable(plans) and job.serial_number:
         plans = WithSerialNumber(plans, job.serial_number)
     backend = registry.get(job.backend).load()

@@ -98,8 +98,11 @@ class WriteSettings:
     # (the boards running finish), "continue" goes on (each claim tries again).
     on_ledger_error: Literal["stop", "continue"] = "stop"
     issue: str | None = None  # an issuer file: each board gets a certificate issued for its MAC
-    reissue: bool = False  # ...a new one even if it holds a valid one (the old one superseded)
-    escrow: str | None = None  # ...its key also saved here, encrypted
+    # --issue: a new certificate even if the board holds a valid one (the old one superseded);
+    # --pool: write a claimed set whose files changed. Either way recorded in the ledger.
+    reissue: bool = False
+    escrow: str | None = None  # --issue: each key also saved here, encrypted
+    force_ledger: bool = False  # --pool: use a ledger that records another pool
 
     def __post_init__(self) -> None:
         # An option that means nothing to the chosen backend is refused, never ignored.
@@ -136,6 +139,7 @@ class WriteSettings:
             backup_dir=Path(self.backup) if self.backup else None,
             explicit_layout=is_explicit_layout(self.chip, self.profile),
             journal_dir=default_state_dir(),
+            pair_check=self.pair_check,
         )
 
     def connect_for(self, port: str) -> Any:
@@ -270,9 +274,9 @@ def _issue_resolver(settings: WriteSettings) -> Any:
     """With --issue (or a bench file's [issue]): the issuer opened and checked, before any board."""
     table = settings.config.issue if settings.config is not None else None
     if settings.issue is None and table is None:
-        if settings.reissue or settings.escrow:
-            raise InputError("--reissue and --escrow go with --issue", hint="name the issuer file")
-        return None
+        if settings.escrow:
+            raise InputError("--escrow goes with --issue", hint="name the issuer file")
+        return None  # --reissue alone: a pool's (refused below when there is none)
     if settings.groups or settings.manifest or settings.pool:
         raise InputError(
             "--issue gives each board its certificate and key: no PARTITION FILE..., "
@@ -331,22 +335,35 @@ def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | Non
 def _pool_resolver(settings: WriteSettings) -> Any:
     """With --pool: every set checked and the ledger opened before the first board."""
     if settings.pool is None:
-        if settings.ledger is not None:
-            raise InputError("--ledger goes with --pool", hint="name the pool the ledger hands out")
+        if settings.reissue:
+            raise InputError(
+                "--reissue goes with --pool or --issue",
+                hint="name the pool or the issuer whose credentials to write anew",
+            )
+        if settings.ledger is not None or settings.force_ledger:
+            raise InputError(
+                "--ledger and --force-ledger go with --pool or --issue",
+                hint="name the pool the ledger hands out",
+            )
         return None
     if settings.groups or settings.manifest:
         raise InputError(
             "--pool gives each board its files: no PARTITION FILE... arguments or --manifest with it"
         )
     from atflash.factory import pool_resolver
+    from atflash.factory.pool import default_ledger
 
-    ledger = settings.ledger or str(Path(settings.pool).with_suffix(".ledger.sqlite"))
+    if settings.ledger is not None and not settings.ledger.strip():
+        raise InputError("--ledger is empty", hint="give a file or URL, or drop it for the default")
+    ledger = settings.ledger or str(default_ledger(settings.pool))
     return pool_resolver(
         settings.pool,
         ledger,
         station=settings.station,
         profiles=settings.candidate_profiles(),
         options=settings.plan_options,
+        reissue=settings.reissue,
+        force_ledger=settings.force_ledger,
     )
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from atflash import recovery
+from atflash.backends.pairing import check_board_pairs
 from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
@@ -65,6 +66,8 @@ class WriteOptions:
     # the command line keeps it: a library caller's rerun repairs the board the same way.
     # None keeps no journal.
     journal_dir: Path | None = field(default_factory=recovery.default_state_dir)
+    # A lone *_cert (or *_key) must pair with what the board keeps (atflash.backends.pairing).
+    pair_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -414,6 +417,8 @@ def _write(
         )
     except DamagedStoreError as exc:
         raise _with_recovery(exc, session, opts) from None
+    if opts.pair_check:
+        check_board_pairs(session, plan)
     if opts.backup_dir is not None:
         result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)
     _write_placed(session, placed, opts.skip_unchanged, events)

@@ -174,11 +174,6 @@ _GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
     help="Issue each board its own certificate and key, signed by this issuer (TOML).",
 )
 @click.option(
-    "--reissue",
-    is_flag=True,
-    help="With --issue: a new certificate even for a board that holds a valid one.",
-)
-@click.option(
     "--escrow",
     type=click.Path(file_okay=False),
     metavar="DIR",

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from atflash.cli.app import cli
+from atflash.cli.common import echo_json
 from atflash.errors import InputError
 from atflash.issue.store import IssuedRecord, IssuedStore
 from atflash.output import write_outputs
@@ -51,7 +52,7 @@ def issue_crl(issuer_file: str, ledger: str | None, out: str, days: int) -> None
     click.echo(f"{out}: CRL of {revoked} superseded certificate(s), next update in {days} days")
 
 
-def export_issued(url: str, out: str) -> None:
+def export_issued(url: str, out: str, *, as_json: bool = False) -> None:
     """``ledger export --issued``: FILE.csv (one row per certificate) and FILE.pem (the bundle)."""
     path = Path(out)
     if path.suffix.lower() != ".csv":
@@ -61,6 +62,12 @@ def export_issued(url: str, out: str) -> None:
     bundle = "".join(r.certificate for r in records).encode()
     write_outputs({path: _csv(records), path.with_suffix(".pem"): bundle})
     live = sum(1 for r in records if r.live)
+    if as_json:
+        echo_json(
+            {"output": out, "bundle": str(path.with_suffix(".pem")), "certificates": len(records),
+             "live": live}
+        )  # fmt: skip
+        return
     click.echo(
         f"{out}: {len(records)} certificates ({live} live); {path.with_suffix('.pem')}: PEM bundle"
     )

@@ -458,12 +458,18 @@ def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -
         summary = per_device.build_devices(
             listed, spec, run.out_dir, inputs=inputs, jobs=run.jobs, progress=progress
         )
+    if summary.stale_staging:
+        click.echo(
+            f"atflash: removed {summary.stale_staging} staging folder(s) an interrupted build "
+            f"left in {run.out_dir}",
+            err=True,
+        )
     if as_json:
         echo_json(
             {
                 "out_dir": run.out_dir, "index": str(summary.index), "total": summary.total,
                 "built": summary.built, "unchanged": summary.skipped, "kept": summary.kept,
-                "private_files": summary.private,
+                "private_files": summary.private, "stale_staging_removed": summary.stale_staging,
                 "devices": [
                     {"device": row.device, "key": row.key, "files": list(row.files),
                      "sha256": list(row.sha256), "inputs_sha256": row.inputs_sha256,
