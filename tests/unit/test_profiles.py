@@ -494,3 +494,14 @@ def test_an_at_customize_csv_for_a_chip_with_only_3x_layouts(tmp_path: Path) -> 
     assert (prof.chip, prof.store, prof.at_customize_offset) == ("esp32c6", "mfg_nvs", 0x1E000)
     with pytest.raises(ProfileError, match="unknown chip or profile 'esp32s3'"):
         load_profile(f, chip="esp32s3")
+
+
+def test_a_chips_family_reads_only_its_files_and_misses_none() -> None:
+    """family() parses only files whose chip line names the chip: it must find what reading
+    every shipped profile finds, in the same order."""
+    from atflash.layout.profiles import builtin_profiles, family
+
+    everyone = builtin_profiles()
+    for chip in {p.chip for p in everyone}:
+        slow = [p for p in everyone if p.chip == chip]
+        assert sorted(p.name for p in family(chip)) == sorted(p.name for p in slow), chip
