@@ -26,6 +26,7 @@ overrides it::
     station = "line-2"             # this bench's name, in the log
     manifest = "devices.csv"       # per-board files, see atflash.planning.manifest
     strict = false
+    slots = ["/dev/ttyUSB0", { location = "1-1.3", name = "B" }]  # atflash station
 
     [partitions]                   # written to every board
     client_ca = ["certs/ca.crt"]
@@ -105,6 +106,8 @@ class BenchConfig:
     manifest: str | None = None
     strict: bool | None = None
     partitions: tuple[PartitionRequest, ...] = ()
+    # atflash station's slots: ports, or tables checked by atflash.station.slots.parse_slots.
+    slots: tuple[Any, ...] | None = None
 
 
 # key -> (expected type(s), description for errors); ports and partitions are special.
@@ -141,7 +144,7 @@ _RANGES = {
     "jobs": (1, MAX_JOBS),
     "retry": (0, 100),
 }
-KNOWN_KEYS = (*_SCALARS, "ports", "partitions")
+KNOWN_KEYS = (*_SCALARS, "ports", "partitions", "slots")
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -177,6 +180,10 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> BenchConfi
         values["ports"] = _ports(data["ports"], source)
     if "partitions" in data:
         values["partitions"] = _partitions(data["partitions"], source, base)
+    if "slots" in data:
+        if not isinstance(data["slots"], list) or not data["slots"]:
+            raise ManifestError(source, None, "slots must be a list of ports or slot tables")
+        values["slots"] = tuple(data["slots"])
     return BenchConfig(source=source, **values)
 
 

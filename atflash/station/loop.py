@@ -1,0 +1,481 @@
+"""The station loop: slots wait for boards, each board is provisioned once, counted and logged.
+
+One thread (the caller's) runs the loop: it looks at every empty slot,
+starts a cycle for a board that arrived, collects finished cycles, and
+watches each finished board until it goes away. A cycle is a one-board
+batch (:func:`atflash.batch.run_batch`) run from a thread of its own: the
+board gets its own worker process, its plan is made here, in this process,
+by ``plan_for`` with the board's identity (a CA key or an HSM session never
+leaves it), and Ctrl-C or SIGTERM wind it down as they wind down a batch.
+
+The cycle of a slot::
+
+    empty --board arrives--> working --> ok | failed | remove --board goes--> empty
+
+``remove`` is a board left alone: provisioned before (its MAC is among the
+boards this station has done, from this run or from the log), or refused by
+``plan_for`` (no manifest row). A board left in place is never written
+twice: a slot waits for its board to go before it looks for the next one.
+Where the bridge stays plugged in (``persistent``), the board is asked who
+it is every ``probe_interval``: no answer for ``gone_after`` seconds is a
+board gone, another MAC a new board.
+
+Every finished cycle is appended to the provisioning log at once (one JSON
+line, :mod:`atflash.audit`, with the slot's name and this run's session),
+and the report (:mod:`atflash.report`) is written when the station stops,
+from this session's lines of the log.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from atflash import audit
+from atflash.backends import registry
+from atflash.backends.base import WriteOptions
+from atflash.batch import (
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_STOP_GRACE,
+    BatchOptions,
+    BoardJob,
+    FromParent,
+    StopRequest,
+    run_batch,
+    warm_up,
+)
+from atflash.errors import BoardSkipped, InputError
+from atflash.events import Event
+from atflash.offline import Plan, candidates_of
+from atflash.planning.plan import BoardIdentity, WritePlan
+from atflash.ports import PortInfo, is_url, list_ports
+from atflash.report import build_report, write_report
+from atflash.results import BoardResult
+from atflash.station.probe import identify
+from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots
+from atflash.station.tally import LOG_SLOT_KEY, Tally, restore
+
+PlanSource = Callable[[BoardIdentity], Sequence[WritePlan]]
+_MAC_IN_EVENT = re.compile(r"MAC ([0-9a-f]{2}(?::[0-9a-f]{2}){5})")
+_LISTING_EVERY = 0.5  # seconds between listings of the OS's serial ports
+_LOG_CONTEXT = ("format", "version", "action", "host", "atflash", "esptool")
+
+
+@dataclass(frozen=True)
+class StationOptions:
+    """How often a station looks, and how long a missing board takes to count as gone."""
+
+    poll: float = 0.5  # seconds between looks at the slots
+    gone_after: float = 2.0  # a board missing this long is gone (a USB reset is shorter)
+    probe_interval: float = 1.0  # persistent slots: seconds between questions to the board
+    stop_grace: float = DEFAULT_STOP_GRACE  # after Ctrl-C: time for boards in progress
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT
+
+
+@dataclass
+class StationOutcome:
+    """What a station's run did: its counts, the report written, and the signal that ended it."""
+
+    counts: dict[str, Any]
+    report: dict[str, Any] | None
+    stopped_by: int | None
+    cycles: int  # boards finished in this run
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal (130 Ctrl-C, 143 SIGTERM) when one stopped it, else 0."""
+        return 128 + self.stopped_by if self.stopped_by is not None else 0
+
+
+@dataclass
+class _Work:
+    """A thread working on a slot: a cycle (write) or a probe (who is there)."""
+
+    kind: str
+    thread: threading.Thread
+    connected: bool = False  # the board answered (a cycle's "connected" event came)
+    given: Sequence[WritePlan] = field(default_factory=tuple)
+
+
+class Station:
+    """Slots that wait for boards, provision each once, and count; see the module docstring.
+
+    ``slots`` are port names, tables (``{"location": "1-1.2", "name": "A"}``)
+    or :class:`SlotSpec`. ``plan_for`` is called here with each board's
+    identity and returns its plans (raise :class:`~atflash.errors.BoardSkipped`
+    to leave a board alone); if it has a ``record(result)`` method (a pool
+    resolver, an issuer) that is called with each board's result. Callbacks,
+    all optional: ``on_event(slot, event)`` for every step of a board (from
+    the cycle's thread), ``on_result(slot, result)`` for each finished board
+    and ``on_change(slot)`` for each change of a slot (a dict, as
+    :meth:`snapshot` lists them), both from the loop's thread.
+    """
+
+    def __init__(
+        self,
+        slots: Sequence[str | Mapping[str, Any] | SlotSpec],
+        plan_for: PlanSource | Plan,
+        *,
+        via: str = "esptool",
+        link: Mapping[str, Any] | None = None,
+        write_options: WriteOptions | None = None,
+        name: str | None = None,
+        log: str | os.PathLike[str] | None = None,
+        report: str | os.PathLike[str] | None = None,
+        options: StationOptions | None = None,
+        on_event: Callable[[str, Event], None] | None = None,
+        on_result: Callable[[str, BoardResult], None] | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        from atflash.factory.resolve import default_station
+        from atflash.planning.bench import check_outputs
+
+        self.specs = parse_slots(list(slots))
+        self.backend = registry.get(via)
+        self.link = dict(link or {})
+        self.write_options = write_options or WriteOptions()
+        if isinstance(plan_for, Plan):  # one plan for every board
+            self.write_options = replace(self.write_options, explicit_layout=plan_for.explicit)
+        self.plan_for: PlanSource = _fixed(plan_for) if isinstance(plan_for, Plan) else plan_for
+        self.name = name or default_station()
+        self.options = options or StationOptions()
+        self.started = datetime.datetime.now()
+        self.log = audit.stamp_path(os.fspath(log), self.started) if log is not None else None
+        self.report = (
+            audit.stamp_path(os.fspath(report), self.started) if report is not None else None
+        )
+        check_outputs(report=self.report, backup=None)
+        for spec in self.specs:  # every slot's options are valid before the first board
+            self.backend.connect_options(spec.port or "probe", self.link)
+        self.on_event, self.on_result, self.on_change = on_event, on_result, on_change
+        self.session = uuid.uuid4().hex[:12]
+        self.slots = {spec.name: Slot(spec) for spec in self.specs}
+        self.tally = Tally()
+        self.records: list[dict[str, Any]] = []  # only without a log: the report's boards
+        self.cycles = 0
+        self.version = 0  # goes up with every change: views redraw when it does
+        self.lock = threading.RLock()
+        self.line: dict[str, Any] | None = None  # set by a line view (atflash.station.line)
+        self._work: dict[str, _Work] = {}
+        self._done: queue.Queue[tuple[str, str, Any]] = queue.Queue()
+        self._stop = StopRequest()
+        self._listing: tuple[float, list[PortInfo]] = (0.0, [])
+        if self.log is not None:
+            audit.check_log(self.log)
+            self._restore(self.log)
+
+    # -- what the views read ----------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole station as JSON-ready data: slots, counts, events, and the line if known."""
+        with self.lock:
+            return {
+                "station": self.name,
+                "version": self.version,
+                "now": time.time(),
+                "started": self.tally.started,
+                "stopping": self._stop.requested,
+                "slots": [slot.to_json() for slot in self.slots.values()],
+                "counts": self.tally.to_json(),
+                "line": self.line,
+            }
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def run(self, stop: StopRequest | None = None) -> StationOutcome:
+        """Run until ``stop`` is requested (see :func:`atflash.batch.stop_on_signals`).
+
+        Boards in progress then finish (or are interrupted after the grace
+        time, as in a batch), their lines are logged, the report is written
+        and the counts returned.
+        """
+        self._stop = stop or StopRequest()
+        warm_up(backends=[self.backend.name])
+        started = time.monotonic()
+        while not (self._stop.requested and not self._work):
+            self._collect(self.options.poll)
+            if not self._stop.requested:
+                self._look_all()
+        self._changed()
+        report = self._write_report(time.monotonic() - started)
+        return StationOutcome(
+            self.tally.to_json(), report, stopped_by=self._stop.signum, cycles=self.cycles
+        )
+
+    def _look_all(self) -> None:
+        now = time.monotonic()
+        listing = self._ports_now(now)
+        for slot in self.slots.values():
+            if slot.spec.name not in self._work:
+                self._look(slot, listing, now)
+
+    def _ports_now(self, now: float) -> list[PortInfo]:
+        """The OS's serial ports, listed at most every half second, only for slots that need it."""
+        if not any(spec.needs_listing or _com_name(spec.port) for spec in self.specs):
+            return []
+        when, listing = self._listing
+        if now - when >= _LISTING_EVERY:
+            listing = list_ports()
+            self._listing = (now, listing)
+        return listing
+
+    def _look(self, slot: Slot, listing: list[PortInfo], now: float) -> None:
+        spec = slot.spec
+        if slot.state == SlotState.EMPTY:
+            device = spec.find(listing)
+            if device is None or (spec.persistent and now < slot.next_probe):
+                return
+            slot.next_probe = now + self.options.probe_interval
+            if not spec.persistent:
+                self._set(slot, SlotState.WORKING, "board in: provisioning")
+            self._start(slot, device, "cycle")
+            return
+        if not slot.state.waiting_for_removal:
+            return
+        if spec.persistent:
+            if now >= slot.next_probe:
+                slot.next_probe = now + self.options.probe_interval
+                device = spec.find(listing)
+                if device is None:
+                    self._missing(slot, now)
+                else:
+                    self._start(slot, device, "probe")
+            return
+        if spec.find(listing) is None:
+            self._missing(slot, now)
+        else:
+            slot.absent_since = None
+
+    def _missing(self, slot: Slot, now: float) -> None:
+        """The board did not show: gone once it has been missing for ``gone_after``."""
+        if slot.absent_since is None:
+            slot.absent_since = now
+        if now - slot.absent_since >= self.options.gone_after:
+            slot.absent_since = None
+            self._set(slot, SlotState.EMPTY, "")
+
+    # -- cycles and probes, each in a thread of its own -------------------------------
+
+    def _start(self, slot: Slot, device: str, kind: str) -> None:
+        name = slot.spec.name
+        serial = self._serial_of(device)
+        thread = threading.Thread(
+            target=self._run_one, args=(name, device, kind, serial),
+            name=f"atflash-station-{kind}-{name}", daemon=True,
+        )  # fmt: skip
+        self._work[name] = _Work(kind, thread)
+        thread.start()
+
+    def _serial_of(self, device: str) -> str | None:
+        return next((p.serial_number for p in self._listing[1] if p.device == device), None)
+
+    def _run_one(self, name: str, device: str, kind: str, serial: str | None) -> None:
+        """A one-board batch: a cycle writes through ``plan_for``, a probe only asks who is there."""
+        job = BoardJob(
+            port=device,
+            connect=self.backend.connect_options(device, self.link),
+            plans=FromParent(),
+            options=self.write_options,
+            serial_number=serial,
+            backend=self.backend.name,
+        )
+        options = BatchOptions(
+            plan_for=lambda identity: self._plan(name, identity),
+            stop_grace=self.options.stop_grace,
+            attempt_timeout=self.options.attempt_timeout,
+        )
+        try:
+            if kind == "probe":
+                (result,) = run_batch([job], runner=identify, options=options, stop=self._stop)
+            else:
+                (result,) = run_batch(
+                    [job], options=options, events=lambda e: self._relay(name, e), stop=self._stop
+                )
+        except Exception as exc:  # a bug must not leave the slot working for ever
+            result = BoardResult(port=device, error=f"internal error: {type(exc).__name__}: {exc}")
+        self._done.put((name, kind, result))
+
+    def _plan(self, name: str, identity: BoardIdentity) -> Sequence[WritePlan]:
+        """The board's plans from ``plan_for``, unless this station has done the board already."""
+        with self.lock:
+            done = self.tally.done.get(identity.mac) if identity.mac else None
+        if done is not None:
+            raise BoardSkipped(identity.port, f"already provisioned {done}: not written again")
+        plans = candidates_of(self.plan_for(identity))
+        if not plans:
+            raise InputError(f"{identity.port}: plan_for returned no plan")
+        work = self._work.get(name)
+        if work is not None:
+            work.given = plans
+        return plans
+
+    def _relay(self, name: str, event: Event) -> None:
+        if event.kind == "connected":
+            self._done.put((name, "connected", event))
+        if self.on_event is not None:
+            self.on_event(name, event)
+
+    def _collect(self, timeout: float) -> None:
+        """Handle what the threads finished; wait up to ``timeout`` for the first of it."""
+        try:
+            item = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*item)
+            try:
+                item = self._done.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, name: str, kind: str, payload: Any) -> None:
+        slot = self.slots[name]
+        if kind == "connected":
+            work = self._work.get(name)
+            if work is not None:
+                work.connected = True
+            match = _MAC_IN_EVENT.search(payload.message)
+            if slot.state != SlotState.WORKING:
+                self._set(slot, SlotState.WORKING, "board answered: provisioning")
+            if match:
+                slot.mac = match.group(1)
+            return
+        work = self._work.pop(name)
+        work.thread.join()
+        result: BoardResult = payload
+        if kind == "probe":
+            self._probed(slot, result)
+        else:
+            self._finished(slot, result, work)
+
+    def _probed(self, slot: Slot, result: BoardResult) -> None:
+        now = time.monotonic()
+        if result.mac is None:
+            self._missing(slot, now)
+        elif result.mac == slot.mac:
+            slot.absent_since = None
+        elif not self._stop.requested:  # another board behind the same bridge: a new cycle
+            slot.absent_since = None
+            self._set(slot, SlotState.WORKING, f"new board ({result.mac}): provisioning")
+            self._start(slot, result.port, "cycle")
+
+    def _finished(self, slot: Slot, result: BoardResult, work: _Work) -> None:
+        """A cycle ended: count it, log it, show it; or, if no board answered, keep waiting."""
+        unanswered = result.mac is None and not result.touched and result.skipped is None
+        if unanswered and (slot.spec.persistent or (result.interrupted and not work.connected)):
+            # Nothing answered behind a bridge that stays plugged in: the slot is empty.
+            slot.next_probe = time.monotonic() + self.options.probe_interval
+            if slot.state != SlotState.EMPTY:
+                self._set(slot, SlotState.EMPTY, "")
+            return
+        if result.mac is None:
+            result.mac = slot.mac if work.connected else None
+        audit.annotate(result, audit.plan_of(result, work.given))
+        record = getattr(self.plan_for, "record", None)
+        if record is not None and result.mac and result.skipped is None:
+            try:
+                record(result)  # a pool's ledger: ok or failed, with each image's SHA-256
+            except Exception as exc:
+                result.warnings.append(f"not recorded in the ledger: {exc}")
+        self._log(slot, result)
+        outcome = result.outcome
+        with self.lock:
+            self.cycles += 1
+            slot.mac, slot.result = result.mac, outcome
+            message = result.error_detail or result.skipped or ""
+            self.tally.count(
+                outcome, slot=slot.spec.name, mac=result.mac, message=message, when=time.time()
+            )
+            if outcome == "ok":
+                slot.ok += 1
+                self._set(slot, SlotState.OK, "written and verified: take it out")
+            elif outcome == "skipped":
+                slot.skipped += 1
+                self._set(slot, SlotState.REMOVE, f"not written: {result.skipped}")
+            else:
+                slot.failed += 1
+                self._set(slot, SlotState.FAILED, message or outcome)
+        slot.absent_since = None
+        slot.next_probe = time.monotonic() + self.options.probe_interval
+        if self.on_result is not None:
+            self.on_result(slot.spec.name, result)
+
+    # -- records ----------------------------------------------------------------------
+
+    def _log(self, slot: Slot, result: BoardResult) -> None:
+        context = audit.LogContext.here("write", self.name)
+        line = audit.log_record(result, context)
+        line[LOG_SLOT_KEY], line["session"] = slot.spec.name, self.session
+        if self.log is not None:
+            audit.append_log(self.log, [line])
+        elif self.report is not None:
+            self.records.append(line)
+
+    def _restore(self, log: str) -> None:
+        """Counts, each slot's last board and the boards done, from this station's log lines."""
+        records, _bad = audit.read_log(log)
+        tally, slots = restore(records, self.name)
+        self.tally = tally
+        for name, seen in slots.items():
+            slot = self.slots.get(name)
+            if slot is None:
+                continue
+            slot.ok, slot.failed, slot.skipped = seen["ok"], seen["failed"], seen["skipped"]
+            slot.mac, slot.result, slot.message = seen["mac"], seen["result"], seen["message"]
+
+    def _write_report(self, seconds: float) -> dict[str, Any] | None:
+        if self.report is None:
+            return None
+        if self.log is not None:
+            records, _bad = audit.read_log(self.log)
+            lines = [r for r in records if r.get("session") == self.session]
+        else:
+            lines = self.records
+        boards = [{k: v for k, v in r.items() if k not in _LOG_CONTEXT} for r in lines]
+        report = build_report([], seconds=seconds, action="write")
+        report["boards"] = boards
+        outcomes = [b.get("result") for b in boards]
+        report["summary"] = {
+            "boards": len(boards),
+            "ok": outcomes.count("ok"),
+            "failed": outcomes.count("failed") + outcomes.count("interrupted"),
+            "skipped": outcomes.count("skipped"),
+            "seconds": round(seconds, 3),
+            "station": self.name,
+        }
+        write_report(Path(self.report), report)
+        return report
+
+    def _set(self, slot: Slot, state: SlotState, message: str) -> None:
+        with self.lock:
+            slot.set(state, message)
+        self._changed(slot)
+
+    def _changed(self, slot: Slot | None = None) -> None:
+        with self.lock:
+            self.version += 1
+        if slot is not None and self.on_change is not None:
+            self.on_change(slot.to_json())
+
+
+def _fixed(plan: Plan) -> PlanSource:
+    """``plan_for`` for one plan for every board."""
+
+    def plan_for(_identity: BoardIdentity) -> Sequence[WritePlan]:
+        return plan.candidates
+
+    return plan_for
+
+
+def _com_name(port: str | None) -> bool:
+    """A Windows port name (``COM3``): found in the listing, not as a file."""
+    return port is not None and os.name == "nt" and not is_url(port)
