@@ -37,39 +37,47 @@ def heartbeat_state(snapshot: dict[str, Any]) -> dict[str, Any]:
     """What a station tells the line: its counts and the slots that need attention."""
     counts = snapshot["counts"]
     attention = [
-        f"slot {s['name']} {s['state'].upper()}: {s['message']}"
+        _short(f"slot {s['name']} {s['state'].upper()}: {s['message']}")
         for s in snapshot["slots"]
         if s["state"] in ("failed", "remove")
     ]
     return {k: counts[k] for k in ("total", "ok", "failed", "per_hour")} | {"attention": attention}
 
 
+def _short(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def line_view(beats: list[tuple[str, float, dict[str, Any]]], claims: list[Any]) -> dict[str, Any]:
-    """Every station of the line: the ledger's counts for today, each station's heartbeat."""
+    """Every station of the line: its own counts (heartbeat) and the ledger's results today.
+
+    A station that never sent a heartbeat (a batch, or a station without
+    this view) still shows with the ledger's results; ``seen`` is None then.
+    """
     stations: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return stations.setdefault(name, {
+            "station": name, "seen": None, "ok": 0, "failed": 0, "per_hour": 0,
+            "attention": [], "ledger_ok": 0, "ledger_failed": 0,
+        })  # fmt: skip
+
     for station, seen, state in beats:
-        stations[station] = {"station": station, "seen": float(seen), "total": 0, "ok": 0,
-                             "failed": 0, "attention": state.get("attention", [])}  # fmt: skip
+        beat = entry(station)
+        beat["seen"] = float(seen)
+        beat.update({k: state.get(k, 0) for k in ("ok", "failed", "per_hour")})
+        beat["attention"] = list(state.get("attention", []))
     failures = []
     for claim in claims:
         if claim.result is None:
             continue
-        entry = stations.setdefault(
-            claim.station,
-            {
-                "station": claim.station,
-                "seen": None,
-                "total": 0,
-                "ok": 0,
-                "failed": 0,
-                "attention": [],
-            },
-        )
-        entry["total"] += 1
-        entry["ok" if claim.result == "ok" else "failed"] += 1
+        ledger = entry(claim.station)
+        ledger["ledger_ok" if claim.result == "ok" else "ledger_failed"] += 1
         if claim.result != "ok":
             when = claim.recorded_at.timestamp() if claim.recorded_at else None
             failures.append({"time": when, "station": claim.station, "device": claim.device})
+    for quiet in (s for s in stations.values() if s["seen"] is None):
+        quiet["ok"], quiet["failed"] = quiet["ledger_ok"], quiet["ledger_failed"]
     failures.sort(key=lambda f: f["time"] or 0, reverse=True)
     return {"stations": sorted(stations.values(), key=lambda s: s["station"]),
             "failures": failures[:FAILURES]}  # fmt: skip
@@ -78,8 +86,10 @@ def line_view(beats: list[tuple[str, float, dict[str, Any]]], claims: list[Any])
 class LineWatch:
     """The heartbeat thread: beat, read the line, put it on the station; until ``closing``."""
 
-    def __init__(self, station: Any, ledger: str, closing: threading.Event) -> None:
-        self.station, self.ledger, self.closing = station, ledger, closing
+    def __init__(
+        self, station: Any, ledger: str, closing: threading.Event, *, beat: float = BEAT
+    ) -> None:
+        self.station, self.ledger, self.closing, self.beat = station, ledger, closing, beat
         self.thread = threading.Thread(target=self._run, name="atflash-station-line", daemon=True)
         self.problem: str | None = None
 
@@ -88,7 +98,7 @@ class LineWatch:
 
     def stop(self) -> None:
         self.closing.set()
-        self.thread.join(BEAT * 2)
+        self.thread.join(self.beat + 10)
 
     def _run(self) -> None:
         while not self.closing.is_set():
@@ -101,7 +111,7 @@ class LineWatch:
             with self.station.lock:
                 self.station.line = line
                 self.station.version += 1
-            self.closing.wait(BEAT)
+            self.closing.wait(self.beat)
 
     def _beat(self) -> dict[str, Any]:
         import psycopg

@@ -30,7 +30,9 @@
       const tile = el("div", { class: "slot", "data-slot": s.name, "data-state": s.state });
       tile.append(el("div", { class: "name" }, "Slot " + s.name));
       tile.append(el("div", { class: "state" }, WORDS[s.state] || s.state.toUpperCase()));
-      if (s.state === "failed" || s.state === "remove") tile.append(el("div", { class: "why" }, s.message));
+      if (s.state === "failed" || s.state === "remove") {
+        tile.append(el("div", { class: "why", title: s.message }, s.message));
+      }
       tile.append(el("div", { class: "mac" }, s.mac || s.where));
       const left = s.skipped ? "  left " + s.skipped : "";
       tile.append(el("div", { class: "tally" }, "ok " + s.ok + "  failed " + s.failed + left +
@@ -41,8 +43,9 @@
     $("attention").hidden = attention.length === 0;
     $("attention-list").replaceChildren(...attention.map((s) => {
       const item = el("li", { "data-slot": s.name });
-      item.append(el("b", {}, "Slot " + s.name), " " + WORDS[s.state] + ": " + (s.message || "") +
-                  " (" + ACTION[s.state] + ")" + (s.mac ? " · " + s.mac : ""));
+      item.append(el("div", { class: "head" }, "Slot " + s.name + " " + WORDS[s.state] + " — " + ACTION[s.state] +
+                                              (s.mac ? " · " + s.mac : "")),
+                  el("div", { class: "reason", title: s.message }, s.message || ""));
       return item;
     }));
   }
@@ -96,10 +99,12 @@
       const row = el("tr", { "data-station": s.station });
       const stale = s.seen === null || now - s.seen > 30;
       const status = s.seen === null ? "NO HEARTBEAT" : (stale ? "SILENT " + ago(now - s.seen) : "RUNNING");
+      const total = s.ok + s.failed;
       row.append(el("td", {}, s.station), el("td", { class: "result " + (stale ? "failed" : "ok") }, status),
-                 el("td", {}, s.total), el("td", {}, s.ok), el("td", {}, s.failed),
-                 el("td", {}, s.total ? Math.round(1000 * s.ok / s.total) / 10 + "%" : "-"),
-                 el("td", {}, (s.attention || []).join("; ")));
+                 el("td", {}, s.ok), el("td", {}, s.failed),
+                 el("td", {}, total ? Math.round(1000 * s.ok / total) / 10 + "%" : "-"),
+                 el("td", {}, s.ledger_ok + " / " + s.ledger_failed),
+                 el("td", { class: "attention" }, (s.attention || []).join("; ") || "none"));
       return row;
     }));
     $("line-failures").tBodies[0].replaceChildren(...line.failures.map((f) => {
