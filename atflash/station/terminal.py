@@ -37,18 +37,20 @@ _REFRESH = 0.25
 def tile(slot: dict[str, Any], width: int) -> Panel:
     """One slot: its state word, the last board's MAC (or why it failed), its counts."""
     word, style, border = STYLES[slot["state"]]
-    inner = max(8, width - 4)
+    inner = max(8, width - 2)
     state = Text(f" {word} ".center(inner), style=style)
     if slot["state"] in ("failed", "remove") and slot["message"]:
         detail = slot["message"]
     else:
         detail = slot["mac"] or slot["where"]
-    counts = f"ok {slot['ok']}  fail {slot['failed']}"
-    if slot["skipped"]:
-        counts += f"  left {slot['skipped']}"
-    body = Group(state, Text(_fit(detail, inner), style="bold"), Text(_fit(counts, inner)))
+    counts = f"ok {slot['ok']} fail {slot['failed']}"
+    body = Group(
+        state,
+        Text(_fit(detail, inner), style="bold", no_wrap=True),
+        Text(_fit(counts, inner), no_wrap=True),
+    )
     return Panel(
-        body, title=f"[bold]{slot['name']}[/]", border_style=border, width=width, padding=(0, 1)
+        body, title=f"[bold]{slot['name']}[/]", border_style=border, width=width, padding=0
     )
 
 
@@ -103,7 +105,8 @@ class TerminalView:
     def on_result(self, slot: str, result: Any) -> None:
         """Each finished board: a line when not live; the bell on a failure when asked."""
         if self.bell and result.outcome in ("failed", "interrupted"):
-            self.console.bell()
+            self.console.file.write("\a")  # rich sends control codes to terminals only
+            self.console.file.flush()
         if not self.live:
             mac = result.mac or "-"
             why = f": {result.error_detail or result.skipped}" if not result.ok else ""
