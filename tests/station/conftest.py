@@ -35,7 +35,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A headless Chromium through chromedriver; the system's, never a downloaded one."""
     binary = next((path for path in CHROMIUM if os.path.exists(path)), None)
     if binary is None or not os.path.exists(CHROMEDRIVER) or shutil.which("chromedriver") is None:
@@ -46,6 +46,12 @@ def browser() -> Iterator[Any]:
         )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    def never(*_args: object) -> None:
+        raise AssertionError("selenium's manager ran: it may download a browser or a driver")
+
+    monkeypatch.setattr(SeleniumManager, "binary_paths", never)
 
     options = webdriver.ChromeOptions()
     options.binary_location = binary
