@@ -1,0 +1,151 @@
+"""The station's pure parts: where a slot is and whether its port is there; the counts."""
+
+from __future__ import annotations
+
+import datetime
+import socket
+
+import pytest
+
+from atflash.errors import InputError
+from atflash.ports import PortInfo
+from atflash.station.slots import SlotSpec, parse_slots
+from atflash.station.tally import HOURS, Tally, restore
+from atflash.station.webauth import allowed, is_local, parse_address
+
+LISTING = [
+    PortInfo("/dev/ttyUSB0", serial_number="A1", location="1-1.2"),
+    PortInfo("/dev/ttyUSB1", serial_number="B2", location="1-1.3"),
+]
+
+
+def test_slots_from_a_bench_file() -> None:
+    specs = parse_slots(
+        [
+            "/dev/ttyUSB9",
+            {"name": "B", "location": "1-1.3"},
+            {"serial_number": "A1", "persistent": True},
+        ]
+    )
+    assert [(s.name, s.where, s.persistent) for s in specs] == [
+        ("1", "/dev/ttyUSB9", False),
+        ("B", "USB location 1-1.3", False),
+        ("3", "USB serial number A1", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("slots", "message"),
+    [
+        ([], "no slot given"),
+        (
+            [{"name": "A", "port": "/dev/ttyUSB0"}, {"name": "A", "port": "/dev/ttyUSB1"}],
+            "two slots are named 'A'",
+        ),
+        ([{"port": "/dev/ttyUSB0", "colour": "red"}], "unknown key 'colour'"),
+        ([{"name": "A"}], "exactly one of port, location or serial_number"),
+        ([42], "must be a port or a table"),
+        (["/dev/ttyUSB*"], "names many ports"),
+    ],
+)
+def test_bad_slots_are_refused(slots: list, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_slots(slots)
+
+
+def test_a_slot_finds_its_port_by_location_or_serial_number(tmp_path) -> None:
+    assert SlotSpec("B", location="1-1.3").find(LISTING) == "/dev/ttyUSB1"
+    assert SlotSpec("C", serial_number="A1").find(LISTING) == "/dev/ttyUSB0"
+    assert SlotSpec("D", serial_number="Z9").find(LISTING) is None
+    device = tmp_path / "ttyUSB7"
+    assert SlotSpec("E", port=str(device)).find() is None
+    device.touch()
+    assert SlotSpec("E", port=str(device)).find() == str(device)
+
+
+def test_a_tcp_slot_is_there_while_something_accepts() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    url = f"socket://127.0.0.1:{server.getsockname()[1]}"
+    assert SlotSpec("A", port=url).find() == url
+    server.close()
+    assert SlotSpec("A", port=url).find() is None
+    assert SlotSpec("L", port="loop://").find() == "loop://"
+
+
+def test_counts_yield_and_boards_per_hour() -> None:
+    now = 1_800_000_000.0
+    tally = Tally(started=now - 7200)
+    for minute in range(30):
+        tally.count("ok", slot="1", mac=f"m{minute}", message="", when=now - 60 * minute)
+    tally.count("failed", slot="2", mac=None, message="no answer", when=now)
+    tally.count("skipped", slot="3", mac="m1", message="already provisioned", when=now)
+    assert (tally.total, tally.ok, tally.failed, tally.skipped, tally.yield_percent) == (
+        31,
+        30,
+        1,
+        1,
+        96.8,
+    )
+    assert 25 <= tally.per_hour(now) <= 31
+    chart = tally.chart(now)
+    assert len(chart) == HOURS and sum(b["boards"] for b in chart) == 31
+    assert "m0" in tally.done and "at " in tally.done["m0"]
+
+
+def test_a_young_station_shows_its_pace() -> None:
+    now = 1_800_000_000.0
+    tally = Tally(started=now - 600)
+    for n in range(10):
+        tally.count("ok", slot="1", mac=None, message="", when=now - n)
+    assert tally.per_hour(now) == 60.0  # 10 boards in 10 minutes
+
+
+def test_restore_counts_only_this_stations_cycles() -> None:
+    when = datetime.datetime(2026, 12, 7, 10, 0, tzinfo=datetime.timezone.utc).isoformat()
+    records = [
+        {"station": "s1", "slot": "1", "result": "ok", "mac": "aa", "time": when},
+        {
+            "station": "s1",
+            "slot": "1",
+            "result": "interrupted",
+            "mac": "bb",
+            "time": when,
+            "error": "x",
+        },
+        {
+            "station": "s1",
+            "slot": "2",
+            "result": "skipped",
+            "mac": "aa",
+            "time": when,
+            "skipped": "done",
+        },
+        {"station": "s2", "slot": "1", "result": "ok", "mac": "cc", "time": when},
+        {"station": "s1", "result": "ok", "mac": "dd", "time": when},  # a batch, not the station
+    ]
+    tally, slots = restore(records, "s1")
+    assert (tally.ok, tally.failed, tally.skipped) == (1, 1, 1)
+    assert set(tally.done) == {"aa"}
+    assert (
+        slots["1"]["ok"] == 1
+        and slots["1"]["failed"] == 1
+        and slots["1"]["result"] == "interrupted"
+    )
+    assert slots["2"]["skipped"] == 1
+
+
+def test_web_addresses_and_tokens() -> None:
+    assert parse_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
+    assert parse_address("[::1]:80") == ("::1", 80)
+    for bad in ("8080", "host:", "host:99999", ":80"):
+        with pytest.raises(InputError):
+            parse_address(bad)
+    assert is_local("127.0.0.1") and is_local("::1") and is_local("localhost")
+    assert not is_local("0.0.0.0") and not is_local("10.0.0.5") and not is_local("line-pc")
+    assert allowed(None, {}, {})
+    assert allowed("t", {"authorization": "Bearer t"}, {})
+    assert allowed("t", {"authorization": "bearer  t "}, {})
+    assert allowed("t", {}, {"token": "t"})
+    assert allowed("t", {"authorization": "Bearer wrong"}, {"token": "t"})
+    assert not allowed("t", {}, {})
+    assert not allowed("t", {"authorization": "Basic t"}, {"token": "u"})
