@@ -64,6 +64,7 @@ from atflash.results import BoardResult
 
 if TYPE_CHECKING:
     from atflash.batchrun import RunOutcome
+    from atflash.runrecords import RunRecords
 
 PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
 
@@ -222,6 +223,31 @@ class Board:
         plans = candidates_of(plan)
         result = verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
         return _annotated(result, plans)
+
+    def restore(
+        self,
+        backups: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        force: bool = False,
+        on_event: EventSink | None = None,
+    ) -> BoardResult:
+        """Put whole-partition backups (the ``.bin`` files ``backup_dir`` saved, each with its
+        ``.bin.json`` record) back verbatim, and verify them, as ``atflash restore`` does.
+
+        Every backup is checked against its record before the board is
+        touched (:class:`~atflash.errors.InputError` otherwise); a backup of
+        another board (MAC) is refused unless ``force``. Like :meth:`write`,
+        never raises for the board's own failure: see ``result.ok``.
+        """
+        from atflash import recovery
+        from atflash.backends.base import restore_board
+
+        given = [backups] if isinstance(backups, (str, os.PathLike)) else list(backups)
+        paths = [Path(p) for p in given]
+        loaded = recovery.load_all(paths)
+        return restore_board(
+            _Held(self), self._options, loaded, force=force, events=self._sink(on_event)
+        )
 
     def read(self, partition: str, *, on_event: EventSink | None = None) -> Dump:
         """A whole partition, where the board's own table places it, as ``atflash read`` shows
@@ -428,6 +454,7 @@ def run_batch(
     from atflash.batch import BatchOptions, BoardJob, FromParent, stop_on_signals
     from atflash.batch import run_batch as run_workers
     from atflash.batchrun import RunOutcome
+    from atflash.output import refuse_shared_paths
     from atflash.planning.bench import check_outputs
     from atflash.ports import PortFilter, resolve_ports
 
@@ -437,6 +464,14 @@ def run_batch(
         {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
          "chunk_size": chunk_size},
     )  # fmt: skip
+    when = datetime.datetime.now()
+    refuse_shared_paths(
+        {
+            "report": audit.stamp_path(os.fspath(report), when) if report is not None else None,
+            "log": audit.stamp_path(os.fspath(log), when) if log is not None else None,
+            "backup_dir": _path(backup_dir),
+        }
+    )
     check_outputs(report=_path(report), backup=_path(backup_dir))
     if log is not None:
         audit.check_log(audit.stamp_path(os.fspath(log)))
@@ -477,8 +512,12 @@ def run_batch(
     seconds = time.monotonic() - start
     for attempt in (a for r in results for a in (*r.earlier_attempts, r)):
         _annotated(attempt, fixed if recorded is None else recorded.given.get(attempt.port, ()))
-    record = _record(results, action, seconds, started, report=report, log=log, station=station)
-    return RunOutcome(results, seconds, [], record, action=action, stopped_by=stop.signum)
+    built, written = _record(
+        results, action, seconds, started, report=report, log=log, station=station
+    )
+    return RunOutcome(
+        results, seconds, [], built, action=action, stopped_by=stop.signum, records=written
+    )
 
 
 def _record(
@@ -490,19 +529,27 @@ def _record(
     report: str | os.PathLike[str] | None,
     log: str | os.PathLike[str] | None,
     station: str | None,
-) -> dict[str, Any]:
-    """The run's report (written to ``report``, 0600) and one log line per board attempt."""
+) -> tuple[dict[str, Any], RunRecords]:
+    """The run's report (written to ``report``, 0600) and one log line per board attempt.
+
+    A log or report that cannot be written does not raise: the outcome's
+    ``unwritten`` says which, and where its content was saved instead.
+    """
     from atflash import audit
-    from atflash.report import build_report, write_report
+    from atflash.report import build_report
+    from atflash.runrecords import write_run_records
 
     built = build_report(results, seconds=seconds, action=action)
-    if log is not None:
-        context = audit.LogContext.here(action, station)
-        records = [audit.log_record(a, context) for r in results for a in (*r.earlier_attempts, r)]
-        audit.append_log(audit.stamp_path(os.fspath(log), started), records)
-    if report is not None:
-        write_report(Path(audit.stamp_path(os.fspath(report), started)), built)
-    return built
+    context = audit.LogContext.here(action, station)
+    records = [audit.log_record(a, context) for r in results for a in (*r.earlier_attempts, r)]
+    written = write_run_records(
+        log=audit.stamp_path(os.fspath(log), started) if log is not None else None,
+        log_records=records if log is not None else [],
+        report=Path(audit.stamp_path(os.fspath(report), started)) if report is not None else None,
+        report_data=built,
+        when=started,
+    )
+    return built, written
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:

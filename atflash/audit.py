@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from atflash import __version__
 from atflash.content import creds, pki
-from atflash.errors import AtflashError, FileInputError, FormatError
+from atflash.errors import AtflashError, FileInputError, FormatError, one_line
 from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from atflash.results import BoardResult
 
@@ -147,15 +147,22 @@ def plan_of(
 
     A resolver (manifest) is asked again with what the board said it is;
     a board it refuses or skips had no plan. A resolver with side effects
-    (a pool claims sets) offers ``peek``, which is asked instead.
+    (a pool claims sets) offers ``peek``, which is asked instead, or
+    ``plans_of_set`` for the pool set the result names (no ledger needed).
     """
-    if callable(plans):
+    by_set = getattr(plans, "plans_of_set", None)
+    if callable(plans) and by_set is not None and result.credential_set is not None:
+        try:
+            candidates: Sequence[WritePlan] = by_set(result.credential_set)
+        except AtflashError:
+            return None
+    elif callable(plans):
         ask = getattr(plans, "peek", plans)
         identity = BoardIdentity(
             result.port, chip=result.chip, mac=result.mac, serial_number=serial_number
         )
         try:
-            candidates: Sequence[WritePlan] = ask(identity)
+            candidates = ask(identity)
         except AtflashError:
             return None
     else:
@@ -219,9 +226,18 @@ def check_log(path: str | Path) -> None:
 
 
 def _open_log(path: Path) -> int:
+    """The log opened for appending; for reading too where allowed (to see how it ends)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _O_BINARY, 0o600)
+    except OSError as exc:
+        raise FileInputError(path, f"cannot open the log ({exc.strerror})") from None
+    flags = os.O_APPEND | os.O_CREAT | _O_BINARY
+    try:
+        return os.open(path, os.O_RDWR | flags, 0o600)
+    except OSError:
+        pass  # a log one may append to but not read: appended all the same
+    try:
+        return os.open(path, os.O_WRONLY | flags, 0o600)
     except OSError as exc:
         raise FileInputError(path, f"cannot open the log ({exc.strerror})") from None
 
@@ -229,46 +245,79 @@ def _open_log(path: Path) -> int:
 def append_log(path: str | Path, records: Sequence[dict[str, Any]]) -> None:
     """Append ``records`` as JSON lines, in one write under an exclusive lock.
 
-    The file is created owner-only (0600) and never truncated or rewritten;
-    concurrent runs on one bench interleave whole lines, never parts.
+    The file is created owner-only (0600) and never rewritten; concurrent
+    runs on one bench append whole records, never parts. A last line cut
+    short (a crash or a full disk mid-append) is ended first, so it never
+    swallows the next record. An append that fails part-way is cut back
+    to where the file ended, where the file system allows it.
     """
     if not records:
         return
     path = Path(path)
     data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records).encode()
-    with os.fdopen(_open_log(path), "ab") as out, _locked(out):
-        try:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        except OSError as exc:
-            raise FileInputError(path, f"cannot append to the log ({exc.strerror})") from None
+    fd = _open_log(path)
+    try:
+        with _locked(fd, path):
+            end = os.fstat(fd).st_size
+            if end and not _ends_a_line(fd, end):
+                data = b"\n" + data
+            try:
+                _write_all(fd, data)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, end)
+                raise FileInputError(
+                    path, f"cannot append to the log ({exc.strerror or one_line(exc)})"
+                ) from None
+            with contextlib.suppress(OSError):  # a file system without fsync (a pipe, /proc)
+                os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ends_a_line(fd: int, end: int) -> bool:
+    """Whether the file's last byte is a newline (a file we cannot read is taken as ending one)."""
+    try:
+        os.lseek(fd, end - 1, os.SEEK_SET)
+        return os.read(fd, 1) in (b"\n", b"")
+    except OSError:
+        return True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(0, "nothing written")
+        view = view[written:]
 
 
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 @contextlib.contextmanager
-def _locked(out: IO[bytes]) -> Iterator[None]:
+def _locked(fd: int, path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the open log while appending (no lock where none exists)."""
-    if fcntl is not None:
-        fcntl.flock(out.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(out.fileno(), fcntl.LOCK_UN)
-    elif msvcrt is not None:  # pragma: no cover - Windows
-        # msvcrt locks a byte range from the current position: lock the first byte.
-        out.seek(0)
-        msvcrt.locking(out.fileno(), msvcrt.LK_LOCK, 1)
-        try:
-            out.seek(0, os.SEEK_END)
-            yield
-        finally:
-            out.seek(0)
-            msvcrt.locking(out.fileno(), msvcrt.LK_UNLCK, 1)
-    else:  # pragma: no cover
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        elif msvcrt is not None:  # pragma: no cover - Windows
+            # msvcrt locks a byte range from the current position: the first byte,
+            # the same for every writer. LK_LOCK retries for about 10 s, then fails.
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+    except OSError as exc:
+        raise FileInputError(path, f"cannot lock the log ({exc.strerror})") from None
+    try:
         yield
+    finally:
+        with contextlib.suppress(OSError):
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            elif msvcrt is not None:  # pragma: no cover - Windows
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 
 @dataclass(frozen=True)
@@ -284,24 +333,38 @@ def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[LogLine]]:
 
     A line cut short (a crash mid-append on a system without the lock) or
     foreign text is reported, not fatal: the rest of the history still counts.
+    Holds the whole log: :func:`iter_log` reads one line at a time.
     """
-    path = Path(path)
     records: list[dict[str, Any]] = []
     bad: list[LogLine] = []
+    for entry in iter_log(path):
+        if isinstance(entry, LogLine):
+            bad.append(entry)
+        else:
+            records.append(entry)
+    return records, bad
+
+
+def iter_log(path: str | Path) -> Iterator[dict[str, Any] | LogLine]:
+    """Each record of a log in file order, or a :class:`LogLine` for a line that is not one.
+
+    One line in memory at a time (at most :data:`MAX_RECORD` bytes of it),
+    however long the log: a bench's log grows for years.
+    """
+    path = Path(path)
     try:
         handle = path.open("rb")
     except OSError as exc:
         raise FileInputError(path, f"cannot read the log ({exc.strerror})") from None
     with handle:
-        for number, raw in enumerate(_lines(handle), 1):
-            if raw is not None and not raw.strip():
-                continue
-            record = _record(raw)
-            if isinstance(record, str):
-                bad.append(LogLine(number, record))
-            else:
-                records.append(record)
-    return records, bad
+        try:
+            for number, raw in enumerate(_lines(handle), 1):
+                if raw is not None and not raw.strip():
+                    continue
+                record = _record(raw)
+                yield LogLine(number, record) if isinstance(record, str) else record
+        except OSError as exc:
+            raise FileInputError(path, f"cannot read the log ({exc.strerror})") from None
 
 
 def _lines(handle: IO[bytes]) -> Iterator[bytes | None]:

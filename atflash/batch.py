@@ -241,12 +241,24 @@ class StopRequest:
 
     ``signum`` is the first signal that asked (``SIGINT`` for Ctrl-C),
     ``count`` how many times stopping was asked: from the second request on,
-    running boards are ended without waiting.
+    running boards are ended without waiting. :meth:`hold` only keeps new
+    boards from starting.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.count = 0
+        self.held: str | None = None  # why no new board may start (see hold)
+
+    def hold(self, why: str) -> None:
+        """Start no new board, and let running boards finish as usual (not a signal's stop).
+
+        For a caller's own reason, such as a ledger that can no longer record
+        results: the boards never started are recorded as ``interrupted``
+        with ``why``.
+        """
+        if self.held is None:
+            self.held = why
 
     def request(self, signum: int = signal.SIGINT) -> None:
         if self.signum is None:
@@ -430,8 +442,10 @@ class _Batch:
         options: BatchOptions,
         events: EventSink,
         stop: StopRequest,
+        on_result: Callable[[BoardResult], None] | None = None,
     ) -> None:
         self.jobs = list(jobs)
+        self.on_result = on_result
         self.runner = runner
         self.options = options
         self.events = events
@@ -449,10 +463,10 @@ class _Batch:
 
     def run(self) -> list[BoardResult]:
         try:
-            while self.running or (self.pending and not self.stop.requested):
+            while self.running or (self.pending and not self._stopping):
                 if self.stop.requested:
                     self._wind_down()
-                else:
+                elif self.stop.held is None:
                     while self.pending and len(self.running) < self.limit:
                         self._start(self.pending.popleft())
                 self._receive()
@@ -462,6 +476,10 @@ class _Batch:
         for index in self.pending:  # only left when the batch was stopped
             self.results[index] = self.retrying.get(index) or self._not_started(index)
         return [self.results[i] for i in range(len(self.jobs))]
+
+    @property
+    def _stopping(self) -> bool:
+        return self.stop.requested or self.stop.held is not None
 
     def _start(self, index: int) -> None:
         self.attempts[index] += 1
@@ -558,7 +576,7 @@ class _Batch:
         _stop(run.proc)
         run.conn.close()
         result.attempts = run.attempt
-        if result.failed and run.attempt <= self.options.retries and not self.stop.requested:
+        if result.failed and run.attempt <= self.options.retries and not self._stopping:
             self.events(
                 Event(
                     "retrying",
@@ -572,6 +590,8 @@ class _Batch:
             return
         result.earlier_attempts = self.earlier.pop(index, [])
         self.results[index] = result
+        if self.on_result is not None:
+            self.on_result(result)
 
     def _check_timeouts(self) -> None:
         now = time.monotonic()
@@ -609,18 +629,19 @@ class _Batch:
         result = new_result(job.port, _single_plan(job))
         result.mark_lost(f"{job.port}: {why}", run.statuses)
         result.interrupted = run.interrupted or self.stop.requested
-        self.events(Event("failed", job.port, why))
+        self.events(Event("interrupted" if result.interrupted else "failed", job.port, why))
         return result
 
     def _not_started(self, index: int) -> BoardResult:
         """A board the stopped batch never started: interrupted, every partition untouched."""
         job = self.jobs[index]
-        why = f"not started: the batch was stopped ({self.stop.name})"
+        reason = self.stop.name if self.stop.requested else self.stop.held
+        why = f"not started: the batch was stopped ({reason})"
         result = new_result(job.port, _single_plan(job))
         result.mark_lost(f"{job.port}: {why}")
         result.interrupted = True
         result.attempts = self.attempts[index]
-        self.events(Event("failed", job.port, why))
+        self.events(Event("interrupted", job.port, why))
         return result
 
     def _stop_all(self) -> None:
@@ -651,6 +672,7 @@ def run_batch(
     options: BatchOptions | None = None,
     events: EventSink = ignore,
     stop: StopRequest | None = None,
+    on_result: Callable[[BoardResult], None] | None = None,
 ) -> list[BoardResult]:
     """Provision every board of ``jobs``, in parallel; results in the order of ``jobs``.
 
@@ -658,7 +680,13 @@ def run_batch(
     ``runner`` must be a module-level function (it is sent to the workers).
     ``stop`` (see :func:`stop_on_signals`) winds the batch down when
     requested: the results then include ``interrupted`` boards.
+    ``on_result`` is called in this process with each board's final result
+    as soon as it is known (while other boards still run): what it does
+    may ask ``stop`` to hold the batch.
     """
     if not jobs:
         return []
-    return _Batch(jobs, runner, options or BatchOptions(), events, stop or StopRequest()).run()
+    batch = _Batch(
+        jobs, runner, options or BatchOptions(), events, stop or StopRequest(), on_result
+    )
+    return batch.run()

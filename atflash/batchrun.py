@@ -12,9 +12,11 @@ bench the same way without click::
 Exit codes (:attr:`RunOutcome.exit_code`): 0 when every board was written or
 left alone because it has no manifest row; 3 when a board failed, and also
 when every board was skipped (nothing was provisioned: the manifest is not
-for the boards attached, which ``--strict`` would fail too); 130 or 143
-when Ctrl-C or SIGTERM stopped the run (128 + the signal, as a shell shows
-it).
+for the boards attached, which ``--strict`` would fail too), and when
+the log, the report or the ledger failed after boards were written (their
+record is incomplete: see :class:`Unwritten` and ``unrecorded``); 130 or
+143 when Ctrl-C or SIGTERM stopped the run (128 + the signal, as a shell
+shows it).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, Manifes
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
 from atflash.layout.model import Profile
+from atflash.output import refuse_shared_paths
 from atflash.planning.bench import (
     BenchConfig,
     CheckedConfig,
@@ -47,15 +50,16 @@ from atflash.planning.bench import (
 from atflash.planning.manifest import ManifestResolver
 from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
+from atflash.recovery import default_state_dir
 from atflash.report import (
     build_report,
     failed_boards,
     load_report,
     merge_reports,
     unused_rows_of,
-    write_report,
 )
 from atflash.results import BoardResult
+from atflash.runrecords import LedgerRecorder, RunRecords, Unwritten, write_run_records
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
 LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size", "table_offset")
@@ -90,6 +94,9 @@ class WriteSettings:
     action: Literal["write", "verify"] = "write"  # verify: compare every board, write nothing
     log: str | None = None  # append one JSON line per board here (atflash.audit)
     station: str | None = None  # the operator's bench name: in the log, and the ledger's station
+    # A ledger that fails to record a written board: "stop" starts no new board
+    # (the boards running finish), "continue" goes on (each claim tries again).
+    on_ledger_error: Literal["stop", "continue"] = "stop"
 
     def __post_init__(self) -> None:
         # An option that means nothing to the chosen backend is refused, never ignored.
@@ -125,6 +132,7 @@ class WriteSettings:
             skip_unchanged=self.skip_unchanged,
             backup_dir=Path(self.backup) if self.backup else None,
             explicit_layout=is_explicit_layout(self.chip, self.profile),
+            journal_dir=default_state_dir(),
         )
 
     def connect_for(self, port: str) -> Any:
@@ -158,6 +166,19 @@ class RunOutcome:
     report: dict[str, Any]  # as written to --report (merged into the earlier one, see execute)
     action: str = "write"
     stopped_by: int | None = None  # the signal that stopped the run, if one did
+    records: RunRecords = field(default_factory=RunRecords)  # the log and report as written
+    ledger_hold: str | None = None  # why no new board started after a ledger failure
+    ledger: str | None = None  # the pool's ledger, its password masked
+
+    @property
+    def unwritten(self) -> tuple[Unwritten, ...]:
+        """The log or report that could not be written (see :mod:`atflash.runrecords`)."""
+        return self.records.unwritten
+
+    @property
+    def unrecorded(self) -> list[BoardResult]:
+        """Boards whose outcome the ledger could not store (see ``atflash ledger reconcile``)."""
+        return [r for r in self.results if r.unrecorded is not None]
 
     @property
     def all_skipped(self) -> bool:
@@ -166,8 +187,11 @@ class RunOutcome:
 
     @property
     def exit_code(self) -> int:
-        """130/143 stopped by SIGINT/SIGTERM; 4 a verify that only found differences;
+        """3 a log or report could not be written, or the ledger not record a board;
+        130/143 stopped by SIGINT/SIGTERM; 4 a verify that only found differences;
         3 a board failed or every board was skipped; else 0."""
+        if self.unwritten or self.unrecorded:
+            return EXIT_DEVICE_ERROR  # boards were written: their record is incomplete
         if self.stopped_by is not None:
             return 128 + self.stopped_by
         failed = [r for r in self.results if r.failed]
@@ -185,6 +209,7 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
     into requests (the CLI passes its parser; a library caller may give a
     bench file's ``[partitions]`` instead and no groups).
     """
+    refuse_shared_outputs(settings)
     earlier = load_report(settings.only_failed) if settings.only_failed else None
     failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
@@ -225,6 +250,32 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
     return PreparedRun(settings, jobs, checked, pool=pool, earlier=earlier)
 
 
+def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | None = None) -> None:
+    """The report, log, backup folder and the files the run reads are distinct paths.
+
+    ``--log X --report X`` would replace the log's history with the report.
+    The one sharing allowed is ``--only-failed X --report X``: the rerun is
+    merged into X on purpose (see :func:`execute`). ``{date}`` and ``{time}``
+    are filled in with one time for both, as a run does.
+    """
+    when = when or datetime.datetime.now()
+    ledger = settings.ledger
+    if ledger and "://" in ledger:  # only a SQLite file can be named twice
+        ledger = ledger[len("sqlite:///") :] if ledger.startswith("sqlite:///") else None
+    refuse_shared_paths(
+        {
+            "--report": audit.stamp_path(settings.report, when) if settings.report else None,
+            "--log": audit.stamp_path(settings.log, when) if settings.log else None,
+            "--backup": settings.backup,
+            "--only-failed": settings.only_failed,
+            "--manifest": settings.manifest,
+            "--config": settings.config.source if settings.config else None,
+            "--ledger": ledger,
+        },
+        allowed=[frozenset({"--only-failed", "--report"})],
+    )
+
+
 def _pool_resolver(settings: WriteSettings) -> Any:
     """With --pool: every set checked and the ledger opened before the first board."""
     if settings.pool is None:
@@ -259,11 +310,19 @@ def execute(
     still written. A rerun of ``--only-failed X`` that reports to X again
     is folded into X (:func:`atflash.report.merge_reports`); reported
     anywhere else, it holds only the boards it ran.
+
+    Nothing that fails once boards were written loses what they hold: a
+    board the ledger could not record is marked ``unrecorded`` (and, by
+    :attr:`WriteSettings.on_ledger_error`, no new board starts), and a log
+    or report that cannot be written is listed in
+    :attr:`RunOutcome.unwritten`, its content saved elsewhere, while the
+    other is still written (:mod:`atflash.runrecords`).
     """
     settings = run.settings
     stop = stop if stop is not None else StopRequest()
     started = datetime.datetime.now()
     start = time.monotonic()
+    recorder = LedgerRecorder(run.pool, settings.on_ledger_error, stop) if run.pool else None
     if settings.single_board and len(run.jobs) == 1:
         results = [run_board(run.jobs[0], events)]
     else:
@@ -272,12 +331,9 @@ def execute(
             options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
             events=events,
             stop=stop,
+            on_result=recorder,
         )
     seconds = time.monotonic() - start
-    if run.pool is not None:
-        for result in results:
-            if result.mac:
-                run.pool.record(result)  # ok or failed, with each image's SHA-256
     for job, result in zip(run.jobs, results, strict=True):
         for attempt in (*result.earlier_attempts, result):
             plan = audit.plan_of(attempt, job.plans, serial_number=job.serial_number)
@@ -289,6 +345,7 @@ def execute(
         before = unused_rows_of(run.earlier)
         unused = [row for row in unused if row in before]
     report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
+    records: list[dict[str, Any]] = []
     if settings.log:
         context = audit.LogContext.here(settings.action, settings.station)
         # One record per board attempt: a retried board's failed attempts come first.
@@ -297,18 +354,32 @@ def execute(
             for r in results
             for attempt in (*r.earlier_attempts, r)
         ]
-        audit.append_log(audit.stamp_path(settings.log, started), records)
+    report_path = None
     if settings.report:
-        path = Path(audit.stamp_path(settings.report, started))
+        report_path = Path(audit.stamp_path(settings.report, started))
         if (
             run.earlier is not None
             and settings.only_failed
-            and _same_file(path, settings.only_failed)
+            and _same_file(report_path, settings.only_failed)
         ):
             report = merge_reports(run.earlier, report)
-        write_report(path, report)
+    written = write_run_records(
+        log=audit.stamp_path(settings.log, started) if settings.log else None,
+        log_records=records,
+        report=report_path,
+        report_data=report,
+        when=started,
+    )
     return RunOutcome(
-        results, seconds, unused, report, action=settings.action, stopped_by=stop.signum
+        results,
+        seconds,
+        unused,
+        report,
+        action=settings.action,
+        stopped_by=stop.signum,
+        records=written,
+        ledger_hold=stop.held,
+        ledger=recorder.ledger if recorder is not None else None,
     )
 
 

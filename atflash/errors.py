@@ -307,3 +307,22 @@ class BoardTableError(DeviceError):
             or "is ESP-AT flashed on this board? To write anyway, pass --force with --profile "
             "naming the layout",
         )
+
+
+class DamagedStoreError(DeviceError):
+    """What a board holds in a partition does not read (corrupt, or cut short by a write).
+
+    ``partition`` names it, ``problem`` says where it breaks (the NVS page
+    and entry). A damaged board is a device error whatever the command.
+    """
+
+    def __init__(
+        self, port: str | None, partition: str, problem: str, *, hint: str | None = None
+    ) -> None:
+        self.partition = partition
+        self.problem = problem
+        super().__init__(port, f"{partition} on the board is damaged: {problem}", hint=hint)
+
+
+class BackupMismatchError(DeviceError):
+    """A backup does not belong on this board (another MAC or chip, or another place in flash)."""

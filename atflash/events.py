@@ -26,6 +26,7 @@ EventKind = Literal[
     "retrying",  # a batch starts another attempt from connect
     "skipped",  # the board is deliberately left alone (no manifest row)
     "failed",  # the board failed; the message says why
+    "interrupted",  # a stopped batch did not let the board finish (or start)
     "done",  # the board holds everything it should
 ]
 

@@ -11,6 +11,7 @@ the same limits.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -52,7 +53,7 @@ def expand(patterns: Iterable[str]) -> list[str]:
         if not is_glob(pattern) or _exists(pattern):
             out.append(pattern)
             continue
-        matches = [m for m in _glob(pattern) if not Path(m).is_dir()]
+        matches = [m for m in _glob(pattern) if _is_file_match(m)]
         if not matches:
             raise FileInputError(pattern, "no file matches this pattern")
         out.extend(natural_sorted(matches))
@@ -71,12 +72,62 @@ def _exists(name: str) -> bool:
         return False
 
 
+def _is_file_match(name: str) -> bool:
+    """Whether a glob match names something that exists and is not a folder.
+
+    ``glob`` yields ``dir/`` for ``dir/**`` whether or not ``dir`` exists, so
+    a match is not proof of a file; and ``Path.is_dir`` raises (Python
+    3.11) for a name too long to look up. ``os.path`` never raises.
+    """
+    return os.path.exists(name) and not os.path.isdir(name)
+
+
 def _glob(pattern: str) -> list[str]:
     """Matches of ``pattern``; one the OS cannot look up (a NUL byte, say) matches nothing."""
     try:
         return glob.glob(pattern, recursive=True)
     except (OSError, ValueError):
         return []
+
+
+def unusable_name(path: str | Path) -> str | None:
+    """Why no file or folder could ever be made at ``path``, or None when the name is fine.
+
+    Checked before a board is touched, for outputs written only after it
+    (a report, backups): a name with a NUL byte, or with a part longer than
+    the file system allows. Parts that do not exist yet are measured too
+    (the OS reports "not found" for ``missing/too-long`` before it ever
+    looks at the long part). Whether the folder is writable is another check.
+    """
+    text = os.fspath(path)
+    too_long = "name too long for the file system"
+    if "\0" in text:
+        return "the name holds a NUL byte"
+    try:
+        os.lstat(text)
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return too_long
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return None  # exists, or cannot be looked at: the write itself will say
+    missing: list[str] = []
+    existing = Path(text)
+    while not os.path.lexists(existing) and existing != existing.parent:
+        missing.append(existing.name)
+        existing = existing.parent
+    limit = _name_max(existing)
+    if any(len(os.fsencode(part)) > limit for part in missing):
+        return too_long
+    return None
+
+
+def _name_max(folder: Path) -> int:
+    """The longest name (in bytes) the file system under ``folder`` takes; 255 where unknown."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf on Windows
+        return 255
 
 
 # -- reading -------------------------------------------------------------------------

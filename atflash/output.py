@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-from atflash.errors import FileInputError
+from atflash.errors import FileInputError, InputError
 from atflash.files import Blob, Source
 
 PRIVATE_MODE = 0o600
@@ -38,16 +38,20 @@ def write_outputs(
     is written, so a command never destroys its own input.
     """
     for target in outputs:
-        if target.is_dir():
+        if os.path.isdir(target):  # never raises, unlike Path.is_dir (a name too long)
             raise FileInputError(target, "is a directory", hint="choose another output name")
     _refuse_inputs(outputs, inputs)
     staged: list[tuple[Path, Path]] = []
     placed: list[Path] = []
+    current: Path | None = None  # the target whose temp file failed: named instead of the temp
     try:
         for target, data in outputs.items():
+            current = None  # a folder that cannot be made names itself
             target.parent.mkdir(parents=True, exist_ok=True)
+            current = target
             staged.append((_stage(target, data, private(target)), target))
         for temp, target in staged:
+            current = target
             os.replace(temp, target)
             placed.append(target)
             if ON_WINDOWS and private(target):
@@ -65,7 +69,7 @@ def write_outputs(
         for target in placed:
             with contextlib.suppress(OSError):
                 target.unlink()
-        name = exc.filename or "output"
+        name = current or exc.filename or "output"
         raise FileInputError(name, f"cannot write ({exc.strerror})") from None
 
 
@@ -118,3 +122,38 @@ def _stage(target: Path, data: bytes, private: bool) -> Path:
 def write_private(path: Path, data: bytes, *, inputs: Iterable[Source] = ()) -> None:
     """One owner-only file (a backup or a report), written atomically, never over ``inputs``."""
     write_outputs({path: data}, private=lambda _p: True, inputs=inputs)
+
+
+def refuse_shared_paths(
+    named: Mapping[str, str | Path | None], *, allowed: Iterable[frozenset[str]] = ()
+) -> None:
+    """Refuse two roles of one run (``--report``, ``--log``, ...) naming the same file or folder.
+
+    ``named`` maps each role to its path (``None``: not given). Paths are
+    compared as the file system sees them: a relative and an absolute
+    spelling, a symbolic or hard link to the same file, and on Windows a
+    different case are the same path. A pair in ``allowed`` (such as
+    ``--only-failed X --report X``, which merges on purpose) may share one.
+    Raised before anything is written, so a report never replaces a log.
+    """
+    given = [(role, Path(path)) for role, path in named.items() if path]
+    permitted = set(allowed)
+    for index, (role, path) in enumerate(given):
+        for other, other_path in given[:index]:
+            if frozenset((role, other)) in permitted or not _same_path(path, other_path):
+                continue
+            raise InputError(
+                f"{other} and {role} name the same path ({path}); writing one would destroy "
+                "the other",
+                hint=f"give {role} a path of its own",
+            )
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    if _same_file(a, b):
+        return True
+    try:
+        left, right = a.resolve(), b.resolve()
+    except (OSError, RuntimeError, ValueError):
+        left, right = a.absolute(), b.absolute()
+    return os.path.normcase(left) == os.path.normcase(right)

@@ -4,10 +4,12 @@ Layout (``format`` names it, ``version`` changes when a field's meaning does)::
 
     {"format": "atflash-report", "version": 1, "action": "write",
      "created": "2025-01-01T12:00:00+00:00", "atflash": "0.1.0", "esptool": "5.1.0",
-     "summary": {"boards": 16, "ok": 15, "failed": 1, "skipped": 0, "seconds": 21.3},
+     "summary": {"boards": 16, "ok": 15, "failed": 1, "skipped": 0, "interrupted": 0,
+                 "unrecorded": 0, "seconds": 21.3},
      "boards": [{"port": ..., "mac": ..., "chip": ..., "profile": ..., "firmware": null,
                  "result": "ok", "ok": true, "error": null, "skipped": null, "seconds": 4.2,
                  "attempts": 1, "warnings": [...], "backups": [...],
+                 "set": null, "unrecorded": null,
                  "partitions": [{"name": "client_cert", "address": "0x2a000", "size": 8192,
                                  "bin_size": 2344, "sha256": "...", "status": "written",
                                  "seconds": 1.1, "error": null,
@@ -26,9 +28,12 @@ is :meth:`BoardResult.to_json`, the shape ``--json`` prints for one board. The f
 written owner-only all the same (it names every device of a bench).
 
 A board's ``result`` is ``ok``, ``failed``, ``skipped`` or ``interrupted``
-(the batch was stopped before it finished); the summary's ``failed`` counts
-the interrupted boards too, so ``ok + failed + skipped == boards``, and
-``--only-failed`` reruns both. ``--only-failed X.json --report X.json``
+(the batch was stopped before it finished); the summary counts each board
+once, under its result, so ``ok + failed + skipped + interrupted ==
+boards`` (version 1 counted interrupted boards as failed), and
+``--only-failed`` reruns the failed and the interrupted. A pool board also
+names its ``set``; ``unrecorded`` says why the ledger does not know how
+its write ended (null when it does), and the summary counts those boards. ``--only-failed X.json --report X.json``
 folds the rerun into X (:func:`merge_reports`) instead of replacing it.
 """
 
@@ -50,7 +55,8 @@ from atflash.ports import port_key
 from atflash.results import BoardResult
 
 REPORT_FORMAT = "atflash-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: interrupted boards have their own count, no longer in "failed"
+READ_VERSIONS = (1, 2)  # --only-failed reads either: the board records mean the same
 # A board record is about a kilobyte: 32 MiB holds tens of thousands of
 # boards, and keeps a wrong file (a disk image, /dev/zero) out of memory.
 MAX_REPORT = 32 * 1024 * 1024
@@ -112,13 +118,15 @@ def _report(
 
 
 def _summary(records: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """The counts of board records by result (interrupted boards count as failed)."""
+    """The counts of board records by result: each board once, interrupted ones apart."""
     outcomes = [record.get("result") for record in records]
     return {
         "boards": len(records),
         "ok": outcomes.count("ok"),
-        "failed": sum(outcomes.count(name) for name in RERUN_RESULTS),
+        "failed": outcomes.count("failed"),
         "skipped": outcomes.count("skipped"),
+        "interrupted": outcomes.count("interrupted"),
+        "unrecorded": sum(1 for record in records if record.get("unrecorded")),
         "seconds": round(seconds, 3),
     }
 
@@ -227,7 +235,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise FileInputError(
             path, "is not an atflash report", hint="give a file written by --report"
         )
-    if data.get("version") != REPORT_VERSION:
+    if data.get("version") not in READ_VERSIONS:
         raise FileInputError(path, f"report version {data.get('version')} is not supported")
     boards = data.get("boards")
     if not isinstance(boards, list) or not all(

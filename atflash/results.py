@@ -96,6 +96,11 @@ class BoardResult:
     # Failed attempts a retry replaced (the audit log records each attempt).
     earlier_attempts: list[BoardResult] = field(default_factory=list, repr=False)
     interrupted: bool = False  # a batch stopped (Ctrl-C, SIGTERM) before this board finished
+    credential_set: str | None = None  # the pool set the board was given (factory runs)
+    # Why the ledger does not know how this board's write ended (it could not be
+    # reached to record it): the log and report keep the outcome until
+    # `atflash ledger reconcile` stores it.
+    unrecorded: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -153,4 +158,6 @@ class BoardResult:
             "warnings": list(self.warnings),
             "backups": list(self.backups),
             "partitions": [p.to_json() for p in self.partitions],
+            "set": self.credential_set,
+            "unrecorded": self.unrecorded,
         }

@@ -25,17 +25,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from atflash import recovery
+from atflash.content.nvs import parse_nvs
 from atflash.errors import (
     AtflashError,
+    BackupMismatchError,
     BoardSkipped,
     ChipMismatchError,
+    DamagedStoreError,
     FirmwareError,
+    FormatError,
     InputError,
     TableMismatchError,
     VerifyError,
 )
 from atflash.events import Event, EventSink, ignore
-from atflash.layout.model import Partition
+from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import write_private
 from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
@@ -53,6 +58,8 @@ class WriteOptions:
     explicit_layout: bool = False
     skip_unchanged: bool = True
     backup_dir: Path | None = None
+    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery).
+    journal_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,20 @@ class Target:
 
 
 @dataclass(frozen=True)
+class BackupFile:
+    """One file a backup saves: ``name`` goes into its file name.
+
+    With an ``address``, ``data`` is partition ``name`` verbatim from there:
+    saved with its record, for ``atflash restore``. Without, it is written
+    back some other way (an AT namespace's items, with ``write``).
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    address: int | None = None
+
+
+@dataclass(frozen=True)
 class BoardInfo:
     """What a session learned of its board while connecting."""
 
@@ -112,14 +133,20 @@ class Session(abc.ABC):
 
     port: str
     info: BoardInfo
+    journal_dir: Path | None = None  # set by the write flow: see atflash.recovery
 
     def choose(self, plans: Sequence[WritePlan], events: EventSink) -> WritePlan:
         """The plan for this board among candidates (one per layout); by chip unless overridden."""
         return select_plan(plans, self.info.chip, self.port)
 
-    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
-        """``(name, content)`` files that restore what ``target`` overwrites (via ``write``)."""
-        return [(target.name, self.read(target))]
+    def backup_files(self, target: Target) -> list[BackupFile]:
+        """Files that restore what ``target`` overwrites: by default the whole region."""
+        return [BackupFile(target.name, self.read(target), target.address)]
+
+    def place_region(self, name: str, address: int, data: bytes, events: EventSink) -> Target:
+        """A backup's bytes placed back where they came from: the board's partition ``name``,
+        which must be at ``address`` and ``len(data)`` long. Reads only; refuses otherwise."""
+        raise FirmwareError(self.port, "this backend cannot restore a partition")
 
     @abc.abstractmethod
     def place(
@@ -228,6 +255,88 @@ def verify_board(
     return run_session(backend, connect, plans, events, compare)
 
 
+def restore_board(
+    backend: Backend,
+    connect: Any,
+    backups: Sequence[recovery.Backup],
+    *,
+    force: bool = False,
+    events: EventSink = ignore,
+) -> BoardResult:
+    """Put each backup back, verbatim, where it was taken from; never raises for a board failure.
+
+    The board must be the one the backups came from (its MAC; ``force``
+    allows another board of the same chip) and list each partition at the
+    address and size the backup recorded. Unchanged regions are left alone;
+    the rest are written and verified, as a write is.
+    """
+    start = time.monotonic()
+    result = BoardResult(port=connect.port)
+    warnings: list[str] = []
+    events = _collecting(events, warnings)
+    result.partitions = [
+        PartitionResult(
+            name=b.record.partition,
+            address=b.record.address,
+            size=b.record.size,
+            bin_size=b.record.size,
+            sha256=b.record.sha256,
+            sources=[str(b.path)],
+        )
+        for b in backups
+    ]
+    try:
+        with backend.open(connect, events) as session:
+            info = session.info
+            result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
+            _check_origin(session, backups, force, events)
+            placed = [
+                (session.place_region(b.record.partition, b.record.address, b.data, events), [e])
+                for b, e in zip(backups, result.partitions, strict=True)
+            ]
+            _write_placed(session, placed, True, events)
+    except AtflashError as exc:
+        record_exception(result, exc, events)
+    result.warnings[:0] = warnings
+    return close_result(result, start, events)
+
+
+def _collecting(events: EventSink, warnings: list[str]) -> EventSink:
+    """``events``, keeping each warning's text too: every warning reaches --json and the report."""
+
+    def sink(event: Event) -> None:
+        if event.kind == "warning":
+            warnings.append(event.message)
+        events(event)
+
+    return sink
+
+
+def _check_origin(
+    session: Session, backups: Sequence[recovery.Backup], force: bool, events: EventSink
+) -> None:
+    """The backups must be this board's: same chip always, same MAC unless ``force``."""
+    info = session.info
+    for b in backups:
+        chip, mac = b.record.chip, b.record.mac
+        if chip and info.chip and chip != info.chip:
+            raise BackupMismatchError(
+                session.port,
+                f"{b.path.name} is a backup of an {chip}, this board is an {info.chip}",
+                hint="restore it on the board it came from; nothing was written",
+            )
+        if mac and info.mac and mac != info.mac:
+            if not force:
+                raise BackupMismatchError(
+                    session.port,
+                    f"{b.path.name} is a backup of board {mac}, this board is {info.mac}",
+                    hint="restore it on the board it came from, or pass --force to put it on "
+                    "this one; nothing was written",
+                )
+            message = f"{b.path.name} comes from board {mac}: restored here anyway (--force)"
+            events(Event("warning", session.port, message, partition=b.record.partition))
+
+
 def read_table(
     backend: Backend, connect: Any, profiles: Sequence[Any], *, events: EventSink = ignore
 ) -> tuple[str, tuple[Partition, ...] | None]:
@@ -258,21 +367,18 @@ def run_session(
     fixed = None if callable(plans) else plans
     result = new_result(port, fixed[0] if fixed else None)  # until the board's layout is known
     warnings: list[str] = []
-
-    def sink(event: Event, forward: EventSink = events) -> None:
-        if event.kind == "warning":
-            warnings.append(event.message)  # every warning reaches --json and the report
-        forward(event)
-
-    events = sink
+    events = _collecting(events, warnings)
     try:
         with backend.open(connect, events) as session:
             info = session.info
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
-            plan = session.choose(resolve_plans(plans, identity), events)
+            candidates = resolve_plans(plans, identity)
+            # A pool set is claimed by now: the result names it even if no layout takes it.
+            result.credential_set = next((p.credential_set for p in candidates), None)
+            plan = session.choose(candidates, events)
             result = rebase(result, plan)
-            result.profile = plan.profile.name
+            result.profile, result.credential_set = plan.profile.name, plan.credential_set
             work(session, plan, result, events)
     except AtflashError as exc:
         record_exception(result, exc, events)
@@ -283,14 +389,48 @@ def run_session(
 def _write(
     session: Session, plan: WritePlan, result: BoardResult, opts: WriteOptions, events: EventSink
 ) -> None:
-    placed = _placed(
-        session, plan, result, force=opts.force, explicit=opts.explicit_layout, events=events
-    )
+    session.journal_dir = opts.journal_dir
+    try:
+        placed = _placed(
+            session, plan, result, force=opts.force, explicit=opts.explicit_layout, events=events
+        )
+    except DamagedStoreError as exc:
+        raise _with_recovery(exc, session, opts) from None
     if opts.backup_dir is not None:
         result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)
+    _write_placed(session, placed, opts.skip_unchanged, events)
+
+
+def _with_recovery(
+    exc: DamagedStoreError, session: Session, opts: WriteOptions
+) -> DamagedStoreError:
+    """The refusal of a damaged board, with the command that recovers it."""
+    saved = (
+        recovery.newest(opts.backup_dir, session.info.mac, exc.partition)
+        if opts.backup_dir is not None
+        else None
+    )
+    rebuild = "pass --force to rebuild the namespaces written, keeping what still reads"
+    command = f"atflash restore --port {session.port}"
+    if saved is not None:
+        hint = f"restore its newest backup: {command} {saved}; or {rebuild}"
+    else:
+        hint = f"restore a backup of this board ({command} BACKUP.bin), or {rebuild}"
+    return DamagedStoreError(
+        exc.port, exc.partition, exc.problem, hint=hint + "; nothing was written"
+    )
+
+
+def _write_placed(
+    session: Session,
+    placed: Sequence[tuple[Target, list[PartitionResult]]],
+    skip_unchanged: bool,
+    events: EventSink,
+) -> None:
+    """Skip what the board already holds, then write and verify the rest."""
     pending = []
     for target, entries in placed:
-        if opts.skip_unchanged and session.holds(target):
+        if skip_unchanged and session.holds(target):
             for entry in entries:
                 _set(
                     events,
@@ -492,17 +632,44 @@ def backup(
     saved = []
     inputs = [src for t in targets if t.image is not None for src in t.image.sources]
     for target in targets:
-        for name, content in session.backup_files(target):
-            path = _free_name(directory, f"{stem}-{name}-{stamp}")
-            write_private(path, content, inputs=inputs)
+        for file in session.backup_files(target):
+            path = _free_name(directory, f"{stem}-{file.name}-{stamp}")
+            if file.address is not None:
+                # A whole region: restorable by `atflash restore`, which its record guides.
+                record = region_record(session, file.name, file.address, file.data)
+                recovery.save(path, file.data, record, inputs=inputs)
+            else:
+                write_private(path, file.data, inputs=inputs)
             saved.append(str(path))
             events(Event("backup", session.port, f"saved to {path}", partition=target.name))
     return saved
 
 
+def region_record(
+    session: Session, name: str, address: int, content: bytes
+) -> recovery.BackupRecord:
+    """The record of a region's bytes on this board (mfg_nvs: whether it read as sound NVS)."""
+    damaged = False
+    if name == MFG_NVS:
+        try:
+            parse_nvs(content, source=MFG_NVS)
+        except FormatError:
+            damaged = True
+    return recovery.BackupRecord(
+        partition=name,
+        address=address,
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        time=recovery.now(),
+        chip=session.info.chip,
+        mac=session.info.mac,
+        damaged=damaged,
+    )
+
+
 def _free_name(directory: Path, stem: str) -> Path:
     for candidate in _candidates(directory, stem):
-        if not candidate.exists():
+        if not (candidate.exists() or recovery.record_path(candidate).exists()):
             return candidate
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -61,6 +61,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "write": ("device", "Write credentials to one board or many, verified."),
     "verify": ("device", "Check that boards hold exactly the images these files build (exit 0 only if all match)."),
     "read": ("device", "Read a partition from a board and show what it holds."),
+    "restore": ("device", "Put backups made with --backup back on the board they came from, verified."),
     "partitions": ("device", "Show a profile's partition table, or a board's own (with --port)."),
     "ports": ("device", "List serial ports that may be boards (what --port auto would take)."),
     "check": ("device", "Validate a bench file completely (profile, ports, every file, manifest) without a board."),

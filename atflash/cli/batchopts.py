@@ -65,6 +65,10 @@ def batch_options(func: F) -> F:
                               "(default: POOL.ledger.sqlite)."),
             click.option("--log", type=click.Path(dir_okay=False),
                          help="Append one JSON line per board to this provisioning log (mode 0600; {date} and {time} are filled in)."),
+            click.option("--on-ledger-error", type=click.Choice(["stop", "continue"]), default="stop",
+                         show_default=True,
+                         help="--pool: when the ledger cannot record a written board, start no new "
+                              "board (the running ones finish) or go on."),
             click.option("--station", metavar="NAME",
                          help="This station's name, in the log and the ledger (default for the ledger: host name)."),
         ]
@@ -136,6 +140,7 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         strict=pick("strict"),
         pool=params.get("pool"),
         ledger=params.get("ledger"),
+        on_ledger_error=params.get("on_ledger_error") or "stop",
         config=config,
         groups=tuple(params["groups"]),
         via=via,
@@ -143,6 +148,10 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         log=pick("log"),
         station=pick("station"),
     )
+    if typed("on_ledger_error") and not settings.pool:
+        raise InputError(
+            "--on-ledger-error goes with --pool", hint="only a pool run records to a ledger"
+        )
     check_outputs(report=settings.report, backup=settings.backup)
     return settings
 
@@ -240,6 +249,10 @@ def _render_one(outcome: RunOutcome, as_json: bool) -> None:
 
 def _explain_exit(outcome: RunOutcome, settings: WriteSettings) -> None:
     """One stderr line when the exit code is not what the summary's counts would suggest."""
+    for failure in outcome.unwritten:
+        click.echo(f"atflash: error: {failure}", err=True)
+    if outcome.unrecorded:
+        click.echo(f"atflash: error: {_unrecorded_line(outcome, settings)}", err=True)
     if outcome.stopped_by is not None:
         left = [r for r in outcome.results if r.interrupted]
         saved = (
@@ -247,8 +260,25 @@ def _explain_exit(outcome: RunOutcome, settings: WriteSettings) -> None:
         )
         word = "terminated" if outcome.stopped_by == signal.SIGTERM else "interrupted"
         click.echo(f"atflash: {word}: {len(left)} board(s) not finished{saved}", err=True)
+    elif outcome.ledger_hold is not None:
+        left = [r for r in outcome.results if r.interrupted]
+        click.echo(f"atflash: {len(left)} board(s) not started after the ledger failed", err=True)
     elif outcome.all_skipped:
         click.echo(
             "atflash: error: no board was provisioned: every board was skipped (no manifest row)",
             err=True,
         )
+
+
+def _unrecorded_line(outcome: RunOutcome, settings: WriteSettings) -> str:
+    """What the ledger lacks and how to bring it up to date from the log."""
+    boards = outcome.unrecorded
+    first = boards[0].unrecorded
+    kept = [path for path in (outcome.records.log, outcome.records.report) if path]
+    todo = (
+        f"once the ledger works again, run: atflash ledger reconcile {outcome.ledger} {kept[0]}"
+        if kept
+        else "the summary above lists them"
+    )
+    sets = ", ".join(f"{r.credential_set} ({r.port})" for r in boards)
+    return f"the ledger did not record {len(boards)} board(s), sets {sets}: {first}; {todo}"

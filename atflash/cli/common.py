@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -11,7 +12,7 @@ import click
 from atflash.backends import registry
 from atflash.errors import InputError
 from atflash.files import expand
-from atflash.layout.model import Profile
+from atflash.layout.model import MFG_NVS, Profile
 from atflash.layout.profiles import load_profile
 from atflash.planning.plan import PartitionRequest
 
@@ -70,8 +71,22 @@ def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> lis
     for name, files in groups:
         if not files:
             raise InputError(f"partition {name}: no files given", hint=f"write '{name} FILE...'")
-        requests.append(PartitionRequest(name, tuple(expand(files))))
+        expanded = tuple(expand(files))
+        for path in expanded:
+            _refuse_whole_backup(path)
+        requests.append(PartitionRequest(name, expanded))
     return requests
+
+
+def _refuse_whole_backup(path: str) -> None:
+    """A backup of a whole mfg_nvs is no credential: it goes back with ``restore``."""
+    from atflash import recovery
+
+    if recovery.recorded_partition(Path(path)) == MFG_NVS:
+        raise InputError(
+            f"{path} is a backup of the whole {MFG_NVS}, not a credential file",
+            hint=f"put it back with: atflash restore --port PORT {path}",
+        )
 
 
 def json_option(func: F) -> F:

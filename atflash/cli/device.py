@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,12 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from atflash import recovery
 from atflash.backends import base, registry
 from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.batchrun import LINK_OPTIONS, delimiter_hint
-from atflash.cli import batchopts, render
+from atflash.cli import batchopts, render, term
 from atflash.cli.app import cli
 from atflash.cli.batchopts import batch_options
 from atflash.cli.common import (
@@ -35,9 +37,10 @@ from atflash.cli.common import (
     resolve_profile,
 )
 from atflash.content.describe import inspect_bytes
-from atflash.errors import InputError
+from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, InputError
+from atflash.files import expand
 from atflash.layout.model import Partition, Profile
-from atflash.output import write_outputs
+from atflash.output import refuse_shared_paths, write_outputs
 from atflash.planning.bench import candidate_profiles, check_config, load_config
 from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
 from atflash.ports import list_ports
@@ -251,7 +254,17 @@ def read(
             private=lambda _p: True,
             inputs=[profile_path] if profile_path else [],
         )
-    report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
+    try:
+        report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
+    except FormatError as exc:
+        # The bytes came from the board: what does not read is the board's damage, not the user's.
+        saved = f" (saved to {output})" if output else ""
+        raise DamagedStoreError(
+            port,
+            part.name,
+            f"{exc.what}: {exc.problem}{saved}",
+            hint="restore a backup of this board (atflash restore --port PORT BACKUP.bin)",
+        ) from None
     if as_json:
         echo_json(
             {
@@ -265,7 +278,55 @@ def read(
         return
     if output:
         click.echo(f"{output}: {len(data)} bytes of {part.name} saved")
+        if term.quiet():  # the file is what was asked for; its content is one command away
+            return
     render.echo_inspect(report)
+
+
+# -- restore ---------------------------------------------------------------------
+
+
+@cli.command()
+@connection_options
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Restore backups taken from another board (another MAC) of the same chip.",
+)
+@json_option
+@click.argument("backups", nargs=-1, required=True, metavar="BACKUP...")
+@click.pass_context
+def restore(
+    ctx: click.Context,
+    port: str | None,
+    force: bool,
+    as_json: bool,
+    backups: tuple[str, ...],
+    **params: Any,
+) -> None:
+    """Put backups made with --backup back on the board they came from, verified.
+
+    Each BACKUP is a .bin that --backup saved, with its .bin.json record
+    beside it: the partition, address, size, chip, MAC and SHA-256 it was
+    taken with. The bytes go back verbatim, also into an mfg_nvs that no
+    longer reads. A backup whose bytes do not match its record is refused,
+    and one from another board unless --force.
+    """
+    backend, link = link_settings(ctx, params)
+    port = one_port(port, backend.name)
+    loaded = recovery.load_all(expand(backups))
+    view = batchopts.view_for([port], single=True, as_json=as_json)  # progress on a terminal
+    view.title = "atflash restore"
+    with view:
+        result = base.restore_board(
+            backend.load(), backend.connect_options(port, link), loaded, force=force, events=view
+        )
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        render.echo_board_result(result)
+    if not result.ok:
+        sys.exit(EXIT_DEVICE_ERROR)
 
 
 # -- partitions ------------------------------------------------------------------
@@ -341,6 +402,15 @@ def ports_command(show_all: bool, as_json: bool) -> None:
 def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
+    refuse_shared_paths(
+        {
+            "report": config.report,
+            "log": config.log,
+            "backup": config.backup,
+            "manifest": config.manifest,
+            "the bench file": config_path,
+        }
+    )
     # As on the command line: without a chip or profile, the esptool path detects the chip.
     chip = "auto" if not (config.chip or config.profile) and config.via != "at" else None
     with delimiter_hint():
@@ -351,4 +421,4 @@ def check(config_path: str, as_json: bool) -> None:
         render.echo_checked_config(config, checked)
 
 
-__all__ = ["check", "partitions", "ports_command", "read", "verify", "write"]
+__all__ = ["check", "partitions", "ports_command", "read", "restore", "verify", "write"]

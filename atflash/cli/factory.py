@@ -1,4 +1,4 @@
-"""Factory commands: ``pool check`` and ``ledger show|export|release``.
+"""Factory commands: ``pool check`` and ``ledger show|export|release|reconcile``.
 
 Thin: each parses, calls :mod:`atflash.factory` and renders. Progress of a
 pool check is a rich bar on a terminal and a line per quarter otherwise.
@@ -20,7 +20,7 @@ from rich.table import Table
 from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import profile_options
-from atflash.errors import InputError
+from atflash.errors import EXIT_MISMATCH, InputError
 from atflash.factory.ledger import Claim, Ledger
 from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import check_pool, load_pool
@@ -142,6 +142,49 @@ def ledger_release(url: str, set_name: str, yes: bool) -> None:
     click.echo(
         f"set {claim.set_name} released (held by {claim.device} since {_when(claim.claimed_at)})"
     )
+
+
+@ledger.command("reconcile")
+@click.argument("url")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ledger_reconcile(url: str, file: str, as_json: bool) -> None:
+    """Store in the ledger what a run could not: the boards FILE marks unrecorded.
+
+    FILE is the run's provisioning log (--log) or report (--report). Each
+    such board's outcome goes to its device's claim of the same set, unless
+    a later run recorded that claim since. A claim released or holding
+    another set is left alone and reported: exit 4. Safe to run again.
+    """
+    from atflash.factory.reconcile import CONFLICT, reconcile, unrecorded_in
+
+    boards = unrecorded_in(file)
+    if not boards:
+        if as_json:
+            click.echo("[]")
+        else:
+            click.echo(f"{file}: no unrecorded boards: nothing to do")
+        return
+    store = open_ledger(url, create=False)
+    try:
+        outcomes = reconcile(store, boards)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
+    else:
+        for o in outcomes:
+            why = f" ({o.why})" if o.why else ""
+            click.echo(
+                f"{o.board.device}: set {o.board.set_name} {o.board.result}: {o.action}{why}"
+            )
+    conflicts = [o for o in outcomes if o.action == CONFLICT]
+    if conflicts:
+        click.echo(
+            f"atflash: {len(conflicts)} board(s) not recorded: the ledger disagrees with {file}",
+            err=True,
+        )
+        sys.exit(EXIT_MISMATCH)
 
 
 def _read_claims(

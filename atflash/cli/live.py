@@ -47,12 +47,19 @@ PHASE_STYLE = {
     "verified": "green",
     "unchanged": "green",
     "skipped": "yellow",
+    "interrupted": "yellow",
     "warning": "yellow",
     "retrying": "yellow",
     "writing": "cyan",
     "progress": "cyan",
 }
-RESULT_STYLE = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
+RESULT_STYLE = {
+    "ok": "green",
+    "failed": "bold red",
+    "skipped": "yellow",
+    "interrupted": "yellow",
+    "unrecorded": "bold red",
+}
 STATUS_STYLE = {
     PartitionStatus.WRITTEN.value: "green",
     PartitionStatus.UNCHANGED.value: "green",
@@ -296,19 +303,42 @@ def print_summary(
     unused_rows: Sequence[tuple[int, str]] = (),
     title: str = "Summary",
 ) -> None:
-    """The table of every board, a count line, and manifest rows no board used (summarised)."""
-    term.stdout_console().print(summary_table(results, title=title))
+    """The table of every board, a count line, and manifest rows no board used (summarised).
+
+    With ``-q``: the line of each board that failed or was skipped, and the count line.
+    """
+    quiet = term.quiet()
+    if not quiet:
+        term.stdout_console().print(summary_table(results, title=title))
     for result in results:
         why = result.error_detail or result.skipped
         if why:
             click.echo(f"{result.port}: {result.outcome}: {why}")
-    outcomes = [r.outcome for r in results]
-    click.echo(
-        f"{len(results)} board(s) in {seconds:.1f} s: {outcomes.count('ok')} ok, "
-        f"{outcomes.count('failed')} failed, {outcomes.count('skipped')} skipped"
-    )
-    for line in unused_lines(unused_rows):
+        if result.unrecorded:
+            click.echo(
+                f"{result.port}: unrecorded: the ledger does not know it got set "
+                f"{result.credential_set}: {result.unrecorded}"
+            )
+    click.echo(f"{len(results)} board(s) in {seconds:.1f} s: {count_text(results)}")
+    for line in () if quiet else unused_lines(unused_rows):
         click.echo(line)
+
+
+def count_text(results: Sequence[BoardResult]) -> str:
+    """``3 ok, 0 failed, 0 skipped, 5 interrupted``: each board counted once, as the report does.
+
+    Interrupted boards are neither ok nor failed; they and boards the
+    ledger did not record are named only when there are some.
+    """
+    outcomes = [r.outcome for r in results]
+    text = ", ".join(f"{outcomes.count(word)} {word}" for word in ("ok", "failed", "skipped"))
+    interrupted = outcomes.count("interrupted")
+    unrecorded = sum(1 for r in results if r.unrecorded)
+    return text + "".join(
+        f", {count} {word}"
+        for count, word in ((interrupted, "interrupted"), (unrecorded, "unrecorded"))
+        if count
+    )
 
 
 def unused_lines(rows: Sequence[tuple[int, str]]) -> list[str]:
@@ -393,7 +423,11 @@ def _status(value: str) -> Text:
 
 
 def _outcome(result: BoardResult) -> Text:
-    return Text(result.outcome, style=RESULT_STYLE.get(result.outcome, ""))
+    """The board's result word; a board the ledger did not record says so beside it."""
+    text = Text(result.outcome, style=RESULT_STYLE.get(result.outcome, ""))
+    if result.unrecorded:
+        text.append(" unrecorded", style=RESULT_STYLE["unrecorded"])
+    return text
 
 
 def _partition_line(name: str, status: str, names: Sequence[str]) -> Text:

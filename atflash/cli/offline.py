@@ -41,7 +41,7 @@ from atflash.planning.plan import (
 
 if TYPE_CHECKING:
     from atflash.factory.devices import BuildSpec
-    from atflash.factory.images import NvsBase
+    from atflash.factory.images import FactoryImage, NvsBase
 
 ITEM_TYPES = tuple(pki.TYPE_CODES)
 
@@ -112,6 +112,9 @@ def parse_bin(path: str, out_dir: str, as_json: bool) -> None:
             for item, name in placed
         ]  # fmt: skip
         echo_json({"source": path, "files": files})
+    if term.quiet() and not as_json:
+        click.echo(f"{path}: {len(placed)} item(s) extracted to {out_dir}")
+        return
     for target, data in outputs.items():
         if not as_json:
             click.echo(f"{target}: {len(data)} bytes")
@@ -190,6 +193,12 @@ _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
     help="Worker processes for per-device images (default: none, one per CPU from 5,000 "
     "devices; writing files, not CPU, bounds smaller runs).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take an image whose mfg_nvs is damaged or cut short as it is: what still reads is "
+    "kept, what is dropped is listed.",
+)
 @json_option
 @click.argument("groups", nargs=-1, metavar="[PARTITION FILE...]...")
 def build(
@@ -206,6 +215,7 @@ def build(
     image_path: str | None,
     table_offset: int | None,
     jobs: int | None,
+    force: bool,
     groups: tuple[str, ...],
 ) -> None:
     """Build one image per partition, padded to its size, checked to fit.
@@ -225,15 +235,15 @@ def build(
     if manifest or pool_path:
         _build_devices(
             _DeviceRun(chip, profile_path, out_dir, options, factory_param, manifest, pool_path,
-                       image_path, table_offset, jobs),
+                       image_path, table_offset, jobs, force),
             groups,
             as_json=as_json,
         )  # fmt: skip
         return
-    if image_path or table_offset is not None:
+    if image_path or table_offset is not None or force:
         raise InputError(
-            "--image and --partition-table-offset build one image per device: give --manifest "
-            "or --pool",
+            "--image, --partition-table-offset and --force are for one image per device: "
+            "give --manifest or --pool",
             hint="for one factory image, use 'atflash patch-image'",
         )
     if not groups:
@@ -279,6 +289,10 @@ def build(
             }
         )
         return
+    if term.quiet():
+        names = ", ".join(img.partition.name for img in plan.images)
+        click.echo(f"{out_dir}: {len(plan.images)} image(s) for {profile.name}: {names}")
+        return
     for img in plan.images:
         render.echo_image_line(img, Path(out_dir) / f"{img.partition.name}.bin")
 
@@ -312,7 +326,7 @@ def _build_mfg_nvs(
     secret = images.holds_private_key(plan)
     write_outputs({target: data}, private=lambda _p: secret, inputs=[*inputs, *source])
     store = profile.partition(MFG_NVS)
-    if base.dropped:
+    if base.dropped and not term.quiet():
         click.echo(
             f"note: credential namespaces of {base.source} left out: {', '.join(base.dropped)} "
             "(only the credentials given go into a build)",
@@ -382,6 +396,7 @@ class _DeviceRun:
     image_path: str | None
     table_offset: int | None
     jobs: int | None
+    force: bool = False
 
 
 def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -> None:
@@ -447,17 +462,30 @@ def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
             raise InputError("--no-pad does not go with --image: an image holds whole partitions")
         base = resolve_profile(run.chip, run.profile_path) if run.chip or run.profile_path else None
         image = images.read_factory_image(
-            run.image_path, table_offset=run.table_offset or DEFAULT_TABLE_OFFSET, base=base
+            run.image_path,
+            table_offset=run.table_offset or DEFAULT_TABLE_OFFSET,
+            base=base,
+            force=run.force,
         )
+        _echo_damage(image)
         return BuildSpec(image.profile, run.options, image=image), [*inputs, run.image_path]
-    if run.table_offset is not None:
-        raise InputError("--partition-table-offset is for --image: where the image's table is")
+    if run.table_offset is not None or run.force:
+        raise InputError(
+            "--partition-table-offset and --force are for --image: where the image's table is, "
+            "and taking its damaged mfg_nvs"
+        )
     profile = resolve_profile(run.chip, run.profile_path)
     if profile.store != "mfg_nvs":
         _refuse_factory_param(run.factory_param, profile)
         return BuildSpec(profile, run.options), inputs
     base_items, source = _nvs_base(profile, run.factory_param, run.options)
     return BuildSpec(profile, run.options, base=base_items), [*inputs, *source]
+
+
+def _echo_damage(image: FactoryImage) -> None:
+    """What --force dropped from a damaged mfg_nvs, once for the whole run."""
+    for line in image.damage:
+        click.echo(f"warning: {image.source}: {MFG_NVS} damaged, kept what reads: {line}", err=True)
 
 
 @cli.command("patch-image")
@@ -467,6 +495,12 @@ def _device_spec(run: _DeviceRun) -> tuple[BuildSpec, list[str]]:
     "--partition-table-offset", "table_offset", type=FLASH_OFFSET, default=DEFAULT_TABLE_OFFSET,
     help=_TABLE_OFFSET_HELP,
 )  # fmt: skip
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take an image whose mfg_nvs is damaged or cut short as it is: what still reads is "
+    "kept, what is dropped is listed.",
+)
 @no_pair_check_option
 @no_key_type_check_option
 @json_option
@@ -481,6 +515,7 @@ def patch_image(
     table_offset: int,
     no_pair_check: bool,
     no_key_type_check: bool,
+    force: bool,
     as_json: bool,
     image_path: str,
     groups: tuple[str, ...],
@@ -498,7 +533,7 @@ def patch_image(
     from atflash.factory import images
 
     base = resolve_profile(chip, profile_path) if chip or profile_path else None
-    image = images.read_factory_image(image_path, table_offset=table_offset, base=base)
+    image = images.read_factory_image(image_path, table_offset=table_offset, base=base, force=force)
     requests = parse_groups(groups, request_names([image.profile]))
     options = PlanOptions(pair_check=not no_pair_check, key_type_check=not no_key_type_check)
     plan = images.plan_for_image(image, requests, options=options)
@@ -507,7 +542,8 @@ def patch_image(
     inputs = [image_path, *(f for req in requests for f in req.files)]
     inputs += [profile_path] if profile_path else []
     write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
-    for warning in patched.warnings:
+    quiet = term.quiet()
+    for warning in () if quiet else patched.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
         echo_json(
@@ -525,7 +561,7 @@ def patch_image(
             }
         )  # fmt: skip
         return
-    for region in patched.regions:
+    for region in () if quiet else patched.regions:
         part = region.partition
         click.echo(f"{output}: {part.name} @ {part.span} replaced ({', '.join(region.covers)})")
     grown = f", grown by {patched.grown} bytes of erased flash" if patched.grown else ""
@@ -542,9 +578,11 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
     """Show what a PKI bin, partition dump or credential file holds.
 
     Certificates: subject, issuer, validity, key type. Keys: type and whether
-    encrypted. Key material is never shown. A file that cannot be read is
-    an error line (a JSON error object with --json); the others are still
-    shown, and the exit code is that of the first error.
+    encrypted. Key material is never shown. A file that cannot be read or
+    is malformed (empty, a damaged PEM block or DER object, a bin or NVS
+    image that breaks its format, none of these kinds) is an error line (a
+    JSON error object with --json); the others are still shown, and the
+    exit code is that of the first error.
     """
     shown: list[dict[str, Any]] = []
     first_error: AtflashError | None = None
@@ -552,7 +590,7 @@ def inspect(files: tuple[str, ...], as_json: bool, expiring_days: int) -> None:
         try:
             for path in expand([argument]):
                 report = inspect_bytes(
-                    pki.read_bin_file(path), source=path, expiring_days=expiring_days
+                    pki.read_bin_file(path), source=path, expiring_days=expiring_days, strict=True
                 )
                 if as_json:
                     shown.append(report.to_json())

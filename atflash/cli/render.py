@@ -15,7 +15,7 @@ from atflash.layout.model import Partition, Profile
 from atflash.planning.bench import BenchConfig, CheckedConfig
 from atflash.planning.plan import PartitionImage
 from atflash.ports import PortInfo
-from atflash.results import BoardResult
+from atflash.results import BoardResult, PartitionResult
 
 
 def size_text(size: int) -> str:
@@ -170,8 +170,13 @@ def echo_board_result(result: BoardResult) -> None:
     """One board: a head line, a line per partition, the verdict last.
 
     Sizes are the image's credential bytes and the partition region they
-    fill ("612 of 8192 bytes"), the same numbers the steps show.
+    fill ("612 of 8192 bytes"), the same numbers the steps show. With
+    ``-q`` only the verdict line; a failure without an error of its own
+    (verify's mismatch) names the partitions that are not as they should be.
     """
+    if term.quiet():
+        click.echo(_verdict_line(result, name_failed=True))
+        return
     head = f"{result.port}: {result.chip or 'unknown chip'}"
     if result.mac:
         head += f", MAC {result.mac}"
@@ -183,14 +188,25 @@ def echo_board_result(result: BoardResult) -> None:
             click.echo(f"  {line}")
     width = max((len(p.name) for p in result.partitions), default=0)
     for part in result.partitions:
-        secs = f"  {part.seconds:.2f} s" if part.seconds else ""
-        click.echo(
-            f"  {part.name:<{width}}  {part.address:#x}  {bytes_text(part.bin_size, part.size)}"
-            f"  {part.status}{secs}"
-        )
+        click.echo(_partition_line(part, width))
+    click.echo(_verdict_line(result))
+
+
+def _partition_line(part: PartitionResult, width: int) -> str:
+    secs = f"  {part.seconds:.2f} s" if part.seconds else ""
+    return (
+        f"  {part.name:<{width}}  {part.address:#x}  {bytes_text(part.bin_size, part.size)}"
+        f"  {part.status}{secs}"
+    )
+
+
+def _verdict_line(result: BoardResult, *, name_failed: bool = False) -> str:
     verdict = "OK" if result.ok else "SKIPPED" if result.skipped else "FAILED"
-    tail = f": {result.error or result.skipped}" if result.error or result.skipped else ""
-    click.echo(f"{verdict} in {result.seconds:.1f} s{tail}")
+    why = result.error or result.skipped
+    if not why and name_failed and not result.ok:
+        why = ", ".join(f"{p.name} {p.status}" for p in result.partitions if not p.ok)
+    tail = f": {why}" if why else ""
+    return f"{verdict} in {result.seconds:.1f} s{tail}"
 
 
 def bytes_text(payload: int, size: int) -> str:
@@ -232,8 +248,10 @@ def port_json(port: PortInfo) -> dict[str, Any]:
 
 
 def echo_checked_config(config: BenchConfig, checked: CheckedConfig) -> None:
-    """What a bench file will do, after every file was built and checked."""
+    """What a bench file will do, after every file was built and checked (-q: the OK line)."""
     click.echo(f"{config.source}: OK")
+    if term.quiet():
+        return
     click.echo(f"  profiles  {', '.join(p.name for p in checked.profiles)}")
     click.echo(f"  ports     {' '.join(config.ports or ()) or '(none: give --port when writing)'}")
     for plan in checked.plans[:1]:

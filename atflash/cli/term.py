@@ -3,7 +3,8 @@
 Every command asks here rather than deciding for itself:
 
 - :func:`verbosity`: ``-q`` (errors and the summary), normal, ``-v`` (every
-  step the library reports), set on the root group or after the command.
+  step the library reports), set on the root group or after the command;
+  :func:`quiet` for ``-q``.
 - :func:`stdout_console` / :func:`stderr_console`: rich consoles built per
   call (click's CliRunner swaps the streams between invocations). Colour
   only on a terminal and never with ``NO_COLOR`` (rich honours both);
@@ -33,6 +34,7 @@ from rich.text import Text
 from atflash.cli.app import NORMAL, QUIET, VERBOSE, state
 
 PIPE_WIDTH = 200  # a log has no width; rows of this many columns stay whole
+TABLE_WIDTH = 80  # a report-like table read in a pipe or a file (log show): an 80-column page
 
 
 class Verbosity(IntEnum):
@@ -46,6 +48,15 @@ def verbosity() -> Verbosity:
     return Verbosity(max(QUIET, min(VERBOSE, state().verbosity)))
 
 
+def quiet() -> bool:
+    """``-q``: print errors and the command's one summary line, nothing else.
+
+    Commands whose output is what was asked for (inspect, read without -o,
+    partitions, profiles, ports, log and ledger show) still print it.
+    """
+    return verbosity() == Verbosity.QUIET
+
+
 def is_terminal(stream: TextIO) -> bool:
     try:
         return stream.isatty()
@@ -53,14 +64,15 @@ def is_terminal(stream: TextIO) -> bool:
         return False
 
 
-def _console(stream: TextIO) -> Console:
+def _console(stream: TextIO, pipe_width: int = PIPE_WIDTH) -> Console:
     # COLUMNS wins (rich reads it when width is None); a terminal is measured.
     piped = not os.environ.get("COLUMNS") and not is_terminal(stream)
-    return Console(file=stream, highlight=False, width=PIPE_WIDTH if piped else None)
+    return Console(file=stream, highlight=False, width=pipe_width if piped else None)
 
 
-def stdout_console() -> Console:
-    return _console(sys.stdout)
+def stdout_console(*, pipe_width: int = PIPE_WIDTH) -> Console:
+    """The console for stdout; ``pipe_width`` columns when stdout is not a terminal."""
+    return _console(sys.stdout, pipe_width)
 
 
 def stderr_console() -> Console:
@@ -150,6 +162,7 @@ class StepProgress:
     """A ``(done, total)`` progress callback: a rich bar on a terminal (stderr), else a line per quarter.
 
     ``line`` is the plain line's format, with ``what``, ``done`` and ``total``.
+    Nothing at all with ``-q``.
     """
 
     def __init__(
@@ -158,12 +171,13 @@ class StepProgress:
         self.what = what
         self.line = line
         self.live = is_terminal(sys.stderr) if live is None else live
+        self.silent = quiet()
         self._bar: Any = None  # rich.progress.Progress, imported only for a terminal
         self._task: Any = None
         self._step = 0
 
     def __enter__(self) -> StepProgress:
-        if self.live:
+        if self.live and not self.silent:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -191,6 +205,6 @@ class StepProgress:
             self._bar.update(self._task, completed=done)
             return
         step = done * 100 // total // PROGRESS_STEP if total else 0
-        if step > self._step:
+        if step > self._step and not self.silent:
             self._step = step
             click.echo(self.line.format(what=self.what, done=done, total=total), err=True)

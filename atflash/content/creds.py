@@ -67,6 +67,9 @@ _OTHER_LABELS = {
     "PKCS7": "a PKCS#7 bundle",
 }
 
+# Well-formed PEM objects that are not credentials: inspect names them (an ItemInfo note).
+OTHER_OBJECTS = frozenset(_OTHER_LABELS.values())
+
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----")
 _LEGACY_ENCRYPTED = b"Proc-Type: 4,ENCRYPTED"
 

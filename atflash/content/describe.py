@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from atflash.content import creds, mfgnvs, nvs, pki
+from atflash.content.nvs_format import PAGE_HEADER, PAGE_SIZE, PageState
+from atflash.errors import ContentError
 from atflash.layout.model import pki_kind_for
 
 _EXPECTED_KIND = {"cert": "certificate", "ca": "certificate", "key": "private key"}
@@ -57,15 +59,35 @@ def _jsonable(value: object) -> object:
 
 
 def inspect_bytes(
-    data: bytes, *, source: str, expiring_days: int = 30, now: datetime | None = None
+    data: bytes,
+    *,
+    source: str,
+    expiring_days: int = 30,
+    now: datetime | None = None,
+    strict: bool = False,
 ) -> InspectReport:
-    """Describe ``data``: a PKI bin, a partition dump, blank flash or a credential file."""
+    """Describe ``data``: a PKI bin, a partition dump, blank flash or a credential file.
+
+    A PKI bin or NVS image that breaks its format raises its
+    :class:`~atflash.errors.FormatError`. ``strict`` (a file the user
+    named, as ``inspect`` takes it) also refuses, with a
+    :class:`~atflash.errors.ContentError`, a file that is none of these
+    kinds (empty, a damaged or truncated PEM block or DER object, PEM with
+    no block anything knows, text), and reads a whole-page image whose
+    first page is marked in use as NVS, so that a bad header CRC is
+    reported as such. Without it (a partition read from a board, whatever
+    it holds) such bytes are described as unknown content. Inside a bin or
+    an NVS image an item that is not what its slot needs is a warning: the
+    rest of the container is still worth showing.
+    """
     if data and all(b == pki.ERASED for b in data):
         return InspectReport(source, "blank", len(data), None, ())
-    if nvs.looks_like_nvs(data):
+    if nvs.looks_like_nvs(data) or (strict and _marked_as_nvs(data)):
         return _inspect_nvs(data, source=source, now=now, expiring_days=expiring_days)
     if not pki.is_pki_bin(data):
         info = creds.describe(data, source=source, now=now, expiring_days=expiring_days)
+        if strict:
+            _refuse_unreadable(info, source)
         item = ItemReport(None, None, len(data), info, _warnings(info, None))
         return InspectReport(source, "file", len(data), None, (item,))
     parsed = pki.parse(data, source=source)
@@ -75,6 +97,30 @@ def inspect_bytes(
     )
     kind = "pki-bin" if parsed.size == len(data) else "partition-dump"
     return InspectReport(source, kind, len(data), parsed.size, items)
+
+
+_IN_USE = (PageState.ACTIVE, PageState.FULL, PageState.FREEING)
+
+
+def _marked_as_nvs(data: bytes) -> bool:
+    """Whole NVS pages, the first one's state word saying it is in use (its CRC unchecked)."""
+    if len(data) < PAGE_SIZE or len(data) % PAGE_SIZE:
+        return False
+    return PAGE_HEADER.unpack_from(data, 0)[0] in _IN_USE
+
+
+def _refuse_unreadable(info: creds.ItemInfo, source: str) -> None:
+    """Raise for a credential file that holds nothing inspect can describe.
+
+    A well-formed PEM object that is not a credential (a public key, a CSR)
+    is described, not refused: the file is what it says it is.
+    """
+    if info.kind != "unknown" or (info.encoding == "PEM" and info.note in creds.OTHER_OBJECTS):
+        return
+    if info.note == "empty":
+        raise ContentError(source, "file is empty")
+    detail = f"{info.encoding}: {info.note}" if info.encoding else info.note
+    raise ContentError(source, f"not a certificate, private key, PKI bin or NVS image ({detail})")
 
 
 def _inspect_nvs(

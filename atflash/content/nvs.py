@@ -34,6 +34,15 @@ Pages ESP-IDF itself marked corrupt are skipped: it never reads them either.
 Where ESP-IDF's own bookkeeping leaves two copies of an item (an interrupted
 update, a page being freed), the newer copy (higher page sequence number,
 then later entry) wins; blob data chunks no index refers to are ignored.
+
+A partition that was cut short is refused too, by what NVS itself records:
+ESP-IDF always keeps one page ACTIVE (the one it writes into), and
+generators leave their last page ACTIVE or initialise every page, so used
+pages that end on a FULL page holding entries, with no ACTIVE page and
+more than the reserved page erased, are the head of a longer partition
+whose tail is missing (a write interrupted at a page boundary, a truncated
+file), not a partition with an erased tail (see ``_check_complete``). :func:`salvage_nvs` reads a damaged partition anyway, keeping
+what still parses and naming what it dropped, for an explicit ``--force``.
 """
 
 from __future__ import annotations
@@ -111,6 +120,7 @@ __all__ = [
     "int_range",
     "looks_like_nvs",
     "parse_nvs",
+    "salvage_nvs",
 ]
 
 
@@ -160,29 +170,106 @@ def parse_nvs(image: bytes, *, source: str = "mfg_nvs") -> list[NvsItem]:
 
     Namespace-name entries are not items. An erased image gives no items.
     Raises :class:`~atflash.errors.FormatError` naming ``source``, the page
-    and entry and the offset, for anything malformed (see the module
-    docstring for what ESP-IDF would skip instead).
+    and entry and the offset, for anything malformed or cut short (see the
+    module docstring for what ESP-IDF would skip instead).
     """
+    return _parse(image, source, None)
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    """What :func:`salvage_nvs` could still read, and one line per thing it dropped."""
+
+    items: list[NvsItem]
+    dropped: list[str]
+
+
+def salvage_nvs(image: bytes, *, source: str = "mfg_nvs") -> Salvaged:
+    """The items of a damaged NVS partition that still read, and what was dropped.
+
+    A page whose header is bad is dropped whole; an entry that is bad is
+    dropped alone (the scan goes on at the next entry); an item whose value
+    or namespace is lost is dropped. A cut-short partition keeps what its
+    pages hold. Never raises for the content (``dropped`` says what was
+    wrong); the length must still be whole pages.
+    """
+    dropped: list[str] = []
+    return Salvaged(_parse(image, source, dropped), dropped)
+
+
+def _parse(image: bytes, source: str, dropped: list[str] | None) -> list[NvsItem]:
+    """Strict when ``dropped`` is None; otherwise each problem is noted there and skipped."""
     if not image or len(image) % PAGE_SIZE:
         raise FormatError(
             "NVS partition",
             f"{len(image)} bytes is not a whole number of {PAGE_SIZE}-byte pages",
             source=source,
         )
-    pages: list[tuple[int, list[_Entry]]] = []
+    pages: list[tuple[int, int, list[_Entry]]] = []
+    erased = 0
     for number in range(len(image) // PAGE_SIZE):
-        page = _read_page(image, number, source)
-        if page is not None:
+        try:
+            page = _read_page(image, number, source, dropped)
+        except FormatError as exc:
+            _note(exc, dropped, "the page dropped")
+            continue
+        if page is None:
+            erased += 1
+        else:
             pages.append(page)
     # Sorted by sequence number: ESP-IDF starts each new page at the next
     # number, so this is the order things were written in, whatever the
     # physical order. The sort is stable, so equal numbers keep flash order.
     pages.sort(key=lambda page: page[0])
-    return _assemble([entry for _seq, entries in pages for entry in entries], source)
+    try:
+        _check_complete(pages, erased, source)
+    except FormatError as exc:
+        _note(exc, dropped, "what the missing pages held is lost")
+    return _assemble(
+        [entry for _seq, _state, entries in pages for entry in entries], source, dropped
+    )
 
 
-def _read_page(image: bytes, number: int, source: str) -> tuple[int, list[_Entry]] | None:
-    """``(sequence number, written entries)`` of one page, or None for a page to skip."""
+def _note(exc: FormatError, dropped: list[str] | None, consequence: str) -> None:
+    """Raise ``exc`` when strict; otherwise note it, and what skipping it costs."""
+    if dropped is None:
+        raise exc
+    dropped.append(f"{exc.what}: {exc.problem} ({consequence})")
+
+
+def _check_complete(pages: list[tuple[int, int, list[_Entry]]], erased: int, source: str) -> None:
+    """Refuse used pages that end on a FULL page with no ACTIVE page: the image was cut short.
+
+    ESP-IDF always has one ACTIVE page to write into; a page only becomes
+    FULL once a later page exists. Generators differ: the PyPI one leaves
+    its last used page ACTIVE and the rest erased; the one bundled with
+    esp-at's ``at.py`` (and older ESP-IDF ones) initialise every page but
+    the reserved last one, each FULL, so no page is ACTIVE but only one is
+    erased, and the last pages written hold no entry. So: a last page
+    (in write order) that is FULL and holds entries, no ACTIVE page, and
+    more than the one reserved page erased means the pages after it are
+    missing, not erased.
+    """
+    states = [state for _seq, state, _entries in pages]
+    if PageState.CORRUPT in states:
+        return  # ESP-IDF managed this partition and abandoned a page: its bookkeeping, not a cut
+    if not states or PageState.ACTIVE in states or states[-1] != PageState.FULL:
+        return
+    if erased <= RESERVED_PAGES or not pages[-1][2]:
+        return
+    raise FormatError(
+        "NVS",
+        f"the last page written ({len(states)} used, sequence {pages[-1][0]}) is FULL and no "
+        "page is ACTIVE, so the pages after it are missing: the partition was cut short",
+        source=source,
+        hint="an interrupted write or a truncated file; restore it from a backup",
+    )
+
+
+def _read_page(
+    image: bytes, number: int, source: str, dropped: list[str] | None = None
+) -> tuple[int, int, list[_Entry]] | None:
+    """``(sequence number, state, written entries)`` of one page, or None for a page to skip."""
     base = number * PAGE_SIZE
     state, seq, version, crc = PAGE_HEADER.unpack_from(image, base)
     what = f"NVS page {number}"
@@ -191,7 +278,7 @@ def _read_page(image: bytes, number: int, source: str) -> tuple[int, list[_Entry
             raise FormatError(what, "page marked unused holds data", offset=base, source=source)
         return None
     if state == PageState.CORRUPT:
-        return None  # ESP-IDF abandoned this page and never reads it
+        return seq, state, []  # ESP-IDF abandoned this page and never reads it
     if state not in (PageState.ACTIVE, PageState.FULL, PageState.FREEING):
         raise FormatError(what, f"unknown page state {state:#010x}", offset=base, source=source)
     if crc != crc32(image[base + 4 : base + 28]):
@@ -207,6 +294,8 @@ def _read_page(image: bytes, number: int, source: str) -> tuple[int, list[_Entry
     states = [EntryState((bitmap >> (2 * i)) & 0b11) for i in range(ENTRIES_PER_PAGE)]
     entries: list[_Entry] = []
     index = 0
+    # Salvaging: consecutive bad entries (a value's span read as entries) are one note.
+    bad: tuple[FormatError, int] | None = None
     while index < ENTRIES_PER_PAGE:
         entry_state = states[index]
         if entry_state == EntryState.EMPTY and state == PageState.ACTIVE:
@@ -216,12 +305,31 @@ def _read_page(image: bytes, number: int, source: str) -> tuple[int, list[_Entry
             continue
         where = f"{what} entry {index}"
         offset = base + FIRST_ENTRY + index * ENTRY_SIZE
-        if entry_state == EntryState.ILLEGAL:
-            raise FormatError(where, "illegal entry state 0b01", offset=offset, source=source)
-        entry = _read_entry(image, offset, where, states, index, source)
+        try:
+            if entry_state == EntryState.ILLEGAL:
+                raise FormatError(where, "illegal entry state 0b01", offset=offset, source=source)
+            entry = _read_entry(image, offset, where, states, index, source)
+        except FormatError as exc:
+            if dropped is None:
+                raise
+            bad = (bad[0], bad[1] + 1) if bad else (exc, 1)
+            index += 1
+            continue
+        _note_run(bad, dropped)
+        bad = None
         entries.append(entry)
         index += entry.span
-    return seq, entries
+    _note_run(bad, dropped)
+    return seq, state, entries
+
+
+def _note_run(bad: tuple[FormatError, int] | None, dropped: list[str] | None) -> None:
+    """A run of dropped entries as one note: the first entry's problem, and how many followed."""
+    if bad is None or dropped is None:
+        return
+    exc, count = bad
+    after = f" and the {count - 1} after it" if count > 1 else ""
+    dropped.append(f"{exc.what}: {exc.problem} (the entry{after} dropped)")
 
 
 def _read_entry(
@@ -268,7 +376,7 @@ def _decode_name(field: bytes, where: str, offset: int, source: str) -> str:
         raise FormatError(where, "key is not UTF-8 text", offset=offset, source=source) from None
 
 
-def _assemble(entries: list[_Entry], source: str) -> list[NvsItem]:
+def _assemble(entries: list[_Entry], source: str, dropped: list[str] | None) -> list[NvsItem]:
     """Items from the entries of all pages, in write order; newer copies win."""
     names: dict[int, str] = {}
     by_name: dict[str, int] = {}
@@ -276,7 +384,10 @@ def _assemble(entries: list[_Entry], source: str) -> list[NvsItem]:
     chunks: dict[tuple[int, str, int], _Entry] = {}
     for entry in entries:
         if entry.ns == NS_INDEX:
-            _define_namespace(entry, names, by_name, source)
+            try:
+                _define_namespace(entry, names, by_name, source)
+            except FormatError as exc:
+                _note(exc, dropped, "the namespace entry dropped")
         elif entry.code == ItemCode.BLOB_DATA:
             chunks[(entry.ns, entry.key, entry.chunk)] = entry
         else:
@@ -286,17 +397,26 @@ def _assemble(entries: list[_Entry], source: str) -> list[NvsItem]:
             latest[(entry.ns, entry.key)] = entry
     items = []
     for entry in latest.values():
-        namespace = names.get(entry.ns)
-        if namespace is None:
-            raise FormatError(
-                entry.where,
-                f"item {entry.key!r} is in namespace index {entry.ns}, which no namespace entry names",
-                offset=entry.offset,
-                source=source,
-            )
-        nvs_type, value = _value(entry, chunks, source)
-        items.append(NvsItem(namespace, entry.key, nvs_type, value))
+        try:
+            items.append(_item(entry, names, chunks, source))
+        except FormatError as exc:
+            _note(exc, dropped, f"item {entry.key!r} dropped")
     return items
+
+
+def _item(
+    entry: _Entry, names: dict[int, str], chunks: dict[tuple[int, str, int], _Entry], source: str
+) -> NvsItem:
+    namespace = names.get(entry.ns)
+    if namespace is None:
+        raise FormatError(
+            entry.where,
+            f"item {entry.key!r} is in namespace index {entry.ns}, which no namespace entry names",
+            offset=entry.offset,
+            source=source,
+        )
+    nvs_type, value = _value(entry, chunks, source)
+    return NvsItem(namespace, entry.key, nvs_type, value)
 
 
 def _define_namespace(

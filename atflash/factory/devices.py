@@ -34,6 +34,7 @@ import io
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -265,7 +266,7 @@ def read_index(out_dir: Path) -> dict[str, IndexRow]:
     something else, and writing ours would destroy it.
     """
     path = out_dir / INDEX_NAME
-    if not path.exists():
+    if not os.path.exists(path):  # never raises, unlike Path.exists (a name too long)
         return {}
     not_ours = f"not an atflash build index (its header is not {','.join(INDEX_COLUMNS)})"
     try:
@@ -495,12 +496,13 @@ def build_devices(
     out = Path(out_dir)
     old = read_index(out)
     all_inputs = [*inputs, *(f for d in devices for r in d.requests for f in r.files)]
-    _refuse_inputs(
-        out, [o for d in devices for o in spec.outputs_for(d)] + [INDEX_NAME], all_inputs
-    )
+    outputs = [o for d in devices for o in spec.outputs_for(d)] + [INDEX_NAME]
+    _refuse_inputs(out, outputs, all_inputs)
+    for name in outputs:
+        _check_output_path(out, name)
     report = progress or (lambda _done, _total: None)
     report(0, len(devices))
-    created = not out.exists()
+    created = not os.path.exists(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
@@ -573,6 +575,44 @@ def _refuse_inputs(out: Path, outputs: Sequence[str], inputs: Iterable[Source]) 
                 )
 
 
+def _check_output_path(out: Path, name: str) -> None:
+    """Refuse what is in the way of output ``name`` inside OUT, before anything is written.
+
+    Nothing is ever written through a symbolic link inside OUT (a link
+    planted at a device folder would send a key file elsewhere), and a
+    device's folder or file must be a folder or a regular file, or absent.
+    """
+    path = out
+    parts = Path(name).parts
+    for depth, part in enumerate(parts):
+        path = path / part
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            return  # created by this run, in a folder of its own
+        except OSError as exc:
+            raise FileInputError(path, f"cannot be checked ({exc.strerror})") from None
+        last = depth == len(parts) - 1
+        if stat.S_ISLNK(info.st_mode):
+            raise FileInputError(
+                path,
+                "is a symbolic link inside the output folder; atflash never writes through one",
+                hint="remove the link (or choose another output folder); nothing was written",
+            )
+        if not last and not stat.S_ISDIR(info.st_mode):
+            raise FileInputError(
+                path,
+                "is in the way of a device's folder (it is not a folder)",
+                hint="move it away, or choose another output folder; nothing was written",
+            )
+        if last and not stat.S_ISREG(info.st_mode):
+            raise FileInputError(
+                path,
+                "is in the way of a device's output (it is not a regular file)",
+                hint="move it away, or choose another output folder; nothing was written",
+            )
+
+
 def _run_all(
     builder: _Builder,
     work: list[tuple[int, Device, IndexRow | None]],
@@ -624,6 +664,8 @@ def _place(out: Path, staging: Path, rows: Sequence[IndexRow], old: dict[str, In
     the index as it was, so the next run rebuilds whatever does not match it.
     """
     for row in rows:
+        for name in row.files:
+            _check_output_path(out, name)  # again: nothing may have appeared since the start
         folders = {name.split("/")[0] for name in row.files if "/" in name}
         for folder in folders:
             if not (out / folder).exists():

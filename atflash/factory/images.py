@@ -181,6 +181,7 @@ class FactoryImage:
 
     ``nvs_items`` holds what its mfg_nvs holds (3.1+ layouts; read once, so
     that a thousand devices patched from one image parse it once).
+    ``damage`` says what a damaged mfg_nvs taken with ``force`` lost.
     """
 
     source: str
@@ -188,6 +189,7 @@ class FactoryImage:
     layout: board.BoardLayout
     profile: Profile
     nvs_items: tuple[NvsItem, ...] = field(repr=False, default=())
+    damage: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -199,10 +201,13 @@ def read_factory_image(
     *,
     table_offset: int = DEFAULT_TABLE_OFFSET,
     base: Profile | None = None,
+    force: bool = False,
 ) -> FactoryImage:
     """:func:`open_factory_image` on a file (read with a bound: at most the largest flash)."""
     data = read_bounded(path, MAX_IMAGE, "a factory image")
-    return open_factory_image(data, source=str(path), table_offset=table_offset, base=base)
+    return open_factory_image(
+        data, source=str(path), table_offset=table_offset, base=base, force=force
+    )
 
 
 def open_factory_image(
@@ -211,12 +216,15 @@ def open_factory_image(
     source: str,
     table_offset: int = DEFAULT_TABLE_OFFSET,
     base: Profile | None = None,
+    force: bool = False,
 ) -> FactoryImage:
     """Read an image's primary table and at_customize.bin; refuse one line if they cannot be read.
 
     The layout is the image's own. Chip and flash settings come from the
     built-in profile with the same tables (among ``base``'s chip's layouts
     when given), else from ``base``; with neither, the image is refused.
+    A damaged or cut-short mfg_nvs is refused unless ``force``, which keeps
+    what still reads and says in ``damage`` what was lost.
     """
     layout = _discover(data, source, table_offset)
     candidates = family(base.chip) if base is not None else builtin_profiles()
@@ -230,9 +238,11 @@ def open_factory_image(
         )
     profile = _image_profile(layout, chosen, len(data), source)
     items: tuple[NvsItem, ...] = ()
+    damage: tuple[str, ...] = ()
     if profile.store == "mfg_nvs":
-        items = tuple(nvs_items_of(data, profile.partition(MFG_NVS), source))
-    return FactoryImage(source, data, layout, profile, items)
+        found = nvs_items_of(data, profile.partition(MFG_NVS), source, force=force)
+        items, damage = tuple(found.items), tuple(found.dropped)
+    return FactoryImage(source, data, layout, profile, items, damage)
 
 
 def _discover(data: bytes, source: str, table_offset: int) -> board.BoardLayout:
@@ -273,19 +283,38 @@ def _image_profile(layout: board.BoardLayout, base: Profile, size: int, source: 
     return replace(profile, name=f"{Path(source).name}", source=source)
 
 
-def nvs_items_of(data: bytes, store: Partition, source: str) -> list[NvsItem]:
-    """The items of the mfg_nvs partition inside a flash image (erased or cut short: none)."""
+def nvs_items_of(
+    data: bytes, store: Partition, source: str, *, force: bool = False
+) -> nvs.Salvaged:
+    """The items of the mfg_nvs partition inside a flash image (none when it is erased or absent).
+
+    An image that ends inside the partition, or whose partition does not
+    read (corrupt, or cut short at a page boundary), is refused with an
+    :class:`ImageError`; with ``force`` what still reads is taken, and
+    ``dropped`` says what was not.
+    """
     region = data[store.offset : store.end]
+    cut = 0 < len(region) < store.size
     region += bytes([ERASED]) * (store.size - len(region))
-    if region.count(ERASED) == len(region):
-        return []
-    try:
-        return nvs.parse_nvs(region, source=f"{source}: {MFG_NVS}")
-    except FormatError as exc:
-        raise ImageError(
-            source, f"its {MFG_NVS} at {store.offset:#x} cannot be read: {exc}",
-            hint="a partition rebuilt from a partial read would lose what it held",
-        ) from None  # fmt: skip
+    if not cut and region.count(ERASED) == len(region):
+        return nvs.Salvaged([], [])
+    where = f"{source}: {MFG_NVS}"
+    ends = f"the file ends {len(data) - store.offset} bytes into the {store.size}-byte partition"
+    if not force:
+        try:
+            if cut:
+                raise FormatError(MFG_NVS, ends, source=source)
+            return nvs.Salvaged(nvs.parse_nvs(region, source=where), [])
+        except FormatError as exc:
+            raise ImageError(
+                source, f"its {MFG_NVS} at {store.offset:#x} is damaged: {exc.what}: {exc.problem}",
+                hint="a partition rebuilt from it would lose what it held; give an intact image, "
+                "or pass --force to keep what still reads (what is dropped is listed)",
+            ) from None  # fmt: skip
+    found = nvs.salvage_nvs(region, source=where)
+    if cut:
+        found.dropped.insert(0, f"{MFG_NVS}: {ends} (the rest taken as erased)")
+    return found
 
 
 def plan_for_image(
@@ -326,6 +355,8 @@ def patch_regions(image: FactoryImage, plan: WritePlan) -> tuple[tuple[Region, .
     if plan.nvs:
         store = image.profile.partition(MFG_NVS)
         before = list(image.nvs_items)
+        warnings += [f"{image.source}: {MFG_NVS} damaged, kept what reads (--force): {line}"
+                     for line in image.damage]  # fmt: skip
         if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
             warnings.append(
                 f"{image.source}: its {MFG_NVS} holds no {mfgnvs.FACTORY_PARAM}: "

@@ -15,6 +15,7 @@ stations on several hosts.
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -92,11 +93,12 @@ class SqliteLedger:
         self.path = path
         self.name = str(path)
         self.busy_timeout = busy_timeout
-        if path.is_dir():
+        # os.path never raises, unlike Path.is_dir (a name too long to look up).
+        if os.path.isdir(path):
             raise LedgerError(self.name, "is a folder", hint="give a file name, e.g. ledger.db")
-        if not path.parent.is_dir():
+        if not os.path.isdir(path.parent):
             raise LedgerError(self.name, f"folder {path.parent} does not exist")
-        if not create and not path.exists():
+        if not create and not os.path.exists(path):
             raise LedgerError(self.name, "no such ledger file", hint=NOT_A_LEDGER_HINT)
         with self._errors("cannot open"):
             # isolation_level=None: no implicit transactions; each change says BEGIN IMMEDIATE.

@@ -33,7 +33,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from atflash.errors import AtflashError
@@ -104,9 +104,10 @@ class Pool:
 def load_pool(path: str | Path) -> Pool:
     """Read a pool's layout (a folder of set folders, or a CSV index); files are not opened."""
     path = Path(path)
-    if path.is_dir():
+    # os.path never raises, unlike Path.is_dir (a name too long to look up).
+    if os.path.isdir(path):
         sets = _folder_sets(path)
-    elif path.is_file():
+    elif os.path.isfile(path):
         sets = _index_sets(path)
     else:
         raise PoolError(str(path), None, "no such folder or file")
@@ -299,7 +300,10 @@ def plans_for_set(
     reading 64 KiB and a byte.
     """
     try:
-        return tuple(build_plan(p, entry.requests, options=options) for p in profiles)
+        return tuple(
+            replace(build_plan(p, entry.requests, options=options), credential_set=entry.name)
+            for p in profiles
+        )
     except PoolError:
         raise
     except AtflashError as exc:

@@ -74,6 +74,10 @@ class PoolResolver:
         entry = self.pool.get(held[-1].set_name)
         return plans_for_set(self.pool.source, entry, self.profiles, self.options)
 
+    def plans_of_set(self, name: str) -> Sequence[WritePlan]:
+        """The plans of the set a board's result names, asking the ledger nothing (for reports)."""
+        return plans_for_set(self.pool.source, self.pool.get(name), self.profiles, self.options)
+
     def claim(self, mac: str) -> Claim:
         """The set this device holds, or a newly claimed one (stored before any write)."""
         ledger = open_ledger(self.ledger_url)

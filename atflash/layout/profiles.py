@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -117,16 +118,17 @@ def load_profile(spec: str | Path, *, chip: str | None = None) -> Profile:
     (a built-in layout of that chip supplies flash settings and table offsets).
     """
     path = Path(spec)
-    if path.suffix.lower() in (".toml", ".csv") or path.exists():
+    if path.suffix.lower() in (".toml", ".csv") or os.path.exists(path):
         return load_profile_file(path, chip=chip)
     return find_profile(str(spec))
 
 
 def load_profile_file(path: Path, *, source: str | None = None, chip: str | None = None) -> Profile:
     """Load and validate a profile file: TOML profile or at_customize.csv."""
-    if not path.exists():
+    # os.path never raises, unlike Path.exists (a name too long to look up).
+    if not os.path.exists(path):
         raise ProfileError(f"{path}: profile file not found")
-    if path.is_dir():
+    if os.path.isdir(path):
         raise ProfileError(f"{path}: is a directory, not a profile file")
     if path.suffix.lower() == ".csv":
         from atflash.layout.csvtable import profile_from_csv

@@ -55,7 +55,7 @@ from atflash import chips
 from atflash.backends import registry
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.errors import AtflashError, FileInputError, InputError, ManifestError
-from atflash.files import expand, read_bounded
+from atflash.files import expand, read_bounded, unusable_name
 from atflash.layout.model import Profile
 from atflash.layout.profiles import builtin_profiles, family, load_profile
 from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
@@ -368,9 +368,12 @@ def check_outputs(*, report: str | None, backup: str | None) -> None:
     """
     if report:
         path = Path(report)
-        if path.is_dir():
+        problem = unusable_name(path)
+        if problem:
+            raise FileInputError(path, problem, hint="give --report another file name")
+        if os.path.isdir(path):
             raise FileInputError(path, "is a folder", hint="give --report a file name")
-        if path.exists():
+        if os.path.exists(path):
             mode = path.stat().st_mode
             if not stat.S_ISREG(mode):
                 raise FileInputError(
@@ -383,6 +386,9 @@ def check_outputs(*, report: str | None, backup: str | None) -> None:
                 )  # fmt: skip
         _check_folder(path.parent, "the report", "--report")
     if backup:
+        problem = unusable_name(backup)
+        if problem:
+            raise FileInputError(backup, problem, hint="give --backup another folder name")
         _check_folder(Path(backup), "backups", "--backup")
 
 
@@ -391,7 +397,7 @@ def _check_folder(folder: Path, what: str, option: str) -> None:
     existing = folder
     while not _lexists(existing) and existing != existing.parent:
         existing = existing.parent
-    if not existing.is_dir():
+    if not os.path.isdir(existing):
         raise FileInputError(
             existing, f"is not a folder, so {what} cannot go in {folder}",
             hint=f"choose another {option} path",

@@ -86,6 +86,7 @@ class WritePlan:
     profile: Profile
     images: tuple[PartitionImage, ...]
     pad: bool = True
+    credential_set: str | None = None  # the pool set the images were built from, if any
     # Candidate layouts of the same request that could not take it, and why in
     # one line (too big for their partitions, a partition they lack). A board
     # whose tables turn out to be one of them is refused with that reason.

@@ -8,6 +8,8 @@ import signal
 import stat
 from pathlib import Path
 
+import pytest
+
 import atflash
 
 
@@ -89,3 +91,23 @@ def test_ctrl_c_stops_the_batch_the_safe_way(boards, raw: Path, tmp_path: Path) 
     assert outcome.stopped_by == signal.SIGINT and outcome.exit_code == 130
     assert [r.outcome for r in outcome.results] == ["ok", "interrupted", "interrupted"]
     assert json.loads(report.read_text())["summary"]["ok"] == 1
+
+
+def test_a_log_that_fails_after_the_boards_leaves_the_report_and_says_so(
+    boards, raw: Path, tmp_path: Path
+) -> None:
+    plan = atflash.plan(
+        {"client_ca": (raw / "client_ca" / "client_ca_00.crt").read_bytes()}, chip="esp32"
+    )
+    report = tmp_path / "run.json"
+    with pytest.raises(atflash.AtflashError, match="report and log name the same path"):
+        atflash.run_batch([boards[0].url], plan, report=report, log=report)
+    if not Path("/dev/full").exists():
+        return
+    outcome = atflash.run_batch([boards[0].url], plan, report=report, log="/dev/full")
+    assert outcome.exit_code == 3 and outcome.results[0].ok
+    (failed,) = outcome.unwritten
+    assert failed.what == "log" and "No space left on device" in failed.error
+    assert json.loads(report.read_text())["summary"]["ok"] == 1
+    if failed.saved:
+        os.unlink(failed.saved)

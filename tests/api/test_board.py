@@ -172,3 +172,33 @@ def test_connect_refuses_a_board_of_another_chip(esp32_board) -> None:
         atflash.connect(esp32_board.url, chip="esp32c3")
     with atflash.connect(esp32_board.url) as board:  # the port was released
         assert board.chip == "esp32"
+
+
+def test_restore_puts_a_backup_back_over_the_same_connection(
+    esp32_board, raw: Path, flash_at, tmp_path: Path
+) -> None:
+    one = atflash.plan({"client_ca": raw / "client_ca" / "client_ca_00.crt"}, chip="esp32")
+    two = atflash.plan({"client_ca": raw / "client_ca" / "client_ca_01.crt"}, chip="esp32")
+    backups = tmp_path / "backups"
+    with atflash.connect(esp32_board.url) as board:
+        assert board.write(one).ok
+        before = board.read("client_ca").data
+        assert board.write(two, backup_dir=backups).ok
+        saved = sorted(backups.glob("*client_ca*.bin"))
+        assert len(saved) == 1 and saved[0].with_name(saved[0].name + ".json").exists()
+        assert board.read("client_ca").data != before
+        restored = board.restore(saved[0])
+        assert board.verify(one).partitions[0].status == atflash.PartitionStatus.MATCH
+    assert restored.ok, restored.error
+    entry = restored.partitions[0]
+    assert flash_at(esp32_board, entry.address, entry.size) == before  # read from the mock itself
+
+
+def test_restore_refuses_a_backup_without_its_record_before_the_board(
+    esp32_board, tmp_path: Path
+) -> None:
+    stray = tmp_path / "client_ca.bin"
+    stray.write_bytes(b"\xff" * 8192)
+    with atflash.connect(esp32_board.url) as board, pytest.raises(atflash.InputError) as err:
+        board.restore(stray)
+    assert "has no backup record" in str(err.value)

@@ -10,15 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from atflash.cli import cli
+from tests.support.cli import run
 
 pytestmark = pytest.mark.hardware
-
-
-def run(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_write_verify_and_restore_client_ca(

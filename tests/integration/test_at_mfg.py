@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from atflash import recovery
 from atflash.backends.at.backend import AtBackend
 from atflash.backends.at.client import AtClient, AtConnectOptions
 from atflash.backends.at.protocol import MFG_VALUE_MAX, PORT_BUSY_LINE
@@ -31,7 +31,6 @@ from atflash.backends.base import (
     verify_board,
     write_board,
 )
-from atflash.cli import cli
 from atflash.content import mfgnvs, pki
 from atflash.content.describe import inspect_bytes
 from atflash.content.nvs import NvsItem, build_nvs
@@ -45,6 +44,7 @@ from atflash.planning.plan import (
     build_plan,
 )
 from atflash.sim.at import BUSY_LINE, AtSimulator
+from tests.support.cli import run
 from tests.support.samples import CAS, CERTS, KEYS, RAW
 
 from .conftest import serve
@@ -348,14 +348,17 @@ def test_backup_then_restore(sim: AtSimulator, tmp_path: Path) -> None:
     assert result.ok, result.error
     assert firmware_view(sim, "client_cert") == [CAS[1].read_bytes()]
     assert firmware_view(sim, "mqtt_ca") == [mqtt_ca.read_bytes()]
-    saved = sorted(backups.iterdir())
+    saved = sorted(p for p in backups.iterdir() if "-mfg_nvs-" not in p.name)
     assert [p.name.split("-")[1] for p in saved] == [
         "client_ca.0",
         "client_cert.0",
         "client_cert.1",
         "mqtt_ca.empty",  # there was none: the backup of "none"
     ]
-    assert sorted(result.backups) == [str(p) for p in saved]
+    # And once the whole mfg_nvs (through AT+SYSFLASH) with its record, for `atflash restore`.
+    (whole,) = backups.glob("*-mfg_nvs-*.bin")
+    assert recovery.record_path(whole).exists()
+    assert sorted(result.backups) == sorted(map(str, [*saved, whole]))
     assert all(p.stat().st_mode & 0o077 == 0 for p in saved)
     assert saved[0].read_bytes() == CAS[0].read_bytes()  # raw PEM, as the module held it
 
@@ -410,10 +413,6 @@ def test_second_host_gets_port_busy(sim: AtSimulator, transport: str) -> None:
 
 
 # -- through the command line ---------------------------------------------------------------------
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def test_cli_read_and_partitions(sim: AtSimulator) -> None:

@@ -18,14 +18,13 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from click.testing import CliRunner
 
-from atflash.cli import cli
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.layout.profiles import find_profile
 from atflash.seriallink import open_link
 from atflash.sim.at import BUSY_LINE, AtSimulator
+from tests.support.cli import run as run_cli
 from tests.support.samples import RAW
 
 WAIT = 5.0  # seconds: the longest any wait here may take; the module answers at once
@@ -445,10 +444,6 @@ def test_second_client_is_refused_and_the_first_keeps_working(
 
 
 # -- atflash sim at ------------------------------------------------------------------------------
-
-
-def run_cli(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 @pytest.mark.parametrize("mac", ["zz", "24:0a:c4:00:00", "01:00:5e:00:00:01", "24:0a:c4:00:00:0g"])

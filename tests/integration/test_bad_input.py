@@ -60,6 +60,8 @@ KEY = RAW / "client_key" / "client_key_00.key"
 OTHER_KEY = RAW / "client_key" / "client_key_01.key"
 CONNECT = "--before no-reset --after no-reset"
 PROFILE = find_profile("esp32")
+# A name longer than any file system takes (255 bytes): Path.is_dir raises for it.
+LONG = "x" * 300
 # From the partition table to the end of the last credential partition.
 WATCHED = (PROFILE.at_customize_offset, PROFILE.partition("mqtt_ca").end)
 
@@ -210,6 +212,17 @@ CASES = [
     Case("write-backup-folder-under-a-file", f"write --chip esp32 --port {{board}} {CONNECT} --backup {{ws}}/small.txt/backups client_cert {{raw}}/client_cert/client_cert_00.crt", r"small\.txt: is not a folder, so backups cannot go in"),
     Case("check-report-folder-is-a-file", "check --config {ws}/bad_report_bench.toml", r"small\.txt: is not a folder, so the report cannot go in"),
     Case("read-output-is-its-profile", f"read --profile {{ws}}/esp32.toml --port {{board}} {CONNECT} -o {{ws}}/esp32.toml client_cert", r"esp32\.toml: is also an input of this command"),
+    # -- names too long for the file system ({long}): one line, never an internal error
+    Case("gen-output-name-too-long", "generate-bin -b {long}.bin cert {raw}/client_cert/client_cert_00.crt", r"x\.bin: cannot write \(File name too long\)"),
+    Case("build-glob-name-too-long", f"build {B} client_cert {{long}}/**", "no file matches this pattern"),
+    Case("build-output-name-too-long", "build --chip esp32 -o {long} client_cert {raw}/client_cert/client_cert_00.crt", "File name too long"),
+    Case("build-profile-name-too-long", "build --profile {long}.toml -o {out} client_cert {raw}/client_cert/client_cert_00.crt", "profile file not found"),
+    Case("inspect-name-too-long", "inspect {long}", "File name too long"),
+    Case("parse-name-too-long", "parse-bin -b {long} -o {out}", "File name too long"),
+    Case("pool-name-too-long", "pool check {long} --chip esp32", "no such folder or file"),
+    Case("ledger-name-too-long", "ledger show {long}.db", "no such ledger file"),
+    Case("write-report-name-too-long", f"write {W} --report {{ws}}/new/{{long}}.json client_cert {{raw}}/client_cert/client_cert_00.crt", "name too long for the file system: give --report another file name"),
+    Case("write-backup-name-too-long", f"write --chip esp32 --port {{board}} {CONNECT} --backup {{long}} client_cert {{raw}}/client_cert/client_cert_00.crt", "name too long for the file system: give --backup another folder name"),
     # -- sim rom
     Case("sim-rom-bad-mac", "sim rom --mac 24:0a:c4:00:00", "'24:0a:c4:00:00' is not a MAC address"),
     Case("sim-rom-multicast-mac", "sim rom --mac 01:00:5e:00:00:01", "multicast or all-zero MAC"),
@@ -433,7 +446,7 @@ def test_bad_input(
     monkeypatch: pytest.MonkeyPatch,
     request: pytest.FixtureRequest,
 ) -> None:
-    places = {"ws": str(workspace), "raw": str(RAW), "out": str(tmp_path / "out")}
+    places = {"ws": str(workspace), "raw": str(RAW), "out": str(tmp_path / "out"), "long": LONG}
     uses_board = "{board}" in case.args or "{choosy}" in case.args
     if uses_board:
         mock: MockBoard = request.getfixturevalue("board")

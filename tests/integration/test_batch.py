@@ -14,11 +14,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.batch import START_METHOD_ENV, BatchOptions, BoardJob, run_batch
-from atflash.cli import cli
 from atflash.cli.live import BatchView
 from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR
@@ -28,15 +26,12 @@ from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.ports import PortFilter
 from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.rom import MockBoard
+from tests.support.cli import run
 from tests.support.line import UartLine
 
 from .conftest import BoardPool, flash_differs, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def ports(*urls: str) -> list[str]:

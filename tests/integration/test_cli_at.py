@@ -13,19 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from atflash.cli import cli
 from atflash.content import pki
 from atflash.errors import EXIT_MISMATCH
 from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
+from tests.support.cli import run
 
 SIM_START_TIMEOUT = 20
-
-
-def run(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def image(raw: Path, partition: str, size: int = 0x2000) -> bytes:

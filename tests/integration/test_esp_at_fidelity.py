@@ -20,25 +20,20 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from atflash.cli import cli
 from atflash.content.nvs import NvsItem, parse_nvs
 from atflash.layout.model import Profile
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
+from tests.support.cli import run
 from tests.support.mockflash import read_flash
 
 from .conftest import BoardPool, flash_esp_at
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 C3X = find_profile("esp32c3-3x")
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def files(raw: Path, partition: str, *names: str) -> list[str]:

@@ -21,10 +21,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 
-from atflash.cli import cli
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import EXIT_USER_ERROR
@@ -32,15 +31,12 @@ from atflash.layout.model import MFG_NVS, Partition
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import factory_items
 from atflash.sim.flash import board_flash, flash_image
+from tests.support.cli import run
 
 MIB = 1024 * 1024
 C3X = find_profile("esp32c3-3x")
 ESP32 = find_profile("esp32")
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="file modes are POSIX")
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args], prog_name="atflash")
 
 
 def ok(*args: object) -> Result:
@@ -583,6 +579,7 @@ def test_a_pool_index_inside_out_is_not_overwritten(tmp_path: Path, credential_p
     ("extra", "says"),
     [
         (["--image", "x.bin"], "--manifest"),
+        (["--force"], "--manifest"),
         (["--pool", "p", "--manifest", "m"], "not both"),
     ],
 )

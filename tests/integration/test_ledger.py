@@ -21,11 +21,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from atflash.backends.esptool.flasher import ConnectOptions
 from atflash.batch import BoardJob, run_batch
-from atflash.cli import cli
 from atflash.errors import EXIT_USER_ERROR, DeviceError, InputError
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import SCHEMA_VERSION
@@ -37,6 +35,7 @@ from atflash.planning.plan import BoardIdentity
 from atflash.results import BoardResult
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
+from tests.support.cli import run
 from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 
 from .conftest import BoardPool, flash_esp_at, flash_holds
@@ -471,10 +470,6 @@ def test_a_resolver_records_nothing_for_a_board_without_a_claim(
 
 
 # -- the commands -------------------------------------------------------------------------
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args))
 
 
 def test_ledger_show_export_and_release_commands(ledger_url: str, tmp_path: Path) -> None:

@@ -13,12 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from atflash.backends.base import WriteOptions, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.cli import cli
 from atflash.content import pki
 from atflash.content.nvs import NvsItem, parse_nvs
 from atflash.events import Event
@@ -26,6 +24,7 @@ from atflash.layout.profiles import family, find_profile
 from atflash.planning.plan import PartitionRequest, build_plans
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
+from tests.support.cli import run
 from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
@@ -35,10 +34,6 @@ from .conftest import BoardPool, flash_esp_at, flash_holds
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
 STORE = PROFILE.partition("mfg_nvs")
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def files(raw: Path, partition: str, *names: str) -> list[str]:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -20,28 +21,30 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from rich.console import Console
 
 from atflash.cli import cli
 from atflash.cli.app import COMMANDS
 from atflash.cli.live import BatchView, layout_of, summary_table
 from atflash.cli.render import profiles_table
+from atflash.content import pki
+from atflash.content.nvs import NvsItem, build_nvs
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
 from atflash.events import Event
 from atflash.layout.profiles import builtin_profiles, find_profile
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
-from atflash.sim.flash import board_flash
+from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, distinct_mac, start_mock
+from tests.support.cli import run
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 TERMINAL_TIMEOUT = 90.0
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[()][A-Z0-9]")
 _COLOUR = re.compile(r"\x1b\[(?:[0-9;]*;)?(?:3[0-8]|9[0-7]|4[0-8])[;m]")
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
 
 
 def files(raw: Path, n: str = "00") -> list[str]:
@@ -194,6 +197,66 @@ def test_verbose_shows_each_step_by_partition_and_quiet_only_the_summary(
     assert quiet.exit_code == 0, quiet.output
     assert quiet.stderr == ""
     assert "2 board(s)" in quiet.stdout
+
+
+def test_quiet_one_board_is_one_line_ok_or_failed(board: MockBoard, raw: Path) -> None:
+    written = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *files(raw), "-q")
+    assert written.exit_code == 0, written.output
+    assert written.stderr == ""
+    assert re.fullmatch(r"OK in \d+\.\d s\n", written.stdout), written.stdout
+    # A mismatch has no error of its own: the one line names what differs.
+    other = run("-q", "verify", "--chip", "esp32", "--port", board.url, *CONNECT, *files(raw, "01"))
+    assert other.exit_code == EXIT_MISMATCH, other.output
+    assert other.stderr == ""
+    assert re.fullmatch(
+        r"FAILED in \d+\.\d s: client_cert differs, client_key differs\n", other.stdout
+    ), other.stdout
+
+
+def test_quiet_batch_prints_failed_boards_and_the_count_line(
+    board: MockBoard, dead_port: str, raw: Path
+) -> None:
+    result = run("write", "--chip", "esp32", "--port", board.url, "--port", dead_port,
+                 *CONNECT, *files(raw), "-q")  # fmt: skip
+    assert result.exit_code == EXIT_DEVICE_ERROR, result.output
+    assert result.stderr == ""
+    failed, count = result.stdout.splitlines()  # no table
+    assert failed.startswith(f"{dead_port}: failed: ")
+    assert re.fullmatch(r"2 board\(s\) in \d+\.\d s: 1 ok, 1 failed, 0 skipped", count), count
+
+
+def test_quiet_offline_commands_print_their_one_summary_line(
+    board: MockBoard, raw: Path, tmp_path: Path, credential_pool: Path
+) -> None:
+    cert, ca = raw / "client_cert" / "client_cert_00.crt", raw / "client_ca" / "client_ca_00.crt"
+    image = tmp_path / "factory.bin"
+    image.write_bytes(flash_image(board_flash("esp32"), 4 * 1024 * 1024))
+    bench = tmp_path / "bench.toml"
+    bench.write_text(f'chip = "esp32"\n[partitions]\nclient_cert = "{cert}"\n')
+    pool = tmp_path / "pool"
+    for name in ("0001", "0002", "0003"):
+        shutil.copytree(credential_pool / name, pool / name)
+    out = tmp_path / "out"
+    commands = {
+        "build": ["build", "--chip", "esp32", "-o", out, "client_cert", cert, "client_ca", ca],
+        "generate-bin": ["generate-bin", "-b", out / "ca.bin", "ca", ca, "cert", cert],
+        "parse-bin": ["parse-bin", "-b", out / "ca.bin", "-o", out / "items"],
+        "patch-image": ["patch-image", image, "-o", out / "p.bin", "client_cert", cert,
+                        "client_ca", ca],
+        "check": ["check", "--config", bench],
+        "pool check": ["pool", "check", pool, "--chip", "esp32"],
+        "read -o": ["read", "--chip", "esp32", "--port", board.url, *CONNECT,
+                    "-o", out / "dump.bin", "client_ca"],
+        "build --pool": ["build", "--chip", "esp32", "--pool", pool,
+                         "-o", out / "devices"],
+    }  # fmt: skip
+    for name, args in commands.items():
+        loud = run(*map(str, args))
+        quiet = run(*map(str, args), "-q")
+        assert quiet.exit_code == 0 == loud.exit_code, (name, quiet.output)
+        assert quiet.stderr == "", (name, quiet.stderr)
+        assert len(quiet.stdout.splitlines()) == 1, (name, quiet.stdout)
+        assert len(loud.output.splitlines()) > 1 or name.startswith(("generate", "pool")), name
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
@@ -355,6 +418,68 @@ def test_inspect_shows_every_good_file_and_one_line_per_bad_one(raw: Path, tmp_p
     shown = json.loads(as_json.stdout)
     assert [entry.get("source") for entry in shown] == [good[0], str(bad), good[1]]
     assert shown[1]["exit_code"] == EXIT_USER_ERROR and "error" in shown[1]
+
+
+def _inspect_inputs(raw: Path) -> dict[str, bytes]:
+    """Files inspect must refuse (malformed) and files it must show (genuinely inspectable)."""
+    cert_pem = (raw / "client_cert" / "client_cert_00.crt").read_bytes()
+    cert_der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    key = ec.generate_private_key(ec.SECP256R1())
+    nvs_image = bytearray(build_nvs([NvsItem("client_cert", "cert.0", "binary", cert_pem)], 0x3000))
+    bad_header, bad_entry = bytearray(nvs_image), bytearray(nvs_image)
+    bad_header[8] ^= 1  # inside the first page header's CRC span
+    bad_entry[64 + 40] ^= 1  # inside the first entry's CRC span
+    bin_ = pki.build([("cert", cert_pem, None)])
+    return {
+        # malformed: one error line each
+        "empty.crt": b"",
+        "unknown-block.pem": b"-----BEGIN FOO-----\nYWJj\n-----END FOO-----\n",
+        "truncated.pem": cert_pem[:600],
+        "truncated.der": cert_der[:300],
+        "notes.txt": b"not a certificate\n",
+        "bad-header.bin": b"\xf1\xf1\x02\x00\xff\xff\x00\x00",
+        "bad-header-crc.nvs": bytes(bad_header),
+        "bad-entry-crc.nvs": bytes(bad_entry),
+        # inspectable: shown, exit 0
+        "cert.der": cert_der,
+        "public.pem": key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        "encrypted.key": key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        ),
+        "damaged-item.bin": pki.build([("cert", b"not a certificate", None)]),  # a WARNING
+        "good.bin": bin_,
+        "mfg_nvs.bin": bytes(nvs_image),
+    }
+
+
+INSPECT_MALFORMED = ["empty.crt", "unknown-block.pem", "truncated.pem", "truncated.der",
+                     "notes.txt", "bad-header.bin", "bad-header-crc.nvs", "bad-entry-crc.nvs"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", INSPECT_MALFORMED)
+def test_inspect_refuses_a_malformed_file_and_still_shows_the_others(
+    raw: Path, tmp_path: Path, name: str
+) -> None:
+    inputs = _inspect_inputs(raw)
+    for file_name, data in inputs.items():
+        (tmp_path / file_name).write_bytes(data)
+    good = [str(tmp_path / n) for n in inputs if n not in INSPECT_MALFORMED]
+    bad = str(tmp_path / name)
+    result = run("inspect", good[0], bad, *good[1:])
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"atflash: error: {bad}: ")
+    assert "unknown content" not in line
+    for path in good:
+        assert f"{path}: " in result.stdout
+    alone = run("inspect", *good)
+    assert alone.exit_code == 0, alone.output
+    assert alone.stderr == ""
+    assert "WARNING  stored as cert but holds an unknown object" in alone.stdout
 
 
 def test_a_user_error_with_json_is_a_json_object_on_stdout(raw: Path, tmp_path: Path) -> None:

@@ -34,11 +34,9 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.batch import START_METHOD_ENV, BatchOptions, BoardJob, StopRequest, run_batch
-from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
@@ -46,6 +44,7 @@ from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult, PartitionStatus
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
+from tests.support.cli import run
 from tests.support.esptool_waits import capped_waits
 from tests.support.line import UartLine
 
@@ -64,10 +63,6 @@ def start_method(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     method = getattr(request, "param", "forkserver")
     monkeypatch.setenv(START_METHOD_ENV, method)
     return str(method)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="atflash", catch_exceptions=False)
 
 
 def ports(*urls: str) -> list[str]:
@@ -344,9 +339,12 @@ def test_a_signal_to_the_batch_lets_running_boards_finish_and_records_the_rest(
         if record["result"] == "interrupted":
             assert "not started: the batch was stopped" in record["error"]
             assert [p["status"] for p in record["partitions"]] == ["not-started", "not-started"]
+    # One count, one meaning: interrupted boards are neither ok nor failed, wherever counted.
     summary = data["summary"]
-    assert summary["boards"] == 3 and summary["failed"] == results.count("interrupted")
-    assert "3 board(s)" in out  # the summary table was printed
+    left = results.count("interrupted")
+    assert (summary["boards"], summary["ok"], summary["failed"]) == (3, 3 - left, 0), summary
+    assert summary["interrupted"] == left
+    assert f"{3 - left} ok, 0 failed, 0 skipped, {left} interrupted" in out  # the summary
     assert all_gone(family, 15) == set(), "a worker outlived atflash"
 
 

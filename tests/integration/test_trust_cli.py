@@ -30,15 +30,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from atflash.cli import cli
 from atflash.content import pki
 from atflash.errors import EXIT_USER_ERROR
 from tests.support.certs import self_signed
+from tests.support.cli import run
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs a Unix host")
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
@@ -46,10 +45,6 @@ PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
 COMMAND_TIMEOUT = 60  # a refused input answers in well under a second; a hang hits this
 SIM_TIMEOUT = 30
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), prog_name="atflash", catch_exceptions=False)
 
 
 def atflash(*args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:

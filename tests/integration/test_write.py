@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from atflash.cli import cli
 from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH
 from atflash.layout.model import Partition
 from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard
+from tests.support.cli import run
 from tests.support.esptool_waits import capped_waits
 
 from .conftest import flash_differs, flash_esp_at, flash_holds, preload
@@ -23,10 +22,6 @@ from .conftest import flash_differs, flash_esp_at, flash_holds, preload
 PROFILES = Path(__file__).resolve().parents[2] / "profiles"
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset"]
-
-
-def run(*args: str) -> object:
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
 def padded_image(raw: Path, partition: str, size: int = 0x2000) -> bytes:

@@ -52,7 +52,7 @@ _CHECKSUM_SEED = 0xEF
 STUB_ENTRY = 0x4009_0000  # any non-zero entry point starts the mock's "stub"
 BLOCK = 0x4000  # FLASH_DATA payload size
 PACKET = 0x1000  # READ_FLASH packet size: one sector
-IO_TIMEOUT = 5.0  # bound on any single answer from the mock
+IO_TIMEOUT = 15.0  # bound on any single answer from the mock (a loaded 2-core host can starve it for seconds)
 ATTEMPTS = 3  # a PTY mock may start a new session between two commands
 
 SLIP_END, SLIP_ESC = 0xC0, 0xDB

@@ -20,9 +20,12 @@ from atflash.layout.profiles import find_profile
 from atflash.sim import at_sysflash, at_sysmfg
 from atflash.sim.at_base import ERROR, OK, Answer, DataPhase
 from atflash.sim.at_module import firmware_table, mac_for_port, normalize_mac, version_lines
+from tests.support.fuzzing import examples
 
 K = 1024
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 # mfg_nvs per module, as docs/esp-at-3x.md lists them.

@@ -22,6 +22,7 @@ from atflash.backends.at.reply import (
 )
 from atflash.errors import AtError, AtflashError, InputError
 from atflash.layout.model import Partition
+from tests.support.fuzzing import examples
 
 
 def tokens(
@@ -189,7 +190,7 @@ def test_errors_are_one_line_and_name_port_and_command() -> None:
 # -- fuzz ---------------------------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     data=st.binary(max_size=600),
     pieces=st.lists(st.integers(1, 64), max_size=40),
@@ -207,7 +208,7 @@ def test_reader_fuzz_raises_only_atflash_errors(
         assert "\n" not in token.text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     payload=st.binary(max_size=300),
     noise=st.sampled_from([b"", b"WIFI GOT IP\r\n", b"+IPD,0,3:\r\n>\r\n"]),
@@ -221,7 +222,7 @@ def test_read_reply_roundtrip(payload: bytes, noise: bytes, pieces: list[int]) -
     assert lines(toks)[-1] == "OK"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=80))
 def test_partition_line_fuzz(text: str) -> None:
     try:
@@ -231,7 +232,7 @@ def test_partition_line_fuzz(text: str) -> None:
     assert part.name and 0 <= part.offset < 1 << 32
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     name=st.text(
         alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters='",'),

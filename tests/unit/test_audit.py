@@ -207,3 +207,29 @@ def test_the_log_keeps_its_mode_when_it_exists(tmp_path: Path) -> None:
     log.chmod(0o640)
     audit.append_log(log, [{"format": audit.LOG_FORMAT}])
     assert log.stat().st_mode & 0o777 == 0o640  # an operator's own choice is left alone
+
+
+class _FakeMsvcrt:
+    """Windows' msvcrt.locking, recording each call and the file position it locks from."""
+
+    LK_LOCK, LK_UNLCK = 1, 0
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, int]] = []
+
+    def locking(self, fd: int, mode: int, nbytes: int) -> None:
+        self.calls.append((mode, os.lseek(fd, 0, os.SEEK_CUR), nbytes))
+
+
+def test_without_fcntl_the_append_locks_the_first_byte_through_msvcrt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _FakeMsvcrt()
+    monkeypatch.setattr(audit, "fcntl", None)
+    monkeypatch.setattr(audit, "msvcrt", fake)
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b'{"format":"atflash-log","n":0}')  # its last line not ended
+    audit.append_log(log, [{"format": audit.LOG_FORMAT, "n": 1}])
+    assert fake.calls == [(fake.LK_LOCK, 0, 1), (fake.LK_UNLCK, 0, 1)]
+    records, bad = audit.read_log(log)
+    assert bad == [] and [r["n"] for r in records] == [0, 1]

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from atflash.content import creds
 from atflash.errors import AtflashError, ContentError, PairingError
+from tests.support.fuzzing import examples
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
 PEM = serialization.Encoding.PEM
@@ -659,7 +660,7 @@ junk = st.one_of(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(junk)
 def test_describe_never_raises(data: bytes) -> None:
     info = creds.describe(data, source="x", now=NOW)
@@ -667,7 +668,7 @@ def test_describe_never_raises(data: bytes) -> None:
     assert isinstance(creds.is_encrypted_key(data), bool)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(junk)
 def test_loaders_raise_only_content_errors(data: bytes) -> None:
     for loader in (creds.load_certificate, creds.load_certificates, creds.load_private_key):

@@ -29,6 +29,7 @@ from atflash.layout import csvtable
 from atflash.layout.model import Partition
 from atflash.layout.parttable import ENTRY, encode_table, parse_table
 from atflash.layout.profiles import find_profile, load_profile_file
+from tests.support.fuzzing import examples
 from tests.support.samples import RAW as FIXTURES
 
 CERT = (FIXTURES / "client_cert" / "client_cert_00.crt").read_bytes()
@@ -36,8 +37,12 @@ KEY = (FIXTURES / "client_key" / "client_key_00.key").read_bytes()
 CA = (FIXTURES / "client_ca" / "client_ca_00.crt").read_bytes()
 SHIPPED = find_profile("esp32")
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+SLOW = settings(
+    max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def only_atflash_errors(
@@ -336,11 +341,20 @@ def test_pairing_never_leaks_other_errors(pairs: list[tuple[bytes, bytes]]) -> N
 
 
 @FAST
-@given(st.binary(max_size=200))
-def test_inspect_random_bytes(data: bytes) -> None:
-    result = only_atflash_errors(lambda: inspect.inspect_bytes(data, source="fuzz"))
+@given(st.binary(max_size=200), st.booleans())
+def test_inspect_random_bytes(data: bytes, strict: bool) -> None:
+    result = only_atflash_errors(lambda: inspect.inspect_bytes(data, source="fuzz", strict=strict))
     if isinstance(result, inspect.InspectReport):
         result.to_json()
+
+
+@FAST
+@given(mutated(CERT) | mutated(KEY) | mutated(CA))
+def test_inspect_strict_mutated_credential_files(data: bytes) -> None:
+    """A named file: described, or refused in one line; read (not strict) never refuses it."""
+    only_atflash_errors(lambda: inspect.inspect_bytes(data, source="fuzz", strict=True))
+    if not pki.is_pki_bin(data):
+        inspect.inspect_bytes(data, source="fuzz")
 
 
 @SLOW

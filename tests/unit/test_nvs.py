@@ -33,9 +33,12 @@ from atflash.content.nvs import (
 )
 from atflash.content.nvs_build import NvsTooBigError
 from atflash.errors import AtflashError, FormatError, ImageTooBigError, InputError, LimitError
+from tests.support.fuzzing import examples
 
 SIZE = 0x1F000  # ESP-AT's mfg_nvs on ESP32-C3: 31 pages
-FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def reference(items: list[NvsItem], size: int, *, version: int = gen.Page.VERSION2) -> bytes:
@@ -522,12 +525,20 @@ def mutated_images(draw: st.DrawFn) -> bytes:
 
 
 def only_format_errors(image: bytes) -> None:
+    """The reader raises only FormatError; salvage never raises on whole pages, and agrees."""
+    salvaged = None
+    if image and not len(image) % PAGE_SIZE:
+        salvaged = nvs.salvage_nvs(image, source="fuzz")
+        assert all(isinstance(i, NvsItem) for i in salvaged.items)
+        assert all("\n" not in line for line in salvaged.dropped)
     try:
         items = parse_nvs(image, source="fuzz")
     except FormatError as exc:
         assert str(exc).startswith("fuzz: ") and "\n" not in str(exc)
+        assert salvaged is None or salvaged.dropped, "salvage found nothing wrong"
         return
     assert all(isinstance(i, NvsItem) for i in items)
+    assert salvaged == nvs.Salvaged(items, [])
 
 
 @FAST
@@ -567,3 +578,59 @@ def test_fuzz_random_entries_under_a_valid_header(
     body = b"".join(entries)
     page[64 : 64 + len(body)] = body
     only_format_errors(fix_crcs(bytes(page) + b"\xff" * 2 * PAGE_SIZE))
+
+
+# -- cut short, and salvaged ------------------------------------------------------------
+
+FOUR_PAGES = [
+    NvsItem("factory_param", "version", "i8", 4),
+    *[NvsItem("client_ca", f"client_ca.{n}", "binary", blob(3000, n)) for n in range(4)],
+    NvsItem("mqtt_ca", "mqtt_ca", "binary", blob(900, 9)),
+]
+
+
+def test_an_image_cut_at_any_page_boundary_is_refused_and_salvaged() -> None:
+    """Erased flash after a FULL page, with no ACTIVE page: the tail is missing, not erased."""
+    image = build_nvs(FOUR_PAGES, 8 * PAGE_SIZE)
+    used = sum(PAGE_HEADER.unpack_from(image, p * PAGE_SIZE)[0] != PageState.UNINITIALIZED
+               for p in range(8))  # fmt: skip
+    assert used == 4
+    for pages in range(1, used):
+        cut = image[: pages * PAGE_SIZE] + b"\xff" * (8 - pages) * PAGE_SIZE
+        with pytest.raises(FormatError, match=r"no page is ACTIVE.*cut short"):
+            parse_nvs(cut)
+        saved = nvs.salvage_nvs(cut)
+        assert FOUR_PAGES[0] in saved.items and FOUR_PAGES[-1] not in saved.items
+        assert len(saved.dropped) == 1 and "cut short" in saved.dropped[0]
+    assert parse_nvs(image[: used * PAGE_SIZE] + b"\xff" * 4 * PAGE_SIZE) == FOUR_PAGES
+
+
+def test_a_mid_page_cut_names_page_and_entry_and_salvage_keeps_the_rest() -> None:
+    image = build_nvs(FOUR_PAGES, 8 * PAGE_SIZE)
+    at = PAGE_SIZE + 1000  # inside page 1: entries written in the bitmap, erased in flash
+    cut = image[:at] + b"\xff" * (len(image) - at)
+    with pytest.raises(FormatError, match=r"NVS page 1 entry \d+: (value|entry) CRC mismatch"):
+        parse_nvs(cut)
+    saved = nvs.salvage_nvs(cut)
+    assert saved.items[0] == FOUR_PAGES[0]
+    assert [line for line in saved.dropped if "after it dropped" in line]  # one note per run
+    assert len(saved.dropped) <= 4
+
+
+def test_at_py_images_with_every_page_full_are_not_cut() -> None:
+    """esp-at's at.py generator: every page but the reserved last one initialised FULL, none ACTIVE."""
+    image = build_nvs(FOUR_PAGES, 8 * PAGE_SIZE)
+    image = set_page_header(image, 3, state=PageState.FULL, seq=3, version=0xFE)
+    for page in range(4, 7):
+        image = set_page_header(image, page, state=PageState.FULL, seq=page, version=0xFE)
+    assert parse_nvs(image) == FOUR_PAGES
+    for pages in range(5, 8):  # cut inside its empty FULL pages: nothing lost, and it shows
+        assert parse_nvs(image[: pages * PAGE_SIZE] + b"\xff" * (8 - pages) * PAGE_SIZE)
+    # Cut right after its last entries, it looks as a cut does (and is taken as one).
+    with pytest.raises(FormatError, match="cut short"):
+        parse_nvs(image[: 2 * PAGE_SIZE] + b"\xff" * 6 * PAGE_SIZE)
+
+
+def test_salvage_of_an_intact_image_drops_nothing() -> None:
+    image = build_nvs(FOUR_PAGES, 8 * PAGE_SIZE)
+    assert nvs.salvage_nvs(image) == nvs.Salvaged(FOUR_PAGES, [])

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from atflash.content import pki
 from atflash.errors import FileInputError, FormatError, LimitError
+from tests.support.fuzzing import examples
 
 
 def test_golden_client_cert_bin_from_esp_at_docs(raw: Path) -> None:
@@ -133,7 +134,7 @@ items_strategy = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(items_strategy)
 def test_round_trip(items: list[tuple[str, bytes]]) -> None:
     data = pki.build((kind, content, None) for kind, content in items)

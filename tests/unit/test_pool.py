@@ -239,7 +239,7 @@ def test_pool_check_command_plain_progress_then_one_line(credential_pool: Path) 
     )
     assert result.exit_code == 0, result.output
     assert result.stdout == (
-        f"{credential_pool}: 200 sets OK for esp32 and 7 other layouts (client_ca, client_cert, client_key)\n"
+        f"{credential_pool}: 200 sets OK for esp32 and 10 other layouts (client_ca, client_cert, client_key)\n"
     )
     assert result.stderr.splitlines() == [f"checked {n}/200 sets" for n in (50, 100, 150, 200)]
 

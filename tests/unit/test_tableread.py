@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from atflash.errors import FormatError
 from atflash.layout.parttable import MAX_TABLE, encode_table, parse_table, table_complete
 from atflash.layout.profiles import find_profile
+from tests.support.fuzzing import examples
 
 BLOCK = 64  # the ROM's READ_FLASH_SLOW block
 
@@ -52,7 +53,7 @@ def test_a_table_without_end_is_read_to_the_limit() -> None:
         parse_table(data)
 
 
-@settings(max_examples=300, derandomize=True)
+@settings(max_examples=examples(300), derandomize=True)
 @given(
     st.lists(st.sampled_from(find_profile("esp32").partitions), max_size=40),
     st.booleans(),

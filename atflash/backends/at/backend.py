@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from atflash.backends.at.client import AtClient, AtConnectOptions, DeviceInfo
 from atflash.backends.at.mfg import MfgTargets
 from atflash.backends.base import (
+    BackupFile,
     BoardInfo,
     BoardTables,
     Session,
@@ -31,7 +32,7 @@ from atflash.backends.base import (
     select_plan,
 )
 from atflash.content import mfgnvs, pki
-from atflash.errors import FirmwareError, ImageTooBigError, Overflow
+from atflash.errors import BackupMismatchError, FirmwareError, ImageTooBigError, Overflow
 from atflash.events import Event, EventSink
 from atflash.layout.model import MFG_NVS, Partition, Profile, store_of
 from atflash.layout.profiles import family
@@ -73,6 +74,7 @@ class AtSession(Session):
         self._events = events
         self._table: tuple[Partition, ...] | None = None
         self._seen: dict[str, bytes] = {}  # what a partition held before this session wrote it
+        self._nvs_saved = False  # a backup of this session holds the whole mfg_nvs already
         self.mfg = MfgTargets(client, self._progress)
 
     # -- the module's table -----------------------------------------------------------
@@ -148,6 +150,29 @@ class AtSession(Session):
         events(Event("table", self.port, f"{len(table)} partitions listed by AT+SYSFLASH?"))
         return targets
 
+    def place_region(self, name: str, address: int, data: bytes, events: EventSink) -> Target:
+        """A backup put back whole through AT+SYSFLASH (erase, write, read back).
+
+        ``mfg_nvs`` too: AT+SYSFLASH reaches it by name. The running firmware
+        keeps its own index of mfg_nvs's items, so it must restart to read
+        the restored partition.
+        """
+        part = device_partition(self.port, self._partitions(), name)
+        if (part.offset, part.size) != (address, len(data)):
+            raise BackupMismatchError(
+                self.port,
+                f"the module has {name} at {part.offset:#x} size {part.size:#x}, the backup was "
+                f"taken at {address:#x} size {len(data):#x}",
+                hint="restore it on the module it came from; nothing was written",
+            )
+        if name == MFG_NVS:
+            message = (
+                f"{MFG_NVS} is rewritten under the running firmware: restart the module "
+                "(AT+RST, or a reset) before it uses its credentials or AT+SYSMFG"
+            )
+            events(Event("warning", self.port, message, partition=name))
+        return Target(name, address, data, payload=len(data))
+
     def table(self, profiles: Sequence[object]) -> tuple[str, tuple[Partition, ...] | None]:
         return f"{self.port} ({self.info.firmware or 'ESP-AT'}): AT+SYSFLASH?", self._partitions()
 
@@ -189,8 +214,20 @@ class AtSession(Session):
             self._seen[target.name] = self._read(target.name, target.size)
         return self._seen[target.name]
 
-    def backup_files(self, target: Target) -> list[tuple[str, bytes]]:
-        return self.mfg.backup_files(target) if _nvs(target) else super().backup_files(target)
+    def backup_files(self, target: Target) -> list[BackupFile]:
+        """A PKI partition whole; a namespace as its items, and once mfg_nvs whole.
+
+        The items go back with ``write --via at``; the whole mfg_nvs, read
+        through AT+SYSFLASH, with ``restore`` (either path).
+        """
+        if not _nvs(target):
+            return super().backup_files(target)
+        files = [BackupFile(name, data) for name, data in self.mfg.backup_files(target)]
+        if not self._nvs_saved:
+            self._nvs_saved = True
+            store = device_partition(self.port, self._partitions(), MFG_NVS)
+            files.append(BackupFile(MFG_NVS, self._read(MFG_NVS, store.size), store.offset))
+        return files
 
     def holds(self, target: Target) -> bool:
         if _nvs(target):

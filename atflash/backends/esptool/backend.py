@@ -24,6 +24,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
+from atflash import recovery
 from atflash.backends.base import (
     BoardInfo,
     BoardTables,
@@ -36,11 +37,15 @@ from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.backends.esptool.tables import discover_board, read_nvs
 from atflash.content import mfgnvs, pki
-from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
+from atflash.content.nvs import NvsItem, build_nvs, parse_nvs, salvage_nvs
 from atflash.errors import (
+    BackupMismatchError,
     BoardTableError,
+    DamagedStoreError,
     FirmwareError,
+    FormatError,
     ImageTooBigError,
+    InputError,
     Overflow,
     TableMismatchError,
     VerifyError,
@@ -55,6 +60,7 @@ from atflash.layout.board import (
     notes,
 )
 from atflash.layout.model import MFG_NVS, Partition, Profile
+from atflash.layout.profiles import family
 from atflash.layout.safety import check_writable
 from atflash.planning.plan import WritePlan
 
@@ -85,6 +91,9 @@ class EsptoolSession(Session):
         self._nvs_before: dict[str, tuple[list[NvsItem], dict[str, tuple[bytes, ...]]]] = {}
         self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
+        self._nvs_raw = b""  # the board's mfg_nvs as read before writing (for the journal)
+        self._nvs_damaged = False  # it did not read as it is: cut short, or corrupt
+        self._events: EventSink = lambda _e: None  # the write flow's, once placing began
 
     # -- the board's tables -------------------------------------------------------------
 
@@ -149,7 +158,7 @@ class EsptoolSession(Session):
             check_writable(
                 [store], primary, bootloader_offset=boot, table_offset=table_offset, where=self.port
             )
-            return [self._nvs_target(plan, store, events)]
+            return [self._nvs_target(plan, store, events, force=force)]
         placed = []
         for image in plan.images:
             part = _part(parts, image.partition.name, self.port)
@@ -269,9 +278,11 @@ class EsptoolSession(Session):
 
     # -- mfg_nvs (ESP-AT 3.1+) ------------------------------------------------------------
 
-    def _nvs_target(self, plan: WritePlan, store: Partition, events: EventSink) -> Target:
+    def _nvs_target(
+        self, plan: WritePlan, store: Partition, events: EventSink, *, force: bool
+    ) -> Target:
         """The regenerated mfg_nvs: the given namespaces replaced, everything else kept exactly."""
-        before = parse_nvs(read_nvs(self.board, store), source=f"{self.port}: {MFG_NVS}")
+        before = self._nvs_items(read_nvs(self.board, store), events, force=force)
         if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
             events(
                 Event(
@@ -291,7 +302,79 @@ class EsptoolSession(Session):
         self._nvs_before[target.name] = (before, plan.changes())
         return target
 
+    def _nvs_items(self, raw: bytes, events: EventSink, *, force: bool) -> list[NvsItem]:
+        """What the board's mfg_nvs holds: read, or taken from the journal of a write cut short.
+
+        A damaged partition is refused (a device error naming page and
+        entry); ``force`` keeps what still reads and says what was dropped.
+        """
+        self._nvs_raw = raw
+        self._events = events
+        journal = self._journal()
+        pending = journal.pending() if journal is not None else None
+        if pending is not None and recovery.cut_copy(raw, pending[0].data, pending[1]):
+            meant = pending[0]
+            message = (
+                f"{MFG_NVS} holds a write cut short on {meant.record.time}: completing it "
+                f"from its journal ({meant.path})"
+            )
+            events(Event("warning", self.port, message, partition=MFG_NVS))
+            self._nvs_damaged = True
+            return parse_nvs(meant.data, source=str(meant.path))
+        source = f"{self.port}: {MFG_NVS}"
+        try:
+            return parse_nvs(raw, source=source)
+        except FormatError as exc:
+            if not force:
+                raise DamagedStoreError(
+                    self.port,
+                    MFG_NVS,
+                    f"{exc.what}: {exc.problem}",
+                    hint=f"restore a backup of this board (atflash restore --port {self.port} "
+                    "BACKUP.bin)",
+                ) from None
+        self._nvs_damaged = True
+        salvaged = salvage_nvs(raw, source=source)
+        for line in salvaged.dropped:
+            events(Event("warning", self.port, f"{MFG_NVS} damaged (--force): {line}"))
+        kept = len(salvaged.items)
+        message = f"{MFG_NVS} damaged: {kept} item(s) still read and are kept (--force)"
+        events(Event("warning", self.port, message, partition=MFG_NVS))
+        return salvaged.items
+
+    def _journal(self) -> recovery.Journal | None:
+        if self.journal_dir is None or not self.board.mac:
+            return None
+        return recovery.Journal(self.journal_dir / recovery.JOURNAL_FOLDER, self.board.mac, MFG_NVS)
+
+    def place_region(self, name: str, address: int, data: bytes, events: EventSink) -> Target:
+        """A backup put back where the board's own table has ``name``, at ``address``."""
+        profiles = family(self.board.chip)
+        if not profiles:
+            raise FirmwareError(self.port, f"no known layout for an {self.board.chip}")
+        self._use(profiles[0])
+        layout = discover_board(self.board, self._search(profiles), where=self.port)
+        self._use(match(layout, profiles) or profiles[0])
+        part = _part(layout.partitions, name, self.port)
+        if (part.offset, part.size) != (address, len(data)):
+            raise BackupMismatchError(
+                self.port,
+                f"the board has {name} at {part.offset:#x} size {part.size:#x}, the backup was "
+                f"taken at {address:#x} size {len(data):#x}",
+                hint="restore it on the board it came from; nothing was written",
+            )
+        check_writable(
+            [part],
+            layout.primary,
+            bootloader_offset=self._profile.bootloader_offset if self._profile else 0,
+            table_offset=layout.table_offset,
+            where=self.port,
+        )
+        return Target(name, address, data, payload=len(data))
+
     def _nvs_holds(self, target: Target) -> bool:
+        if self._nvs_damaged:
+            return False  # whatever its items say, the partition itself must be rewritten
         before, changes = self._nvs_before[target.name]
         for namespace, values in changes.items():
             if mfgnvs.credentials(before, namespace) != list(values):
@@ -311,16 +394,22 @@ class EsptoolSession(Session):
 
     def holds(self, target: Target) -> bool:
         if target.name in self._nvs_before:
-            return self._nvs_holds(target)  # same items, whatever the page layout
+            same = self._nvs_holds(target)  # same items, whatever the page layout
+            journal = self._journal()
+            if same and journal is not None:
+                journal.end()  # nothing left to complete
+            return same
         return self._digest(target) == hashlib.md5(target.data).hexdigest()
 
     def matches(self, target: Target) -> bool:
-        if target.name in self._verified:
-            return True  # esptool checked this span's MD5 on the chip and said so
-        return (
+        same = target.name in self._verified or (  # esptool checked this span's MD5 on the chip
             self.board.md5(target.address, target.size, label=target.name)
             == hashlib.md5(target.data).hexdigest()
         )
+        journal = self._journal() if target.name in self._nvs_before else None
+        if same and journal is not None:
+            journal.end()  # the write it kept is on the board now
+        return same
 
     def write(self, targets: Sequence[Target], *, on_start: Callable[[Target], None]) -> None:
         """Write contiguous targets as one image each: one esptool MD5 check per span."""
@@ -334,6 +423,18 @@ class EsptoolSession(Session):
                 on_start(target)
 
         self._verified = set()
+        journal = self._journal()
+        for target in targets:
+            if target.name in self._nvs_before and journal is not None:
+                # Kept until verified: a write cut short is completed from it by the next run.
+                try:
+                    journal.begin(target.data, self._nvs_raw, self._record(target))
+                except InputError as exc:  # a safety net, not a reason to leave the board as it is
+                    message = (
+                        f"no journal kept ({exc}): a write cut short would need "
+                        "'atflash restore' or --force to repair"
+                    )
+                    self._events(Event("warning", self.port, message, partition=target.name))
         verified = self.board.write(
             [(span[0].address, b"".join(t.data for t in span)) for span in spans],
             FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
@@ -343,6 +444,17 @@ class EsptoolSession(Session):
             self._verified = {t.name for t in targets}
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _record(self, target: Target) -> recovery.BackupRecord:
+        return recovery.BackupRecord(
+            partition=target.name,
+            address=target.address,
+            size=target.size,
+            sha256=target.sha256,
+            time=recovery.now(),
+            chip=self.board.chip,
+            mac=self.board.mac,
+        )
 
     def _survey(self, targets: Sequence[Target]) -> None:
         """One MD5 per contiguous span tells most of what per-target MD5s would.
