@@ -53,12 +53,12 @@ from atflash.batch import (
     run_batch,
     warm_up,
 )
-from atflash.errors import BoardSkipped, InputError
+from atflash.errors import AtflashError, BoardSkipped, InputError, one_line
 from atflash.events import Event
 from atflash.offline import Plan, candidates_of
 from atflash.planning.plan import BoardIdentity, WritePlan
 from atflash.ports import PortInfo, is_url, list_ports
-from atflash.report import build_report, write_report
+from atflash.report import report_of_records, write_report
 from atflash.results import BoardResult
 from atflash.station.probe import identify
 from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots
@@ -384,8 +384,12 @@ class Station:
         if record is not None and result.mac and result.skipped is None:
             try:
                 record(result)  # a pool's ledger: ok or failed, with each image's SHA-256
-            except Exception as exc:
-                result.warnings.append(f"not recorded in the ledger: {exc}")
+            except Exception as exc:  # kept in the log as a batch keeps it (ledger reconcile)
+                result.unrecorded = (
+                    one_line(exc)
+                    if isinstance(exc, AtflashError)
+                    else (f"{type(exc).__name__}: {one_line(exc)}")
+                )
         self._log(slot, result)
         outcome = result.outcome
         with self.lock:
@@ -422,7 +426,7 @@ class Station:
 
     def _restore(self, log: str) -> None:
         """Counts, each slot's last board and the boards done, from this station's log lines."""
-        records, _bad = audit.read_log(log)
+        records = (r for r in audit.iter_log(log) if isinstance(r, dict))
         tally, slots = restore(records, self.name)
         self.tally = tally
         for name, seen in slots.items():
@@ -433,25 +437,19 @@ class Station:
             slot.mac, slot.result, slot.message = seen["mac"], seen["result"], seen["message"]
 
     def _write_report(self, seconds: float) -> dict[str, Any] | None:
+        """This run's boards (its lines of the log), as a batch's report; the summary names the station."""
         if self.report is None:
             return None
         if self.log is not None:
-            records, _bad = audit.read_log(self.log)
-            lines = [r for r in records if r.get("session") == self.session]
+            lines = [
+                r for r in audit.iter_log(self.log)
+                if isinstance(r, dict) and r.get("session") == self.session
+            ]  # fmt: skip
         else:
             lines = self.records
         boards = [{k: v for k, v in r.items() if k not in _LOG_CONTEXT} for r in lines]
-        report = build_report([], seconds=seconds, action="write")
-        report["boards"] = boards
-        outcomes = [b.get("result") for b in boards]
-        report["summary"] = {
-            "boards": len(boards),
-            "ok": outcomes.count("ok"),
-            "failed": outcomes.count("failed") + outcomes.count("interrupted"),
-            "skipped": outcomes.count("skipped"),
-            "seconds": round(seconds, 3),
-            "station": self.name,
-        }
+        report = report_of_records(boards, seconds=seconds, action="write")
+        report["summary"]["station"] = self.name
         write_report(Path(self.report), report)
         return report
 

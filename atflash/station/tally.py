@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,7 +99,9 @@ class Tally:
         }
 
 
-def restore(records: list[dict[str, Any]], station: str) -> tuple[Tally, dict[str, dict[str, Any]]]:
+def restore(
+    records: Iterable[dict[str, Any]], station: str
+) -> tuple[Tally, dict[str, dict[str, Any]]]:
     """The tally of a station's earlier cycles in a log, and each slot's counts and last board.
 
     Only records this station wrote as a station (they carry ``slot``) count.

@@ -157,7 +157,8 @@ def test_forty_cycles_on_four_slots(tmp_path: Path) -> None:
     assert len(written) == len(set(written)) == 37  # no board written twice
     built = json.loads(report.read_text())
     assert built["summary"] | {"seconds": 0} == {
-        "boards": 40, "ok": 37, "failed": 2, "skipped": 1, "seconds": 0, "station": "bench-7",
+        "boards": 40, "ok": 37, "failed": 2, "skipped": 1, "interrupted": 0, "unrecorded": 0,
+        "seconds": 0, "station": "bench-7",
     }  # fmt: skip
     counts = driver.outcome.counts
     assert (counts["total"], counts["ok"], counts["failed"], counts["skipped"]) == (39, 37, 2, 1)
