@@ -32,6 +32,7 @@ import datetime
 import os
 import queue
 import re
+import signal
 import threading
 import time
 import uuid
@@ -117,7 +118,11 @@ class Station:
     all optional: ``on_event(slot, event)`` for every step of a board (from
     the cycle's thread), ``on_result(slot, result)`` for each finished board
     and ``on_change(slot)`` for each change of a slot (a dict, as
-    :meth:`snapshot` lists them), both from the loop's thread.
+    :meth:`snapshot` lists them), both from the loop's thread. ``link``
+    holds the bench file's link options (``baud``, ``before``, ``after``,
+    ``connect_attempts``, ``chunk_size``, ``table_offset``); ``log`` and
+    ``report`` may use ``{date}`` and ``{time}``, and are checked writable
+    here, before any board.
     """
 
     def __init__(
@@ -196,15 +201,20 @@ class Station:
 
         Boards in progress then finish (or are interrupted after the grace
         time, as in a batch), their lines are logged, the report is written
-        and the counts returned.
+        and the counts returned. A ``KeyboardInterrupt`` reaching the loop
+        (Ctrl-C without ``stop_on_signals``) is a stop request too; a board
+        stopped before it answered was never touched and is not logged.
         """
         self._stop = stop or StopRequest()
         warm_up(backends=[self.backend.name])
         started = time.monotonic()
         while not (self._stop.requested and not self._work):
-            self._collect(self.options.poll)
-            if not self._stop.requested:
-                self._look_all()
+            try:
+                self._collect(self.options.poll)
+                if not self._stop.requested:
+                    self._look_all()
+            except KeyboardInterrupt:  # no stop_on_signals around us: Ctrl-C stops the safe way
+                self._stop.request(signal.SIGINT)
         self._changed()
         report = self._write_report(time.monotonic() - started)
         return StationOutcome(

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from atflash.cli import cli
-from tests.support.station import SlotRig, mac_of, wait_for
+from tests.support.station import SlotRig, free_port, mac_of, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
 
@@ -70,16 +71,25 @@ def test_sigterm_writes_the_report_and_leaves_no_process(tmp_path: Path) -> None
     rig = SlotRig()
     config = bench(tmp_path, f'["{rig.url}"]')
     log, report = tmp_path / "station.log", tmp_path / "report.json"
+    web = free_port()
     marker = f"ATFLASH_TEST_STATION={uuid.uuid4().hex}"
     env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
     proc = subprocess.Popen(
         [sys.executable, "-m", "atflash", "station", "--config", str(config), "--log", str(log),
-         "--report", str(report), "--poll", "0.05", "--gone-after", "0.2"],
+         "--report", str(report), "--poll", "0.05", "--gone-after", "0.2",
+         "--web", f"127.0.0.1:{web}"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True,
     )  # fmt: skip
     try:
         rig.plug(mac_of(77))
         wait_for(lambda: log.exists() and log.read_text().strip(), "the board's log line")
+
+        def shown() -> dict:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web}/api/state", timeout=10) as page:
+                return json.load(page)
+
+        state = wait_for(lambda: (s := shown())["counts"]["ok"] == 1 and s, "the page's count")
+        assert state["slots"][0]["state"] == "ok" and state["slots"][0]["mac"] == mac_of(77)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -87,6 +97,7 @@ def test_sigterm_writes_the_report_and_leaves_no_process(tmp_path: Path) -> None
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143, err
+    assert f"page at http://127.0.0.1:{web}/" in err
     assert "slot 1: ok 02:5e:00:00:00:4d" in err
     assert "station cli-bench: 1 board(s) this run; total 1, ok 1, failed 0, yield 100.0%" in err
     assert json.loads(report.read_text())["summary"]["ok"] == 1

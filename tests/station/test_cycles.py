@@ -183,10 +183,18 @@ def test_a_restarted_station_does_not_write_a_board_it_did_before(tmp_path: Path
     )
     log = tmp_path / "station.log"
     mac = mac_of(4242)
+    changes: list[str] = []
+    events: list[str] = []
     for expected in ("ok", "remove"):
-        station = atflash.Station([rig.url], plan, name="bench-8", log=log, options=FAST)
+        station = atflash.Station(
+            [rig.url], plan, name="bench-8", log=log, options=FAST,
+            on_change=lambda slot: changes.append(slot["state"]),
+            on_event=lambda slot, event: events.append(event.kind),
+        )  # fmt: skip
         with Driver(station) as driver:
             assert driver.cycle(rig, "1", lambda: rig.plug(mac)) == expected
+    assert changes == ["working", "ok", "empty", "working", "remove", "empty"]
+    assert {"connected", "writing", "verified", "done", "skipped"} <= set(events)
     (first, second) = [json.loads(line) for line in log.read_text().splitlines()]
     assert (first["result"], second["result"]) == ("ok", "skipped")
     assert first["session"] != second["session"]
@@ -200,3 +208,32 @@ def test_a_slot_is_one_place(slots: list) -> None:
     )
     with pytest.raises(atflash.InputError):
         atflash.Station(slots, plan)
+
+
+def test_a_pool_gives_each_board_a_set_and_the_ledger_records_it(
+    tmp_path: Path, credential_pool: Path
+) -> None:
+    """The pool's resolver is the station's plan_for; each result goes into the ledger."""
+    from atflash.factory import pool_resolver
+    from atflash.factory.ledgers import open_ledger
+    from atflash.layout.profiles import family
+
+    rig = SlotRig()
+    ledger = str(tmp_path / "ledger.sqlite")
+    resolver = pool_resolver(credential_pool, ledger, station="bench-9", profiles=family("esp32"))
+    station = atflash.Station(
+        [rig.url], resolver, name="bench-9", log=tmp_path / "s.log", options=FAST
+    )
+    with Driver(station) as driver:
+        assert driver.cycle(rig, "1", lambda: rig.plug(mac_of(901))) == "ok"
+        assert driver.cycle(rig, "1", lambda: rig.plug(mac_of(902))) == "ok"
+        assert driver.cycle(rig, "1", lambda: rig.plug(mac_of(901))) == "remove"
+    held = open_ledger(ledger)
+    try:
+        claims = {c.device: (c.set_name, c.result, c.station) for c in held.claims()}
+    finally:
+        held.close()
+    assert claims == {
+        mac_of(901): ("0001", "ok", "bench-9"),
+        mac_of(902): ("0002", "ok", "bench-9"),
+    }
