@@ -171,6 +171,7 @@ class Station:
         self.lock = threading.RLock()
         self.line: dict[str, Any] | None = None  # set by a line view (atflash.station.line)
         self._work: dict[str, _Work] = {}
+        self._plan_lock = threading.Lock()
         self._done: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = StopRequest()
         self._listing: tuple[float, list[PortInfo]] = (0.0, [])
@@ -320,7 +321,10 @@ class Station:
             done = self.tally.done.get(identity.mac) if identity.mac else None
         if done is not None:
             raise BoardSkipped(identity.port, f"already provisioned {done}: not written again")
-        plans = candidates_of(self.plan_for(identity))
+        with (
+            self._plan_lock
+        ):  # one board at a time, as a batch's parent asks: plan_for need not be thread-safe
+            plans = candidates_of(self.plan_for(identity))
         if not plans:
             raise InputError(f"{identity.port}: plan_for returned no plan")
         work = self._work.get(name)
