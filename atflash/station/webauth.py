@@ -19,9 +19,13 @@ from atflash.errors import InputError
 LOCAL_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 
+DEFAULT_HOST = "127.0.0.1"  # a port alone binds here: this machine only
+
+
 def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as host and port; an :class:`InputError` if not."""
-    host, sep, port = text.strip().rpartition(":")
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6), or a port alone for localhost; an :class:`InputError` if not."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":") if ":" in text else (DEFAULT_HOST, ":", text)
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise InputError(f"--web {text!r} is not HOST:PORT", hint="e.g. --web 127.0.0.1:8080")

@@ -137,7 +137,8 @@ def test_restore_counts_only_this_stations_cycles() -> None:
 def test_web_addresses_and_tokens() -> None:
     assert parse_address("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("8080", "host:", "host:99999", ":80"):
+    assert parse_address("8080") == ("127.0.0.1", 8080)  # a port alone: localhost
+    for bad in ("host:", "host:99999", ":80", "web"):
         with pytest.raises(InputError):
             parse_address(bad)
     assert is_local("127.0.0.1") and is_local("::1") and is_local("localhost")
