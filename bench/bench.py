@@ -2,7 +2,9 @@
 
 Not a test: it prints figures. Each board is an esp32-mock-bootloader
 process that starts as an ESP-AT 2.x board does (``board_flash("esp32")``:
-bootloader, tables, factory_param), behind its own
+bootloader, tables, factory_param), behind a strict ROM model
+(:mod:`tests.support.strictrom`: it refuses what the ESP32's ROM lacks and
+erases on begin as the ROM does) and its own
 :class:`tests.support.line.UartLine`. The line starts at 115200 baud, as a
 ROM loader does, follows the rate esptool negotiates, delivers no byte
 faster than a UART at that rate, and adds a USB bridge's latency in each

@@ -3,8 +3,11 @@
 The boards are started once for the whole benchmark (:class:`Rig`) and put
 back to their factory flash before every measurement, straight through the
 mock's own protocol (not through a line): every way meets the same boards
-in the same state. Lines are new for every measurement, so their counters
-and records belong to it alone.
+in the same state. Each board sits behind a strict ROM model
+(tests.support.strictrom: the ROM's refusals and erases) and, in front of
+that, a line (tests.support.line: the UART and the bridge's latency). Lines
+are new for every measurement, so their counters and records belong to it
+alone; a way that sends a board a sequence esptool never sends fails.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from bench import hostcpu, ways
 from bench.phases import BoardFigures, attribute
 from tests.support.line import BRIDGES, UartLine
 from tests.support.mockflash import erase_flash, write_flash
+from tests.support.strictrom import RomRules, StrictRom
 
 CHIP = "esp32"
 CLOSE_TIMEOUT = 3.0  # how long the line may take to see a finished tool's port close
@@ -45,10 +49,12 @@ class Rig:
     def __init__(self, count: int, stack: contextlib.ExitStack) -> None:
         self.factory = sorted(board_flash(CHIP).items())
         self.boards: list[MockBoard] = []
+        self.roms: list[StrictRom] = []
         for _ in range(count):
             board = start_mock(CHIP, flash=board_flash(CHIP))
             stack.callback(board.stop)
             self.boards.append(board)
+            self.roms.append(stack.enter_context(StrictRom(board.url, RomRules(CHIP))))
 
     def restore(self, count: int) -> None:
         """Put the first ``count`` boards back to their factory flash."""
@@ -61,8 +67,8 @@ class Rig:
         """New lines of ``kind`` in front of the first ``count`` boards."""
         with contextlib.ExitStack() as stack:
             lines = []
-            for board in self.boards[:count]:
-                host, port = board.url.removeprefix("socket://").rsplit(":", 1)
+            for rom in self.roms[:count]:
+                host, port = rom.url.removeprefix("socket://").rsplit(":", 1)
                 line = UartLine((host, int(port)), latency=BRIDGES[kind].latency)
                 lines.append(stack.enter_context(line))
             yield lines
@@ -103,4 +109,8 @@ def measure(
             for line in lines
         ]
         floor = max(line.wire_time for line in lines)
+    for rom in rig.roms[:count]:
+        if rom.violations:
+            raise RuntimeError(f"{way}: {rom.violations[0]}")
+        rom.violations.clear()
     return Measurement(way, kind, count, run, wall, floor, cpu, figures)

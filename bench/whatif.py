@@ -14,6 +14,14 @@ see the patches, so only one board is measured):
   those checks still cost; they stay because the mock board cannot show
   that leaving them out is safe on real flash chips.
 
+- ``rom``: the ESP32 gets esptool's ``--no-stub`` session instead of its
+  default one: no flasher stub, the baud changed in the ROM, uncompressed
+  writes in the ROM's 1 KB blocks, 64-byte ROM reads. Both are sequences
+  esptool sends; this measures what the stub saves (or costs).
+- ``stub-v1``: esptool's older flasher stub (its hidden ``--stub-version 1``;
+  3.7 KB for the ESP32 instead of 6.7 KB), uploaded at 115200 baud. Not
+  esptool's default, so not atflash's: this shows what it would save.
+
 (``keys-once``, which modelled checking each key once, has landed.)
 
 Run: ``python bench/whatif.py [--lines cp210x,ftdi] [--runs 5] [--baud 921600]``.
@@ -35,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CUTS = ("bare-attach",)
+CUTS = ("bare-attach", "rom", "stub-v1")
 
 
 def apply(cuts: Sequence[str]) -> None:
@@ -47,6 +55,14 @@ def apply(cuts: Sequence[str]) -> None:
             esp.flash_spi_attach(attach.spi_attach_argument(esp))
 
         attach.attach_flash = attach_flash  # type: ignore[assignment]
+    if "rom" in cuts:
+        from atflash.backends.esptool import flasher
+
+        flasher.ROM_SESSIONS = frozenset({"esp32"})  # esptool --no-stub's session
+    if "stub-v1" in cuts:
+        from esptool.loader import StubFlasher
+
+        StubFlasher.set_stub_subdir("1")
 
 
 def atflash_with(cuts: Sequence[str]) -> Callable[[Sequence[str], int, object], dict[str, float]]:

@@ -21,7 +21,7 @@ from atflash.sim.at import AtSimulator
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.integration import conftest as integration
-from tests.integration.conftest import BoardPool, flash_esp_at
+from tests.integration.conftest import BoardPool, direct_url, flash_esp_at
 from tests.support.certs import self_signed
 from tests.support.mockflash import read_flash
 
@@ -68,7 +68,7 @@ def flash_at() -> Callable[[MockBoard, int, int], bytes]:
     """``flash_at(board, address, size)``: the mock's flash, read over its own loader protocol."""
 
     def read(board: MockBoard, address: int, size: int) -> bytes:
-        return read_flash(board.url, [(address, size)])[0]
+        return read_flash(direct_url(board), [(address, size)])[0]
 
     return read
 

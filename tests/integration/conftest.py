@@ -2,6 +2,12 @@
 
 Each test gets mock boards of its own: over TCP from a pool of running mocks,
 erased whole between tests (BoardPool), over a PTY a new process, stopped.
+A TCP board is seen through a strict ROM model (tests.support.strictrom):
+``board.url`` is the model's, which refuses what the chip's ROM lacks and
+erases as the ROM does; ``board.mock_url`` is the mock's own. A lease ends
+with a check that nothing esptool never sends went to the board. PTY boards
+are the plain mock: the model is a TCP relay, and those cases test the PTY
+transport itself.
 Checks of what landed in flash, and a board's prior state, go straight to
 the mock over its loader protocol (tests.support.mockflash), never through
 atflash's own read path nor esptool: one connection per check, in this
@@ -26,6 +32,12 @@ from atflash.sim.at import AtSimulator
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.mockflash import MockFlashError, erase_flash, read_flash, write_flash
+from tests.support.strictrom import StrictBoard, strict_board
+
+
+def direct_url(board: MockBoard) -> str:
+    """Where to reach ``board``'s mock itself, past any strict ROM model (for checks)."""
+    return board.mock_url if isinstance(board, StrictBoard) else board.url
 
 
 def flash_differs(board: MockBoard, expected: Mapping[int, bytes]) -> list[str]:
@@ -34,7 +46,7 @@ def flash_differs(board: MockBoard, expected: Mapping[int, bytes]) -> list[str]:
     Every region is read back whole, byte for byte, whatever the chip.
     """
     regions = [(address, len(data)) for address, data in expected.items()]
-    found = read_flash(board.url, regions)
+    found = read_flash(direct_url(board), regions)
     return [hex(a) for (a, data), got in zip(expected.items(), found, strict=True) if got != data]
 
 
@@ -45,7 +57,7 @@ def flash_holds(board: MockBoard, address: int, data: bytes) -> bool:
 
 def preload(board: MockBoard, address: int, data: bytes) -> None:
     """Put bytes on the mock's flash (a board's prior state)."""
-    write_flash(board.url, [(address, data)])
+    write_flash(direct_url(board), [(address, data)])
 
 
 def esptool_port(url: str) -> serial.SerialBase:
@@ -62,7 +74,10 @@ def esptool_port(url: str) -> serial.SerialBase:
 
 def flash_esp_at(board: MockBoard, firmware: str = "2.x", **layout: object) -> None:
     """Give ``board`` what an ESP-AT factory image writes (see atflash.sim.flash.board_flash)."""
-    write_flash(board.url, sorted(board_flash(board.chip, firmware, **layout).items()))  # type: ignore[arg-type]
+    regions = board_flash(board.chip, firmware, **layout)  # type: ignore[arg-type]
+    if isinstance(board, StrictBoard) and board.rom is not None:
+        regions = board.rom.rules.stored(regions)  # ciphertext where encryption is on
+    write_flash(direct_url(board), sorted(regions.items()))
 
 
 @pytest.fixture
@@ -105,8 +120,24 @@ class BoardPool:
         return start_mock(chip)
 
     @contextlib.contextmanager
-    def lease(self, chip: str) -> Iterator[MockBoard]:
-        """A blank board of ``chip`` for a ``with`` block."""
+    def lease(self, chip: str, **rules: object) -> Iterator[StrictBoard]:
+        """A blank board of ``chip`` behind a strict ROM model (``rules``: RomRules fields).
+
+        On a normal exit, fails the test if the board was sent a sequence
+        esptool itself never sends (the model's violations).
+        """
+        board = self.take(chip)
+        try:
+            with strict_board(board, **rules) as strict:
+                yield strict
+                assert strict.rom is not None
+                assert not strict.rom.violations, strict.rom.violations
+        finally:
+            self.give_back(board)
+
+    @contextlib.contextmanager
+    def lease_plain(self, chip: str) -> Iterator[MockBoard]:
+        """A blank board of ``chip``, the plain mock (callers say why they need it)."""
         board = self.take(chip)
         try:
             yield board

@@ -50,8 +50,9 @@ from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash, flash_image
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import MockBoard
 from tests.support.samples import RAW
+from tests.support.strictrom import start_strict
 
 from .conftest import flash_holds
 
@@ -337,7 +338,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def board() -> Iterator[MockBoard]:
     """One ESP32 mock with ESP-AT's table, shared: no row may write to it."""
-    mock = start_mock("esp32", flash=board_flash("esp32"))
+    mock = start_strict("esp32", flash=board_flash("esp32"))
     try:
         yield mock
     finally:

@@ -30,7 +30,7 @@ from atflash.sim.rom import MockBoard
 from tests.support.cli import run
 from tests.support.mockflash import read_flash
 
-from .conftest import BoardPool, flash_esp_at
+from .conftest import BoardPool, direct_url, flash_esp_at
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 C3X = find_profile("esp32c3-3x")
@@ -51,7 +51,7 @@ def master(profile: Profile) -> Profile:
 
 def nvs_on(board: MockBoard, profile: Profile) -> list[NvsItem]:
     store = profile.partition("mfg_nvs")
-    (image,) = read_flash(board.url, [(store.offset, store.size)])
+    (image,) = read_flash(direct_url(board), [(store.offset, store.size)])
     return parse_nvs(image, source="mfg_nvs read back")
 
 
@@ -167,14 +167,14 @@ def test_the_same_chain_is_refused_by_a_2x_board_before_anything_is_written(
     ca = c3.partition("client_ca")
     with board_pool.lease("esp32c3") as board:
         flash_esp_at(board, "2.x")
-        (before,) = read_flash(board.url, [(ca.offset, ca.size)])
+        (before,) = read_flash(direct_url(board), [(ca.offset, ca.size)])
         result = run("write", "--chip", "esp32c3", "--port", board.url, *CONNECT,
                      "client_ca", str(chain))  # fmt: skip
         assert result.exit_code == 3, result.output
         assert "the board's tables are layout esp32c3, which cannot take this: client_ca" in (
             result.output
         )
-        assert read_flash(board.url, [(ca.offset, ca.size)]) == [before]
+        assert read_flash(direct_url(board), [(ca.offset, ca.size)]) == [before]
     # Before any board is read, only what fits no candidate layout is refused.
     none_fit = run("write", "--chip", "esp32c3-qcloud", "--port", "socket://127.0.0.1:9",
                    *CONNECT, "client_ca", str(chain))  # fmt: skip

@@ -34,9 +34,9 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import BoardIdentity
 from atflash.results import BoardResult
 from atflash.sim.flash import board_flash
-from atflash.sim.rom import start_mock
 from tests.support.cli import run
 from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
+from tests.support.strictrom import start_strict
 
 from .conftest import BoardPool, flash_esp_at, flash_holds
 
@@ -566,7 +566,8 @@ def test_write_with_a_pool_through_the_cli_claims_one_set_per_board(
 
     ledger = tmp_path / "ledger.sqlite"
     boards = [
-        start_mock("esp32", flash=board_flash("esp32"), mac=f"24:0a:c4:00:10:0{n}") for n in (1, 2)
+        start_strict("esp32", flash=board_flash("esp32"), mac=f"24:0a:c4:00:10:0{n}")
+        for n in (1, 2)
     ]
     try:
         args = ["write", "--chip", "esp32", "--before", "no-reset", "--after", "no-reset",

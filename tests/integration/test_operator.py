@@ -38,8 +38,9 @@ from atflash.events import Event
 from atflash.layout.profiles import builtin_profiles, find_profile
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
 from atflash.sim.flash import board_flash, flash_image
-from atflash.sim.rom import MockBoard, distinct_mac, start_mock
+from atflash.sim.rom import MockBoard, distinct_mac
 from tests.support.cli import run
+from tests.support.strictrom import start_strict
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 TERMINAL_TIMEOUT = 90.0
@@ -54,7 +55,7 @@ def files(raw: Path, n: str = "00") -> list[str]:
 
 def _board(tmp_path: Path) -> MockBoard:
     """An ESP32 mock with its own MAC and ESP-AT's partition table."""
-    return start_mock("esp32", mac=distinct_mac(), flash=board_flash("esp32"))
+    return start_strict("esp32", mac=distinct_mac(), flash=board_flash("esp32"))
 
 
 @pytest.fixture

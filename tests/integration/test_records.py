@@ -36,7 +36,8 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
 from atflash.factory.ledger import Claim
 from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
-from atflash.sim.rom import MockBoard, distinct_mac, start_mock
+from atflash.sim.rom import MockBoard, distinct_mac
+from tests.support.strictrom import start_strict
 
 from . import test_ledger
 from .conftest import flash_holds
@@ -264,7 +265,7 @@ def test_a_ledger_lost_mid_batch_keeps_the_report_and_log_and_reconcile_mends_it
         shutil.copytree(credential_pool / name, pool / name)
     open_ledger(url).close()  # the station's first run made the tables
     _lose_login_after_first_claim(pg_url, role)
-    boards = [start_mock("esp32", flash=board_flash("esp32"), mac=distinct_mac()) for _ in (1, 2)]
+    boards = [start_strict("esp32", flash=board_flash("esp32"), mac=distinct_mac()) for _ in (1, 2)]
     log, report = tmp_path / "log.jsonl", tmp_path / "run.json"
     try:
         result = run("write", "--chip", "esp32", *CONNECT, "--jobs", "1",
@@ -401,7 +402,7 @@ def test_a_sqlite_ledger_that_refuses_records_mid_batch_follows_the_policy(
             "CREATE TRIGGER no_records BEFORE UPDATE OF result ON atflash_claims "
             "BEGIN SELECT RAISE(ABORT, 'recording is switched off'); END"
         )
-    boards = [start_mock("esp32", flash=board_flash("esp32"), mac=distinct_mac()) for _ in (1, 2)]
+    boards = [start_strict("esp32", flash=board_flash("esp32"), mac=distinct_mac()) for _ in (1, 2)]
     log = tmp_path / "log.jsonl"
     try:
         result = run("write", "--chip", "esp32", *CONNECT, "--jobs", "1",

@@ -121,6 +121,7 @@ def test_two_atflash_processes_never_both_write_one_board(raw: Path) -> None:
     The mock is held stopped while both start, so the first to open the
     port keeps it (syncing) until the other has given up: no timing luck.
     """
+    # The plain mock: this is about opening a PTY exclusively (the strict model is a TCP relay).
     board = start_mock("esp32", pty=True, flash=board_flash("esp32"))
     args = [sys.executable, "-m", "atflash", "write", "--chip", "esp32", "--port", board.url,
             "--before", "no-reset", "--after", "no-reset", "--connect-attempts", "20", "--force",

@@ -175,3 +175,21 @@ def test_a_command_that_never_finishes_hands_over_to_esptool() -> None:
 )  # fmt: skip
 def test_strict_xmc_ids(flash_id: int, strict: bool) -> None:
     assert attach.is_strict_xmc(flash_id) is strict
+
+
+class SimulatedStub(SimulatedEsp32):
+    """The same loader after esptool's flasher stub started: it has attached the flash itself."""
+
+    IS_STUB = True
+
+
+@pytest.mark.parametrize("name", ["xmc", "gigadevice"])
+def test_through_the_stub_no_spi_attach_and_the_same_flash_commands(name: str) -> None:
+    ours, theirs = SimulatedStub(CHIPS[name]()), SimulatedStub(CHIPS[name]())
+    attach.attach_flash(ours)
+    cmds.attach_flash(theirs)
+    assert ours.attached == theirs.attached == []  # esptool's attach sends a stub none either
+    assert [c for c, _a in ours.chip.seen] == [
+        c for c, a in theirs.chip.seen if (c, a) != (0x5A, 0)
+    ]
+    assert ours.round_trips * 2 <= theirs.round_trips, (ours.round_trips, theirs.round_trips)

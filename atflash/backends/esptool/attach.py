@@ -25,9 +25,11 @@ Whenever an answer calls for more than that (an XMC chip that may need its
 start-up sequence, no plausible ID, a command the controller does not
 finish), it hands over to esptool's own
 ``attach_flash``, which does everything again the long way: the rare path
-stays esptool's. Loaders where the short path does not apply (a flasher
-stub, secure download mode, the ESP8266's older SPI controller) also go
-straight to esptool.
+stays esptool's. Through a flasher stub it sends no SPI_ATTACH (the stub
+attaches the flash itself, and esptool's attach sends none either) and then
+the same flash commands. Loaders where the short path does not apply
+(secure download mode, the ESP8266's older SPI controller) go straight to
+esptool.
 """
 
 from __future__ import annotations
@@ -67,10 +69,11 @@ _RESET_SETTLE = 0.001  # the flash chip's reset time (tRST is tens of microsecon
 
 def attach_flash(esp: ESPLoader) -> None:
     """Attach the flash and run esptool's start-up checks and flash reset, briefly."""
-    if esp.IS_STUB or esp.secure_download_mode or esp.SPI_MOSI_DLEN_OFFS is None:
+    if esp.secure_download_mode or esp.SPI_MOSI_DLEN_OFFS is None:
         cmds.attach_flash(esp)
         return
-    esp.flash_spi_attach(spi_attach_argument(esp))
+    if not esp.IS_STUB:
+        esp.flash_spi_attach(spi_attach_argument(esp))
     try:
         with _UserCommands(esp) as spi:
             settled = _flash_is_settled(spi)

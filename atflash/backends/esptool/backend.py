@@ -386,7 +386,7 @@ class EsptoolSession(Session):
     # -- flash ---------------------------------------------------------------------------
 
     def read(self, target: Target) -> bytes:
-        # Erased flash is known by its MD5 (one round trip) instead of read in 64-byte blocks.
+        # Erased flash is known by its MD5 (one round trip, no data) instead of read.
         erased = b"\xff" * target.size
         if self._digest(target) == hashlib.md5(erased).hexdigest():
             return erased

@@ -6,16 +6,28 @@ write verified images. esptool's console output is captured and turned
 into events (it is process-global, which is why a batch runs one board per
 process).
 
-Reads are done by the ROM loader's 64-byte ``READ_FLASH_SLOW`` command
-while it is still in charge, before the flasher stub is loaded. ESP32's ROM
-has it; newer ROMs answer it with an error at once, and then the stub's
-streaming ``READ_FLASH`` takes over. Partitions here are a few KB, so the
-ROM path costs little, and it is the path the mock board implements fully.
-A read can stop early (``stop_when``): the partition table is read block by
-block only as far as its end.
+Only command sequences esptool itself sends for the chip reach a board.
+Every chip gets esptool's default session: the flasher stub uploaded at the
+ROM's own 115200 baud, then the baud changed through the stub (esptool
+never changes it in the ROM before a stub), then flash MD5s, streamed reads
+and compressed writes (``compress = esp.IS_STUB``, esptool's default)
+through the stub, which erases as it writes. The ESP8266's ROM has no baud
+change, no MD5, no compressed writes and no block reads, so it could not do
+otherwise; on the ESP32 family the stub also costs fewer round trips than
+the ROM's uncompressed 1 KB blocks and 64-byte reads for anything but the
+smallest writes (the README's "Speed" section has the figures). A compressed
+write is never sent to a ROM: the ESP32 ROM over-erases there (esptool's own
+tests say so), and ESP-AT 2.x puts factory_param right after client_ca.
 
-Round trips are what a session costs on a real bench (a USB bridge adds
-milliseconds to each), so reads stop as soon as they have what they need.
+In secure download mode no stub can be loaded: the session stays in the
+ROM, as esptool's does, and writes are plain ``FLASH_BEGIN``/``FLASH_DATA``,
+which a ROM erases exactly as declared. Reads there are the ROM's 64-byte
+``READ_FLASH_SLOW`` blocks where the ROM answers them.
+
+A read can stop early (``stop_when``): the partition table is read block by
+block only as far as its end. Round trips are what a session costs on a
+real bench (a USB bridge adds milliseconds to each), so reads stop as soon
+as they have what they need.
 """
 
 from __future__ import annotations
@@ -44,12 +56,10 @@ from atflash.seriallink import LINK_ERRORS, describe_open_error, open_link
 
 ROM_READ_BLOCK = 64
 CMD_READ_FLASH_SLOW = 0x0E
-# Chips whose ROM loader has flash MD5 and compressed writes: they need no stub.
-# (ESP8266's ROM has neither.)
-ROM_WRITES = frozenset(
-    {"esp32", "esp32s2", "esp32s3", "esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61",
-     "esp32h2", "esp32p4"}
-)  # fmt: skip
+# Chips whose session stays in the ROM, as esptool --no-stub does (uncompressed
+# 1 KB writes, ROM MD5, 64-byte reads). None: the stub costs less (bench/whatif.py
+# measures the other way with its "rom" cut). Never the ESP8266: its ROM lacks MD5.
+ROM_SESSIONS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ class EsptoolBoard:
         self._rom_reads = True
         self._attached = False
         self._flash_size: str | None = None
+        self._rom_baud_changed = False
 
     # -- connection ---------------------------------------------------------
 
@@ -214,8 +225,12 @@ class EsptoolBoard:
                 ) from None
             self.chip = chips.normalize(self._esp.CHIP_NAME)
             self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
+            if self.chip not in ROM_SESSIONS and not self._esp.secure_download_mode:
+                # esptool's order: the stub at the ROM's rate, then the baud through it.
+                self._esp = cmds.run_stub(self._esp)
             if self.options.baud != ROM_BAUD:
                 self._esp.change_baud(self.options.baud)
+                self._rom_baud_changed = not self._esp.IS_STUB
         self._event("connected", f"{self._esp.CHIP_NAME}, MAC {self.mac}")
 
     def _open_port(self) -> serial.SerialBase:
@@ -323,12 +338,18 @@ class EsptoolBoard:
     def _ensure_stub(self) -> None:
         """Load the flasher stub and attach the flash through it, in esptool's own order.
 
-        Only where the ROM cannot do the job (ESP8266: no flash MD5, no
-        compressed writes) or refuses block reads: the stub's upload and a
-        second flash attach are a third of a session's round trips.
+        Only where a ROM refuses block reads, and only at the ROM's own
+        rate: esptool never uploads a stub after a baud change in the ROM.
         """
         if self.esp.IS_STUB:
             return
+        if self._rom_baud_changed:
+            raise DeviceError(
+                self.options.port,
+                f"this {self.chip}'s ROM loader refuses flash reads, and its flasher stub "
+                "cannot be loaded after the baud rate changed",
+                hint=f"run again with --baud {ROM_BAUD}",
+            )
         self._esp = cmds.run_stub(self.esp)
         cmds.attach_flash(self.esp)
         if self._flash_size is not None:
@@ -342,7 +363,10 @@ class EsptoolBoard:
         *,
         on_start: Callable[[int], None] | None = None,
     ) -> int:
-        """Write every image in one esptool call, compressed; returns how many esptool verified.
+        """Write every image in one esptool call; returns how many esptool verified.
+
+        Compressed only through a stub (esptool's default): a ROM gets plain
+        ``FLASH_BEGIN``/``FLASH_DATA``, and erases exactly what it is told.
 
         ``on_start(address)`` is called as esptool begins each image, so a
         caller knows which partitions a failure may have left half-written
@@ -364,15 +388,12 @@ class EsptoolBoard:
         self._log.on_line = on_line
         try:
             with self._translated("write"):
-                if self.chip not in ROM_WRITES:
-                    self._ensure_stub()
                 cmds.write_flash(
                     self.esp,
                     list(addr_data),
                     flash_mode=settings.mode,
                     flash_freq=settings.freq,
                     flash_size=settings.size,
-                    compress=True,
                 )
         finally:
             self._log.on_line = None

@@ -1,11 +1,12 @@
-"""Reading a board's layout and its ``mfg_nvs`` through the ROM loader, in few round trips.
+"""Reading a board's layout and its ``mfg_nvs`` through the loader, in few round trips.
 
 Round trips are what a board costs on a real bench. Two shortcuts keep
 them down, both exact:
 
 - A table that is byte for byte one a known layout would write is
-  recognised by one flash MD5 of its 3 KB instead of being read in 64-byte
-  blocks; anything else is read to its end.
+  recognised by one flash MD5 of its 3 KB instead of being read (a stream
+  through the stub; 64-byte blocks from a ROM); anything else is read to its
+  end.
 - Erased NVS pages are recognised by MD5 (a binary search for where the
   erased tail of ``mfg_nvs`` begins: NVS fills pages from the start), and
   only the pages before it are read.
