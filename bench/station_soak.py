@@ -202,6 +202,7 @@ def main() -> int:
         "no board written twice": len({x['mac'] for x in lines if x['result'] == 'ok'}) == results["ok"],
         "stopped by SIGTERM": code == 143,
         "no process left": not left,
+        "esptool's own sequences only (strict ROM)": not [v for r in rigs for v in r.violations],
     }  # fmt: skip
     failures += [name for name, ok in checks.items() if not ok]
     print("checks:", "all passed" if not failures else f"FAILED: {failures}")

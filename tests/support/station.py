@@ -1,14 +1,15 @@
 """Slots for station tests: a fixed TCP address where mock boards are plugged in and pulled out.
 
 Plugging a board in starts a ``sim rom`` process (esp32-mock-bootloader
-with ESP-AT's flash and a MAC of the test's choosing) listening on the
-slot's address; pulling it out stops the process, so the address stops
-answering, as a USB port goes away. Two faults besides:
+with ESP-AT's flash and a MAC of the test's choosing) behind the strict ROM
+model (:mod:`tests.support.strictrom`), which listens on the slot's
+address; pulling it out stops both, so the address stops answering, as a
+USB port goes away. Two faults besides:
 
 - a dead board: the address accepts connections and never answers;
 - a cable pulled mid-write: a relay on the slot's address forwards to a
-  mock and, once the host has sent more than a partition's worth of write
-  data, drops the connection, stops listening and stops the mock.
+  strict mock and, halfway through the host's first write-data frame,
+  drops the connection, stops listening and stops the board.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from atflash.sim.flash import board_flash
-from atflash.sim.rom import MockBoard, start_mock
+from atflash.sim.rom import start_mock
+from tests.support.strictrom import RomRules, StrictRom
 
 WAIT = 60.0  # bound for any one wait on a station (a loaded two-core host)
 
@@ -72,14 +74,25 @@ class DeadBoard:
         self.thread.join(5)
 
 
-class CutMidWrite:
-    """A relay on the slot's address to ``board``, cut once ``after`` bytes went to the board."""
+# The first frame of a flash write from the host (SLIP: 0xC0, direction 0, opcode):
+# FLASH_DATA (0x03) or FLASH_DEFL_DATA (0x11). 0xC0 inside a frame is escaped,
+# so these three bytes only ever start one.
+_WRITE_FRAMES = (b"\xc0\x00\x03", b"\xc0\x00\x11")
 
-    def __init__(self, port: int, board: MockBoard, after: int = 1200) -> None:
-        self.board, self.after = board, after
+
+class CutMidWrite:
+    """A relay on the slot's address to ``board``, cut in the middle of the first flash write.
+
+    It passes everything on until the host sends the first write-data frame,
+    passes half of that frame, then pulls the cable: no more bytes, no
+    listener, the board stopped. What the board's partition holds is then
+    unknown, as after a real pull.
+    """
+
+    def __init__(self, port: int, board: Any) -> None:
+        self.board = board
         self.target = int(board.url.rsplit(":", 1)[1])
         self.listener = socket.create_server(("127.0.0.1", port))
-        self.sent = 0
         self.cut = threading.Event()
         self.socks: list[socket.socket] = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -101,14 +114,18 @@ class CutMidWrite:
                 ).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, to_board: bool) -> None:
+        tail = b""
         with contextlib.suppress(OSError):
             while data := src.recv(4096):
+                seen = tail + data
+                starts = [i for i in (seen.find(f) for f in _WRITE_FRAMES) if i >= 0]
+                if to_board and starts:
+                    start = max(0, min(starts) - len(tail))
+                    dst.sendall(data[: start + (len(data) - start) // 2])
+                    self.pull()
+                    return
                 dst.sendall(data)
-                if to_board:
-                    self.sent += len(data)
-                    if self.sent > self.after:
-                        self.pull()
-                        return
+                tail = seen[-2:]
         with contextlib.suppress(OSError):  # one side hung up: so does the other
             dst.shutdown(socket.SHUT_RDWR)
 
@@ -127,6 +144,27 @@ class CutMidWrite:
         self.board.stop()
 
 
+class StrictMock:
+    """A mock board behind a strict ROM model (tests/support/strictrom.py), listening on ``listen``.
+
+    esptool talks to the model, which holds the mock to what the chip's ROM
+    loader does; :attr:`violations` lists what esptool itself would never send.
+    """
+
+    def __init__(self, chip: str, *, listen: int, mac: str) -> None:
+        self.board = start_mock(chip, mac=mac, flash=board_flash(chip, "2.x"))
+        try:
+            self.rom = StrictRom(self.board.url, RomRules(chip=chip), listen=listen).start()
+        except BaseException:
+            self.board.stop()
+            raise
+        self.url = self.rom.url
+
+    def stop(self) -> None:
+        self.rom.close()
+        self.board.stop()
+
+
 class SlotRig:
     """One slot's address and what is plugged into it now."""
 
@@ -135,27 +173,28 @@ class SlotRig:
         self.port = free_port()
         self.url = f"socket://127.0.0.1:{self.port}"
         self.plugged: Any = None
+        self.violations: list[str] = []  # what the strict ROM saw that esptool never sends
 
-    def plug(self, mac: str) -> MockBoard:
+    def plug(self, mac: str) -> StrictMock:
         """A new board with ESP-AT's flash, answering on the slot's address."""
-        board = start_mock(self.chip, port=self.port, mac=mac, flash=board_flash(self.chip, "2.x"))
-        self.plugged = board
-        return board
+        self.plugged = StrictMock(self.chip, listen=self.port, mac=mac)
+        return self.plugged
 
     def plug_dead(self) -> None:
         self.plugged = DeadBoard(self.port)
 
     def plug_cut(self, mac: str) -> CutMidWrite:
         """A board behind a cable that is pulled in the middle of the write."""
-        board = start_mock(self.chip, mac=mac, flash=board_flash(self.chip, "2.x"))
-        self.plugged = CutMidWrite(self.port, board)
+        self.plugged = CutMidWrite(self.port, StrictMock(self.chip, listen=0, mac=mac))
         return self.plugged
 
     def unplug(self) -> None:
-        if self.plugged is None:
+        plugged, self.plugged = self.plugged, None
+        if plugged is None:
             return
-        if isinstance(self.plugged, CutMidWrite):
-            self.plugged.pull()
-        else:
-            self.plugged.stop()
-        self.plugged = None
+        if isinstance(plugged, CutMidWrite):
+            plugged.pull()
+            plugged = plugged.board
+        if isinstance(plugged, StrictMock):
+            self.violations += plugged.rom.violations
+        plugged.stop()
