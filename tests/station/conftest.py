@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,15 @@ from tests.support.postgres import PostgresServer, PostgresUnavailable, required
 BROWSER_ENV = "ATFLASH_TEST_BROWSER"
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture
+def small_pool(credential_pool: Path, tmp_path: Path) -> Path:
+    """Sets 0001..0003 of the session's pool: a pool is checked whole before the first board."""
+    pool = tmp_path / "pool"
+    for name in ("0001", "0002", "0003"):
+        shutil.copytree(credential_pool / name, pool / name)
+    return pool
 
 
 @pytest.fixture(scope="session")

@@ -212,7 +212,7 @@ def test_a_slot_is_one_place(slots: list) -> None:
 
 
 def test_a_pool_gives_each_board_a_set_and_the_ledger_records_it(
-    tmp_path: Path, credential_pool: Path
+    tmp_path: Path, small_pool: Path
 ) -> None:
     """The pool's resolver is the station's plan_for; each result goes into the ledger."""
     from atflash.factory import pool_resolver
@@ -221,7 +221,7 @@ def test_a_pool_gives_each_board_a_set_and_the_ledger_records_it(
 
     rig = SlotRig()
     ledger = str(tmp_path / "ledger.sqlite")
-    resolver = pool_resolver(credential_pool, ledger, station="bench-9", profiles=family("esp32"))
+    resolver = pool_resolver(small_pool, ledger, station="bench-9", profiles=family("esp32"))
     station = atflash.Station(
         [rig.url], resolver, name="bench-9", log=tmp_path / "s.log", options=FAST
     )

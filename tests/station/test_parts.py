@@ -150,3 +150,48 @@ def test_web_addresses_and_tokens() -> None:
     assert allowed("t", {"authorization": "Bearer wrong"}, {"token": "t"})
     assert not allowed("t", {}, {})
     assert not allowed("t", {"authorization": "Basic t"}, {"token": "u"})
+
+
+def _bench(tmp_path, text: str):
+    from atflash.planning.bench import load_config
+
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+CA = "tests/fixtures/esp-at-raw-data/client_ca/client_ca_00.crt"
+
+
+def test_a_bench_file_lists_slots(tmp_path) -> None:
+    from atflash.errors import ManifestError
+
+    config = _bench(tmp_path, 'slots = ["/dev/ttyUSB0", { location = "1-1.2", name = "B" }]\n')
+    assert config.slots == ("/dev/ttyUSB0", {"location": "1-1.2", "name": "B"})
+    with pytest.raises(ManifestError, match="slots must be a list"):
+        _bench(tmp_path, 'slots = "/dev/ttyUSB0"\n')
+
+
+def test_the_station_takes_a_batchs_credential_sources(tmp_path, small_pool) -> None:
+    """[partitions]: one plan for all; a manifest: its resolver; a pool: its resolver; never two."""
+    from pathlib import Path
+
+    from atflash.cli.station import _settings
+    from atflash.factory.resolve import PoolResolver
+    from atflash.planning.manifest import ManifestResolver
+    from atflash.station.sources import FixedPlans, plan_source
+
+    ca = Path(CA).resolve()
+    params = {"report": None, "pool": None, "ledger": None, "log": None, "name": None}
+    fixed = _bench(tmp_path, f'chip = "esp32"\n[partitions]\nclient_ca = ["{ca}"]\n')
+    assert isinstance(plan_source(_settings(fixed, params)), FixedPlans)
+    (tmp_path / "devices.csv").write_text(f"mac,client_ca\n24:0a:c4:00:00:01,{ca}\n")
+    listed = _bench(tmp_path, 'chip = "esp32"\nmanifest = "devices.csv"\n')
+    assert isinstance(plan_source(_settings(listed, params)), ManifestResolver)
+    bare = _bench(tmp_path, 'chip = "esp32"\n')
+    pooled = {**params, "pool": str(small_pool), "ledger": str(tmp_path / "l.sqlite")}
+    assert isinstance(plan_source(_settings(bare, pooled)), PoolResolver)
+    with pytest.raises(InputError, match="no \\[partitions\\] or manifest"):
+        plan_source(_settings(fixed, pooled))
+    with pytest.raises(InputError, match="--ledger goes with --pool"):
+        plan_source(_settings(fixed, {**params, "ledger": "x.sqlite"}))
