@@ -59,8 +59,9 @@ from atflash.ports import PortFilter
 )
 @click.option(
     "--web",
-    metavar="HOST:PORT",
-    help="Serve a live page here (needs atflash[station]); other than localhost needs a token.",
+    metavar="[HOST:]PORT",
+    help="Serve a live, read-only page here (needs atflash[station]); a port alone binds "
+    "localhost, any other address needs a token.",
 )
 @click.option(
     "--web-token",
