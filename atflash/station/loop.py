@@ -172,6 +172,9 @@ class Station:
         self.line: dict[str, Any] | None = None  # set by a line view (atflash.station.line)
         self._work: dict[str, _Work] = {}
         self._plan_lock = threading.Lock()
+        # Once: the same for every board, and looking versions up per board churns
+        # importlib.metadata's caches (a new lookup whenever a sys.path folder changes).
+        self._context = audit.LogContext.here("write", self.name)
         self._done: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = StopRequest()
         self._listing: tuple[float, list[PortInfo]] = (0.0, [])
@@ -430,8 +433,7 @@ class Station:
     # -- records ----------------------------------------------------------------------
 
     def _log(self, slot: Slot, result: BoardResult) -> None:
-        context = audit.LogContext.here("write", self.name)
-        line = audit.log_record(result, context)
+        line = audit.log_record(result, self._context)
         line[LOG_SLOT_KEY], line["session"] = slot.spec.name, self.session
         if self.log is not None:
             audit.append_log(self.log, [line])
