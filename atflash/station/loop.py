@@ -62,7 +62,7 @@ from atflash.ports import PortInfo, is_url, list_ports
 from atflash.report import report_of_records, write_report
 from atflash.results import BoardResult
 from atflash.station.probe import identify
-from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots
+from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots, short_reason
 from atflash.station.tally import LOG_SLOT_KEY, Tally, restore
 
 PlanSource = Callable[[BoardIdentity], Sequence[WritePlan]]
@@ -421,10 +421,12 @@ class Station:
                 self._set(slot, SlotState.OK, "written and verified: take it out")
             elif outcome == "skipped":
                 slot.skipped += 1
-                self._set(slot, SlotState.REMOVE, f"not written: {result.skipped}")
+                self._set(
+                    slot, SlotState.REMOVE, f"not written: {result.skipped}", short_reason(result)
+                )
             else:
                 slot.failed += 1
-                self._set(slot, SlotState.FAILED, message or outcome)
+                self._set(slot, SlotState.FAILED, message or outcome, short_reason(result))
         slot.absent_since = None
         slot.next_probe = time.monotonic() + self.options.probe_interval
         if self.on_result is not None:
@@ -469,9 +471,9 @@ class Station:
         write_report(Path(self.report), report)
         return report
 
-    def _set(self, slot: Slot, state: SlotState, message: str) -> None:
+    def _set(self, slot: Slot, state: SlotState, message: str, short: str = "") -> None:
         with self.lock:
-            slot.set(state, message)
+            slot.set(state, message, short)
         self._changed(slot)
 
     def _changed(self, slot: Slot | None = None) -> None:

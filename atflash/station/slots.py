@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from atflash.errors import InputError
 from atflash.files import is_glob
 from atflash.ports import AUTO, PortFilter, PortInfo, check_port_spec, is_url
+from atflash.results import BoardResult, PartitionStatus
 
 _TCP_SCHEMES = ("socket", "rfc2217")
 _TCP_PROBE_TIMEOUT = 0.3  # a local network serial server answers in milliseconds
@@ -175,6 +176,7 @@ class Slot:
     mac: str | None = None  # the last board's MAC
     result: str | None = None  # the last board's outcome word (ok, failed, skipped...)
     message: str = ""  # why: the error, or what the operator should do
+    short: str = ""  # the same in a few words, for a 20-column tile
     since: float = field(default_factory=time.time)  # when the state last changed
     ok: int = 0
     failed: int = 0
@@ -182,8 +184,9 @@ class Slot:
     absent_since: float | None = None  # waiting for removal: when the board was last missed
     next_probe: float = 0.0  # monotonic time of the next look at a persistent slot
 
-    def set(self, state: SlotState, message: str = "") -> None:
+    def set(self, state: SlotState, message: str = "", short: str = "") -> None:
         self.state, self.message, self.since = state, message, time.time()
+        self.short = short or message
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -193,8 +196,23 @@ class Slot:
             "mac": self.mac,
             "result": self.result,
             "message": self.message,
+            "short": self.short,
             "since": self.since,
             "ok": self.ok,
             "failed": self.failed,
             "skipped": self.skipped,
         }
+
+
+def short_reason(result: BoardResult) -> str:
+    """Why a board was not provisioned, in the few words a tile has room for."""
+    if result.skipped is not None:
+        return "done before" if result.skipped.startswith("already provisioned") else "not written"
+    if result.interrupted:
+        return "interrupted"
+    if any(p.status == PartitionStatus.POSSIBLY_PARTIAL for p in result.partitions):
+        return "write cut short"
+    if result.mac is None and not result.touched:
+        return "no answer"
+    detail = result.error_detail or "failed"
+    return detail.split(":", 1)[0]

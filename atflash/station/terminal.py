@@ -40,7 +40,7 @@ def tile(slot: dict[str, Any], width: int) -> Panel:
     inner = max(8, width - 2)
     state = Text(f" {word} ".center(inner), style=style)
     if slot["state"] in ("failed", "remove") and slot["message"]:
-        detail = slot["message"]
+        detail = slot.get("short") or slot["message"]
     else:
         detail = slot["mac"] or slot["where"]
     counts = f"ok {slot['ok']} fail {slot['failed']}"

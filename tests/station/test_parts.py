@@ -195,3 +195,29 @@ def test_the_station_takes_a_batchs_credential_sources(tmp_path, small_pool) -> 
         plan_source(_settings(fixed, pooled))
     with pytest.raises(InputError, match="--ledger goes with --pool"):
         plan_source(_settings(fixed, {**params, "ledger": "x.sqlite"}))
+
+
+def test_a_tile_says_why_in_a_few_words() -> None:
+    from atflash.results import BoardResult, PartitionResult
+    from atflash.station.slots import short_reason
+
+    def part(status: str) -> PartitionResult:
+        return PartitionResult("client_ca", 0x1000, 8192, 100, "0" * 64, status=status)
+
+    port = "socket://127.0.0.1:1"
+    assert (
+        short_reason(BoardResult(port, error=f"{port}: connect failed: no serial data"))
+        == "no answer"
+    )
+    assert short_reason(BoardResult(port, skipped="already provisioned at 10:00")) == "done before"
+    assert short_reason(BoardResult(port, skipped="mac 02 has no row")) == "not written"
+    cut = BoardResult(
+        port, mac="02:00:00:00:00:01", error="x", partitions=[part("possibly-partial")]
+    )
+    assert short_reason(cut) == "write cut short"
+    stopped = BoardResult(port, error="x", interrupted=True)
+    assert short_reason(stopped) == "interrupted"
+    refused = BoardResult(
+        port, mac="02:00:00:00:00:01", error=f"{port}: table mismatch: client_ca at 0x2000"
+    )
+    assert short_reason(refused) == "table mismatch"

@@ -25,6 +25,7 @@ def snapshot(slots: int = 16) -> dict:
              "mac": f"02:5e:00:00:00:{n:02x}", "result": None,
              "message": "connect failed: the board did not answer: check the cable" if n % 5 == 3 else
                         "not written: already provisioned at 10:24 in slot 3" if n % 5 == 4 else "",
+             "short": "no answer" if n % 5 == 3 else "done before" if n % 5 == 4 else "",
              "since": time.time(), "ok": 12, "failed": 1, "skipped": n % 2}
             for n in range(slots)
         ],
@@ -58,3 +59,18 @@ def test_a_failure_rings_the_bell_and_a_pipe_gets_a_line_per_board() -> None:
     view = TerminalView(object(), live=False, bell=True, stream=out)
     view.on_result("2", BoardResult(port="/dev/ttyUSB1", error="/dev/ttyUSB1: no answer"))
     assert out.getvalue() == "\a" + "slot 2: failed -: no answer\n"
+
+
+def test_the_tiles_as_a_picture(tmp_path) -> None:
+    """docs/station-terminal.svg: the tiles in 80x24 (written there with ATFLASH_UPDATE_SCREENSHOTS=1)."""
+    import os
+    from pathlib import Path
+
+    console = Console(
+        record=True, width=80, height=24, file=io.StringIO(), color_system="truecolor"
+    )
+    console.print(render(snapshot(), 80))
+    svg = console.export_svg(title="atflash station")
+    assert "WORKING" in svg and "REMOVE" in svg
+    if os.environ.get("ATFLASH_UPDATE_SCREENSHOTS") == "1":
+        (Path(__file__).parents[2] / "docs" / "station-terminal.svg").write_text(svg)

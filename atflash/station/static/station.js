@@ -31,7 +31,7 @@
       tile.append(el("div", { class: "name" }, "Slot " + s.name));
       tile.append(el("div", { class: "state" }, WORDS[s.state] || s.state.toUpperCase()));
       if (s.state === "failed" || s.state === "remove") {
-        tile.append(el("div", { class: "why", title: s.message }, s.message));
+        tile.append(el("div", { class: "why", title: s.message }, s.short || s.message));
       }
       tile.append(el("div", { class: "mac" }, s.mac || s.where));
       const left = s.skipped ? "  left " + s.skipped : "";
