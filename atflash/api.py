@@ -198,6 +198,9 @@ class Board:
         each partition's status what state its flash is in. ``force`` writes
         where the board's own table says even when it matches no known
         layout; ``backup_dir`` saves what is overwritten first (0600 files).
+        A whole-``mfg_nvs`` write keeps its image in the journal of the state
+        folder (``ATFLASH_STATE_DIR``, as the command does) until verified, so
+        the same call made again completes a write that was cut short.
         """
         from atflash.planning.bench import check_outputs
 
@@ -448,7 +451,9 @@ def run_batch(
     does: running boards finish, the rest are ``interrupted``, the report
     is written, and ``stopped_by`` names the signal. Returns the outcome:
     ``results`` (one :class:`BoardResult` per board, in port order),
-    ``report`` and ``exit_code`` as the command line would end.
+    ``report`` and ``exit_code`` as the command line would end. Like
+    :meth:`Board.write`, a whole-``mfg_nvs`` write is journalled in the state
+    folder, so running the batch again completes a board's write cut short.
     """
     from atflash import audit
     from atflash.batch import BatchOptions, BoardJob, FromParent, stop_on_signals

@@ -75,7 +75,7 @@ from typing import Any, Literal
 
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result, verify_board, write_board
-from atflash.errors import AtflashError, BoardSkipped, DeviceError, one_line
+from atflash.errors import AtflashError, BoardSkipped, DeviceError, InputError, one_line
 from atflash.events import Event, EventSink, ignore
 from atflash.planning.manifest import ManifestResolver, RowClaims
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
@@ -200,8 +200,48 @@ def _context(start_method: str | None, backends: Sequence[str] = ()) -> Any:
     """The multiprocessing context; a fork server preloads atflash and the backends' modules."""
     ctx = multiprocessing.get_context(start_method or default_start_method())
     if ctx.get_start_method() == "forkserver":
+        _short_socket_folder()
         ctx.set_forkserver_preload(_preload(backends))
     return ctx
+
+
+# A Unix socket's path fits in sockaddr_un's sun_path: 108 bytes on Linux, 104 on macOS
+# and the BSDs, its NUL included. The fork server's socket is <folder>/listener-XXXXXXXX,
+# in multiprocessing's folder <TMPDIR>/pymp-XXXXXXXX.
+_SUN_PATH = 108 if sys.platform.startswith("linux") else 104
+_SOCKET_TAIL = len("/pymp-xxxxxxxx/listener-xxxxxxxx") + 1
+_SHORT_FOLDERS = ("/tmp", "/var/tmp", "/usr/tmp")  # what POSIX systems have, short
+
+
+def _short_socket_folder() -> None:
+    """Keep the fork server's socket path short enough, whatever ``TMPDIR`` is.
+
+    Before Python 3.12, multiprocessing puts its folder (and the socket in
+    it) under ``tempfile.gettempdir()``: a long ``TMPDIR`` (a CI runner's
+    workspace, a deep home folder) made every batch end in "AF_UNIX path too
+    long". Then the folder is made, once per process, under the first
+    short system temporary folder instead (owner-only, removed at exit, as
+    multiprocessing's own), which is what Python 3.12 does itself.
+    """
+    import tempfile
+    from multiprocessing import util
+
+    if len(os.fsencode(tempfile.gettempdir())) + _SOCKET_TAIL <= _SUN_PATH:
+        return
+    short = next((d for d in _SHORT_FOLDERS if os.access(d, os.W_OK | os.X_OK)), None)
+    if short is None:
+        raise InputError(
+            f"TMPDIR ({tempfile.gettempdir()}) is too long for the batch's socket and no "
+            f"short temporary folder ({', '.join(_SHORT_FOLDERS)}) is writable",
+            hint="set TMPDIR to a shorter folder",
+        )
+    # multiprocessing makes its folder once, on first use, under tempfile's folder: lend it
+    # the short one for that call (a no-op when the folder was made already).
+    saved, tempfile.tempdir = tempfile.tempdir, short
+    try:
+        util.get_temp_dir()
+    finally:
+        tempfile.tempdir = saved
 
 
 def warm_up(start_method: str | None = None, *, backends: Sequence[str] = ()) -> None:

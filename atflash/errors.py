@@ -11,7 +11,10 @@ partition names, sizes and offsets, never file contents.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from atflash.results import NeighbourChange
 
 # Exit codes used by the CLI. Kept here so library users (and tests) can
 # name them without importing click.
@@ -306,6 +309,74 @@ class BoardTableError(DeviceError):
             hint=hint
             or "is ESP-AT flashed on this board? To write anyway, pass --force with --profile "
             "naming the layout",
+        )
+
+
+class NeighbourChangedError(DeviceError):
+    """A write changed flash beside its targets (the neighbour guard fired).
+
+    ``changes`` holds one :class:`~atflash.results.NeighbourChange` per
+    changed range: what it held and whether it was restored. The board
+    fails even when everything was restored: its loader erases more than
+    it is asked to. ``failed`` is the write's own error when the write
+    failed too (the guard still checked and restored what it reached).
+    """
+
+    def __init__(
+        self,
+        port: str | None,
+        chip: str,
+        changes: Sequence[NeighbourChange],
+        *,
+        failed: DeviceError | None = None,
+    ) -> None:
+        self.chip = chip
+        self.changes = tuple(changes)
+        self.failed = failed  # the write's own error, when it failed as well
+        names = ", ".join(dict.fromkeys(n for c in self.changes for n in c.partitions))
+        ranges = ", ".join(f"{c.start:#x}-{c.end:#x}" for c in self.changes)
+        restored = all(c.restored for c in self.changes)
+        outcome = (
+            "restored from the copy taken before the write"
+            if restored
+            else "NOT restored: reflash them from the firmware image"
+        )
+        # The write's error without its port (said once) or its hint (this one's is better).
+        what = f"the write failed ({one_line(failed._unlabelled)}) and" if failed else "the write"
+        super().__init__(
+            port,
+            f"{what} changed flash beside its targets on this {chip}: {names} ({ranges}); "
+            f"{outcome}",
+            hint="this loader erases more than it is asked to: report it with the chip and "
+            "esptool version",
+        )
+
+
+class SecureDownloadError(DeviceError):
+    """The board's ROM loader is in secure download mode: no reads, no checksums."""
+
+    def __init__(self, port: str | None, chip: str) -> None:
+        self.chip = chip
+        super().__init__(
+            port,
+            f"this {chip} is in secure download mode: its ROM loader allows no flash reads or "
+            "checksums, so atflash can neither read the board's partition tables nor verify "
+            "a write",
+            hint="write over the running firmware with --via at; nothing was written",
+        )
+
+
+class EncryptedPartitionError(DeviceError):
+    """A target partition's table entry carries the ``encrypted`` flag."""
+
+    def __init__(self, port: str | None, partition: str) -> None:
+        self.partition = partition
+        super().__init__(
+            port,
+            f"{partition}: its partition table entry carries the encrypted flag, so the "
+            "firmware reads it through flash encryption, and a ROM-loader write would store "
+            "plain text",
+            hint="write it over the running firmware with --via at; nothing was written",
         )
 
 

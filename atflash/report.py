@@ -9,6 +9,8 @@ Layout (``format`` names it, ``version`` changes when a field's meaning does)::
      "boards": [{"port": ..., "mac": ..., "chip": ..., "profile": ..., "firmware": null,
                  "result": "ok", "ok": true, "error": null, "skipped": null, "seconds": 4.2,
                  "attempts": 1, "warnings": [...], "backups": [...],
+                 "neighbours": [{"range": "0x30000-0x40000", "partitions": ["factory_param"],
+                                 "restored": true}],
                  "set": null, "unrecorded": null,
                  "partitions": [{"name": "client_cert", "address": "0x2a000", "size": 8192,
                                  "bin_size": 2344, "sha256": "...", "status": "written",

@@ -76,6 +76,27 @@ class PartitionResult:
         }
 
 
+@dataclass(frozen=True)
+class NeighbourChange:
+    """Flash beside the targets that a write changed (the neighbour guard fired).
+
+    ``partitions`` names what the changed bytes held; ``restored`` says
+    whether the backup taken before the write was written back and checked.
+    """
+
+    start: int
+    end: int
+    partitions: tuple[str, ...]
+    restored: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "range": f"{self.start:#x}-{self.end:#x}",
+            "partitions": list(self.partitions),
+            "restored": self.restored,
+        }
+
+
 @dataclass
 class BoardResult:
     """One board: where it was, what it is, and each partition's outcome."""
@@ -96,6 +117,8 @@ class BoardResult:
     # Failed attempts a retry replaced (the audit log records each attempt).
     earlier_attempts: list[BoardResult] = field(default_factory=list, repr=False)
     interrupted: bool = False  # a batch stopped (Ctrl-C, SIGTERM) before this board finished
+    # Flash beside the targets that the write changed: the neighbour guard's findings.
+    neighbours: list[NeighbourChange] = field(default_factory=list)
     credential_set: str | None = None  # the pool set the board was given (factory runs)
     # Why the ledger does not know how this board's write ended (it could not be
     # reached to record it): the log and report keep the outcome until
@@ -157,6 +180,7 @@ class BoardResult:
             "attempts": self.attempts,
             "warnings": list(self.warnings),
             "backups": list(self.backups),
+            "neighbours": [n.to_json() for n in self.neighbours],
             "partitions": [p.to_json() for p in self.partitions],
             "set": self.credential_set,
             "unrecorded": self.unrecorded,

@@ -15,6 +15,7 @@ Adding a backend means a package under ``atflash/backends/`` with a
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime
 import hashlib
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from atflash import recovery
-from atflash.content.nvs import parse_nvs
+from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
     BackupMismatchError,
@@ -36,6 +37,7 @@ from atflash.errors import (
     FirmwareError,
     FormatError,
     InputError,
+    NeighbourChangedError,
     TableMismatchError,
     VerifyError,
 )
@@ -58,8 +60,11 @@ class WriteOptions:
     explicit_layout: bool = False
     skip_unchanged: bool = True
     backup_dir: Path | None = None
-    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery).
-    journal_dir: Path | None = None
+    # Where a whole-mfg_nvs write keeps the image it writes until verified (atflash.recovery),
+    # so that running a write cut short again completes it. By default the state folder, as
+    # the command line keeps it: a library caller's rerun repairs the board the same way.
+    # None keeps no journal.
+    journal_dir: Path | None = field(default_factory=recovery.default_state_dir)
 
 
 @dataclass(frozen=True)
@@ -464,13 +469,35 @@ def _write_round(
         for entry in entries[target.name]:
             _set(events, session.port, entry, PartitionStatus.POSSIBLY_PARTIAL, "writing", message)
 
-    session.write(targets, on_start=on_start)
+    try:
+        session.write(targets, on_start=on_start)
+    except NeighbourChangedError:
+        # The board fails for what the write did beside its targets; the targets
+        # are checked all the same, so that the record says what they hold.
+        with contextlib.suppress(AtflashError):
+            _verify_round(session, targets, entries, started, events, strict=False)
+        raise
+    _verify_round(session, targets, entries, started, events, strict=True)
+
+
+def _verify_round(
+    session: Session,
+    targets: Sequence[Target],
+    entries: dict[str, list[PartitionResult]],
+    started: dict[str, float],
+    events: EventSink,
+    *,
+    strict: bool,
+) -> None:
+    """Check each written target independently; ``strict``: a difference raises."""
     done = time.monotonic()
     for target in targets:
         # Whatever the backend said while writing, the flash is checked again here.
         for entry in entries[target.name]:
             entry.status = PartitionStatus.POSSIBLY_PARTIAL
         if not session.matches(target):
+            if not strict:
+                continue
             raise VerifyError(
                 session.port,
                 f"{target.name}: read-back differs from the image after writing",
@@ -595,6 +622,8 @@ def record_exception(result: BoardResult, exc: AtflashError, events: EventSink) 
         events(Event("skipped", result.port, exc.reason))
         return
     result.mark_lost(str(exc))
+    if isinstance(exc, NeighbourChangedError):
+        result.neighbours = list(exc.changes)  # reaches --json, the report and the log
     events(Event("failed", result.port, exc.detail))
     if isinstance(exc, TableMismatchError):
         result.warnings.append(render_table_rows(exc.rows))
@@ -652,7 +681,7 @@ def region_record(
     damaged = False
     if name == MFG_NVS:
         try:
-            parse_nvs(content, source=MFG_NVS)
+            mfgnvs.read_mfg_nvs(content, source=MFG_NVS)  # factory_param lost is damage too
         except FormatError:
             damaged = True
     return recovery.BackupRecord(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
-from atflash.backends import registry
 from atflash.errors import InputError
 from atflash.files import expand
 from atflash.layout.model import MFG_NVS, Profile
@@ -108,11 +107,6 @@ def no_key_type_check_option(func: F) -> F:
 
 def echo_json(value: object) -> None:
     click.echo(json.dumps(value, indent=2))
-
-
-def connect_options(via: str, port: str, values: dict[str, Any]) -> Any:
-    """The backend's connection options for one port (``None`` values: the backend's default)."""
-    return registry.get(via).connect_options(port, values)
 
 
 class FlashOffset(click.ParamType):

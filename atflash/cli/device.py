@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,17 @@ from atflash.cli.common import (
     json_option,
     no_key_type_check_option,
     no_pair_check_option,
-    parse_groups,
     profile_options,
     resolve_profile,
 )
+from atflash.content import mfgnvs
 from atflash.content.describe import inspect_bytes
 from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, InputError
 from atflash.files import expand
-from atflash.layout.model import Partition, Profile
+from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import refuse_shared_paths, write_outputs
 from atflash.planning.bench import candidate_profiles, check_config, load_config
-from atflash.planning.plan import PlanOptions, WritePlan, build_plans, request_names
+from atflash.planning.plan import request_names
 from atflash.ports import list_ports
 
 
@@ -142,14 +141,6 @@ def link_settings(
     backend.refuse_foreign(given)
     link["baud"] = batchopts.esptool_baud(via, link["baud"])
     return backend, link
-
-
-def plans_for(
-    profiles: Sequence[Profile], groups: Sequence[str], options: PlanOptions
-) -> list[WritePlan]:
-    """Build and check the images against every candidate profile before any port opens."""
-    requests = parse_groups(groups, request_names(profiles))
-    return build_plans(profiles, requests, options=options)
 
 
 # -- write / verify ---------------------------------------------------------------
@@ -255,6 +246,8 @@ def read(
             inputs=[profile_path] if profile_path else [],
         )
     try:
+        if part.name == MFG_NVS:  # a 3.1+ mfg_nvs without factory_param is damage, as write says
+            mfgnvs.read_mfg_nvs(data, source=f"{part.name} @ {part.offset:#x}")
         report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
     except FormatError as exc:
         # The bytes came from the board: what does not read is the board's damage, not the user's.

@@ -24,7 +24,7 @@ from atflash.cli.common import (
     profile_options,
     resolve_profile,
 )
-from atflash.content import creds, pki
+from atflash.content import creds, mfgnvs, pki
 from atflash.content.describe import inspect_bytes
 from atflash.errors import AtflashError, InputError
 from atflash.files import Source, expand
@@ -486,6 +486,14 @@ def _echo_damage(image: FactoryImage) -> None:
     """What --force dropped from a damaged mfg_nvs, once for the whole run."""
     for line in image.damage:
         click.echo(f"warning: {image.source}: {MFG_NVS} damaged, kept what reads: {line}", err=True)
+    if image.profile.store == MFG_NVS and not any(
+        item.namespace == mfgnvs.FACTORY_PARAM for item in image.nvs_items
+    ):
+        click.echo(
+            f"warning: {image.source}: its {MFG_NVS} holds no {mfgnvs.FACTORY_PARAM}, and nor "
+            "will the images built from it: a module flashed with one will NOT start",
+            err=True,
+        )
 
 
 @cli.command("patch-image")

@@ -37,8 +37,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from atflash.content.nvs import MAX_NAME, MAX_STRING, NvsItem, NvsType, encode_text, int_range
-from atflash.errors import InputError, ProfileError
+from atflash.content.nvs import (
+    MAX_NAME,
+    MAX_STRING,
+    PAGE_SIZE,
+    NvsItem,
+    NvsType,
+    encode_text,
+    int_range,
+    parse_nvs,
+)
+from atflash.errors import FormatError, InputError, ProfileError
 
 CREDENTIAL_NAMESPACES: tuple[str, ...] = (
     "server_cert", "server_key", "server_ca",
@@ -171,6 +180,46 @@ def credential_keys(namespace: str, count: int) -> list[str]:
             hint=f"give at most {max_items(namespace)}",
         )
     return [f"{namespace}.{index}" for index in range(count)]
+
+
+def read_mfg_nvs(image: bytes, *, source: str = "mfg_nvs") -> list[NvsItem]:
+    """The items of an ESP-AT 3.1+ ``mfg_nvs``; a :class:`FormatError` when it is damaged.
+
+    Damaged: it does not read as NVS (see :func:`~atflash.content.nvs.parse_nvs`),
+    or no entry defines ``factory_param``. Every ESP-AT 3.1+ factory image
+    holds that namespace and the firmware does not start without it. The
+    firmware's own writes (``AT+SYSMFG``) move items between pages and may
+    leave erased pages before used ones, but keep the namespace; only an
+    explicit erase of it (which leaves a module that does not start) or a
+    write cut short removes it. A loader erases before it writes (a ROM the
+    whole region, esptool's stub sector by sector from the first), so a cut
+    write leaves erased flash, or erased pages before old ones, that read as
+    sound NVS: only the missing namespace shows the damage.
+    """
+    items = parse_nvs(image, source=source)
+    problem = missing_factory_param(items, image)
+    if problem is not None:
+        raise FormatError(problem[0], problem[1], source=source)
+    return items
+
+
+def missing_factory_param(items: Sequence[NvsItem], image: bytes) -> tuple[str, str] | None:
+    """Where and what, when the ``mfg_nvs`` ``image`` holding ``items`` has no ``factory_param``."""
+    if any(item.namespace == FACTORY_PARAM for item in items):
+        return None
+    pages = len(image) // PAGE_SIZE
+    used = sum(
+        image.count(0xFF, n * PAGE_SIZE, (n + 1) * PAGE_SIZE) != PAGE_SIZE for n in range(pages)
+    )
+    if used:
+        state = f"{used} of its {pages} pages in use: lost to a write cut short, or erased"
+    else:
+        state = "every page is erased: never written, or erased by a write cut short"
+    return (
+        f"NVS pages 0 to {pages - 1}",
+        f"no entry defines the {FACTORY_PARAM} namespace, which every ESP-AT 3.1+ image holds "
+        f"and the firmware needs to start ({state})",
+    )
 
 
 def _readable(item: NvsItem) -> bool:

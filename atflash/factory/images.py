@@ -289,14 +289,16 @@ def nvs_items_of(
     """The items of the mfg_nvs partition inside a flash image (none when it is erased or absent).
 
     An image that ends inside the partition, or whose partition does not
-    read (corrupt, or cut short at a page boundary), is refused with an
-    :class:`ImageError`; with ``force`` what still reads is taken, and
-    ``dropped`` says what was not.
+    read (corrupt, or cut short at a page boundary) or holds items but no
+    ``factory_param`` (lost: see :func:`mfgnvs.read_mfg_nvs`), is refused with an :class:`ImageError`; with ``force`` what still reads is
+    taken, and ``dropped`` says what was not.
     """
     region = data[store.offset : store.end]
     cut = 0 < len(region) < store.size
     region += bytes([ERASED]) * (store.size - len(region))
     if not cut and region.count(ERASED) == len(region):
+        # Not yet provisioned (esp-at builds mfg_nvs.bin apart from the apps): nothing to
+        # lose, and patching it warns that factory_param is missing. A board is stricter.
         return nvs.Salvaged([], [])
     where = f"{source}: {MFG_NVS}"
     ends = f"the file ends {len(data) - store.offset} bytes into the {store.size}-byte partition"
@@ -304,7 +306,7 @@ def nvs_items_of(
         try:
             if cut:
                 raise FormatError(MFG_NVS, ends, source=source)
-            return nvs.Salvaged(nvs.parse_nvs(region, source=where), [])
+            return nvs.Salvaged(mfgnvs.read_mfg_nvs(region, source=where), [])
         except FormatError as exc:
             raise ImageError(
                 source, f"its {MFG_NVS} at {store.offset:#x} is damaged: {exc.what}: {exc.problem}",
@@ -314,6 +316,9 @@ def nvs_items_of(
     found = nvs.salvage_nvs(region, source=where)
     if cut:
         found.dropped.insert(0, f"{MFG_NVS}: {ends} (the rest taken as erased)")
+    lost = mfgnvs.missing_factory_param(found.items, region)
+    if lost is not None:
+        found.dropped.append(f"{lost[0]}: {lost[1]}")
     return found
 
 
@@ -359,8 +364,8 @@ def patch_regions(image: FactoryImage, plan: WritePlan) -> tuple[tuple[Region, .
                      for line in image.damage]  # fmt: skip
         if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
             warnings.append(
-                f"{image.source}: its {MFG_NVS} holds no {mfgnvs.FACTORY_PARAM}: "
-                "the firmware needs it to start"
+                f"{image.source}: its {MFG_NVS} holds no {mfgnvs.FACTORY_PARAM} and is patched "
+                "without it (--force): a module flashed with it will NOT start"
             )
         data = _nvs_image(mfgnvs.replace_credentials(before, plan.changes()), store)
         covers = tuple(img.partition.name for img in plan.images)

@@ -49,6 +49,7 @@ __all__ = [
     "notes",
     "profile_from_board",
     "protected_regions",
+    "read_at_customize",
 ]
 
 Reader = Callable[[int, int, Callable[[bytes], bool] | None], bytes]
@@ -136,6 +137,15 @@ def discover_among(read: Reader, candidates: Sequence[Profile], *, where: str) -
         except BoardTableError as exc:
             errors.append(exc)
     raise next((e for e in errors if not e.blank), errors[0])
+
+
+def read_at_customize(read: Reader, offset: int, *, where: str) -> tuple[Partition, ...]:
+    """ESP-AT's at_customize.bin at ``offset``, without the primary table that points there.
+
+    For a board whose primary table cannot be read (flash encryption: it is
+    ciphertext, while at_customize.bin never is). Raises like :func:`discover`.
+    """
+    return _read_table(read, offset, AT_CUSTOMIZE_TABLE, where)
 
 
 def _read_table(read: Reader, offset: int, table: str, where: str) -> tuple[Partition, ...]:

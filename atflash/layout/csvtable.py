@@ -86,12 +86,22 @@ def parse_csv(text: str, *, source: str) -> tuple[Partition, ...]:
             else _align(next_offset),
             size=parse_number(size, what="size", where=where),
             pki=pki_kind_for(name),
+            encrypted=_encrypted(cells[5:], where=where),
         )
         parts.append(part)
         next_offset = part.end
     if not parts:
         raise ProfileError(f"{source}: no partitions in the CSV")
     return tuple(parts)
+
+
+def _encrypted(flags: Sequence[str], *, where: str) -> bool:
+    """The ``flags`` column: esp-idf's ``encrypted`` (and ``readonly``), joined by ``:``."""
+    words = [w.strip().lower() for cell in flags for w in cell.split(":") if w.strip()]
+    unknown = [w for w in words if w not in ("encrypted", "readonly")]
+    if unknown:
+        raise ProfileError(f"{where}: unknown partition flag {unknown[0]!r} (encrypted, readonly)")
+    return "encrypted" in words
 
 
 def _align(offset: int) -> int:

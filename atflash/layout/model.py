@@ -95,6 +95,9 @@ class Partition:
     offset: int
     size: int
     pki: PkiKind | None = None
+    # The table entry's flags bit 0: with flash encryption on, the firmware reads
+    # this partition through it (ESP-AT's own partitions never carry it).
+    encrypted: bool = False
 
     @property
     def end(self) -> int:
@@ -194,19 +197,6 @@ class Profile:
 
     def pki_partitions(self) -> tuple[Partition, ...]:
         return tuple(p for p in self.partitions if p.pki is not None)
-
-    def with_flash(self, *, mode: str | None, freq: str | None, size: str | None) -> Profile:
-        """A copy with flash settings overridden (validated like the originals)."""
-        from dataclasses import replace
-
-        new = replace(
-            self,
-            flash_mode=mode or self.flash_mode,
-            flash_freq=freq or self.flash_freq,
-            flash_size=size or self.flash_size,
-        )
-        validate(new)
-        return new
 
 
 # -- validation --------------------------------------------------------------

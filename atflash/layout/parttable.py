@@ -27,6 +27,7 @@ SIZE_AT = 8
 LABEL_AT = 12
 LABEL_SIZE = 16
 FLAGS_AT = 28
+FLAG_ENCRYPTED = 0x1  # flags bit 0: the partition is read through flash encryption
 MD5_DIGEST_AT = 16  # the MD5 entry: magic, 14 x FF, then the 16-byte digest
 MAX_TABLE = 0xC00  # esp-idf's limit: 3 KB, 95 entries + MD5
 TABLE_SECTOR = SECTOR  # the flash esp-idf reserves for the table at its offset
@@ -79,7 +80,7 @@ def parse_table(data: bytes, *, source: str | None = None) -> tuple[Partition, .
 
 
 def _entry(chunk: bytes, pos: int, source: str | None) -> Partition:
-    _magic, ptype, subtype, offset, size, raw_label, _flags = ENTRY.unpack(chunk)
+    _magic, ptype, subtype, offset, size, raw_label, flags = ENTRY.unpack(chunk)
     label = raw_label.split(b"\x00", 1)[0]
     try:
         name = label.decode("ascii")
@@ -91,7 +92,8 @@ def _entry(chunk: bytes, pos: int, source: str | None) -> Partition:
         raise FormatError(
             "partition table", "empty or unprintable label", offset=pos + LABEL_AT, source=source
         )
-    return Partition(name, ptype, subtype, offset, size, pki_kind_for(name))
+    encrypted = bool(flags & FLAG_ENCRYPTED)
+    return Partition(name, ptype, subtype, offset, size, pki_kind_for(name), encrypted)
 
 
 def _check_md5(data: bytes, pos: int, source: str | None) -> None:
@@ -110,7 +112,13 @@ def encode_table(parts: Sequence[Partition], *, with_md5: bool = True) -> bytes:
     out = bytearray()
     for p in parts:
         out += ENTRY.pack(
-            ENTRY_MAGIC, p.type, p.subtype, p.offset, p.size, p.name.encode("ascii"), 0
+            ENTRY_MAGIC,
+            p.type,
+            p.subtype,
+            p.offset,
+            p.size,
+            p.name.encode("ascii"),
+            FLAG_ENCRYPTED if p.encrypted else 0,
         )
     if with_md5:
         out += MD5_MAGIC + b"\xff" * 14 + hashlib.md5(bytes(out)).digest()

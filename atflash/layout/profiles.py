@@ -86,17 +86,6 @@ def family(chip: str) -> list[Profile]:
     return sorted(members, key=lambda p: (not p.default, not p.module.endswith("_default"), p.name))
 
 
-def default_profile_for(chip: str) -> Profile:
-    """The default shipped profile for an esptool chip name."""
-    for prof in builtin_profiles():
-        if prof.chip == chip and prof.default:
-            return prof
-    raise ProfileError(
-        f"no built-in profile for chip {chip!r}",
-        hint="pass --profile with your firmware's at_customize.csv or a profile file",
-    )
-
-
 def find_profile(name: str) -> Profile:
     """A shipped profile by name, alias, or chip name (its default profile)."""
     wanted = name.strip().lower()
@@ -207,6 +196,7 @@ def _partition_from(entry: dict[str, Any], where: str) -> Partition:
         offset=int(entry["offset"]),
         size=int(entry["size"]),
         pki=pki,
+        encrypted=bool(entry.get("encrypted", False)),
     )
 
 

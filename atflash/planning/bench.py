@@ -47,7 +47,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -243,15 +243,6 @@ def _partitions(value: Any, source: str, base: Path) -> tuple[PartitionRequest, 
             raise ManifestError(source, None, f"partitions.{name}: {exc}") from None
         requests.append(PartitionRequest(name, tuple(expanded)))
     return tuple(requests)
-
-
-def set_keys(config: BenchConfig) -> list[str]:
-    """The names of the settings a bench file gives (for messages)."""
-    return [
-        f.name
-        for f in fields(config)
-        if f.name != "source" and getattr(config, f.name) not in (None, ())
-    ]
 
 
 # -- complete validation -----------------------------------------------------------

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,19 +181,3 @@ def _wait_endpoint(proc: subprocess.Popen[bytes], endpoint_file: Path) -> str:
             )
         time.sleep(_START_POLL)
     raise AtflashError(f"mock board did not start within {START_TIMEOUT:.0f} s")
-
-
-@contextlib.contextmanager
-def mock_board(
-    chip: str,
-    *,
-    pty: bool = False,
-    mac: str | None = None,
-    flash: Mapping[int, bytes] | None = None,
-) -> Iterator[MockBoard]:
-    """A mock board for the duration of a ``with`` block."""
-    board = start_mock(chip, pty=pty, mac=mac, flash=flash)
-    try:
-        yield board
-    finally:
-        board.stop()

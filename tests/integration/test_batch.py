@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -78,6 +80,33 @@ def test_all_boards_written_one_failing_does_not_stop_the_others(
     key = image(raw, "client_key", "client_key_00.key")
     for board in boards:
         assert flash_differs(board, {0x2A000: cert, 0x2C000: key}) == []
+
+
+def test_a_long_tmpdir_does_not_stop_the_batch(
+    esp32_board: MockBoard, dead_port: str, raw: Path, tmp_path: Path, start_method: str
+) -> None:
+    """The fork server's socket lives under TMPDIR, and a Unix socket path holds 108 bytes.
+
+    The command in its own process, as a user runs it: this process's fork
+    server (and multiprocessing's folder) is already made.
+    """
+    if start_method != "forkserver":
+        pytest.skip("only the fork server listens on a Unix socket")
+    long_tmp = tmp_path / ("t" * 100)
+    long_tmp.mkdir()
+    assert len(str(long_tmp)) + len("/pymp-xxxxxxxx/listener-xxxxxxxx") >= 108
+    env = {**os.environ, "TMPDIR": str(long_tmp)}
+    args = ["write", "--chip", "esp32", *ports(esp32_board.url, dead_port), *CONNECT,
+            *cert_and_key(raw)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "atflash", *args], env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert "AF_UNIX" not in output and "internal error" not in output, output
+    assert done.returncode == EXIT_DEVICE_ERROR, output
+    assert "2 board(s)" in output and "1 ok, 1 failed" in output
+    assert list(long_tmp.iterdir()) == []  # nothing was made under the long folder
 
 
 def test_retry_brings_a_dropped_board_to_success(

@@ -19,6 +19,7 @@ from click.testing import Result
 
 from atflash.content import mfgnvs
 from atflash.content.nvs import PAGE_HEADER, PAGE_SIZE, PageState, parse_nvs
+from atflash.content.nvs import build_nvs as nvs_build
 from atflash.layout.model import MFG_NVS
 from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash, flash_image
@@ -130,6 +131,46 @@ def test_build_image_refuses_a_cut_mfg_nvs(
     assert mfgnvs.credentials(items, "client_key") == [
         (pool / "0001" / "client_key.key").read_bytes()
     ]
+
+
+@pytest.mark.parametrize("command", ["patch-image", "build"])
+def test_an_image_whose_mfg_nvs_lost_factory_param_is_refused(
+    tmp_path: Path, full_image: Path, pool: Path, raw: Path, command: str
+) -> None:
+    """What a stub write cut short leaves in a dump: page 0 (factory_param) erased, the rest old.
+
+    The pages after it read as sound NVS; only the missing factory_param shows the damage.
+    """
+    data = bytearray(full_image.read_bytes())
+    first = data[STORE.offset : STORE.offset + PAGE_SIZE]
+    assert b"factory_param" in first  # the page the cut erased held it
+    data[STORE.offset : STORE.offset + PAGE_SIZE] = b"\xff" * PAGE_SIZE
+    # The old pages after it as their own sound NVS (their namespaces defined again).
+    rest = [i for i in parse_nvs(full_image.read_bytes()[STORE.offset : STORE.end])
+            if i.namespace in ("mqtt_ca",)]  # fmt: skip
+    tail = nvs_build(rest, STORE.size - PAGE_SIZE)
+    data[STORE.offset + PAGE_SIZE : STORE.end] = tail
+    damaged = tmp_path / "lost.bin"
+    damaged.write_bytes(bytes(data))
+    assert {i.namespace for i in parse_nvs(bytes(data[STORE.offset : STORE.end]))} == {"mqtt_ca"}
+    cert = raw / "client_cert" / "client_cert_00.crt"
+    out = tmp_path / "out"
+    if command == "patch-image":
+        args = ["patch-image", damaged, "-o", out, "client_cert", cert]
+    else:
+        args = ["build", "--pool", pool, "--image", damaged, "-o", out]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert f"{MFG_NVS} at {STORE.offset:#x} is damaged: NVS pages 0 to" in result.output
+    assert "no entry defines the factory_param namespace" in result.output
+    assert "--force" in result.output and not out.exists()
+    forced = run(*args, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "holds no factory_param" in forced.output and "will NOT start" in forced.output
+    made = out if command == "patch-image" else out / "0001.bin"
+    items = parse_nvs(made.read_bytes()[STORE.offset : STORE.end])
+    assert mfgnvs.credentials(items, "mqtt_ca") == mfgnvs.credentials(rest, "mqtt_ca")
+    assert not [i for i in items if i.namespace == "factory_param"]
 
 
 # -- build never writes through a symlink inside OUT ------------------------------------

@@ -186,12 +186,16 @@ CHANGE_BAUDRATE, SPI_SET_PARAMS, FLASH_DEFL_DATA = 0x0F, 0x0B, 0x11
 def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     """Every request waits for its reply, so on a real bench round trips are the cost.
 
-    Three partitions written and verified: 50 requests (esptool makes 101
+    Three partitions written and verified: 60 requests (esptool makes 101
     for the same images), esptool's own order: the flasher stub uploaded at
     the ROM's rate (MEM_BEGIN/DATA/END), the baud changed through it, one
-    compressed block. The flash attach (the register traffic from the baud
-    change to SPI_SET_PARAMS: flash ID, flash reset) is 18 of them, where
-    esptool's own attach makes 45.
+    compressed block. 10 are the neighbour guard's: an MD5 of each range
+    beside the write before and after it, 4 more to find the sector where
+    the range holding factory_param turns erased, and one read of that
+    sector (not the 64 KB range: 0.7 s of wire at 921600 baud). The
+    flash attach (the register traffic from the baud change to
+    SPI_SET_PARAMS: flash ID, flash reset) is 18 of them, where esptool's
+    own attach makes 45.
     """
     result = rig.write()
     assert result.ok, result.error
@@ -199,7 +203,7 @@ def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     attach = ops[ops.index(CHANGE_BAUDRATE) + 1 : ops.index(SPI_SET_PARAMS)]
     assert len(attach) <= 20, attach
     assert ops.count(FLASH_DEFL_DATA) == 1, ops  # 24 KB, mostly padding, in one 16 KB block
-    assert len(ops) <= 52, ops
+    assert len(ops) <= 62, ops
 
 
 STUB_BLOCK = 0x4000  # FLASH_DEFL_DATA payload of the flasher stub

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from atflash import recovery
 from atflash.backends.base import WriteOptions, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
 from atflash.backends.esptool.options import ConnectOptions
 from atflash.content import pki
-from atflash.content.nvs import NvsItem, parse_nvs
+from atflash.content.nvs import NvsItem, parse_nvs, salvage_nvs
 from atflash.events import Event
 from atflash.layout.profiles import family, find_profile
 from atflash.planning.plan import PartitionRequest, build_plans
@@ -154,15 +155,17 @@ def test_a_csv_over_the_bootloader_is_refused_even_with_force(raw: Path, tmp_pat
     assert "bootloader" in result.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a loader erases before it writes (a ROM all of it on FLASH_BEGIN, esptool's stub from "
-    "the first sector on as it starts; the strict ROM model does both): a write of mfg_nvs cut "
-    "short loses factory_param, and the retry rebuilds mfg_nvs from what is left",
-)
 def test_a_write_cut_short_is_repaired_by_a_plain_retry(
     raw: Path, tmp_path: Path, board: MockBoard
 ) -> None:
+    """The library journals by default, as the command line does: a plain rerun repairs.
+
+    A loader erases before it writes (the ROM all of the region, esptool's
+    stub from the first sector on), so the cut board has lost factory_param;
+    the default options keep the image in the state folder's journal, and
+    the same call made again completes the write from it.
+    """
+    journal = recovery.default_state_dir() / recovery.JOURNAL_FOLDER
     profiles = family("esp32")
     requests = [
         PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),)),
@@ -186,12 +189,22 @@ def test_a_write_cut_short_is_repaired_by_a_plain_retry(
         finally:
             restore_waits()  # the retry runs with esptool's own timeouts
         assert line.faults_fired == 1, f"the cut did not happen once: {line.fired}"
-        if not first.ok:
-            assert {p.status for p in first.partitions} == {"possibly-partial"}
-            assert first.error and line.url in first.error
+        assert not first.ok
+        assert {p.status for p in first.partitions} == {"possibly-partial"}
+        assert first.error and line.url in first.error
+        (cut,) = read_flash(direct_url(board), [(STORE.offset, STORE.size)])
+        lost = namespace(salvage_nvs(cut).items, "factory_param")
+        assert lost != namespace(initial_items(), "factory_param"), "the cut lost nothing"
+        stem = board.mac.replace(":", "")
+        assert sorted(p.name for p in journal.iterdir()) == [
+            f"{stem}-mfg_nvs.before.bin", f"{stem}-mfg_nvs.before.bin.json",
+            f"{stem}-mfg_nvs.bin", f"{stem}-mfg_nvs.bin.json",
+        ]  # fmt: skip
         line.clear_faults()
         again = write_board(EsptoolBackend(), connect, plans)
         assert again.ok, again.error
+        assert any("completing it from its journal" in w for w in again.warnings), again.warnings
+    assert not list(journal.iterdir())  # verified: nothing left to complete
     after = nvs_on(board, tmp_path)
     assert [i.value for i in namespace(after, "client_key")] == [
         (raw / "client_key" / "client_key_00.key").read_bytes()

@@ -163,13 +163,6 @@ def test_a_cut_write_is_undone_by_restore(
     assert parse_nvs(on_board(board)) == initial()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="through esptool's stub (the strict ROM model) a cut write leaves mfg_nvs's first "
-    "sector erased (the stub starts erasing at begin) and the old pages after it: that parses "
-    "as sound NVS without factory_param, so the damage is not seen and a plain write "
-    "reports OK with factory_param lost",
-)
 def test_without_a_journal_the_damage_is_named_with_the_way_back(
     board: MockBoard, groups: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,10 +180,25 @@ def test_without_a_journal_the_damage_is_named_with_the_way_back(
     plain = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *groups)
     assert plain.exit_code == 3, plain.output
     assert "entry" in plain.output and "--force" in plain.output
+    assert "no entry defines the factory_param namespace" in plain.output
+    read = run("read", "--chip", "esp32", "--port", board.url, *CONNECT, "mfg_nvs")
+    assert read.exit_code == 3 and "mfg_nvs on the board is damaged" in read.output, read.output
 
+    # --force writes the credentials and keeps what reads, but cannot bring back what
+    # the cut erased: it says so loudly, and the backup is still the way back.
     forced = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "--force", *groups)
     assert forced.exit_code == 0, forced.output
     assert "damaged (--force)" in forced.output and "still read and are kept" in forced.output
+    assert "holds no factory_param" in forced.output and "will NOT start" in forced.output
+    items = parse_nvs(on_board(board))
+    assert mfgnvs.credentials(items, "client_cert") == [Path(groups[1]).read_bytes()]
+    assert not [i for i in items if i.namespace == mfgnvs.FACTORY_PARAM]
+
+    restored = run("restore", "--port", board.url, *CONNECT, saved)
+    assert restored.exit_code == 0, restored.output
+    assert on_board(board) == saved.read_bytes()
+    rerun = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, *groups)
+    assert rerun.exit_code == 0, rerun.output
     holds(board, groups)
 
 
@@ -232,6 +240,26 @@ def test_read_and_write_of_a_damaged_board_are_both_device_errors(
 
 
 # -- restore: every store, both paths, and its refusals ------------------------------------
+
+
+@pytest.mark.parametrize("firmware", ["2.x", "3.x"])
+def test_the_hardware_round_trip_ends_as_it_started_on_a_mock(
+    board_pool: BoardPool, raw: Path, tmp_path: Path, firmware: str
+) -> None:
+    """tests/hardware's sequence (write --backup, verify, restore) finds and restores its backup."""
+    from tests.hardware.test_real_board import round_trip
+
+    part = find_profile("esp32" if firmware == "2.x" else "esp32-3x").partition(
+        "client_ca" if firmware == "2.x" else "mfg_nvs"
+    )
+    with board_pool.lease("esp32") as mock:
+        flash_esp_at(mock, firmware)
+        if firmware == "2.x":
+            preload(mock, part.offset, pki.pad(pki.build([("ca", b"old CA", None)]), part.size))
+        (before,) = read_flash(direct_url(mock), [(part.offset, part.size)])
+        round_trip(["--port", mock.url, "--via", "esptool", *CONNECT], raw, tmp_path, chip="esp32")
+        (after,) = read_flash(direct_url(mock), [(part.offset, part.size)])
+    assert after == before
 
 
 def test_restore_puts_a_2x_partition_back_through_esptool(

@@ -115,52 +115,64 @@ def test_a_manifest_row_serves_one_board_only(
 
 
 @posix_only
+@pytest.mark.skipif(
+    not os.path.exists("/proc/locks"), reason="reads who holds a lock from Linux's /proc/locks"
+)
 def test_two_atflash_processes_never_both_write_one_board(raw: Path) -> None:
     """The esptool path opens ports exclusively: the second process finds the port in use.
 
-    The mock is held stopped while both start, so the first to open the
-    port keeps it (syncing) until the other has given up: no timing luck.
+    The first process is held stopped (SIGSTOP) once it holds the port's
+    lock, so the second starts while the port is certainly taken, and the
+    mock, never stopped, has no backlog of sync attempts to choke on when
+    the first goes on. Stopping the mock instead (an earlier version) let a
+    loaded host pile up more sync frames in the PTY than its buffer holds.
     """
-    # The plain mock: this is about opening a PTY exclusively (the strict model is a TCP relay).
     board = start_mock("esp32", pty=True, flash=board_flash("esp32"))
     args = [sys.executable, "-m", "atflash", "write", "--chip", "esp32", "--port", board.url,
             "--before", "no-reset", "--after", "no-reset", "--connect-attempts", "20", "--force",
             *cert_and_key(raw)]  # fmt: skip
-    procs: list[subprocess.Popen[str]] = []
+    holder: subprocess.Popen[str] | None = None
     try:
-        board.proc.send_signal(signal.SIGSTOP)
-        procs = [
-            subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for _ in range(2)
-        ]
-        first = wait_any(procs, COMMAND_TIMEOUT)
-        board.proc.send_signal(signal.SIGCONT)
-        out, err = first.communicate(timeout=COMMAND_TIMEOUT)
-        assert first.returncode == EXIT_DEVICE_ERROR, out + err
-        assert err.strip() == (
+        holder = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until_locked(holder, board.url, COMMAND_TIMEOUT)
+        holder.send_signal(signal.SIGSTOP)
+        second = subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        assert second.returncode == EXIT_DEVICE_ERROR, second.stdout + second.stderr
+        assert second.stderr.strip() == (
             f"atflash: error: {board.url}: the port is in use: "
             "close the other program (serial monitor, IDE) using it"
         )
-        (other,) = [p for p in procs if p is not first]
-        out, err = other.communicate(timeout=COMMAND_TIMEOUT)
-        assert other.returncode == 0, out + err
+        holder.send_signal(signal.SIGCONT)
+        out, err = holder.communicate(timeout=COMMAND_TIMEOUT)
+        assert holder.returncode == 0, out + err
     finally:
-        board.proc.send_signal(signal.SIGCONT)
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+        if holder is not None and holder.poll() is None:
+            holder.send_signal(signal.SIGCONT)
+            holder.kill()
+            holder.communicate()
         board.stop()
 
 
-def wait_any(procs: list[subprocess.Popen[str]], timeout: float) -> subprocess.Popen[str]:
+def wait_until_locked(proc: subprocess.Popen[str], path: str, timeout: float) -> None:
+    """Wait until ``proc`` holds an flock on ``path`` (read from /proc/locks: taking the lock
+    ourselves to test it could make ``proc``'s own attempt fail)."""
+    inode = os.stat(path).st_ino
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                return proc
-        time.sleep(0.05)
-    raise AssertionError("neither process ended")
+        if proc.poll() is not None:
+            raise AssertionError(f"the first process ended first: {proc.communicate()}")
+        with open("/proc/locks") as locks:
+            for line in locks:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 00:19:3 0 EOF"
+                if (
+                    len(fields) >= 6
+                    and (fields[1], fields[4]) == ("FLOCK", str(proc.pid))
+                    and int(fields[5].rsplit(":", 1)[1]) == inode
+                ):
+                    return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was not locked by the first process within {timeout} s")
 
 
 # -- reruns into the same report -------------------------------------------------------------

@@ -21,7 +21,7 @@ from atflash.content.mfgnvs import (
     unreachable_keys,
 )
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
-from atflash.errors import InputError, ProfileError
+from atflash.errors import FormatError, InputError, ProfileError
 
 SIZE = 0x1F000  # mfg_nvs of esp32c3_default, esp32c2, esp32c6: 124K
 
@@ -347,3 +347,40 @@ def test_module_defaults_are_checked(fields: dict[str, object], message: str) ->
                                "cts_pin": 3, "rts_pin": 4}  # fmt: skip
     with pytest.raises(ProfileError, match=message):
         ModuleDefaults(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def _factory_items() -> list[NvsItem]:
+    return factory_param_items(KNOWN_MODULES["esp32c3"]) + mfgnvs.ble_data_items()
+
+
+def test_an_mfg_nvs_without_factory_param_is_damaged_however_it_reads() -> None:
+    """What a loader cut short leaves: erased flash, or erased pages before old ones."""
+    cert = b"C" * 3000
+    items = _factory_items() + [NvsItem("client_ca", f"client_ca.{n}", "binary", cert)
+                                for n in range(4)]  # fmt: skip
+    image = build_nvs(items, SIZE)
+    assert mfgnvs.read_mfg_nvs(image) == parse_nvs(image) == items
+    with pytest.raises(FormatError, match=r"pages 0 to 30: no entry defines the factory_param namespace, "
+                       r".* \(every page is erased"):  # fmt: skip
+        mfgnvs.read_mfg_nvs(b"\xff" * SIZE)
+    # esptool's stub erased page 0 (where factory_param was) and was cut: the old pages
+    # after it read as sound NVS (as parse_nvs says), but factory_param is gone.
+    cut = b"\xff" * 4096 + build_nvs(mfgnvs.ble_data_items(), SIZE - 4096)
+    assert namespaces(parse_nvs(cut)) == {"ble_data"}
+    with pytest.raises(FormatError, match=r"\(1 of its 31 pages in use"):
+        mfgnvs.read_mfg_nvs(cut, source="board")
+    # Where the erase orphaned items, the reader itself already refuses it.
+    with pytest.raises(FormatError, match="which no namespace entry names"):
+        mfgnvs.read_mfg_nvs(b"\xff" * 4096 + image[4096:])
+
+
+def test_firmware_rotated_pages_with_factory_param_are_sound() -> None:
+    """ESP-IDF frees and erases pages as it writes: an erased page before used ones is normal."""
+    items = [*_factory_items(), NvsItem("client_cert", "client_cert.0", "binary", b"x" * 900)]
+    moved = b"\xff" * 8192 + build_nvs(items, SIZE - 8192)  # the live pages further on
+    assert mfgnvs.read_mfg_nvs(moved) == items
+    assert mfgnvs.missing_factory_param(items, moved) is None
+
+
+def namespaces(items: list[NvsItem]) -> set[str]:
+    return {item.namespace for item in items}

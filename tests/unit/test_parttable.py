@@ -60,3 +60,28 @@ def test_table_complete_stops_at_the_first_entry_that_ends_or_breaks_the_table()
     assert table_complete(encode_table(find_profile("esp32").partitions))  # MD5 entry ends it
     assert table_complete(b"\x00" * ENTRY.size)  # garbage: enough to refuse
     assert not table_complete(b"")
+
+
+def test_the_encrypted_flag_is_read_and_written() -> None:
+    from atflash.layout.model import Partition
+
+    parts = (
+        Partition("nvs_keys", 0x01, 0x04, 0x20000, 0x1000, encrypted=True),
+        Partition("client_cert", 0x40, 5, 0x21000, 0x2000, pki="cert"),
+    )
+    table = encode_table(parts)
+    assert table[28] == 0x01 and table[32 + 28] == 0x00  # flags word, bit 0
+    assert parse_table(table) == parts
+
+
+def test_a_csv_flags_column_marks_a_partition_encrypted() -> None:
+    from atflash.errors import ProfileError
+    from atflash.layout.csvtable import parse_csv
+
+    parts = parse_csv(
+        "client_cert, 0x40, 5, 0x2a000, 8K, encrypted\nclient_key, 0x40, 6, , 8K, readonly\n",
+        source="t.csv",
+    )
+    assert [p.encrypted for p in parts] == [True, False]
+    with pytest.raises(ProfileError, match=r"t\.csv line 1: unknown partition flag 'secret'"):
+        parse_csv("client_cert, 0x40, 5, 0x2a000, 8K, secret\n", source="t.csv")

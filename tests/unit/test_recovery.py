@@ -86,3 +86,14 @@ def test_the_journal_keeps_both_images_until_it_ends(tmp_path: Path) -> None:
     assert pending is not None and pending[0].data == IMAGE and pending[1] == BEFORE
     journal.end()
     assert journal.pending() is None and list(tmp_path.iterdir()) == []
+
+
+def test_library_writes_journal_where_the_command_does_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WriteOptions (what Board.write and run_batch pass) journal into the state folder."""
+    from atflash.backends.base import WriteOptions
+
+    monkeypatch.setenv("ATFLASH_STATE_DIR", str(tmp_path / "state"))
+    assert WriteOptions().journal_dir == tmp_path / "state" == recovery.default_state_dir()
+    assert WriteOptions(journal_dir=None).journal_dir is None

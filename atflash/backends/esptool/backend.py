@@ -7,14 +7,19 @@ and 3.0) or ``mfg_nvs`` (3.1+). The tables must match one of the chip's
 known layouts (or the ``--profile`` given); otherwise the write is refused,
 showing the board's rows against the closest layout, unless ``--force``,
 which writes where the board's table says. A board with no readable table
-is refused unless ``--force`` comes with an explicitly named layout. No
-target ever overlaps the bootloader, the partition table or an app, OTA,
-NVS or PHY partition, ``--force`` or not.
+is refused unless ``--force`` comes with an explicitly named layout; with
+flash encryption on (the primary table is ciphertext) a named layout is
+checked against the board's ``at_customize.bin``, which is never
+encrypted. No target ever overlaps the bootloader, the partition table or
+an app, OTA, NVS or PHY partition, ``--force`` or not, nor carries the
+table's ``encrypted`` flag.
 
 PKI partitions are written as padded bins, contiguous ones as one image.
 ``mfg_nvs`` is read (only its used pages), the given namespaces replaced,
 every other namespace and item kept exactly, and a regenerated image of the
-partition's size written and checked by MD5.
+partition's size written and checked by MD5. Every write is guarded
+(:mod:`atflash.backends.esptool.guard`): the flash beside it that its erase
+could reach is checked before and after, and restored if it changed.
 """
 
 from __future__ import annotations
@@ -34,18 +39,22 @@ from atflash.backends.base import (
     select_plan,
 )
 from atflash.backends.esptool.flasher import EsptoolBoard, FlashSettings
+from atflash.backends.esptool.guard import Guard
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.backends.esptool.tables import discover_board, read_nvs
+from atflash.backends.esptool.tables import at_customize_of, discover_board, read_nvs
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs, salvage_nvs
 from atflash.errors import (
     BackupMismatchError,
     BoardTableError,
     DamagedStoreError,
+    DeviceError,
+    EncryptedPartitionError,
     FirmwareError,
     FormatError,
     ImageTooBigError,
     InputError,
+    NeighbourChangedError,
     Overflow,
     TableMismatchError,
     VerifyError,
@@ -56,12 +65,22 @@ from atflash.layout.board import (
     Difference,
     closest,
     describe_notes,
+    differences,
     match,
     notes,
 )
-from atflash.layout.model import MFG_NVS, Partition, Profile
+from atflash.layout.model import (
+    AT_CUSTOMIZE_SUBTYPE,
+    ESP_AT_PARTITION_TYPE,
+    MFG_NVS,
+    SECTOR,
+    Partition,
+    Profile,
+    store_of,
+)
 from atflash.layout.profiles import family
 from atflash.layout.safety import check_writable
+from atflash.planning.guard import Region, board_regions
 from atflash.planning.plan import WritePlan
 
 
@@ -91,6 +110,11 @@ class EsptoolSession(Session):
         self._nvs_before: dict[str, tuple[list[NvsItem], dict[str, tuple[bytes, ...]]]] = {}
         self._digests: dict[str, str] = {}  # target -> MD5 before this session wrote anything
         self._verified: set[str] = set()  # targets esptool's own MD5 check covered
+        # Flash content this session has read or proven by MD5 ({offset: bytes}): it spares
+        # the neighbour guard reads of what it already knows.
+        self._seen: dict[int, bytes] = {}
+        self._placed: list[Target] = []
+        self._named = False  # choose() was given one layout for the board's chip
         self._nvs_raw = b""  # the board's mfg_nvs as read before writing (for the journal)
         self._nvs_damaged = False  # it did not read as it is: cut short, or corrupt
         self._events: EventSink = lambda _e: None  # the write flow's, once placing began
@@ -120,9 +144,12 @@ class EsptoolSession(Session):
         # Layouts that could not take the request count too: the board is judged by its own.
         rejected = [r for r, _why in ours[0].rejected if r.chip == self.board.chip]
         candidates = [*profiles, *rejected]
+        # One layout named (or the only one of the chip): it may stand for a table
+        # that flash encryption makes unreadable, once its at_customize.bin agrees.
+        self._named = len(candidates) == 1
         self._use(profiles[0])
         try:
-            layout = discover_board(self.board, self._search(candidates), where=self.port)
+            layout = self._read_tables(candidates)
         except BoardTableError as exc:
             self._layout_error = exc
             return ours[0]
@@ -155,6 +182,7 @@ class EsptoolSession(Session):
             if warning is not None:  # the ROM loader cannot ask the firmware its version
                 events(Event("warning", self.port, warning))
             store = _part(parts, MFG_NVS, self.port)
+            _refuse_encrypted([store], self.port)
             check_writable(
                 [store], primary, bootloader_offset=boot, table_offset=table_offset, where=self.port
             )
@@ -165,6 +193,7 @@ class EsptoolSession(Session):
             if len(image.bin) > part.size:
                 raise ImageTooBigError(Overflow(part.name, len(image.bin), part.size))
             placed.append((image, part))
+        _refuse_encrypted([part for _i, part in placed], self.port)
         check_writable(
             [part for _i, part in placed],
             primary,
@@ -183,7 +212,26 @@ class EsptoolSession(Session):
             for image, part in placed
         ]
         self._survey(targets)
+        self._placed = targets
         return targets
+
+    def _read_tables(self, profiles: Sequence[Profile]) -> BoardLayout:
+        """The board's tables; with flash encryption on, a table that cannot be read says why."""
+        try:
+            return discover_board(
+                self.board, self._search(profiles), where=self.port, seen=self._seen
+            )
+        except BoardTableError as exc:
+            if not self.board.flash_encrypted or exc.blank:
+                raise
+            raise BoardTableError(
+                self.port,
+                exc.table,
+                exc.offset,
+                f"reads as ciphertext: flash encryption is on in this {self.board.chip}",
+                hint="name the board's layout with --profile or --chip LAYOUT to write its "
+                "credential partitions, which ESP-AT does not encrypt",
+            ) from None
 
     def _where(
         self, plan: WritePlan, *, force: bool, explicit: bool, events: EventSink
@@ -194,6 +242,8 @@ class EsptoolSession(Session):
         if layout is None:
             error = self._layout_error
             assert error is not None
+            if self.board.flash_encrypted and (explicit or self._named):
+                return self._beside_ciphertext(profile, force=force, events=events)
             if not (force and explicit):
                 raise error
             events(
@@ -230,6 +280,80 @@ class EsptoolSession(Session):
             )
         return layout.partitions, layout.primary, layout.table_offset
 
+    def _beside_ciphertext(
+        self, profile: Profile, *, force: bool, events: EventSink
+    ) -> tuple[Sequence[Partition], Sequence[Partition], int]:
+        """Flash encryption is on: the primary table is ciphertext, at_customize.bin is not.
+
+        ESP-AT never encrypts its at_customize partition, so the board's
+        at_customize.bin is read where the named layout puts it and checked
+        against the layout, as a readable primary table would have been:
+        a difference is refused (``--force`` writes where it says), an
+        unreadable one too (``--force`` writes at the layout's addresses).
+        """
+        offset = profile.at_customize_offset
+        try:
+            layout = self._encrypted_layout(profile)
+        except BoardTableError as exc:
+            said = f"{exc.table} at {offset:#x} {exc.problem} (flash encryption is on)"
+            if not force:
+                raise BoardTableError(
+                    self.port,
+                    exc.table,
+                    offset,
+                    f"{exc.problem}, and flash encryption makes the partition table unreadable",
+                    blank=exc.blank,
+                    hint=f"check that layout {profile.name} is this board's; to write at its "
+                    "addresses anyway, add --force",
+                ) from None
+            events(Event("warning", self.port, f"{said}; writing at layout {profile.name}'s "
+                         "addresses (--force)"))  # fmt: skip
+            return profile.partitions, profile.primary, profile.partition_table_offset
+        parts = layout.partitions
+        self._layout = layout
+        rows = [d.row for d in differences(layout, profile)]
+        if rows:
+            names = ", ".join(r[0] for r in rows)
+            if not force:
+                raise TableMismatchError(
+                    self.port,
+                    f"flash encryption is on, so the partition table cannot be read, and "
+                    f"at_customize.bin at {offset:#x} differs from layout {profile.name} at {names}",
+                    rows,
+                )
+        where = (
+            "where the board's at_customize.bin puts them (--force)"
+            if rows
+            else f"where layout {profile.name} puts them, as the board's at_customize.bin confirms"
+        )
+        events(
+            Event(
+                "warning",
+                self.port,
+                "flash encryption is on: the partition table reads as ciphertext; writing the "
+                f"credential partitions (ESP-AT does not encrypt them) {where}",
+            )
+        )
+        return parts, profile.primary, profile.partition_table_offset
+
+    def _encrypted_layout(self, profile: Profile) -> BoardLayout:
+        """The board's at_customize.bin where ``profile`` puts it, with the layout's primary table.
+
+        For a board whose primary table is ciphertext; raises ``BoardTableError``.
+        """
+        parts = at_customize_of(self.board, profile, where=self.port, seen=self._seen)
+        # The at_customize entry is the layout's: the table that holds it is the ciphertext.
+        entry = profile.at_customize or Partition(
+            "at_customize",
+            ESP_AT_PARTITION_TYPE,
+            AT_CUSTOMIZE_SUBTYPE,
+            profile.at_customize_offset,
+            profile.at_customize_size or SECTOR,  # a CSV layout does not say: not compared
+        )
+        return BoardLayout(
+            profile.primary, entry, parts, store_of(parts), profile.partition_table_offset
+        )
+
     def table(self, profiles: Sequence[Profile]) -> tuple[str, tuple[Partition, ...] | None]:
         where = f"{self.port} ({self.board.chip}, MAC {self.board.mac})"
         try:
@@ -254,13 +378,20 @@ class EsptoolSession(Session):
         """The board's tables, and the layout of its chip among ``profiles`` they match.
 
         Refuses when no profile is for the board's chip; raises
-        :class:`BoardTableError` when the tables cannot be read.
+        :class:`BoardTableError` when the tables cannot be read (with flash
+        encryption on, one named layout's at_customize.bin stands for them).
         """
         ours = [p for p in profiles if p.chip == self.board.chip]
         if not ours:
             select_plan([WritePlan(p, ()) for p in profiles], self.board.chip, self.port)  # refuses
         self._use(ours[0])
-        layout = discover_board(self.board, self._search(ours), where=self.port)
+        try:
+            layout = self._read_tables(ours)
+        except BoardTableError as exc:
+            # Flash encryption on and one layout named: its at_customize.bin is readable.
+            if exc.blank or not self.board.flash_encrypted or len(ours) != 1:
+                raise
+            layout = self._encrypted_layout(ours[0])
         return layout, match(layout, ours)
 
     def again(self) -> EsptoolSession:
@@ -284,13 +415,12 @@ class EsptoolSession(Session):
         """The regenerated mfg_nvs: the given namespaces replaced, everything else kept exactly."""
         before = self._nvs_items(read_nvs(self.board, store), events, force=force)
         if not any(item.namespace == mfgnvs.FACTORY_PARAM for item in before):
-            events(
-                Event(
-                    "warning",
-                    self.port,
-                    "mfg_nvs holds no factory_param: the firmware needs it to start",
-                )
+            message = (
+                f"{MFG_NVS} holds no {mfgnvs.FACTORY_PARAM} and is written without it (--force): "
+                "the module will NOT start until it is back; restore a backup of this board "
+                f"(atflash restore --port {self.port} BACKUP.bin) or flash its factory image"
             )
+            events(Event("warning", self.port, message, partition=MFG_NVS))
         after = mfgnvs.replace_credentials(before, plan.changes())
         image = build_nvs(after, store.size, name=MFG_NVS)
         if parse_nvs(image, source=MFG_NVS) != after:  # the image says exactly what we mean
@@ -323,22 +453,26 @@ class EsptoolSession(Session):
             return parse_nvs(meant.data, source=str(meant.path))
         source = f"{self.port}: {MFG_NVS}"
         try:
-            return parse_nvs(raw, source=source)
+            return mfgnvs.read_mfg_nvs(raw, source=source)
         except FormatError as exc:
+            problem = f"{exc.what}: {exc.problem}"
             if not force:
                 raise DamagedStoreError(
                     self.port,
                     MFG_NVS,
-                    f"{exc.what}: {exc.problem}",
+                    problem,
                     hint=f"restore a backup of this board (atflash restore --port {self.port} "
                     "BACKUP.bin)",
                 ) from None
         self._nvs_damaged = True
         salvaged = salvage_nvs(raw, source=source)
-        for line in salvaged.dropped:
+        for line in salvaged.dropped or [problem]:  # none dropped: it read, factory_param did not
             events(Event("warning", self.port, f"{MFG_NVS} damaged (--force): {line}"))
         kept = len(salvaged.items)
-        message = f"{MFG_NVS} damaged: {kept} item(s) still read and are kept (--force)"
+        namespaces = ", ".join(dict.fromkeys(item.namespace for item in salvaged.items))
+        message = f"{MFG_NVS} damaged: {kept} item(s) still read and are kept (--force)" + (
+            f": {namespaces}" if namespaces else ""
+        )
         events(Event("warning", self.port, message, partition=MFG_NVS))
         return salvaged.items
 
@@ -435,11 +569,18 @@ class EsptoolSession(Session):
                         "'atflash restore' or --force to repair"
                     )
                     self._events(Event("warning", self.port, message, partition=target.name))
-        verified = self.board.write(
-            [(span[0].address, b"".join(t.data for t in span)) for span in spans],
-            FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
-            on_start=started,
-        )
+        images = [(span[0].address, b"".join(t.data for t in span)) for span in spans]
+        guard = Guard.take(self.board, images, profile.flash_bytes, known=self._known())
+        try:
+            verified = self.board.write(
+                images,
+                FlashSettings(profile.flash_mode, profile.flash_freq, profile.flash_size),
+                on_start=started,
+            )
+        except DeviceError as failed:
+            self._check_neighbours(guard, profile, failed=failed)  # if the board still answers
+            raise
+        self._check_neighbours(guard, profile)
         if verified == len(spans):
             self._verified = {t.name for t in targets}
 
@@ -483,6 +624,48 @@ class EsptoolSession(Session):
             )
         return self._digests[target.name]
 
+    def _check_neighbours(
+        self, guard: Guard, profile: Profile, *, failed: DeviceError | None = None
+    ) -> None:
+        """Raise :class:`NeighbourChangedError` (after restoring) if the write reached past its spans.
+
+        After a failed write the board may not answer: the write's own error stands then.
+        """
+        try:
+            hit = guard.changed()
+        except DeviceError:
+            if failed is None:
+                raise
+            return
+        if hit:
+            changes = guard.repair(hit, self._regions(profile))
+            raise NeighbourChangedError(self.port, self.board.chip, changes, failed=failed)
+
+    def _known(self) -> dict[int, bytes]:
+        """What the session knows the flash holds: tables it read, targets proven by MD5."""
+        known = dict(self._seen)
+        for target in self._placed:
+            digest = self._digests.get(target.name)
+            if digest == hashlib.md5(target.data).hexdigest():
+                known[target.address] = target.data
+            elif digest == _ERASED_MD5(target.size):
+                known[target.address] = b"\xff" * target.size
+        return known
+
+    def _regions(self, profile: Profile) -> list[Region]:
+        """What each part of the flash is, by the board's tables (else the layout's)."""
+        layout = self._layout
+        entry = layout.at_customize if layout is not None else profile.at_customize
+        return board_regions(
+            primary=layout.primary if layout is not None else profile.primary,
+            partitions=layout.partitions if layout is not None else profile.partitions,
+            bootloader_offset=profile.bootloader_offset,
+            table_offset=layout.table_offset
+            if layout is not None
+            else profile.partition_table_offset,
+            at_customize_offset=entry.offset if entry is not None else profile.at_customize_offset,
+        )
+
     def _plan_for(self, plans: Sequence[WritePlan], profile: Profile) -> WritePlan:
         return next(p for p in plans if p.profile is profile)
 
@@ -511,6 +694,13 @@ def contiguous(targets: Sequence[Target]) -> list[list[Target]]:
         else:
             spans.append([target])
     return spans
+
+
+def _refuse_encrypted(parts: Sequence[Partition], port: str) -> None:
+    """A partition the firmware reads through flash encryption cannot take a ROM-loader write."""
+    for part in parts:
+        if part.encrypted:
+            raise EncryptedPartitionError(port, part.name)
 
 
 def _part(parts: Sequence[Partition], name: str, port: str) -> Partition:

@@ -50,7 +50,7 @@ from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
 from atflash import chips
 from atflash.backends.esptool import attach
 from atflash.backends.esptool.options import ROM_BAUD, ConnectOptions
-from atflash.errors import DeviceError, one_line
+from atflash.errors import DeviceError, SecureDownloadError, one_line
 from atflash.events import Event, EventKind, EventSink
 from atflash.seriallink import LINK_ERRORS, describe_open_error, open_link
 
@@ -184,6 +184,7 @@ class EsptoolBoard:
         self._attached = False
         self._flash_size: str | None = None
         self._rom_baud_changed = False
+        self.flash_encrypted = False  # set on connecting: the chip's flash encryption is on
 
     # -- connection ---------------------------------------------------------
 
@@ -224,6 +225,10 @@ class EsptoolBoard:
                     port, f"connection lost while connecting ({_one_line(exc)})", hint=_CABLE_HINT
                 ) from None
             self.chip = chips.normalize(self._esp.CHIP_NAME)
+            if self._esp.secure_download_mode:
+                # No flash reads or MD5 in this mode: the tables cannot be read, nor a write checked.
+                raise SecureDownloadError(port, self.chip)
+            self.flash_encrypted = self._flash_encryption()
             self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
             if self.chip not in ROM_SESSIONS and not self._esp.secure_download_mode:
                 # esptool's order: the stub at the ROM's rate, then the baud through it.
@@ -232,6 +237,23 @@ class EsptoolBoard:
                 self._esp.change_baud(self.options.baud)
                 self._rom_baud_changed = not self._esp.IS_STUB
         self._event("connected", f"{self._esp.CHIP_NAME}, MAC {self.mac}")
+
+    def _flash_encryption(self) -> bool:
+        """Whether the chip's flash encryption is on, told as esptool tells it.
+
+        The flash crypt count has an odd number of bits set. It comes from
+        ``GET_SECURITY_INFO`` where the ROM has it (ESP32-S2 and later; the
+        answer esptool's chip detection took is reused), else from the
+        eFuses (the ESP32). The ESP8266 has no flash encryption.
+        """
+        esp = self.esp
+        if self.chip == "esp8266":
+            return False
+        if self.chip != "esp32":
+            with contextlib.suppress(FatalError):  # includes UnsupportedCommandError
+                count = int(esp.get_security_info()["flash_crypt_cnt"])
+                return bin(count).count("1") % 2 == 1
+        return bool(esp.get_flash_encryption_enabled())
 
     def _open_port(self) -> serial.SerialBase:
         """Open the port ourselves, so that it is closed whatever happens after.
@@ -330,6 +352,11 @@ class EsptoolBoard:
             self._on_progress(f"reading {label}", len(out), size)
         return bytes(out)
 
+    @property
+    def streams_reads(self) -> bool:
+        """Reads go through the stub's stream (one command), not the ROM's 64-byte blocks."""
+        return bool(self.esp.IS_STUB) or not self._rom_reads
+
     def md5(self, address: int, size: int, *, label: str = "") -> str:
         """MD5 (hex) of a flash range, computed on the chip."""
         with self._translated(f"checksum {label or hex(address)}"):
@@ -398,6 +425,16 @@ class EsptoolBoard:
         finally:
             self._log.on_line = None
         return verified
+
+    def write_exact(self, addr_data: Sequence[tuple[int, bytes]]) -> None:
+        """Write uncompressed, image headers kept as they are: for the neighbour guard's restore.
+
+        A ROM's uncompressed ``FLASH_BEGIN`` erases what it declares and a
+        stub erases as it writes; a ROM's compressed begin may erase past
+        its end, which is what a restore must not risk again.
+        """
+        with self._translated("restore"):
+            cmds.write_flash(self.esp, list(addr_data), no_compress=True)
 
     # -- plumbing -----------------------------------------------------------
 

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 
 from atflash.backends.esptool.flasher import EsptoolBoard
-from atflash.layout.board import BoardLayout, discover_among
+from atflash.layout.board import BoardLayout, discover_among, read_at_customize
 from atflash.layout.model import Partition, Profile
 from atflash.layout.parttable import MAX_TABLE, encode_table, table_complete
 
@@ -48,22 +48,47 @@ def known_tables(profiles: Sequence[Profile]) -> dict[int, dict[str, bytes]]:
 
 
 def discover_board(
-    board: EsptoolBoard, candidates: Sequence[Profile], *, where: str
+    board: EsptoolBoard,
+    candidates: Sequence[Profile],
+    *,
+    where: str,
+    seen: dict[int, bytes] | None = None,
 ) -> BoardLayout:
-    """The board's primary table and at_customize.bin (raises ``BoardTableError`` if unreadable)."""
+    """The board's primary table and at_customize.bin (raises ``BoardTableError`` if unreadable).
+
+    ``seen`` collects what was learnt of the flash, ``{offset: bytes}``.
+    """
+    return discover_among(_reader(board, candidates, seen), candidates, where=where)
+
+
+def at_customize_of(
+    board: EsptoolBoard, profile: Profile, *, where: str, seen: dict[int, bytes] | None = None
+) -> tuple[Partition, ...]:
+    """The at_customize.bin where ``profile`` puts it (raises ``BoardTableError`` if unreadable)."""
+    reader = _reader(board, [profile], seen)
+    return read_at_customize(reader, profile.at_customize_offset, where=where)
+
+
+def _reader(
+    board: EsptoolBoard, candidates: Sequence[Profile], seen: dict[int, bytes] | None
+) -> Callable[[int, int, Callable[[bytes], bool] | None], bytes]:
     known = known_tables(candidates)
+    learnt = {} if seen is None else seen
 
     def read(offset: int, size: int, stop_when: Callable[[bytes], bool] | None) -> bytes:
         expected = known.get(offset)
         if expected and size == MAX_TABLE:
             hit = expected.get(board.md5(offset, MAX_TABLE, label=f"table at {offset:#x}"))
             if hit is not None:
+                learnt[offset] = hit
                 return hit
-        return board.read(
+        data = board.read(
             offset, size, label=f"table at {offset:#x}", stop_when=stop_when or table_complete
         )
+        learnt[offset] = data
+        return data
 
-    return discover_among(read, candidates, where=where)
+    return read
 
 
 def read_nvs(board: EsptoolBoard, part: Partition) -> bytes:
