@@ -37,7 +37,7 @@ def heartbeat_state(snapshot: dict[str, Any]) -> dict[str, Any]:
     """What a station tells the line: its counts and the slots that need attention."""
     counts = snapshot["counts"]
     attention = [
-        _short(f"slot {s['name']} {s['state'].upper()}: {s['message']}")
+        _short(f"slot {s['name']} {s['state'].upper()}: {s.get('short') or s['message']}")
         for s in snapshot["slots"]
         if s["state"] in ("failed", "remove")
     ]

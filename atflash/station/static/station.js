@@ -13,7 +13,7 @@
   }
   const withToken = (path) => token ? path + "?token=" + encodeURIComponent(token) : path;
   const WORDS = { empty: "EMPTY", working: "WORKING", ok: "OK", failed: "FAILED", remove: "REMOVE" };
-  const ACTION = { failed: "take it out; it failed", remove: "take it out; it was not written" };
+  const ACTION = { failed: "take it out", remove: "take it out, it was not written" };
   const $ = (id) => document.getElementById(id);
   const el = (tag, attrs, text) => {
     const node = document.createElement(tag);
@@ -43,8 +43,9 @@
     $("attention").hidden = attention.length === 0;
     $("attention-list").replaceChildren(...attention.map((s) => {
       const item = el("li", { "data-slot": s.name });
-      item.append(el("div", { class: "head" }, "Slot " + s.name + " " + WORDS[s.state] + " — " + ACTION[s.state] +
-                                              (s.mac ? " · " + s.mac : "")),
+      const short = s.short && s.short !== s.message ? ": " + s.short : "";
+      item.append(el("div", { class: "head" }, "Slot " + s.name + " " + WORDS[s.state] + short + " — " +
+                                              ACTION[s.state] + (s.mac ? " · " + s.mac : "")),
                   el("div", { class: "reason", title: s.message }, s.message || ""));
       return item;
     }));
