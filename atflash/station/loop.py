@@ -43,7 +43,7 @@ from typing import Any
 
 from atflash import audit
 from atflash.backends import registry
-from atflash.backends.base import WriteOptions
+from atflash.backends.base import WriteOptions, new_result
 from atflash.batch import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_STOP_GRACE,
@@ -60,7 +60,7 @@ from atflash.offline import Plan, candidates_of
 from atflash.planning.plan import BoardIdentity, WritePlan
 from atflash.ports import PortInfo, is_url, list_ports
 from atflash.report import report_of_records, write_report
-from atflash.results import BoardResult
+from atflash.results import BoardResult, PartitionStatus
 from atflash.station.probe import identify
 from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots, short_reason
 from atflash.station.tally import LOG_SLOT_KEY, Tally, restore
@@ -105,6 +105,7 @@ class _Work:
     thread: threading.Thread
     connected: bool = False  # the board answered (a cycle's "connected" event came)
     given: Sequence[WritePlan] = field(default_factory=tuple)
+    statuses: dict[str, PartitionStatus] = field(default_factory=dict)  # last seen, by partition
 
 
 class Station:
@@ -336,6 +337,9 @@ class Station:
         return plans
 
     def _relay(self, name: str, event: Event) -> None:
+        work = self._work.get(name)
+        if work is not None and event.partition and event.status is not None:
+            work.statuses[event.partition] = event.status
         if event.kind == "connected":
             self._done.put((name, "connected", event))
         if self.on_event is not None:
@@ -396,6 +400,8 @@ class Station:
             return
         if result.mac is None:
             result.mac = slot.mac if work.connected else None
+        if not result.partitions and result.error and work.given:
+            _lost_partitions(result, work)
         audit.annotate(result, audit.plan_of(result, work.given))
         record = getattr(self.plan_for, "record", None)
         if record is not None and result.mac and result.skipped is None:
@@ -481,6 +487,17 @@ class Station:
             self.version += 1
         if slot is not None and self.on_change is not None:
             self.on_change(slot.to_json())
+
+
+def _lost_partitions(result: BoardResult, work: _Work) -> None:
+    """A board whose worker ended without a result (interrupted, killed): its partitions
+    from the plan it was given, each in the last state its events showed (as a batch does
+    for a board whose one plan it knows)."""
+    seen = set(work.statuses)
+    plan = next((p for p in work.given if seen <= {i.partition.name for i in p.images}), None)
+    if plan is not None and result.error is not None:
+        result.partitions = new_result(result.port, plan).partitions
+        result.mark_lost(result.error, work.statuses)
 
 
 def _fixed(plan: Plan) -> PlanSource:

@@ -54,7 +54,8 @@ class Driver:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.request()
+        if not self.stop.requested:  # a second request would end boards in progress at once
+            self.stop.request()
         self.thread.join(60)
         assert not self.thread.is_alive(), "the station did not stop"
 
@@ -238,3 +239,40 @@ def test_a_pool_gives_each_board_a_set_and_the_ledger_records_it(
         mac_of(901): ("0001", "ok", "bench-9"),
         mac_of(902): ("0002", "ok", "bench-9"),
     }
+
+
+@pytest.mark.parametrize("finishes", [True, False], ids=["finishes", "interrupted"])
+def test_sigterm_lets_a_board_in_progress_finish_or_interrupts_it(
+    tmp_path: Path, finishes: bool
+) -> None:
+    """As a batch: a board in the middle of its write finishes within the grace time, or is
+    recorded interrupted with its partition possibly partial; the report is written either way."""
+    import signal
+    from dataclasses import replace
+
+    rig = SlotRig()
+    plan = atflash.plan(
+        {"client_ca": (RAW / "client_ca" / "client_ca_00.crt").read_bytes()}, chip="esp32"
+    )
+    log, report = tmp_path / "s.log", tmp_path / "r.json"
+    options = replace(FAST, stop_grace=20.0 if finishes else 0.5)
+    station = atflash.Station([rig.url], plan, name="b", log=log, report=report, options=options)
+    release = threading.Event()
+    driver = Driver(station)
+    with driver:
+        relay = rig.plug_cut(mac_of(501), stall=release)
+        wait_for(relay.stalled.is_set, "the board's write to begin")
+        driver.stop.request(signal.SIGTERM)
+        if finishes:
+            release.set()
+    release.set()
+    rig.unplug()
+    assert driver.outcome.exit_code == 143
+    (line,) = [json.loads(x) for x in log.read_text().splitlines()]
+    summary = json.loads(report.read_text())["summary"]
+    if finishes:
+        assert line["result"] == "ok" and summary["ok"] == 1
+    else:
+        assert line["result"] == "interrupted" and summary["interrupted"] == 1
+        assert line["partitions"][0]["status"] == "possibly-partial"
+        assert line["mac"] == mac_of(501)

@@ -89,8 +89,10 @@ class CutMidWrite:
     unknown, as after a real pull.
     """
 
-    def __init__(self, port: int, board: Any) -> None:
+    def __init__(self, port: int, board: Any, *, stall: threading.Event | None = None) -> None:
         self.board = board
+        self.stall = stall  # given: hold the write there until it is set, then pass it on
+        self.stalled = threading.Event()  # the write reached the relay
         self.target = int(board.url.rsplit(":", 1)[1])
         self.listener = socket.create_server(("127.0.0.1", port))
         self.cut = threading.Event()
@@ -119,7 +121,10 @@ class CutMidWrite:
             while data := src.recv(4096):
                 seen = tail + data
                 starts = [i for i in (seen.find(f) for f in _WRITE_FRAMES) if i >= 0]
-                if to_board and starts:
+                if to_board and starts and self.stall is not None and not self.stalled.is_set():
+                    self.stalled.set()
+                    self.stall.wait(WAIT)  # a board that takes its time over the write
+                elif to_board and starts and self.stall is None:
                     start = max(0, min(starts) - len(tail))
                     dst.sendall(data[: start + (len(data) - start) // 2])
                     self.pull()
@@ -183,9 +188,10 @@ class SlotRig:
     def plug_dead(self) -> None:
         self.plugged = DeadBoard(self.port)
 
-    def plug_cut(self, mac: str) -> CutMidWrite:
-        """A board behind a cable that is pulled in the middle of the write."""
-        self.plugged = CutMidWrite(self.port, StrictMock(self.chip, listen=0, mac=mac))
+    def plug_cut(self, mac: str, *, stall: threading.Event | None = None) -> CutMidWrite:
+        """A board behind a cable pulled in the middle of the write (or, with ``stall``, a
+        board whose write waits until ``stall`` is set)."""
+        self.plugged = CutMidWrite(self.port, StrictMock(self.chip, listen=0, mac=mac), stall=stall)
         return self.plugged
 
     def unplug(self) -> None:
