@@ -35,6 +35,7 @@ __all__ = [
     "FirmwareError",
     "ImageTooBigError",
     "InputError",
+    "Issuer",
     "PairingError",
     "PartitionResult",
     "PartitionStatus",
@@ -59,6 +60,7 @@ __all__ = [
 
 # Public name -> the module that defines it (atflash.api unless said here).
 _HOME = {
+    "Issuer": "atflash.issue",
     "Blob": "atflash.files",
     "BoardIdentity": "atflash.planning.plan",
     "BoardResult": "atflash.results",

@@ -456,7 +456,7 @@ def run_batch(
     folder, so running the batch again completes a board's write cut short.
     """
     from atflash import audit
-    from atflash.batch import BatchOptions, BoardJob, FromParent, stop_on_signals
+    from atflash.batch import BatchOptions, BoardJob, stop_on_signals
     from atflash.batch import run_batch as run_workers
     from atflash.batchrun import RunOutcome
     from atflash.output import refuse_shared_paths
@@ -496,7 +496,7 @@ def run_batch(
         BoardJob(
             port=p.device,
             connect=backend.connect_options(p.device, link),
-            plans=fixed if fixed is not None else FromParent(),
+            plans=fixed if fixed is not None else _from_parent(plan_for),
             options=options,
             serial_number=p.serial_number,
             backend=backend.name,
@@ -522,6 +522,16 @@ def run_batch(
     )
     return RunOutcome(
         results, seconds, [], built, action=action, stopped_by=stop.signum, records=written
+    )
+
+
+def _from_parent(plan_for: Any) -> Any:
+    """Plans made here; the worker first reads back what ``plan_for.reads`` names (an issuer's)."""
+    from atflash.batch import FromParent
+
+    return FromParent(
+        reads=tuple(getattr(plan_for, "reads", ())),
+        profiles=tuple(getattr(plan_for, "profiles", ())),
     )
 
 

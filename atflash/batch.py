@@ -77,7 +77,7 @@ from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result, verify_board, write_board
 from atflash.errors import AtflashError, BoardSkipped, DeviceError, InputError, one_line
 from atflash.events import Event, EventSink, ignore
-from atflash.planning.manifest import ManifestResolver, RowClaims
+from atflash.planning.manifest import RowClaims
 from atflash.planning.plan import BoardIdentity, PlanResolver, WritePlan
 from atflash.ports import PortFilter, find_port
 from atflash.results import BoardResult, PartitionStatus
@@ -146,10 +146,15 @@ class FromParent:
     is identified (the worker asks over its pipe; see :func:`run_board`)."""
 
     ask: PlanResolver | None = field(default=None, compare=False)  # set in the worker
+    # Partitions the worker reads back before asking (BoardIdentity.held), found with these layouts.
+    reads: tuple[str, ...] = ()
+    profiles: tuple[Any, ...] = ()
 
     def with_claims(self, claims: object) -> FromParent:
         """Bound to the batch parent over the worker's pipe (what the worker's claims go over)."""
-        return FromParent(claims.plans) if isinstance(claims, _ParentClaims) else self
+        if not isinstance(claims, _ParentClaims):
+            return self
+        return replace(self, ask=claims.plans)  # what to read back first goes along
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         if self.ask is None:
@@ -169,14 +174,22 @@ class WithSerialNumber:
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         return self.resolver(replace(identity, serial_number=self.serial_number))
 
+    @property
+    def reads(self) -> tuple[str, ...]:
+        return tuple(getattr(self.resolver, "reads", ()))
+
+    @property
+    def profiles(self) -> tuple[Any, ...]:
+        return tuple(getattr(self.resolver, "profiles", ()))
+
 
 def run_board(job: BoardJob, events: EventSink) -> BoardResult:
     """One board through the backend its job names (the default runner): written or verified."""
     plans = job.plans
-    if isinstance(plans, FromParent) and job.claims is not None:
-        plans = plans.with_claims(job.claims)
-    if isinstance(plans, ManifestResolver) and job.claims is not None:
-        plans = plans.with_claims(job.claims)
+    # Bound to the batch parent: FromParent's plans, a manifest's rows and a pool's MACs
+    # (each row or MAC serves one board of the batch).
+    if job.claims is not None and callable(getattr(plans, "with_claims", None)):
+        plans = plans.with_claims(job.claims)  # type: ignore[union-attr]
     if callable(plans) and job.serial_number:
         plans = WithSerialNumber(plans, job.serial_number)
     backend = registry.get(job.backend).load()

@@ -97,6 +97,12 @@ class WriteSettings:
     # A ledger that fails to record a written board: "stop" starts no new board
     # (the boards running finish), "continue" goes on (each claim tries again).
     on_ledger_error: Literal["stop", "continue"] = "stop"
+    issue: str | None = None  # an issuer file: each board gets a certificate issued for its MAC
+    # --issue: a new certificate even if the board holds a valid one (the old one superseded);
+    # --pool: write a claimed set whose files changed. Either way recorded in the ledger.
+    reissue: bool = False
+    escrow: str | None = None  # --issue: each key also saved here, encrypted
+    force_ledger: bool = False  # --pool: use a ledger that records another pool
 
     def __post_init__(self) -> None:
         # An option that means nothing to the chosen backend is refused, never ignored.
@@ -133,6 +139,7 @@ class WriteSettings:
             backup_dir=Path(self.backup) if self.backup else None,
             explicit_layout=is_explicit_layout(self.chip, self.profile),
             journal_dir=default_state_dir(),
+            pair_check=self.pair_check,
         )
 
     def connect_for(self, port: str) -> Any:
@@ -154,6 +161,7 @@ class PreparedRun:
     nothing_to_do: str | None = None  # why the run has no board to touch
     pool: Any = None  # the pool resolver: results are recorded in its ledger
     earlier: dict[str, Any] | None = None  # the --only-failed report, as loaded
+    plan_for: Any = None  # plans made here, in this process, per board (an issuer's resolver)
 
 
 @dataclass(frozen=True)
@@ -230,15 +238,16 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
             )
     if not settings.single_board:
         warm_up(backends=[settings.via])  # the worker server starts while the plans are built
-    pool = _pool_resolver(settings)
-    checked = None if pool is not None else check_plans(settings, parse_groups)
+    issuing = _issue_resolver(settings)
+    pool = None if issuing is not None else _pool_resolver(settings)
+    checked = None if (pool or issuing) is not None else check_plans(settings, parse_groups)
     if settings.log:
         audit.check_log(audit.stamp_path(settings.log))
     jobs = tuple(
         BoardJob(
             port=p.device,
             connect=settings.connect_for(p.device),
-            plans=pool or (checked.resolver or checked.plans),  # type: ignore[union-attr]
+            plans=_plans_of(settings, issuing, pool, checked),
             options=settings.write_options,
             serial_number=p.serial_number,
             backend=settings.via,
@@ -247,7 +256,54 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
         )
         for p in ports
     )
-    return PreparedRun(settings, jobs, checked, pool=pool, earlier=earlier)
+    return PreparedRun(settings, jobs, checked, pool=pool, earlier=earlier, plan_for=issuing)
+
+
+def _plans_of(settings: WriteSettings, issuing: Any, pool: Any, checked: Any) -> Any:
+    """A job's plans: fixed, a resolver sent to the worker, or made here (an issuer's)."""
+    if issuing is None:
+        return pool or (checked.resolver or checked.plans)
+    if settings.single_board:
+        return issuing  # the board runs in this process
+    from atflash.batch import FromParent
+
+    return FromParent(reads=issuing.reads, profiles=issuing.profiles)
+
+
+def _issue_resolver(settings: WriteSettings) -> Any:
+    """With --issue (or a bench file's [issue]): the issuer opened and checked, before any board."""
+    table = settings.config.issue if settings.config is not None else None
+    if settings.issue is None and table is None:
+        if settings.escrow:
+            raise InputError("--escrow goes with --issue", hint="name the issuer file")
+        return None  # --reissue alone: a pool's (refused below when there is none)
+    if settings.groups or settings.manifest or settings.pool:
+        raise InputError(
+            "--issue gives each board its certificate and key: no PARTITION FILE..., "
+            "--manifest or --pool with it"
+        )
+    if settings.action != "write":
+        raise InputError("--issue writes: use it with atflash write")
+    from atflash.issue import Issuer, IssueResolver, check_escrow_dir, load_issuer_config
+    from atflash.issue.config import parse_issuer_config
+
+    if settings.issue is not None:
+        config = load_issuer_config(settings.issue)
+    else:
+        bench = Path(settings.config.source)  # type: ignore[union-attr]
+        config = parse_issuer_config(
+            table or {}, source=f"{bench} [issue]", base=bench.parent, stem=bench
+        )
+    if settings.escrow is not None:
+        check_escrow_dir(settings.escrow)
+    issuer = Issuer.open(config, station=settings.station, ledger=settings.ledger)
+    return IssueResolver(
+        issuer,
+        settings.candidate_profiles(),
+        settings.plan_options,
+        reissue=settings.reissue,
+        escrow=settings.escrow,
+    )
 
 
 def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | None = None) -> None:
@@ -279,22 +335,35 @@ def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | Non
 def _pool_resolver(settings: WriteSettings) -> Any:
     """With --pool: every set checked and the ledger opened before the first board."""
     if settings.pool is None:
-        if settings.ledger is not None:
-            raise InputError("--ledger goes with --pool", hint="name the pool the ledger hands out")
+        if settings.reissue:
+            raise InputError(
+                "--reissue goes with --pool or --issue",
+                hint="name the pool or the issuer whose credentials to write anew",
+            )
+        if settings.ledger is not None or settings.force_ledger:
+            raise InputError(
+                "--ledger and --force-ledger go with --pool or --issue",
+                hint="name the pool the ledger hands out",
+            )
         return None
     if settings.groups or settings.manifest:
         raise InputError(
             "--pool gives each board its files: no PARTITION FILE... arguments or --manifest with it"
         )
     from atflash.factory import pool_resolver
+    from atflash.factory.pool import default_ledger
 
-    ledger = settings.ledger or str(Path(settings.pool).with_suffix(".ledger.sqlite"))
+    if settings.ledger is not None and not settings.ledger.strip():
+        raise InputError("--ledger is empty", hint="give a file or URL, or drop it for the default")
+    ledger = settings.ledger or str(default_ledger(settings.pool))
     return pool_resolver(
         settings.pool,
         ledger,
         station=settings.station,
         profiles=settings.candidate_profiles(),
         options=settings.plan_options,
+        reissue=settings.reissue,
+        force_ledger=settings.force_ledger,
     )
 
 
@@ -323,20 +392,29 @@ def execute(
     started = datetime.datetime.now()
     start = time.monotonic()
     recorder = LedgerRecorder(run.pool, settings.on_ledger_error, stop) if run.pool else None
+    on_result = recorder
+    if run.plan_for is not None:
+        on_result = run.plan_for.on_result  # each new certificate's outcome, as its board ends
     if settings.single_board and len(run.jobs) == 1:
         results = [run_board(run.jobs[0], events)]
     else:
         results = run_batch(
             list(run.jobs),
-            options=BatchOptions(jobs=settings.jobs, retries=settings.retry),
+            options=BatchOptions(jobs=settings.jobs, retries=settings.retry, plan_for=run.plan_for),
             events=events,
             stop=stop,
-            on_result=recorder,
+            on_result=on_result,
         )
     seconds = time.monotonic() - start
+    if run.plan_for is not None:
+        if settings.single_board and len(run.jobs) == 1:
+            run.plan_for.on_result(results[0])
+        run.plan_for.finish()  # a board lost before its result: its certificate superseded
+        run.plan_for.issuer.close()  # the CA key or token session: not held past the boards
     for job, result in zip(run.jobs, results, strict=True):
         for attempt in (*result.earlier_attempts, result):
-            plan = audit.plan_of(attempt, job.plans, serial_number=job.serial_number)
+            given = run.plan_for if run.plan_for is not None else job.plans  # made here: asked here
+            plan = audit.plan_of(attempt, given, serial_number=job.serial_number)
             audit.annotate(attempt, plan)
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)

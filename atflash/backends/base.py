@@ -22,11 +22,12 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from atflash import recovery
+from atflash.backends.pairing import check_board_pairs
 from atflash.content import mfgnvs
 from atflash.errors import (
     AtflashError,
@@ -65,6 +66,8 @@ class WriteOptions:
     # the command line keeps it: a library caller's rerun repairs the board the same way.
     # None keeps no journal.
     journal_dir: Path | None = field(default_factory=recovery.default_state_dir)
+    # A lone *_cert (or *_key) must pair with what the board keeps (atflash.backends.pairing).
+    pair_check: bool = True
 
 
 @dataclass(frozen=True)
@@ -196,6 +199,13 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def read_partition(self, name: str, profiles: Sequence[Any]) -> tuple[Partition, bytes]:
         """A whole partition, found where the board's own table (or the profile) puts it."""
+
+    def read_credentials(
+        self, name: str, profiles: Sequence[Any], *, enough: Callable[[bytes], bool]
+    ) -> tuple[Partition, bytes]:
+        """What a credential partition holds, read from its start until ``enough(bytes so far)``
+        where the backend can stop early (the bytes may then be fewer); else all of it."""
+        return self.read_partition(name, profiles)
 
     @abc.abstractmethod
     def tables(self, profiles: Sequence[Any]) -> BoardTables:
@@ -378,6 +388,12 @@ def run_session(
             info = session.info
             result.chip, result.mac, result.firmware = info.chip, info.mac, info.firmware
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
+            reads = getattr(plans, "reads", ()) if callable(plans) else ()
+            if reads:  # the resolver decides from what the board holds (an issuer's rerun)
+                from atflash.issue.held import read_items
+
+                held = read_items(session, reads, getattr(plans, "profiles", ()))
+                identity = replace(identity, held=held)
             candidates = resolve_plans(plans, identity)
             # A pool set is claimed by now: the result names it even if no layout takes it.
             result.credential_set = next((p.credential_set for p in candidates), None)
@@ -401,6 +417,8 @@ def _write(
         )
     except DamagedStoreError as exc:
         raise _with_recovery(exc, session, opts) from None
+    if opts.pair_check:
+        check_board_pairs(session, plan)
     if opts.backup_dir is not None:
         result.backups = backup(session, [t for t, _e in placed], opts.backup_dir, events)
     _write_placed(session, placed, opts.skip_unchanged, events)

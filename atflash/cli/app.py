@@ -75,6 +75,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "station": ("station", "Run a station until stopped: boards plugged into its slots are provisioned once and counted."),
     "sim": ("sim", "Simulated boards for trying atflash without hardware."),
     "pool": ("factory", "Credential pools: a folder (or CSV index) of sets, one set per device."),
+    "issue": ("issue", "Certificates issued at the station: the CRL of superseded ones."),
     "ledger": ("factory", "The ledger of which device holds which pool set (a SQLite file or postgresql://...)."),
 }  # fmt: skip
 

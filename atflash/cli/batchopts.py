@@ -61,8 +61,14 @@ def batch_options(func: F) -> F:
             click.option("--pool", type=click.Path(exists=True),
                          help="Factory: give each board the next unused credential set of this pool."),
             click.option("--ledger", metavar="URL",
-                         help="Where --pool claims are recorded: a SQLite file or postgresql://... "
-                              "(default: POOL.ledger.sqlite)."),
+                         help="Where --pool claims are recorded: a SQLite file, postgresql://... or "
+                              "libpq's host=... dbname=... (default: POOL.ledger.sqlite beside the pool)."),
+            click.option("--reissue", is_flag=True,
+                         help="--pool: write a claimed set whose files changed since its claim; "
+                              "--issue: a new certificate even for a board that holds a valid one. "
+                              "The ledger records the change and keeps the old one in its history."),
+            click.option("--force-ledger", is_flag=True,
+                         help="Use --ledger even though it records another pool."),
             click.option("--log", type=click.Path(dir_okay=False),
                          help="Append one JSON line per board to this provisioning log (mode 0600; {date} and {time} are filled in)."),
             click.option("--on-ledger-error", type=click.Choice(["stop", "continue"]), default="stop",
@@ -141,12 +147,16 @@ def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write")
         pool=params.get("pool"),
         ledger=params.get("ledger"),
         on_ledger_error=params.get("on_ledger_error") or "stop",
+        reissue=bool(params.get("reissue")),
+        force_ledger=bool(params.get("force_ledger")),
         config=config,
         groups=tuple(params["groups"]),
         via=via,
         action="verify" if action == "verify" else "write",
         log=pick("log"),
         station=pick("station"),
+        issue=params.get("issue"),
+        escrow=params.get("escrow"),
     )
     if typed("on_ledger_error") and not settings.pool:
         raise InputError(

@@ -40,7 +40,7 @@ from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, In
 from atflash.files import expand
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import refuse_shared_paths, write_outputs
-from atflash.planning.bench import candidate_profiles, check_config, load_config
+from atflash.planning.bench import BenchConfig, candidate_profiles, check_config, load_config
 from atflash.planning.plan import request_names
 from atflash.ports import list_ports
 
@@ -166,6 +166,18 @@ _GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
     default=True,
     show_default=True,
     help="Leave partitions that already hold the image alone.",
+)
+@click.option(
+    "--issue",
+    type=click.Path(dir_okay=False, exists=True),
+    metavar="FILE",
+    help="Issue each board its own certificate and key, signed by this issuer (TOML).",
+)
+@click.option(
+    "--escrow",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="With --issue: also save each key here, encrypted with $ATFLASH_ESCROW_PASSPHRASE (0600).",
 )
 @no_pair_check_option
 @no_key_type_check_option
@@ -395,6 +407,10 @@ def ports_command(show_all: bool, as_json: bool) -> None:
 def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
+    if config.issue is not None:
+        _check_issuer(config, as_json=as_json)
+        if not config.partitions and not config.manifest:
+            return  # an issuing bench: the issuer gives every board its files
     refuse_shared_paths(
         {
             "report": config.report,
@@ -412,6 +428,24 @@ def check(config_path: str, as_json: bool) -> None:
         echo_json(render.checked_config_json(config, checked))
     else:
         render.echo_checked_config(config, checked)
+
+
+def _check_issuer(config: BenchConfig, *, as_json: bool) -> None:
+    """A bench file's [issue]: the CA opened and checked (key, PIN, validity), the templates."""
+    from atflash.issue.config import parse_issuer_config
+    from atflash.issue.issuer import check_issuer
+
+    bench = Path(config.source)
+    issuer = parse_issuer_config(
+        config.issue or {}, source=f"{bench} [issue]", base=bench.parent, stem=bench
+    )
+    facts = check_issuer(issuer, station=config.station)
+    if as_json:
+        echo_json({"issue": facts})
+    else:
+        click.echo(f"{bench} [issue]: ok")
+        for name, value in facts.items():
+            click.echo(f"  {name}: {value}")
 
 
 __all__ = ["check", "partitions", "ports_command", "read", "restore", "verify", "write"]

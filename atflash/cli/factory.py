@@ -19,7 +19,7 @@ from rich.table import Table
 
 from atflash.cli import term
 from atflash.cli.app import cli
-from atflash.cli.common import profile_options
+from atflash.cli.common import echo_json, profile_options
 from atflash.errors import EXIT_MISMATCH, InputError
 from atflash.factory.ledger import Claim, Ledger
 from atflash.factory.ledgers import open_ledger
@@ -51,18 +51,31 @@ def pool() -> None:
     type=click.IntRange(min=1),
     help="Worker processes (default: one per CPU for large pools, none for small ones).",
 )
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.argument("pool_path", metavar="POOL")
 def pool_check(
-    chip: str | None, profile_path: str | None, jobs: int | None, pool_path: str
+    chip: str | None, profile_path: str | None, jobs: int | None, as_json: bool, pool_path: str
 ) -> None:
     """Check every set of POOL as 'atflash write' would: content, pairing, fit.
 
     POOL is a folder with one subfolder per set (0001/client_cert.crt,
     0001/client_key.key, ...) or a CSV index (set,client_cert,client_key,...).
-    Certificates and keys shared by two sets are refused.
+    Every set holds the same partitions, each *_cert its *_key (unless
+    pool.toml says cert_without_key = [...]). Two sets holding one
+    certificate or key are refused, whatever the encoding: they are compared
+    by fingerprint (certificate SHA-256, public-key SHA-256).
     """
     profiles = candidate_profiles(chip, profile_path)
     loaded = load_pool(pool_path)
+    if as_json:
+        check_pool(loaded, profiles, PlanOptions(), jobs=jobs)
+        echo_json(
+            {
+                "pool": pool_path, "ok": True, "sets": len(loaded),
+                "layouts": [p.name for p in profiles], "partitions": list(loaded.partitions),
+            }
+        )  # fmt: skip
+        return
     with term.StepProgress("checking sets", "checked {done}/{total} sets") as progress:
         check_pool(loaded, profiles, PlanOptions(), jobs=jobs, progress=progress)
     names = profiles[0].name + (
@@ -107,8 +120,19 @@ def ledger_show(url: str, device: str | None, since: str | None, as_json: bool) 
 @ledger.command("export")
 @click.argument("url")
 @click.option("-o", "--output", "out", required=True, metavar="FILE", help="FILE.csv or FILE.json.")
-def ledger_export(url: str, out: str) -> None:
+@click.option(
+    "--issued",
+    is_flag=True,
+    help="The certificates issued at stations instead: FILE.csv and a PEM bundle FILE.pem.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ledger_export(url: str, out: str, issued: bool, as_json: bool) -> None:
     """Write every claim to a CSV or JSON file (chosen by its suffix)."""
+    if issued:
+        from atflash.cli.issue import export_issued
+
+        export_issued(url, out, as_json=as_json)
+        return
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".json"):
@@ -116,6 +140,9 @@ def ledger_export(url: str, out: str) -> None:
     claims = _read_claims(url)
     data = _csv_bytes(claims) if suffix == ".csv" else _json_bytes(claims)
     write_outputs({path: data})
+    if as_json:
+        echo_json({"output": out, "format": suffix[1:], "claims": len(claims)})
+        return
     click.echo(f"{out}: {len(claims)} claims")
 
 
@@ -123,7 +150,8 @@ def ledger_export(url: str, out: str) -> None:
 @click.argument("url")
 @click.argument("set_name", metavar="SET")
 @click.option("--yes", is_flag=True, help="Really free the set for another device.")
-def ledger_release(url: str, set_name: str, yes: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: the ended claim.")
+def ledger_release(url: str, set_name: str, yes: bool, as_json: bool) -> None:
     """Free SET so that another device may claim it.
 
     Only for a device that will never run with these credentials again
@@ -139,6 +167,9 @@ def ledger_release(url: str, set_name: str, yes: bool) -> None:
         claim = store.release(set_name)
     finally:
         store.close()
+    if as_json:
+        echo_json(claim.to_json())
+        return
     click.echo(
         f"set {claim.set_name} released (held by {claim.device} since {_when(claim.claimed_at)})"
     )

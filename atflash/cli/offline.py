@@ -199,6 +199,26 @@ _TABLE_OFFSET_HELP = "Where the image's partition table is [default: 0x8000]."
     help="Take an image whose mfg_nvs is damaged or cut short as it is: what still reads is "
     "kept, what is dropped is listed.",
 )
+@click.option(
+    "--issue",
+    "issue_path",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Per-device images with certificates issued by this issuer, one per MAC of --macs.",
+)
+@click.option(
+    "--macs",
+    metavar="CSV",
+    type=click.Path(dir_okay=False, exists=True),
+    help="With --issue: the devices' MACs, one per line (first column).",
+)
+@click.option(
+    "--reissue", is_flag=True, help="With --issue: issue again for devices already built."
+)
+@click.option(
+    "--ledger", metavar="URL", help="With --issue: the ledger (default: beside the issuer file)."
+)
+@click.option("--station", metavar="NAME", help="With --issue: this station's name, in the ledger.")
 @json_option
 @click.argument("groups", nargs=-1, metavar="[PARTITION FILE...]...")
 def build(
@@ -217,6 +237,11 @@ def build(
     jobs: int | None,
     force: bool,
     groups: tuple[str, ...],
+    issue_path: str | None = None,
+    macs: str | None = None,
+    reissue: bool = False,
+    ledger: str | None = None,
+    station: str | None = None,
 ) -> None:
     """Build one image per partition, padded to its size, checked to fit.
 
@@ -232,6 +257,16 @@ def build(
     options = PlanOptions(
         pair_check=not no_pair_check, pad=not no_pad, key_type_check=not no_key_type_check
     )
+    if issue_path or macs:
+        if not (issue_path and macs) or manifest or pool_path or groups:
+            raise InputError(
+                "--issue and --macs go together, without --manifest, --pool or PARTITION FILE...",
+                hint="atflash build --issue FILE --macs MACS.csv -o OUT [--image FACTORY.bin]",
+            )
+        run = _DeviceRun(chip, profile_path, out_dir, options, factory_param, None, None,
+                         image_path, table_offset, jobs, force)  # fmt: skip
+        _build_issued(run, issue_path, macs, reissue=reissue, ledger=ledger, station=station)
+        return
     if manifest or pool_path:
         _build_devices(
             _DeviceRun(chip, profile_path, out_dir, options, factory_param, manifest, pool_path,
@@ -423,12 +458,18 @@ def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -
         summary = per_device.build_devices(
             listed, spec, run.out_dir, inputs=inputs, jobs=run.jobs, progress=progress
         )
+    if summary.stale_staging:
+        click.echo(
+            f"atflash: removed {summary.stale_staging} staging folder(s) an interrupted build "
+            f"left in {run.out_dir}",
+            err=True,
+        )
     if as_json:
         echo_json(
             {
                 "out_dir": run.out_dir, "index": str(summary.index), "total": summary.total,
                 "built": summary.built, "unchanged": summary.skipped, "kept": summary.kept,
-                "private_files": summary.private,
+                "private_files": summary.private, "stale_staging_removed": summary.stale_staging,
                 "devices": [
                     {"device": row.device, "key": row.key, "files": list(row.files),
                      "sha256": list(row.sha256), "inputs_sha256": row.inputs_sha256,
@@ -443,6 +484,32 @@ def _build_devices(run: _DeviceRun, groups: tuple[str, ...], *, as_json: bool) -
         f"{run.out_dir}: {summary.total} device(s): {summary.built} built, {summary.skipped} "
         f"unchanged (skipped){kept}; {summary.private} file(s) holding keys written 0600; "
         f"index {summary.index}"
+    )
+
+
+def _build_issued(
+    run: _DeviceRun, issue_path: str, macs: str, *, reissue: bool, ledger: str | None,
+    station: str | None,
+) -> None:  # fmt: skip
+    """--issue --macs: a certificate issued per MAC, then one folder or image per device."""
+    from atflash.issue import Issuer
+    from atflash.issue.offline import build_issued, load_macs
+
+    listed = load_macs(macs)
+    spec, inputs = _device_spec(run)
+    with (
+        Issuer.open(issue_path, station=station, ledger=ledger) as issuer,
+        term.StepProgress("issuing and building") as progress,
+    ):
+        summary, kept = build_issued(
+            issuer, listed, spec, run.out_dir, source=macs, reissue=reissue,
+            inputs=[*inputs, macs, issue_path], jobs=run.jobs, progress=progress,
+        )  # fmt: skip
+    built = summary.built if summary is not None else 0
+    private = summary.private if summary is not None else 0
+    click.echo(
+        f"{run.out_dir}: {len(listed)} device(s): {built} issued and built, {kept} already built "
+        f"(kept); {private} file(s) holding keys written 0600"
     )
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from atflash import __version__
 from atflash.content import nvs, pki
+from atflash.content.identity import Owners, device_own, file_items, set_fingerprints
 from atflash.errors import AtflashError, FileInputError, InputError
 from atflash.factory.images import (
     FactoryImage,
@@ -52,7 +53,7 @@ from atflash.factory.images import (
     patch_image,
 )
 from atflash.factory.parallel import run_chunks
-from atflash.factory.pool import DEVICE_OWN_SUFFIXES, Pool
+from atflash.factory.pool import Pool, SetIdentities
 from atflash.files import Blob, Source, read_bounded
 from atflash.layout.model import MFG_NVS, Profile
 from atflash.output import write_outputs
@@ -148,6 +149,13 @@ def devices_from_pool(pool: Pool, common: Sequence[PartitionRequest] = ()) -> li
         ),
         common,
     )
+
+
+def devices_from_rows(
+    rows: Iterable[tuple[str, str, tuple[PartitionRequest, ...]]],
+) -> list[Device]:
+    """One device per ``(key, where, requests)``: a caller's own list (certificates it issued)."""
+    return _named(rows, ())
 
 
 def _named(
@@ -310,8 +318,8 @@ class _Outcome:
     skipped: bool = False
     private: int = 0  # how many of its outputs hold keys (written 0600)
     error: DeviceBuildError | None = None
-    # (partition, hash of its files' content) of the device's own *_cert and *_key
-    identities: tuple[tuple[str, str], ...] = ()
+    # (partition, fingerprint) of the device's own *_cert and *_key
+    identities: SetIdentities = ()
 
 
 class _Builder:
@@ -342,21 +350,21 @@ class _Builder:
         keys = sum(1 for _d, secret in outputs.values() if secret)
         return _Outcome(index, row, private=keys, identities=identities)
 
-    def inputs_hash(self, device: Device) -> tuple[str, tuple[tuple[str, str], ...]]:
-        """The device's input hash, and the content hashes of its own certificates and keys."""
+    def inputs_hash(self, device: Device) -> tuple[str, SetIdentities]:
+        """The device's input hash, and the fingerprints of its own certificates and keys."""
         digest = hashlib.sha256(self.fingerprint.encode())
-        identities = []
+        own: dict[str, list[bytes]] = {}
         for request in device.requests:
             _feed(digest, request.partition.encode())
-            files = hashlib.sha256()
+            mine = request.partition not in device.common and device_own(request.partition)
             for path in request.files:
-                content = hashlib.sha256(pki.read_input(path)).digest()
-                _feed(digest, content)
-                files.update(content)
-            own = request.partition not in device.common
-            if own and request.partition.endswith(DEVICE_OWN_SUFFIXES):
-                identities.append((request.partition, files.hexdigest()))
-        return digest.hexdigest(), tuple(identities)
+                data = pki.read_input(path)
+                _feed(digest, hashlib.sha256(data).digest())
+                if mine:
+                    own.setdefault(request.partition, []).extend(file_items(data))
+        # Paired: a device built now is pair-checked, and one skipped was, with these options.
+        paired = self.spec.options.pair_check
+        return digest.hexdigest(), set_fingerprints(own, paired=paired)
 
     def _intact(self, row: IndexRow) -> bool:
         """Whether every output the index lists is there with the SHA-256 it lists."""
@@ -467,6 +475,7 @@ class BuildSummary:
     private: int  # outputs written 0600 (they hold keys)
     rows: tuple[IndexRow, ...] = field(repr=False, default=())  # this run's devices, in order
     unchanged: frozenset[str] = frozenset()  # devices skipped because nothing changed
+    stale_staging: int = 0  # staging folders an interrupted earlier run left, now removed
 
     @property
     def index(self) -> Path:
@@ -503,6 +512,7 @@ def build_devices(
     report = progress or (lambda _done, _total: None)
     report(0, len(devices))
     created = not os.path.exists(out)
+    stale = remove_stale_staging(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
@@ -535,23 +545,43 @@ def build_devices(
     shutil.rmtree(staging, ignore_errors=True)
     unchanged = frozenset(o.row.device for o in outcomes if o.skipped and o.row is not None)
     return BuildSummary(
-        out, len(devices), len(fresh), len(unchanged), len(kept), private, rows, unchanged
+        out, len(devices), len(fresh), len(unchanged), len(kept), private, rows, unchanged, stale
     )
 
 
+def remove_stale_staging(out: Path) -> int:
+    """Remove the staging folders a killed run left in ``out``; how many there were.
+
+    A run removes its own staging folder however it ends, except when it is
+    killed outright (SIGKILL, power loss): then the folder stays, holding
+    every device's keys. Runs into one ``OUT`` do not overlap (they would
+    race for its index anyway), so any staging folder found at the start of
+    a run is a dead run's.
+    """
+    try:
+        stale = [p for p in out.glob(f"{STAGING_PREFIX}*") if p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return 0
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():
+            raise FileInputError(
+                folder, "cannot remove this staging folder an interrupted run left",
+                hint="remove it by hand: it holds private keys",
+            )  # fmt: skip
+    return len(stale)
+
+
 def _refuse_shared(devices: Sequence[Device], outcomes: Sequence[_Outcome]) -> None:
-    """Two devices must never share a certificate or key: one identity per device."""
-    owner: dict[tuple[str, str], Device] = {}
+    """Two devices must never share a certificate or key (by fingerprint): one identity each."""
+    owners = Owners()
     for outcome in outcomes:
         device = devices[outcome.index]
-        for identity in outcome.identities:
-            first = owner.setdefault(identity, device)
-            if first is not device:
-                raise DeviceBuildError(
-                    device.where,
-                    f"{identity[0]} is the same as {first.where}'s: every device needs its own "
-                    "certificate and key",
-                )
+        shared = owners.add(device.where, outcome.identities)
+        if shared is not None:
+            raise DeviceBuildError(
+                device.where, f"{shared}: every device needs its own certificate and key"
+            )
 
 
 def _refuse_inputs(out: Path, outputs: Sequence[str], inputs: Iterable[Source]) -> None:

@@ -24,30 +24,54 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from types import ModuleType
+from typing import Any
 
-from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
+from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError, redact
 from atflash.factory.ledger import (
     COLUMNS,
+    EVENT_COLUMNS,
+    EVENTS_TABLE,
     INDEXES,
     NOT_A_LEDGER_HINT,
+    POOL_TABLE,
     SCHEMA_VERSION,
+    UPGRADE_COLUMNS,
     Claim,
     as_utc,
+    busy_elsewhere,
+    busy_error,
     check_result,
     check_version,
     claim_from_row,
     device_id,
     encode_images,
+    encode_json,
+    event_from_row,
     first_free,
+    foreign_pool,
     no_longer_held,
-    redact,
+    pool_matches,
+    record_event,
     station_id,
     store_error,
+    utc_now,
+    with_history,
 )
 
 CONNECT_TIMEOUT = 10  # seconds: an unreachable server fails the board, not hangs it
+# How long a statement waits for another station's lock (a claim of the same set
+# or device not yet committed) before giving up: SQLite's busy timeout, the same
+# order. Claims take milliseconds, so only a stuck or stopped station makes one
+# wait this long. A lock_timeout set for the role, database or URL (options=-c
+# lock_timeout=...) is kept.
+LOCK_TIMEOUT = "30s"
+# Lock waits a claim sits out before it gives up: the first one skips the set
+# another station is claiming and tries the next; a second means this very device
+# is being claimed elsewhere (or several stations are stuck).
+MAX_LOCK_WAITS = 2
 # Serialises schema creation between stations opening a new ledger at once
 # (CREATE TABLE IF NOT EXISTS alone races in PostgreSQL). Any fixed number.
 _SCHEMA_LOCK = 0x617466_6C6564  # "atfled"
@@ -64,9 +88,25 @@ _SCHEMA = (
         result text,
         recorded_at timestamptz,
         image_sha256 text,
-        released_at timestamptz
+        released_at timestamptz,
+        identity text,
+        busy_run text,
+        busy_port text,
+        busy_since timestamptz
     )""",
+    EVENTS_TABLE.format(id="bigint", time="timestamptz"),
+    POOL_TABLE.format(time="timestamptz"),
     *INDEXES,
+)
+_UPGRADE = (
+    *(
+        f"ALTER TABLE atflash_claims ADD COLUMN IF NOT EXISTS {c} {t.format(time='timestamptz')}"
+        for c, t in UPGRADE_COLUMNS
+    ),
+    EVENTS_TABLE.format(id="bigint", time="timestamptz"),
+    POOL_TABLE.format(time="timestamptz"),
+    *INDEXES,
+    "UPDATE atflash_schema SET version = 2",
 )
 
 
@@ -91,6 +131,8 @@ class PostgresLedger:
             # autocommit: every change is in an explicit transaction() block.
             self._db = self._pg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
         try:
+            with self._errors("cannot set up"):
+                self.lock_timeout = self._bound_waits()
             self._setup(create)
         except BaseException:
             self._db.close()
@@ -98,49 +140,139 @@ class PostgresLedger:
 
     # -- the interface ------------------------------------------------------------
 
-    def claim(self, *, device: str, station: str, sets: Sequence[str]) -> Claim:
+    def claim(
+        self,
+        *,
+        device: str,
+        station: str,
+        sets: Sequence[str],
+        port: str | None = None,
+        run: str | None = None,
+    ) -> Claim:
         mac, who = device_id(device), station_id(station)
         conflict = self._pg.errors.UniqueViolation
+        waited = self._pg.errors.LockNotAvailable
+        stuck: list[str] = []  # sets another station is claiming right now (uncommitted)
         with self._errors("cannot claim"):
             # Each lost race means another claim committed: at most one per set, plus
             # one for this device claimed elsewhere at the same moment.
             for _ in range(len(sets) + 2):
+                trying: list[str | None] = [None]
                 try:
                     with self._db.transaction():
-                        return self._claim_once(mac, who, sets)
+                        return self._claim_once(mac, who, sets, port, run, stuck, trying)
                 except conflict:
                     continue
+                except waited:
+                    if len(stuck) + 1 >= MAX_LOCK_WAITS or trying[0] is None:
+                        raise self._stuck(mac) from None
+                    stuck.append(trying[0])
         raise LedgerError(self.name, f"cannot claim a set for {mac}: lost every race")
 
-    def _claim_once(self, mac: str, who: str, sets: Sequence[str]) -> Claim:
-        held = self._db.execute(
-            f"UPDATE atflash_claims SET attempts = attempts + 1 "
-            f"WHERE device = %s AND released_at IS NULL RETURNING {COLUMNS}",
+    def _stuck(self, mac: str) -> LedgerError:
+        return LedgerError(
+            self.name, f"waited {self.lock_timeout} for another station's claim of the same "
+            f"set or of {mac}, and gave up",
+            hint="a station is stopped inside a claim, or the database is overloaded; "
+            "nothing was written to this board",
+        )  # fmt: skip
+
+    def _claim_once(
+        self,
+        mac: str,
+        who: str,
+        sets: Sequence[str],
+        port: str | None,
+        run: str | None,
+        stuck: Sequence[str],
+        trying: list[str | None],
+    ) -> Claim:
+        row = self._db.execute(
+            f"SELECT {COLUMNS} FROM atflash_claims WHERE device = %s AND released_at IS NULL "
+            "FOR UPDATE",
             (mac,),
         ).fetchone()
-        if held is not None:
-            return claim_from_row(held)
+        if row is not None:
+            held = claim_from_row(row)
+            if run is not None and busy_elsewhere(held, run, utc_now()):
+                raise busy_error(self.name, held, port)
+            mark = (run, port) if run else (held.busy_run, held.busy_port)
+            row = self._db.execute(
+                "UPDATE atflash_claims SET attempts = attempts + 1, busy_run = %s, busy_port = %s, "
+                "busy_since = CASE WHEN %s::text IS NULL THEN busy_since ELSE clock_timestamp() END "
+                f"WHERE id = %s RETURNING {COLUMNS}",
+                (*mark, run, held.id),
+            ).fetchone()
+            return claim_from_row(row)
         rows = self._db.execute("SELECT set_name FROM atflash_claims WHERE released_at IS NULL")
-        name = first_free(sets, {row[0] for row in rows})
+        taken = {r[0] for r in rows} | set(stuck)
+        name = first_free(sets, taken)
         if name is None:
             raise PoolExhaustedError(self.name, mac, len(sets))
+        trying[0] = name
         row = self._db.execute(
-            f"INSERT INTO atflash_claims (set_name, device, station) VALUES (%s, %s, %s) "
+            "INSERT INTO atflash_claims (set_name, device, station, busy_run, busy_port, busy_since) "
+            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL ELSE clock_timestamp() END) "
             f"RETURNING {COLUMNS}",
-            (name, mac, who),
+            (name, mac, who, run, port, run),
         ).fetchone()
-        return claim_from_row(row)
+        claim = claim_from_row(row)
+        self._event(claim.id, "claimed", who, {"set": name, "port": port})
+        return claim
 
-    def record(self, claim: Claim, *, result: str, image_sha256: Mapping[str, str]) -> None:
+    def record(
+        self,
+        claim: Claim,
+        *,
+        result: str,
+        image_sha256: Mapping[str, str],
+        station: str | None = None,
+        verify: bool = False,
+    ) -> None:
         outcome = check_result(result)
-        with self._errors("cannot record"):
+        with self._errors("cannot record"), self._db.transaction():
             cursor = self._db.execute(
                 "UPDATE atflash_claims SET result = %s, recorded_at = clock_timestamp(), "
-                "image_sha256 = %s WHERE id = %s AND released_at IS NULL",
-                (outcome, encode_images(image_sha256), claim.id),
+                "image_sha256 = COALESCE(%s, image_sha256), busy_run = NULL, busy_port = NULL, "
+                "busy_since = NULL "
+                "WHERE id = %s AND released_at IS NULL",
+                (outcome, encode_images(image_sha256) if image_sha256 else None, claim.id),
             )
             if cursor.rowcount != 1:
                 raise no_longer_held(self.name, claim)
+            event = record_event(outcome, verify)
+            self._event(claim.id, event, station, {"image_sha256": dict(image_sha256)})
+
+    def note_identity(
+        self, claim: Claim, identity: Mapping[str, Any], *, station: str, reissue: bool = False
+    ) -> Claim:
+        with self._errors("cannot record the set's identity"), self._db.transaction():
+            cursor = self._db.execute(
+                "UPDATE atflash_claims SET identity = %s WHERE id = %s AND released_at IS NULL",
+                (encode_json(identity), claim.id),
+            )
+            if cursor.rowcount != 1:
+                raise no_longer_held(self.name, claim)
+            if reissue:
+                detail = {"before": claim.identity, "after": dict(identity)}
+                self._event(claim.id, "reissued", station, detail)
+        return replace(claim, identity=dict(identity))
+
+    def bind_pool(self, name: str, digests: Mapping[str, str], *, force: bool = False) -> None:
+        with self._errors("cannot record its pool"), self._db.transaction():
+            self._db.execute("LOCK TABLE atflash_pool IN EXCLUSIVE MODE")
+            row = self._db.execute(
+                "SELECT name, anchor_set, anchor_identity FROM atflash_pool LIMIT 1"
+            ).fetchone()
+            if row is None:
+                first = next(iter(digests))
+                self._db.execute(
+                    "INSERT INTO atflash_pool (name, anchor_set, anchor_identity, bound_at) "
+                    "VALUES (%s, %s, %s, clock_timestamp())",
+                    (name, first, digests[first]),
+                )
+            elif not force and not pool_matches(row, name, digests):
+                raise foreign_pool(self.name, row, name)
 
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         mac = device_id(device) if device is not None else None
@@ -152,18 +284,28 @@ class PostgresLedger:
                 "AND (%s::timestamptz IS NULL OR claimed_at >= %s) ORDER BY claimed_at, id",
                 (mac, mac, moment, moment),
             ).fetchall()
-        return [claim_from_row(row) for row in rows]
+            ids = [row[0] for row in rows]
+            events = self._db.execute(
+                f"SELECT {EVENT_COLUMNS} FROM atflash_events WHERE claim_id = ANY(%s) "
+                "ORDER BY at, ctid",
+                (ids,),
+            ).fetchall()
+        return with_history(
+            [claim_from_row(row) for row in rows], [event_from_row(e) for e in events]
+        )
 
     def release(self, set_name: str) -> Claim:
-        with self._errors("cannot release"):
+        with self._errors("cannot release"), self._db.transaction():
             row = self._db.execute(
                 "UPDATE atflash_claims SET released_at = clock_timestamp() "
                 f"WHERE set_name = %s AND released_at IS NULL RETURNING {COLUMNS}",
                 (set_name,),
             ).fetchone()
-        if row is None:
-            raise ClaimError(self.name, f"set {set_name} is not held by any device")
-        return claim_from_row(row)
+            if row is None:
+                raise ClaimError(self.name, f"set {set_name} is not held by any device")
+            claim = claim_from_row(row)
+            self._event(claim.id, "released", None, {})
+        return claim
 
     def close(self) -> None:
         self._db.close()
@@ -175,6 +317,23 @@ class PostgresLedger:
         self.close()
 
     # -- plumbing -----------------------------------------------------------------
+
+    def _event(
+        self, claim_id: int, event: str, station: str | None, detail: Mapping[str, Any]
+    ) -> None:
+        self._db.execute(
+            f"INSERT INTO atflash_events ({EVENT_COLUMNS}) "
+            "VALUES (%s, %s, %s, clock_timestamp(), %s)",
+            (claim_id, event, station, encode_json(detail)),
+        )
+
+    def _bound_waits(self) -> str:
+        """Bound this session's lock waits (unless the role, database or URL already did)."""
+        row = self._db.execute("SHOW lock_timeout").fetchone()
+        if row is None or row[0] in ("0", "0ms"):
+            self._db.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            return LOCK_TIMEOUT
+        return str(row[0])
 
     def _setup(self, create: bool) -> None:
         with self._errors("cannot set up"):
@@ -193,6 +352,13 @@ class PostgresLedger:
                         self._db.execute(
                             "INSERT INTO atflash_schema (version) VALUES (%s)", (SCHEMA_VERSION,)
                         )
+                version = self._version()
+            if version == 1:
+                with self._db.transaction():
+                    self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    if self._version() == 1:  # another station may have upgraded it meanwhile
+                        for statement in _UPGRADE:
+                            self._db.execute(statement)
                 version = self._version()
         check_version(self.name, version)
 

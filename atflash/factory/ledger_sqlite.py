@@ -21,6 +21,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,21 +29,33 @@ from typing import Any, TypeVar
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import (
     COLUMNS,
+    EVENT_COLUMNS,
+    EVENTS_TABLE,
     INDEXES,
     NOT_A_LEDGER_HINT,
+    POOL_TABLE,
     SCHEMA_VERSION,
+    UPGRADE_COLUMNS,
     Claim,
     as_utc,
+    busy_elsewhere,
+    busy_error,
     check_result,
     check_version,
     claim_from_row,
     device_id,
     encode_images,
+    encode_json,
+    event_from_row,
     first_free,
+    foreign_pool,
     no_longer_held,
+    pool_matches,
+    record_event,
     station_id,
     store_error,
     utc_now,
+    with_history,
 )
 
 # How long a claim waits for another process's transaction: claims take
@@ -65,9 +78,26 @@ _SCHEMA = (
         result TEXT,
         recorded_at TEXT,
         image_sha256 TEXT,
-        released_at TEXT
+        released_at TEXT,
+        identity TEXT,
+        busy_run TEXT,
+        busy_port TEXT,
+        busy_since TEXT
     )""",
+    EVENTS_TABLE.format(id="INTEGER", time="TEXT"),
+    POOL_TABLE.format(time="TEXT"),
     *INDEXES,
+)
+# Version 1 -> 2, run once under the write lock.
+_UPGRADE = (
+    *(
+        f"ALTER TABLE atflash_claims ADD COLUMN {c} {t.format(time='TEXT')}"
+        for c, t in UPGRADE_COLUMNS
+    ),
+    EVENTS_TABLE.format(id="INTEGER", time="TEXT"),
+    POOL_TABLE.format(time="TEXT"),
+    *INDEXES,
+    "UPDATE atflash_schema SET version = 2",
 )
 
 
@@ -111,18 +141,33 @@ class SqliteLedger:
 
     # -- the interface ------------------------------------------------------------
 
-    def claim(self, *, device: str, station: str, sets: Sequence[str]) -> Claim:
+    def claim(
+        self,
+        *,
+        device: str,
+        station: str,
+        sets: Sequence[str],
+        port: str | None = None,
+        run: str | None = None,
+    ) -> Claim:
         mac, who = device_id(device), station_id(station)
         with self._write("cannot claim") as db:
-            held = db.execute(
+            now = utc_now()
+            row = db.execute(
                 f"SELECT {COLUMNS} FROM atflash_claims WHERE device = ? AND released_at IS NULL",
                 (mac,),
             ).fetchone()
-            if held is not None:
+            if row is not None:
+                held = _claim(row)
+                if run is not None and busy_elsewhere(held, run, now):
+                    raise busy_error(self.name, held, port)
+                mark = (run, port, _text(now)) if run else (held.busy_run, held.busy_port, row[13])
                 db.execute(
-                    "UPDATE atflash_claims SET attempts = attempts + 1 WHERE id = ?", (held[0],)
+                    "UPDATE atflash_claims SET attempts = attempts + 1, busy_run = ?, "
+                    "busy_port = ?, busy_since = ? WHERE id = ?",
+                    (*mark, held.id),
                 )
-                return _claim((*held[:5], held[5] + 1, *held[6:]))
+                return _claim((*row[:5], row[5] + 1, *row[6:11], *mark))
             taken = {
                 row[0]
                 for row in db.execute(
@@ -132,24 +177,76 @@ class SqliteLedger:
             name = first_free(sets, taken)
             if name is None:
                 raise PoolExhaustedError(self.name, mac, len(sets))
-            now = _text(utc_now())
+            mark = (run, port, _text(now)) if run else (None, None, None)
             cursor = db.execute(
-                "INSERT INTO atflash_claims (set_name, device, station, claimed_at) "
-                "VALUES (?, ?, ?, ?)",
-                (name, mac, who, now),
+                "INSERT INTO atflash_claims (set_name, device, station, claimed_at, busy_run, "
+                "busy_port, busy_since) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (name, mac, who, _text(now), *mark),
             )
-            return _claim((cursor.lastrowid, name, mac, who, now, 1, None, None, None, None))
+            self._event(db, cursor.lastrowid, "claimed", who, now, {"set": name, "port": port})
+            return _claim(
+                (cursor.lastrowid, name, mac, who, _text(now), 1, None, None, None, None, None,
+                 *mark)
+            )  # fmt: skip
 
-    def record(self, claim: Claim, *, result: str, image_sha256: Mapping[str, str]) -> None:
+    def record(
+        self,
+        claim: Claim,
+        *,
+        result: str,
+        image_sha256: Mapping[str, str],
+        station: str | None = None,
+        verify: bool = False,
+    ) -> None:
         outcome = check_result(result)
         with self._write("cannot record") as db:
+            now = utc_now()
             cursor = db.execute(
-                "UPDATE atflash_claims SET result = ?, recorded_at = ?, image_sha256 = ? "
+                "UPDATE atflash_claims SET result = ?, recorded_at = ?, "
+                "image_sha256 = COALESCE(?, image_sha256), "
+                "busy_run = NULL, busy_port = NULL, busy_since = NULL "
                 "WHERE id = ? AND released_at IS NULL",
-                (outcome, _text(utc_now()), encode_images(image_sha256), claim.id),
+                (
+                    outcome,
+                    _text(now),
+                    encode_images(image_sha256) if image_sha256 else None,
+                    claim.id,
+                ),
             )
             if cursor.rowcount != 1:
                 raise no_longer_held(self.name, claim)
+            event = record_event(outcome, verify)
+            self._event(db, claim.id, event, station, now, {"image_sha256": dict(image_sha256)})
+
+    def note_identity(
+        self, claim: Claim, identity: Mapping[str, Any], *, station: str, reissue: bool = False
+    ) -> Claim:
+        with self._write("cannot record the set's identity") as db:
+            cursor = db.execute(
+                "UPDATE atflash_claims SET identity = ? WHERE id = ? AND released_at IS NULL",
+                (encode_json(identity), claim.id),
+            )
+            if cursor.rowcount != 1:
+                raise no_longer_held(self.name, claim)
+            if reissue:
+                detail = {"before": claim.identity, "after": dict(identity)}
+                self._event(db, claim.id, "reissued", station, utc_now(), detail)
+        return replace(claim, identity=dict(identity))
+
+    def bind_pool(self, name: str, digests: Mapping[str, str], *, force: bool = False) -> None:
+        with self._write("cannot record its pool") as db:
+            row = db.execute(
+                "SELECT name, anchor_set, anchor_identity FROM atflash_pool LIMIT 1"
+            ).fetchone()
+            if row is None:
+                first = next(iter(digests))
+                db.execute(
+                    "INSERT INTO atflash_pool (name, anchor_set, anchor_identity, bound_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (name, first, digests[first], _text(utc_now())),
+                )
+            elif not force and not pool_matches(row, name, digests):
+                raise foreign_pool(self.name, row, name)
 
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         where, params = ["1 = 1"], []
@@ -165,7 +262,14 @@ class SqliteLedger:
                 "ORDER BY claimed_at, id",
                 params,
             ).fetchall()
-        return [_claim(row) for row in rows]
+            events = self._db.execute(
+                f"SELECT {EVENT_COLUMNS} FROM atflash_events WHERE claim_id IN "
+                f"(SELECT id FROM atflash_claims WHERE {' AND '.join(where)}) ORDER BY at, rowid",
+                params,
+            ).fetchall()
+        return with_history(
+            [_claim(row) for row in rows], [event_from_row(e, _time) for e in events]
+        )
 
     def release(self, set_name: str) -> Claim:
         with self._write("cannot release") as db:
@@ -175,9 +279,12 @@ class SqliteLedger:
             ).fetchone()
             if held is None:
                 raise ClaimError(self.name, f"set {set_name} is not held by any device")
-            now = _text(utc_now())
-            db.execute("UPDATE atflash_claims SET released_at = ? WHERE id = ?", (now, held[0]))
-            return _claim((*held[:9], now))
+            now = utc_now()
+            db.execute(
+                "UPDATE atflash_claims SET released_at = ? WHERE id = ?", (_text(now), held[0])
+            )
+            self._event(db, held[0], "released", None, now, {})
+            return _claim((*held[:9], _text(now), *held[10:]))
 
     def close(self) -> None:
         self._db.close()
@@ -190,6 +297,20 @@ class SqliteLedger:
 
     # -- plumbing -----------------------------------------------------------------
 
+    @staticmethod
+    def _event(
+        db: sqlite3.Connection,
+        claim_id: int | None,
+        event: str,
+        station: str | None,
+        at: datetime,
+        detail: Mapping[str, Any],
+    ) -> None:
+        db.execute(
+            f"INSERT INTO atflash_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+            (claim_id, event, station, _text(at), encode_json(detail)),
+        )
+
     def _setup(self, create: bool) -> None:
         """Create the tables on first open; refuse a ledger a newer atflash made."""
         version = self._version()
@@ -199,6 +320,7 @@ class SqliteLedger:
             )
         if version is None:
             with self._write("cannot create the tables") as db:
+                self._refuse_foreign(db)
                 for statement in _SCHEMA:
                     db.execute(statement)
                 if db.execute("SELECT COUNT(*) FROM atflash_schema").fetchone()[0] == 0:
@@ -206,7 +328,31 @@ class SqliteLedger:
             with self._errors("cannot switch to WAL mode"):
                 self._patiently(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             version = self._version()
+        if version == 1:
+            with self._write("cannot upgrade the ledger") as db:
+                # Another station may have upgraded it since we looked.
+                if db.execute("SELECT MAX(version) FROM atflash_schema").fetchone()[0] == 1:
+                    for statement in _UPGRADE:
+                        db.execute(statement)
+            version = self._version()
         check_version(self.name, version)
+
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """A file holding another application's tables is not made a ledger too."""
+        foreign = [
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' AND name NOT LIKE 'atflash!_%' ESCAPE '!' "
+                "ORDER BY name"
+            )
+        ]
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise LedgerError(
+                self.name, f"holds another application's tables ({shown}), not an atflash ledger",
+                hint="give the ledger a file of its own, e.g. pool.ledger.sqlite",
+            )  # fmt: skip
 
     def _version(self) -> int | None:
         def read() -> int | None:

@@ -15,10 +15,17 @@ or a CSV index whose paths are relative to the CSV's folder::
     0001, 0001/dev.crt,    0001/dev.key,    ca.crt
     0002, 0002/a.crt;0002/b.crt, 0002/dev.key, ca.crt
 
-(several files in one cell separated by ``;``, as in a manifest; an empty
-cell leaves the partition alone for that set). Sets are kept in natural
-order of their names (``2`` before ``10``), which is the order they are
-claimed in.
+(several files in one cell separated by ``;``, as in a manifest). Sets are
+kept in natural order of their names (``2`` before ``10``), which is the
+order they are claimed in.
+
+Every set holds the same partitions (one device's worth each), and a
+``*_cert`` comes with its ``*_key``: a board given a new certificate and
+left with the previous set's key would hold a pair that does not match.
+A pool whose certificates go to boards that keep their own key says so in
+``pool.toml`` (in the pool folder, or beside the CSV index)::
+
+    cert_without_key = ["mqtt_cert"]
 
 :func:`load_pool` only reads the layout; :func:`check_pool` builds every set
 as :func:`~atflash.planning.plan.build_plan` would (content, pairing, fit),
@@ -32,26 +39,36 @@ import functools
 import hashlib
 import io
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from atflash.errors import AtflashError
+from atflash.content.identity import Fingerprint, Owners, device_own, set_fingerprints
+from atflash.errors import AtflashError, one_line
 from atflash.factory.errors import PoolError
 from atflash.factory.parallel import run_chunks
 from atflash.files import natural_key, natural_sorted
 from atflash.layout.model import Profile, pki_kind_for
 from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plan
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
 INDEX_SET_COLUMN = "set"
 FILE_SEPARATOR = ";"  # as in a manifest: paths may hold spaces and commas, not ';'
 # A CSV index of 100,000 sets is about 10 MB; anything far larger was given by mistake.
 MAX_INDEX_BYTES = 64 * 1024 * 1024
-# Partitions whose content identifies one device: two sets sharing one are refused.
-DEVICE_OWN_SUFFIXES = ("_cert", "_key")
+SETTINGS_FILE = "pool.toml"  # what the pool says about itself (see the module docstring)
+MAX_SETTINGS_BYTES = 64 * 1024
 
 # (sets checked so far, sets in the pool); called from the checking process only.
 ProgressCallback = Callable[[int, int], None]
+# (partition, fingerprint) of a set's own certificates and keys (atflash.content.identity).
+SetIdentities = tuple[tuple[str, Fingerprint], ...]
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,8 @@ class Pool:
     source: str
     sets: tuple[CredentialSet, ...]
     _by_name: dict[str, CredentialSet] = field(init=False, repr=False, compare=False)
+    # *_cert partitions whose sets hold no key: the board keeps its own (pool.toml says so)
+    cert_without_key: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {s.name: s for s in self.sets})
@@ -116,7 +135,62 @@ def load_pool(path: str | Path) -> Pool:
             str(path), None, "the pool holds no credential sets",
             hint="give a folder with one subfolder per set, or a CSV index",
         )  # fmt: skip
-    return Pool(str(path), tuple(sorted(sets, key=lambda s: natural_key(s.name))))
+    settings = path / SETTINGS_FILE if path.is_dir() else path.parent / SETTINGS_FILE
+    ordered = tuple(sorted(sets, key=lambda s: natural_key(s.name)))
+    pool = Pool(str(path), ordered, cert_without_key=_without_key(settings))
+    _check_uniform(pool)
+    return pool
+
+
+def _without_key(settings: Path) -> frozenset[str]:
+    """``cert_without_key`` of the pool's ``pool.toml``; empty when there is none."""
+    if not settings.is_file():
+        return frozenset()
+    try:
+        with settings.open("rb") as handle:
+            data = tomllib.loads(handle.read(MAX_SETTINGS_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PoolError(str(settings), None, f"cannot read ({one_line(exc)})") from None
+    unknown = sorted(set(data) - {"cert_without_key"})
+    if unknown:
+        raise PoolError(
+            str(settings),
+            None,
+            f"unknown setting {unknown[0]!r}",
+            hint="pool.toml takes cert_without_key",
+        )
+    names = data.get("cert_without_key", [])
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n.endswith("_cert") and pki_kind_for(n) for n in names
+    ):
+        raise PoolError(
+            str(settings), None, "cert_without_key must list *_cert partitions",
+            hint='e.g. cert_without_key = ["mqtt_cert"]',
+        )  # fmt: skip
+    return frozenset(names)
+
+
+def _check_uniform(pool: Pool) -> None:
+    """Every set holds the same partitions, and each ``*_cert`` its ``*_key``."""
+    first = pool.sets[0]
+    wanted = [r.partition for r in first.requests]
+    for entry in pool.sets[1:]:
+        holds = [r.partition for r in entry.requests]
+        if sorted(holds) != sorted(wanted):
+            raise PoolError(
+                pool.source, entry.name,
+                f"holds {', '.join(sorted(holds))} but set {first.name} holds {', '.join(sorted(wanted))}",
+                hint="every set holds the same partitions: one device's worth each",
+            )  # fmt: skip
+    for name in sorted(wanted):
+        key = name[: -len("_cert")] + "_key"
+        if name.endswith("_cert") and key not in wanted and name not in pool.cert_without_key:
+            raise PoolError(
+                pool.source, None, f"the sets hold {name} but no {key}",
+                hint=f"add each set's {key}: a board left with another set's key holds a pair "
+                f"that does not match (or, if the boards keep their own key, say so in "
+                f'{SETTINGS_FILE}: cert_without_key = ["{name}"])',
+            )  # fmt: skip
 
 
 def _visible(entries: Sequence[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
@@ -269,6 +343,11 @@ def _index_header(header: list[str], where: str) -> list[str]:
 
 def _index_row(cells: list[str], partitions: list[str], where: str, base: Path) -> CredentialSet:
     name = cells[0]
+    if not name:
+        raise PoolError(
+            where, None, "the set name is empty",
+            hint="name every set in the first column: the ledger records sets by name",
+        )  # fmt: skip
     if len(cells) > len(partitions) + 1:
         raise PoolError(
             where, name, f"{len(cells)} cells but the header has {len(partitions) + 1} columns",
@@ -312,11 +391,11 @@ def plans_for_set(
 
 @dataclass(frozen=True)
 class _Checked:
-    """One set's check, sent from a worker: its error, or digests of its device-own images."""
+    """One set's check, sent from a worker: its error, or the identities of its own credentials."""
 
     index: int
     error: PoolError | None
-    digests: tuple[tuple[str, str], ...] = ()  # (partition, sha256 of its PKI bin)
+    identities: SetIdentities = ()
 
 
 def _check_chunk(
@@ -333,13 +412,66 @@ def _check_chunk(
         except PoolError as exc:
             out.append(_Checked(index, exc))
             break
-        digests = tuple(
-            (img.partition.name, hashlib.sha256(img.bin).hexdigest())
-            for img in plans[0].images
-            if img.partition.name.endswith(DEVICE_OWN_SUFFIXES)
-        )
-        out.append(_Checked(index, None, digests))
+        paired = (options or PlanOptions()).pair_check
+        out.append(_Checked(index, None, set_identities(plans[0], paired=paired)))
     return out
+
+
+def identity_record(plan: WritePlan, *, paired: bool = True) -> dict[str, Any]:
+    """What a claim records of its set: per own partition its fingerprints and a content hash.
+
+    ``{"client_cert": {"fingerprints": ["certificate:ab12...", "public key:cd34..."],
+    "sha256": "..."}, ...}``: the fingerprints say who the device is, the
+    hash (over the items' bytes, whatever the layout) that the files are
+    the very same. JSON-ready. ``paired``: as for :func:`set_identities`.
+    """
+    fingerprints: dict[str, list[str]] = {}
+    for partition, fp in set_identities(plan, paired=paired):
+        fingerprints.setdefault(partition, []).append(f"{fp.kind}:{fp.sha256}")
+    out: dict[str, Any] = {}
+    for img in plan.images:
+        name = img.partition.name
+        if not device_own(name):
+            continue
+        content = hashlib.sha256()
+        for _item, data in img.items:
+            content.update(len(data).to_bytes(4, "big") + data)
+        out[name] = {"fingerprints": fingerprints.get(name, []), "sha256": content.hexdigest()}
+    return out
+
+
+def identity_digest(identities: SetIdentities) -> str:
+    """One SHA-256 over a set's fingerprints (re-encoding a file keeps it; another key does not)."""
+    listed = sorted(f"{partition}:{fp.kind}:{fp.sha256}" for partition, fp in identities)
+    return hashlib.sha256("\n".join(listed).encode()).hexdigest()
+
+
+def pool_name(pool: Pool) -> str:
+    """How a ledger knows a pool: its folder's name, or its index's folder and file name."""
+    path = Path(pool.source).resolve()
+    return path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+
+
+def default_ledger(pool: str | Path) -> Path:
+    """``lot.A/`` -> ``lot.A.ledger.sqlite`` beside it; ``sets.csv`` -> ``sets.ledger.sqlite``.
+
+    From the whole folder name: ``lot.A`` and ``lot.B`` must never share one.
+    """
+    path = Path(pool)
+    if path.is_dir():
+        path = path.resolve()
+        return path.parent / f"{path.name}.ledger.sqlite"
+    return path.with_suffix(".ledger.sqlite")
+
+
+def set_identities(plan: WritePlan, *, paired: bool = True) -> SetIdentities:
+    """``(partition, fingerprint)`` of every device-own certificate and key a set's plan writes.
+
+    ``paired``: the plan was built with the pair check, so each key's
+    identity is its certificate's (see :func:`atflash.content.identity.set_fingerprints`).
+    """
+    items = {img.partition.name: [data for _n, data in img.items] for img in plan.images}
+    return set_fingerprints(items, paired=paired)
 
 
 # Checking one set for one profile takes about 1 ms; starting worker processes
@@ -355,12 +487,14 @@ def check_pool(
     *,
     jobs: int | None = None,
     progress: ProgressCallback | None = None,
-) -> None:
+) -> dict[str, SetIdentities]:
     """Build and check every set for every profile, in ``jobs`` worker processes.
 
     Raises the :class:`PoolError` of the first bad set in pool order (every
     set before it was checked), or the first set whose certificate or key
-    another set already holds: two devices must never share an identity.
+    another set already holds (compared by fingerprint, whatever the
+    encoding: see :mod:`atflash.content.identity`): two devices must never
+    share an identity. Returns each set's identities, by set name.
     ``progress(done, total)`` is called as sets are checked. ``jobs=None``
     checks pools of fewer than 500 sets in this process and larger ones
     with one worker per CPU; ``jobs=1`` never starts a worker.
@@ -383,7 +517,9 @@ def check_pool(
     errors = [(r.index, r.error) for r in results if r.error is not None]
     if errors:
         raise min(errors, key=lambda e: e[0])[1]
-    _refuse_shared(pool, sorted(results, key=lambda r: r.index))
+    ordered = sorted(results, key=lambda r: r.index)
+    _refuse_shared(pool, ordered)
+    return {pool.sets[r.index].name: r.identities for r in ordered}
 
 
 def _check_inline(
@@ -423,13 +559,12 @@ def _check_parallel(
 
 
 def _refuse_shared(pool: Pool, results: Sequence[_Checked]) -> None:
-    owner: dict[tuple[str, str], str] = {}
+    owners = Owners()
     for result in results:
         name = pool.sets[result.index].name
-        for partition, digest in result.digests:
-            first = owner.setdefault((partition, digest), name)
-            if first != name:
-                raise PoolError(
-                    pool.source, name, f"{partition} is the same as set {first}'s",
-                    hint="every set needs its own certificate and key: one identity per device",
-                )  # fmt: skip
+        shared = owners.add(f"set {name}", result.identities)
+        if shared is not None:
+            raise PoolError(
+                pool.source, name, str(shared),
+                hint="every set needs its own certificate and key: one identity per device",
+            )  # fmt: skip

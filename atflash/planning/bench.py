@@ -106,6 +106,7 @@ class BenchConfig:
     manifest: str | None = None
     strict: bool | None = None
     partitions: tuple[PartitionRequest, ...] = ()
+    issue: dict[str, Any] | None = None  # the [issue] table: an issuer (atflash.issue.config)
     # atflash station's slots: ports, or tables checked by atflash.station.slots.parse_slots.
     slots: tuple[Any, ...] | None = None
 
@@ -144,7 +145,7 @@ _RANGES = {
     "jobs": (1, MAX_JOBS),
     "retry": (0, 100),
 }
-KNOWN_KEYS = (*_SCALARS, "ports", "partitions", "slots")
+KNOWN_KEYS = (*_SCALARS, "ports", "partitions", "issue", "slots")
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -180,6 +181,10 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> BenchConfi
         values["ports"] = _ports(data["ports"], source)
     if "partitions" in data:
         values["partitions"] = _partitions(data["partitions"], source, base)
+    if "issue" in data:
+        if not isinstance(data["issue"], dict):
+            raise ManifestError(source, None, "[issue] must be a table of issuer settings")
+        values["issue"] = dict(data["issue"])  # checked by atflash.issue when it is used
     if "slots" in data:
         if not isinstance(data["slots"], list) or not data["slots"]:
             raise ManifestError(source, None, "slots must be a list of ports or slot tables")

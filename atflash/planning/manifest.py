@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Literal, Protocol, cast
 
 from atflash.content import mfgnvs
+from atflash.content.identity import Owners, set_fingerprints
 from atflash.errors import (
     AtflashError,
     BoardSkipped,
@@ -301,6 +302,8 @@ def build_resolver(
     """Build and check every row's images for every candidate profile, before any board."""
     _check_columns(manifest, profiles)
     plans: dict[str, tuple[WritePlan, ...]] = {}
+    owners = Owners()
+    shared = {r.partition for r in common}
     for row in manifest.rows:
         _refuse_overlap(manifest, row, common)
         requests = [*common, *row.requests]
@@ -308,8 +311,33 @@ def build_resolver(
             plans[row.key] = tuple(build_plans(profiles, requests, options=options))
         except AtflashError as exc:
             raise ManifestError(manifest.source, row.line, str(exc)) from None
+        paired = (options or PlanOptions()).pair_check
+        _refuse_shared(manifest, row, plans[row.key][0], shared, owners, paired=paired)
     lines = {row.key: row.line for row in manifest.rows}
     return ManifestResolver(manifest.source, manifest.key_kind, plans, lines, strict)
+
+
+def _refuse_shared(
+    manifest: Manifest,
+    row: ManifestRow,
+    plan: WritePlan,
+    common: set[str],
+    owners: Owners,
+    *,
+    paired: bool,
+) -> None:
+    """Two rows must never name one certificate or key (by fingerprint, whatever the encoding)."""
+    items = {
+        img.partition.name: [data for _n, data in img.items]
+        for img in plan.images
+        if img.partition.name not in common
+    }
+    clash = owners.add(f"line {row.line}", set_fingerprints(items, paired=paired))
+    if clash is not None:
+        raise ManifestError(
+            manifest.source, row.line, str(clash),
+            hint="every board needs its own certificate and key: one identity per device",
+        )  # fmt: skip
 
 
 def _check_columns(manifest: Manifest, profiles: Sequence[Profile]) -> None:

@@ -11,7 +11,7 @@ nothing, whichever front end called it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
@@ -125,6 +125,9 @@ class BoardIdentity:
     chip: str | None = None
     mac: str | None = None  # lower-case, colon-separated
     serial_number: str | None = None  # the USB bridge's serial number, when known
+    # What the board holds in the partitions a resolver asked to read back first (its
+    # ``reads``), items in ID order: a certificate issuer keeps a valid one on a rerun.
+    held: Mapping[str, tuple[bytes, ...]] | None = field(default=None, repr=False, compare=False)
 
 
 # Chooses the plan for a board once it is identified (a manifest keyed by MAC,

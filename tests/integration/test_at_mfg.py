@@ -149,7 +149,10 @@ def test_fewer_items_remove_the_stale_ones(sim: AtSimulator) -> None:
     first = c3_plan(client_cert=CERTS, client_key=KEYS)
     assert write_board(AtBackend(), AtConnectOptions(url), [first]).ok
     sim.commands.clear()
-    result = write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_cert=CERTS[1:])])
+    # Certificate 1 alone does not pair with the board's key 0: this is about the items only.
+    unpaired = WriteOptions(pair_check=False)
+    plan = c3_plan(client_cert=CERTS[1:])
+    result = write_board(AtBackend(), AtConnectOptions(url), [plan], options=unpaired)
     assert result.ok, result.error
     assert keys_of(sim, "client_cert") == ["client_cert.0"]
     assert firmware_view(sim, "client_cert") == [CERTS[1].read_bytes()]
@@ -196,8 +199,9 @@ def test_skip_unchanged_items_and_namespaces(sim: AtSimulator) -> None:
     assert sysmfg_writes(sim) == []
     # One item of a namespace differs: only that item is written.
     sim.commands.clear()
-    changed = c3_plan(client_cert=(CERTS[0], CAS[1]))
-    result = write_board(AtBackend(), AtConnectOptions(url), [changed])
+    changed = c3_plan(client_cert=(CERTS[0], CAS[1]))  # a CA as certificate 1: no pair check
+    unpaired = WriteOptions(pair_check=False)
+    result = write_board(AtBackend(), AtConnectOptions(url), [changed], options=unpaired)
     assert result.ok and [p.status for p in result.partitions] == ["written"]
     assert sysmfg_writes(sim) == [
         f'AT+SYSMFG=2,"client_cert","client_cert.1",8,{len(CAS[1].read_bytes())}'

@@ -160,7 +160,7 @@ def test_only_failed_reruns_just_the_failed_boards(
 
 
 def test_manifest_by_mac_puts_each_boards_credentials_on_it(
-    raw: Path, tmp_path: Path, board_pool: BoardPool
+    raw: Path, tmp_path: Path, board_pool: BoardPool, credential_pool: Path
 ) -> None:
     # Mock boards of one chip share a MAC; an ESP32 and an ESP32-C3 differ.
     from esp32_mock_bootloader.registers import mac_bytes_for_chip
@@ -177,7 +177,9 @@ def test_manifest_by_mac_puts_each_boards_credentials_on_it(
             "mac,client_cert,client_key\n"
             f"{mac['esp32']},{cert / 'client_cert_00.crt'},{key / 'client_key_00.key'}\n"
             f"{mac['esp32c3'].upper()},{cert / 'client_cert_01.crt'},{key / 'client_key_01.key'}\n"
-            f"24:0a:c4:ff:ff:ff,{cert / 'client_cert_00.crt'},{key / 'client_key_00.key'}\n"
+            # A row no board has: its own credentials (two rows never share one).
+            f"24:0a:c4:ff:ff:ff,{credential_pool / '0001' / 'client_cert.crt'},"
+            f"{credential_pool / '0001' / 'client_key.key'}\n"
         )
         result = run("write", "--chip", "auto", *ports(esp32.url, c3.url), *CONNECT,
                      "--manifest", str(manifest), "client_ca", str(raw / "client_ca" / "client_ca_00.crt"))  # fmt: skip

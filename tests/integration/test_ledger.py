@@ -216,6 +216,41 @@ def test_tables_are_made_on_first_open_with_a_version_row(ledger_url: str) -> No
         open_ledger(ledger_url)
 
 
+# A version 1 ledger, as atflash made it before identities and the history.
+V1_SCHEMA = {
+    "sqlite": ("INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT", "'2024-01-01T00:00:00.000000+00:00'"),
+    "postgresql": ("bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "timestamptz", "now()"),
+}
+
+
+def test_a_version_1_ledger_is_upgraded_and_keeps_its_claims(ledger_url: str) -> None:
+    kind = "postgresql" if ledger_url.startswith("postgresql://") else "sqlite"
+    key, time, now = V1_SCHEMA[kind]
+    for statement in (
+        "CREATE TABLE atflash_schema (version integer NOT NULL)",
+        "INSERT INTO atflash_schema (version) VALUES (1)",
+        f"CREATE TABLE atflash_claims (id {key}, set_name text NOT NULL, device text NOT NULL, "
+        f"station text NOT NULL, claimed_at {time} NOT NULL, attempts integer NOT NULL DEFAULT 1, "
+        f"result text, recorded_at {time}, image_sha256 text, released_at {time})",
+        "INSERT INTO atflash_claims (set_name, device, station, claimed_at, result) "
+        f"VALUES ('0001', '{MAC1}', 'old', {now}, 'ok')",
+    ):
+        run_sql(ledger_url, statement)
+    ledger = open_ledger(ledger_url)
+    try:
+        (old,) = ledger.claims()
+        assert (old.set_name, old.device, old.result, old.identity, old.history) == (
+            "0001", MAC1, "ok", None, (),
+        )  # fmt: skip
+        again = ledger.claim(device=MAC1, station="new", sets=SETS, port="p", run="h/1/t")
+        assert (again.id, again.attempts, again.busy_port) == (old.id, 2, "p")
+        ledger.record(again, result="ok", image_sha256={"client_key": "ab" * 32}, station="new")
+        assert [e.event for e in ledger.claims()[0].history] == ["written"]
+    finally:
+        ledger.close()
+    open_ledger(ledger_url).close()  # upgraded once: a second open finds version 2
+
+
 def test_the_database_refuses_a_second_holder_even_without_atflash(ledger_url: str) -> None:
     ledger = open_ledger(ledger_url)
     ledger.claim(device=MAC1, station="s", sets=SETS)
@@ -246,6 +281,32 @@ def test_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             open_ledger(url)
 
 
+def test_a_libpq_keyword_string_and_any_scheme_case_reach_postgresql(pg_url: str) -> None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(pg_url)
+    keywords = (
+        f"host={parts.hostname} port={parts.port} user={parts.username} dbname={parts.path[1:]}"
+    )
+    for url in (keywords, "PostgreSQL" + pg_url[len("postgresql") :]):
+        ledger = open_ledger(url)
+        try:
+            ledger.claim(device=MAC1, station="s", sets=SETS)
+            assert type(ledger).__name__ == "PostgresLedger"
+        finally:
+            ledger.close()
+    (claim,) = _claims(pg_url)
+    assert (claim.set_name, claim.attempts) == ("0001", 2)
+
+
+def _claims(url: str) -> list:  # type: ignore[type-arg]
+    ledger = open_ledger(url)
+    try:
+        return ledger.claims()
+    finally:
+        ledger.close()
+
+
 def test_postgres_without_the_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
     with pytest.raises(
@@ -270,12 +331,20 @@ def test_a_postgres_error_never_shows_the_password() -> None:
 # stations claim together) opens the ledger, claims and answers, until its input ends.
 STATION = r"""
 import json, sys
+from atflash.factory.errors import DeviceBusyError
 from atflash.factory.ledgers import open_ledger
 print("ready", flush=True)
+def claim(ledger, job, device):
+    # With "runs", each station is a run of its own writing the device ("busy" if another is).
+    run = f"{job['station']}-host/1/t" if job.get("runs") else None
+    try:
+        return ledger.claim(device=device, station=job["station"], sets=job["sets"], port=job["station"], run=run).set_name
+    except DeviceBusyError:
+        return "busy"
 for line in sys.stdin:
     job = json.loads(line)
     ledger = open_ledger(job["url"])
-    got = {d: ledger.claim(device=d, station=job["station"], sets=job["sets"]).set_name for d in job["devices"]}
+    got = {d: claim(ledger, job, d) for d in job["devices"]}
     ledger.close()
     print(json.dumps(got), flush=True)
 """
@@ -283,7 +352,7 @@ STATION_TIMEOUT = 60  # seconds for a station to start, or to answer one job
 
 
 def run_stations(
-    url: str, rounds: list[list[list[str]]], sets: list[str]
+    url: str, rounds: list[list[list[str]]], sets: list[str], *, runs: bool = False
 ) -> list[list[dict[str, str]]]:
     """Per round, station ``n`` claims the ``n``-th list of devices, all at once; each one's device -> set.
 
@@ -302,7 +371,8 @@ def run_stations(
         results = []
         for work in rounds:
             for n, (proc, devices) in enumerate(zip(procs, work, strict=True)):
-                job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets}
+                job = {"url": url, "station": f"station-{n}", "devices": devices, "sets": sets,
+                       "runs": runs}  # fmt: skip
                 assert proc.stdin is not None
                 proc.stdin.write(json.dumps(job) + "\n")
                 proc.stdin.flush()
@@ -391,6 +461,176 @@ def test_one_device_claimed_by_every_station_at_once_gets_one_set(ledger_url: st
     finally:
         ledger.close()
     assert claim.attempts == n
+
+
+# A station that stops inside its claim: the claim's INSERT is done, its transaction is
+# open (holding the new row's locks) when the test stops the process with SIGSTOP.
+STOPPABLE = r"""
+import sys
+from atflash.factory import ledger_pg
+from atflash.factory.ledgers import open_ledger
+original = ledger_pg.PostgresLedger._claim_once
+def held_open(self, *args):
+    claim = original(self, *args)
+    print("inside", flush=True)
+    sys.stdin.readline()  # stopped here by the test, before the transaction commits
+    return claim
+ledger_pg.PostgresLedger._claim_once = held_open
+ledger = open_ledger(sys.argv[1])
+claim = ledger.claim(device=sys.argv[2], station="stopped", sets=sys.argv[3:], port="p", run="h/1/t")
+print(claim.set_name, flush=True)
+"""
+
+
+def test_postgres_lock_waits_are_bounded_by_default_and_a_urls_own_bound_is_kept(
+    pg_url: str,
+) -> None:
+    from atflash.factory.ledger_pg import LOCK_TIMEOUT, PostgresLedger
+
+    for url, bound in ((pg_url, LOCK_TIMEOUT), (f"{pg_url}?options=-c%20lock_timeout%3D7s", "7s")):
+        ledger = open_ledger(url)
+        try:
+            assert (
+                isinstance(ledger, PostgresLedger)
+                and ledger.lock_timeout
+                == bound
+                == (ledger._db.execute("SHOW lock_timeout").fetchone() or [""])[0]
+            )
+        finally:
+            ledger.close()
+    assert LOCK_TIMEOUT == "30s"  # the order of SQLite's busy timeout
+
+
+LOCK_BOUND = 1  # seconds: the test ledger's lock_timeout, given in its URL as a user would
+
+
+def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_timeout(
+    pg_url: str,
+) -> None:
+    import signal
+
+    bounded = f"{pg_url}?options=-c%20lock_timeout%3D{LOCK_BOUND}s"
+    open_ledger(bounded).close()  # tables made
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE, pg_url, MAC1, *SETS[:3]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _lines_of(stopped)
+    try:
+        assert _next_line(stopped, lines) == "inside\n"
+        stopped.send_signal(signal.SIGSTOP)
+        outcome: dict[str, object] = {}
+
+        def others() -> None:
+            ledger = open_ledger(bounded)
+            try:  # another device: waits once for set 0001, skips it, goes on with 0002
+                outcome["other"] = ledger.claim(device=MAC2, station="s2", sets=SETS[:3]).set_name
+                try:  # the stopped station's own device: fails, clearly, after the bound
+                    ledger.claim(device=MAC1, station="s3", sets=SETS[:3])
+                except LedgerError as exc:
+                    outcome["same"] = str(exc)
+            finally:
+                ledger.close()
+
+        worker = threading.Thread(target=others, daemon=True)
+        worker.start()
+        worker.join(timeout=STATION_TIMEOUT)  # three lock waits of 1 s, and a margin
+        assert not worker.is_alive(), "a station waited without bound for a stopped one"
+        assert outcome["other"] == "0002"
+        assert "waited 1s for another station's claim of the same set or of " in str(
+            outcome["same"]
+        )
+        assert "a station is stopped inside a claim" in str(outcome["same"])
+        stopped.send_signal(signal.SIGCONT)
+        assert stopped.stdin is not None
+        stopped.stdin.write("\n")
+        stopped.stdin.flush()
+        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
+        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stopped.kill()
+        stopped.wait()
+    assert {c.device: c.set_name for c in _claims(pg_url)} == {MAC1: "0001", MAC2: "0002"}
+
+
+@pytest.mark.parametrize("ledger_url", ["sqlite", "postgresql"], indirect=True)
+def test_one_mac_written_by_every_station_at_once_is_one_stations_and_the_others_are_refused(
+    ledger_url: str,
+) -> None:
+    n = 8 if ledger_url.endswith(".db") else 4
+    (results,) = run_stations(ledger_url, [[[MAC1]] * n], SETS, runs=True)
+    got = sorted(r[MAC1] for r in results)
+    assert got == ["0001"] + ["busy"] * (n - 1), got
+    (claim,) = _claims(ledger_url)
+    assert (claim.attempts, claim.busy_port) == (1, claim.station)
+
+
+# The same stop on SQLite: inside BEGIN IMMEDIATE, the write lock held.
+STOPPABLE_SQLITE = r"""
+import sys
+from atflash.factory import ledger_sqlite
+from atflash.factory.ledgers import open_ledger
+original = ledger_sqlite.first_free
+def held_open(sets, taken):
+    print("inside", flush=True)
+    sys.stdin.readline()  # stopped here by the test, holding the file's write lock
+    return original(sets, taken)
+ledger_sqlite.first_free = held_open
+ledger = open_ledger(sys.argv[1])
+claim = ledger.claim(device=sys.argv[2], station="stopped", sets=sys.argv[3:])
+print(claim.set_name, flush=True)
+"""
+
+
+def test_a_station_stopped_inside_its_sqlite_claim_makes_the_others_fail_clearly_in_the_bound(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    from atflash.factory.ledger_sqlite import BUSY_TIMEOUT, SqliteLedger
+
+    path = tmp_path / "ledger.db"
+    open_ledger(str(path)).close()
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE_SQLITE, str(path), MAC1, *SETS[:3]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _lines_of(stopped)
+    try:
+        assert _next_line(stopped, lines) == "inside\n"
+        stopped.send_signal(signal.SIGSTOP)
+        outcome: dict[str, str] = {}
+
+        def other() -> None:  # the bound is BUSY_TIMEOUT (30 s); this station's is 1 s
+            ledger = SqliteLedger(path, busy_timeout=LOCK_BOUND)
+            try:
+                ledger.claim(device=MAC2, station="s2", sets=SETS[:3])
+            except LedgerError as exc:
+                outcome["error"] = str(exc)
+            finally:
+                ledger.close()
+
+        worker = threading.Thread(target=other, daemon=True)
+        worker.start()
+        worker.join(timeout=STATION_TIMEOUT)
+        assert not worker.is_alive(), "a station waited without bound for a stopped one"
+        assert outcome["error"] == (
+            f"ledger {path}: cannot claim (database is locked): another process holds the "
+            "ledger locked; is a station stuck?"
+        )
+        stopped.send_signal(signal.SIGCONT)
+        assert stopped.stdin is not None
+        stopped.stdin.write("\n")
+        stopped.stdin.flush()
+        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
+        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stopped.kill()
+        stopped.wait()
+    assert {c.device: c.set_name for c in _claims(str(path))} == {MAC1: "0001"}
+    assert BUSY_TIMEOUT == 30.0
 
 
 # -- the resolver the write flow uses -----------------------------------------------------

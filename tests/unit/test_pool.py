@@ -47,7 +47,8 @@ def pool_copy(credential_pool: Path, tmp_path: Path) -> Path:
 
 def test_folder_pool_sets_and_numbered_files_in_natural_order(tmp_path: Path) -> None:
     put(tmp_path, {
-        "10/client_cert.crt": "x", "2/client_cert.crt": "x", "1/client_key.key": "x",
+        **{f"{n}/client_{p}.{p}": "x" for n in (1, 2, 10) for p in ("cert", "key")},
+        "1/client_ca.crt": "x", "10/client_ca.crt": "x",
         "2/client_ca.10.crt": "x", "2/client_ca.2.crt": "x", "2/client_ca.0.crt": "x",
         "2/.DS_Store": "x", ".git/config": "x",
     })  # fmt: skip
@@ -56,17 +57,18 @@ def test_folder_pool_sets_and_numbered_files_in_natural_order(tmp_path: Path) ->
     two = pool.get("2")
     assert [(r.partition, [Path(f).name for f in r.files]) for r in two.requests] == [
         ("client_ca", ["client_ca.0.crt", "client_ca.2.crt", "client_ca.10.crt"]),
-        ("client_cert", ["client_cert.crt"]),
+        ("client_cert", ["client_cert.cert"]),
+        ("client_key", ["client_key.key"]),
     ]
     assert two.requests[0].files[0] == str(tmp_path / "2" / "client_ca.0.crt")
     assert pool.partitions == ("client_ca", "client_cert", "client_key")
 
 
-def test_csv_index_paths_relative_to_it_several_files_and_empty_cells(tmp_path: Path) -> None:
+def test_csv_index_paths_relative_to_it_and_several_files(tmp_path: Path) -> None:
     index = put(tmp_path, {"sets/pool.csv": (
         "# made by the CA tool\n"
         "set,  client_cert,               client_key,   client_ca\n"
-        "dev10, c/10.crt,                  k/10.key,\n"
+        "dev10, c/10.crt,                  k/10.key,     ca.crt\n"
         "dev9,  c/9a.crt; c/9b.crt,        k/9.key,      /abs/ca.crt\n"
     )}) / "sets" / "pool.csv"  # fmt: skip
     pool = load_pool(index)
@@ -77,7 +79,9 @@ def test_csv_index_paths_relative_to_it_several_files_and_empty_cells(tmp_path: 
         ("client_key", (str(tmp_path / "sets/k/9.key"),)),
         ("client_ca", ("/abs/ca.crt",)),
     ]
-    assert [r.partition for r in pool.get("dev10").requests] == ["client_cert", "client_key"]
+    assert [r.partition for r in pool.get("dev10").requests] == [
+        "client_cert", "client_key", "client_ca",
+    ]  # fmt: skip
     assert nine.origin == f"{index}:4"
 
 
@@ -107,6 +111,16 @@ BAD_POOLS: list[tuple[str, dict[str, str], str]] = [
     ("CSV too many cells", {"i.csv": "set,client_cert\n0001,a.crt,b.crt\n"},
      r"i\.csv:2: set 0001: 3 cells but the header has 2 columns"),
     ("CSV not text", {"i.csv": "\udcff"}, r"i\.csv: not UTF-8 text"),
+    ("CSV empty cell", {"i.csv": "set,client_cert,client_key,client_ca\n1,a,b,c\n2,a,b,\n"},
+     r"i\.csv: set 2: holds client_cert, client_key but set 1 holds client_ca, client_cert, client_key"),
+    ("sets differ", {"1/client_cert.crt": "x", "1/client_key.key": "x", "2/client_cert.crt": "x"},
+     r"set 2: holds client_cert but set 1 holds client_cert, client_key: every set holds the same"),
+    ("a cert without its key", {"1/client_cert.crt": "x", "1/client_ca.crt": "x"},
+     r"the sets hold client_cert but no client_key: add each set's client_key"),
+    ("pool.toml unknown", {"1/client_cert.crt": "x", "pool.toml": "keyless = 1\n"},
+     r"pool\.toml: unknown setting 'keyless'"),
+    ("pool.toml not a cert", {"1/client_cert.crt": "x", "pool.toml": "cert_without_key = ['client_ca']\n"},
+     r"pool\.toml: cert_without_key must list \*_cert partitions"),
 ]  # fmt: skip
 
 
@@ -190,7 +204,9 @@ def test_check_pool_refuses_a_key_that_does_not_match_its_certificate(pool_copy:
 def test_check_pool_refuses_two_sets_with_one_identity(pool_copy: Path) -> None:
     for name in ("client_cert.crt", "client_key.key"):
         shutil.copy(pool_copy / "0002" / name, pool_copy / "0009" / name)
-    with pytest.raises(PoolError, match=r"set 0009: client_cert is the same as set 0002's"):
+    with pytest.raises(
+        PoolError, match=r"set 0009: client_cert has the same certificate as set 0002's client_cert"
+    ):
         check_pool(load_pool(pool_copy), [ESP32], jobs=2)
 
 
@@ -203,7 +219,8 @@ def test_check_pool_refuses_a_set_that_does_not_fit_or_a_partition_the_profile_l
         PoolError, match=r"set 0001: client_ca: image is \d+ bytes but the partition holds 8192"
     ):
         check_pool(pool, [ESP32], jobs=1)
-    pool = load_pool(put(tmp_path / "odd", {"0001/extra_cert.crt": pair["cert"]}))
+    odd = {"0001/extra_cert.crt": pair["cert"], "0001/extra_key.key": pair["key"]}
+    pool = load_pool(put(tmp_path / "odd", odd))
     with pytest.raises(PoolError, match=r"set 0001: no partition 'extra_cert' in profile esp32"):
         check_pool(pool, [ESP32], jobs=1)
 

@@ -407,6 +407,24 @@ class EsptoolSession(Session):
             return part, read_nvs(self.board, part)
         return part, self.board.read(part.offset, part.size, label=part.name)
 
+    def read_credentials(
+        self, name: str, profiles: Sequence[Profile], *, enough: Callable[[bytes], bool]
+    ) -> tuple[Partition, bytes]:
+        # The ROM reads 64 bytes a round trip: a PKI bin of 1 KB in an 8 KB partition
+        # costs 16 round trips, not 128. mfg_nvs is read up to its erased tail anyway.
+        # One look at the tables for the read-back of several partitions (an issuer reads two).
+        cached = getattr(self, "_credential_table", None)
+        if cached is None or cached[0] != tuple(profiles):
+            cached = (tuple(profiles), self.table(profiles)[1] or ())
+            self._credential_table = cached
+        parts = cached[1]
+        if name == MFG_NVS or (
+            name in mfgnvs.CREDENTIAL_NAMESPACES and any(p.name == MFG_NVS for p in parts)
+        ):
+            return self.read_partition(name, profiles)
+        part = _part(parts, name, self.port)
+        return part, self.board.read(part.offset, part.size, label=part.name, stop_when=enough)
+
     # -- mfg_nvs (ESP-AT 3.1+) ------------------------------------------------------------
 
     def _nvs_target(

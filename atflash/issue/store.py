@@ -1,0 +1,311 @@
+"""Issued certificates in the ledger: their own table beside the pool's claims.
+
+One row per certificate ever issued: serial, device (MAC), subject, SHA-256
+fingerprints of the certificate and its public key, validity, station,
+issuer (the CA certificate's fingerprint), the certificate itself (public),
+and what became of it: ``result`` (``ok``/``failed``, NULL while the write
+runs) and ``superseded_at``/``reason`` once another took its place. Never
+the key.
+
+The rules hold in the database itself, whatever stations run at once:
+
+- a serial number is unique in the ledger (a unique index; a clash, one in
+  2^159, is retried with a new serial);
+- a device has at most one live (not superseded) certificate per issuer (a
+  partial unique index). Issuing supersedes the live one, when asked, in
+  the same transaction; two stations issuing for one MAC at once: the
+  second's insert fails on the index and it looks again.
+
+SQLite (a file, ``sqlite:///path``) or PostgreSQL (``postgresql://``), the
+same URL as the pool ledger's. Times are ISO 8601 UTC text in both.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from atflash.errors import one_line
+from atflash.factory.errors import LedgerError
+from atflash.factory.ledger import _SCHEME, redact
+
+_SCHEMA_LOCK = 0x617466_697373  # "atfiss": serialises table creation in PostgreSQL
+BUSY_TIMEOUT = 30.0
+COLUMNS = (
+    "id, issuer, serial, device, subject, sha256, public_key_sha256, not_before, not_after, "
+    "station, issued_at, result, superseded_at, reason, certificate"
+)
+
+
+def _schema(serial_type: str) -> tuple[str, ...]:
+    return (
+        f"""CREATE TABLE IF NOT EXISTS atflash_issued (
+            id {serial_type},
+            issuer TEXT NOT NULL,
+            serial TEXT NOT NULL,
+            device TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            public_key_sha256 TEXT NOT NULL,
+            not_before TEXT NOT NULL,
+            not_after TEXT NOT NULL,
+            station TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            result TEXT,
+            superseded_at TEXT,
+            reason TEXT,
+            certificate TEXT NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS atflash_issued_serial ON atflash_issued (serial)",
+        """CREATE UNIQUE INDEX IF NOT EXISTS atflash_issued_live
+            ON atflash_issued (issuer, device) WHERE superseded_at IS NULL""",
+    )
+
+
+@dataclass(frozen=True)
+class IssuedRecord:
+    """One issued certificate as the ledger holds it (public facts only)."""
+
+    id: int
+    issuer: str
+    serial: str  # hex
+    device: str
+    subject: str
+    sha256: str
+    public_key_sha256: str
+    not_before: str
+    not_after: str
+    station: str
+    issued_at: str
+    result: str | None
+    superseded_at: str | None
+    reason: str | None
+    certificate: str  # PEM
+
+    @property
+    def live(self) -> bool:
+        return self.superseded_at is None
+
+
+class LiveCertificateError(LedgerError):
+    """The device already has a live certificate the board does not hold, and no --reissue."""
+
+    exit_code = 3
+
+
+def now_text() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class IssuedStore:
+    """The issued-certificates table of one ledger (SQLite or PostgreSQL), made on first open."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.name = redact(url)
+        match = _SCHEME.match(url)
+        scheme = match.group(1).lower() if match else None
+        self.pg = scheme in ("postgresql", "postgres")
+        if self.pg:
+            self._open_pg(url)
+        elif scheme in (None, "sqlite"):
+            self._open_sqlite(_sqlite_path(url, scheme), create)
+        else:
+            raise LedgerError(self.name, f"unknown ledger kind {scheme!r}")
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------
+
+    def _open_sqlite(self, path: Path, create: bool) -> None:
+        if not path.parent.is_dir():
+            raise LedgerError(self.name, f"folder {path.parent} does not exist")
+        if not create and not path.exists():
+            raise LedgerError(self.name, "no such ledger file")
+        try:
+            self._db: Any = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LedgerError(self.name, f"cannot open ({one_line(exc)})") from None
+        self._errors_of: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        self._conflict: type[BaseException] = sqlite3.IntegrityError
+
+    def _open_pg(self, url: str) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise LedgerError(
+                self.name, "the PostgreSQL driver (psycopg 3) is not installed",
+                hint="pip install 'atflash[postgres]'",
+            ) from None  # fmt: skip
+        try:
+            self._db = psycopg.connect(url, connect_timeout=10, autocommit=True)
+        except psycopg.Error as exc:
+            raise LedgerError(self.name, f"cannot connect ({one_line(exc)})") from None
+        self._errors_of = (psycopg.Error,)
+        self._conflict = psycopg.errors.UniqueViolation
+
+    def _setup(self) -> None:
+        with self._transaction("cannot set up") as run:
+            if self.pg:
+                run("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
+                statements = _schema("bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+            else:
+                statements = _schema("INTEGER PRIMARY KEY AUTOINCREMENT")
+            for statement in statements:
+                run(statement, ())
+        if not self.pg:
+            with self._errors("cannot switch to WAL mode"):
+                self._db.execute("PRAGMA journal_mode = WAL")
+
+    # -- the operations --------------------------------------------------------------
+
+    def insert(
+        self, row: dict[str, str], *, supersede: bool, reason: str = "reissued"
+    ) -> list[IssuedRecord]:
+        """Store a new certificate as the device's live one; return the rows it superseded.
+
+        Without ``supersede``, a live certificate of the device refuses
+        (:class:`LiveCertificateError`). A unique-index clash (another
+        station, same moment) is looked at again, a bounded number of times.
+        """
+        for _attempt in range(8):
+            try:
+                return self._insert_once(row, supersede=supersede, reason=reason)
+            except self._conflict:
+                continue
+        raise LedgerError(self.name, f"cannot store serial {row['serial']}: lost every race")
+
+    def _insert_once(
+        self, row: dict[str, str], *, supersede: bool, reason: str
+    ) -> list[IssuedRecord]:
+        with self._transaction("cannot store the certificate") as run:
+            live = [
+                _record(r)
+                for r in run(
+                    f"SELECT {COLUMNS} FROM atflash_issued WHERE issuer = ? AND device = ? "
+                    "AND superseded_at IS NULL",
+                    (row["issuer"], row["device"]),
+                )
+            ]
+            if live and not supersede:
+                old = live[0]
+                raise LiveCertificateError(
+                    self.name,
+                    f"{row['device']} already has live certificate serial {old.serial} "
+                    f"(station {old.station}, {old.issued_at[:19]}) that the board does not hold",
+                    hint="--reissue issues a new one and supersedes it",
+                )
+            when = now_text()
+            for old in live:
+                run(
+                    "UPDATE atflash_issued SET superseded_at = ?, reason = ? WHERE id = ?",
+                    (when, reason, old.id),
+                )
+            names = (
+                "issuer", "serial", "device", "subject", "sha256", "public_key_sha256",
+                "not_before", "not_after", "station", "issued_at", "certificate",
+            )  # fmt: skip
+            run(
+                f"INSERT INTO atflash_issued ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                tuple(when if n == "issued_at" else row[n] for n in names),
+            )
+            return live
+
+    def set_result(self, serials: str | Sequence[str], ok: bool) -> None:
+        """Writes ended (one transaction): ``ok``, or ``failed`` and superseded (never whole
+        on a board, so listed in the CRL)."""
+        with self._transaction("cannot record the result") as run:
+            for serial in [serials] if isinstance(serials, str) else serials:
+                if ok:
+                    run("UPDATE atflash_issued SET result = 'ok' WHERE serial = ?", (serial,))
+                else:
+                    run(
+                        "UPDATE atflash_issued SET result = 'failed', superseded_at = ?, "
+                        "reason = 'write failed' WHERE serial = ? AND superseded_at IS NULL",
+                        (now_text(), serial),
+                    )
+
+    def records(
+        self, *, issuer: str | None = None, device: str | None = None
+    ) -> list[IssuedRecord]:
+        where, params = ["1 = 1"], []
+        if issuer is not None:
+            where.append("issuer = ?")
+            params.append(issuer)
+        if device is not None:
+            where.append("device = ?")
+            params.append(device)
+        with self._errors("cannot read"):
+            rows = self._execute(
+                f"SELECT {COLUMNS} FROM atflash_issued WHERE {' AND '.join(where)} "
+                "ORDER BY issued_at, id",
+                tuple(params),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> IssuedStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
+        if self.pg:
+            sql = sql.replace("?", "%s")
+        return self._db.execute(sql, params)
+
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[Any]:
+        def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
+            cursor = self._execute(sql, params)
+            return list(cursor.fetchall()) if cursor.description else []
+
+        with self._errors(what):
+            if self.pg:
+                with self._db.transaction():
+                    yield run
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield run
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except self._conflict:
+            raise
+        except self._errors_of as exc:
+            raise LedgerError(self.name, f"{what} ({one_line(exc)})") from None
+
+
+def _record(row: Any) -> IssuedRecord:
+    return IssuedRecord(*row)
+
+
+def _sqlite_path(url: str, scheme: str | None) -> Path:
+    if scheme is None:
+        return Path(url)
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise LedgerError(
+            url, "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
+        )
+    return Path(url[len(prefix) :])

@@ -1,0 +1,41 @@
+"""Issuing through the Python API: ``atflash.Issuer`` with a batch and with a connected board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography import x509
+
+import atflash
+from atflash.sim.rom import MockBoard
+from tests.issue.test_write_cli import check_board, held
+from tests.support.issuing import make_ca, openssl_verify
+
+LINK = {"before": "no-reset", "after": "no-reset"}
+
+
+def test_batch_of_four_then_one_board_kept_then_reissued(
+    four_boards: list[MockBoard], tmp_path: Path
+) -> None:
+    ca = make_ca(tmp_path / "ca")
+    with atflash.Issuer.open(ca.issuer, station="api-bench") as issuer:
+        outcome = issuer.run_batch([b.url for b in four_boards], **LINK)
+        assert outcome.exit_code == 0, [r.error for r in outcome.results]
+        first = {b.mac: check_board(b, ca.cert, tmp_path) for b in four_boards}
+        assert len({c.serial_number for c in first.values()}) == 4
+        assert {r.result for r in issuer.records()} == {"ok"}
+
+        board = four_boards[0]
+        with atflash.connect(board.url, **LINK) as connected:
+            kept = issuer.write(connected)
+            assert kept.ok and {p.status for p in kept.partitions} == {"unchanged"}
+            renewed = issuer.write(connected, reissue=True)
+            assert renewed.ok, renewed.error
+        cert = check_board(board, ca.cert, tmp_path)
+        assert cert.serial_number != first[board.mac].serial_number
+        live = [r for r in issuer.records() if r.device == board.mac and r.live]
+        assert [r.serial for r in live] == [f"{cert.serial_number:x}"]
+        crl = x509.load_pem_x509_crl(issuer.crl())
+        assert [r.serial_number for r in crl] == [first[board.mac].serial_number]
+        assert crl.is_signature_valid(ca.certificate().public_key())
+    assert "OK" in openssl_verify(ca.cert, held(board)["client_cert"][0], tmp_path)
