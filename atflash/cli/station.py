@@ -9,7 +9,9 @@ ends with the counts: exit 0, or 130/143 as a stopped batch does.
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from typing import Any
 
 import click
@@ -58,6 +60,12 @@ from atflash.ports import PortFilter
     help="Where --pool claims are recorded: a SQLite file or postgresql://... (also the line view).",
 )
 @click.option(
+    "--issue",
+    "issue",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Issue each board its own certificate with this issuer file (or the bench file's [issue]).",
+)
+@click.option(
     "--web",
     metavar="[HOST:]PORT",
     help="Serve a live, read-only page here (needs atflash[station]); a port alone binds "
@@ -96,44 +104,41 @@ def station_command(**params: Any) -> None:
     config = load_config(params["config_path"])
     settings = _settings(config, params)
     specs = parse_slots(list(config.slots or config.ports or ()), source=config.source)
-    source = plan_source(settings)
     view: TerminalView | None = None
     level = term.verbosity()
     live = level != term.Verbosity.QUIET and term.is_terminal(sys.stderr)
-    station = Station(
-        specs,
-        source,
-        via=settings.via,
-        link=settings.link,
-        write_options=settings.write_options,
-        name=settings.station,
-        log=settings.log,
-        report=settings.report,
-        options=StationOptions(poll=params["poll"], gone_after=params["gone_after"]),
-        on_result=lambda slot, result: view.on_result(slot, result) if view else None,
-    )
-    server = watch = None
-    if web is not None:
-        from atflash.station.web import serve
+    with contextlib.ExitStack() as held:  # closed in reverse: the line, the page, the issuer
+        source = plan_source(settings)
+        issuer = getattr(source, "issuer", None)
+        if issuer is not None:
+            held.callback(issuer.close)  # the CA key or the token session: not held past here
+        station = Station(
+            specs,
+            source,
+            via=settings.via,
+            link=settings.link,
+            write_options=settings.write_options,
+            name=settings.station,
+            log=settings.log,
+            report=settings.report,
+            options=StationOptions(poll=params["poll"], gone_after=params["gone_after"]),
+            on_result=lambda slot, result: view.on_result(slot, result) if view else None,
+        )
+        if web is not None:
+            from atflash.station.web import serve
 
-        server = serve(station, web[0], web[1], token=params["web_token"])
-        click.echo(f"atflash station: page at {server.url}", err=True)
-    if settings.ledger and settings.ledger.startswith(("postgresql://", "postgres://")):
-        import threading
+            server = serve(station, web[0], web[1], token=params["web_token"])
+            held.callback(server.close)
+            click.echo(f"atflash station: page at {server.url}", err=True)
+        if settings.ledger and settings.ledger.startswith(("postgresql://", "postgres://")):
+            from atflash.station.line import LineWatch
 
-        from atflash.station.line import LineWatch
-
-        watch = LineWatch(station, settings.ledger, threading.Event())  # heartbeats, the line
-        watch.start()
-    view = TerminalView(station, live=live, bell=params["bell"])
-    try:
+            watch = LineWatch(station, settings.ledger, threading.Event())  # heartbeats, the line
+            watch.start()
+            held.callback(watch.stop)
+        view = TerminalView(station, live=live, bell=params["bell"])
         with stop_on_signals() as stop, view:
             outcome = station.run(stop)
-    finally:
-        if server is not None:
-            server.close()
-        if watch is not None:
-            watch.stop()
     counts = outcome.counts
     yield_text = f"{counts['yield']}%" if counts["yield"] is not None else "-"
     click.echo(
@@ -178,6 +183,7 @@ def _settings(config: BenchConfig, params: dict[str, Any]) -> WriteSettings:
         key_type_check=config.key_type_check is not False,
         pool=params["pool"],
         ledger=params["ledger"],
+        issue=params.get("issue"),
         given=given,
         log=params["log"] or config.log,
         station=params["name"] or config.station,

@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -112,10 +113,13 @@ class Station:
     """Slots that wait for boards, provision each once, and count; see the module docstring.
 
     ``slots`` are port names, tables (``{"location": "1-1.2", "name": "A"}``)
-    or :class:`SlotSpec`. ``plan_for`` is called here with each board's
-    identity and returns its plans (raise :class:`~atflash.errors.BoardSkipped`
-    to leave a board alone); if it has a ``record(result)`` method (a pool
-    resolver, an issuer) that is called with each board's result. Callbacks,
+    or :class:`SlotSpec`. ``plan_for`` is called in the thread that runs
+    :meth:`run`, one board at a time, with each board's identity and returns
+    its plans (raise :class:`~atflash.errors.BoardSkipped` to leave a board
+    alone); what it holds (a ledger connection, a token session) is only ever
+    used from that thread. Its ``on_result(result)`` or ``record(result)``
+    (an issuer's, a pool's), if it has one, is called there with each
+    board's result, and its ``finish()`` when the station stops. Callbacks,
     all optional: ``on_event(slot, event)`` for every step of a board (from
     the cycle's thread), ``on_result(slot, result)`` for each finished board
     and ``on_change(slot)`` for each change of a slot (a dict, as
@@ -172,7 +176,6 @@ class Station:
         self.lock = threading.RLock()
         self.line: dict[str, Any] | None = None  # set by a line view (atflash.station.line)
         self._work: dict[str, _Work] = {}
-        self._plan_lock = threading.Lock()
         # Once: the same for every board, and looking versions up per board churns
         # importlib.metadata's caches (a new lookup whenever a sys.path folder changes).
         self._context = audit.LogContext.here("write", self.name)
@@ -220,6 +223,9 @@ class Station:
                     self._look_all()
             except KeyboardInterrupt:  # no stop_on_signals around us: Ctrl-C stops the safe way
                 self._stop.request(signal.SIGINT)
+        finish = getattr(self.plan_for, "finish", None)
+        if finish is not None:
+            finish()  # an issuer: a certificate whose board never reported back is superseded
         self._changed()
         report = self._write_report(time.monotonic() - started)
         return StationOutcome(
@@ -298,13 +304,17 @@ class Station:
         job = BoardJob(
             port=device,
             connect=self.backend.connect_options(device, self.link),
-            plans=FromParent(),
+            # An issuer reads back what the board holds first (a valid certificate is kept).
+            plans=FromParent(
+                reads=tuple(getattr(self.plan_for, "reads", ())),
+                profiles=tuple(getattr(self.plan_for, "profiles", ())),
+            ),
             options=self.write_options,
             serial_number=serial,
             backend=self.backend.name,
         )
         options = BatchOptions(
-            plan_for=lambda identity: self._plan(name, identity),
+            plan_for=lambda identity: self._ask_plan(name, identity),
             stop_grace=self.options.stop_grace,
             attempt_timeout=self.options.attempt_timeout,
         )
@@ -319,16 +329,23 @@ class Station:
             result = BoardResult(port=device, error=f"internal error: {type(exc).__name__}: {exc}")
         self._done.put((name, kind, result))
 
+    def _ask_plan(self, name: str, identity: BoardIdentity) -> Sequence[WritePlan]:
+        """From a cycle's thread: the loop's thread makes the plans (see :meth:`_plan`)."""
+        answer: Future[Sequence[WritePlan]] = Future()
+        self._done.put((name, "plan", (identity, answer)))
+        return answer.result()  # the loop answers within a tick; the batch bounds the wait
+
     def _plan(self, name: str, identity: BoardIdentity) -> Sequence[WritePlan]:
-        """The board's plans from ``plan_for``, unless this station has done the board already."""
-        with self.lock:
-            done = self.tally.done.get(identity.mac) if identity.mac else None
+        """The board's plans from ``plan_for``, unless this station has done the board already.
+
+        Called in the loop's thread only, one board at a time, as a batch's parent asks:
+        ``plan_for`` need not be thread-safe, and what it holds (a ledger's connection, a
+        token session) is used in the thread that opened it.
+        """
+        done = self.tally.done.get(identity.mac) if identity.mac else None
         if done is not None:
             raise BoardSkipped(identity.port, f"already provisioned {done}: not written again")
-        with (
-            self._plan_lock
-        ):  # one board at a time, as a batch's parent asks: plan_for need not be thread-safe
-            plans = candidates_of(self.plan_for(identity))
+        plans = candidates_of(self.plan_for(identity))
         if not plans:
             raise InputError(f"{identity.port}: plan_for returned no plan")
         work = self._work.get(name)
@@ -360,6 +377,13 @@ class Station:
 
     def _handle(self, name: str, kind: str, payload: Any) -> None:
         slot = self.slots[name]
+        if kind == "plan":
+            identity, answer = payload
+            try:
+                answer.set_result(self._plan(name, identity))
+            except Exception as exc:  # the batch turns it into this board's failure or skip
+                answer.set_exception(exc)
+            return
         if kind == "connected":
             work = self._work.get(name)
             if work is not None:
@@ -403,16 +427,7 @@ class Station:
         if not result.partitions and result.error and work.given:
             _lost_partitions(result, work)
         audit.annotate(result, audit.plan_of(result, work.given))
-        record = getattr(self.plan_for, "record", None)
-        if record is not None and result.mac and result.skipped is None:
-            try:
-                record(result)  # a pool's ledger: ok or failed, with each image's SHA-256
-            except Exception as exc:  # kept in the log as a batch keeps it (ledger reconcile)
-                result.unrecorded = (
-                    one_line(exc)
-                    if isinstance(exc, AtflashError)
-                    else (f"{type(exc).__name__}: {one_line(exc)}")
-                )
+        self._record(result)
         self._log(slot, result)
         outcome = result.outcome
         with self.lock:
@@ -439,6 +454,24 @@ class Station:
             self.on_result(slot.spec.name, result)
 
     # -- records ----------------------------------------------------------------------
+
+    def _record(self, result: BoardResult) -> None:
+        """The board's outcome to ``plan_for``'s ledger: an issuer's ``on_result``, a pool's
+        ``record``; one it cannot store marks the board ``unrecorded``, as in a batch."""
+        if result.mac is None or result.skipped is not None:
+            return
+        on_result = getattr(self.plan_for, "on_result", None)
+        record = on_result or getattr(self.plan_for, "record", None)
+        if record is None:
+            return
+        try:
+            record(result)
+        except Exception as exc:  # kept in the log as a batch keeps it (ledger reconcile)
+            result.unrecorded = (
+                one_line(exc)
+                if isinstance(exc, AtflashError)
+                else f"{type(exc).__name__}: {one_line(exc)}"
+            )
 
     def _log(self, slot: Slot, result: BoardResult) -> None:
         line = audit.log_record(result, self._context)

@@ -8,15 +8,15 @@ sources as a batch: the bench file's ``[partitions]`` (one plan for every
 board), a manifest (each board its row), or a pool with its ledger (each
 board the next unused set, recorded with its result).
 
-Issuing (a certificate made for each board's MAC) plugs in here: an issuer
-is one more ``plan_for`` with a ``record``, chosen from the settings.
+Issuing (a certificate made for each board's MAC, :mod:`atflash.issue`) is
+one more: its resolver reads back what the board holds first (``reads``),
+and takes each result (``on_result``) and the end of the run (``finish``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from atflash.batchrun import WriteSettings, check_plans
@@ -35,24 +35,26 @@ class FixedPlans:
 
 
 def plan_source(settings: WriteSettings) -> Any:
-    """The station's ``plan_for``, every image built and checked, the ledger reached: before any board."""
-    if settings.pool is not None:
-        if settings.manifest or (settings.config is not None and settings.config.partitions):
+    """The station's ``plan_for``, every image built and checked, the ledger reached: before any board.
+
+    The batch's own choices and refusals (:mod:`atflash.batchrun`): an issuer
+    (``--issue`` or the bench file's ``[issue]``), else a pool, else the bench
+    file's ``[partitions]`` or manifest. The caller closes an issuer's
+    ``issuer`` when the station has stopped (it holds the CA key or a token
+    session).
+    """
+    from atflash.batchrun import _issue_resolver, _pool_resolver
+
+    issuing = _issue_resolver(settings)
+    if issuing is not None:
+        return issuing
+    pool = _pool_resolver(settings)
+    if pool is not None:
+        if settings.config is not None and settings.config.partitions:
             raise InputError(
                 "--pool gives each board its files: no [partitions] or manifest with it"
             )
-        from atflash.factory import pool_resolver
-
-        ledger = settings.ledger or str(Path(settings.pool).with_suffix(".ledger.sqlite"))
-        return pool_resolver(
-            settings.pool,
-            ledger,
-            station=settings.station,
-            profiles=settings.candidate_profiles(),
-            options=settings.plan_options,
-        )
-    if settings.ledger is not None:
-        raise InputError("--ledger goes with --pool", hint="name the pool the ledger hands out")
+        return pool
     checked = check_plans(settings)
     if checked.resolver is not None:
         return checked.resolver

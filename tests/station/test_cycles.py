@@ -276,3 +276,66 @@ def test_sigterm_lets_a_board_in_progress_finish_or_interrupts_it(
         assert line["result"] == "interrupted" and summary["interrupted"] == 1
         assert line["partitions"][0]["status"] == "possibly-partial"
         assert line["mac"] == mac_of(501)
+
+
+def test_an_issuer_gives_each_board_its_own_certificate(tmp_path: Path) -> None:
+    """A bench file's [issue]: each board a certificate for its MAC, made in the station's
+    process; the issuer's ledger holds the outcome; a board plugged in again is left alone."""
+    from cryptography import x509
+
+    from atflash.cli.station import _settings
+    from atflash.content import pki
+    from atflash.layout.profiles import find_profile
+    from atflash.planning.bench import load_config
+    from atflash.station.sources import plan_source
+    from tests.support.issuing import make_ca
+    from tests.support.mockflash import read_flash
+
+    ca = make_ca(tmp_path / "ca")
+    rig = SlotRig()
+    bench = tmp_path / "bench.toml"
+    bench.write_text(
+        f'chip = "esp32"\nstation = "bench-i"\nslots = ["{rig.url}"]\n'
+        f'[issue]\nca_cert = "{ca.cert}"\nca_key = "{ca.folder / "ca.key"}"\nsubject = "CN={{mac}}"\n'
+    )
+    params = {
+        "report": None,
+        "pool": None,
+        "ledger": None,
+        "log": None,
+        "name": None,
+        "issue": None,
+    }
+    source = plan_source(_settings(load_config(bench), params))
+    station = atflash.Station(
+        [rig.url], source, name="bench-i", log=tmp_path / "s.log", options=FAST
+    )
+    cert_partition = next(p for p in find_profile("esp32").partitions if p.name == "client_cert")
+    stop, seen, raw = StopRequest(), [], []
+
+    def operator() -> None:  # plugs boards while the station runs in this test's own thread
+        try:
+            board = rig.plug(mac_of(701))
+            seen.append(wait_for(lambda: _settled(station, "1"), "the board written"))
+            raw.extend(read_flash(board.board.url, [(cert_partition.offset, cert_partition.size)]))
+            rig.unplug()
+            wait_for(lambda: _state(station, "1")["state"] == "empty", "the slot empty")
+            rig.plug(mac_of(701))
+            seen.append(wait_for(lambda: _settled(station, "1"), "the board left alone"))
+        finally:
+            stop.request()
+
+    # The issuer's ledger connection is used in the thread that opened it: the loop runs here.
+    hands = threading.Thread(target=operator)
+    hands.start()
+    try:
+        station.run(stop)
+        hands.join(60)
+        assert seen == ["ok", "remove"]
+        cert = x509.load_pem_x509_certificate(pki.parse(raw[0]).items[0].content)
+        assert cert.subject.rfc4514_string() == f"CN={mac_of(701)}"
+        records = source.issuer.records()
+        assert [(r.device, r.result) for r in records] == [(mac_of(701), "ok")]
+    finally:
+        source.issuer.close()
+        rig.unplug()

@@ -182,7 +182,14 @@ def test_the_station_takes_a_batchs_credential_sources(tmp_path, small_pool) -> 
     from atflash.station.sources import FixedPlans, plan_source
 
     ca = Path(CA).resolve()
-    params = {"report": None, "pool": None, "ledger": None, "log": None, "name": None}
+    params = {
+        "report": None,
+        "pool": None,
+        "ledger": None,
+        "log": None,
+        "name": None,
+        "issue": None,
+    }
     fixed = _bench(tmp_path, f'chip = "esp32"\n[partitions]\nclient_ca = ["{ca}"]\n')
     assert isinstance(plan_source(_settings(fixed, params)), FixedPlans)
     (tmp_path / "devices.csv").write_text(f"mac,client_ca\n24:0a:c4:00:00:01,{ca}\n")
@@ -193,7 +200,7 @@ def test_the_station_takes_a_batchs_credential_sources(tmp_path, small_pool) -> 
     assert isinstance(plan_source(_settings(bare, pooled)), PoolResolver)
     with pytest.raises(InputError, match="no \\[partitions\\] or manifest"):
         plan_source(_settings(fixed, pooled))
-    with pytest.raises(InputError, match="--ledger goes with --pool"):
+    with pytest.raises(InputError, match="go with --pool"):
         plan_source(_settings(fixed, {**params, "ledger": "x.sqlite"}))
 
 
