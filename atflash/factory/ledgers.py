@@ -59,13 +59,14 @@ def open_ledger(url: str, *, create: bool = True) -> Ledger:
     if kind == "sqlite":
         from atflash.factory.ledger_sqlite import SqliteLedger
 
-        return SqliteLedger(_sqlite_path(url), create=create)
+        return SqliteLedger(sqlite_path(url), create=create)
     from atflash.factory.ledger_pg import PostgresLedger
 
     return PostgresLedger(url, create=create)
 
 
-def _sqlite_path(url: str) -> Path:
+def sqlite_path(url: str) -> Path:
+    """The file a SQLite ledger URL names (a plain path, or sqlite:///path)."""
     if not _SCHEME.match(url):
         return Path(url)
     prefix = "sqlite:///"

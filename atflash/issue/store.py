@@ -32,7 +32,8 @@ from typing import Any
 
 from atflash.errors import one_line
 from atflash.factory.errors import LedgerError
-from atflash.factory.ledger import _SCHEME, redact
+from atflash.factory.ledger import redact
+from atflash.factory.ledgers import ledger_kind, sqlite_path
 
 _SCHEMA_LOCK = 0x617466_697373  # "atfiss": serialises table creation in PostgreSQL
 BUSY_TIMEOUT = 30.0
@@ -107,15 +108,14 @@ class IssuedStore:
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.name = redact(url)
-        match = _SCHEME.match(url)
-        scheme = match.group(1).lower() if match else None
-        self.pg = scheme in ("postgresql", "postgres")
+        # One reading of a ledger URL for every store: schemes without case, a libpq
+        # keyword string is PostgreSQL (never a SQLite file name).
+        kind, url = ledger_kind(url)
+        self.pg = kind == "postgresql"
         if self.pg:
             self._open_pg(url)
-        elif scheme in (None, "sqlite"):
-            self._open_sqlite(_sqlite_path(url, scheme), create)
         else:
-            raise LedgerError(self.name, f"unknown ledger kind {scheme!r}")
+            self._open_sqlite(sqlite_path(url), create)
         try:
             self._setup()
         except BaseException:
@@ -298,14 +298,3 @@ class IssuedStore:
 
 def _record(row: Any) -> IssuedRecord:
     return IssuedRecord(*row)
-
-
-def _sqlite_path(url: str, scheme: str | None) -> Path:
-    if scheme is None:
-        return Path(url)
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise LedgerError(
-            url, "a SQLite URL is sqlite:///relative/path or sqlite:////absolute/path"
-        )
-    return Path(url[len(prefix) :])
