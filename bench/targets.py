@@ -1,4 +1,4 @@
-"""The benchmark's verdicts: atflash's targets, and the table for the README's "Speed" section.
+"""The benchmark's verdicts: atflash's targets, and the table in docs/performance.md.
 
 Every ratio is of medians over the runs of one benchmark invocation: the
 same boards, the same kind of line, the same host load.
@@ -24,7 +24,7 @@ SCALE_RATIO = 1.25
 CPU_PER_BOARD = 0.1  # seconds
 CPU_BINDS = 0.5  # CPU demand (all processes, spread over every core) above this share of wall
 
-README_ROWS = {
+DOC_ROWS = {
     "documented": "documented way (one `esptool write-flash` per partition, boards in turn)",
     "esptool": "`esptool write-flash`, the three images in one call, boards in turn",
     "parallel": "`esptool write-flash` in one call, one process per board in parallel",
@@ -106,9 +106,9 @@ def readme_table(
     counts: Sequence[int],
     startup: Mapping[str, float],
 ) -> None:
-    """The README's table: median wall seconds of each way, per line and board count."""
+    """docs/performance.md's table: median wall seconds of each way, per line and board count."""
     columns = [(line, count) for line in lines for count in counts]
-    print("\nREADME table (median wall seconds)\n")
+    print("\ndocs/performance.md table (median wall seconds)\n")
     head = " | ".join(f"{count} board{'s' if count > 1 else ''}, {line}" for line, count in columns)
     print(f"| way | {head} |")
     print("|---|" + "---:|" * len(columns))
@@ -118,5 +118,5 @@ def readme_table(
             value = wall(results, line, count, way)
             cells.append("" if value != value else f"{value:.1f}")
         if any(cells):
-            print(f"| {README_ROWS[way]} | {' | '.join(cells)} |")
+            print(f"| {DOC_ROWS[way]} | {' | '.join(cells)} |")
     print("\n" + ", ".join(f"`{name}` {value:.2f} s" for name, value in startup.items()))

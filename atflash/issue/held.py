@@ -13,7 +13,7 @@ from typing import Any
 
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import looks_like_nvs, parse_nvs
-from atflash.errors import AtflashError
+from atflash.errors import AtflashError, DeviceError
 from atflash.layout.model import Profile
 
 __all__ = ["items_in", "read_items"]
@@ -27,8 +27,13 @@ def read_items(
     for name in names:
         try:
             _part, data = session.read_credentials(name, profiles, enough=holds_whole_bin)
+        except DeviceError:
+            # The board did not answer the read (a cut line, a stalled loader): what it
+            # holds is unknown, and taking it for "nothing" would issue a second live
+            # certificate or refuse the board for one it may well hold. The board fails.
+            raise
         except AtflashError:
-            continue  # nothing readable there: nothing held
+            continue  # no such partition in this layout: nothing held
         out[name] = items_in(name, data)
     return out
 

@@ -154,7 +154,8 @@ def test_a_cut_write_is_undone_by_restore(
     record = json.loads(recovery.record_path(saved).read_text())
     assert record["partition"] == "mfg_nvs" and record["address"] == f"{STORE.offset:#x}"
     assert record["mac"] == board.mac and record["chip"] == "esp32" and record["size"] == STORE.size
-    # What the README once said to do: writing it as a credential is refused, naming restore.
+    # What an older README said to do: writing it as a credential is refused, naming restore
+    # (docs/production.md, "Backups").
     wrong = run("write", "--chip", "esp32", "--port", board.url, *CONNECT, "client_cert", saved)
     assert wrong.exit_code == 2 and f"atflash restore --port PORT {saved}" in wrong.output
     restored = run("restore", "--port", board.url, *CONNECT, saved)

@@ -15,7 +15,7 @@ through the stub, which erases as it writes. The ESP8266's ROM has no baud
 change, no MD5, no compressed writes and no block reads, so it could not do
 otherwise; on the ESP32 family the stub also costs fewer round trips than
 the ROM's uncompressed 1 KB blocks and 64-byte reads for anything but the
-smallest writes (the README's "Speed" section has the figures). A compressed
+smallest writes (docs/performance.md has the figures). A compressed
 write is never sent to a ROM: the ESP32 ROM over-erases there (esptool's own
 tests say so), and ESP-AT 2.x puts factory_param right after client_ca.
 
