@@ -43,6 +43,9 @@ __all__ = [
     "PortError",
     "ProfileError",
     "RunOutcome",
+    "SlotSpec",
+    "Station",
+    "StationOptions",
     "TableMismatchError",
     "VerifyError",
     "__version__",
@@ -66,6 +69,9 @@ _HOME = {
     "PartitionResult": "atflash.results",
     "PartitionStatus": "atflash.results",
     "RunOutcome": "atflash.batchrun",
+    "SlotSpec": "atflash.station",
+    "Station": "atflash.station",
+    "StationOptions": "atflash.station",
 }
 _ERRORS = frozenset(
     {
@@ -139,3 +145,4 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from atflash.files import Blob
     from atflash.planning.plan import BoardIdentity
     from atflash.results import BoardResult, PartitionResult, PartitionStatus
+    from atflash.station import SlotSpec, Station, StationOptions

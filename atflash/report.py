@@ -97,6 +97,13 @@ def build_report(
     )
 
 
+def report_of_records(
+    records: list[dict[str, Any]], *, seconds: float, action: str = "write"
+) -> dict[str, Any]:
+    """A report of board records already made (a station's, read back from its log)."""
+    return _report(records, seconds=seconds, created=None, unused=[], action=action)
+
+
 def _report(
     records: list[dict[str, Any]],
     *,

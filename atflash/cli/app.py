@@ -72,6 +72,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("offline", "Show what a PKI bin, partition dump or credential file holds."),
     "profiles": ("offline", "List the built-in chip profiles."),
     "log": ("log", "Read the provisioning log (a board's history)."),
+    "station": ("station", "Run a station until stopped: boards plugged into its slots are provisioned once and counted."),
     "sim": ("sim", "Simulated boards for trying atflash without hardware."),
     "pool": ("factory", "Credential pools: a folder (or CSV index) of sets, one set per device."),
     "issue": ("issue", "Certificates issued at the station: the CRL of superseded ones."),

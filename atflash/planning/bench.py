@@ -26,6 +26,7 @@ overrides it::
     station = "line-2"             # this bench's name, in the log
     manifest = "devices.csv"       # per-board files, see atflash.planning.manifest
     strict = false
+    slots = ["/dev/ttyUSB0", { location = "1-1.3", name = "B" }]  # atflash station
 
     [partitions]                   # written to every board
     client_ca = ["certs/ca.crt"]
@@ -106,6 +107,8 @@ class BenchConfig:
     strict: bool | None = None
     partitions: tuple[PartitionRequest, ...] = ()
     issue: dict[str, Any] | None = None  # the [issue] table: an issuer (atflash.issue.config)
+    # atflash station's slots: ports, or tables checked by atflash.station.slots.parse_slots.
+    slots: tuple[Any, ...] | None = None
 
 
 # key -> (expected type(s), description for errors); ports and partitions are special.
@@ -142,7 +145,7 @@ _RANGES = {
     "jobs": (1, MAX_JOBS),
     "retry": (0, 100),
 }
-KNOWN_KEYS = (*_SCALARS, "ports", "partitions", "issue")
+KNOWN_KEYS = (*_SCALARS, "ports", "partitions", "issue", "slots")
 
 
 def load_config(path: str | Path) -> BenchConfig:
@@ -182,6 +185,10 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> BenchConfi
         if not isinstance(data["issue"], dict):
             raise ManifestError(source, None, "[issue] must be a table of issuer settings")
         values["issue"] = dict(data["issue"])  # checked by atflash.issue when it is used
+    if "slots" in data:
+        if not isinstance(data["slots"], list) or not data["slots"]:
+            raise ManifestError(source, None, "slots must be a list of ports or slot tables")
+        values["slots"] = tuple(data["slots"])
     return BenchConfig(source=source, **values)
 
 

@@ -302,7 +302,7 @@ class _Session:
 class StrictRom:
     """A TCP relay in front of a mock board that behaves as ``rules.chip``'s ROM loader does."""
 
-    def __init__(self, upstream: str, rules: RomRules) -> None:
+    def __init__(self, upstream: str, rules: RomRules, *, listen: int = 0) -> None:
         host, _, port = upstream.removeprefix("socket://").rpartition(":")
         self.upstream = (host, int(port))
         self.rules = rules
@@ -310,7 +310,8 @@ class StrictRom:
         self.erases: list[Erase] = []
         self.violations: list[str] = []
         self.ops: list[tuple[int, bool]] = []  # (opcode, stub running) of every request seen
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        # listen: a fixed port (a station's slot), else a free one.
+        self._listener = socket.create_server(("127.0.0.1", listen))
         self._threads: list[threading.Thread] = []
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()

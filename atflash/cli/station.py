@@ -1,0 +1,205 @@
+"""``atflash station``: run a bench's slots all shift, in the terminal and optionally on a web page.
+
+Parses, checks everything before the first board (bench file, slots,
+every image or the pool and its ledger, the log, the report, the web
+address and its token), then runs :class:`atflash.station.Station` behind
+the tiles (:mod:`atflash.station.terminal`) until Ctrl-C or SIGTERM, and
+ends with the counts: exit 0, or 130/143 as a stopped batch does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+from typing import Any
+
+import click
+
+from atflash.batch import stop_on_signals
+from atflash.batchrun import LINK_OPTIONS, WriteSettings
+from atflash.cli import term
+from atflash.cli.app import cli
+from atflash.errors import InputError
+from atflash.planning.bench import BenchConfig, load_config
+from atflash.ports import PortFilter
+
+
+@cli.command("station")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Bench file (TOML): slots, chip, credentials, log...",
+)
+@click.option(
+    "--log",
+    type=click.Path(dir_okay=False),
+    help="Provisioning log (append-only, one JSON line per board); a restart reads its counts back.",
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False),
+    help="Write this run's JSON report here when the station stops (mode 0600).",
+)
+@click.option(
+    "--station",
+    "name",
+    metavar="NAME",
+    help="This station's name, in the log, the ledger and the line view (default: host name).",
+)
+@click.option(
+    "--pool",
+    type=click.Path(exists=True),
+    help="Give each board the next unused credential set of this pool.",
+)
+@click.option(
+    "--ledger",
+    metavar="URL",
+    help="Where --pool claims are recorded: a SQLite file or postgresql://... (also the line view).",
+)
+@click.option(
+    "--issue",
+    "issue",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Issue each board its own certificate with this issuer file (or the bench file's [issue]).",
+)
+@click.option(
+    "--web",
+    metavar="[HOST:]PORT",
+    help="Serve a live, read-only page here (needs atflash[station]); a port alone binds "
+    "localhost, any other address needs a token.",
+)
+@click.option(
+    "--web-token",
+    envvar="ATFLASH_WEB_TOKEN",
+    show_envvar=True,
+    metavar="TOKEN",
+    help="The page's token: 'Authorization: Bearer TOKEN' or ?token=TOKEN on its URL.",
+)
+@click.option("--bell", is_flag=True, help="Ring the terminal bell when a board fails.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.05, 10),
+    default=0.5,
+    show_default=True,
+    help="Seconds between looks at the slots.",
+)
+@click.option(
+    "--gone-after",
+    type=click.FloatRange(0.0, 600),
+    default=2.0,
+    show_default=True,
+    help="A board missing this many seconds is gone (the slot is ready again).",
+)
+def station_command(**params: Any) -> None:
+    """Run a station until stopped: boards plugged into its slots are provisioned once and counted."""
+    from atflash.station import Station, StationOptions
+    from atflash.station.slots import parse_slots
+    from atflash.station.sources import plan_source
+    from atflash.station.terminal import TerminalView
+
+    web = _web_address(params["web"], params["web_token"])  # refused before anything else
+    config = load_config(params["config_path"])
+    settings = _settings(config, params)
+    specs = parse_slots(list(config.slots or config.ports or ()), source=config.source)
+    view: TerminalView | None = None
+    level = term.verbosity()
+    live = level != term.Verbosity.QUIET and term.is_terminal(sys.stderr)
+    with contextlib.ExitStack() as held:  # closed in reverse: the line, the page, the issuer
+        source = plan_source(settings)
+        issuer = getattr(source, "issuer", None)
+        if issuer is not None:
+            held.callback(issuer.close)  # the CA key or the token session: not held past here
+        station = Station(
+            specs,
+            source,
+            via=settings.via,
+            link=settings.link,
+            write_options=settings.write_options,
+            name=settings.station,
+            log=settings.log,
+            report=settings.report,
+            options=StationOptions(poll=params["poll"], gone_after=params["gone_after"]),
+            on_result=lambda slot, result: view.on_result(slot, result) if view else None,
+        )
+        if web is not None:
+            from atflash.station.web import serve
+
+            server = serve(station, web[0], web[1], token=params["web_token"])
+            held.callback(server.close)
+            click.echo(f"atflash station: page at {server.url}", err=True)
+        if settings.ledger and settings.ledger.startswith(("postgresql://", "postgres://")):
+            from atflash.station.line import LineWatch
+
+            watch = LineWatch(station, settings.ledger, threading.Event())  # heartbeats, the line
+            watch.start()
+            held.callback(watch.stop)
+        view = TerminalView(station, live=live, bell=params["bell"])
+        with stop_on_signals() as stop, view:
+            outcome = station.run(stop)
+    counts = outcome.counts
+    yield_text = f"{counts['yield']}%" if counts["yield"] is not None else "-"
+    click.echo(
+        f"station {station.name}: {outcome.cycles} board(s) this run; total {counts['total']}, "
+        f"ok {counts['ok']}, failed {counts['failed']}, yield {yield_text}"
+        + (f"; report {station.report}" if station.report else ""),
+        err=True,
+    )
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
+
+
+def _settings(config: BenchConfig, params: dict[str, Any]) -> WriteSettings:
+    """The bench file's values (the few options typed here first), as a batch would run them."""
+    via = config.via or "esptool"
+    chip, profile = config.chip, config.profile
+    if not chip and not profile and via == "esptool":
+        chip = "auto"  # as esptool: the board says what it is
+    link = {name: getattr(config, name, None) for name in LINK_OPTIONS}
+    given = frozenset(
+        n for n in (*LINK_OPTIONS, "force") if getattr(config, n, None) not in (None, False)
+    )
+    return WriteSettings(
+        chip=chip,
+        profile=profile,
+        ports=(),
+        filters=PortFilter(),
+        link=link,
+        force=bool(config.force),
+        backup=config.backup,
+        skip_unchanged=config.skip_unchanged is not False,
+        pair_check=config.pair_check is not False,
+        jobs=None,
+        retry=0,
+        report=params["report"] or config.report,
+        only_failed=None,
+        manifest=config.manifest,
+        strict=bool(config.strict),
+        config=config,
+        groups=(),
+        via=via,
+        key_type_check=config.key_type_check is not False,
+        pool=params["pool"],
+        ledger=params["ledger"],
+        issue=params.get("issue"),
+        given=given,
+        log=params["log"] or config.log,
+        station=params["name"] or config.station,
+    )
+
+
+def _web_address(text: str | None, token: str | None) -> tuple[str, int] | None:
+    """``HOST:PORT`` checked; a bind other than localhost without a token is refused (exit 2)."""
+    if text is None:
+        return None
+    from atflash.station.webauth import is_local, parse_address
+
+    host, port = parse_address(text)
+    if not is_local(host) and not token:
+        raise InputError(
+            f"--web {text}: a page on an address other than localhost needs a token",
+            hint="pass --web-token TOKEN or set ATFLASH_WEB_TOKEN, or bind 127.0.0.1",
+        )
+    return host, port

@@ -1,0 +1,61 @@
+"""Where a station's boards get their credentials: the seam between a bench file and the loop.
+
+The loop (:class:`~atflash.station.loop.Station`) only calls a
+``plan_for(identity)`` in its own process once a board has said who it is,
+and, if that object has one, its ``record(result)`` once the board is done.
+:func:`plan_source` makes that object from a bench's settings, the same
+sources as a batch: the bench file's ``[partitions]`` (one plan for every
+board), a manifest (each board its row), or a pool with its ledger (each
+board the next unused set, recorded with its result).
+
+Issuing (a certificate made for each board's MAC, :mod:`atflash.issue`) is
+one more: its resolver reads back what the board holds first (``reads``),
+and takes each result (``on_result``) and the end of the run (``finish``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from atflash.batchrun import WriteSettings, check_plans
+from atflash.errors import InputError
+from atflash.planning.plan import BoardIdentity, WritePlan
+
+
+@dataclass(frozen=True)
+class FixedPlans:
+    """The same plans for every board (the bench file's ``[partitions]``)."""
+
+    plans: tuple[WritePlan, ...]
+
+    def __call__(self, _identity: BoardIdentity) -> Sequence[WritePlan]:
+        return self.plans
+
+
+def plan_source(settings: WriteSettings) -> Any:
+    """The station's ``plan_for``, every image built and checked, the ledger reached: before any board.
+
+    The batch's own choices and refusals (:mod:`atflash.batchrun`): an issuer
+    (``--issue`` or the bench file's ``[issue]``), else a pool, else the bench
+    file's ``[partitions]`` or manifest. The caller closes an issuer's
+    ``issuer`` when the station has stopped (it holds the CA key or a token
+    session).
+    """
+    from atflash.batchrun import _issue_resolver, _pool_resolver
+
+    issuing = _issue_resolver(settings)
+    if issuing is not None:
+        return issuing
+    pool = _pool_resolver(settings)
+    if pool is not None:
+        if settings.config is not None and settings.config.partitions:
+            raise InputError(
+                "--pool gives each board its files: no [partitions] or manifest with it"
+            )
+        return pool
+    checked = check_plans(settings)
+    if checked.resolver is not None:
+        return checked.resolver
+    return FixedPlans(tuple(checked.plans))
