@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 from tests.support.samples import RAW
 
 # No profile times an example: Hypothesis's 200 ms deadline and its too_slow
@@ -110,3 +113,28 @@ def _state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     folder = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("ATFLASH_STATE_DIR", str(folder))
     return folder
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server per test process, stopped and deleted at its end
+    (also on failures); skipped with the reason where none can start, unless CI requires it."""
+    try:
+        server = start_postgres()
+    except PostgresUnavailable as exc:
+        if required():
+            pytest.fail(f"PostgreSQL is required here (ATFLASH_TEST_POSTGRES=required): {exc}")
+        pytest.skip(f"PostgreSQL cannot start here: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server."""
+    return postgres_server.create_database(f"ledger_{next(_databases)}")

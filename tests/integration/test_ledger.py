@@ -8,7 +8,6 @@ where it cannot start the PostgreSQL cases skip, saying why, unless
 
 from __future__ import annotations
 
-import itertools
 import json
 import queue
 import re
@@ -16,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -35,7 +33,6 @@ from atflash.planning.plan import BoardIdentity
 from atflash.results import BoardResult
 from atflash.sim.flash import board_flash
 from tests.support.cli import run
-from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 from tests.support.strictrom import start_strict
 
 from .conftest import BoardPool, flash_esp_at, flash_holds
@@ -43,29 +40,9 @@ from .conftest import BoardPool, flash_esp_at, flash_holds
 SETS = [f"{n:04d}" for n in range(1, 201)]
 DEVICES = [f"24:0a:c4:00:{n >> 8:02x}:{n & 0xFF:02x}" for n in range(1, 201)]
 MAC1, MAC2, MAC3 = DEVICES[:3]
-_databases = itertools.count(1)
 
 
 # -- stores -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One PostgreSQL server for the session, stopped and deleted at its end (also on failures)."""
-    try:
-        server = start_postgres()
-    except PostgresUnavailable as exc:
-        if required():
-            pytest.fail(f"PostgreSQL is required here (ATFLASH_TEST_POSTGRES=required): {exc}")
-        pytest.skip(f"PostgreSQL cannot start here: {exc}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def pg_url(postgres_server: PostgresServer) -> str:
-    """A fresh, empty database on the session's server."""
-    return postgres_server.create_database(f"ledger_{next(_databases)}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -39,7 +39,6 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, distinct_mac
 from tests.support.strictrom import start_strict
 
-from . import test_ledger
 from .conftest import flash_holds
 
 try:
@@ -47,9 +46,6 @@ try:
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
 
-# The throwaway PostgreSQL server and a fresh database on it (see test_ledger).
-postgres_server = test_ledger.postgres_server
-pg_url = test_ledger.pg_url
 
 BLANK = b"\xff" * 0x2000
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]

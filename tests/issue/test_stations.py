@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,22 +13,9 @@ import pytest
 import atflash
 from atflash.issue.store import LiveCertificateError
 from tests.support.issuing import make_ca
-from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
 
 MACS = [f"24:0a:c4:01:00:{n:02x}" for n in range(24)]
 _databases = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = start_postgres()
-    except PostgresUnavailable as exc:
-        if required():
-            pytest.fail(f"PostgreSQL is required here (ATFLASH_TEST_POSTGRES=required): {exc}")
-        pytest.skip(f"PostgreSQL cannot start here: {exc}")
-    yield server
-    server.stop()
 
 
 def stations_race(issuer_file: Path, ledger: str) -> dict[str, int]:

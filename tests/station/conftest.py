@@ -16,8 +16,6 @@ from typing import Any
 
 import pytest
 
-from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
-
 BROWSER_ENV = "ATFLASH_TEST_BROWSER"
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -30,18 +28,6 @@ def small_pool(credential_pool: Path, tmp_path: Path) -> Path:
     for name in ("0001", "0002", "0003"):
         shutil.copytree(credential_pool / name, pool / name)
     return pool
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = start_postgres()
-    except PostgresUnavailable as exc:
-        if required():
-            pytest.fail(f"PostgreSQL is required here (ATFLASH_TEST_POSTGRES=required): {exc}")
-        pytest.skip(f"PostgreSQL cannot start here: {exc}")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
