@@ -19,15 +19,14 @@ smallest writes (docs/performance.md has the figures). A compressed
 write is never sent to a ROM: the ESP32 ROM over-erases there (esptool's own
 tests say so), and ESP-AT 2.x puts factory_param right after client_ca.
 
-In secure download mode no stub can be loaded: the session stays in the
-ROM, as esptool's does, and writes are plain ``FLASH_BEGIN``/``FLASH_DATA``,
-which a ROM erases exactly as declared. Reads there are the ROM's 64-byte
-``READ_FLASH_SLOW`` blocks where the ROM answers them.
-
-A read can stop early (``stop_when``): the partition table is read block by
-block only as far as its end. Round trips are what a session costs on a
-real bench (a USB bridge adds milliseconds to each), so reads stop as soon
-as they have what they need.
+A board in secure download mode is refused at connect (no reads and no
+MD5 there: its tables could not be read nor a write checked). A ROM
+session, as esptool ``--no-stub`` runs one (``ROM_SESSIONS``; none by
+default, the bench measures it), keeps plain ``FLASH_BEGIN``/``FLASH_DATA``
+writes, which a ROM erases exactly as declared, the ROM's MD5 and its
+64-byte ``READ_FLASH_SLOW`` reads; a read there can stop early
+(``stop_when``): the partition table is read block by block only as far
+as its end.
 """
 
 from __future__ import annotations
@@ -180,10 +179,8 @@ class EsptoolBoard:
         self._stack = contextlib.ExitStack()
         self.chip = ""
         self.mac = ""
-        self._rom_reads = True
         self._attached = False
         self._flash_size: str | None = None
-        self._rom_baud_changed = False
         self.flash_encrypted = False  # set on connecting: the chip's flash encryption is on
 
     # -- connection ---------------------------------------------------------
@@ -230,12 +227,11 @@ class EsptoolBoard:
                 raise SecureDownloadError(port, self.chip)
             self.flash_encrypted = self._flash_encryption()
             self.mac = ":".join(f"{b:02x}" for b in self._esp.read_mac())
-            if self.chip not in ROM_SESSIONS and not self._esp.secure_download_mode:
+            if self.chip not in ROM_SESSIONS:
                 # esptool's order: the stub at the ROM's rate, then the baud through it.
                 self._esp = cmds.run_stub(self._esp)
             if self.options.baud != ROM_BAUD:
                 self._esp.change_baud(self.options.baud)
-                self._rom_baud_changed = not self._esp.IS_STUB
         self._event("connected", f"{self._esp.CHIP_NAME}, MAC {self.mac}")
 
     def _flash_encryption(self) -> bool:
@@ -310,7 +306,7 @@ class EsptoolBoard:
         label: str = "",
         stop_when: Callable[[bytes], bool] | None = None,
     ) -> bytes:
-        """Read flash: ROM block reads while the ROM allows, else the stub's stream.
+        """Read flash: the stub's stream, or in a ROM session (esptool --no-stub's) 64-byte blocks.
 
         ``stop_when(data so far)`` ends a ROM read early, after the block
         that made it true; the stub's stream always reads all ``size`` bytes
@@ -318,31 +314,22 @@ class EsptoolBoard:
         bytes and must accept fewer when they pass ``stop_when``.
         """
         with self._translated(f"read {label or hex(address)}"):
-            if self._rom_reads and not self.esp.IS_STUB:
-                data = self._rom_read(address, size, label, stop_when)
-                if data is not None:
-                    return data
-                self._rom_reads = False
-            self._ensure_stub()
-            return self.esp.read_flash(address, size)
+            if self.esp.IS_STUB:
+                return self.esp.read_flash(address, size)
+            return self._rom_read(address, size, label, stop_when)
 
     def _rom_read(
         self, address: int, size: int, label: str, stop_when: Callable[[bytes], bool] | None
-    ) -> bytes | None:
+    ) -> bytes:
         out = bytearray()
         while len(out) < size:
             block = min(ROM_READ_BLOCK, size - len(out))
-            try:
-                reply = self.esp.check_command(
-                    "read flash block",
-                    CMD_READ_FLASH_SLOW,
-                    struct.pack("<II", address + len(out), block),
-                    resp_data_len=ROM_READ_BLOCK,
-                )
-            except FatalError:
-                if not out:
-                    return None  # this ROM has no block read: use the stub
-                raise
+            reply = self.esp.check_command(
+                "read flash block",
+                CMD_READ_FLASH_SLOW,
+                struct.pack("<II", address + len(out), block),
+                resp_data_len=ROM_READ_BLOCK,
+            )
             if len(reply) < block:
                 raise FatalError(f"short read: {len(reply)} of {block} bytes")
             out += reply[:block]
@@ -355,33 +342,12 @@ class EsptoolBoard:
     @property
     def streams_reads(self) -> bool:
         """Reads go through the stub's stream (one command), not the ROM's 64-byte blocks."""
-        return bool(self.esp.IS_STUB) or not self._rom_reads
+        return bool(self.esp.IS_STUB)
 
     def md5(self, address: int, size: int, *, label: str = "") -> str:
         """MD5 (hex) of a flash range, computed on the chip."""
         with self._translated(f"checksum {label or hex(address)}"):
             return str(self.esp.flash_md5sum(address, size)).lower()
-
-    def _ensure_stub(self) -> None:
-        """Load the flasher stub and attach the flash through it, in esptool's own order.
-
-        Only where a ROM refuses block reads, and only at the ROM's own
-        rate: esptool never uploads a stub after a baud change in the ROM.
-        """
-        if self.esp.IS_STUB:
-            return
-        if self._rom_baud_changed:
-            raise DeviceError(
-                self.options.port,
-                f"this {self.chip}'s ROM loader refuses flash reads, and its flasher stub "
-                "cannot be loaded after the baud rate changed",
-                hint=f"run again with --baud {ROM_BAUD}",
-            )
-        self._esp = cmds.run_stub(self.esp)
-        cmds.attach_flash(self.esp)
-        if self._flash_size is not None:
-            self.esp.flash_set_parameters(flash_size_bytes(self._flash_size))
-        self._attached = True
 
     def write(
         self,
