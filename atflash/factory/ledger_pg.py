@@ -76,6 +76,13 @@ MAX_LOCK_WAITS = 2
 # (CREATE TABLE IF NOT EXISTS alone races in PostgreSQL). Any fixed number.
 _SCHEMA_LOCK = 0x617466_6C6564  # "atfled"
 
+# The events and pool tables and every index: made with a new ledger, and by
+# the upgrade from version 1.
+_SINCE_V2 = (
+    EVENTS_TABLE.format(id="bigint", time="timestamptz"),
+    POOL_TABLE.format(time="timestamptz"),
+    *INDEXES,
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS atflash_schema (version integer NOT NULL)",
     """CREATE TABLE IF NOT EXISTS atflash_claims (
@@ -94,18 +101,14 @@ _SCHEMA = (
         busy_port text,
         busy_since timestamptz
     )""",
-    EVENTS_TABLE.format(id="bigint", time="timestamptz"),
-    POOL_TABLE.format(time="timestamptz"),
-    *INDEXES,
+    *_SINCE_V2,
 )
 _UPGRADE = (
     *(
         f"ALTER TABLE atflash_claims ADD COLUMN IF NOT EXISTS {c} {t.format(time='timestamptz')}"
         for c, t in UPGRADE_COLUMNS
     ),
-    EVENTS_TABLE.format(id="bigint", time="timestamptz"),
-    POOL_TABLE.format(time="timestamptz"),
-    *INDEXES,
+    *_SINCE_V2,
     "UPDATE atflash_schema SET version = 2",
 )
 

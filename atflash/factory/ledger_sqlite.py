@@ -65,6 +65,13 @@ _STATEMENT_TIMEOUT = 0.05  # SQLite's own wait inside one statement, before we r
 _MAX_PAUSE = 0.02  # longest sleep between two tries for the lock
 T = TypeVar("T")
 
+# The events and pool tables and every index: made with a new ledger, and by
+# the upgrade from version 1.
+_SINCE_V2 = (
+    EVENTS_TABLE.format(id="INTEGER", time="TEXT"),
+    POOL_TABLE.format(time="TEXT"),
+    *INDEXES,
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS atflash_schema (version INTEGER NOT NULL)",
     # AUTOINCREMENT: ids are never reused, so an exported history stays unambiguous.
@@ -84,9 +91,7 @@ _SCHEMA = (
         busy_port TEXT,
         busy_since TEXT
     )""",
-    EVENTS_TABLE.format(id="INTEGER", time="TEXT"),
-    POOL_TABLE.format(time="TEXT"),
-    *INDEXES,
+    *_SINCE_V2,
 )
 # Version 1 -> 2, run once under the write lock.
 _UPGRADE = (
@@ -94,9 +99,7 @@ _UPGRADE = (
         f"ALTER TABLE atflash_claims ADD COLUMN {c} {t.format(time='TEXT')}"
         for c, t in UPGRADE_COLUMNS
     ),
-    EVENTS_TABLE.format(id="INTEGER", time="TEXT"),
-    POOL_TABLE.format(time="TEXT"),
-    *INDEXES,
+    *_SINCE_V2,
     "UPDATE atflash_schema SET version = 2",
 )
 
