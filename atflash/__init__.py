@@ -68,7 +68,7 @@ _HOME = {
     "Event": "atflash.events",
     "PartitionResult": "atflash.results",
     "PartitionStatus": "atflash.results",
-    "RunOutcome": "atflash.batchrun",
+    "RunOutcome": "atflash.run.runner",
     "SlotSpec": "atflash.station",
     "Station": "atflash.station",
     "StationOptions": "atflash.station",
@@ -122,7 +122,6 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         run_batch,
     )
     from atflash.backends.base import BoardTables
-    from atflash.batchrun import RunOutcome
     from atflash.errors import (
         AtError,
         AtflashError,
@@ -145,4 +144,5 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from atflash.files import Blob
     from atflash.planning.plan import BoardIdentity
     from atflash.results import BoardResult, PartitionResult, PartitionStatus
+    from atflash.run.runner import RunOutcome
     from atflash.station import SlotSpec, Station, StationOptions

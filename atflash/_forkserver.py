@@ -1,4 +1,4 @@
-"""Imported by the batch's fork server only (it heads :data:`atflash.batch._PRELOAD`).
+"""Imported by the batch's fork server only (it heads :data:`atflash.run.workers._PRELOAD`).
 
 Importing this module makes the process ignore SIGINT and SIGTERM; nothing
 else in atflash imports it. The fork server imports its preload modules

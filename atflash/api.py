@@ -27,7 +27,7 @@ Here: a board (:func:`connect`, :class:`Board`) and many
 (:func:`run_batch`); what needs no board (:func:`plan`, the images and
 bins) lives in :mod:`atflash.offline` and is re-exported from here. This
 layer sits on the library's flows (:mod:`atflash.backends.base`,
-:mod:`atflash.batch`) and adds no logic of its own beyond turning Python
+:mod:`atflash.run.workers`) and adds no logic of its own beyond turning Python
 values into their inputs.
 """
 
@@ -63,8 +63,8 @@ from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
-    from atflash.batchrun import RunOutcome
-    from atflash.runrecords import RunRecords
+    from atflash.run.records import RunRecords
+    from atflash.run.runner import RunOutcome
 
 PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
 
@@ -120,7 +120,7 @@ class Board:
         profile: str | None,
         on_event: EventSink,
     ) -> None:
-        from atflash.planning.bench import is_explicit_layout
+        from atflash.run.config import is_explicit_layout
 
         self.via = backend.name
         self._options = options
@@ -202,7 +202,7 @@ class Board:
         folder (``ATFLASH_STATE_DIR``, as the command does) until verified, so
         the same call made again completes a write that was cut short.
         """
-        from atflash.planning.bench import check_outputs
+        from atflash.run.config import check_outputs
 
         plans = candidates_of(plan)
         if backup_dir is not None:
@@ -383,7 +383,7 @@ def _port_of(port: Any) -> tuple[str, Any]:
 def _board_profiles(chip: str | None, profile: str | None, found: str | None) -> list[Profile]:
     """The layouts a connected board may have: those named, else its chip's (every one if unknown)."""
     from atflash.layout.profiles import family
-    from atflash.planning.bench import candidate_profiles
+    from atflash.run.config import candidate_profiles
 
     if profile is not None or chip not in (None, "auto"):
         return candidate_profiles(chip, profile)
@@ -392,7 +392,7 @@ def _board_profiles(chip: str | None, profile: str | None, found: str | None) ->
 
 def _annotated(result: BoardResult, plans: Sequence[WritePlan] | None) -> BoardResult:
     """The result with each partition's sources and public item facts (the audit trail)."""
-    from atflash import audit
+    from atflash.run import audit
 
     audit.annotate(result, audit.plan_of(result, plans or ()))
     return result
@@ -455,13 +455,13 @@ def run_batch(
     :meth:`Board.write`, a whole-``mfg_nvs`` write is journalled in the state
     folder, so running the batch again completes a board's write cut short.
     """
-    from atflash import audit
-    from atflash.batch import BatchOptions, BoardJob, stop_on_signals
-    from atflash.batch import run_batch as run_workers
-    from atflash.batchrun import RunOutcome
     from atflash.output import refuse_shared_paths
-    from atflash.planning.bench import check_outputs
     from atflash.ports import PortFilter, resolve_ports
+    from atflash.run import audit
+    from atflash.run.config import check_outputs
+    from atflash.run.runner import RunOutcome
+    from atflash.run.workers import BatchOptions, BoardJob, stop_on_signals
+    from atflash.run.workers import run_batch as run_workers
 
     backend = registry.get(via)
     link = _link_values(
@@ -527,7 +527,7 @@ def run_batch(
 
 def _from_parent(plan_for: Any) -> Any:
     """Plans made here; the worker first reads back what ``plan_for.reads`` names (an issuer's)."""
-    from atflash.batch import FromParent
+    from atflash.run.workers import FromParent
 
     return FromParent(
         reads=tuple(getattr(plan_for, "reads", ())),
@@ -550,9 +550,9 @@ def _record(
     A log or report that cannot be written does not raise: the outcome's
     ``unwritten`` says which, and where its content was saved instead.
     """
-    from atflash import audit
-    from atflash.report import build_report
-    from atflash.runrecords import write_run_records
+    from atflash.run import audit
+    from atflash.run.records import write_run_records
+    from atflash.run.report import build_report
 
     built = build_report(results, seconds=seconds, action=action)
     context = audit.LogContext.here(action, station)

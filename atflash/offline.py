@@ -88,7 +88,7 @@ def plan(
     :class:`~atflash.errors.InputError` on the first problem (a file that
     is no certificate, a key that does not pair, an image too big).
     """
-    from atflash.planning.bench import candidate_profiles, is_explicit_layout
+    from atflash.run.config import candidate_profiles, is_explicit_layout
 
     path = os.fspath(profile) if profile is not None else None
     if path is not None and chip == "auto":

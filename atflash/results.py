@@ -49,7 +49,7 @@ class PartitionResult:
     status: PartitionStatus = PartitionStatus.NOT_STARTED
     seconds: float = 0.0
     error: str | None = None
-    # The audit description (atflash.audit): the files the image was built from,
+    # The audit description (atflash.run.audit): the files the image was built from,
     # and each item's type, ID and public facts. Never key material.
     sources: list[str] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)

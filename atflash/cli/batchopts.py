@@ -1,11 +1,11 @@
 """``atflash write`` / ``verify`` options, merging them with a bench file, and rendering a run.
 
 The command gathers its parameters; :func:`settle` merges them with
-``--config`` into :class:`~atflash.batchrun.WriteSettings`, the one set of
+``--config`` into :class:`~atflash.run.runner.WriteSettings`, the one set of
 values the run acts on. Precedence, highest first: an option typed on the
 command line, the bench file, an ``ATFLASH_*`` environment variable (then,
 on the esptool path, ``ESPTOOL_PORT`` / ``ESPTOOL_BAUD``), the option's
-default. The run itself is library work (:mod:`atflash.batchrun`); this
+default. The run itself is library work (:mod:`atflash.run.runner`); this
 module only parses and renders: one board as a result, many as a summary,
 both behind the same live view.
 """
@@ -23,15 +23,15 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from atflash.batch import stop_on_signals
-from atflash.batchrun import LINK_OPTIONS, RunOutcome, WriteSettings, execute, prepare
 from atflash.cli import render, term
 from atflash.cli.common import F, parse_groups
 from atflash.cli.live import BatchView, layout_of, print_summary
 from atflash.errors import InputError
-from atflash.planning.bench import BenchConfig, check_outputs, load_config
 from atflash.ports import PortFilter
-from atflash.report import build_report
+from atflash.run.config import BenchConfig, check_outputs, load_config
+from atflash.run.report import build_report
+from atflash.run.runner import LINK_OPTIONS, RunOutcome, WriteSettings, execute, prepare
+from atflash.run.workers import stop_on_signals
 
 
 def batch_options(func: F) -> F:
@@ -200,7 +200,7 @@ def run(settings: WriteSettings, *, as_json: bool) -> None:
     """Prepare the run, work behind the live view, render one board or the summary, exit.
 
     From the first board on, Ctrl-C and SIGTERM stop the run the safe way
-    (:func:`~atflash.batch.stop_on_signals`): the summary and the report
+    (:func:`~atflash.run.workers.stop_on_signals`): the summary and the report
     still come, then exit 130 or 143.
     """
     run = prepare(settings, parse_groups)

@@ -1,7 +1,7 @@
 """Commands that talk to a board: write, read, verify, partitions, ports, check.
 
 Each command parses, calls one library flow of :mod:`atflash.backends.base`
-(or :mod:`atflash.batchrun` for many boards) through the backend the
+(or :mod:`atflash.run.runner` for many boards) through the backend the
 registry names, and renders.
 """
 
@@ -20,7 +20,6 @@ from atflash import recovery
 from atflash.backends import base, registry
 from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
-from atflash.batchrun import LINK_OPTIONS, delimiter_hint
 from atflash.cli import batchopts, render, term
 from atflash.cli.app import cli
 from atflash.cli.batchopts import batch_options
@@ -40,9 +39,10 @@ from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, In
 from atflash.files import expand
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import refuse_shared_paths, write_outputs
-from atflash.planning.bench import BenchConfig, candidate_profiles, check_config, load_config
 from atflash.planning.plan import request_names
 from atflash.ports import list_ports
+from atflash.run.config import BenchConfig, candidate_profiles, check_config, load_config
+from atflash.run.runner import LINK_OPTIONS, delimiter_hint
 
 
 class _Spelled(click.Choice):

@@ -25,8 +25,8 @@ from atflash.factory.ledger import Claim, Ledger
 from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import check_pool, load_pool
 from atflash.output import write_outputs
-from atflash.planning.bench import candidate_profiles
 from atflash.planning.plan import PlanOptions
+from atflash.run.config import candidate_profiles
 
 SHOW_COLUMNS = ("set", "device", "station", "claimed (UTC)", "tries", "result", "released (UTC)")
 EXPORT_COLUMNS = (
@@ -187,7 +187,7 @@ def ledger_reconcile(url: str, file: str, as_json: bool) -> None:
     a later run recorded that claim since. A claim released or holding
     another set is left alone and reported: exit 4. Safe to run again.
     """
-    from atflash.factory.reconcile import CONFLICT, reconcile, unrecorded_in
+    from atflash.run.reconcile import CONFLICT, reconcile, unrecorded_in
 
     boards = unrecorded_in(file)
     if not boards:

@@ -1,4 +1,4 @@
-"""``atflash log show``: a board's history from the provisioning log (see :mod:`atflash.audit`)."""
+"""``atflash log show``: a board's history from the provisioning log (see :mod:`atflash.run.audit`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from cryptography.x509.oid import NameOID
 from rich.table import Table
 from rich.text import Text
 
-from atflash import audit
 from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import json_option
 from atflash.cli.live import RESULT_STYLE, STATUS_STYLE
 from atflash.errors import InputError
 from atflash.planning.manifest import normalize_mac
+from atflash.run import audit
 
 
 @cli.group("log")

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from atflash import audit
 from atflash.cli import render, term
 from atflash.cli.app import cli
 from atflash.cli.common import (
@@ -38,6 +37,7 @@ from atflash.planning.plan import (
     build_plan,
     request_names,
 )
+from atflash.run import audit
 
 if TYPE_CHECKING:
     from atflash.factory.devices import BuildSpec

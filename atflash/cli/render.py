@@ -12,10 +12,10 @@ from rich.table import Table
 from atflash.cli import term
 from atflash.content.describe import InspectReport, ItemReport
 from atflash.layout.model import Partition, Profile
-from atflash.planning.bench import BenchConfig, CheckedConfig
 from atflash.planning.plan import PartitionImage
 from atflash.ports import PortInfo
 from atflash.results import BoardResult, PartitionResult
+from atflash.run.config import BenchConfig, CheckedConfig
 
 
 def size_text(size: int) -> str:

@@ -16,13 +16,13 @@ from typing import Any
 
 import click
 
-from atflash.batch import stop_on_signals
-from atflash.batchrun import LINK_OPTIONS, WriteSettings
 from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.errors import InputError
-from atflash.planning.bench import BenchConfig, load_config
 from atflash.ports import PortFilter
+from atflash.run.config import BenchConfig, load_config
+from atflash.run.runner import LINK_OPTIONS, WriteSettings
+from atflash.run.workers import stop_on_signals
 
 
 @cli.command("station")

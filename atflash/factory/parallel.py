@@ -25,7 +25,7 @@ def worker_context() -> Any:
 
     ``fork`` would copy a parent that may run threads (rich's progress
     bar); the fork server imports atflash once and forks clean workers. It
-    preloads every atflash module loaded here, as :mod:`atflash.batch` does,
+    preloads every atflash module loaded here, as :mod:`atflash.run.workers` does,
     so a batch started later in this process finds what it needs.
     """
     if sys.platform == "win32":

@@ -20,8 +20,8 @@ from atflash.results import BoardResult
 
 if TYPE_CHECKING:
     from atflash.api import Board
-    from atflash.batchrun import RunOutcome
     from atflash.issue.issuer import Issuer
+    from atflash.run.runner import RunOutcome
 
 
 def write_board(
@@ -75,7 +75,7 @@ def run_batch(
 ) -> RunOutcome:
     """Many boards at once (see :func:`atflash.run_batch` for ``options``): each its own certificate."""
     from atflash.api import run_batch as run
-    from atflash.planning.bench import candidate_profiles
+    from atflash.run.config import candidate_profiles
 
     if escrow is not None:
         from atflash.issue.issuer import check_escrow_dir

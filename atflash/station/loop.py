@@ -3,7 +3,7 @@
 One thread (the caller's) runs the loop: it looks at every empty slot,
 starts a cycle for a board that arrived, collects finished cycles, and
 watches each finished board until it goes away. A cycle is a one-board
-batch (:func:`atflash.batch.run_batch`) run from a thread of its own: the
+batch (:func:`atflash.run.workers.run_batch`) run from a thread of its own: the
 board gets its own worker process, its plan is made here, in this process,
 by ``plan_for`` with the board's identity (a CA key or an HSM session never
 leaves it), and Ctrl-C or SIGTERM wind it down as they wind down a batch.
@@ -21,8 +21,8 @@ it is every ``probe_interval``: no answer for ``gone_after`` seconds is a
 board gone, another MAC a new board.
 
 Every finished cycle is appended to the provisioning log at once (one JSON
-line, :mod:`atflash.audit`, with the slot's name and this run's session),
-and the report (:mod:`atflash.report`) is written when the station stops,
+line, :mod:`atflash.run.audit`, with the slot's name and this run's session),
+and the report (:mod:`atflash.run.report`) is written when the station stops,
 from this session's lines of the log.
 """
 
@@ -42,10 +42,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from atflash import audit
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions, new_result
-from atflash.batch import (
+from atflash.errors import AtflashError, BoardSkipped, InputError, one_line
+from atflash.events import Event
+from atflash.offline import Plan, candidates_of
+from atflash.planning.plan import BoardIdentity, WritePlan
+from atflash.ports import PortInfo, is_url, list_ports
+from atflash.results import BoardResult, PartitionStatus
+from atflash.run import audit
+from atflash.run.report import report_of_records, write_report
+from atflash.run.workers import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_STOP_GRACE,
     BatchOptions,
@@ -55,13 +62,6 @@ from atflash.batch import (
     run_batch,
     warm_up,
 )
-from atflash.errors import AtflashError, BoardSkipped, InputError, one_line
-from atflash.events import Event
-from atflash.offline import Plan, candidates_of
-from atflash.planning.plan import BoardIdentity, WritePlan
-from atflash.ports import PortInfo, is_url, list_ports
-from atflash.report import report_of_records, write_report
-from atflash.results import BoardResult, PartitionStatus
 from atflash.station.probe import identify
 from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots, short_reason
 from atflash.station.tally import LOG_SLOT_KEY, Tally, restore
@@ -147,7 +147,7 @@ class Station:
         on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         from atflash.factory.resolve import default_station
-        from atflash.planning.bench import check_outputs
+        from atflash.run.config import check_outputs
 
         self.specs = parse_slots(list(slots))
         self.backend = registry.get(via)
@@ -205,7 +205,7 @@ class Station:
     # -- the loop ---------------------------------------------------------------------
 
     def run(self, stop: StopRequest | None = None) -> StationOutcome:
-        """Run until ``stop`` is requested (see :func:`atflash.batch.stop_on_signals`).
+        """Run until ``stop`` is requested (see :func:`atflash.run.workers.stop_on_signals`).
 
         Boards in progress then finish (or are interrupted after the grace
         time, as in a batch), their lines are logged, the report is written

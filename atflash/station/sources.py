@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atflash.batchrun import WriteSettings, check_plans
 from atflash.errors import InputError
 from atflash.planning.plan import BoardIdentity, WritePlan
+from atflash.run.runner import WriteSettings, check_plans
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,13 @@ class FixedPlans:
 def plan_source(settings: WriteSettings) -> Any:
     """The station's ``plan_for``, every image built and checked, the ledger reached: before any board.
 
-    The batch's own choices and refusals (:mod:`atflash.batchrun`): an issuer
+    The batch's own choices and refusals (:mod:`atflash.run.runner`): an issuer
     (``--issue`` or the bench file's ``[issue]``), else a pool, else the bench
     file's ``[partitions]`` or manifest. The caller closes an issuer's
     ``issuer`` when the station has stopped (it holds the CA key or a token
     session).
     """
-    from atflash.batchrun import _issue_resolver, _pool_resolver
+    from atflash.run.runner import _issue_resolver, _pool_resolver
 
     issuing = _issue_resolver(settings)
     if issuing is not None:

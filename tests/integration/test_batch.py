@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.batch import START_METHOD_ENV, BatchOptions, BoardJob, run_batch
 from atflash.cli.live import BatchView
 from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR
@@ -27,6 +26,7 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.ports import PortFilter
 from atflash.results import BoardResult, PartitionStatus
+from atflash.run.workers import START_METHOD_ENV, BatchOptions, BoardJob, run_batch
 from atflash.sim.rom import MockBoard
 from tests.support.cli import run
 from tests.support.line import UartLine

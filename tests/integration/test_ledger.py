@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from atflash.backends.esptool.flasher import ConnectOptions
-from atflash.batch import BoardJob, run_batch
 from atflash.errors import EXIT_USER_ERROR, DeviceError, InputError
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
 from atflash.factory.ledger import SCHEMA_VERSION
@@ -31,6 +30,7 @@ from atflash.factory.resolve import PoolResolver, pool_resolver
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import BoardIdentity
 from atflash.results import BoardResult
+from atflash.run.workers import BoardJob, run_batch
 from atflash.sim.flash import board_flash
 from tests.support.cli import run
 from tests.support.strictrom import start_strict

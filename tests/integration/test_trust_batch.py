@@ -36,12 +36,12 @@ from pathlib import Path
 import pytest
 
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.batch import START_METHOD_ENV, BatchOptions, BoardJob, StopRequest, run_batch
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from atflash.results import BoardResult, PartitionStatus
+from atflash.run.workers import START_METHOD_ENV, BatchOptions, BoardJob, StopRequest, run_batch
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import atflash
-from atflash.batch import StopRequest
+from atflash.run.workers import StopRequest
 from tests.support.station import SlotRig, mac_of, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
@@ -286,7 +286,7 @@ def test_an_issuer_gives_each_board_its_own_certificate(tmp_path: Path) -> None:
     from atflash.cli.station import _settings
     from atflash.content import pki
     from atflash.layout.profiles import find_profile
-    from atflash.planning.bench import load_config
+    from atflash.run.config import load_config
     from atflash.station.sources import plan_source
     from tests.support.issuing import make_ca
     from tests.support.mockflash import read_flash

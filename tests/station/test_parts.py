@@ -153,7 +153,7 @@ def test_web_addresses_and_tokens() -> None:
 
 
 def _bench(tmp_path, text: str):
-    from atflash.planning.bench import load_config
+    from atflash.run.config import load_config
 
     path = tmp_path / "bench.toml"
     path.write_text(text)

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import atflash
-from atflash.batch import StopRequest
+from atflash.run.workers import StopRequest
 from atflash.station.line import LineWatch
 from atflash.station.web import page, serve
 from tests.support.station import SlotRig, mac_of, wait_for

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from atflash import audit
 from atflash.backends.base import new_result
 from atflash.cli.live import unused_lines
 from atflash.content import creds, pki
@@ -18,6 +17,7 @@ from atflash.errors import FileInputError
 from atflash.layout.profiles import find_profile
 from atflash.planning.manifest import build_resolver, parse_manifest
 from atflash.planning.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
+from atflash.run import audit
 
 
 def _plan(raw: Path, profile: str = "esp32") -> WritePlan:

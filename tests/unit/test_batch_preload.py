@@ -12,7 +12,7 @@ import pytest
 def preload_in_fresh_process(backends: list[str]) -> list[str]:
     """``batch._preload`` as the command line's process sees it (nothing else imported)."""
     code = (
-        "import json, sys; from atflash import batch; "
+        "import json, sys; from atflash.run import workers as batch; "
         f"print(json.dumps(batch._preload({backends!r})))"
     )
     out = subprocess.run(

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from atflash.cli import cli
 from atflash.errors import InputError, ManifestError, PairingError
-from atflash.planning.bench import check_config, load_config
+from atflash.run.config import check_config, load_config
 
 
 @pytest.fixture

@@ -225,8 +225,8 @@ def test_the_guards_error_is_one_line_and_reaches_the_board_record() -> None:
          "restored": True},
         {"range": "0x30000-0x40000", "partitions": ["factory_param"], "restored": False},
     ]  # fmt: skip
-    from atflash.audit import LogContext, log_record
-    from atflash.report import build_report
+    from atflash.run.audit import LogContext, log_record
+    from atflash.run.report import build_report
 
     (reported,) = build_report([result], seconds=1.0)["boards"]
     assert reported["neighbours"] == result.to_json()["neighbours"]

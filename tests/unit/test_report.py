@@ -11,8 +11,8 @@ from atflash.backends.base import new_result
 from atflash.errors import FileInputError
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
-from atflash.report import build_report, load_failed, write_report
 from atflash.results import BoardResult
+from atflash.run.report import build_report, load_failed, write_report
 
 
 def results(raw: Path) -> list[BoardResult]:

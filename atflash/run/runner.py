@@ -30,16 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from atflash import audit
 from atflash.backends import registry
 from atflash.backends.base import WriteOptions
-from atflash.batch import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
 from atflash.layout.model import Profile
 from atflash.output import refuse_shared_paths
-from atflash.planning.bench import (
+from atflash.planning.manifest import ManifestResolver
+from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
+from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
+from atflash.recovery import default_state_dir
+from atflash.results import BoardResult
+from atflash.run import audit
+from atflash.run.config import (
     BenchConfig,
     CheckedConfig,
     candidate_profiles,
@@ -47,19 +51,15 @@ from atflash.planning.bench import (
     chip_for,
     is_explicit_layout,
 )
-from atflash.planning.manifest import ManifestResolver
-from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
-from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
-from atflash.recovery import default_state_dir
-from atflash.report import (
+from atflash.run.records import LedgerRecorder, RunRecords, Unwritten, write_run_records
+from atflash.run.report import (
     build_report,
     failed_boards,
     load_report,
     merge_reports,
     unused_rows_of,
 )
-from atflash.results import BoardResult
-from atflash.runrecords import LedgerRecorder, RunRecords, Unwritten, write_run_records
+from atflash.run.workers import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
 
 # Link options (CLI spellings) handed to the chosen backend's connection options.
 LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size", "table_offset")
@@ -92,7 +92,7 @@ class WriteSettings:
     ledger: str | None = None  # ...in this ledger (SQLite path or postgresql:// URL)
     given: frozenset[str] = field(default_factory=frozenset)  # options set by the user
     action: Literal["write", "verify"] = "write"  # verify: compare every board, write nothing
-    log: str | None = None  # append one JSON line per board here (atflash.audit)
+    log: str | None = None  # append one JSON line per board here (atflash.run.audit)
     station: str | None = None  # the operator's bench name: in the log, and the ledger's station
     # A ledger that fails to record a written board: "stop" starts no new board
     # (the boards running finish), "continue" goes on (each claim tries again).
@@ -147,7 +147,7 @@ class WriteSettings:
         return registry.get(self.via).connect_options(port, self.link)
 
     def candidate_profiles(self) -> list[Profile]:
-        """The layouts a board may have (see :func:`atflash.planning.bench.chip_for`)."""
+        """The layouts a board may have (see :func:`atflash.run.config.chip_for`)."""
         return candidate_profiles(chip_for(self.chip, self.profile, self.via), self.profile)
 
 
@@ -180,7 +180,7 @@ class RunOutcome:
 
     @property
     def unwritten(self) -> tuple[Unwritten, ...]:
-        """The log or report that could not be written (see :mod:`atflash.runrecords`)."""
+        """The log or report that could not be written (see :mod:`atflash.run.records`)."""
         return self.records.unwritten
 
     @property
@@ -265,7 +265,7 @@ def _plans_of(settings: WriteSettings, issuing: Any, pool: Any, checked: Any) ->
         return pool or (checked.resolver or checked.plans)
     if settings.single_board:
         return issuing  # the board runs in this process
-    from atflash.batch import FromParent
+    from atflash.run.workers import FromParent
 
     return FromParent(reads=issuing.reads, profiles=issuing.profiles)
 
@@ -374,10 +374,10 @@ def execute(
 
     One board without batch options runs in this process: no worker to
     start, and esptool's process-global state serves one board anyway.
-    ``stop`` (see :func:`atflash.batch.stop_on_signals`) ends a batch early:
+    ``stop`` (see :func:`atflash.run.workers.stop_on_signals`) ends a batch early:
     boards not finished are recorded as ``interrupted`` and the report is
     still written. A rerun of ``--only-failed X`` that reports to X again
-    is folded into X (:func:`atflash.report.merge_reports`); reported
+    is folded into X (:func:`atflash.run.report.merge_reports`); reported
     anywhere else, it holds only the boards it ran.
 
     Nothing that fails once boards were written loses what they hold: a
@@ -385,7 +385,7 @@ def execute(
     :attr:`WriteSettings.on_ledger_error`, no new board starts), and a log
     or report that cannot be written is listed in
     :attr:`RunOutcome.unwritten`, its content saved elsewhere, while the
-    other is still written (:mod:`atflash.runrecords`).
+    other is still written (:mod:`atflash.run.records`).
     """
     settings = run.settings
     stop = stop if stop is not None else StopRequest()

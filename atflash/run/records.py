@@ -7,7 +7,7 @@ records of it must survive whatever else fails at the end of a run:
   as soon as the board is done; one the ledger cannot take is marked
   ``unrecorded`` (its set named) in the log and report instead of ending
   the run, and by policy the batch starts no new board. ``atflash ledger
-  reconcile`` (:mod:`atflash.factory.reconcile`) stores those outcomes later.
+  reconcile`` (:mod:`atflash.run.reconcile`) stores those outcomes later.
 - :func:`write_run_records` writes the log and the report each on its own:
   one that fails is an :class:`Unwritten`, its content saved owner-only in
   the temporary folder (or, failing that, the other output named), and the
@@ -25,12 +25,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from atflash import audit
-from atflash.batch import StopRequest
 from atflash.errors import AtflashError, one_line
 from atflash.output import write_private
-from atflash.report import write_report
 from atflash.results import BoardResult
+from atflash.run import audit
+from atflash.run.report import write_report
+from atflash.run.workers import StopRequest
 
 
 class LedgerRecorder:

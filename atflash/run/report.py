@@ -24,7 +24,7 @@ Layout (``format`` names it, ``version`` changes when a field's meaning does)::
 ``action`` is ``write`` or ``verify`` (statuses ``match``/``differs``).
 No key material: images are named by partition, address, size and the
 SHA-256 of what was written, items by their public facts (see
-:func:`atflash.audit.describe_image`: a key by its public-key
+:func:`atflash.run.audit.describe_image`: a key by its public-key
 fingerprint); file contents never appear. Each board record
 is :meth:`BoardResult.to_json`, the shape ``--json`` prints for one board. The file is
 written owner-only all the same (it names every device of a bench).

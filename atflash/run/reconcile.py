@@ -2,7 +2,7 @@
 
 A batch whose ledger stopped answering (a lost login, a network cut) marks
 each board it wrote but could not record ``unrecorded`` in its log and
-report, with the set the board got (see :mod:`atflash.batchrun`). The
+report, with the set the board got (see :mod:`atflash.run.runner`). The
 claim itself was stored before the write, so only the outcome is missing.
 :func:`reconcile` stores it from those records once the ledger answers,
 under the rules a live run keeps:
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atflash import audit
 from atflash.errors import FileInputError
 from atflash.factory.ledger import RESULTS, Ledger
-from atflash.report import load_report
+from atflash.run import audit
+from atflash.run.report import load_report
 
 RECORDED, ALREADY, CONFLICT = "recorded", "already recorded", "conflict"
 

@@ -97,7 +97,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # its workers ignore SIGINT and SIGTERM from the start (see that module).
 # encodings.idna: Python imports it on a worker's first connection by host
 # name (socket:// ports), about 6 ms of CPU in each worker otherwise.
-_PRELOAD = ("atflash._forkserver", "__main__", "atflash.batch", "encodings.idna")
+_PRELOAD = ("atflash._forkserver", "__main__", "atflash.run.workers", "encodings.idna")
 
 
 @dataclass(frozen=True)

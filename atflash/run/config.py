@@ -22,7 +22,7 @@ overrides it::
     key_type_check = true          # *_key: only key types ESP-AT's mbedTLS takes
     backup = "backups"             # folder
     report = "reports/{date}.json" # {date} and {time} are filled in at each run
-    log = "provisioning.jsonl"     # append-only log, one JSON line per board (atflash.audit)
+    log = "provisioning.jsonl"     # append-only log, one JSON line per board (atflash.run.audit)
     station = "line-2"             # this bench's name, in the log
     manifest = "devices.csv"       # per-board files, see atflash.planning.manifest
     strict = false
