@@ -45,6 +45,7 @@ from atflash.errors import (
 from atflash.events import Event, EventSink, ignore
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import write_private
+from atflash.planning.facts import describe_image
 from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from atflash.results import BoardResult, PartitionResult, PartitionStatus
 
@@ -608,7 +609,7 @@ def resolve_plans(plans: Plans, identity: BoardIdentity) -> Sequence[WritePlan]:
 
 
 def new_result(port: str, plan: WritePlan | None) -> BoardResult:
-    """A result with every partition of the plan not started yet."""
+    """A result with every partition of the plan not started yet, with its sources and items."""
     result = BoardResult(port=port)
     if plan is not None:
         result.partitions = [_planned(image, plan) for image in plan.images]
@@ -623,6 +624,8 @@ def _planned(image: PartitionImage, plan: WritePlan) -> PartitionResult:
         size=image.partition.size if image.nvs else len(data),
         bin_size=image.payload,
         sha256=hashlib.sha256(data).hexdigest(),
+        sources=list(image.sources),
+        items=describe_image(image),  # the audit facts travel with the result
     )
 
 

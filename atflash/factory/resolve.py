@@ -120,24 +120,6 @@ class PoolResolver:
                 raise SetChangedError(port, claim.set_name, claim.device, changes)
             ledger.note_identity(claim, now, station=self.station, reissue=True)
 
-    def peek(self, identity: BoardIdentity) -> Sequence[WritePlan]:
-        """The plans of the set this device already holds, claiming nothing (for reports)."""
-        if not identity.mac:
-            return ()
-        ledger = open_ledger(self.ledger_url)
-        try:
-            held = [c for c in ledger.claims(device=identity.mac) if c.active]
-        finally:
-            ledger.close()
-        if not held:
-            return ()
-        entry = self.pool.get(held[-1].set_name)
-        return plans_for_set(self.pool.source, entry, self.profiles, self.options)
-
-    def plans_of_set(self, name: str) -> Sequence[WritePlan]:
-        """The plans of the set a board's result names, asking the ledger nothing (for reports)."""
-        return plans_for_set(self.pool.source, self.pool.get(name), self.profiles, self.options)
-
     def claim(self, mac: str) -> Claim:
         """The set this device holds, or a newly claimed one (stored before any write)."""
         ledger = open_ledger(self.ledger_url)

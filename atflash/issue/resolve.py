@@ -40,7 +40,6 @@ class IssueResolver:
         self.escrow = escrow
         # --reissue replaces whatever the board holds: nothing to read back first.
         self.reads: tuple[str, ...] = () if reissue else issuer.reads
-        self.given: dict[str, Sequence[WritePlan]] = {}
         self.pending: dict[
             str, str
         ] = {}  # MAC -> serial issued in this run, its write not recorded
@@ -74,12 +73,7 @@ class IssueResolver:
             if mac in self.pending and held is None:
                 self.issuer.record(self.pending.pop(mac), ok=False)
             raise
-        self.given[mac] = plans
         return plans
-
-    def peek(self, identity: BoardIdentity) -> Sequence[WritePlan]:
-        """The plans given to this board, issuing nothing (for the audit trail)."""
-        return self.given.get(identity.mac or "", ())
 
     def on_result(self, result: BoardResult) -> None:
         """A batch's ``on_result``: the outcome stored as the board ends; a ledger that cannot

@@ -1,12 +1,7 @@
-"""The audit trail: what each image holds, and the append-only provisioning log.
+"""The append-only provisioning log: one record per board and run.
 
-:func:`describe_image` names every item of a planned image by type and ID
-with the public facts an auditor asks for (certificate fingerprint,
-subject, serial number, expiry; a key's public-key fingerprint), never key
-bytes. :func:`annotate` puts those facts on a board's result, so ``--json``,
-the report and the log all carry them.
-
-The log is JSON lines, one record per board and run: the board's
+What each image holds (its items' public facts, never key bytes) is on the
+board's result already (:mod:`atflash.planning.facts`). The log is JSON lines, one record per board and run: the board's
 :meth:`~atflash.results.BoardResult.to_json` record plus who, where and
 with what (time, action, station, host, atflash and esptool versions).
 It is only ever appended to, under an exclusive lock where the platform
@@ -28,9 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from atflash import __version__
-from atflash.content import creds, pki
-from atflash.errors import AtflashError, FileInputError, FormatError, one_line
-from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
+from atflash.errors import FileInputError, one_line
 from atflash.results import BoardResult
 
 LOG_FORMAT = "atflash-log"
@@ -47,130 +40,6 @@ try:  # Windows
     import msvcrt
 except ImportError:
     msvcrt = None  # type: ignore[assignment]
-
-
-# -- what an image holds ------------------------------------------------------------
-
-
-def describe_image(image: PartitionImage) -> list[dict[str, Any]]:
-    """One dict per item of ``image``, in ID order: type, ID, source and public facts.
-
-    Certificates: ``sha256`` (of the DER certificate), ``subject``,
-    ``issuer``, ``serial`` (hex), ``not_before``/``not_after``. Keys:
-    ``key_type`` and ``public_key_sha256``. Content that cannot be read is
-    described as ``unknown``. Never raises; never carries key material.
-    """
-    kind: str = image.partition.pki or "?"
-    typed: list[tuple[str, int | None, bytes]]
-    if image.values is not None:  # an mfg_nvs namespace: one value per item, in key order
-        typed = [(kind, index, content) for index, (_n, content) in enumerate(image.items)]
-    elif image.bin:
-        try:
-            typed = [(i.type, i.id, i.content) for i in pki.parse(image.bin).items]
-        except FormatError:  # the plan checked it; a bin that fails here says so
-            return [{"type": kind, "id": None, "kind": "unknown", "note": "unreadable bin"}]
-    else:
-        typed = []  # erased flash given as a file (the backup of an empty partition)
-    names = [name for name, _content in image.items]
-    out = []
-    for index, (item_type, item_id, content) in enumerate(typed):
-        source = names[index] if index < len(names) else None
-        out.append(describe_item(item_type, item_id, content, source=source))
-    return out
-
-
-def describe_item(
-    item_type: str, item_id: int | None, content: bytes, *, source: str | None
-) -> dict[str, Any]:
-    """The public facts of one PKI item (see :func:`describe_image`)."""
-    info = creds.describe(content, source=source or f"{item_type} {item_id}")
-    entry: dict[str, Any] = {
-        "type": item_type,
-        "id": item_id,
-        "source": source,
-        "kind": info.kind,
-        "size": len(content),
-    }
-    if info.kind == "certificate":
-        entry.update(
-            subject=info.subject,
-            issuer=info.issuer,
-            serial=_serial(content, source),
-            not_before=_iso(info.not_before),
-            not_after=_iso(info.not_after),
-            sha256=info.sha256_fingerprint,
-            key_type=info.key_type,
-            public_key_sha256=info.public_key_sha256,
-        )
-    elif info.kind == "private key":
-        entry.update(
-            key_type=info.key_type,
-            encrypted=info.encrypted,
-            public_key_sha256=info.public_key_sha256,
-        )
-    elif info.note:
-        entry["note"] = info.note
-    return entry
-
-
-def _serial(content: bytes, source: str | None) -> str | None:
-    try:
-        number = creds.load_certificate(content, source=source or "item").serial_number
-    except AtflashError:
-        return None
-    return f"{number:x}"
-
-
-def _iso(value: datetime.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def annotate(result: BoardResult, plan: WritePlan | None) -> None:
-    """Fill each partition entry's ``sources`` and ``items`` from the plan's image of that name."""
-    if plan is None:
-        return
-    images = {image.partition.name: image for image in plan.images}
-    for entry in result.partitions:
-        image = images.get(entry.name)
-        if image is not None:
-            entry.sources = list(image.sources)
-            entry.items = describe_image(image)
-
-
-def plan_of(
-    result: BoardResult,
-    plans: Sequence[WritePlan] | PlanResolver,
-    *,
-    serial_number: str | None = None,
-) -> WritePlan | None:
-    """The plan a board's result was made from: its profile's, among the candidates.
-
-    A resolver (manifest) is asked again with what the board said it is;
-    a board it refuses or skips had no plan. A resolver with side effects
-    (a pool claims sets) offers ``peek``, which is asked instead, or
-    ``plans_of_set`` for the pool set the result names (no ledger needed).
-    """
-    by_set = getattr(plans, "plans_of_set", None)
-    if callable(plans) and by_set is not None and result.credential_set is not None:
-        try:
-            candidates: Sequence[WritePlan] = by_set(result.credential_set)
-        except AtflashError:
-            return None
-    elif callable(plans):
-        ask = getattr(plans, "peek", plans)
-        identity = BoardIdentity(
-            result.port, chip=result.chip, mac=result.mac, serial_number=serial_number
-        )
-        try:
-            candidates = ask(identity)
-        except AtflashError:
-            return None
-    else:
-        candidates = plans
-    for plan in candidates:
-        if plan.profile.name == result.profile:
-            return plan
-    return candidates[0] if len(candidates) == 1 else None
 
 
 # -- the log ------------------------------------------------------------------------

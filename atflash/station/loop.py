@@ -426,7 +426,6 @@ class Station:
             result.mac = slot.mac if work.connected else None
         if not result.partitions and result.error and work.given:
             _lost_partitions(result, work)
-        audit.annotate(result, audit.plan_of(result, work.given))
         self._record(result)
         self._log(slot, result)
         outcome = result.outcome

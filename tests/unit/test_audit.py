@@ -1,4 +1,4 @@
-"""The audit trail: what an image is said to hold, and the append-only log."""
+"""The append-only provisioning log, and the audit facts a result carries into it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import pytest
 
 from atflash.backends.base import new_result
 from atflash.cli.live import unused_lines
-from atflash.content import creds, pki
 from atflash.errors import FileInputError
 from atflash.layout.profiles import find_profile
-from atflash.planning.manifest import build_resolver, parse_manifest
-from atflash.planning.plan import BoardIdentity, PartitionRequest, WritePlan, build_plan
+from atflash.planning.facts import describe_image
+from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.run import audit
 
 
@@ -32,94 +31,19 @@ def _plan(raw: Path, profile: str = "esp32") -> WritePlan:
     )  # fmt: skip
 
 
-def test_each_item_is_named_by_type_id_and_public_facts(raw: Path) -> None:
-    cert_image, key_image = _plan(raw).images
-    certs = audit.describe_image(cert_image)
-    assert [(c["type"], c["id"], c["kind"]) for c in certs] == [
-        ("cert", 0, "certificate"),
-        ("cert", 1, "certificate"),
-    ]
-    first = certs[0]
-    cert_file = raw / "client_cert" / "client_cert_00.crt"
-    assert first["source"] == str(cert_file)
-    loaded = creds.load_certificate(cert_file.read_bytes(), source="x")
-    assert first["serial"] == f"{loaded.serial_number:x}"
-    assert first["not_after"] == loaded.not_valid_after_utc.isoformat()
-    assert first["subject"] == loaded.subject.rfc4514_string()
-    assert len(first["sha256"]) == 64
-    keys = audit.describe_image(key_image)
-    assert [(k["type"], k["id"], k["kind"]) for k in keys] == [
-        ("key", 0, "private key"),
-        ("key", 1, "private key"),
-    ]
-    # A key is known by its public half only, the same fingerprint as its certificate's.
-    assert keys[0]["public_key_sha256"] == first["public_key_sha256"]
-    assert set(keys[0]) == {"type", "id", "source", "kind", "size", "key_type", "encrypted",
-                            "public_key_sha256"}  # fmt: skip
-    key_text = (raw / "client_key" / "client_key_00.key").read_text()
-    dumped = json.dumps(keys)
-    for line in key_text.splitlines()[1:-1]:
-        assert line not in dumped
-
-
-def test_a_ready_bin_and_a_blank_image_are_described_from_their_bytes(
-    raw: Path, tmp_path: Path
-) -> None:
-    ready = tmp_path / "ca.bin"
-    cas = sorted((raw / "client_ca").iterdir())
-    ready.write_bytes(pki.build(("ca", f.read_bytes(), None) for f in cas))
-    blank = tmp_path / "blank.bin"
-    blank.write_bytes(b"\xff" * 0x2000)
-    plan = build_plan(
-        find_profile("esp32"),
-        [
-            PartitionRequest("client_ca", (str(ready),)),
-            PartitionRequest("server_ca", (str(blank),)),
-        ],
-    )
-    described = audit.describe_image(plan.images[0])
-    assert [(d["type"], d["id"], d["source"]) for d in described] == [
-        ("ca", 0, f"{ready}[0]"),
-        ("ca", 1, f"{ready}[1]"),
-    ]
-    assert audit.describe_image(plan.images[1]) == []
-
-
-def test_an_mfg_nvs_namespace_is_described_value_by_value(raw: Path) -> None:
-    plan = build_plan(
-        find_profile("esp32-3x"),
-        [PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),))],
-    )
-    (item,) = audit.describe_image(plan.images[0])
-    assert (item["type"], item["id"], item["kind"]) == ("cert", 0, "certificate")
-
-
-def test_annotate_fills_results_from_the_plan_and_a_manifest_is_asked_again(raw: Path) -> None:
+def test_a_result_made_for_a_plan_carries_its_sources_and_item_facts(raw: Path) -> None:
+    """The worker that chose the plan puts the audit facts on the result: nothing asks again."""
     plan = _plan(raw)
     result = new_result("/dev/ttyUSB0", plan)
-    result.profile = "esp32"
-    audit.annotate(result, audit.plan_of(result, [plan]))
     assert result.partitions[0].sources == list(plan.images[0].sources)
+    assert result.partitions[0].items == describe_image(plan.images[0])
     assert result.to_json()["partitions"][1]["items"][1]["type"] == "key"
-    manifest = parse_manifest(
-        f"mac,client_cert\n24:0a:c4:00:00:01,{raw / 'client_cert' / 'client_cert_01.crt'}\n",
-        source="m.csv",
-        base=Path("/"),
-    )
-    resolver = build_resolver(manifest, [find_profile("esp32")])
-    found = new_result("p", None)
-    found.mac, found.profile = "24:0a:c4:00:00:01", "esp32"
-    chosen = audit.plan_of(found, resolver)
-    assert chosen is resolver(BoardIdentity("p", mac="24:0a:c4:00:00:01"))[0]
-    stranger = new_result("p", None)
-    stranger.mac = "24:0a:c4:00:00:09"
-    assert audit.plan_of(stranger, resolver) is None  # skipped: no plan, no items
+    assert new_result("p", None).partitions == []  # no plan (skipped, refused): no items
 
 
 def test_the_log_is_appended_to_and_created_owner_only(raw: Path, tmp_path: Path) -> None:
     plan = _plan(raw)
     result = new_result("/dev/ttyUSB0", plan)
-    audit.annotate(result, plan)
     context = audit.LogContext.here("write", "line-2")
     log = tmp_path / "sub" / "log.jsonl"
     when = datetime.datetime(2025, 1, 31, 14, 0, tzinfo=datetime.timezone.utc)

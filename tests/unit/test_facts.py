@@ -1,0 +1,85 @@
+"""What a planned image is said to hold: each item's public facts, never key bytes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from atflash.content import creds, pki
+from atflash.layout.profiles import find_profile
+from atflash.planning.facts import describe_image
+from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
+
+
+def _plan(raw: Path, profile: str = "esp32") -> WritePlan:
+    return build_plan(
+        find_profile(profile),
+        [
+            PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),
+                                             str(raw / "client_cert" / "client_cert_01.crt"))),
+            PartitionRequest("client_key", (str(raw / "client_key" / "client_key_00.key"),
+                                            str(raw / "client_key" / "client_key_01.key"))),
+        ],
+    )  # fmt: skip
+
+
+def test_each_item_is_named_by_type_id_and_public_facts(raw: Path) -> None:
+    cert_image, key_image = _plan(raw).images
+    certs = describe_image(cert_image)
+    assert [(c["type"], c["id"], c["kind"]) for c in certs] == [
+        ("cert", 0, "certificate"),
+        ("cert", 1, "certificate"),
+    ]
+    first = certs[0]
+    cert_file = raw / "client_cert" / "client_cert_00.crt"
+    assert first["source"] == str(cert_file)
+    loaded = creds.load_certificate(cert_file.read_bytes(), source="x")
+    assert first["serial"] == f"{loaded.serial_number:x}"
+    assert first["not_after"] == loaded.not_valid_after_utc.isoformat()
+    assert first["subject"] == loaded.subject.rfc4514_string()
+    assert len(first["sha256"]) == 64
+    keys = describe_image(key_image)
+    assert [(k["type"], k["id"], k["kind"]) for k in keys] == [
+        ("key", 0, "private key"),
+        ("key", 1, "private key"),
+    ]
+    # A key is known by its public half only, the same fingerprint as its certificate's.
+    assert keys[0]["public_key_sha256"] == first["public_key_sha256"]
+    assert set(keys[0]) == {"type", "id", "source", "kind", "size", "key_type", "encrypted",
+                            "public_key_sha256"}  # fmt: skip
+    key_text = (raw / "client_key" / "client_key_00.key").read_text()
+    dumped = json.dumps(keys)
+    for line in key_text.splitlines()[1:-1]:
+        assert line not in dumped
+
+
+def test_a_ready_bin_and_a_blank_image_are_described_from_their_bytes(
+    raw: Path, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ca.bin"
+    cas = sorted((raw / "client_ca").iterdir())
+    ready.write_bytes(pki.build(("ca", f.read_bytes(), None) for f in cas))
+    blank = tmp_path / "blank.bin"
+    blank.write_bytes(b"\xff" * 0x2000)
+    plan = build_plan(
+        find_profile("esp32"),
+        [
+            PartitionRequest("client_ca", (str(ready),)),
+            PartitionRequest("server_ca", (str(blank),)),
+        ],
+    )
+    described = describe_image(plan.images[0])
+    assert [(d["type"], d["id"], d["source"]) for d in described] == [
+        ("ca", 0, f"{ready}[0]"),
+        ("ca", 1, f"{ready}[1]"),
+    ]
+    assert describe_image(plan.images[1]) == []
+
+
+def test_an_mfg_nvs_namespace_is_described_value_by_value(raw: Path) -> None:
+    plan = build_plan(
+        find_profile("esp32-3x"),
+        [PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),))],
+    )
+    (item,) = describe_image(plan.images[0])
+    assert (item["type"], item["id"], item["kind"]) == ("cert", 0, "certificate")
