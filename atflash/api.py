@@ -46,7 +46,8 @@ from atflash.backends import registry
 from atflash.backends.base import BoardTables, Session, WriteOptions, verify_board, write_board
 from atflash.errors import InputError, ProfileError
 from atflash.events import EventSink, ignore
-from atflash.layout.model import Partition, Profile
+from atflash.layout.choice import LayoutChoice
+from atflash.layout.model import Partition
 from atflash.offline import (
     Credential,
     Credentials,
@@ -120,8 +121,6 @@ class Board:
         profile: str | None,
         on_event: EventSink,
     ) -> None:
-        from atflash.run.config import is_explicit_layout
-
         self.via = backend.name
         self._options = options
         self._on_event = on_event
@@ -133,8 +132,9 @@ class Board:
             info = self._session.info
             self.port: str = self._session.port
             self.mac, self.chip, self.firmware = info.mac, info.chip, info.firmware
-            self._explicit = is_explicit_layout(chip, profile)
-            self._profiles = _board_profiles(chip, profile, info.chip)
+            layout = LayoutChoice.of(chip, profile)
+            self._explicit = layout.explicit
+            self._profiles = layout.for_board(info.chip)
             self.tables = (
                 self._session.tables(self._profiles)
                 if self._profiles
@@ -217,15 +217,14 @@ class Board:
         result = write_board(
             held, self._options, plans, options=options, events=self._sink(on_event)
         )
-        return _annotated(result, plans)
+        return result
 
     def verify(
         self, plan: Plan | WritePlan | Sequence[WritePlan], *, on_event: EventSink | None = None
     ) -> BoardResult:
         """Compare the board with the plan, writing nothing: statuses ``match`` or ``differs``."""
         plans = candidates_of(plan)
-        result = verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
-        return _annotated(result, plans)
+        return verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
 
     def restore(
         self,
@@ -380,39 +379,19 @@ def _port_of(port: Any) -> tuple[str, Any]:
     )
 
 
-def _board_profiles(chip: str | None, profile: str | None, found: str | None) -> list[Profile]:
-    """The layouts a connected board may have: those named, else its chip's (every one if unknown)."""
-    from atflash.layout.profiles import family
-    from atflash.run.config import candidate_profiles
-
-    if profile is not None or chip not in (None, "auto"):
-        return candidate_profiles(chip, profile)
-    return family(found) if found else candidate_profiles("auto", None)
-
-
-def _annotated(result: BoardResult, plans: Sequence[WritePlan] | None) -> BoardResult:
-    """The result with each partition's sources and public item facts (the audit trail)."""
-    from atflash.run import audit
-
-    audit.annotate(result, audit.plan_of(result, plans or ()))
-    return result
-
-
 # -- many boards ------------------------------------------------------------------------
 
 
-class _Recorded:
-    """``plan_for``, called in this process, remembering what it gave each port (for the audit)."""
+class _Checked:
+    """``plan_for``, called in this process, its answer taken as plans (none is refused)."""
 
     def __init__(self, plan_for: PlanFor) -> None:
         self.plan_for = plan_for
-        self.given: dict[str, tuple[WritePlan, ...]] = {}
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         plans = candidates_of(self.plan_for(identity))
         if not plans:
             raise InputError(f"{identity.port}: plan_for returned no plan")
-        self.given[identity.port] = plans
         return plans
 
 
@@ -484,7 +463,7 @@ def run_batch(
     if not found:
         raise InputError("no port given", hint="give devices, URLs, globs or 'auto'")
     fixed = plan_for.candidates if isinstance(plan_for, Plan) else None
-    recorded = None if isinstance(plan_for, Plan) else _Recorded(plan_for)
+    checked = None if isinstance(plan_for, Plan) else _Checked(plan_for)
     options = WriteOptions(
         force=force,
         explicit_layout=isinstance(plan_for, Plan) and plan_for.explicit,
@@ -510,13 +489,11 @@ def run_batch(
     with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish their step, the report comes
         results = run_workers(
             board_jobs,
-            options=BatchOptions(jobs=jobs, retries=retry, plan_for=recorded),
+            options=BatchOptions(jobs=jobs, retries=retry, plan_for=checked),
             events=on_event or ignore,
             stop=stop,
         )
     seconds = time.monotonic() - start
-    for attempt in (a for r in results for a in (*r.earlier_attempts, r)):
-        _annotated(attempt, fixed if recorded is None else recorded.given.get(attempt.port, ()))
     built, written = _record(
         results, action, seconds, started, report=report, log=log, station=station
     )

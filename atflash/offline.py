@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Union
 
 from atflash.errors import InputError
 from atflash.files import Blob
+from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Profile
 from atflash.planning.plan import (
     PartitionRequest,
@@ -88,14 +89,9 @@ def plan(
     :class:`~atflash.errors.InputError` on the first problem (a file that
     is no certificate, a key that does not pair, an image too big).
     """
-    from atflash.run.config import candidate_profiles, is_explicit_layout
-
-    path = os.fspath(profile) if profile is not None else None
-    if path is not None and chip == "auto":
-        chip = None  # the profile file is the layout; a chip only says whose CSV it is
-    profiles = candidate_profiles(chip or ("auto" if path is None else None), path)
+    layout = LayoutChoice.of(chip, os.fspath(profile) if profile is not None else None)
     options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
-    return Plan(build(profiles, credentials, options), is_explicit_layout(chip, path))
+    return Plan(build(layout.profiles(), credentials, options), layout.explicit)
 
 
 def build(

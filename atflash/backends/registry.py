@@ -8,6 +8,7 @@ backend's module is imported only when a board is reached through it, so
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,13 @@ class BackendInfo:
     default_baud: int
     # Link and write options that mean something for this backend (CLI spellings).
     accepts: frozenset[str]
+    # The environment variables its own tool reads for the port and the baud rate: the
+    # last defaults, below atflash's own options and ATFLASH_* (esptool's ESPTOOL_PORT).
+    port_env: str | None = None
+    baud_env: str | None = None
+    # The firmware lists its own partitions (ESP-AT's AT+SYSFLASH?), so reading one needs
+    # no layout to look for; otherwise the known layouts say where the tables are.
+    lists_partitions: bool = False
 
     def load(self) -> Backend:
         """The backend object (imports its transport)."""
@@ -45,6 +53,29 @@ class BackendInfo:
         given.setdefault("baud", self.default_baud)
         return kind(port=port, **given)
 
+    def link(
+        self,
+        values: Mapping[str, Any],
+        given: Collection[str],
+        environ: Mapping[str, str] = os.environ,
+    ) -> dict[str, Any]:
+        """The link options this backend takes, from ``values`` (``None``: the default).
+
+        ``given`` names the options the user chose (typed, or in a bench file):
+        one foreign to this backend is refused. Any other foreign value is a
+        default from the environment, and is dropped. Without a baud rate, the
+        backend's own tool's variable (``ESPTOOL_BAUD``) gives it.
+        """
+        self.refuse_foreign(given)
+        link = {name: values.get(name) for name in LINK_OPTIONS if name in self.accepts}
+        if link.get("baud") is None and self.baud_env:
+            link["baud"] = _env_baud(self.baud_env, environ)
+        return link
+
+    def env_port(self, environ: Mapping[str, str] = os.environ) -> str | None:
+        """The port its own tool's variable names (``ESPTOOL_PORT``), if it has one and it is set."""
+        return (environ.get(self.port_env) or None) if self.port_env else None
+
     def refuse_foreign(self, typed: Collection[str]) -> None:
         """Refuse options given for another backend: silently ignoring them would mislead."""
         for option in sorted(set(typed) & _ALL_OPTIONS):
@@ -57,8 +88,22 @@ class BackendInfo:
                 )
 
 
+# The options of a board's connection, by their CLI names, for every backend.
+LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size", "table_offset")
 # Options of the write itself, not of the connection.
 _WRITE_OPTIONS = frozenset({"force"})
+
+
+def _env_baud(name: str, environ: Mapping[str, str]) -> int | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or not 1200 <= int(text) <= 5_000_000:
+        raise InputError(
+            f"{name}={text!r} is not a baud rate", hint="set it to e.g. 921600, or pass --baud"
+        )
+    return int(text)
+
 
 BACKENDS: dict[str, BackendInfo] = {
     "esptool": BackendInfo(
@@ -70,6 +115,8 @@ BACKENDS: dict[str, BackendInfo] = {
         options_cls="ConnectOptions",
         default_baud=921600,
         accepts=frozenset({"baud", "before", "after", "connect_attempts", "table_offset", "force"}),
+        port_env="ESPTOOL_PORT",
+        baud_env="ESPTOOL_BAUD",
     ),
     "at": BackendInfo(
         name="at",
@@ -80,6 +127,7 @@ BACKENDS: dict[str, BackendInfo] = {
         options_cls="AtConnectOptions",
         default_baud=115200,
         accepts=frozenset({"baud", "connect_attempts", "chunk_size"}),
+        lists_partitions=True,
     ),
 }
 NAMES = tuple(BACKENDS)

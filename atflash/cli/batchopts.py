@@ -1,11 +1,11 @@
 """``atflash write`` / ``verify`` options, merging them with a bench file, and rendering a run.
 
-The command gathers its parameters; :func:`settle` merges them with
-``--config`` into :class:`~atflash.run.runner.WriteSettings`, the one set of
-values the run acts on. Precedence, highest first: an option typed on the
-command line, the bench file, an ``ATFLASH_*`` environment variable (then,
-on the esptool path, ``ESPTOOL_PORT`` / ``ESPTOOL_BAUD``), the option's
-default. The run itself is library work (:mod:`atflash.run.runner`); this
+The command gathers its parameters; :func:`settle` hands what was typed
+and what the environment set to :func:`atflash.run.spec.merge`, which
+merges them once with ``--config`` into the one set of values the run acts
+on. Precedence, highest first: an option typed on the command line, the
+bench file, an ``ATFLASH_*`` environment variable (then, on the esptool
+path, ``ESPTOOL_PORT`` / ``ESPTOOL_BAUD``), the option's default. The run itself is library work (:mod:`atflash.run.runner`); this
 module only parses and renders: one board as a result, many as a summary,
 both behind the same live view.
 """
@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import sys
-from collections.abc import Iterable
-from typing import Any
+from dataclasses import replace
+from typing import Any, Literal
 
 import click
 from click.core import ParameterSource
@@ -26,11 +25,11 @@ from click.core import ParameterSource
 from atflash.cli import render, term
 from atflash.cli.common import F, parse_groups
 from atflash.cli.live import BatchView, layout_of, print_summary
-from atflash.errors import InputError
-from atflash.ports import PortFilter
-from atflash.run.config import BenchConfig, check_outputs, load_config
+from atflash.planning.plan import request_names
+from atflash.run.config import load_config
 from atflash.run.report import build_report
-from atflash.run.runner import LINK_OPTIONS, RunOutcome, WriteSettings, execute, prepare
+from atflash.run.runner import RunOutcome, execute, prepare
+from atflash.run.spec import RunSpec, merge
 from atflash.run.workers import stop_on_signals
 
 
@@ -83,137 +82,62 @@ def batch_options(func: F) -> F:
     return func
 
 
-# Command-line parameter -> bench-file key, where the names differ.
-_CONFIG_KEY = {"profile_path": "profile", "backup_dir": "backup"}
-# write's options that verify has not: their value for a verify run.
-_WRITE_ONLY = {"force": False, "backup_dir": None, "skip_unchanged": True}
+# Command-line parameter -> RunSpec field, where the names differ.
+_SPEC_NAME = {"profile_path": "profile", "backup_dir": "backup"}
+# Parameters that are no run setting (or are turned into one below).
+_NOT_SETTINGS = {"config_path", "groups", "as_json", "no_pair_check", "no_key_type_check"}
+_SOURCES = {
+    ParameterSource.COMMANDLINE: "typed",
+    ParameterSource.PROMPT: "typed",
+    ParameterSource.ENVIRONMENT: "env",
+}
 
 
-def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write") -> WriteSettings:
-    """Merge command line, bench file and environment into :class:`WriteSettings`.
+def settle(ctx: click.Context, params: dict[str, Any], *, action: str = "write") -> RunSpec:
+    """The command's parameters as a :class:`~atflash.run.spec.RunSpec` (see :func:`merge`).
 
-    The report and backup paths are checked here, for one board and many
-    alike: before any port is opened, not after the boards were written.
+    Only what the user typed and what the environment set are handed over
+    (click's defaults are the spec's own); ``PARTITION FILE...`` becomes
+    partition requests once the layouts are known.
     """
-    config = load_config(params["config_path"]) if params.get("config_path") else None
-
-    def typed(name: str) -> bool:
-        return ctx.get_parameter_source(name) in (
-            ParameterSource.COMMANDLINE,
-            ParameterSource.PROMPT,
-        )
-
-    def pick(name: str) -> Any:
-        if name not in params:
-            return _WRITE_ONLY.get(name)
-        from_file = getattr(config, _CONFIG_KEY.get(name, name), None) if config else None
-        if typed(name) or from_file is None:
-            return params[name]  # typed, from the environment, or the default
-        return from_file
-
-    via = pick("via")
-    ports = tuple(params["ports"]) if typed("ports") else ()
-    ports = ports or (config.ports if config and config.ports else ()) or tuple(params["ports"])
-    if not ports and via == "esptool" and os.environ.get("ESPTOOL_PORT"):
-        ports = (os.environ["ESPTOOL_PORT"],)
-    link = {name: pick(name) for name in LINK_OPTIONS}
-    link["baud"] = esptool_baud(via, link["baud"])
-    chip, profile = pick("chip"), pick("profile_path")
-    if not chip and not profile and via == "esptool":
-        chip = "auto"  # as esptool: the board says what it is
-    pair_check = not params["no_pair_check"] and (config is None or config.pair_check is not False)
-    key_type_check = not params["no_key_type_check"] and (
-        config is None or config.key_type_check is not False
-    )
-    names = [n for n in (*LINK_OPTIONS, "force") if n in params]
-    settings = WriteSettings(
-        link=link,
-        given=given_options(ctx, config, names),
-        chip=chip,
-        profile=profile,
-        ports=ports,
-        filters=PortFilter(pick("vid_pid"), pick("serial_number"), pick("location")),
-        force=pick("force"),
-        backup=pick("backup_dir"),
-        skip_unchanged=pick("skip_unchanged"),
-        pair_check=pair_check,
-        key_type_check=key_type_check,
-        jobs=pick("jobs"),
-        retry=pick("retry"),
-        report=pick("report"),
-        only_failed=params["only_failed"],
-        manifest=pick("manifest"),
-        strict=pick("strict"),
-        pool=params.get("pool"),
-        ledger=params.get("ledger"),
-        on_ledger_error=params.get("on_ledger_error") or "stop",
-        reissue=bool(params.get("reissue")),
-        force_ledger=bool(params.get("force_ledger")),
-        config=config,
-        groups=tuple(params["groups"]),
-        via=via,
-        action="verify" if action == "verify" else "write",
-        log=pick("log"),
-        station=pick("station"),
-        issue=params.get("issue"),
-        escrow=params.get("escrow"),
-    )
-    if typed("on_ledger_error") and not settings.pool:
-        raise InputError(
-            "--on-ledger-error goes with --pool", hint="only a pool run records to a ledger"
-        )
-    check_outputs(report=settings.report, backup=settings.backup)
-    return settings
+    bench = load_config(params["config_path"]) if params.get("config_path") else None
+    given: dict[str, dict[str, Any]] = {"typed": {}, "env": {}}
+    for name, value in params.items():
+        where = _SOURCES.get(ctx.get_parameter_source(name))  # type: ignore[arg-type]
+        if where is not None and name not in _NOT_SETTINGS:
+            given[where][_SPEC_NAME.get(name, name)] = value
+    for flag, name in (("no_pair_check", "pair_check"), ("no_key_type_check", "key_type_check")):
+        if params.get(flag):
+            given["typed"][name] = False
+    spec = merge(given["typed"], bench, env=given["env"], action=_action(action))
+    if params.get("groups"):
+        names = request_names(spec.layout.profiles())
+        spec = replace(spec, partitions=tuple(parse_groups(params["groups"], names)))
+    return spec
 
 
-def esptool_baud(via: str, baud: int | None) -> int | None:
-    """``baud``, or esptool's ESPTOOL_BAUD on the esptool path when no atflash value is set."""
-    text = os.environ.get("ESPTOOL_BAUD", "").strip()
-    if baud is not None or via != "esptool" or not text:
-        return baud
-    if not text.isdigit() or not 1200 <= int(text) <= 5_000_000:
-        raise InputError(
-            f"ESPTOOL_BAUD={text!r} is not a baud rate",
-            hint="set it to e.g. 921600, or pass --baud",
-        )
-    return int(text)
+def _action(action: str) -> Literal["write", "verify"]:
+    return "verify" if action == "verify" else "write"
 
 
-def given_options(
-    ctx: click.Context, config: BenchConfig | None, names: Iterable[str]
-) -> frozenset[str]:
-    """The options among ``names`` the user set, on the command line or in the bench file.
-
-    An environment variable is a default, not a choice for this run: a
-    backend it means nothing to ignores it rather than refusing the run.
-    """
-    given = set()
-    for name in names:
-        if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            given.add(name)
-        elif config is not None and getattr(config, name, None) not in (None, False):
-            given.add(name)  # a bench file's "force = false" sets nothing
-    return frozenset(given)
-
-
-def run(settings: WriteSettings, *, as_json: bool) -> None:
+def run(spec: RunSpec, *, as_json: bool) -> None:
     """Prepare the run, work behind the live view, render one board or the summary, exit.
 
     From the first board on, Ctrl-C and SIGTERM stop the run the safe way
     (:func:`~atflash.run.workers.stop_on_signals`): the summary and the report
     still come, then exit 130 or 143.
     """
-    run = prepare(settings, parse_groups)
+    run = prepare(spec)
     if run.nothing_to_do:
         if as_json:
-            click.echo(json.dumps(build_report([], seconds=0.0, action=settings.action), indent=2))
+            click.echo(json.dumps(build_report([], seconds=0.0, action=spec.action), indent=2))
         else:
             click.echo(run.nothing_to_do)
         return
-    single = settings.single_board and len(run.jobs) == 1
+    single = run.one_board
     profiles = run.checked.profiles if run.checked else ()
     view = view_for([j.port for j in run.jobs], single=single, as_json=as_json)
-    view.layout, view.title = layout_of(profiles), f"atflash {settings.action}"
+    view.layout, view.title = layout_of(profiles), f"atflash {spec.action}"
     # Held while the summary prints too: a late Ctrl-C must not cut it off with a traceback.
     # One board runs in this process: Ctrl-C and SIGTERM end it at once (one line, 130/143).
     with contextlib.nullcontext(None) if single else stop_on_signals() as stop:
@@ -225,7 +149,7 @@ def run(settings: WriteSettings, *, as_json: bool) -> None:
             click.echo(json.dumps(outcome.report, indent=2))
         else:
             print_summary(outcome.results, seconds=outcome.seconds, unused_rows=outcome.unused_rows)
-        _explain_exit(outcome, settings)
+        _explain_exit(outcome, spec)
     if outcome.exit_code:
         sys.exit(outcome.exit_code)
 
@@ -257,17 +181,15 @@ def _render_one(outcome: RunOutcome, as_json: bool) -> None:
         render.echo_board_result(result)
 
 
-def _explain_exit(outcome: RunOutcome, settings: WriteSettings) -> None:
+def _explain_exit(outcome: RunOutcome, spec: RunSpec) -> None:
     """One stderr line when the exit code is not what the summary's counts would suggest."""
     for failure in outcome.unwritten:
         click.echo(f"atflash: error: {failure}", err=True)
     if outcome.unrecorded:
-        click.echo(f"atflash: error: {_unrecorded_line(outcome, settings)}", err=True)
+        click.echo(f"atflash: error: {_unrecorded_line(outcome)}", err=True)
     if outcome.stopped_by is not None:
         left = [r for r in outcome.results if r.interrupted]
-        saved = (
-            f"; {settings.report} lists them (--only-failed reruns them)" if settings.report else ""
-        )
+        saved = f"; {spec.report} lists them (--only-failed reruns them)" if spec.report else ""
         word = "terminated" if outcome.stopped_by == signal.SIGTERM else "interrupted"
         click.echo(f"atflash: {word}: {len(left)} board(s) not finished{saved}", err=True)
     elif outcome.ledger_hold is not None:
@@ -280,7 +202,7 @@ def _explain_exit(outcome: RunOutcome, settings: WriteSettings) -> None:
         )
 
 
-def _unrecorded_line(outcome: RunOutcome, settings: WriteSettings) -> str:
+def _unrecorded_line(outcome: RunOutcome) -> str:
     """What the ledger lacks and how to bring it up to date from the log."""
     boards = outcome.unrecorded
     first = boards[0].unrecorded

@@ -11,8 +11,8 @@ import click
 
 from atflash.errors import InputError
 from atflash.files import expand
+from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import MFG_NVS, Profile
-from atflash.layout.profiles import load_profile
 from atflash.planning.plan import PartitionRequest
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -37,12 +37,8 @@ def profile_options(func: F) -> F:
 
 
 def resolve_profile(chip: str | None, profile_path: str | None) -> Profile:
-    """The profile named by --profile (and --chip for a CSV) or by --chip."""
-    if profile_path:
-        return load_profile(profile_path, chip=chip)
-    if chip:
-        return load_profile(chip)
-    raise InputError("no chip given", hint="pass --chip (see 'atflash profiles') or --profile FILE")
+    """The one profile --chip or --profile names (see :meth:`LayoutChoice.one`)."""
+    return LayoutChoice.of(chip, profile_path).one()
 
 
 def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> list[PartitionRequest]:

@@ -8,7 +8,6 @@ registry names, and renders.
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,12 +36,14 @@ from atflash.content import mfgnvs
 from atflash.content.describe import inspect_bytes
 from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, InputError
 from atflash.files import expand
+from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import refuse_shared_paths, write_outputs
 from atflash.planning.plan import request_names
 from atflash.ports import list_ports
-from atflash.run.config import BenchConfig, candidate_profiles, check_config, load_config
-from atflash.run.runner import LINK_OPTIONS, delimiter_hint
+from atflash.run.config import BenchConfig, load_config
+from atflash.run.runner import check_plans
+from atflash.run.spec import merge
 
 
 class _Spelled(click.Choice):
@@ -118,9 +119,9 @@ def connection_options(func: F) -> F:
     )(func)
 
 
-def one_port(port: str | None, via: str) -> str:
-    """The --port given, else esptool's ESPTOOL_PORT on the esptool path."""
-    found = port or (os.environ.get("ESPTOOL_PORT") if via == "esptool" else None)
+def one_port(port: str | None, backend: registry.BackendInfo) -> str:
+    """The --port given, else the backend's own tool's variable (esptool's ESPTOOL_PORT)."""
+    found = port or backend.env_port()
     if not found:
         raise click.UsageError("Missing option '--port' / '-p' (or set ATFLASH_PORT).")
     return found
@@ -134,13 +135,10 @@ def link_settings(
     An option set only in the environment is a default: a backend it means
     nothing to ignores it instead of refusing it.
     """
-    via = params.pop("via")
-    link = {key: params.pop(key) for key in LINK_OPTIONS}
-    given = {k for k in LINK_OPTIONS if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-    backend = registry.get(via)
-    backend.refuse_foreign(given)
-    link["baud"] = batchopts.esptool_baud(via, link["baud"])
-    return backend, link
+    backend = registry.get(params.pop("via"))
+    values = {key: params.pop(key) for key in registry.LINK_OPTIONS}
+    given = [k for k in values if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
+    return backend, backend.link(values, given)
 
 
 # -- write / verify ---------------------------------------------------------------
@@ -240,8 +238,8 @@ def read(
 ) -> None:
     """Read a partition from a board and show what it holds."""
     backend, link = link_settings(ctx, params)
-    port = one_port(port, backend.name)
-    profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
+    port = one_port(port, backend)
+    profiles = [] if backend.lists_partitions else LayoutChoice.of(chip, profile_path).profiles()
     known = request_names(profiles) | {p.name for prof in profiles for p in prof.primary}
     if profiles and partition not in known:
         raise InputError(
@@ -318,7 +316,7 @@ def restore(
     and one from another board unless --force.
     """
     backend, link = link_settings(ctx, params)
-    port = one_port(port, backend.name)
+    port = one_port(port, backend)
     loaded = recovery.load_all(expand(backups))
     view = batchopts.view_for([port], single=True, as_json=as_json)  # progress on a terminal
     view.title = "atflash restore"
@@ -363,7 +361,9 @@ def partitions(
         )
         table: tuple[Partition, ...] | None = profile.partitions
     else:
-        profiles = [] if backend.name == "at" else candidate_profiles(chip or "auto", profile_path)
+        profiles = (
+            [] if backend.lists_partitions else LayoutChoice.of(chip, profile_path).profiles()
+        )
         title, table = base.read_table(
             backend.load(), backend.connect_options(port, link), profiles
         )
@@ -407,6 +407,7 @@ def ports_command(show_all: bool, as_json: bool) -> None:
 def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
+    spec = merge({}, config)  # the file's values, as a run would take them
     if config.issue is not None:
         _check_issuer(config, as_json=as_json)
         if not config.partitions and not config.manifest:
@@ -420,10 +421,7 @@ def check(config_path: str, as_json: bool) -> None:
             "the bench file": config_path,
         }
     )
-    # As on the command line: without a chip or profile, the esptool path detects the chip.
-    chip = "auto" if not (config.chip or config.profile) and config.via != "at" else None
-    with delimiter_hint():
-        checked = check_config(config, chip=chip)
+    checked = check_plans(spec)
     if as_json:
         echo_json(render.checked_config_json(config, checked))
     else:

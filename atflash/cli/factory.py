@@ -24,9 +24,9 @@ from atflash.errors import EXIT_MISMATCH, InputError
 from atflash.factory.ledger import Claim, Ledger
 from atflash.factory.ledgers import open_ledger
 from atflash.factory.pool import check_pool, load_pool
+from atflash.layout.choice import LayoutChoice
 from atflash.output import write_outputs
 from atflash.planning.plan import PlanOptions
-from atflash.run.config import candidate_profiles
 
 SHOW_COLUMNS = ("set", "device", "station", "claimed (UTC)", "tries", "result", "released (UTC)")
 EXPORT_COLUMNS = (
@@ -65,7 +65,7 @@ def pool_check(
     certificate or key are refused, whatever the encoding: they are compared
     by fingerprint (certificate SHA-256, public-key SHA-256).
     """
-    profiles = candidate_profiles(chip, profile_path)
+    profiles = LayoutChoice.of(chip, profile_path).profiles()
     loaded = load_pool(pool_path)
     if as_json:
         check_pool(loaded, profiles, PlanOptions(), jobs=jobs)

@@ -30,6 +30,7 @@ from atflash.files import Source, expand
 from atflash.layout.model import DEFAULT_TABLE_OFFSET, MFG_NVS, PkiKind, Profile
 from atflash.layout.profiles import builtin_profiles
 from atflash.output import write_outputs
+from atflash.planning import facts
 from atflash.planning.plan import (
     PartitionImage,
     PartitionRequest,
@@ -37,7 +38,6 @@ from atflash.planning.plan import (
     build_plan,
     request_names,
 )
-from atflash.run import audit
 
 if TYPE_CHECKING:
     from atflash.factory.devices import BuildSpec
@@ -317,7 +317,7 @@ def build(
                         "bin_size": img.payload,
                         "sha256": hashlib.sha256(plan.data_for(img)).hexdigest(),
                         "sources": list(img.sources),
-                        "items": audit.describe_image(img),
+                        "items": facts.describe_image(img),
                     }
                     for img in plan.images
                 ],
@@ -398,7 +398,7 @@ def _namespace_json(image: PartitionImage) -> dict[str, Any]:
         "namespace": image.partition.name,
         "payload": image.payload,
         "sources": list(image.sources),
-        "items": audit.describe_image(image),
+        "items": facts.describe_image(image),
     }
 
 

@@ -19,9 +19,8 @@ import click
 from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.errors import InputError
-from atflash.ports import PortFilter
 from atflash.run.config import BenchConfig, load_config
-from atflash.run.runner import LINK_OPTIONS, WriteSettings
+from atflash.run.spec import RunSpec, merge
 from atflash.run.workers import stop_on_signals
 
 
@@ -151,43 +150,17 @@ def station_command(**params: Any) -> None:
         sys.exit(outcome.exit_code)
 
 
-def _settings(config: BenchConfig, params: dict[str, Any]) -> WriteSettings:
-    """The bench file's values (the few options typed here first), as a batch would run them."""
-    via = config.via or "esptool"
-    chip, profile = config.chip, config.profile
-    if not chip and not profile and via == "esptool":
-        chip = "auto"  # as esptool: the board says what it is
-    link = {name: getattr(config, name, None) for name in LINK_OPTIONS}
-    given = frozenset(
-        n for n in (*LINK_OPTIONS, "force") if getattr(config, n, None) not in (None, False)
-    )
-    return WriteSettings(
-        chip=chip,
-        profile=profile,
-        ports=(),
-        filters=PortFilter(),
-        link=link,
-        force=bool(config.force),
-        backup=config.backup,
-        skip_unchanged=config.skip_unchanged is not False,
-        pair_check=config.pair_check is not False,
-        jobs=None,
-        retry=0,
-        report=params["report"] or config.report,
-        only_failed=None,
-        manifest=config.manifest,
-        strict=bool(config.strict),
-        config=config,
-        groups=(),
-        via=via,
-        key_type_check=config.key_type_check is not False,
-        pool=params["pool"],
-        ledger=params["ledger"],
-        issue=params.get("issue"),
-        given=given,
-        log=params["log"] or config.log,
-        station=params["name"] or config.station,
-    )
+def _settings(config: BenchConfig, params: dict[str, Any]) -> RunSpec:
+    """The bench file's values (the few options given here first), as a batch would run them."""
+    typed = {
+        "report": params["report"],
+        "log": params["log"],
+        "station": params["name"],
+        "pool": params["pool"],
+        "ledger": params["ledger"],
+        "issue": params.get("issue"),
+    }
+    return merge(typed, config)
 
 
 def _web_address(text: str | None, token: str | None) -> tuple[str, int] | None:

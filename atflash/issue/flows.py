@@ -16,6 +16,7 @@ from atflash.errors import AtflashError
 from atflash.events import EventSink
 from atflash.issue.held import items_in
 from atflash.issue.resolve import IssueResolver
+from atflash.layout.choice import LayoutChoice
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
@@ -75,13 +76,12 @@ def run_batch(
 ) -> RunOutcome:
     """Many boards at once (see :func:`atflash.run_batch` for ``options``): each its own certificate."""
     from atflash.api import run_batch as run
-    from atflash.run.config import candidate_profiles
 
     if escrow is not None:
         from atflash.issue.issuer import check_escrow_dir
 
         check_escrow_dir(escrow)
-    profiles = candidate_profiles(chip or "auto", os.fspath(profile) if profile else None)
+    profiles = LayoutChoice.of(chip, os.fspath(profile) if profile else None).profiles()
     resolver = IssueResolver(
         issuer, profiles, reissue=reissue, escrow=os.fspath(escrow) if escrow else None
     )

@@ -35,9 +35,10 @@ overrides it::
 Relative paths (profile, backup, report, log, manifest, partition files) are
 taken from the bench file's folder, so a bench folder can move as a whole.
 Unknown keys are errors: a typo must not silently drop a setting.
-:func:`check_config` validates a loaded file completely (profile, port
-syntax, every file builds, fits and pairs, the manifest, and that the report
-and backups can be written where they go) without touching a board.
+:func:`atflash.run.spec.merge` turns a loaded file (and what was typed) into
+a run's settings, checking that the report and backups can be written where
+they go; :func:`check_config` then builds every image (profile, every file
+builds, fits and pairs, the manifest) without touching a board.
 """
 
 from __future__ import annotations
@@ -51,13 +52,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from atflash import chips
 from atflash.backends import registry
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.errors import AtflashError, FileInputError, InputError, ManifestError
 from atflash.files import expand, read_bounded, unusable_name
+from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Profile
-from atflash.layout.profiles import builtin_profiles, family, load_profile
 from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
 from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plans
 from atflash.ports import check_port_spec, parse_vid_pid
@@ -253,97 +253,42 @@ def _partitions(value: Any, source: str, base: Path) -> tuple[PartitionRequest, 
 # -- complete validation -----------------------------------------------------------
 
 
-def candidate_profiles(chip: str | None, profile_path: str | None) -> list[Profile]:
-    """The layouts a board may carry; its own tables decide among them.
-
-    ``--profile FILE`` or ``--chip <profile name>`` is one explicit layout;
-    ``--chip <chip>`` that chip's family of known layouts (2.x, 3.1+, qcloud
-    variants); ``auto`` every chip's.
-    """
-    if profile_path:
-        return [load_profile(profile_path, chip=chip)]
-    wanted = (chip or "").strip().lower()
-    if wanted == "auto":
-        return sorted(builtin_profiles(), key=lambda p: (not p.default, p.chip))
-    if wanted in chips.known_chips():
-        found = family(wanted)
-        if found:
-            return found
-    if chip:
-        return [load_profile(chip)]
-    raise InputError("no chip given", hint="pass --chip (see 'atflash profiles') or --profile FILE")
-
-
-def is_explicit_layout(chip: str | None, profile_path: str | None) -> bool:
-    """The user named one layout (a profile file or name), not just a chip."""
-    wanted = (chip or "").strip().lower()
-    return bool(profile_path) or (
-        bool(wanted) and wanted != "auto" and wanted not in chips.known_chips()
-    )
-
-
 @dataclass(frozen=True)
 class CheckedConfig:
-    """What a bench file will do, every file built: plans for all boards, or a manifest."""
+    """What a run will write, every file built: plans for all boards, or a manifest."""
 
     profiles: tuple[Profile, ...]
     plans: tuple[WritePlan, ...]  # the same for every board (no manifest)
     resolver: ManifestResolver | None  # per-board plans (manifest)
 
 
-def chip_for(chip: str | None, profile: str | None, via: str | None) -> str | None:
-    """The chip to plan with: over AT the module's own table places images, so none is needed.
-
-    Without --chip or --profile, the AT path plans against every chip's
-    default layout ("auto") and the module's AT+SYSFLASH? table decides.
-    """
-    return "auto" if via == "at" and not chip and not profile else chip
-
-
 def check_config(
-    config: BenchConfig,
+    layout: LayoutChoice,
     *,
-    chip: str | None = None,
-    profile: str | None = None,
-    partitions: Sequence[PartitionRequest] | None = None,
+    partitions: Sequence[PartitionRequest] = (),
     manifest: str | None = None,
-    strict: bool | None = None,
-    pair_check: bool | None = None,
-    key_type_check: bool | None = None,
-    report: str | None = None,
-    backup: str | None = None,
+    strict: bool = False,
+    options: PlanOptions | None = None,
+    source: str = "",
 ) -> CheckedConfig:
-    """Build every image the bench would write; raise the first problem found.
+    """Build every image a run would write; raise the first problem found.
 
-    Keyword arguments override the file's values (command-line options).
-    The report and backup paths are checked first (see :func:`check_outputs`).
+    ``source`` (the bench file, if any) names where "nothing to write" was found.
     """
-    check_outputs(report=report or config.report, backup=backup or config.backup)
-    profile = profile or config.profile
-    profiles = candidate_profiles(chip_for(chip or config.chip, profile, config.via), profile)
-    requests = list(partitions if partitions is not None else config.partitions)
-    if pair_check is None:
-        pair_check = config.pair_check is not False
-    if key_type_check is None:
-        key_type_check = config.key_type_check is not False
-    options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
-    manifest = manifest or config.manifest
+    profiles = layout.profiles()
+    options = options or PlanOptions()
     if manifest:
         resolver = build_resolver(
-            load_manifest(manifest),
-            profiles,
-            common=requests,
-            options=options,
-            strict=bool(strict if strict is not None else config.strict),
+            load_manifest(manifest), profiles, common=partitions, options=options, strict=strict
         )
         return CheckedConfig(tuple(profiles), (), resolver)
-    if not requests:
-        where = f"{config.source}: " if config.source else ""
+    if not partitions:
+        where = f"{source}: " if source else ""
         raise InputError(
             f"{where}nothing to write",
             hint="give PARTITION FILE... arguments, --manifest, or a bench file's [partitions]",
         )
-    plans = tuple(build_plans(profiles, requests, options=options))
+    plans = tuple(build_plans(profiles, partitions, options=options))
     return CheckedConfig(tuple(profiles), plans, None)
 
 

@@ -1,11 +1,12 @@
 """A whole write (or verify) run over many boards, as a library: ports, plans, workers, report, log, exit code.
 
-The CLI gathers :class:`WriteSettings` (command line merged with a bench
-file) and renders; everything between is here, so a Python caller runs a
-bench the same way without click::
+The CLI merges the command line with a bench file into a
+:class:`~atflash.run.spec.RunSpec` (:func:`atflash.run.spec.merge`) and
+renders; everything between is here, so a Python caller runs a bench the
+same way without click::
 
-    run = prepare(settings)                # ports resolved, every image built and checked
-    with batch.stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish, report written
+    run = prepare(spec)                    # ports resolved, every image built and checked
+    with stop_on_signals() as stop:        # Ctrl-C, SIGTERM: boards finish, report written
         outcome = execute(run, events=print, stop=stop)
     sys.exit(outcome.exit_code)
 
@@ -28,29 +29,18 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from atflash.backends import registry
-from atflash.backends.base import WriteOptions
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
-from atflash.layout.model import Profile
 from atflash.output import refuse_shared_paths
 from atflash.planning.manifest import ManifestResolver
-from atflash.planning.plan import BoardIdentity, PartitionRequest, PlanOptions, request_names
+from atflash.planning.plan import BoardIdentity
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
-from atflash.recovery import default_state_dir
 from atflash.results import BoardResult
 from atflash.run import audit
-from atflash.run.config import (
-    BenchConfig,
-    CheckedConfig,
-    candidate_profiles,
-    check_config,
-    chip_for,
-    is_explicit_layout,
-)
+from atflash.run.config import CheckedConfig, check_config
 from atflash.run.records import LedgerRecorder, RunRecords, Unwritten, write_run_records
 from atflash.run.report import (
     build_report,
@@ -59,106 +49,21 @@ from atflash.run.report import (
     merge_reports,
     unused_rows_of,
 )
+from atflash.run.spec import RunSpec
 from atflash.run.workers import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
-
-# Link options (CLI spellings) handed to the chosen backend's connection options.
-LINK_OPTIONS = ("baud", "before", "after", "connect_attempts", "chunk_size", "table_offset")
-
-
-@dataclass(frozen=True)
-class WriteSettings:
-    """Every value a write run acts on, after merging the bench file."""
-
-    chip: str | None
-    profile: str | None
-    ports: tuple[str, ...]
-    filters: PortFilter
-    link: dict[str, Any]  # LINK_OPTIONS -> value (None: the backend's default)
-    force: bool
-    backup: str | None
-    skip_unchanged: bool
-    pair_check: bool
-    jobs: int | None
-    retry: int
-    report: str | None
-    only_failed: str | None
-    manifest: str | None
-    strict: bool
-    config: BenchConfig | None
-    groups: tuple[str, ...]
-    via: str = "esptool"  # a key of registry.BACKENDS
-    key_type_check: bool = True
-    pool: str | None = None  # factory: a pool of credential sets, claimed per board...
-    ledger: str | None = None  # ...in this ledger (SQLite path or postgresql:// URL)
-    given: frozenset[str] = field(default_factory=frozenset)  # options set by the user
-    action: Literal["write", "verify"] = "write"  # verify: compare every board, write nothing
-    log: str | None = None  # append one JSON line per board here (atflash.run.audit)
-    station: str | None = None  # the operator's bench name: in the log, and the ledger's station
-    # A ledger that fails to record a written board: "stop" starts no new board
-    # (the boards running finish), "continue" goes on (each claim tries again).
-    on_ledger_error: Literal["stop", "continue"] = "stop"
-    issue: str | None = None  # an issuer file: each board gets a certificate issued for its MAC
-    # --issue: a new certificate even if the board holds a valid one (the old one superseded);
-    # --pool: write a claimed set whose files changed. Either way recorded in the ledger.
-    reissue: bool = False
-    escrow: str | None = None  # --issue: each key also saved here, encrypted
-    force_ledger: bool = False  # --pool: use a ledger that records another pool
-
-    def __post_init__(self) -> None:
-        # An option that means nothing to the chosen backend is refused, never ignored.
-        registry.get(self.via).refuse_foreign(self.given)
-
-    @property
-    def single_board(self) -> bool:
-        """One plain port and no batch option: the one-board output."""
-        if len(self.ports) != 1 or self.filters or self.config is not None:
-            return False
-        port = self.ports[0]
-        if port == AUTO or (not is_url(port) and is_glob(port)):
-            return False
-        batch_only = (
-            self.jobs,
-            self.retry,
-            self.report,
-            self.only_failed,
-            self.manifest,
-            self.strict,
-            self.pool,
-        )
-        return not any(batch_only)
-
-    @property
-    def plan_options(self) -> PlanOptions:
-        return PlanOptions(pair_check=self.pair_check, key_type_check=self.key_type_check)
-
-    @property
-    def write_options(self) -> WriteOptions:
-        return WriteOptions(
-            force=self.force,
-            skip_unchanged=self.skip_unchanged,
-            backup_dir=Path(self.backup) if self.backup else None,
-            explicit_layout=is_explicit_layout(self.chip, self.profile),
-            journal_dir=default_state_dir(),
-            pair_check=self.pair_check,
-        )
-
-    def connect_for(self, port: str) -> Any:
-        """The chosen backend's connection options for one port."""
-        return registry.get(self.via).connect_options(port, self.link)
-
-    def candidate_profiles(self) -> list[Profile]:
-        """The layouts a board may have (see :func:`atflash.run.config.chip_for`)."""
-        return candidate_profiles(chip_for(self.chip, self.profile, self.via), self.profile)
 
 
 @dataclass(frozen=True)
 class PreparedRun:
     """Boards found and every image checked: nothing is left that could refuse the run."""
 
-    settings: WriteSettings
+    spec: RunSpec
     jobs: tuple[BoardJob, ...]
     checked: CheckedConfig | None
     nothing_to_do: str | None = None  # why the run has no board to touch
+    # One port named plainly and no batch option: the board runs in this process
+    # (no worker to start) and is shown as one board, not as a batch.
+    one_board: bool = False
     pool: Any = None  # the pool resolver: results are recorded in its ledger
     earlier: dict[str, Any] | None = None  # the --only-failed report, as loaded
     plan_for: Any = None  # plans made here, in this process, per board (an issuer's resolver)
@@ -210,25 +115,19 @@ class RunOutcome:
         return 0
 
 
-def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
-    """Resolve the ports and build and check every plan, before the first board.
-
-    ``parse_groups`` turns the command line's ``PARTITION FILE...`` tokens
-    into requests (the CLI passes its parser; a library caller may give a
-    bench file's ``[partitions]`` instead and no groups).
-    """
-    refuse_shared_outputs(settings)
-    earlier = load_report(settings.only_failed) if settings.only_failed else None
+def prepare(spec: RunSpec) -> PreparedRun:
+    """Resolve the ports and build and check every plan, before the first board."""
+    refuse_shared_outputs(spec)
+    earlier = load_report(spec.only_failed) if spec.only_failed else None
     failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
-        return PreparedRun(
-            settings, (), None, f"{settings.only_failed}: no failed boards: nothing to do"
-        )
-    if settings.single_board:
-        ports = [PortInfo(settings.ports[0])]  # one named port is taken as given, as esptool does
+        return PreparedRun(spec, (), None, f"{spec.only_failed}: no failed boards: nothing to do")
+    one_board = is_one_board(spec)
+    if one_board:
+        ports = [PortInfo(spec.ports[0])]  # one named port is taken as given, as esptool does
     else:
-        ports = resolve_ports(port_specs(settings, failed_ports), filters=settings.filters)
-    if failed_ports is not None and settings.ports:
+        ports = resolve_ports(port_specs(spec, failed_ports), filters=spec.filters)
+    if failed_ports is not None and spec.ports:
         wanted = {port_key(name) for name in failed_ports}  # COM3 is com3 on Windows
         ports = [p for p in ports if port_key(p.device) in wanted]
         if not ports:
@@ -236,77 +135,126 @@ def prepare(settings: WriteSettings, parse_groups: Any = None) -> PreparedRun:
                 "none of the given ports failed in the report",
                 hint="drop --port to re-run them all",
             )
-    if not settings.single_board:
-        warm_up(backends=[settings.via])  # the worker server starts while the plans are built
-    issuing = _issue_resolver(settings)
-    pool = None if issuing is not None else _pool_resolver(settings)
-    checked = None if (pool or issuing) is not None else check_plans(settings, parse_groups)
-    if settings.log:
-        audit.check_log(audit.stamp_path(settings.log))
+    if not one_board:
+        warm_up(backends=[spec.via])  # the worker server starts while the plans are built
+    sources = open_sources(spec)
+    if spec.log:
+        audit.check_log(audit.stamp_path(spec.log))
     jobs = tuple(
         BoardJob(
             port=p.device,
-            connect=settings.connect_for(p.device),
-            plans=_plans_of(settings, issuing, pool, checked),
-            options=settings.write_options,
+            connect=spec.connect_for(p.device),
+            plans=sources.job_plans(in_process=one_board),
+            options=spec.write_options,
             serial_number=p.serial_number,
-            backend=settings.via,
-            locate=_locator(p, settings.filters),
-            action=settings.action,
+            backend=spec.via,
+            locate=_locator(p, spec.filters),
+            action=spec.action,
         )
         for p in ports
     )
-    return PreparedRun(settings, jobs, checked, pool=pool, earlier=earlier, plan_for=issuing)
+    return PreparedRun(
+        spec,
+        jobs,
+        sources.checked,
+        one_board=one_board and len(jobs) == 1,
+        pool=sources.pool,
+        earlier=earlier,
+        plan_for=sources.issuing,
+    )
 
 
-def _plans_of(settings: WriteSettings, issuing: Any, pool: Any, checked: Any) -> Any:
-    """A job's plans: fixed, a resolver sent to the worker, or made here (an issuer's)."""
-    if issuing is None:
-        return pool or (checked.resolver or checked.plans)
-    if settings.single_board:
-        return issuing  # the board runs in this process
-    from atflash.run.workers import FromParent
+def is_one_board(spec: RunSpec) -> bool:
+    """One plain port (no glob, no ``auto``, no filter) and no batch option: the one-board run."""
+    if len(spec.ports) != 1 or spec.filters or spec.bench is not None:
+        return False
+    port = spec.ports[0]
+    if port == AUTO or (not is_url(port) and is_glob(port)):
+        return False
+    batch_only = (spec.jobs, spec.retry, spec.report, spec.only_failed, spec.manifest,
+                  spec.strict, spec.pool)  # fmt: skip
+    return not any(batch_only)
 
-    return FromParent(reads=issuing.reads, profiles=issuing.profiles)
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a run's boards get their credentials, each checked before the first board.
+
+    One of: an issuer (a certificate made for each board's MAC), a pool of
+    sets with its ledger, or plans built from files (the same for every
+    board, or per board from a manifest).
+    """
+
+    issuing: Any = None  # atflash.issue.IssueResolver
+    pool: Any = None  # atflash.factory.PoolResolver
+    checked: CheckedConfig | None = None
+
+    @property
+    def plan_for(self) -> Any:
+        """What a board asks once identified: the resolver, or the fixed plans."""
+        if self.issuing is not None:
+            return self.issuing
+        if self.pool is not None:
+            return self.pool
+        assert self.checked is not None
+        return self.checked.resolver or self.checked.plans
+
+    def job_plans(self, *, in_process: bool) -> Any:
+        """A job's plans: fixed, a resolver sent to the worker, or made here (an issuer's)."""
+        if self.issuing is None or in_process:
+            return self.plan_for
+        from atflash.run.workers import FromParent
+
+        return FromParent(reads=self.issuing.reads, profiles=self.issuing.profiles)
 
 
-def _issue_resolver(settings: WriteSettings) -> Any:
+def open_sources(spec: RunSpec) -> Sources:
+    """The run's credential source, opened and checked (issuer, pool and ledger, or every image)."""
+    issuing = _issue_resolver(spec)
+    if issuing is not None:
+        return Sources(issuing=issuing)
+    pool = _pool_resolver(spec)
+    if pool is not None:
+        return Sources(pool=pool)
+    return Sources(checked=check_plans(spec))
+
+
+def _issue_resolver(spec: RunSpec) -> Any:
     """With --issue (or a bench file's [issue]): the issuer opened and checked, before any board."""
-    table = settings.config.issue if settings.config is not None else None
-    if settings.issue is None and table is None:
-        if settings.escrow:
+    if spec.issue is None and spec.issue_table is None:
+        if spec.escrow:
             raise InputError("--escrow goes with --issue", hint="name the issuer file")
         return None  # --reissue alone: a pool's (refused below when there is none)
-    if settings.groups or settings.manifest or settings.pool:
+    if spec.partitions or spec.manifest or spec.pool:
         raise InputError(
             "--issue gives each board its certificate and key: no PARTITION FILE..., "
             "--manifest or --pool with it"
         )
-    if settings.action != "write":
+    if spec.action != "write":
         raise InputError("--issue writes: use it with atflash write")
     from atflash.issue import Issuer, IssueResolver, check_escrow_dir, load_issuer_config
     from atflash.issue.config import parse_issuer_config
 
-    if settings.issue is not None:
-        config = load_issuer_config(settings.issue)
+    if spec.issue is not None:
+        config = load_issuer_config(spec.issue)
     else:
-        bench = Path(settings.config.source)  # type: ignore[union-attr]
+        bench = Path(spec.bench or "")
         config = parse_issuer_config(
-            table or {}, source=f"{bench} [issue]", base=bench.parent, stem=bench
+            dict(spec.issue_table or {}), source=f"{bench} [issue]", base=bench.parent, stem=bench
         )
-    if settings.escrow is not None:
-        check_escrow_dir(settings.escrow)
-    issuer = Issuer.open(config, station=settings.station, ledger=settings.ledger)
+    if spec.escrow is not None:
+        check_escrow_dir(spec.escrow)
+    issuer = Issuer.open(config, station=spec.station, ledger=spec.ledger)
     return IssueResolver(
         issuer,
-        settings.candidate_profiles(),
-        settings.plan_options,
-        reissue=settings.reissue,
-        escrow=settings.escrow,
+        spec.layout.profiles(),
+        spec.plan_options,
+        reissue=spec.reissue,
+        escrow=spec.escrow,
     )
 
 
-def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | None = None) -> None:
+def refuse_shared_outputs(spec: RunSpec, when: datetime.datetime | None = None) -> None:
     """The report, log, backup folder and the files the run reads are distinct paths.
 
     ``--log X --report X`` would replace the log's history with the report.
@@ -315,55 +263,56 @@ def refuse_shared_outputs(settings: WriteSettings, when: datetime.datetime | Non
     are filled in with one time for both, as a run does.
     """
     when = when or datetime.datetime.now()
-    ledger = settings.ledger
+    ledger = spec.ledger
     if ledger and "://" in ledger:  # only a SQLite file can be named twice
         ledger = ledger[len("sqlite:///") :] if ledger.startswith("sqlite:///") else None
     refuse_shared_paths(
         {
-            "--report": audit.stamp_path(settings.report, when) if settings.report else None,
-            "--log": audit.stamp_path(settings.log, when) if settings.log else None,
-            "--backup": settings.backup,
-            "--only-failed": settings.only_failed,
-            "--manifest": settings.manifest,
-            "--config": settings.config.source if settings.config else None,
+            "--report": audit.stamp_path(spec.report, when) if spec.report else None,
+            "--log": audit.stamp_path(spec.log, when) if spec.log else None,
+            "--backup": spec.backup,
+            "--only-failed": spec.only_failed,
+            "--manifest": spec.manifest,
+            "--config": spec.bench,
             "--ledger": ledger,
         },
         allowed=[frozenset({"--only-failed", "--report"})],
     )
 
 
-def _pool_resolver(settings: WriteSettings) -> Any:
+def _pool_resolver(spec: RunSpec) -> Any:
     """With --pool: every set checked and the ledger opened before the first board."""
-    if settings.pool is None:
-        if settings.reissue:
+    if spec.pool is None:
+        if spec.reissue:
             raise InputError(
                 "--reissue goes with --pool or --issue",
                 hint="name the pool or the issuer whose credentials to write anew",
             )
-        if settings.ledger is not None or settings.force_ledger:
+        if spec.ledger is not None or spec.force_ledger:
             raise InputError(
                 "--ledger and --force-ledger go with --pool or --issue",
                 hint="name the pool the ledger hands out",
             )
         return None
-    if settings.groups or settings.manifest:
+    if spec.partitions or spec.manifest:
         raise InputError(
-            "--pool gives each board its files: no PARTITION FILE... arguments or --manifest with it"
+            "--pool gives each board its files: no PARTITION FILE... arguments, [partitions] "
+            "or --manifest with it"
         )
     from atflash.factory import pool_resolver
     from atflash.factory.pool import default_ledger
 
-    if settings.ledger is not None and not settings.ledger.strip():
+    if spec.ledger is not None and not spec.ledger.strip():
         raise InputError("--ledger is empty", hint="give a file or URL, or drop it for the default")
-    ledger = settings.ledger or str(default_ledger(settings.pool))
+    ledger = spec.ledger or str(default_ledger(spec.pool))
     return pool_resolver(
-        settings.pool,
+        spec.pool,
         ledger,
-        station=settings.station,
-        profiles=settings.candidate_profiles(),
-        options=settings.plan_options,
-        reissue=settings.reissue,
-        force_ledger=settings.force_ledger,
+        station=spec.station,
+        profiles=spec.layout.profiles(),
+        options=spec.plan_options,
+        reissue=spec.reissue,
+        force_ledger=spec.force_ledger,
     )
 
 
@@ -382,50 +331,45 @@ def execute(
 
     Nothing that fails once boards were written loses what they hold: a
     board the ledger could not record is marked ``unrecorded`` (and, by
-    :attr:`WriteSettings.on_ledger_error`, no new board starts), and a log
+    :attr:`RunSpec.on_ledger_error`, no new board starts), and a log
     or report that cannot be written is listed in
     :attr:`RunOutcome.unwritten`, its content saved elsewhere, while the
     other is still written (:mod:`atflash.run.records`).
     """
-    settings = run.settings
+    spec = run.spec
     stop = stop if stop is not None else StopRequest()
     started = datetime.datetime.now()
     start = time.monotonic()
-    recorder = LedgerRecorder(run.pool, settings.on_ledger_error, stop) if run.pool else None
+    recorder = LedgerRecorder(run.pool, spec.on_ledger_error, stop) if run.pool else None
     on_result = recorder
     if run.plan_for is not None:
         on_result = run.plan_for.on_result  # each new certificate's outcome, as its board ends
-    if settings.single_board and len(run.jobs) == 1:
+    if run.one_board:
         results = [run_board(run.jobs[0], events)]
     else:
         results = run_batch(
             list(run.jobs),
-            options=BatchOptions(jobs=settings.jobs, retries=settings.retry, plan_for=run.plan_for),
+            options=BatchOptions(jobs=spec.jobs, retries=spec.retry, plan_for=run.plan_for),
             events=events,
             stop=stop,
             on_result=on_result,
         )
     seconds = time.monotonic() - start
     if run.plan_for is not None:
-        if settings.single_board and len(run.jobs) == 1:
+        if run.one_board:
             run.plan_for.on_result(results[0])
         run.plan_for.finish()  # a board lost before its result: its certificate superseded
         run.plan_for.issuer.close()  # the CA key or token session: not held past the boards
-    for job, result in zip(run.jobs, results, strict=True):
-        for attempt in (*result.earlier_attempts, result):
-            given = run.plan_for if run.plan_for is not None else job.plans  # made here: asked here
-            plan = audit.plan_of(attempt, given, serial_number=job.serial_number)
-            audit.annotate(attempt, plan)
     resolver = run.checked.resolver if run.checked else None
     unused = unused_rows(resolver, run.jobs, results)
     if run.earlier is not None:
         # A rerun sees only the failed boards: a row the first run used is not unused.
         before = unused_rows_of(run.earlier)
         unused = [row for row in unused if row in before]
-    report = build_report(results, seconds=seconds, unused_rows=unused, action=settings.action)
+    report = build_report(results, seconds=seconds, unused_rows=unused, action=spec.action)
     records: list[dict[str, Any]] = []
-    if settings.log:
-        context = audit.LogContext.here(settings.action, settings.station)
+    if spec.log:
+        context = audit.LogContext.here(spec.action, spec.station)
         # One record per board attempt: a retried board's failed attempts come first.
         records = [
             audit.log_record(attempt, context)
@@ -433,16 +377,16 @@ def execute(
             for attempt in (*r.earlier_attempts, r)
         ]
     report_path = None
-    if settings.report:
-        report_path = Path(audit.stamp_path(settings.report, started))
+    if spec.report:
+        report_path = Path(audit.stamp_path(spec.report, started))
         if (
             run.earlier is not None
-            and settings.only_failed
-            and _same_file(report_path, settings.only_failed)
+            and spec.only_failed
+            and _same_file(report_path, spec.only_failed)
         ):
             report = merge_reports(run.earlier, report)
     written = write_run_records(
-        log=audit.stamp_path(settings.log, started) if settings.log else None,
+        log=audit.stamp_path(spec.log, started) if spec.log else None,
         log_records=records,
         report=report_path,
         report_data=report,
@@ -453,7 +397,7 @@ def execute(
         seconds,
         unused,
         report,
-        action=settings.action,
+        action=spec.action,
         stopped_by=stop.signum,
         records=written,
         ledger_hold=stop.held,
@@ -477,38 +421,27 @@ def _locator(port: PortInfo, filters: PortFilter) -> PortFilter | None:
     return None
 
 
-def port_specs(settings: WriteSettings, failed_ports: Sequence[str] | None) -> list[str]:
+def port_specs(spec: RunSpec, failed_ports: Sequence[str] | None) -> list[str]:
     """The --port values to resolve: given ones, 'auto' when only filters are, or a report's."""
-    if failed_ports is not None and not settings.ports:
+    if failed_ports is not None and not spec.ports:
         return list(failed_ports)
-    if settings.ports:
-        return list(settings.ports)
-    if settings.filters:
+    if spec.ports:
+        return list(spec.ports)
+    if spec.filters:
         return [AUTO]
     raise InputError("no port given", hint="pass --port (a device, a glob, a URL or 'auto')")
 
 
-def check_plans(settings: WriteSettings, parse_groups: Any = None) -> CheckedConfig:
+def check_plans(spec: RunSpec) -> CheckedConfig:
     """Every image of the run built and checked, before the first board."""
-    config = settings.config or BenchConfig(source="")
-    # settings already hold the bench file's chip and profile where none was typed.
-    chip = chip_for(settings.chip, settings.profile, settings.via)
-    profiles = candidate_profiles(chip, settings.profile)
-    requests: list[PartitionRequest] | None = None
-    if settings.groups:
-        requests = parse_groups(settings.groups, request_names(profiles))
     with delimiter_hint():
         return check_config(
-            config,
-            chip=chip,
-            profile=settings.profile,
-            partitions=requests,
-            manifest=settings.manifest,
-            strict=settings.strict,
-            pair_check=settings.pair_check,
-            key_type_check=settings.key_type_check,
-            report=settings.report,
-            backup=settings.backup,
+            spec.layout,
+            partitions=spec.partitions,
+            manifest=spec.manifest,
+            strict=spec.strict,
+            options=spec.plan_options,
+            source=spec.bench or "",
         )
 
 

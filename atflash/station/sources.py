@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from atflash.errors import InputError
 from atflash.planning.plan import BoardIdentity, WritePlan
-from atflash.run.runner import WriteSettings, check_plans
+from atflash.run.runner import open_sources
+from atflash.run.spec import RunSpec
 
 
 @dataclass(frozen=True)
@@ -34,28 +34,16 @@ class FixedPlans:
         return self.plans
 
 
-def plan_source(settings: WriteSettings) -> Any:
+def plan_source(spec: RunSpec) -> Any:
     """The station's ``plan_for``, every image built and checked, the ledger reached: before any board.
 
-    The batch's own choices and refusals (:mod:`atflash.run.runner`): an issuer
-    (``--issue`` or the bench file's ``[issue]``), else a pool, else the bench
-    file's ``[partitions]`` or manifest. The caller closes an issuer's
-    ``issuer`` when the station has stopped (it holds the CA key or a token
-    session).
+    The batch's own sources and refusals (:func:`atflash.run.runner.open_sources`):
+    an issuer (``--issue`` or the bench file's ``[issue]``), else a pool, else
+    the bench file's ``[partitions]`` or manifest. The caller closes an
+    issuer's ``issuer`` when the station has stopped (it holds the CA key or
+    a token session).
     """
-    from atflash.run.runner import _issue_resolver, _pool_resolver
-
-    issuing = _issue_resolver(settings)
-    if issuing is not None:
-        return issuing
-    pool = _pool_resolver(settings)
-    if pool is not None:
-        if settings.config is not None and settings.config.partitions:
-            raise InputError(
-                "--pool gives each board its files: no [partitions] or manifest with it"
-            )
-        return pool
-    checked = check_plans(settings)
-    if checked.resolver is not None:
-        return checked.resolver
-    return FixedPlans(tuple(checked.plans))
+    sources = open_sources(spec)
+    if sources.checked is not None and sources.checked.resolver is None:
+        return FixedPlans(tuple(sources.checked.plans))
+    return sources.plan_for
