@@ -34,9 +34,7 @@ values into their inputs.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -64,7 +62,6 @@ from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
-    from atflash.run.records import RunRecords
     from atflash.run.runner import RunOutcome
 
 PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
@@ -337,7 +334,7 @@ def connect(
          "table_offset": table_offset, "chunk_size": chunk_size},
     )  # fmt: skip
     name, link = _port_of(port)
-    options = backend.connect_options(name, values)
+    options = backend.connect_options(name, values)  # the backend's defaults where None
     if link is not None:
         options = replace(options, link=link)
     path = os.fspath(profile) if profile is not None else None
@@ -346,25 +343,12 @@ def connect(
 
 def _link_values(backend: registry.BackendInfo, values: dict[str, Any]) -> dict[str, Any]:
     """Link options as the backend takes them; one given for another backend is refused."""
-    backend.refuse_foreign({name for name, value in values.items() if value is not None})
+    from atflash.backends.esptool.options import reset_mode
+
     for option in ("before", "after"):
-        values[option] = _spelled(values.get(option), option)
-    return values
-
-
-def _spelled(value: str | None, option: str) -> str | None:
-    """esptool's reset mode, in either spelling (``no_reset`` is ``no-reset``), or a refusal."""
-    from atflash.backends.esptool.options import AFTER, BEFORE
-
-    if value is None:
-        return None
-    choices: tuple[str, ...] = BEFORE if option == "before" else AFTER
-    spelled = value.replace("_", "-")
-    if spelled not in choices:
-        raise InputError(
-            f"{option}={value!r} is not a reset mode", hint=f"choose one of: {', '.join(choices)}"
-        )
-    return spelled
+        if values.get(option) is not None:
+            values[option] = reset_mode(option, values[option])
+    return backend.link(values, [name for name, value in values.items() if value is not None])
 
 
 def _port_of(port: Any) -> tuple[str, Any]:
@@ -380,19 +364,6 @@ def _port_of(port: Any) -> tuple[str, Any]:
 
 
 # -- many boards ------------------------------------------------------------------------
-
-
-class _Checked:
-    """``plan_for``, called in this process, its answer taken as plans (none is refused)."""
-
-    def __init__(self, plan_for: PlanFor) -> None:
-        self.plan_for = plan_for
-
-    def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
-        plans = candidates_of(self.plan_for(identity))
-        if not plans:
-            raise InputError(f"{identity.port}: plan_for returned no plan")
-        return plans
 
 
 def run_batch(
@@ -434,114 +405,30 @@ def run_batch(
     :meth:`Board.write`, a whole-``mfg_nvs`` write is journalled in the state
     folder, so running the batch again completes a board's write cut short.
     """
-    from atflash.output import refuse_shared_paths
-    from atflash.ports import PortFilter, resolve_ports
-    from atflash.run import audit
-    from atflash.run.config import check_outputs
-    from atflash.run.runner import RunOutcome
-    from atflash.run.workers import BatchOptions, BoardJob, stop_on_signals
-    from atflash.run.workers import run_batch as run_workers
+    from atflash.run.runner import execute, prepare
+    from atflash.run.spec import RunSpec
+    from atflash.run.workers import stop_on_signals
 
     backend = registry.get(via)
-    link = _link_values(
-        backend,
-        {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
-         "chunk_size": chunk_size},
-    )  # fmt: skip
-    when = datetime.datetime.now()
-    refuse_shared_paths(
-        {
-            "report": audit.stamp_path(os.fspath(report), when) if report is not None else None,
-            "log": audit.stamp_path(os.fspath(log), when) if log is not None else None,
-            "backup_dir": _path(backup_dir),
-        }
-    )
-    check_outputs(report=_path(report), backup=_path(backup_dir))
-    if log is not None:
-        audit.check_log(audit.stamp_path(os.fspath(log)))
-    found = resolve_ports([ports] if isinstance(ports, str) else list(ports))
-    if not found:
-        raise InputError("no port given", hint="give devices, URLs, globs or 'auto'")
-    fixed = plan_for.candidates if isinstance(plan_for, Plan) else None
-    checked = None if isinstance(plan_for, Plan) else _Checked(plan_for)
-    options = WriteOptions(
+    values = {"baud": baud, "before": before, "after": after,
+              "connect_attempts": connect_attempts, "chunk_size": chunk_size}  # fmt: skip
+    spec = RunSpec(
+        via=backend.name,
+        link=_link_values(backend, values),
+        ports=(ports,) if isinstance(ports, str) else tuple(ports),
+        action="verify" if verify_only else "write",
         force=force,
-        explicit_layout=isinstance(plan_for, Plan) and plan_for.explicit,
+        backup=_path(backup_dir),
         skip_unchanged=skip_unchanged,
-        backup_dir=Path(backup_dir) if backup_dir is not None else None,
+        jobs=jobs,
+        retry=retry,
+        report=_path(report),
+        log=_path(log),
+        station=station,
     )
-    action: Literal["write", "verify"] = "verify" if verify_only else "write"
-    board_jobs = [
-        BoardJob(
-            port=p.device,
-            connect=backend.connect_options(p.device, link),
-            plans=fixed if fixed is not None else _from_parent(plan_for),
-            options=options,
-            serial_number=p.serial_number,
-            backend=backend.name,
-            # A retry finds the board again by its USB serial number (it may come back renamed).
-            locate=PortFilter(serial_number=p.serial_number) if p.serial_number else None,
-            action=action,
-        )
-        for p in found
-    ]
-    started, start = datetime.datetime.now(), time.monotonic()
+    run = prepare(spec, plan_for, as_keys=True)
     with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish their step, the report comes
-        results = run_workers(
-            board_jobs,
-            options=BatchOptions(jobs=jobs, retries=retry, plan_for=checked),
-            events=on_event or ignore,
-            stop=stop,
-        )
-    seconds = time.monotonic() - start
-    built, written = _record(
-        results, action, seconds, started, report=report, log=log, station=station
-    )
-    return RunOutcome(
-        results, seconds, [], built, action=action, stopped_by=stop.signum, records=written
-    )
-
-
-def _from_parent(plan_for: Any) -> Any:
-    """Plans made here; the worker first reads back what ``plan_for.reads`` names (an issuer's)."""
-    from atflash.run.workers import FromParent
-
-    return FromParent(
-        reads=tuple(getattr(plan_for, "reads", ())),
-        profiles=tuple(getattr(plan_for, "profiles", ())),
-    )
-
-
-def _record(
-    results: Sequence[BoardResult],
-    action: str,
-    seconds: float,
-    started: datetime.datetime,
-    *,
-    report: str | os.PathLike[str] | None,
-    log: str | os.PathLike[str] | None,
-    station: str | None,
-) -> tuple[dict[str, Any], RunRecords]:
-    """The run's report (written to ``report``, 0600) and one log line per board attempt.
-
-    A log or report that cannot be written does not raise: the outcome's
-    ``unwritten`` says which, and where its content was saved instead.
-    """
-    from atflash.run import audit
-    from atflash.run.records import write_run_records
-    from atflash.run.report import build_report
-
-    built = build_report(results, seconds=seconds, action=action)
-    context = audit.LogContext.here(action, station)
-    records = [audit.log_record(a, context) for r in results for a in (*r.earlier_attempts, r)]
-    written = write_run_records(
-        log=audit.stamp_path(os.fspath(log), started) if log is not None else None,
-        log_records=records if log is not None else [],
-        report=Path(audit.stamp_path(os.fspath(report), started)) if report is not None else None,
-        report_data=built,
-        when=started,
-    )
-    return built, written
+        return execute(run, events=on_event or ignore, stop=stop)
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:

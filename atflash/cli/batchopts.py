@@ -135,9 +135,8 @@ def run(spec: RunSpec, *, as_json: bool) -> None:
             click.echo(run.nothing_to_do)
         return
     single = run.one_board
-    profiles = run.checked.profiles if run.checked else ()
     view = view_for([j.port for j in run.jobs], single=single, as_json=as_json)
-    view.layout, view.title = layout_of(profiles), f"atflash {spec.action}"
+    view.layout, view.title = layout_of(run.profiles), f"atflash {spec.action}"
     # Held while the summary prints too: a late Ctrl-C must not cut it off with a traceback.
     # One board runs in this process: Ctrl-C and SIGTERM end it at once (one line, 130/143).
     with contextlib.nullcontext(None) if single else stop_on_signals() as stop:

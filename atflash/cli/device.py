@@ -38,11 +38,11 @@ from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, In
 from atflash.files import expand
 from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import MFG_NVS, Partition
-from atflash.output import refuse_shared_paths, write_outputs
+from atflash.output import write_outputs
 from atflash.planning.plan import request_names
 from atflash.ports import list_ports
-from atflash.run.config import BenchConfig, load_config
-from atflash.run.runner import check_plans
+from atflash.run.config import BenchConfig, check_outputs, load_config
+from atflash.run.runner import check_plans, refuse_shared_outputs
 from atflash.run.spec import merge
 
 
@@ -412,15 +412,8 @@ def check(config_path: str, as_json: bool) -> None:
         _check_issuer(config, as_json=as_json)
         if not config.partitions and not config.manifest:
             return  # an issuing bench: the issuer gives every board its files
-    refuse_shared_paths(
-        {
-            "report": config.report,
-            "log": config.log,
-            "backup": config.backup,
-            "manifest": config.manifest,
-            "the bench file": config_path,
-        }
-    )
+    refuse_shared_outputs(spec, as_keys=True)
+    check_outputs(report=spec.report, backup=spec.backup)
     checked = check_plans(spec)
     if as_json:
         echo_json(render.checked_config_json(config, checked))

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from atflash.backends import registry
-from atflash.backends.esptool.options import AFTER, BEFORE
+from atflash.backends.esptool.options import AFTER, BEFORE, reset_mode
 from atflash.errors import AtflashError, FileInputError, InputError, ManifestError
 from atflash.files import expand, read_bounded, unusable_name
 from atflash.layout.choice import LayoutChoice
@@ -201,9 +201,11 @@ def _scalar(key: str, value: Any, source: str, base: Path) -> Any:
         if not low <= value <= high:
             raise ManifestError(source, None, f"{key} = {value} is outside {low}..{high}")
     if key in ("before", "after"):
-        value = value.replace("_", "-")  # esptool's older spelling (no_reset) is the same choice
-    choices = {"before": BEFORE, "after": AFTER, "via": VIAS}
-    if key in choices and value not in choices[key]:
+        try:
+            value = reset_mode(key, value)  # esptool's older spelling (no_reset) is the same
+        except InputError:
+            raise ManifestError(source, None, f"{key} = {value!r}: must be {description}") from None
+    if key == "via" and value not in VIAS:
         raise ManifestError(source, None, f"{key} = {value!r}: must be {description}")
     if key == "vid_pid":
         try:

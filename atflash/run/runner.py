@@ -26,21 +26,23 @@ import contextlib
 import datetime
 import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, InputError, ManifestError
 from atflash.events import EventSink, ignore
 from atflash.files import is_glob
+from atflash.layout.model import Profile
+from atflash.offline import Plan, candidates_of
 from atflash.output import refuse_shared_paths
 from atflash.planning.manifest import ManifestResolver
-from atflash.planning.plan import BoardIdentity
+from atflash.planning.plan import BoardIdentity, WritePlan
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
 from atflash.results import BoardResult
 from atflash.run import audit
-from atflash.run.config import CheckedConfig, check_config
+from atflash.run.config import CheckedConfig, check_config, check_outputs
 from atflash.run.records import LedgerRecorder, RunRecords, Unwritten, write_run_records
 from atflash.run.report import (
     build_report,
@@ -59,14 +61,18 @@ class PreparedRun:
 
     spec: RunSpec
     jobs: tuple[BoardJob, ...]
-    checked: CheckedConfig | None
+    sources: Sources | None  # None: nothing to do
     nothing_to_do: str | None = None  # why the run has no board to touch
     # One port named plainly and no batch option: the board runs in this process
     # (no worker to start) and is shown as one board, not as a batch.
     one_board: bool = False
-    pool: Any = None  # the pool resolver: results are recorded in its ledger
     earlier: dict[str, Any] | None = None  # the --only-failed report, as loaded
-    plan_for: Any = None  # plans made here, in this process, per board (an issuer's resolver)
+
+    @property
+    def profiles(self) -> tuple[Profile, ...]:
+        """The layouts the run's plans were built for, when they were built before it."""
+        checked = self.sources.checked if self.sources is not None else None
+        return checked.profiles if checked is not None else ()
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,21 @@ class RunOutcome:
         return 0
 
 
-def prepare(spec: RunSpec) -> PreparedRun:
-    """Resolve the ports and build and check every plan, before the first board."""
-    refuse_shared_outputs(spec)
+def prepare(
+    spec: RunSpec,
+    plan_for: Plan | Callable[[BoardIdentity], Any] | None = None,
+    *,
+    as_keys: bool = False,
+) -> PreparedRun:
+    """Resolve the ports and build and check every plan, before the first board.
+
+    The credentials come from ``spec`` (its files, manifest, pool or issuer),
+    or, from a Python caller, from ``plan_for``: a :class:`~atflash.offline.Plan`
+    for every board, or a function called here with each board's identity.
+    ``as_keys``: a refusal names settings as keys (``report``), not options.
+    """
+    refuse_shared_outputs(spec, as_keys=as_keys)
+    check_outputs(report=spec.report, backup=spec.backup)
     earlier = load_report(spec.only_failed) if spec.only_failed else None
     failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
@@ -137,15 +155,18 @@ def prepare(spec: RunSpec) -> PreparedRun:
             )
     if not one_board:
         warm_up(backends=[spec.via])  # the worker server starts while the plans are built
-    sources = open_sources(spec)
+    sources = open_sources(spec) if plan_for is None else given_sources(plan_for)
     if spec.log:
         audit.check_log(audit.stamp_path(spec.log))
+    options = spec.write_options
+    if sources.explicit:
+        options = replace(options, explicit_layout=True)
     jobs = tuple(
         BoardJob(
             port=p.device,
             connect=spec.connect_for(p.device),
             plans=sources.job_plans(in_process=one_board),
-            options=spec.write_options,
+            options=options,
             serial_number=p.serial_number,
             backend=spec.via,
             locate=_locator(p, spec.filters),
@@ -153,15 +174,7 @@ def prepare(spec: RunSpec) -> PreparedRun:
         )
         for p in ports
     )
-    return PreparedRun(
-        spec,
-        jobs,
-        sources.checked,
-        one_board=one_board and len(jobs) == 1,
-        pool=sources.pool,
-        earlier=earlier,
-        plan_for=sources.issuing,
-    )
+    return PreparedRun(spec, jobs, sources, one_board=one_board and len(jobs) == 1, earlier=earlier)
 
 
 def is_one_board(spec: RunSpec) -> bool:
@@ -180,43 +193,71 @@ def is_one_board(spec: RunSpec) -> bool:
 class Sources:
     """Where a run's boards get their credentials, each checked before the first board.
 
-    One of: an issuer (a certificate made for each board's MAC), a pool of
-    sets with its ledger, or plans built from files (the same for every
-    board, or per board from a manifest).
+    One of: plans made here, in this process, once a board said who it is
+    (an issuer's certificate for its MAC, or a Python caller's
+    ``plan_for``); a pool of sets with its ledger; or plans built from files
+    (the same for every board, or per board from a manifest).
     """
 
-    issuing: Any = None  # atflash.issue.IssueResolver
+    here: Any = None  # called in this process with each board's identity
     pool: Any = None  # atflash.factory.PoolResolver
     checked: CheckedConfig | None = None
+    explicit: bool = False  # a caller's plan names one layout (it may be written blind)
 
     @property
     def plan_for(self) -> Any:
-        """What a board asks once identified: the resolver, or the fixed plans."""
-        if self.issuing is not None:
-            return self.issuing
+        """What a board asks once identified: a resolver, or the fixed plans."""
+        if self.here is not None:
+            return self.here
         if self.pool is not None:
             return self.pool
         assert self.checked is not None
         return self.checked.resolver or self.checked.plans
 
     def job_plans(self, *, in_process: bool) -> Any:
-        """A job's plans: fixed, a resolver sent to the worker, or made here (an issuer's)."""
-        if self.issuing is None or in_process:
+        """A job's plans: fixed, a resolver sent to the worker, or asked of the parent."""
+        if self.here is None or in_process:
             return self.plan_for
         from atflash.run.workers import FromParent
 
-        return FromParent(reads=self.issuing.reads, profiles=self.issuing.profiles)
+        return FromParent(
+            reads=tuple(getattr(self.here, "reads", ())),  # read back first (an issuer's)
+            profiles=tuple(getattr(self.here, "profiles", ())),
+        )
 
 
 def open_sources(spec: RunSpec) -> Sources:
     """The run's credential source, opened and checked (issuer, pool and ledger, or every image)."""
     issuing = _issue_resolver(spec)
     if issuing is not None:
-        return Sources(issuing=issuing)
+        return Sources(here=issuing)
     pool = _pool_resolver(spec)
     if pool is not None:
         return Sources(pool=pool)
     return Sources(checked=check_plans(spec))
+
+
+def given_sources(plan_for: Plan | Callable[[BoardIdentity], Any]) -> Sources:
+    """A Python caller's source: one :class:`~atflash.offline.Plan`, or a function asked per board."""
+    if isinstance(plan_for, Plan):
+        checked = CheckedConfig((), plan_for.candidates, None)
+        return Sources(checked=checked, explicit=plan_for.explicit)
+    return Sources(here=_Answered(plan_for))
+
+
+class _Answered:
+    """A caller's ``plan_for``, its answer taken as plans (no plan at all is refused)."""
+
+    def __init__(self, plan_for: Callable[[BoardIdentity], Any]) -> None:
+        self.plan_for = plan_for
+        self.reads = tuple(getattr(plan_for, "reads", ()))
+        self.profiles = tuple(getattr(plan_for, "profiles", ()))
+
+    def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
+        plans = candidates_of(self.plan_for(identity))
+        if not plans:
+            raise InputError(f"{identity.port}: plan_for returned no plan")
+        return plans
 
 
 def _issue_resolver(spec: RunSpec) -> Any:
@@ -254,30 +295,36 @@ def _issue_resolver(spec: RunSpec) -> Any:
     )
 
 
-def refuse_shared_outputs(spec: RunSpec, when: datetime.datetime | None = None) -> None:
+def refuse_shared_outputs(
+    spec: RunSpec, when: datetime.datetime | None = None, *, as_keys: bool = False
+) -> None:
     """The report, log, backup folder and the files the run reads are distinct paths.
 
     ``--log X --report X`` would replace the log's history with the report.
     The one sharing allowed is ``--only-failed X --report X``: the rerun is
     merged into X on purpose (see :func:`execute`). ``{date}`` and ``{time}``
-    are filled in with one time for both, as a run does.
+    are filled in with one time for both, as a run does. ``as_keys`` names
+    them as a bench file does (``report``, ``the bench file``), not as options.
     """
     when = when or datetime.datetime.now()
     ledger = spec.ledger
     if ledger and "://" in ledger:  # only a SQLite file can be named twice
         ledger = ledger[len("sqlite:///") :] if ledger.startswith("sqlite:///") else None
-    refuse_shared_paths(
-        {
-            "--report": audit.stamp_path(spec.report, when) if spec.report else None,
-            "--log": audit.stamp_path(spec.log, when) if spec.log else None,
-            "--backup": spec.backup,
-            "--only-failed": spec.only_failed,
-            "--manifest": spec.manifest,
-            "--config": spec.bench,
-            "--ledger": ledger,
-        },
-        allowed=[frozenset({"--only-failed", "--report"})],
-    )
+    named = {
+        "--report": audit.stamp_path(spec.report, when) if spec.report else None,
+        "--log": audit.stamp_path(spec.log, when) if spec.log else None,
+        "--backup": spec.backup,
+        "--only-failed": spec.only_failed,
+        "--manifest": spec.manifest,
+        "--config": spec.bench,
+        "--ledger": ledger,
+    }
+    if as_keys:
+        named = {_KEYS.get(role, role[2:]): path for role, path in named.items()}
+    refuse_shared_paths(named, allowed=[frozenset({"--only-failed", "--report"})])
+
+
+_KEYS = {"--config": "the bench file"}
 
 
 def _pool_resolver(spec: RunSpec) -> Any:
@@ -340,27 +387,26 @@ def execute(
     stop = stop if stop is not None else StopRequest()
     started = datetime.datetime.now()
     start = time.monotonic()
-    recorder = LedgerRecorder(run.pool, spec.on_ledger_error, stop) if run.pool else None
-    on_result = recorder
-    if run.plan_for is not None:
-        on_result = run.plan_for.on_result  # each new certificate's outcome, as its board ends
+    assert run.sources is not None, "a run with nothing to do is not executed"
+    sources = run.sources
+    recorder = LedgerRecorder(sources.pool, spec.on_ledger_error, stop) if sources.pool else None
+    # Each board's outcome as it ends: a pool's ledger, or an issuer's record of its certificate.
+    on_result = recorder if recorder is not None else getattr(sources.here, "on_result", None)
     if run.one_board:
         results = [run_board(run.jobs[0], events)]
     else:
         results = run_batch(
             list(run.jobs),
-            options=BatchOptions(jobs=spec.jobs, retries=spec.retry, plan_for=run.plan_for),
+            options=BatchOptions(jobs=spec.jobs, retries=spec.retry, plan_for=sources.here),
             events=events,
             stop=stop,
             on_result=on_result,
         )
     seconds = time.monotonic() - start
-    if run.plan_for is not None:
-        if run.one_board:
-            run.plan_for.on_result(results[0])
-        run.plan_for.finish()  # a board lost before its result: its certificate superseded
-        run.plan_for.issuer.close()  # the CA key or token session: not held past the boards
-    resolver = run.checked.resolver if run.checked else None
+    if run.one_board and on_result is not None:
+        on_result(results[0])
+    _close(sources.here)
+    resolver = sources.checked.resolver if sources.checked else None
     unused = unused_rows(resolver, run.jobs, results)
     if run.earlier is not None:
         # A rerun sees only the failed boards: a row the first run used is not unused.
@@ -403,6 +449,16 @@ def execute(
         ledger_hold=stop.held,
         ledger=recorder.ledger if recorder is not None else None,
     )
+
+
+def _close(here: Any) -> None:
+    """An issuer's end of run: boards lost before their result superseded, the CA key let go."""
+    finish = getattr(here, "finish", None)
+    if finish is not None:
+        finish()
+    issuer = getattr(here, "issuer", None)
+    if issuer is not None:
+        issuer.close()  # the CA key or token session: not held past the boards
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:

@@ -23,7 +23,7 @@ from atflash.layout.choice import LayoutChoice
 from atflash.planning.plan import PartitionRequest, PlanOptions
 from atflash.ports import PortFilter
 from atflash.recovery import default_state_dir
-from atflash.run.config import BenchConfig, check_outputs
+from atflash.run.config import BenchConfig
 
 Action = Literal["write", "verify"]
 
@@ -109,8 +109,7 @@ def merge(
     ``profile``, ``vid_pid``, ``serial_number``, ``location``) to values; a
     name absent (or ``None``) is not set there. An option set for a backend
     it means nothing to is refused when typed or in the bench file, and
-    ignored when it only comes from the environment. The report and backup
-    paths are checked here, before any port is opened.
+    ignored when it only comes from the environment.
     """
     env = env or {}
 
@@ -161,5 +160,4 @@ def merge(
         },
         **run_only,
     )
-    check_outputs(report=spec.report, backup=spec.backup)
     return spec

@@ -21,6 +21,19 @@ AFTER: tuple[After, ...] = (
 )
 
 
+def reset_mode(option: str, value: str) -> str:
+    """esptool's ``--before``/``--after`` mode in either spelling (``no_reset`` is ``no-reset``)."""
+    from atflash.errors import InputError
+
+    choices: tuple[str, ...] = BEFORE if option == "before" else AFTER
+    spelled = value.replace("_", "-")
+    if spelled not in choices:
+        raise InputError(
+            f"{option}={value!r} is not a reset mode", hint=f"choose one of: {', '.join(choices)}"
+        )
+    return spelled
+
+
 @dataclass(frozen=True)
 class ConnectOptions:
     """How to reach one board's ROM loader."""
