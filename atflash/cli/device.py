@@ -408,6 +408,10 @@ def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
     config = load_config(config_path)
     spec = merge({}, config)  # the file's values, as a run would take them
+    if config.slots is not None:
+        from atflash.station.slots import parse_slots
+
+        parse_slots(list(config.slots), source=config.source)  # as atflash station reads them
     if config.issue is not None:
         _check_issuer(config, as_json=as_json)
         if not config.partitions and not config.manifest:

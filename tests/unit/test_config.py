@@ -149,3 +149,20 @@ def test_a_bench_file_may_choose_the_at_path(tmp_path: Path) -> None:
     bench.write_text('via = "jtag"\n')
     with pytest.raises(ManifestError, match="via"):
         load_config(bench)
+
+
+def test_check_command_checks_a_stations_slots(bench: Path) -> None:
+    good = FULL.replace('"certs/*.key"', '"certs/client.key"')
+    slots = write(bench, 'slots = ["/dev/ttyUSB0", { location = "1-1.3", name = "B" }]\n' + good)
+    assert CliRunner().invoke(cli, ["check", "--config", str(slots)]).exit_code == 0
+    for bad, message in [
+        ('slots = [{ port = "/dev/ttyUSB0", pot = 1 }]\n', "slot 1: unknown key 'pot'"),
+        (
+            'slots = ["/dev/ttyUSB0", { port = "/dev/ttyUSB1", name = "1" }]\n',
+            "two slots are named '1'",
+        ),
+    ]:
+        result = CliRunner().invoke(cli, ["check", "--config", str(write(bench, bad + good))])
+        assert result.exit_code == 2, result.output
+        (line,) = result.stderr.splitlines()
+        assert message in line and line.startswith("atflash: error: "), line
