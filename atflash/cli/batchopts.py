@@ -32,6 +32,36 @@ from atflash.run.runner import RunOutcome, execute, prepare
 from atflash.run.spec import RunSpec, merge
 from atflash.run.workers import stop_on_signals
 
+# Options write, verify and station share: their names, types and usual help, in one place.
+_SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "report": (("--report",), {"type": click.Path(dir_okay=False),
+               "help": "Write a JSON report here (mode 0600; {date} and {time} are filled in)."}),
+    "config": (("--config", "config_path"), {"type": click.Path(dir_okay=False, exists=True),
+               "help": "Bench file (TOML) with defaults for these options."}),
+    "pool": (("--pool",), {"type": click.Path(exists=True),
+             "help": "Factory: give each board the next unused credential set of this pool."}),
+    "ledger": (("--ledger",), {"metavar": "URL",
+               "help": "Where --pool claims are recorded: a SQLite file, postgresql://... or "
+                       "libpq's host=... dbname=... (default: POOL.ledger.sqlite beside the pool)."}),
+    "log": (("--log",), {"type": click.Path(dir_okay=False),
+            "help": "Append one JSON line per board to this provisioning log (mode 0600; "
+                    "{date} and {time} are filled in)."}),
+    "station": (("--station",), {"metavar": "NAME",
+                "help": "This station's name, in the log and the ledger (default for the "
+                        "ledger: host name)."}),
+    "issue": (("--issue",), {"type": click.Path(dir_okay=False, exists=True), "metavar": "FILE",
+              "help": "Issue each board its own certificate and key, signed by this issuer (TOML)."}),
+}  # fmt: skip
+
+
+def shared_option(name: str, *rename: str, **changes: Any) -> Any:
+    """The option ``name`` as write, verify and station take it; ``changes`` adjust it there.
+
+    ``rename`` gives the parameter another name in that command.
+    """
+    declarations, attributes = _SHARED[name]
+    return click.option(*declarations, *rename, **{**attributes, **changes})
+
 
 def batch_options(func: F) -> F:
     """Repeatable --port, the options that only make sense for many boards, and the log."""
@@ -48,34 +78,27 @@ def batch_options(func: F) -> F:
             click.option("--jobs", "-j", type=click.IntRange(1, 256), help="Boards at once (default: all)."),
             click.option("--retry", type=click.IntRange(0, 100), default=0, show_default=True,
                          help="Retry a failed board this many times, from connect."),
-            click.option("--report", type=click.Path(dir_okay=False),
-                         help="Write a JSON report here (mode 0600; {date} and {time} are filled in)."),
+            shared_option("report"),
             click.option("--only-failed", type=click.Path(dir_okay=False, exists=True),
                          help="Only the boards this report lists as failed."),
             click.option("--manifest", type=click.Path(dir_okay=False, exists=True),
                          help="CSV naming each board's own files (by MAC, serial number or port)."),
             click.option("--strict", is_flag=True, help="Fail boards that have no manifest row instead of skipping them."),
-            click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True),
-                         help="Bench file (TOML) with defaults for these options."),
-            click.option("--pool", type=click.Path(exists=True),
-                         help="Factory: give each board the next unused credential set of this pool."),
-            click.option("--ledger", metavar="URL",
-                         help="Where --pool claims are recorded: a SQLite file, postgresql://... or "
-                              "libpq's host=... dbname=... (default: POOL.ledger.sqlite beside the pool)."),
+            shared_option("config"),
+            shared_option("pool"),
+            shared_option("ledger"),
             click.option("--reissue", is_flag=True,
                          help="--pool: write a claimed set whose files changed since its claim; "
                               "--issue: a new certificate even for a board that holds a valid one. "
                               "The ledger records the change and keeps the old one in its history."),
             click.option("--force-ledger", is_flag=True,
                          help="Use --ledger even though it records another pool."),
-            click.option("--log", type=click.Path(dir_okay=False),
-                         help="Append one JSON line per board to this provisioning log (mode 0600; {date} and {time} are filled in)."),
+            shared_option("log"),
             click.option("--on-ledger-error", type=click.Choice(["stop", "continue"]), default="stop",
                          show_default=True,
                          help="--pool: when the ledger cannot record a written board, start no new "
                               "board (the running ones finish) or go on."),
-            click.option("--station", metavar="NAME",
-                         help="This station's name, in the log and the ledger (default for the ledger: host name)."),
+            shared_option("station"),
         ]
     ):  # fmt: skip
         func = decorator(func)

@@ -21,7 +21,7 @@ from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.cli import batchopts, render, term
 from atflash.cli.app import cli
-from atflash.cli.batchopts import batch_options
+from atflash.cli.batchopts import batch_options, shared_option
 from atflash.cli.common import (
     FLASH_OFFSET,
     F,
@@ -165,12 +165,7 @@ _GROUPS = "PARTITION FILE... [PARTITION FILE...]..."
     show_default=True,
     help="Leave partitions that already hold the image alone.",
 )
-@click.option(
-    "--issue",
-    type=click.Path(dir_okay=False, exists=True),
-    metavar="FILE",
-    help="Issue each board its own certificate and key, signed by this issuer (TOML).",
-)
+@shared_option("issue")
 @click.option(
     "--escrow",
     type=click.Path(file_okay=False),

@@ -18,6 +18,7 @@ import click
 
 from atflash.cli import term
 from atflash.cli.app import cli
+from atflash.cli.batchopts import shared_option
 from atflash.errors import InputError
 from atflash.run.config import BenchConfig, load_config
 from atflash.run.spec import RunSpec, merge
@@ -25,43 +26,26 @@ from atflash.run.workers import stop_on_signals
 
 
 @cli.command("station")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(dir_okay=False, exists=True),
-    help="Bench file (TOML): slots, chip, credentials, log...",
-)
-@click.option(
-    "--log",
-    type=click.Path(dir_okay=False),
+@shared_option("config", required=True, help="Bench file (TOML): slots, chip, credentials, log...")
+@shared_option(
+    "log",
     help="Provisioning log (append-only, one JSON line per board); a restart reads its counts back.",
 )
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False),
-    help="Write this run's JSON report here when the station stops (mode 0600).",
+@shared_option(
+    "report", help="Write this run's JSON report here when the station stops (mode 0600)."
 )
-@click.option(
-    "--station",
+@shared_option(
+    "station",
     "name",
-    metavar="NAME",
     help="This station's name, in the log, the ledger and the line view (default: host name).",
 )
-@click.option(
-    "--pool",
-    type=click.Path(exists=True),
-    help="Give each board the next unused credential set of this pool.",
-)
-@click.option(
-    "--ledger",
-    metavar="URL",
+@shared_option("pool", help="Give each board the next unused credential set of this pool.")
+@shared_option(
+    "ledger",
     help="Where --pool claims are recorded: a SQLite file or postgresql://... (also the line view).",
 )
-@click.option(
-    "--issue",
+@shared_option(
     "issue",
-    type=click.Path(dir_okay=False, exists=True),
     help="Issue each board its own certificate with this issuer file (or the bench file's [issue]).",
 )
 @click.option(

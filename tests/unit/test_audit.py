@@ -13,27 +13,14 @@ import pytest
 from atflash.backends.base import new_result
 from atflash.cli.live import unused_lines
 from atflash.errors import FileInputError
-from atflash.layout.profiles import find_profile
 from atflash.planning.facts import describe_image
-from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
 from atflash.run import audit
-
-
-def _plan(raw: Path, profile: str = "esp32") -> WritePlan:
-    return build_plan(
-        find_profile(profile),
-        [
-            PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),
-                                             str(raw / "client_cert" / "client_cert_01.crt"))),
-            PartitionRequest("client_key", (str(raw / "client_key" / "client_key_00.key"),
-                                            str(raw / "client_key" / "client_key_01.key"))),
-        ],
-    )  # fmt: skip
+from tests.support.samples import pairs_plan
 
 
 def test_a_result_made_for_a_plan_carries_its_sources_and_item_facts(raw: Path) -> None:
     """The worker that chose the plan puts the audit facts on the result: nothing asks again."""
-    plan = _plan(raw)
+    plan = pairs_plan()
     result = new_result("/dev/ttyUSB0", plan)
     assert result.partitions[0].sources == list(plan.images[0].sources)
     assert result.partitions[0].items == describe_image(plan.images[0])
@@ -42,7 +29,7 @@ def test_a_result_made_for_a_plan_carries_its_sources_and_item_facts(raw: Path) 
 
 
 def test_the_log_is_appended_to_and_created_owner_only(raw: Path, tmp_path: Path) -> None:
-    plan = _plan(raw)
+    plan = pairs_plan()
     result = new_result("/dev/ttyUSB0", plan)
     context = audit.LogContext.here("write", "line-2")
     log = tmp_path / "sub" / "log.jsonl"

@@ -8,23 +8,12 @@ from pathlib import Path
 from atflash.content import creds, pki
 from atflash.layout.profiles import find_profile
 from atflash.planning.facts import describe_image
-from atflash.planning.plan import PartitionRequest, WritePlan, build_plan
-
-
-def _plan(raw: Path, profile: str = "esp32") -> WritePlan:
-    return build_plan(
-        find_profile(profile),
-        [
-            PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),
-                                             str(raw / "client_cert" / "client_cert_01.crt"))),
-            PartitionRequest("client_key", (str(raw / "client_key" / "client_key_00.key"),
-                                            str(raw / "client_key" / "client_key_01.key"))),
-        ],
-    )  # fmt: skip
+from atflash.planning.plan import PartitionRequest, build_plan
+from tests.support.samples import pairs_plan
 
 
 def test_each_item_is_named_by_type_id_and_public_facts(raw: Path) -> None:
-    cert_image, key_image = _plan(raw).images
+    cert_image, key_image = pairs_plan().images
     certs = describe_image(cert_image)
     assert [(c["type"], c["id"], c["kind"]) for c in certs] == [
         ("cert", 0, "certificate"),
