@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from tests.support.line import Request, SessionSpan
+from tools.line import Request, SessionSpan
 
 
 class Op(IntEnum):

@@ -21,8 +21,8 @@ from atflash.content import pki
 from atflash.layout.model import Profile
 from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash
-from tests.support.mockflash import write_flash
-from tests.support.strictrom import (
+from tools.mockflash import write_flash
+from tools.strictrom import (
     GET_SECURITY_INFO,
     MEM_END,
     SPI_FLASH_MD5,

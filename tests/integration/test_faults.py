@@ -33,7 +33,7 @@ from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
 from tests.support.esptool_waits import cap_waits, restore_waits
-from tests.support.line import UartLine
+from tools.line import UartLine
 
 from .conftest import flash_differs, flash_holds
 

@@ -23,8 +23,8 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import WritePlan
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
-from tests.support.line import UartLine
-from tests.support.strictrom import (
+from tools.line import UartLine
+from tools.strictrom import (
     FLASH_DEFL_BEGIN,
     SPI_FLASH_MD5,
     encrypted_regions,

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.support.line import CHANGE_BAUDRATE, FiredFault, UartLine, _SlipHeads
+from tools.line import CHANGE_BAUDRATE, FiredFault, UartLine, _SlipHeads
 
 from .conftest import BoardPool, esptool_port
 

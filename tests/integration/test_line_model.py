@@ -20,7 +20,7 @@ import time
 import pytest
 
 from atflash.backends.esptool.options import ROM_BAUD
-from tests.support.line import BRIDGES, CHANGE_BAUDRATE, DEFAULT_BAUD, UartLine
+from tools.line import BRIDGES, CHANGE_BAUDRATE, DEFAULT_BAUD, UartLine
 
 from .conftest import BoardPool, esptool_port, flash_esp_at
 

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from atflash.cli import cli
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
-from tests.support.mockflash import read_flash, write_flash
-from tests.support.strictrom import (
+from tools.mockflash import read_flash, write_flash
+from tools.strictrom import (
     BLOCK,
     FLASH_BEGIN,
     FLASH_DEFL_BEGIN,
@@ -412,7 +412,7 @@ def test_the_rom_session_alternative_is_esptools_no_stub_session(
 def test_an_encrypted_esp_at_board_from_the_pool(board_pool: BoardPool) -> None:
     """What the guard's tests get: bootloader, primary table and apps stored as ciphertext."""
     from atflash.layout.profiles import find_profile
-    from tests.support.strictrom import encrypted_regions
+    from tools.strictrom import encrypted_regions
 
     profile = find_profile("esp32")
     regions = encrypted_regions(profile)

@@ -1,8 +1,10 @@
-"""Slots for station tests: a fixed TCP address where mock boards are plugged in and pulled out.
+"""Station slots: a fixed TCP address where mock boards are plugged in and pulled out.
+
+Used by the station's tests (tests/station/) and its soak (bench/station_soak.py).
 
 Plugging a board in starts a ``sim rom`` process (esp32-mock-bootloader
 with ESP-AT's flash and a MAC of the test's choosing) behind the strict ROM
-model (:mod:`tests.support.strictrom`), which listens on the slot's
+model (:mod:`tools.strictrom`), which listens on the slot's
 address; pulling it out stops both, so the address stops answering, as a
 USB port goes away. Two faults besides:
 
@@ -23,7 +25,7 @@ from typing import Any
 
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
-from tests.support.strictrom import RomRules, StrictRom
+from tools.strictrom import RomRules, StrictRom
 
 WAIT = 60.0  # bound for any one wait on a station (a loaded two-core host)
 
@@ -150,7 +152,7 @@ class CutMidWrite:
 
 
 class StrictMock:
-    """A mock board behind a strict ROM model (tests/support/strictrom.py), listening on ``listen``.
+    """A mock board behind a strict ROM model (tools/strictrom.py), listening on ``listen``.
 
     esptool talks to the model, which holds the mock to what the chip's ROM
     loader does; :attr:`violations` lists what esptool itself would never send.

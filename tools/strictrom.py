@@ -51,7 +51,7 @@ change in the ROM. Fixtures assert there are none.
 
 How to get a strict board (the stable interface)::
 
-    from tests.support.strictrom import RomRules, strict_rom
+    from tools.strictrom import RomRules, strict_rom
 
     with strict_rom(board) as rom:            # board: a MockBoard (atflash.sim.rom)
         run_atflash(port=rom.url)             # atflash/esptool talk to the strict ROM

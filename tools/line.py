@@ -31,7 +31,8 @@ tell the phases of a session apart. :attr:`UartLine.sessions` says when
 each client session began and ended.
 
 All I/O runs in one daemon thread around a selector; the public methods are
-thread-safe and take effect at once.
+thread-safe and take effect at once. The integration tests put it in front
+of boards to fault them; bench/bench.py to time provisioning over a line.
 """
 
 from __future__ import annotations
