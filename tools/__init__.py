@@ -3,6 +3,8 @@
 Not part of atflash: nothing in atflash/ imports it, and the wheel does not
 ship it (the sdist does, for the tests). What lives here:
 
+- :mod:`tools.loader`: the serial loader protocol (opcodes, packet header,
+  SLIP framing), spelled once for the tools below and the bench;
 - :mod:`tools.line`: a TCP relay that moves bytes at a UART's speed, with a
   USB bridge's latency and faults on request (the serial line in front of a
   mock board or AT simulator);

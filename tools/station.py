@@ -25,6 +25,7 @@ from typing import Any
 
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
+from tools.loader import REQUEST, SLIP_END, Op
 from tools.strictrom import RomRules, StrictRom
 
 WAIT = 60.0  # bound for any one wait on a station (a loaded two-core host)
@@ -76,10 +77,10 @@ class DeadBoard:
         self.thread.join(5)
 
 
-# The first frame of a flash write from the host (SLIP: 0xC0, direction 0, opcode):
-# FLASH_DATA (0x03) or FLASH_DEFL_DATA (0x11). 0xC0 inside a frame is escaped,
-# so these three bytes only ever start one.
-_WRITE_FRAMES = (b"\xc0\x00\x03", b"\xc0\x00\x11")
+# The first frame of a flash write from the host (SLIP's END, the request's
+# direction byte, the opcode): FLASH_DATA or FLASH_DEFL_DATA. END inside a
+# frame is escaped, so these three bytes only ever start one.
+_WRITE_FRAMES = tuple(bytes([SLIP_END, REQUEST, op]) for op in (Op.FLASH_DATA, Op.FLASH_DEFL_DATA))
 
 
 class CutMidWrite:
