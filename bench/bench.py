@@ -3,9 +3,9 @@
 Not a test: it prints figures. Each board is an esp32-mock-bootloader
 process that starts as an ESP-AT 2.x board does (``board_flash("esp32")``:
 bootloader, tables, factory_param), behind a strict ROM model
-(:mod:`tests.support.strictrom`: it refuses what the ESP32's ROM lacks and
+(:mod:`tools.strictrom`: it refuses what the ESP32's ROM lacks and
 erases on begin as the ROM does) and its own
-:class:`tests.support.line.UartLine`. The line starts at 115200 baud, as a
+:class:`tools.line.UartLine`. The line starts at 115200 baud, as a
 ROM loader does, follows the rate esptool negotiates, delivers no byte
 faster than a UART at that rate, and adds a USB bridge's latency in each
 direction (``cp210x``: 1 ms, ``ftdi``: 16 ms), so every command that waits
@@ -45,13 +45,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the line model is a test rig (tests/support), not shipped
+sys.path.insert(0, str(ROOT))  # the line model is bench equipment (tools/), not shipped
 
 from bench import hostcpu, startup, ways  # noqa: E402
 from bench.measure import CHIP, Measurement, Rig, measure  # noqa: E402
 from bench.phases import PHASES  # noqa: E402
 from bench.targets import report_targets  # noqa: E402
-from tests.support.line import BRIDGES  # noqa: E402
+from tools.line import BRIDGES  # noqa: E402
 
 # -- output ---------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from atflash.issue import Issuer, IssueResolver  # noqa: E402
 from atflash.layout.profiles import find_profile  # noqa: E402
 from atflash.planning.plan import BoardIdentity  # noqa: E402
-from tests.support.issuing import make_ca  # noqa: E402
+from tools.issuing import make_ca  # noqa: E402
 
 
 def per_board(issuer_file: Path, boards: int, label: str) -> None:
@@ -81,17 +81,16 @@ def end_to_end(folder: Path, issuer_file: Path, boards: int, runs: int) -> None:
     """
     import resource
 
+    from atflash.sim.flash import board_flash
     from atflash.sim.rom import distinct_mac, start_mock
     from bench.hostcpu import become_subreaper, reap_orphans
-    from tests.integration.conftest import flash_esp_at
 
     become_subreaper()
     base = distinct_mac().rsplit(":", 1)[0]
-    mocks = [start_mock("esp32", mac=f"{base}:{n:02x}") for n in range(boards)]
+    factory = board_flash("esp32")  # what an ESP-AT 2.x board holds
+    mocks = [start_mock("esp32", mac=f"{base}:{n:02x}", flash=factory) for n in range(boards)]
     keep = {m.proc.pid for m in mocks}
     try:
-        for mock in mocks:
-            flash_esp_at(mock)
         ports = [a for m in mocks for a in ("--port", m.url)]
         link = [
             "--before",
@@ -147,7 +146,7 @@ def end_to_end(folder: Path, issuer_file: Path, boards: int, runs: int) -> None:
 
 def softhsm_issuer(folder: Path) -> Path | None:
     try:
-        from tests.support import softhsm
+        from tools import softhsm
     except ImportError:
         return None
     if softhsm.find_module() is None:

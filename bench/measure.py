@@ -4,8 +4,8 @@ The boards are started once for the whole benchmark (:class:`Rig`) and put
 back to their factory flash before every measurement, straight through the
 mock's own protocol (not through a line): every way meets the same boards
 in the same state. Each board sits behind a strict ROM model
-(tests.support.strictrom: the ROM's refusals and erases) and, in front of
-that, a line (tests.support.line: the UART and the bridge's latency). Lines
+(tools.strictrom: the ROM's refusals and erases) and, in front of
+that, a line (tools.line: the UART and the bridge's latency). Lines
 are new for every measurement, so their counters and records belong to it
 alone; a way that sends a board a sequence esptool never sends fails.
 """
@@ -21,9 +21,9 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from bench import hostcpu, ways
 from bench.phases import BoardFigures, attribute
-from tests.support.line import BRIDGES, UartLine
-from tests.support.mockflash import erase_flash, write_flash
-from tests.support.strictrom import RomRules, StrictRom
+from tools.line import BRIDGES, UartLine
+from tools.mockflash import erase_flash, write_flash
+from tools.strictrom import RomRules, StrictRom
 
 CHIP = "esp32"
 CLOSE_TIMEOUT = 3.0  # how long the line may take to see a finished tool's port close

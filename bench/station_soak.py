@@ -3,7 +3,7 @@
 Not a test: it prints figures. The station is the real command
 (``python -m atflash station --config bench.toml --log --report --web``),
 its slots TCP addresses where this script plugs mock boards in and pulls
-them out (:class:`tests.support.station.SlotRig`: a ``sim rom`` process per
+them out (:class:`tools.station.SlotRig`: a ``sim rom`` process per
 board, each with a MAC of its own). Each cycle is, at random (seeded):
 
 - a new board (most cycles), sometimes left in place a while before it is pulled;
@@ -39,9 +39,9 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the slot rigs are test support (tests/support), not shipped
+sys.path.insert(0, str(ROOT))  # the slot rigs are bench equipment (tools/), not shipped
 
-from tests.support.station import SlotRig, free_port, mac_of  # noqa: E402
+from tools.station import SlotRig, free_port, mac_of  # noqa: E402
 
 CYCLE_BOUND = 120.0  # a cycle longer than this is a stuck slot
 FAULTS = (("new", 0.78), ("linger", 0.06), ("dead", 0.06), ("cut", 0.05), ("again", 0.05))

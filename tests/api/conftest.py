@@ -23,7 +23,7 @@ from atflash.sim.rom import MockBoard
 from tests.integration import conftest as integration
 from tests.integration.conftest import BoardPool, direct_url, flash_esp_at
 from tests.support.certs import self_signed
-from tests.support.mockflash import read_flash
+from tools.mockflash import read_flash
 
 # The integration tests' boards (fixtures, found here by name).
 board_pool = integration.board_pool

@@ -2,14 +2,14 @@
 
 Each test gets mock boards of its own: over TCP from a pool of running mocks,
 erased whole between tests (BoardPool), over a PTY a new process, stopped.
-A TCP board is seen through a strict ROM model (tests.support.strictrom):
+A TCP board is seen through a strict ROM model (tools.strictrom):
 ``board.url`` is the model's, which refuses what the chip's ROM lacks and
 erases as the ROM does; ``board.mock_url`` is the mock's own. A lease ends
 with a check that nothing esptool never sends went to the board. PTY boards
 are the plain mock: the model is a TCP relay, and those cases test the PTY
 transport itself.
 Checks of what landed in flash, and a board's prior state, go straight to
-the mock over its loader protocol (tests.support.mockflash), never through
+the mock over its loader protocol (tools.mockflash), never through
 atflash's own read path nor esptool: one connection per check, in this
 process (an esptool process per check cost half a second).
 """
@@ -31,8 +31,8 @@ from atflash.seriallink import open_link
 from atflash.sim.at import AtSimulator
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
-from tests.support.mockflash import MockFlashError, erase_flash, read_flash, write_flash
-from tests.support.strictrom import StrictBoard, strict_board
+from tools.mockflash import MockFlashError, erase_flash, read_flash, write_flash
+from tools.strictrom import StrictBoard, strict_board
 
 
 def direct_url(board: MockBoard) -> str:

@@ -417,7 +417,7 @@ def test_reset_prints_ready_again(sim: AtSimulator) -> None:
 
 def test_uart_speed_line_within_short_timeouts(sim: AtSimulator) -> None:
     """At 115200 baud a 4 KB chunk needs 0.36 s on the wire: waits allow for it beyond the timeout."""
-    from tests.support.line import UartLine
+    from tools.line import UartLine
 
     port = int(sim.start_tcp().rsplit(":", 1)[1])
     plan = build_plan(find_profile("esp32"), [PartitionRequest("client_ca", (str(CAS[0]),))])

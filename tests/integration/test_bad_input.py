@@ -52,7 +52,7 @@ from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard
 from tests.support.samples import RAW
-from tests.support.strictrom import start_strict
+from tools.strictrom import start_strict
 
 from .conftest import flash_holds
 

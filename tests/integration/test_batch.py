@@ -29,7 +29,7 @@ from atflash.results import BoardResult, PartitionStatus
 from atflash.run.workers import START_METHOD_ENV, BatchOptions, BoardJob, run_batch
 from atflash.sim.rom import MockBoard
 from tests.support.cli import run
-from tests.support.line import UartLine
+from tools.line import UartLine
 
 from .conftest import BoardPool, flash_differs, flash_esp_at, flash_holds
 

@@ -21,14 +21,9 @@ from atflash.content import pki
 from atflash.layout.model import Profile
 from atflash.layout.profiles import find_profile
 from atflash.sim.flash import board_flash
-from tests.support.mockflash import write_flash
-from tests.support.strictrom import (
-    GET_SECURITY_INFO,
-    MEM_END,
-    SPI_FLASH_MD5,
-    StrictBoard,
-    StrictRom,
-)
+from tools.loader import Op
+from tools.mockflash import write_flash
+from tools.strictrom import StrictBoard, StrictRom
 
 from .conftest import BoardPool, direct_url, flash_differs, flash_holds, preload
 
@@ -73,10 +68,10 @@ def board(layout: Profile, board_pool: BoardPool) -> Iterator[StrictBoard]:
 
 def stub_before_anything_the_rom_lacks(rom: StrictRom) -> None:
     """The stub started before any command the ESP8266 ROM lacks; the ROM refused only esptool's probe."""
-    assert {r.op for r in rom.refused} <= {GET_SECURITY_INFO}  # esptool's own chip-ID probe
+    assert {r.op for r in rom.refused} <= {Op.GET_SECURITY_INFO}  # esptool's own chip-ID probe
     first_stub = next(i for i, (_op, stub) in enumerate(rom.ops) if stub)
-    assert rom.ops[first_stub - 1][0] == MEM_END
-    assert rom.sent(SPI_FLASH_MD5, stub=False) == 0
+    assert rom.ops[first_stub - 1][0] == Op.MEM_END
+    assert rom.sent(Op.SPI_FLASH_MD5, stub=False) == 0
     assert not rom.violations
 
 

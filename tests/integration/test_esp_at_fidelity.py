@@ -28,7 +28,7 @@ from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
 from tests.support.cli import run
-from tests.support.mockflash import read_flash
+from tools.mockflash import read_flash
 
 from .conftest import BoardPool, direct_url, flash_esp_at
 

@@ -33,7 +33,8 @@ from atflash.results import BoardResult
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
 from tests.support.esptool_waits import cap_waits, restore_waits
-from tests.support.line import UartLine
+from tools.line import UartLine
+from tools.loader import SLIP_END, SLIP_ESC, Op
 
 from .conftest import flash_differs, flash_holds
 
@@ -180,9 +181,6 @@ def test_fault_leaves_an_honest_result_and_a_retry_repairs(rig: Rig, case: str) 
     assert flash_differs(rig.board, {i.address: i.padded for i in rig.plan.images}) == []
 
 
-CHANGE_BAUDRATE, SPI_SET_PARAMS, FLASH_DEFL_DATA = 0x0F, 0x0B, 0x11
-
-
 def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     """Every request waits for its reply, so on a real bench round trips are the cost.
 
@@ -200,14 +198,15 @@ def test_a_write_keeps_to_its_round_trip_budget(rig: Rig) -> None:
     result = rig.write()
     assert result.ok, result.error
     ops = [r.op for r in rig.line.requests]
-    attach = ops[ops.index(CHANGE_BAUDRATE) + 1 : ops.index(SPI_SET_PARAMS)]
+    attach = ops[ops.index(Op.CHANGE_BAUDRATE) + 1 : ops.index(Op.SPI_SET_PARAMS)]
     assert len(attach) <= 20, attach
-    assert ops.count(FLASH_DEFL_DATA) == 1, ops  # 24 KB, mostly padding, in one 16 KB block
+    assert ops.count(Op.FLASH_DEFL_DATA) == 1, ops  # 24 KB, mostly padding, in one 16 KB block
     assert len(ops) <= 62, ops
 
 
 STUB_BLOCK = 0x4000  # FLASH_DEFL_DATA payload of the flasher stub
-SLIP_SPECIAL = frozenset({0xC0, 0xDB})  # bytes SLIP escapes: a flip there breaks the framing
+# The bytes SLIP escapes: a flip there breaks the framing.
+SLIP_SPECIAL = frozenset({SLIP_END, SLIP_ESC})
 
 
 def flip_spot(stream: bytes, at: int, mask: int, length: int = 16) -> tuple[bytes, int]:

@@ -23,13 +23,9 @@ from atflash.layout.profiles import find_profile
 from atflash.planning.plan import WritePlan
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
-from tests.support.line import UartLine
-from tests.support.strictrom import (
-    FLASH_DEFL_BEGIN,
-    SPI_FLASH_MD5,
-    encrypted_regions,
-    strict_board,
-)
+from tools.line import UartLine
+from tools.loader import Op
+from tools.strictrom import encrypted_regions, strict_board
 
 from .conftest import BoardPool, flash_differs, flash_esp_at, preload
 from .test_faults import _target, _when, flip_spot
@@ -108,7 +104,7 @@ def test_the_guard_catches_and_repairs_an_over_erasing_rom_write(
         expected = {profile.partition(n).offset: padded_image(raw, n) for n in CLIENT}
         assert flash_differs(plain, {0x30000: factory, **expected}) == []
     # The fault fired: the model's compressed begin erased the next block.
-    assert any(e.op == FLASH_DEFL_BEGIN and e.end == 0x40000 for e in erases), erases
+    assert any(e.op == Op.FLASH_DEFL_BEGIN and e.end == 0x40000 for e in erases), erases
     assert result.exit_code == EXIT_DEVICE_ERROR, result.output
     record = json.loads(result.stdout)
     assert (
@@ -172,7 +168,7 @@ def test_on_the_esp8266_the_guard_works_through_the_stub(board_pool: BoardPool, 
         ops = list(board.rom.ops)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["neighbours"] == []
-    md5s = [stub for op, stub in ops if op == SPI_FLASH_MD5]
+    md5s = [stub for op, stub in ops if op == Op.SPI_FLASH_MD5]
     assert md5s and all(md5s)  # the guard's (and every other) checksum went to the stub
 
 

@@ -23,7 +23,7 @@ from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run
-from tests.support.strictrom import strict_board
+from tools.strictrom import strict_board
 
 LINK = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 

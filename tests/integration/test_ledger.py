@@ -33,7 +33,7 @@ from atflash.results import BoardResult
 from atflash.run.workers import BoardJob, run_batch
 from atflash.sim.flash import board_flash
 from tests.support.cli import run
-from tests.support.strictrom import start_strict
+from tools.strictrom import start_strict
 
 from .conftest import BoardPool, flash_esp_at, flash_holds
 

@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from tests.support.line import CHANGE_BAUDRATE, FiredFault, UartLine, _SlipHeads
+from tools.line import FiredFault, UartLine, _SlipHeads
+from tools.loader import Op, request, response
 
 from .conftest import BoardPool, esptool_port
 
@@ -66,17 +67,12 @@ def nothing_arrives(sock: socket.socket, seconds: float) -> bool:
     return False
 
 
-def slip(packet: bytes) -> bytes:
-    return b"\xc0" + packet.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
-
-
 def change_baud_request(new: int, old: int = 0, chk: int = 0) -> bytes:
-    data = struct.pack("<II", new, old)
-    return slip(struct.pack("<BBHI", 0, CHANGE_BAUDRATE, len(data), chk) + data)
+    return request(Op.CHANGE_BAUDRATE, struct.pack("<II", new, old), chk)
 
 
 def change_baud_response(status: int = 0) -> bytes:
-    return slip(struct.pack("<BBHI", 1, CHANGE_BAUDRATE, 2, 0) + bytes([status, 0]))
+    return response(Op.CHANGE_BAUDRATE, bytes([status, 0]))
 
 
 def line_to(address: tuple[str, int], **kwargs: object) -> UartLine:

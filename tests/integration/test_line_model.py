@@ -20,7 +20,8 @@ import time
 import pytest
 
 from atflash.backends.esptool.options import ROM_BAUD
-from tests.support.line import BRIDGES, CHANGE_BAUDRATE, DEFAULT_BAUD, UartLine
+from tools.line import BRIDGES, DEFAULT_BAUD, UartLine
+from tools.loader import Op, request, response
 
 from .conftest import BoardPool, esptool_port, flash_esp_at
 
@@ -43,17 +44,12 @@ def recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def slip(packet: bytes) -> bytes:
-    return b"\xc0" + packet.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
-
-
 def change_baud(host: socket.socket, dev: socket.socket, new: int) -> None:
     """esptool's CHANGE_BAUDRATE request and the ROM's OK reply, through the line."""
-    data = struct.pack("<II", new, 0)
-    request = slip(struct.pack("<BBHI", 0, CHANGE_BAUDRATE, len(data), 0) + data)
-    reply = slip(struct.pack("<BBHI", 1, CHANGE_BAUDRATE, 2, 0) + b"\x00\x00")
-    host.sendall(request)
-    assert recv_exactly(dev, len(request)) == request
+    sent = request(Op.CHANGE_BAUDRATE, struct.pack("<II", new, 0))
+    reply = response(Op.CHANGE_BAUDRATE, b"\x00\x00")
+    host.sendall(sent)
+    assert recv_exactly(dev, len(sent)) == sent
     dev.sendall(reply)
     assert recv_exactly(host, len(reply)) == reply
 

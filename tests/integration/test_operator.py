@@ -40,7 +40,7 @@ from atflash.results import BoardResult, PartitionResult, PartitionStatus
 from atflash.sim.flash import board_flash, flash_image
 from atflash.sim.rom import MockBoard, distinct_mac
 from tests.support.cli import run
-from tests.support.strictrom import start_strict
+from tools.strictrom import start_strict
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
 TERMINAL_TIMEOUT = 90.0

@@ -37,7 +37,7 @@ from atflash.factory.ledger import Claim
 from atflash.factory.ledgers import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, distinct_mac
-from tests.support.strictrom import start_strict
+from tools.strictrom import start_strict
 
 from .conftest import flash_holds
 

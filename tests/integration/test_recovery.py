@@ -36,8 +36,8 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.support.cli import run
 from tests.support.esptool_waits import cap_waits, restore_waits
-from tests.support.line import UartLine
-from tests.support.mockflash import read_flash
+from tools.line import UartLine
+from tools.mockflash import read_flash
 
 from .conftest import BoardPool, direct_url, flash_esp_at, preload
 

@@ -27,11 +27,10 @@ from hypothesis import strategies as st
 from atflash.cli import cli
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
-from tests.support.mockflash import read_flash, write_flash
-from tests.support.strictrom import (
+from tools.loader import HEADER, RESPONSE, Op, request, unslip
+from tools.mockflash import read_flash, write_flash
+from tools.strictrom import (
     BLOCK,
-    FLASH_BEGIN,
-    FLASH_DEFL_BEGIN,
     SECTOR,
     Refusal,
     RomRules,
@@ -58,15 +57,12 @@ class RawLoader:
 
     def command(self, op: int, data: bytes = b"", chk: int = 0) -> tuple[int, bytes]:
         """Send one request; the reply's value and data (status bytes included)."""
-        frame = struct.pack("<BBHI", 0, op, len(data), chk) + data
-        self.sock.sendall(
-            b"\xc0" + frame.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
-        )
+        self.sock.sendall(request(op, data, chk))
         while True:
             reply = self._frame()
-            if len(reply) >= 8 and reply[0] == 1 and reply[1] == op:
-                value = struct.unpack_from("<I", reply, 4)[0]
-                return value, reply[8:]
+            if len(reply) >= HEADER.size and reply[0] == RESPONSE and reply[1] == op:
+                value = HEADER.unpack_from(reply)[3]
+                return value, reply[HEADER.size :]
 
     def _frame(self) -> bytes:
         while True:
@@ -74,7 +70,7 @@ class RawLoader:
             end = self.buf.find(b"\xc0", start + 1) if start >= 0 else -1
             if end > start + 1:
                 body, self.buf = self.buf[start + 1 : end], self.buf[end + 1 :]
-                return body.replace(b"\xdb\xdc", b"\xc0").replace(b"\xdb\xdd", b"\xdb")
+                return unslip(body)
             if end == start + 1:
                 self.buf = self.buf[end:]
                 continue
@@ -126,7 +122,7 @@ def esp32c3(board_pool: BoardPool) -> Iterator[MockBoard]:
         yield board
 
 
-def begin(size: int, offset: int, op: int = FLASH_BEGIN) -> tuple[int, bytes]:
+def begin(size: int, offset: int, op: int = Op.FLASH_BEGIN) -> tuple[int, bytes]:
     return op, struct.pack("<IIII", size, (size + 0x3FF) // 0x400, 0x400, offset)
 
 
@@ -202,7 +198,7 @@ def test_a_forced_compressed_rom_write_destroys_factory_param(esp32: MockBoard) 
     (ca, param) = read_flash(esp32.url, [(CLIENT_CA, 0x2000), (FACTORY_PARAM, 0x1000)])
     assert ca == client_ca
     assert param == b"\xff" * 0x1000  # the module's firmware no longer starts
-    assert [e.op for e in rom.erases] == [FLASH_DEFL_BEGIN]
+    assert [e.op for e in rom.erases] == [Op.FLASH_DEFL_BEGIN]
     assert rom.violations and "compressed write to the ROM" in rom.violations[0]
 
 
@@ -237,7 +233,7 @@ def test_esp8266_rom_begin_erases_more_than_declared(esp8266: MockBoard) -> None
     ],
 )
 def test_esp8266_erase_bug_model(offset: int, declared: int, erased: tuple[int, int]) -> None:
-    assert RomRules("esp8266").rom_erase(FLASH_BEGIN, declared, offset) == erased
+    assert RomRules("esp8266").rom_erase(Op.FLASH_BEGIN, declared, offset) == erased
 
 
 @given(
@@ -249,18 +245,18 @@ def test_esptools_workaround_covers_what_it_asks_under_the_model(sector: int, se
     offset, size = sector * SECTOR, sectors * SECTOR
     esp8266 = CHIP_DEFS["esp8266"]
     declared = esp8266.get_erase_size(esp8266, offset, size)  # uses only class constants
-    start, end = RomRules("esp8266").rom_erase(FLASH_BEGIN, declared, offset)
+    start, end = RomRules("esp8266").rom_erase(Op.FLASH_BEGIN, declared, offset)
     assert start == offset and end >= offset + size
     assert end - (offset + size) <= SECTOR  # at most the one extra sector esptool cannot avoid
 
 
 def test_compressed_over_erase_reaches_the_next_block_boundary() -> None:
     rules = RomRules("esp32")
-    assert rules.rom_erase(FLASH_DEFL_BEGIN, 0x2000, CLIENT_CA) == (CLIENT_CA, 0x40000)
-    assert rules.rom_erase(FLASH_DEFL_BEGIN, 0x1000, 0x21000) == (0x21000, 0x30000)
-    assert rules.rom_erase(FLASH_BEGIN, 0x2000, CLIENT_CA) == (CLIENT_CA, FACTORY_PARAM)
+    assert rules.rom_erase(Op.FLASH_DEFL_BEGIN, 0x2000, CLIENT_CA) == (CLIENT_CA, 0x40000)
+    assert rules.rom_erase(Op.FLASH_DEFL_BEGIN, 0x1000, 0x21000) == (0x21000, 0x30000)
+    assert rules.rom_erase(Op.FLASH_BEGIN, 0x2000, CLIENT_CA) == (CLIENT_CA, FACTORY_PARAM)
     exact = RomRules("esp32", over_erase=None)
-    assert exact.rom_erase(FLASH_DEFL_BEGIN, 0x2000, CLIENT_CA) == (CLIENT_CA, FACTORY_PARAM)
+    assert exact.rom_erase(Op.FLASH_DEFL_BEGIN, 0x2000, CLIENT_CA) == (CLIENT_CA, FACTORY_PARAM)
 
 
 # -- sequences esptool never sends ------------------------------------------------------
@@ -404,7 +400,7 @@ def test_the_rom_session_alternative_is_esptools_no_stub_session(
         assert board.rom is not None
         assert board.rom.sent(0x05) == 0  # no MEM_BEGIN: no stub
         assert (
-            board.rom.sent(FLASH_DEFL_BEGIN) == 0 and board.rom.sent(0x03) == 8
+            board.rom.sent(Op.FLASH_DEFL_BEGIN) == 0 and board.rom.sent(0x03) == 8
         )  # 8 KB, 1 KB blocks
         assert flash_differs(board, board_flash("esp32")) == []
 
@@ -412,7 +408,7 @@ def test_the_rom_session_alternative_is_esptools_no_stub_session(
 def test_an_encrypted_esp_at_board_from_the_pool(board_pool: BoardPool) -> None:
     """What the guard's tests get: bootloader, primary table and apps stored as ciphertext."""
     from atflash.layout.profiles import find_profile
-    from tests.support.strictrom import encrypted_regions
+    from tools.strictrom import encrypted_regions
 
     profile = find_profile("esp32")
     regions = encrypted_regions(profile)
@@ -438,7 +434,7 @@ def test_a_stub_write_cut_after_begin_has_erased_what_the_stub_reached(
     write_flash(esp32.url, [(CLIENT_CA, old)])
     with strict_rom(esp32, stub_erase_ahead=ahead) as rom, raw(rom) as loader:
         loader.command(0x06, struct.pack("<II", 0, 0x4009_0000))  # MEM_END: the stub runs
-        op, data = begin(0x4000, CLIENT_CA, FLASH_DEFL_BEGIN)
+        op, data = begin(0x4000, CLIENT_CA, Op.FLASH_DEFL_BEGIN)
         _value, reply = loader.command(op, data)
     assert reply[0] == 0
     assert rom.erased_spans() == [(CLIENT_CA, CLIENT_CA + erased)]

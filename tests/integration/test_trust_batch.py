@@ -46,7 +46,7 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run
 from tests.support.esptool_waits import capped_waits
-from tests.support.line import UartLine
+from tools.line import UartLine
 
 from .conftest import flash_holds
 

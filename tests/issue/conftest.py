@@ -10,8 +10,8 @@ import pytest
 
 from atflash.sim.rom import MockBoard, distinct_mac
 from tests.integration.conftest import dead_port, flash_esp_at  # noqa: F401 - a fixture
-from tests.support.softhsm import SoftHsm, find_module, start
-from tests.support.strictrom import start_strict
+from tools.softhsm import SoftHsm, find_module, start
+from tools.strictrom import start_strict
 
 
 def _own_mac(index: int) -> str:

@@ -9,7 +9,7 @@ from cryptography import x509
 import atflash
 from atflash.sim.rom import MockBoard
 from tests.issue.test_write_cli import check_board, held
-from tests.support.issuing import make_ca, openssl_verify
+from tools.issuing import make_ca, openssl_verify
 
 LINK = {"before": "no-reset", "after": "no-reset"}
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.cli import run
-from tests.support.issuing import TestCA, ca_certificate, make_ca
+from tools.issuing import TestCA, ca_certificate, make_ca
 
 
 def other_key(ca: TestCA) -> None:

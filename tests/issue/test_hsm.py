@@ -13,8 +13,8 @@ import atflash
 from atflash.sim.rom import MockBoard
 from tests.issue.test_write_cli import check_board
 from tests.support.cli import run
-from tests.support.issuing import openssl_verify
-from tests.support.softhsm import SoftHsm
+from tools.issuing import openssl_verify
+from tools.softhsm import SoftHsm
 
 LINK = {"before": "no-reset", "after": "no-reset"}
 

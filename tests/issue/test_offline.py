@@ -13,7 +13,7 @@ from atflash.content import pki
 from atflash.factory.devices import safe_name
 from atflash.issue.store import IssuedStore
 from tests.support.cli import run
-from tests.support.issuing import make_ca, openssl_verify
+from tools.issuing import make_ca, openssl_verify
 
 MACS = [f"24:0a:c4:02:00:{n:02x}" for n in range(5)]
 

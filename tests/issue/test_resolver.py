@@ -10,7 +10,7 @@ from atflash.issue import IssueResolver
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import BoardIdentity
 from atflash.results import BoardResult
-from tests.support.issuing import make_ca
+from tools.issuing import make_ca
 
 MAC = "24:0a:c4:03:00:01"
 

@@ -12,7 +12,7 @@ import pytest
 
 import atflash
 from atflash.issue.store import LiveCertificateError
-from tests.support.issuing import make_ca
+from tools.issuing import make_ca
 
 MACS = [f"24:0a:c4:01:00:{n:02x}" for n in range(24)]
 _databases = itertools.count(1)

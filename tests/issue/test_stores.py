@@ -15,8 +15,8 @@ from atflash.layout.profiles import find_profile
 from atflash.sim.at import AtSimulator
 from atflash.sim.rom import MockBoard
 from tests.integration.conftest import flash_esp_at
-from tests.support.issuing import make_ca
-from tests.support.strictrom import start_strict
+from tools.issuing import make_ca
+from tools.strictrom import start_strict
 
 LINK = {"before": "no-reset", "after": "no-reset"}
 

@@ -17,8 +17,8 @@ from atflash.layout.profiles import find_profile
 from atflash.sim.rom import MockBoard
 from tests.integration.conftest import direct_url
 from tests.support.cli import run
-from tests.support.issuing import make_ca, openssl_verify
-from tests.support.mockflash import read_flash
+from tools.issuing import make_ca, openssl_verify
+from tools.mockflash import read_flash
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset"]
 

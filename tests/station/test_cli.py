@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from atflash.cli import cli
-from tests.support.station import SlotRig, free_port, mac_of, wait_for
+from tools.station import SlotRig, free_port, mac_of, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
 

@@ -20,7 +20,7 @@ import pytest
 
 import atflash
 from atflash.run.workers import StopRequest
-from tests.support.station import SlotRig, mac_of, wait_for
+from tools.station import SlotRig, mac_of, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
 FAST = atflash.StationOptions(poll=0.05, gone_after=0.2, probe_interval=0.2, stop_grace=5)
@@ -288,8 +288,8 @@ def test_an_issuer_gives_each_board_its_own_certificate(tmp_path: Path) -> None:
     from atflash.layout.profiles import find_profile
     from atflash.run.config import load_config
     from atflash.station.sources import plan_source
-    from tests.support.issuing import make_ca
-    from tests.support.mockflash import read_flash
+    from tools.issuing import make_ca
+    from tools.mockflash import read_flash
 
     ca = make_ca(tmp_path / "ca")
     rig = SlotRig()

@@ -20,7 +20,7 @@ import atflash
 from atflash.run.workers import StopRequest
 from atflash.station.line import LineWatch
 from atflash.station.web import page, serve
-from tests.support.station import SlotRig, mac_of, wait_for
+from tools.station import SlotRig, mac_of, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
 DOCS = Path(__file__).parent.parent.parent / "docs"

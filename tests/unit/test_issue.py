@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from atflash.issue.ca import CA, Signer, parse_pkcs11_uri
 from atflash.issue.certs import SERIAL_BITS, Fields, build_crl, issue_leaf, sign_certificate
 from atflash.issue.config import IssuerError, parse_issuer_config
-from tests.support.issuing import openssl_verify
+from tools.issuing import openssl_verify
 
 BASE = {"ca_cert": "ca.crt", "ca_key": "ca.key"}
 

@@ -1,5 +1,9 @@
-"""A CA for issuing tests: key and certificate on disk (0600 key), an issuer file naming them,
-and checks of what a board ended up holding (``openssl verify``, key pairing)."""
+"""A CA on disk for issuing, and checks of what a board ended up holding.
+
+The key and certificate (0600 key) and an issuer file naming them; checks
+with ``openssl verify`` and key pairing. Used by the issuing tests and by
+bench/issue_bench.py.
+"""
 
 from __future__ import annotations
 

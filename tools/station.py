@@ -1,8 +1,10 @@
-"""Slots for station tests: a fixed TCP address where mock boards are plugged in and pulled out.
+"""Station slots: a fixed TCP address where mock boards are plugged in and pulled out.
+
+Used by the station's tests (tests/station/) and its soak (bench/station_soak.py).
 
 Plugging a board in starts a ``sim rom`` process (esp32-mock-bootloader
 with ESP-AT's flash and a MAC of the test's choosing) behind the strict ROM
-model (:mod:`tests.support.strictrom`), which listens on the slot's
+model (:mod:`tools.strictrom`), which listens on the slot's
 address; pulling it out stops both, so the address stops answering, as a
 USB port goes away. Two faults besides:
 
@@ -23,7 +25,8 @@ from typing import Any
 
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
-from tests.support.strictrom import RomRules, StrictRom
+from tools.loader import REQUEST, SLIP_END, Op
+from tools.strictrom import RomRules, StrictRom
 
 WAIT = 60.0  # bound for any one wait on a station (a loaded two-core host)
 
@@ -74,10 +77,10 @@ class DeadBoard:
         self.thread.join(5)
 
 
-# The first frame of a flash write from the host (SLIP: 0xC0, direction 0, opcode):
-# FLASH_DATA (0x03) or FLASH_DEFL_DATA (0x11). 0xC0 inside a frame is escaped,
-# so these three bytes only ever start one.
-_WRITE_FRAMES = (b"\xc0\x00\x03", b"\xc0\x00\x11")
+# The first frame of a flash write from the host (SLIP's END, the request's
+# direction byte, the opcode): FLASH_DATA or FLASH_DEFL_DATA. END inside a
+# frame is escaped, so these three bytes only ever start one.
+_WRITE_FRAMES = tuple(bytes([SLIP_END, REQUEST, op]) for op in (Op.FLASH_DATA, Op.FLASH_DEFL_DATA))
 
 
 class CutMidWrite:
@@ -150,7 +153,7 @@ class CutMidWrite:
 
 
 class StrictMock:
-    """A mock board behind a strict ROM model (tests/support/strictrom.py), listening on ``listen``.
+    """A mock board behind a strict ROM model (tools/strictrom.py), listening on ``listen``.
 
     esptool talks to the model, which holds the mock to what the chip's ROM
     loader does; :attr:`violations` lists what esptool itself would never send.

@@ -51,7 +51,7 @@ change in the ROM. Fixtures assert there are none.
 
 How to get a strict board (the stable interface)::
 
-    from tests.support.strictrom import RomRules, strict_rom
+    from tools.strictrom import RomRules, strict_rom
 
     with strict_rom(board) as rom:            # board: a MockBoard (atflash.sim.rom)
         run_atflash(port=rom.url)             # atflash/esptool talk to the strict ROM
@@ -99,29 +99,21 @@ from typing import Literal
 
 from atflash.layout.model import Profile
 from atflash.sim.rom import MockBoard, start_mock
+from tools.loader import (
+    HEADER,
+    REQUEST,
+    RESPONSE,
+    SLIP_END,
+    Op,
+    checksum,
+    request,
+    response,
+    slip,
+    unslip,
+)
 
-# Loader opcodes (esptool's ESPLoader.ESP_CMDS).
-FLASH_BEGIN = 0x02
-FLASH_DATA = 0x03
-FLASH_END = 0x04
-MEM_BEGIN = 0x05
-MEM_END = 0x06
-MEM_DATA = 0x07
-SYNC = 0x08
-WRITE_REG = 0x09
-READ_REG = 0x0A
-SPI_SET_PARAMS = 0x0B
-SPI_ATTACH = 0x0D
-READ_FLASH_SLOW = 0x0E
-CHANGE_BAUDRATE = 0x0F
-FLASH_DEFL_BEGIN = 0x10
-FLASH_DEFL_DATA = 0x11
-FLASH_DEFL_END = 0x12
-SPI_FLASH_MD5 = 0x13
-GET_SECURITY_INFO = 0x14
-READ_FLASH = 0xD2  # the stub's streamed read
 # ERASE_FLASH, ERASE_REGION, READ_FLASH, RUN_USER_CODE and on: @stub_function_only.
-STUB_ONLY_FROM = 0xD0
+STUB_ONLY_FROM = Op.ERASE_FLASH
 
 ROM_INVALID_RECV_MSG = 0x05  # esptool's ESPLoader.ROM_INVALID_RECV_MSG
 STATUS_FAILED = 1
@@ -132,21 +124,19 @@ SECURE_DOWNLOAD_ENABLE = 1 << 2  # GET_SECURITY_INFO flags (esptool's SECURITY_I
 
 # What a ROM in secure download mode still answers.
 SDM_ALLOWED = frozenset(
-    {SYNC, SPI_ATTACH, SPI_SET_PARAMS, CHANGE_BAUDRATE, GET_SECURITY_INFO,
-     FLASH_BEGIN, FLASH_DATA, FLASH_END}
+    {Op.SYNC, Op.SPI_ATTACH, Op.SPI_SET_PARAMS, Op.CHANGE_BAUDRATE, Op.GET_SECURITY_INFO,
+     Op.FLASH_BEGIN, Op.FLASH_DATA, Op.FLASH_END}
 )  # fmt: skip
 # What the ESP8266 ROM lacks beyond the stub-only commands.
 ESP8266_ROM_LACKS = frozenset(
-    {CHANGE_BAUDRATE, SPI_FLASH_MD5, FLASH_DEFL_BEGIN, FLASH_DEFL_DATA, FLASH_DEFL_END,
-     READ_FLASH_SLOW, GET_SECURITY_INFO}
+    {Op.CHANGE_BAUDRATE, Op.SPI_FLASH_MD5, Op.FLASH_DEFL_BEGIN, Op.FLASH_DEFL_DATA,
+     Op.FLASH_DEFL_END, Op.READ_FLASH_SLOW, Op.GET_SECURITY_INFO}
 )  # fmt: skip
 # ROMs that take FLASH_BEGIN's four words only (esptool's flash_begin).
 FOUR_WORD_BEGIN = frozenset({"esp32", "esp8266"})
 # ROMs without GET_SECURITY_INFO (esptool reads eFuses instead).
 NO_SECURITY_INFO = frozenset({"esp32", "esp8266"})
 
-_SLIP_END, _SLIP_ESC = 0xC0, 0xDB
-_HEADER = struct.Struct("<BBHI")  # direction, op, size, value/checksum
 _FOUR = struct.Struct("<IIII")
 _INJECT_TIMEOUT = 5.0  # bound on the mock's answers to an injected erase
 _ERASE_BLOCK = 0x4000  # FLASH_DATA payload of an injected erase
@@ -229,7 +219,7 @@ class RomRules:
             head = min(BLOCK // SECTOR - (start // SECTOR) % (BLOCK // SECTOR), sectors)
             return start, start + (head + sectors) * SECTOR
         end = start + sectors * SECTOR
-        if op == FLASH_DEFL_BEGIN and self.over_erase:
+        if op == Op.FLASH_DEFL_BEGIN and self.over_erase:
             end = (end // self.over_erase + 1) * self.over_erase
         return start, end
 
@@ -416,7 +406,7 @@ class StrictRom:
             while chunk := session.upstream.recv(_RECV):
                 out = bytearray()
                 for raw, frame in frames.feed(chunk):
-                    if frame is not None and len(frame) >= _HEADER.size and frame[0] == 1:
+                    if frame is not None and len(frame) >= HEADER.size and frame[0] == RESPONSE:
                         with session.cond:
                             if session.swallow:
                                 session.swallow -= 1
@@ -436,12 +426,12 @@ class StrictRom:
     # -- the ROM's rules ---------------------------------------------------------------
 
     def _request(self, session: _Session, raw: bytes, frame: bytes) -> None:
-        if len(frame) < _HEADER.size or frame[0] != 0:
+        if len(frame) < HEADER.size or frame[0] != REQUEST:
             # A stub read's acknowledgement: the model acknowledged the whole read to
             # the mock already (see _stub_read), so the client's own go no further.
             return
         op = frame[1]
-        data = frame[_HEADER.size :]
+        data = frame[HEADER.size :]
         self.ops.append((op, session.stub))
         mode = self._mode(session)
         if self._refuses(session, op, data):
@@ -450,22 +440,22 @@ class StrictRom:
             with session.send_lock:
                 session.client.sendall(reply)
             return
-        if op in (FLASH_BEGIN, FLASH_DEFL_BEGIN) and len(data) >= _FOUR.size:
+        if op in (Op.FLASH_BEGIN, Op.FLASH_DEFL_BEGIN) and len(data) >= _FOUR.size:
             self._begin(session, op, data)
-        elif op == CHANGE_BAUDRATE and not session.stub:
+        elif op == Op.CHANGE_BAUDRATE and not session.stub:
             session.rom_baud_changed = True
-        elif op == MEM_BEGIN and not session.stub and session.rom_baud_changed:
+        elif op == Op.MEM_BEGIN and not session.stub and session.rom_baud_changed:
             self.violations.append(
                 "stub upload after a baud change in the ROM (esptool never does)"
             )
-        elif op == READ_REG and len(data) >= 4:
+        elif op == Op.READ_REG and len(data) >= 4:
             session.last_read_reg = struct.unpack_from("<I", data)[0]
-        elif op == MEM_END and len(data) >= 8:
+        elif op == Op.MEM_END and len(data) >= 8:
             stay, entry = struct.unpack_from("<II", data)
             session.pending_stub = stay == 0 and entry != 0
-        elif op == READ_FLASH and session.stub and len(data) >= _FOUR.size:
+        elif op == Op.READ_FLASH and session.stub and len(data) >= _FOUR.size:
             raw = self._stub_read(session, data)
-        elif op == FLASH_DEFL_DATA and session.stub:
+        elif op == Op.FLASH_DEFL_DATA and session.stub:
             self._inflate(session, data)
         with session.upstream_lock:
             session.upstream.sendall(raw)
@@ -483,7 +473,7 @@ class StrictRom:
         packets = max(1, (length + max(packet, 1) - 1) // max(packet, 1))
         session.read_ack = length
         body = _FOUR.pack(offset, length, packet, packets) + data[_FOUR.size :]
-        return _command(READ_FLASH, body)
+        return request(Op.READ_FLASH, body)
 
     def _mode(self, session: _Session) -> Literal["rom", "stub", "secure"]:
         if session.stub:
@@ -500,7 +490,7 @@ class StrictRom:
             return True
         if rules.chip == "esp8266" and op in ESP8266_ROM_LACKS:
             return True
-        if op in (FLASH_BEGIN, FLASH_DEFL_BEGIN) and rules.chip in FOUR_WORD_BEGIN:
+        if op in (Op.FLASH_BEGIN, Op.FLASH_DEFL_BEGIN) and rules.chip in FOUR_WORD_BEGIN:
             return len(data) > _FOUR.size
         return False
 
@@ -513,7 +503,7 @@ class StrictRom:
             if not declared:
                 end = start
             ahead = self.rules.stub_erase_ahead
-            if op == FLASH_DEFL_BEGIN and ahead is not None and end > start:
+            if op == Op.FLASH_DEFL_BEGIN and ahead is not None and end > start:
                 # Erased as it inflates (see _inflate); a plain stub write is erased
                 # at begin (the model erases through the mock's own plain-write state).
                 begin = Erase(start, start, op, True, declared, offset)
@@ -522,7 +512,7 @@ class StrictRom:
                 return
         else:
             start, end = self.rules.rom_erase(op, declared, offset)
-            if op == FLASH_DEFL_BEGIN:
+            if op == Op.FLASH_DEFL_BEGIN:
                 self.violations.append(
                     f"compressed write to the ROM at {offset:#x} (esptool sends it only with --no-stub -z)"
                 )
@@ -559,11 +549,11 @@ class StrictRom:
         """Write 0xFF over [start, end) on the mock, on this session's connection, unseen by the client."""
         size = end - start
         blocks = (size + _ERASE_BLOCK - 1) // _ERASE_BLOCK
-        frames = [_command(FLASH_BEGIN, _FOUR.pack(size, blocks, _ERASE_BLOCK, start))]
+        frames = [request(Op.FLASH_BEGIN, _FOUR.pack(size, blocks, _ERASE_BLOCK, start))]
         for seq in range(blocks):
             chunk = b"\xff" * min(_ERASE_BLOCK, size - seq * _ERASE_BLOCK)
             payload = _FOUR.pack(len(chunk), seq, 0, 0) + chunk
-            frames.append(_command(FLASH_DATA, payload, _checksum(chunk)))
+            frames.append(request(Op.FLASH_DATA, payload, checksum(chunk)))
         # One at a time: the mock loses a frame that arrives behind another in one read.
         for frame in frames:
             with session.cond:
@@ -579,37 +569,37 @@ class StrictRom:
 
     def _response(self, session: _Session, raw: bytes, frame: bytes) -> bytes:
         op = frame[1]
-        if op == READ_FLASH and session.read_ack is not None:
-            ack = _slip(struct.pack("<I", session.read_ack))
+        if op == Op.READ_FLASH and session.read_ack is not None:
+            ack = slip(struct.pack("<I", session.read_ack))
             session.read_ack = None
             with session.upstream_lock:
                 session.upstream.sendall(ack)
-        if op == MEM_END and session.pending_stub:
+        if op == Op.MEM_END and session.pending_stub:
             session.pending_stub = False
-            session.stub = len(frame) > _HEADER.size and frame[_HEADER.size] == 0
+            session.stub = len(frame) > HEADER.size and frame[HEADER.size] == 0
             return raw
         changed = frame
         # What the chip reports about itself is the same through the ROM and the stub.
-        if op == GET_SECURITY_INFO and len(frame) >= _HEADER.size + 5:
+        if op == Op.GET_SECURITY_INFO and len(frame) >= HEADER.size + 5:
             changed = self._security_info(frame)
-        elif op == READ_REG and self.rules.flash_encryption:
+        elif op == Op.READ_REG and self.rules.flash_encryption:
             changed = self._efuse_word(session, frame)
-        if not session.stub and self.rules.chip == "esp8266" and len(changed) == _HEADER.size + 4:
+        if not session.stub and self.rules.chip == "esp8266" and len(changed) == HEADER.size + 4:
             # The mock sends an ESP32-style 4-byte status; the ESP8266 ROM sends 2.
-            changed = changed[: _HEADER.size] + changed[_HEADER.size : _HEADER.size + 2]
+            changed = changed[: HEADER.size] + changed[HEADER.size : HEADER.size + 2]
             changed = changed[:2] + struct.pack("<H", 2) + changed[4:]
-        return raw if changed is frame else _slip(changed)
+        return raw if changed is frame else slip(changed)
 
     def _security_info(self, frame: bytes) -> bytes:
         body = bytearray(frame)
-        if len(body) < _HEADER.size + _SECURITY_INFO_MIN:
+        if len(body) < HEADER.size + _SECURITY_INFO_MIN:
             return frame  # a refusal: this ROM has no GET_SECURITY_INFO
-        flags = struct.unpack_from("<I", body, _HEADER.size)[0]
+        flags = struct.unpack_from("<I", body, HEADER.size)[0]
         if self.rules.secure_download:
             flags |= SECURE_DOWNLOAD_ENABLE
-        struct.pack_into("<I", body, _HEADER.size, flags)
+        struct.pack_into("<I", body, HEADER.size, flags)
         if self.rules.flash_encryption:
-            body[_HEADER.size + 4] = 1  # flash_crypt_cnt: one bit set, encryption on
+            body[HEADER.size + 4] = 1  # flash_crypt_cnt: one bit set, encryption on
         return bytes(body)
 
     def _efuse_word(self, session: _Session, frame: bytes) -> bytes:
@@ -639,13 +629,13 @@ class _Frames:
     def feed(self, chunk: bytes) -> Iterator[tuple[bytes, bytes | None]]:
         self.buf += chunk
         while self.buf:
-            if self.buf[0] != _SLIP_END:
-                cut = self.buf.find(_SLIP_END)
+            if self.buf[0] != SLIP_END:
+                cut = self.buf.find(SLIP_END)
                 cut = len(self.buf) if cut < 0 else cut
                 yield bytes(self.buf[:cut]), None
                 del self.buf[:cut]
                 continue
-            end = self.buf.find(_SLIP_END, 1)
+            end = self.buf.find(SLIP_END, 1)
             if end < 0:
                 return
             if end == 1:  # END END: the first closed nothing, the second opens a frame
@@ -654,30 +644,12 @@ class _Frames:
                 continue
             raw = bytes(self.buf[: end + 1])
             del self.buf[: end + 1]
-            yield raw, _unslip(raw[1:-1])
-
-
-def _unslip(body: bytes) -> bytes:
-    return body.replace(b"\xdb\xdc", b"\xc0").replace(b"\xdb\xdd", b"\xdb")
-
-
-def _slip(frame: bytes) -> bytes:
-    return b"\xc0" + frame.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc") + b"\xc0"
-
-
-def _checksum(data: bytes, seed: int = 0xEF) -> int:
-    for byte in data:
-        seed ^= byte
-    return seed
-
-
-def _command(op: int, data: bytes, chk: int = 0) -> bytes:
-    return _slip(_HEADER.pack(0, op, len(data), chk) + data)
+            yield raw, unslip(raw[1:-1])
 
 
 def _refusal(op: int, status_length: int) -> bytes:
     status = bytes([STATUS_FAILED, ROM_INVALID_RECV_MSG]) + bytes(status_length - 2)
-    return _slip(_HEADER.pack(1, op, len(status), 0) + status)
+    return response(op, status)
 
 
 def _close(session: _Session) -> None:

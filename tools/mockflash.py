@@ -39,24 +39,13 @@ from collections.abc import Iterable, Sequence
 
 import serial
 
-# The loader's commands (esptool's ESPLoader.ESP_CMDS); requests are
-# ``00 op size:u16 chk:u32 data``, responses ``01 op size:u16 value:u32 data``.
-FLASH_BEGIN = 0x02
-FLASH_DATA = 0x03
-MEM_END = 0x06
-ERASE_FLASH = 0xD0
-READ_FLASH = 0xD2
-_HEADER = struct.Struct("<BBHI")
-_CHECKSUM_SEED = 0xEF
+from tools.loader import HEADER, REQUEST, RESPONSE, SLIP_END, Op, checksum, slip, unslip
 
 STUB_ENTRY = 0x4009_0000  # any non-zero entry point starts the mock's "stub"
 BLOCK = 0x4000  # FLASH_DATA payload size
 PACKET = 0x1000  # READ_FLASH packet size: one sector
 IO_TIMEOUT = 15.0  # bound on any single answer from the mock (a loaded 2-core host can starve it for seconds)
 ATTEMPTS = 3  # a PTY mock may start a new session between two commands
-
-SLIP_END, SLIP_ESC = 0xC0, 0xDB
-_ESCAPES = {0xDC: SLIP_END, 0xDD: SLIP_ESC}
 
 
 class MockFlashError(AssertionError):
@@ -80,7 +69,7 @@ def erase_flash(url: str, *, timeout: float = IO_TIMEOUT) -> None:
     """Erase the mock's whole flash; raise :class:`MockFlashError` if it does not answer in time."""
     with _Link(url, timeout=timeout) as link:
         link.start_stub()
-        link.command(ERASE_FLASH, b"")
+        link.command(Op.ERASE_FLASH, b"")
 
 
 class _Link:
@@ -133,10 +122,10 @@ class _Link:
 
     def write(self, address: int, data: bytes) -> None:
         blocks = [data[i : i + BLOCK] for i in range(0, len(data), BLOCK)]
-        self.command(FLASH_BEGIN, struct.pack("<IIII", len(data), len(blocks), BLOCK, address))
+        self.command(Op.FLASH_BEGIN, struct.pack("<IIII", len(data), len(blocks), BLOCK, address))
         for seq, block in enumerate(blocks):
             payload = struct.pack("<IIII", len(block), seq, 0, 0) + block
-            self.command(FLASH_DATA, payload, checksum=_checksum(block))
+            self.command(Op.FLASH_DATA, payload, checksum=checksum(block))
 
     def read(self, address: int, size: int) -> bytes:
         for _attempt in range(ATTEMPTS):
@@ -144,13 +133,13 @@ class _Link:
                 self.start_stub()
             in_flight = max(1, -(-size // PACKET))  # all of it: one acknowledgement
             request = struct.pack("<IIII", address, size, PACKET, in_flight)
-            if self.command(READ_FLASH, request, check=False) == 0:
+            if self.command(Op.READ_FLASH, request, check=False) == 0:
                 return self._stream(address, size)
             self.stub = False  # a new loader session began: start the stub again
         raise MockFlashError(f"mock refused READ_FLASH at {address:#x} {ATTEMPTS} times")
 
     def start_stub(self) -> None:
-        self.command(MEM_END, struct.pack("<II", 0, STUB_ENTRY))
+        self.command(Op.MEM_END, struct.pack("<II", 0, STUB_ENTRY))
         self.stub = True
 
     def _stream(self, address: int, size: int) -> bytes:
@@ -167,11 +156,11 @@ class _Link:
 
     def command(self, op: int, data: bytes, *, checksum: int = 0, check: bool = True) -> int:
         """Send a request and return the status byte of its response (raise if ``check`` and not 0)."""
-        self.send(_HEADER.pack(0x00, op, len(data), checksum) + data)
+        self.send(HEADER.pack(REQUEST, op, len(data), checksum) + data)
         while True:
             frame = self.frame()
-            if len(frame) >= _HEADER.size + 2 and frame[0] == 0x01 and frame[1] == op:
-                status = frame[_HEADER.size]
+            if len(frame) >= HEADER.size + 2 and frame[0] == RESPONSE and frame[1] == op:
+                status = frame[HEADER.size]
                 if check and status != 0:
                     raise MockFlashError(f"mock answered command {op:#04x} with status {status}")
                 return status
@@ -180,8 +169,7 @@ class _Link:
     # -- SLIP ----------------------------------------------------------------
 
     def send(self, packet: bytes) -> None:
-        body = packet.replace(b"\xdb", b"\xdb\xdd").replace(b"\xc0", b"\xdb\xdc")
-        frame = b"\xc0" + body + b"\xc0"
+        frame = slip(packet)
         if self.sock is not None:
             self.sock.sendall(frame)
         else:
@@ -198,7 +186,7 @@ class _Link:
             if end > start + 1:
                 raw = bytes(self.buf[start + 1 : end])
                 del self.buf[:end]  # the closing END may open the next frame
-                return _unescape(raw)
+                return unslip(raw)
             if end == start + 1:
                 del self.buf[: start + 1]  # END END: an empty frame
                 continue
@@ -217,16 +205,3 @@ def _quick_ack(sock: socket.socket) -> None:
     """
     if hasattr(socket, "TCP_QUICKACK"):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
-
-
-def _unescape(raw: bytes) -> bytes:
-    """SLIP's escapes undone: every ESC is followed by the code of the byte it stands for."""
-    first, *rest = raw.split(b"\xdb")
-    return first + b"".join(bytes([_ESCAPES.get(p[0], p[0])]) + p[1:] for p in rest if p)
-
-
-def _checksum(data: bytes) -> int:
-    value = _CHECKSUM_SEED
-    for byte in data:
-        value ^= byte
-    return value

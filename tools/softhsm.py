@@ -1,4 +1,6 @@
-"""A SoftHSM2 token for tests: initialised in a temp folder, a CA key made inside it.
+"""A SoftHSM2 token: initialised in a temp folder, a CA key made inside it.
+
+Used by the issuing tests and by bench/issue_bench.py.
 
 SoftHSM reads its configuration (SOFTHSM2_CONF) once per process, when the
 PKCS#11 library is first initialised, so one token serves a whole test
@@ -73,7 +75,7 @@ def start(folder: Path) -> SoftHsm:
         ca_public = serialization.load_der_public_key(spki)
 
         def sign(data: bytes) -> bytes:
-            raw = private.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)
+            raw = private.sign(hashlib.sha256(data).digest(), mechanism=Mechanism.ECDSA)  # type: ignore[attr-defined]
             half = len(raw) // 2
             return utils.encode_dss_signature(
                 int.from_bytes(raw[:half], "big"), int.from_bytes(raw[half:], "big")

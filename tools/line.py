@@ -31,7 +31,8 @@ tell the phases of a session apart. :attr:`UartLine.sessions` says when
 each client session began and ended.
 
 All I/O runs in one daemon thread around a selector; the public methods are
-thread-safe and take effect at once.
+thread-safe and take effect at once. The integration tests put it in front
+of boards to fault them; bench/bench.py to time provisioning over a line.
 """
 
 from __future__ import annotations
@@ -50,21 +51,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, cast
 
+from tools.loader import ESCAPES, HEADER, REQUEST, RESPONSE, SLIP_END, SLIP_ESC, Op
+
 Direction = Literal["to_device", "to_host"]
 DIRECTIONS: tuple[Direction, ...] = ("to_device", "to_host")
 
 DEFAULT_BAUD = 115200
 BITS_PER_BYTE = 10  # 8N1: start bit + 8 data bits + stop bit
-
-# esptool's request is ``00 op size:u16 chk:u32 data``, the reply
-# ``01 op size:u16 value:u32 data`` (esptool/loader.py, ESPLoader.command).
-CHANGE_BAUDRATE = 0x0F
-_REQUEST, _RESPONSE = 0x00, 0x01
-_HEADER = 8  # bytes before the data of a request or response
-
-SLIP_END = 0xC0
-SLIP_ESC = 0xDB
-_UNESCAPE = {0xDC: SLIP_END, 0xDD: SLIP_ESC}
 
 _RECV_SIZE = 16384
 _MAX_BUFFER = 256 * 1024  # per direction; past it the relay stops reading (TCP backpressure)
@@ -153,7 +146,7 @@ class _SlipHeads:
                 self.in_frame, self.escaped = True, False
                 self.head.clear()
             elif self.escaped:
-                self.head.append(_UNESCAPE.get(byte, byte))
+                self.head.append(ESCAPES.get(byte, byte))
                 self.escaped = False
             elif byte == SLIP_ESC:
                 self.escaped = True
@@ -214,7 +207,7 @@ class _Pipe:
         self.in_flight_bytes = 0
         # The host's request must be seen whole up to the new rate; for the
         # device's reply the status byte after the header is enough.
-        self.frames = _SlipHeads(_HEADER + 8 if direction == "to_device" else _HEADER + 1)
+        self.frames = _SlipHeads(HEADER.size + 8 if direction == "to_device" else HEADER.size + 1)
 
 
 class _Session:
@@ -773,16 +766,16 @@ class UartLine:
     def _on_frame(self, session: _Session, direction: Direction, head: bytes) -> None:
         """Record the host's requests; follow CHANGE_BAUDRATE (the device's reply switches)."""
         # len: a stub's READ_FLASH acknowledgement is a bare 4-byte frame, not a request.
-        if direction == "to_device" and len(head) >= _HEADER and head[0] == _REQUEST:
+        if direction == "to_device" and len(head) >= HEADER.size and head[0] == REQUEST:
             self._requests.append(Request(head[1], time.monotonic(), session.number))
-        if len(head) < 2 or head[1] != CHANGE_BAUDRATE:
+        if len(head) < 2 or head[1] != Op.CHANGE_BAUDRATE:
             return
-        if direction == "to_device" and head[0] == _REQUEST and len(head) >= _HEADER + 4:
-            (new_baud,) = struct.unpack_from("<I", head, _HEADER)
+        if direction == "to_device" and head[0] == REQUEST and len(head) >= HEADER.size + 4:
+            (new_baud,) = struct.unpack_from("<I", head, HEADER.size)
             session.requested_baud = new_baud or None
-        elif direction == "to_host" and head[0] == _RESPONSE and session.requested_baud:
+        elif direction == "to_host" and head[0] == RESPONSE and session.requested_baud:
             # The first data byte is the status; a ROM that refused keeps its rate.
-            if len(head) <= _HEADER or head[_HEADER] == 0:
+            if len(head) <= HEADER.size or head[HEADER.size] == 0:
                 self._switch_baud(session.requested_baud)
             session.requested_baud = None
 
