@@ -163,7 +163,7 @@ def build_images(
     the chip's usual one). With ``out_dir`` each is also written there as
     ``<partition>.bin``, all or none, those holding a key 0600.
     """
-    from atflash.content import creds
+    from atflash.content.keys import holds_private_key
     from atflash.factory import images
     from atflash.layout.model import MFG_NVS
     from atflash.output import write_outputs
@@ -178,7 +178,7 @@ def build_images(
         secret = {
             img.partition.name
             for img in chosen.images
-            if img.partition.pki == "key" or any(creds.holds_private_key(c) for _n, c in img.items)
+            if img.partition.pki == "key" or any(holds_private_key(c) for _n, c in img.items)
         }
     if out_dir is not None:
         folder = Path(out_dir)
@@ -247,7 +247,8 @@ def generate_bin(
     """One PKI bin, byte for byte what ``AtPKI.py generate_bin`` makes, from ``(type, item)``
     pairs: type ``ca``, ``cert`` or ``key``, item a path or its bytes (taken as they are,
     but a certificate must carry no key and a key must be one ESP-AT can use)."""
-    from atflash.content import creds, pki
+    from atflash.content import pki
+    from atflash.content.checks import check_items
 
     built = []
     for index, (kind, item) in enumerate(items):
@@ -255,7 +256,7 @@ def generate_bin(
             raise InputError(f"unknown item type {kind!r}", hint="use ca, cert or key")
         source = source_of(kind, index, item)
         data = pki.read_input(source)
-        creds.check_items(kind, [(str(source), data)], key_type_check=key_type_check)  # type: ignore[arg-type]
+        check_items(kind, [(str(source), data)], key_type_check=key_type_check)  # type: ignore[arg-type]
         built.append((kind, data, str(source)))
     if not built:
         raise InputError("no items given", hint='give (type, item) pairs, e.g. [("cert", pem)]')

@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from atflash.content import creds, mfgnvs, pki
+from atflash.content import mfgnvs, pki
 from atflash.content.nvs import parse_nvs
+from atflash.content.pairing import check_pairs
 from atflash.errors import AtflashError, DeviceError
 from atflash.planning.plan import WritePlan
 
@@ -40,7 +41,7 @@ def check_board_pairs(session: Any, plan: WritePlan) -> None:
             continue
         certs, keys = (image.items, kept) if name.endswith("_cert") else (kept, image.items)
         try:
-            creds.check_pairs(certs, keys)
+            check_pairs(certs, keys)
         except AtflashError as exc:
             raise DeviceError(
                 session.port,

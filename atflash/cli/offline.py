@@ -23,8 +23,10 @@ from atflash.cli.common import (
     profile_options,
     resolve_profile,
 )
-from atflash.content import creds, mfgnvs, pki
+from atflash.content import mfgnvs, pki
+from atflash.content.checks import check_items
 from atflash.content.describe import inspect_bytes
+from atflash.content.keys import holds_private_key
 from atflash.errors import AtflashError, InputError
 from atflash.files import Source, expand
 from atflash.layout.model import DEFAULT_TABLE_OFFSET, MFG_NVS, PkiKind, Profile
@@ -68,10 +70,10 @@ def generate_bin(out: str, no_key_type_check: bool, as_json: bool, pairs: tuple[
         if kind not in ITEM_TYPES:
             raise InputError(f"unknown item type {kind!r}", hint="use ca, cert or key")
         data = pki.read_input(path)
-        creds.check_items(cast(PkiKind, kind), [(path, data)], key_type_check=not no_key_type_check)
+        check_items(cast(PkiKind, kind), [(path, data)], key_type_check=not no_key_type_check)
         items.append((kind, data, path))
     data = pki.build(items)
-    secret = any(kind == "key" or creds.holds_private_key(c) for kind, c, _p in items)
+    secret = any(kind == "key" or holds_private_key(c) for kind, c, _p in items)
     write_outputs(
         {Path(out): data}, private=lambda _p: secret, inputs=[path for _k, _d, path in items]
     )
@@ -102,7 +104,7 @@ def parse_bin(path: str, out_dir: str, as_json: bool) -> None:
     secret = {
         Path(out_dir) / name
         for item, name in placed
-        if item.type == "key" or creds.holds_private_key(item.content)
+        if item.type == "key" or holds_private_key(item.content)
     }
     write_outputs(outputs, private=lambda p: p in secret, inputs=[path])
     if as_json:
@@ -301,7 +303,7 @@ def build(
     secret = {
         Path(out_dir) / f"{img.partition.name}.bin"
         for img in plan.images
-        if img.partition.pki == "key" or any(creds.holds_private_key(c) for _n, c in img.items)
+        if img.partition.pki == "key" or any(holds_private_key(c) for _n, c in img.items)
     }
     write_outputs(outputs, private=lambda p: p in secret, inputs=inputs)
     if as_json:

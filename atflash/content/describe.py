@@ -3,20 +3,85 @@
 The report names items, IDs and lengths, describes certificates (subject,
 issuer, validity, key type) and keys (type, encrypted or not), and lists
 the problems the firmware would trip on. It never carries key material.
+:func:`describe_credential` describes one credential and never raises;
+:func:`inspect_bytes` describes a whole input.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any
+import hashlib
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
 
-from atflash.content import creds, mfgnvs, nvs, pki
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+from atflash.content import keys, mfgnvs, nvs, pem, pki
+from atflash.content.certs import load_pem_certificate
 from atflash.content.nvs_format import PAGE_HEADER, PAGE_SIZE, PageState
+from atflash.content.pairing import public_key_fingerprint, spki
 from atflash.errors import ContentError
 from atflash.layout.model import pki_kind_for
 
+Kind = Literal["certificate", "private key", "unknown"]
+
 _EXPECTED_KIND = {"cert": "certificate", "ca": "certificate", "key": "private key"}
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What a credential file holds, for ``inspect``. Never holds key material.
+
+    Certificate fields are None for keys and unknown content; ``key_type``
+    is set for both certificates (their public key) and private keys.
+    """
+
+    kind: Kind
+    encoding: Literal["PEM", "DER"] | None = None
+    note: str | None = None
+    subject: str | None = None
+    issuer: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    expired: bool = False
+    expiring_soon: bool = False
+    key_type: str | None = None
+    is_ca: bool | None = None
+    sha256_fingerprint: str | None = None
+    public_key_sha256: str | None = None
+    encrypted: bool = False
+    holds_private_key: bool = False  # private-key material anywhere in the file (never shown)
+
+
+def describe_credential(
+    data: bytes,
+    *,
+    source: str,
+    now: datetime | None = None,
+    expiring_days: int = 30,
+) -> ItemInfo:
+    """Describe ``data`` (a certificate, a private key or anything else); never raises.
+
+    ``source`` names the input in the loaders' errors, which are turned into
+    a short ``note`` here. Expiry is judged at ``now`` (default: the current
+    time; a naive datetime is taken as UTC); ``expiring_soon`` means valid
+    for ``expiring_days`` days or fewer.
+    """
+    if now is None:
+        now = datetime.now(timezone.utc)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    try:
+        holds_key = keys.holds_private_key(data)
+        info = _describe(data, source=source, now=now, expiring_days=expiring_days)
+    except Exception:
+        # inspect must report on anything it is given, and a corner of
+        # cryptography we did not foresee must not turn into a crash.
+        return ItemInfo("unknown", note="content cannot be read")
+    return replace(info, holds_private_key=holds_key)
 
 
 @dataclass(frozen=True)
@@ -26,7 +91,7 @@ class ItemReport:
     type: str | None  # PKI item type, None for a plain file
     id: int | None
     length: int
-    info: creds.ItemInfo
+    info: ItemInfo
     warnings: tuple[str, ...]
 
 
@@ -85,7 +150,7 @@ def inspect_bytes(
     if nvs.looks_like_nvs(data) or (strict and _marked_as_nvs(data)):
         return _inspect_nvs(data, source=source, now=now, expiring_days=expiring_days)
     if not pki.is_pki_bin(data):
-        info = creds.describe(data, source=source, now=now, expiring_days=expiring_days)
+        info = describe_credential(data, source=source, now=now, expiring_days=expiring_days)
         if strict:
             _refuse_unreadable(info, source)
         item = ItemReport(None, None, len(data), info, _warnings(info, None))
@@ -109,13 +174,13 @@ def _marked_as_nvs(data: bytes) -> bool:
     return PAGE_HEADER.unpack_from(data, 0)[0] in _IN_USE
 
 
-def _refuse_unreadable(info: creds.ItemInfo, source: str) -> None:
+def _refuse_unreadable(info: ItemInfo, source: str) -> None:
     """Raise for a credential file that holds nothing inspect can describe.
 
     A well-formed PEM object that is not a credential (a public key, a CSR)
     is described, not refused: the file is what it says it is.
     """
-    if info.kind != "unknown" or (info.encoding == "PEM" and info.note in creds.OTHER_OBJECTS):
+    if info.kind != "unknown" or (info.encoding == "PEM" and info.note in pem.OTHER_OBJECTS):
         return
     if info.note == "empty":
         raise ContentError(source, "file is empty")
@@ -140,7 +205,9 @@ def _inspect_nvs(
             and kind
         ):
             where = f"{source}[{item.namespace}/{item.key}]"
-            info = creds.describe(item.value, source=where, now=now, expiring_days=expiring_days)
+            info = describe_credential(
+                item.value, source=where, now=now, expiring_days=expiring_days
+            )
             reports.append(
                 ItemReport(
                     f"{item.namespace}/{item.key}",
@@ -156,7 +223,7 @@ def _inspect_nvs(
 def _item_report(
     item: pki.PkiItem, *, source: str, now: datetime | None, expiring_days: int
 ) -> ItemReport:
-    info = creds.describe(
+    info = describe_credential(
         item.content,
         source=f"{source}[{item.type} {item.id}]",
         now=now,
@@ -165,7 +232,7 @@ def _item_report(
     return ItemReport(item.type, item.id, len(item.content), info, _warnings(info, item.type))
 
 
-def _warnings(info: creds.ItemInfo, item_type: str | None) -> tuple[str, ...]:
+def _warnings(info: ItemInfo, item_type: str | None) -> tuple[str, ...]:
     found = []
     expected = _EXPECTED_KIND.get(item_type or "")
     if expected and info.kind != expected:
@@ -188,3 +255,133 @@ def _warnings(info: creds.ItemInfo, item_type: str | None) -> tuple[str, ...]:
 
 def _article(kind: str) -> str:
     return "an unknown object" if kind == "unknown" else f"a {kind}"
+
+
+# -- one credential ---------------------------------------------------------------------
+
+
+def _describe(data: bytes, *, source: str, now: datetime, expiring_days: int) -> ItemInfo:
+    if not data:
+        return ItemInfo("unknown", note="empty")
+    blocks = pem.blocks(data)
+    if not blocks:
+        return _describe_der(data, source=source, now=now, expiring_days=expiring_days)
+    holds = pem.holds(blocks)
+    if holds == "a certificate":
+        cert_blocks = [b for b in blocks if b.label == pem.CERT_LABEL]
+        try:
+            cert = load_pem_certificate(cert_blocks[0], source=source)
+        except ContentError:
+            return ItemInfo("unknown", "PEM", note="damaged certificate block")
+        note = f"first of {len(cert_blocks)} certificates" if len(cert_blocks) > 1 else None
+        return _describe_certificate(cert, "PEM", now, expiring_days, note)
+    if holds == "a private key":
+        block = pem.first_key_block(blocks)
+        assert block is not None  # pem.holds found one
+        if block.encrypted:
+            return ItemInfo(
+                "private key", "PEM", key_type=_label_key_type(block.label), encrypted=True
+            )
+        try:
+            key = keys.load_private_key(data, source=source)
+        except ContentError:
+            return ItemInfo("unknown", "PEM", note="damaged or unsupported private key block")
+        return _describe_private_key(key, "PEM")
+    return ItemInfo("unknown", "PEM", note=holds or "no certificate or private key")
+
+
+def _describe_der(data: bytes, *, source: str, now: datetime, expiring_days: int) -> ItemInfo:
+    try:
+        cert = x509.load_der_x509_certificate(data)
+    except keys.PARSE_ERRORS:
+        pass
+    else:
+        return _describe_certificate(cert, "DER", now, expiring_days, None)
+    first = _leading_der_certificate(data)
+    if first is not None:
+        cert, rest = first
+        note = f"followed by {rest} more bytes"
+        return _describe_certificate(cert, "DER", now, expiring_days, note)
+    state = keys.der_private_key_state(data)
+    if state == "encrypted":
+        return ItemInfo("private key", "DER", encrypted=True)
+    if state == "plain":
+        try:
+            key = keys.load_private_key(data, source=source)
+        except ContentError:
+            return ItemInfo("unknown", "DER", note="damaged or unsupported private key")
+        return _describe_private_key(key, "DER")
+    note = "text, not PEM" if pem.looks_like_text(data) else "neither PEM nor DER"
+    return ItemInfo("unknown", note=note)
+
+
+def _leading_der_certificate(data: bytes) -> tuple[x509.Certificate, int] | None:
+    """A DER certificate at the start of ``data`` and the count of bytes after it, or None."""
+    end = keys.der_end(data, 0) if data[:1] == b"\x30" else None
+    if end is None or end == len(data):
+        return None
+    try:
+        return x509.load_der_x509_certificate(data[:end]), len(data) - end
+    except keys.PARSE_ERRORS:
+        return None
+
+
+def _describe_certificate(
+    cert: x509.Certificate,
+    encoding: Literal["PEM", "DER"],
+    now: datetime,
+    expiring_days: int,
+    note: str | None,
+) -> ItemInfo:
+    not_after = cert.not_valid_after_utc
+    expired = now > not_after
+    try:
+        public = cert.public_key()
+    except UnsupportedAlgorithm:
+        key_type, public_sha = "unsupported key type", None
+    else:
+        key_type, public_sha = keys.key_type(public), hashlib.sha256(spki(public)).hexdigest()
+    return ItemInfo(
+        "certificate",
+        encoding,
+        note=note,
+        subject=_name(cert.subject),
+        issuer=_name(cert.issuer),
+        not_before=cert.not_valid_before_utc,
+        not_after=not_after,
+        expired=expired,
+        expiring_soon=not expired and not_after - now <= timedelta(days=expiring_days),
+        key_type=key_type,
+        is_ca=_is_ca(cert),
+        sha256_fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
+        public_key_sha256=public_sha,
+    )
+
+
+def _describe_private_key(key: PrivateKeyTypes, encoding: Literal["PEM", "DER"]) -> ItemInfo:
+    return ItemInfo(
+        "private key",
+        encoding,
+        key_type=keys.key_type(key.public_key()),
+        public_key_sha256=public_key_fingerprint(key),
+    )
+
+
+def _name(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return "(unreadable name)"
+
+
+def _is_ca(cert: x509.Certificate) -> bool | None:
+    """The BasicConstraints CA flag; None when the extension is absent or unreadable."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (x509.ExtensionNotFound, ValueError):
+        return None
+
+
+def _label_key_type(label: str) -> str | None:
+    """The key type a legacy PEM label names (PKCS#8 labels do not say)."""
+    return {"RSA PRIVATE KEY": "RSA", "EC PRIVATE KEY": "EC", "DSA PRIVATE KEY": "DSA"}.get(label)

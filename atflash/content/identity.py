@@ -32,7 +32,10 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
-from atflash.content import creds, pki
+from atflash.content import pki
+from atflash.content.certs import load_certificates
+from atflash.content.keys import load_private_key
+from atflash.content.pairing import public_key_fingerprint
 from atflash.errors import AtflashError
 
 # Partitions whose content identifies one device: two devices sharing one are refused.
@@ -64,7 +67,7 @@ def item_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
     try:
         if partition.endswith("_key"):
             return (Fingerprint(PUBLIC_KEY, _key_sha256(data)),)
-        certs = creds.load_certificates(data, source=partition)
+        certs = load_certificates(data, source=partition)
     except (AtflashError, ValueError, TypeError):
         return (Fingerprint(CONTENT, hashlib.sha256(data).hexdigest()),)
     own = [c for n, c in enumerate(certs) if n == 0 or not _is_ca(c)]
@@ -73,7 +76,7 @@ def item_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
         out.append(Fingerprint(CERTIFICATE, cert.fingerprint(_SHA256).hex()))
         # A key type cryptography does not know: the certificate still counts.
         with contextlib.suppress(ValueError, UnsupportedAlgorithm):
-            out.append(Fingerprint(PUBLIC_KEY, creds.public_key_fingerprint(cert)))
+            out.append(Fingerprint(PUBLIC_KEY, public_key_fingerprint(cert)))
     return tuple(out)
 
 
@@ -115,8 +118,8 @@ class Owners:
 
 
 def _key_sha256(data: bytes) -> str:
-    key = creds.load_private_key(data, source="key")
-    return creds.public_key_fingerprint(key)
+    key = load_private_key(data, source="key")
+    return public_key_fingerprint(key)
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

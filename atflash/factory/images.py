@@ -164,10 +164,10 @@ def _nvs_image(items: list[NvsItem], store: Partition) -> bytes:
 
 def holds_private_key(plan: WritePlan) -> bool:
     """Whether images built from ``plan`` carry key material (output files then 0600)."""
-    from atflash.content import creds
+    from atflash.content.keys import holds_private_key
 
     return any(
-        img.partition.pki == "key" or any(creds.holds_private_key(c) for _n, c in img.items)
+        img.partition.pki == "key" or any(holds_private_key(c) for _n, c in img.items)
         for img in plan.images
     )
 

@@ -28,7 +28,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from atflash.content import creds
+from atflash.content.certs import load_certificates
+from atflash.content.keys import is_encrypted_key
 from atflash.errors import AtflashError, one_line
 from atflash.issue.config import IssuerConfig, IssuerError
 
@@ -111,7 +112,7 @@ def _load_certs(config: IssuerConfig) -> list[x509.Certificate]:
             raise IssuerError(
                 config.source, f"ca_cert {path}: cannot read ({exc.strerror})"
             ) from None
-        certs += creds.load_certificates(data, source=str(path))
+        certs += load_certificates(data, source=str(path))
     constraints = _basic_constraints(certs[0])
     if constraints is None or not constraints.ca:
         raise IssuerError(
@@ -191,10 +192,8 @@ def _file_signer(config: IssuerConfig) -> Signer:
             data = handle.read(MAX_KEY_FILE + 1)
     except OSError as exc:
         raise IssuerError(config.source, f"ca_key {path}: cannot read ({exc.strerror})") from None
-    password = (
-        read_pin(config, what="CA key's passphrase") if creds.is_encrypted_key(data) else None
-    )
-    if creds.is_encrypted_key(data) and password is None:
+    password = read_pin(config, what="CA key's passphrase") if is_encrypted_key(data) else None
+    if is_encrypted_key(data) and password is None:
         raise IssuerError(
             config.source, f"ca_key {path} is encrypted",
             hint="give its passphrase through pin_env or pin_file",

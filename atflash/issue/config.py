@@ -166,7 +166,7 @@ def parse_issuer_config(
         raise IssuerError(source, "give pin_env or pin_file, not both")
     key_type = get.text("key_type") or "ec-p256"
     if key_type not in KEY_TYPES:
-        # mbedTLS in ESP-AT has no EdDSA, X25519/X448 or DSA keys for TLS (see content.creds).
+        # mbedTLS in ESP-AT has no EdDSA, X25519/X448 or DSA keys for TLS (see content.keys).
         unusable = key_type.lower().startswith(("ed", "x25519", "x448", "dsa"))
         what = "a key type the firmware can use" if unusable else "a key type atflash issues"
         raise IssuerError(

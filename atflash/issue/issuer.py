@@ -24,7 +24,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from atflash.content import creds
+from atflash.content.certs import load_certificate
+from atflash.content.keys import load_private_key
+from atflash.content.pairing import public_key_der
 from atflash.errors import AtflashError, InputError
 from atflash.files import Blob
 from atflash.issue.ca import CA, open_ca
@@ -127,8 +129,8 @@ class Issuer:
         if not certs or not keys:
             return None
         try:
-            cert = creds.load_certificate(certs[0], source="board")
-            key = creds.load_private_key(keys[0], source="board")
+            cert = load_certificate(certs[0], source="board")
+            key = load_private_key(keys[0], source="board")
         except AtflashError:
             return None
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -139,7 +141,7 @@ class Issuer:
         subject = cert.subject.rfc4514_string().lower()
         if mac not in subject and mac.replace(":", "") not in subject:
             return None
-        if creds.public_key_der(key) != creds.public_key_der(cert):
+        if public_key_der(key) != public_key_der(cert):
             return None
         serial = f"{cert.serial_number:x}"
         if any(r.serial == serial and not r.live for r in self.store.records(device=mac)):

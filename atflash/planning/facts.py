@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from atflash.content import creds, pki
+from atflash.content import pki
+from atflash.content.certs import load_certificate
+from atflash.content.describe import describe_credential
 from atflash.errors import AtflashError, FormatError
 from atflash.planning.plan import PartitionImage
 
@@ -49,7 +51,7 @@ def describe_item(
     item_type: str, item_id: int | None, content: bytes, *, source: str | None
 ) -> dict[str, Any]:
     """The public facts of one PKI item (see :func:`describe_image`)."""
-    info = creds.describe(content, source=source or f"{item_type} {item_id}")
+    info = describe_credential(content, source=source or f"{item_type} {item_id}")
     entry: dict[str, Any] = {
         "type": item_type,
         "id": item_id,
@@ -81,7 +83,7 @@ def describe_item(
 
 def _serial(content: bytes, source: str | None) -> str | None:
     try:
-        number = creds.load_certificate(content, source=source or "item").serial_number
+        number = load_certificate(content, source=source or "item").serial_number
     except AtflashError:
         return None
     return f"{number:x}"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import cast
 
-from atflash.content import creds, mfgnvs, nvs, pki
+from atflash.content import checks, mfgnvs, nvs, pairing, pki
 from atflash.errors import AtflashError, ImageTooBigError, InputError, Overflow, ProfileError
 from atflash.files import Source
 from atflash.layout.model import MFG_NVS, Partition, Profile, pki_kind_for
@@ -224,11 +224,13 @@ def _build_image(profile: Profile, req: PartitionRequest, opts: PlanOptions) -> 
         image = _blank_image(part, contents[0])
     elif ready:
         image = _prebuilt_image(part, contents, ready)
-        creds.check_items(part.pki, image.items, key_type_check=opts.key_type_check)
+        checks.check_items(part.pki, image.items, key_type_check=opts.key_type_check)
     else:
         if opts.check_content:
             for path, data in contents:
-                creds.validate_item(part.pki, data, source=path, key_type_check=opts.key_type_check)
+                checks.validate_item(
+                    part.pki, data, source=path, key_type_check=opts.key_type_check
+                )
         built = pki.build((part.pki, data, path) for path, data in contents)
         image = PartitionImage(part, built, _names(req), tuple(contents))
     if len(image.bin) > part.size:
@@ -256,10 +258,10 @@ def _build_namespace(profile: Profile, req: PartitionRequest, opts: PlanOptions)
         if pki.is_pki_bin(data):  # a 2.x bin: its items carry over as they are
             parsed = pki.parse(data, source=path)
             got = [(f"{path}[{item.id}]", item.content) for item in parsed.items]
-            creds.check_items(kind, tuple(got), key_type_check=opts.key_type_check)
+            checks.check_items(kind, tuple(got), key_type_check=opts.key_type_check)
         else:
             if opts.check_content:
-                creds.validate_item(kind, data, source=path, key_type_check=opts.key_type_check)
+                checks.validate_item(kind, data, source=path, key_type_check=opts.key_type_check)
             got = [(path, data)]
         items += got
         values += [content for _name, content in got]
@@ -345,4 +347,4 @@ def check_pairs(images: Sequence[PartitionImage]) -> None:
             continue
         key_image = by_name.get(name[: -len("_cert")] + "_key")
         if key_image is not None:
-            creds.check_pairs(cert_image.items, key_image.items)
+            pairing.check_pairs(cert_image.items, key_image.items)

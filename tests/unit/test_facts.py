@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from atflash.content import creds, pki
+from atflash.content import pki
+from atflash.content.certs import load_certificate
 from atflash.layout.profiles import find_profile
 from atflash.planning.facts import describe_image
 from atflash.planning.plan import PartitionRequest, build_plan
@@ -22,7 +23,7 @@ def test_each_item_is_named_by_type_id_and_public_facts(raw: Path) -> None:
     first = certs[0]
     cert_file = raw / "client_cert" / "client_cert_00.crt"
     assert first["source"] == str(cert_file)
-    loaded = creds.load_certificate(cert_file.read_bytes(), source="x")
+    loaded = load_certificate(cert_file.read_bytes(), source="x")
     assert first["serial"] == f"{loaded.serial_number:x}"
     assert first["not_after"] == loaded.not_valid_after_utc.isoformat()
     assert first["subject"] == loaded.subject.rfc4514_string()

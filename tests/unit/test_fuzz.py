@@ -3,7 +3,7 @@
 Each parser gets random input and structured mutations of a valid input
 (bytes flipped, cut off, extended, fields rewritten), so the search reaches
 the deep branches that random bytes alone never pass the magic of.
-``creds.describe`` is held to more: it must never raise at all, and the
+``describe_credential`` is held to more: it must never raise at all, and the
 binary and CSV parsers to their own error type (FormatError, ProfileError).
 
 Example counts are bounded so the whole file runs in a few seconds.
@@ -22,8 +22,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from atflash import files
-from atflash.content import creds, pki
 from atflash.content import describe as inspect
+from atflash.content import pki
+from atflash.content.certs import load_certificate
+from atflash.content.checks import validate_item
+from atflash.content.describe import ItemInfo, describe_credential
+from atflash.content.keys import load_private_key
+from atflash.content.pairing import check_pairs
 from atflash.errors import AtflashError, FormatError, ProfileError
 from atflash.layout import csvtable
 from atflash.layout.model import Partition
@@ -293,12 +298,12 @@ VALID_CREDS = [CERT, KEY, CA, CERT + KEY]
 
 
 def check_creds(data: bytes) -> None:
-    only_atflash_errors(lambda: creds.load_certificate(data, source="fuzz.crt"))
-    only_atflash_errors(lambda: creds.load_private_key(data, source="fuzz.key"))
-    info = creds.describe(data, source="fuzz")  # never raises
-    assert isinstance(info, creds.ItemInfo)
+    only_atflash_errors(lambda: load_certificate(data, source="fuzz.crt"))
+    only_atflash_errors(lambda: load_private_key(data, source="fuzz.key"))
+    info = describe_credential(data, source="fuzz")  # never raises
+    assert isinstance(info, ItemInfo)
     for kind in ("cert", "key", "ca"):
-        only_atflash_errors(lambda k=kind: creds.validate_item(k, data, source="fuzz"))  # type: ignore[misc]
+        only_atflash_errors(lambda k=kind: validate_item(k, data, source="fuzz"))  # type: ignore[misc]
 
 
 @FAST
@@ -334,7 +339,7 @@ def test_creds_pem_soup(data: bytes) -> None:
 def test_pairing_never_leaks_other_errors(pairs: list[tuple[bytes, bytes]]) -> None:
     certs = [(f"c{i}", CERT + junk) for i, (_c, junk) in enumerate(pairs)]
     keys = [(f"k{i}", content) for i, (content, _j) in enumerate(pairs)]
-    only_atflash_errors(lambda: creds.check_pairs(certs, keys))
+    only_atflash_errors(lambda: check_pairs(certs, keys))
 
 
 # -- inspect ---------------------------------------------------------------------------

@@ -25,8 +25,12 @@ from cryptography.x509.oid import NameOID
 from atflash.backends.base import new_result, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
 from atflash.backends.esptool.options import ConnectOptions
-from atflash.content import creds, pki
-from atflash.content.describe import inspect_bytes
+from atflash.content import pki
+from atflash.content.certs import load_certificate
+from atflash.content.checks import check_items, validate_item
+from atflash.content.describe import ItemInfo, describe_credential, inspect_bytes
+from atflash.content.keys import check_no_private_key, load_private_key
+from atflash.content.pairing import check_pairs
 from atflash.errors import EXIT_USER_ERROR, AtflashError
 from atflash.events import Event
 from atflash.layout.profiles import find_profile
@@ -175,7 +179,7 @@ def test_inspect_never_prints_a_key(material: Material, name: str, json_flag: li
     if json_flag:
         for report in json.loads(result.stdout):
             for item in report.get("items", []):
-                assert set(item["info"]) == set(creds.ItemInfo.__dataclass_fields__)
+                assert set(item["info"]) == set(ItemInfo.__dataclass_fields__)
 
 
 def test_inspect_names_what_it_hides(material: Material) -> None:
@@ -281,21 +285,21 @@ def test_library_errors_never_carry_a_key(material: Material) -> None:
     bundle = (material.folder / "bundle.pem").read_bytes()
     bundle_der = (material.folder / "bundle_der.crt").read_bytes()
     errors = [
-        caught(lambda: creds.load_certificate(key, source="k.pem")),
-        caught(lambda: creds.load_certificate(der, source="k.der")),
-        caught(lambda: creds.validate_item("ca", key, source="k.pem")),
-        caught(lambda: creds.validate_item("cert", bundle, source="b.pem")),
-        caught(lambda: creds.validate_item("ca", bundle_der, source="b.crt")),
-        caught(lambda: creds.check_no_private_key(bundle, source="b.pem")),
-        caught(lambda: creds.check_items("cert", [("b.bin[0]", bundle)])),
+        caught(lambda: load_certificate(key, source="k.pem")),
+        caught(lambda: load_certificate(der, source="k.der")),
+        caught(lambda: validate_item("ca", key, source="k.pem")),
+        caught(lambda: validate_item("cert", bundle, source="b.pem")),
+        caught(lambda: validate_item("ca", bundle_der, source="b.crt")),
+        caught(lambda: check_no_private_key(bundle, source="b.pem")),
+        caught(lambda: check_items("cert", [("b.bin[0]", bundle)])),
         caught(
             lambda: build_plan(
                 PROFILE, [PartitionRequest("client_ca", (material.path("bundle.bin"),))]
             )
         ),
-        caught(lambda: creds.load_private_key(key[:-60], source="t.pem")),
-        caught(lambda: creds.load_private_key(der[:-9], source="t.der")),
-        caught(lambda: creds.check_pairs([("c", other)], [("k", key)])),
+        caught(lambda: load_private_key(key[:-60], source="t.pem")),
+        caught(lambda: load_private_key(der[:-9], source="t.der")),
+        caught(lambda: check_pairs([("c", other)], [("k", key)])),
         caught(lambda: pki.parse(pki.build([("key", key, None)])[:-40], source="cut.bin")),
         caught(lambda: pki.parse(b"\xf1\xf1\x01\x00\xff\x00\x00\x00" + key, source="x.bin")),
         caught(
@@ -330,7 +334,7 @@ def test_reprs_never_carry_a_key(material: Material) -> None:
     report = inspect_bytes((material.folder / "key_dump.bin").read_bytes(), source="dump", now=NOW)
     texts = [repr(built), str(built), *map(repr, built.items), repr(plan), str(plan),
              *map(repr, plan.images), repr(report), json.dumps(report.to_json()),
-             repr(creds.describe(material.key_pem, source="k"))]  # fmt: skip
+             repr(describe_credential(material.key_pem, source="k"))]  # fmt: skip
     assert_clean(texts, material)
     # The data is still there for those who need it: only its display is hidden.
     assert plan.images[1].items[0][1] == material.key_pem
@@ -378,7 +382,7 @@ def test_key_type_errors_never_show_the_key(tmp_path: Path) -> None:
         result = run(*args)
         assert result.exit_code == 2 and "Ed25519" in result.stderr
         texts += outputs(result)
-    error = caught(lambda: creds.validate_item("key", pem, source="ed.key"))
+    error = caught(lambda: validate_item("key", pem, source="ed.key"))
     texts += error_texts(error)
     for text in texts:
         raw = text if isinstance(text, bytes) else text.encode()

@@ -19,8 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, x25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from atflash.content import creds, pki
-from atflash.content.describe import inspect_bytes
+from atflash.content import keys, pki
+from atflash.content.checks import check_items, validate_item
+from atflash.content.describe import describe_credential, inspect_bytes
 from atflash.errors import ContentError, FileInputError, ManifestError, TooBigError
 from atflash.files import read_bounded
 from atflash.layout.profiles import find_profile
@@ -87,12 +88,12 @@ def test_a_certificate_file_carrying_a_key_is_refused(
     ec_key: ec.EllipticCurvePrivateKey, name: str
 ) -> None:
     data = bundles(ec_key)[name]
-    assert creds.holds_private_key(data)
+    assert keys.holds_private_key(data)
     for kind in ("cert", "ca"):
         with pytest.raises(ContentError, match="holds a private key") as caught:
-            creds.validate_item(kind, data, source="combo.pem")  # type: ignore[arg-type]
+            validate_item(kind, data, source="combo.pem")  # type: ignore[arg-type]
         assert str(caught.value).startswith("combo.pem: ")
-    info = creds.describe(data, source="combo.pem")
+    info = describe_credential(data, source="combo.pem")
     assert info.holds_private_key
 
 
@@ -108,18 +109,18 @@ def test_plain_certificates_and_text_hold_no_key(
         bytes(range(256)) * 64,
         b"\x30\x30" * 30000,
     ):
-        assert not creds.holds_private_key(data)
-        assert not creds.describe(data, source="c").holds_private_key
+        assert not keys.holds_private_key(data)
+        assert not describe_credential(data, source="c").holds_private_key
 
 
 def test_a_pem_bundle_names_the_file_and_keeps_the_old_key_alone_message(
     ec_key: ec.EllipticCurvePrivateKey,
 ) -> None:
     with pytest.raises(ContentError, match="holds a private key; give the certificate alone"):
-        creds.validate_item("cert", cert_for(ec_key) + key_bytes(ec_key), source="combo.pem")
+        validate_item("cert", cert_for(ec_key) + key_bytes(ec_key), source="combo.pem")
     # A key alone keeps its own message.
     with pytest.raises(ContentError, match="holds a private key, not a certificate"):
-        creds.validate_item("cert", key_bytes(ec_key, DER), source="k.der")
+        validate_item("cert", key_bytes(ec_key, DER), source="k.der")
 
 
 def test_inspect_warns_of_a_key_inside_a_certificate(ec_key: ec.EllipticCurvePrivateKey) -> None:
@@ -169,12 +170,12 @@ def test_key_types_the_firmware_cannot_use_are_refused(name: str, tmp_path: Path
     key = UNUSABLE[name]()
     data = key_bytes(key)
     with pytest.raises(ContentError, match="which ESP-AT cannot use") as caught:
-        creds.validate_item("key", data, source="odd.key")
+        validate_item("key", data, source="odd.key")
     message = str(caught.value)
     assert message.startswith("odd.key: holds ")
     assert "P-256" in message and "P-384" in message and "RSA keys of 1024 to 4096 bits" in message
     assert "--no-key-type-check" in message
-    creds.validate_item("key", data, source="odd.key", key_type_check=False)
+    validate_item("key", data, source="odd.key", key_type_check=False)
     path = tmp_path / "odd.key"
     path.write_bytes(data)
     request = [PartitionRequest("client_key", (str(path),))]
@@ -197,37 +198,37 @@ def test_key_types_the_firmware_cannot_use_are_refused(name: str, tmp_path: Path
 @pytest.mark.parametrize("name", list(USABLE))
 def test_key_types_the_firmware_uses_pass(name: str) -> None:
     key = USABLE[name]()
-    assert creds.firmware_key_problem(key) is None
-    creds.validate_item("key", key_bytes(key, DER), source="k.der")
+    assert keys.firmware_key_problem(key) is None
+    validate_item("key", key_bytes(key, DER), source="k.der")
 
 
 def test_rsa_sizes_outside_what_the_chips_take(monkeypatch: pytest.MonkeyPatch) -> None:
     key = rsa.generate_private_key(65537, 2048)
-    monkeypatch.setattr(creds, "RSA_KEY_BITS", (3072, 4096))
-    assert creds.firmware_key_problem(key) == "an RSA key of 2048 bits"
-    monkeypatch.setattr(creds, "RSA_KEY_BITS", (1024, 1536))
-    assert creds.firmware_key_problem(key) == "an RSA key of 2048 bits"
+    monkeypatch.setattr(keys, "RSA_KEY_BITS", (3072, 4096))
+    assert keys.firmware_key_problem(key) == "an RSA key of 2048 bits"
+    monkeypatch.setattr(keys, "RSA_KEY_BITS", (1024, 1536))
+    assert keys.firmware_key_problem(key) == "an RSA key of 2048 bits"
 
 
 def test_key_type_messages_name_the_type() -> None:
-    assert creds.firmware_key_problem(ed25519.Ed25519PrivateKey.generate()) == "an Ed25519 key"
-    assert creds.firmware_key_problem(x25519.X25519PrivateKey.generate()) == "an X25519 key"
+    assert keys.firmware_key_problem(ed25519.Ed25519PrivateKey.generate()) == "an Ed25519 key"
+    assert keys.firmware_key_problem(x25519.X25519PrivateKey.generate()) == "an X25519 key"
     dsa_key = dsa.generate_private_key(1024)
-    assert creds.firmware_key_problem(dsa_key) == "a DSA 1024 key"
+    assert keys.firmware_key_problem(dsa_key) == "a DSA 1024 key"
 
 
 def test_ec_curves_outside_the_firmwares_list_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # cryptography 44+ loads only curves mbedTLS has too: narrow the list to reach this branch.
     key = ec.generate_private_key(ec.SECP521R1())
-    assert creds.firmware_key_problem(key) is None
-    monkeypatch.setattr(creds, "EC_CURVES", {"secp256r1": "P-256"})
-    assert creds.firmware_key_problem(key) == "an EC key on curve secp521r1"
+    assert keys.firmware_key_problem(key) is None
+    monkeypatch.setattr(keys, "EC_CURVES", {"secp256r1": "P-256"})
+    assert keys.firmware_key_problem(key) == "an EC key on curve secp521r1"
 
 
 def test_check_items_leaves_unreadable_content_to_the_firmware() -> None:
     # generate-bin and ready bins take files as they are; only positive findings refuse.
-    creds.check_items("key", [("junk", b"not a key at all")])
-    creds.check_items("cert", [("junk", b"not a certificate")])
+    check_items("key", [("junk", b"not a key at all")])
+    check_items("cert", [("junk", b"not a certificate")])
 
 
 # -- bounded reading ------------------------------------------------------------------
