@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from atflash import recovery
+from atflash.backends.held import read_items
 from atflash.backends.pairing import check_board_pairs
 from atflash.content import mfgnvs
 from atflash.errors import (
@@ -391,8 +392,6 @@ def run_session(
             identity = BoardIdentity(port, chip=info.chip, mac=info.mac)
             reads = getattr(plans, "reads", ()) if callable(plans) else ()
             if reads:  # the resolver decides from what the board holds (an issuer's rerun)
-                from atflash.issue.held import read_items
-
                 held = read_items(session, reads, getattr(plans, "profiles", ()))
                 identity = replace(identity, held=held)
             candidates = resolve_plans(plans, identity)

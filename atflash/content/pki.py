@@ -202,6 +202,14 @@ def is_pki_bin(data: bytes) -> bool:
     return len(data) >= 2 and data[0] == 0xF1 and data[1] == 0xF1
 
 
+def holds_whole_bin(data: bytes) -> bool:
+    """Whether bytes read from a partition's start hold its whole PKI bin, or show it has none."""
+    if len(data) < HEADER.size:
+        return False
+    magic, _count, length = HEADER.unpack_from(data, 0)
+    return magic != MAGIC or len(data) >= HEADER.size + length
+
+
 def pad(image: bytes, size: int) -> bytes:
     """The image followed by erased flash up to ``size`` (caller checks fit)."""
     return image + bytes([ERASED]) * (size - len(image))

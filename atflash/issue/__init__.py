@@ -16,8 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# Loaded on first use: a batch worker imports atflash.issue.held alone, without the
-# issuer, its CA or the ledger (see that module).
+# Loaded on first use: importing the package loads neither the issuer, its CA nor the
+# ledger until one of these names is asked for.
 _HOME = {
     "IssueResolver": "atflash.issue.resolve",
     "Issuer": "atflash.issue.issuer",

@@ -12,9 +12,9 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from atflash.content.stored import items_in
 from atflash.errors import AtflashError
 from atflash.events import EventSink
-from atflash.issue.held import items_in
 from atflash.issue.resolve import IssueResolver
 from atflash.layout.choice import LayoutChoice
 from atflash.results import BoardResult

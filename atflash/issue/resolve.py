@@ -4,7 +4,7 @@
 the issuer (the batch parent, or the one process of a single board): the CA
 key or the token session never goes to a worker. Its ``reads`` tells the
 flow which partitions to read back from the board first
-(:func:`read_items`), so that a rerun on a board already holding a valid
+(:func:`atflash.backends.held.read_items`), so that a rerun on a board already holding a valid
 certificate of this issuer keeps it: the plan is then what the board holds,
 and the write finds everything unchanged and verifies it.
 """

@@ -146,15 +146,3 @@ def test_long_der_lengths_assemble() -> None:
     )
     cert = sign_certificate(builder, external(key))
     key.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
-
-
-def test_the_read_back_stops_once_the_bin_is_whole_or_absent() -> None:
-    from atflash.content import pki
-    from atflash.issue.held import holds_whole_bin, items_in
-
-    whole = pki.build([("cert", b"A" * 1000, None)])
-    assert not holds_whole_bin(whole[:7]) and not holds_whole_bin(whole[:-1])
-    assert holds_whole_bin(whole) and holds_whole_bin(whole[:-1] + whole[-1:] + b"\xff" * 60)
-    assert holds_whole_bin(b"\xff" * 64)  # erased: nothing to read further
-    assert items_in("client_cert", whole + b"\xff" * 3) == (b"A" * 1000,)
-    assert items_in("client_cert", b"\xff" * 64) == ()

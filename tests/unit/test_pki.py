@@ -148,3 +148,12 @@ def test_round_trip(items: list[tuple[str, bytes]]) -> None:
         assert [i.id for i in got] == list(range(len(given_contents)))
     # and a partition dump parses to the same items
     assert pki.parse(pki.pad(data, len(data) + 100)).items == parsed.items
+
+
+def test_the_read_back_stops_once_the_bin_is_whole_or_absent() -> None:
+    whole = pki.build([("cert", b"A" * 1000, None)])
+    assert not pki.holds_whole_bin(whole[:7]) and not pki.holds_whole_bin(whole[:-1])
+    assert pki.holds_whole_bin(whole) and pki.holds_whole_bin(
+        whole[:-1] + whole[-1:] + b"\xff" * 60
+    )
+    assert pki.holds_whole_bin(b"\xff" * 64)  # erased: nothing to read further
