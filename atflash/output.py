@@ -13,7 +13,6 @@ from pathlib import Path
 from atflash.errors import FileInputError, InputError
 from atflash.files import Blob, Source
 
-PRIVATE_MODE = 0o600
 # On Windows a file mode restricts nothing: who may read a file is the folder's ACL.
 ON_WINDOWS = sys.platform == "win32"
 

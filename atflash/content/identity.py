@@ -80,11 +80,6 @@ def item_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
     return tuple(out)
 
 
-def file_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
-    """The identities of one input file: a PEM/DER credential, or each item of a ready PKI bin."""
-    return tuple(fp for item in file_items(data) for fp in item_fingerprints(partition, item))
-
-
 @dataclass(frozen=True)
 class Shared:
     """Two owners (sets, rows, devices) holding one identity."""

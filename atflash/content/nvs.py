@@ -391,8 +391,8 @@ def _assemble(entries: list[_Entry], source: str, dropped: list[str] | None) -> 
         elif entry.code == ItemCode.BLOB_DATA:
             chunks[(entry.ns, entry.key, entry.chunk)] = entry
         else:
-            # ESP-IDF matches duplicates by namespace and key, whatever the
-            # type: a newer blob index replaces an older legacy blob, too.
+            # ESP-IDF matches duplicates by namespace and key, whatever their
+            # item type: a newer blob index replaces an older legacy blob, too.
             latest.pop((entry.ns, entry.key), None)
             latest[(entry.ns, entry.key)] = entry
     items = []

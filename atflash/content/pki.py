@@ -62,9 +62,6 @@ class PkiBin:
     def size(self) -> int:
         return HEADER.size + sum(_item_size(i.content) for i in self.items)
 
-    def of_type(self, kind: str) -> tuple[PkiItem, ...]:
-        return tuple(i for i in self.items if i.type == kind)
-
 
 def _item_size(content: bytes) -> int:
     return ITEM_HEADER.size + align_up(len(content))

@@ -77,7 +77,6 @@ class CredentialSet:
 
     name: str
     requests: tuple[PartitionRequest, ...]
-    origin: str  # the set's folder, or "index.csv:LINE"
 
 
 @dataclass(frozen=True)
@@ -239,7 +238,7 @@ def _folder_set(root: Path, folder: Path, name: str) -> CredentialSet:
         PartitionRequest(partition, tuple(str(folder / f) for f in _ordered(source, name, files)))
         for partition, files in sorted(groups.items())
     ]
-    return CredentialSet(name, tuple(requests), str(folder))
+    return CredentialSet(name, tuple(requests))
 
 
 def _split_file_name(file_name: str) -> tuple[str, str | None]:
@@ -360,7 +359,7 @@ def _index_row(cells: list[str], partitions: list[str], where: str, base: Path) 
             requests.append(PartitionRequest(partition, tuple(str(base / f) for f in files)))
     if not requests:
         raise PoolError(where, name, "no files", hint="fill in at least one partition")
-    return CredentialSet(name, tuple(requests), where)
+    return CredentialSet(name, tuple(requests))
 
 
 # -- building and checking ------------------------------------------------------------

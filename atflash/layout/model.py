@@ -104,10 +104,6 @@ class Partition:
         """First address past the partition."""
         return self.offset + self.size
 
-    def contains(self, start: int, length: int) -> bool:
-        """Whether [start, start+length) lies inside this partition."""
-        return self.offset <= start and start + length <= self.end
-
     def overlaps(self, start: int, end: int) -> bool:
         """Whether the partition shares a byte with [start, end)."""
         return self.offset < end and start < self.end
@@ -200,20 +196,6 @@ class Profile:
 
 
 # -- validation --------------------------------------------------------------
-
-
-def validate(profile: Profile) -> None:
-    """Refuse a layout no firmware could have: each problem is one clear line.
-
-    Both tables are checked (names, 4 KB alignment, overlaps, inside the
-    flash), the at_customize partitions must sit inside the primary
-    table's at_customize entry and off at_customize.bin itself. That none
-    touches the bootloader, the partition table or another primary
-    partition is :func:`atflash.layout.safety.validate_layout`'s part, which
-    every loader runs after this.
-    """
-    validate_structure(profile)
-    validate_placement(profile)
 
 
 def validate_structure(profile: Profile) -> None:

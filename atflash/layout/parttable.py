@@ -13,24 +13,16 @@ import struct
 from collections.abc import Sequence
 
 from atflash.errors import FormatError
-from atflash.layout.model import DEFAULT_TABLE_OFFSET, SECTOR, Partition, pki_kind_for
+from atflash.layout.model import DEFAULT_TABLE_OFFSET, Partition, pki_kind_for
 
 ENTRY = struct.Struct("<2sBBII16sI")  # magic, type, subtype, offset, size, label, flags
 ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
 END_MAGIC = b"\xff\xff"  # erased flash: the first entry that is not one ends the table
-# Field offsets inside one entry, for error messages that point at a byte.
-TYPE_AT = 2
-SUBTYPE_AT = 3
-OFFSET_AT = 4
-SIZE_AT = 8
-LABEL_AT = 12
-LABEL_SIZE = 16
-FLAGS_AT = 28
+LABEL_AT = 12  # where an entry's label starts, for errors that point at its byte
 FLAG_ENCRYPTED = 0x1  # flags bit 0: the partition is read through flash encryption
 MD5_DIGEST_AT = 16  # the MD5 entry: magic, 14 x FF, then the 16-byte digest
 MAX_TABLE = 0xC00  # esp-idf's limit: 3 KB, 95 entries + MD5
-TABLE_SECTOR = SECTOR  # the flash esp-idf reserves for the table at its offset
 
 __all__ = [
     "DEFAULT_TABLE_OFFSET",

@@ -114,7 +114,13 @@ def _kind(part: Partition) -> str:
 
 
 def validate_layout(profile: Profile) -> None:
-    """A layout as loaded: valid (:func:`atflash.layout.model.validate`) and safe to write."""
+    """Refuse a layout no firmware could have, or one unsafe to write: each problem one line.
+
+    Both tables are checked (names, 4 KB alignment, overlaps, inside the
+    flash); no partition touches the bootloader, the partition table or
+    another primary partition; the at_customize partitions sit inside the
+    primary table's at_customize entry and off at_customize.bin itself.
+    """
     validate_structure(profile)
     check_writable(profile.partitions, profile, where=f"profile {profile.name}")
     validate_placement(profile)

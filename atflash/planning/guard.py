@@ -143,8 +143,3 @@ def pieces(start: int, end: int, regions: Sequence[Region]) -> list[tuple[str, R
         else:
             out.append((name, (lo, hi)))
     return out
-
-
-def span_text(start: int, end: int) -> str:
-    """``0x20000-0x2a000``, for messages and records."""
-    return f"{start:#x}-{end:#x}"

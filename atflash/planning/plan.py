@@ -48,7 +48,6 @@ class PartitionImage:
     sources: tuple[str, ...]
     # (name, content) of each item in ID order, for pairing and inspection.
     items: tuple[tuple[str, bytes], ...] = field(repr=False, default=())
-    prebuilt: bool = False  # the user gave a ready PKI bin
     # ESP-AT 3.1+: the namespace's values as they go into mfg_nvs (raw PEM/DER, no PKI
     # header); ``partition`` is then the namespace, placed at the mfg_nvs partition.
     values: tuple[bytes, ...] | None = field(repr=False, default=None)
@@ -316,7 +315,7 @@ def _blank_image(part: Partition, content: tuple[str, bytes]) -> PartitionImage:
     path, data = content
     if len(data) > part.size:
         raise ImageTooBigError(Overflow(part.name, len(data), part.size))
-    return PartitionImage(part, b"", (path,), (), prebuilt=True)
+    return PartitionImage(part, b"", (path,), ())
 
 
 def _prebuilt_image(
@@ -336,7 +335,7 @@ def _prebuilt_image(
         )
     items = tuple((f"{path}[{item.id}]", item.content) for item in parsed.items)
     # A partition dump (bin + trailing 0xFF) is written as its bin only.
-    return PartitionImage(part, data[: parsed.size], (path,), items, prebuilt=True)
+    return PartitionImage(part, data[: parsed.size], (path,), items)
 
 
 def check_pairs(images: Sequence[PartitionImage]) -> None:

@@ -17,12 +17,18 @@ from atflash.content.identity import (
     PUBLIC_KEY,
     Fingerprint,
     Owners,
-    file_fingerprints,
+    file_items,
+    item_fingerprints,
     set_fingerprints,
 )
 from atflash.factory.errors import LedgerError, redact
 
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def file_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
+    """The identities of one input file: a PEM/DER credential, or each item of a ready PKI bin."""
+    return tuple(fp for item in file_items(data) for fp in item_fingerprints(partition, item))
 
 
 def make(name: str, *, ca: bool = False, signer: ec.EllipticCurvePrivateKey | None = None):  # type: ignore[no-untyped-def]

@@ -285,7 +285,7 @@ def test_names_that_collide_are_refused(tmp_path: Path) -> None:
     from atflash.factory.pool import CredentialSet, Pool
 
     req = (PartitionRequest("client_ca", ("ca.crt",)),)
-    pool = Pool("p", (CredentialSet("Dev:1", req, "a"), CredentialSet("dev-1", req, "b")))
+    pool = Pool("p", (CredentialSet("Dev:1", req), CredentialSet("dev-1", req)))
     with pytest.raises(DeviceBuildError, match="both give the file name"):
         devices_from_pool(pool)
 

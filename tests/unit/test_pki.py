@@ -143,7 +143,7 @@ def test_round_trip(items: list[tuple[str, bytes]]) -> None:
     assert parsed.size == len(data)
     for kind in ("ca", "cert", "key"):
         given_contents = [c for k, c in items if k == kind]
-        got = parsed.of_type(kind)
+        got = [i for i in parsed.items if i.type == kind]
         assert [i.content for i in got] == given_contents
         assert [i.id for i in got] == list(range(len(given_contents)))
     # and a partition dump parses to the same items

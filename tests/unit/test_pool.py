@@ -82,7 +82,6 @@ def test_csv_index_paths_relative_to_it_and_several_files(tmp_path: Path) -> Non
     assert [r.partition for r in pool.get("dev10").requests] == [
         "client_cert", "client_key", "client_ca",
     ]  # fmt: skip
-    assert nine.origin == f"{index}:4"
 
 
 # One table: what is wrong, and what the one-line error must say (set and file).

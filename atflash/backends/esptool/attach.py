@@ -132,7 +132,6 @@ class _Registers:
     usr1: int
     usr2: int
     w0: int
-    mosi_bits: int
     miso_bits: int
 
 
@@ -153,7 +152,6 @@ class _UserCommands:
             usr1=base + esp.SPI_USR1_OFFS,
             usr2=base + esp.SPI_USR2_OFFS,
             w0=base + esp.SPI_W0_OFFS,
-            mosi_bits=base + esp.SPI_MOSI_DLEN_OFFS,
             miso_bits=base + esp.SPI_MISO_DLEN_OFFS,
         )
         self._written: dict[int, int] = {}

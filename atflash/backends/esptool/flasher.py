@@ -180,7 +180,6 @@ class EsptoolBoard:
         self.chip = ""
         self.mac = ""
         self._attached = False
-        self._flash_size: str | None = None
         self.flash_encrypted = False  # set on connecting: the chip's flash encryption is on
 
     # -- connection ---------------------------------------------------------
@@ -296,7 +295,6 @@ class EsptoolBoard:
             attach.attach_flash(self.esp)
             self.esp.flash_set_parameters(flash_size_bytes(flash_size))
         self._attached = True
-        self._flash_size = flash_size
 
     def read(
         self,
