@@ -10,6 +10,7 @@ the problems the firmware would trip on. It never carries key material.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -23,7 +24,8 @@ from atflash.content import keys, mfgnvs, nvs, pem, pki
 from atflash.content.certs import load_pem_certificate
 from atflash.content.nvs_format import PAGE_HEADER, PAGE_SIZE, PageState
 from atflash.content.pairing import public_key_fingerprint, spki
-from atflash.errors import ContentError
+from atflash.errors import AtflashError, ContentError
+from atflash.files import expand
 from atflash.layout.model import pki_kind_for
 
 Kind = Literal["certificate", "private key", "unknown"]
@@ -162,6 +164,38 @@ def inspect_bytes(
     )
     kind = "pki-bin" if parsed.size == len(data) else "partition-dump"
     return InspectReport(source, kind, len(data), parsed.size, items)
+
+
+@dataclass(frozen=True)
+class InspectFailure:
+    """A file (or glob pattern) given to :func:`inspect_files` that could not be described."""
+
+    source: str
+    error: AtflashError
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "error": str(self.error), "exit_code": self.error.exit_code}
+
+
+def inspect_files(
+    files: Iterable[str], *, expiring_days: int = 30, now: datetime | None = None
+) -> Iterator[InspectReport | InspectFailure]:
+    """What ``atflash inspect`` shows: a report per file, in order, glob patterns expanded.
+
+    A file that cannot be read or is malformed (see ``strict`` in
+    :func:`inspect_bytes`) is an :class:`InspectFailure` naming what was
+    given, and the files after it are still described; the rest of a
+    pattern whose file failed is skipped.
+    """
+    for argument in files:
+        try:
+            for path in expand([argument]):
+                data = pki.read_bin_file(path)
+                yield inspect_bytes(
+                    data, source=path, expiring_days=expiring_days, now=now, strict=True
+                )
+        except AtflashError as exc:
+            yield InspectFailure(argument, exc)
 
 
 _IN_USE = (PageState.ACTIVE, PageState.FULL, PageState.FREEING)

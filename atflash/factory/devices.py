@@ -49,7 +49,6 @@ from atflash.factory.images import (
     FactoryImage,
     NvsBase,
     build_mfg_nvs,
-    holds_private_key,
     patch_image,
 )
 from atflash.factory.parallel import run_chunks
@@ -389,12 +388,11 @@ class _Builder:
         """Each output file's bytes, and whether it holds a key (then 0600)."""
         names = self.spec.outputs_for(device)
         if self.spec.image is not None:
-            return {names[0]: (patch_image(self.spec.image, plan).data, holds_private_key(plan))}
+            return {names[0]: (patch_image(self.spec.image, plan).data, plan.secret)}
         if self.spec.base is not None:
-            data = build_mfg_nvs(plan, self.spec.base.items)
-            return {names[0]: (data, holds_private_key(plan))}
+            return {names[0]: (build_mfg_nvs(plan, self.spec.base.items), plan.secret)}
         return {
-            name: (plan.data_for(img), holds_private_key(replace(plan, images=(img,))))
+            name: (plan.data_for(img), img.secret)
             for name, img in zip(names, plan.images, strict=True)
         }
 

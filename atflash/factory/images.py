@@ -39,6 +39,7 @@ from atflash.layout.model import FLASH_SIZES, MFG_NVS, Partition, Profile
 from atflash.layout.parttable import DEFAULT_TABLE_OFFSET
 from atflash.layout.profiles import builtin_profiles, family
 from atflash.planning.plan import (
+    PartitionImage,
     PartitionRequest,
     PlanOptions,
     WritePlan,
@@ -99,6 +100,7 @@ class NvsBase:
     items: tuple[NvsItem, ...] = field(repr=False)
     source: str
     dropped: tuple[str, ...] = ()
+    path: str | None = None  # the dump or CSV read (None: the module's defaults)
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -128,6 +130,29 @@ def load_nvs_base(spec: FactoryParam, profile: Profile) -> NvsBase:
     return _base(items, str(spec.path))
 
 
+def nvs_base_for(profile: Profile, factory_param: str | None, *, pad: bool = True) -> NvsBase | None:
+    """What a fresh mfg_nvs for ``profile`` starts from (``None``: a PKI layout, no mfg_nvs).
+
+    ``factory_param`` is ``module`` (the default when ``None``), ``dump:FILE``
+    or ``csv:FILE``; it is refused on a PKI layout, where there is no
+    mfg_nvs to put it in, and an mfg_nvs image is refused unpadded.
+    """
+    if profile.store != MFG_NVS:
+        if factory_param is not None:
+            raise InputError(
+                f"--factory-param: profile {profile.name} keeps credentials in PKI partitions, "
+                "not in mfg_nvs",
+                hint="factory_param is part of mfg_nvs on ESP-AT 3.1+ layouts only",
+            )
+        return None
+    if not pad:
+        raise InputError(
+            "--no-pad: an mfg_nvs image is always the partition's size",
+            hint="drop --no-pad for an ESP-AT 3.1+ layout",
+        )
+    return load_nvs_base(FactoryParam.parse(factory_param or "module"), profile)
+
+
 def _base(items: Sequence[NvsItem], source: str) -> NvsBase:
     kept = tuple(i for i in items if i.namespace not in mfgnvs.CREDENTIAL_NAMESPACES)
     dropped = tuple(
@@ -140,7 +165,7 @@ def _base(items: Sequence[NvsItem], source: str) -> NvsBase:
             "without it",
             hint="give your board's mfg_nvs dump, or --factory-param module",
         )
-    return NvsBase(kept, source, dropped)
+    return NvsBase(kept, source, dropped, source)
 
 
 def build_mfg_nvs(plan: WritePlan, base: Sequence[NvsItem]) -> bytes:
@@ -160,16 +185,6 @@ def _nvs_image(items: list[NvsItem], store: Partition) -> bytes:
     if nvs.parse_nvs(image, source=MFG_NVS) != items:
         raise AssertionError("the built mfg_nvs does not read back as its items")
     return image
-
-
-def holds_private_key(plan: WritePlan) -> bool:
-    """Whether images built from ``plan`` carry key material (output files then 0600)."""
-    from atflash.content.keys import holds_private_key
-
-    return any(
-        img.partition.pki == "key" or any(holds_private_key(c) for _n, c in img.items)
-        for img in plan.images
-    )
 
 
 # -- factory images -----------------------------------------------------------------------
@@ -350,6 +365,7 @@ class PatchedImage:
     regions: tuple[Region, ...]
     grown: int = 0
     warnings: tuple[str, ...] = ()
+    images: tuple[PartitionImage, ...] = field(repr=False, default=())  # the plan's, put in
 
 
 def patch_regions(image: FactoryImage, plan: WritePlan) -> tuple[tuple[Region, ...], list[str]]:
@@ -398,7 +414,7 @@ def patch_image(image: FactoryImage, plan: WritePlan) -> PatchedImage:
     pieces.append(view[at:])
     # One join, one copy: a thousand devices of a 4 MB image is 4 GB of copying.
     data = b"".join(pieces)
-    return PatchedImage(data, regions, len(data) - len(image.data), tuple(warnings))
+    return PatchedImage(data, regions, len(data) - len(image.data), tuple(warnings), plan.images)
 
 
 __all__ = [
@@ -410,8 +426,8 @@ __all__ = [
     "PatchedImage",
     "Region",
     "build_mfg_nvs",
-    "holds_private_key",
     "load_nvs_base",
+    "nvs_base_for",
     "nvs_items_of",
     "open_factory_image",
     "patch_image",

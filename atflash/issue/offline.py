@@ -14,10 +14,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from atflash.errors import InputError
+from atflash.factory.buildrun import DeviceRun
 from atflash.factory.devices import (
     BuildSpec,
     BuildSummary,
@@ -97,3 +99,37 @@ def build_issued(
         raise
     issuer.record(issued, ok=True)
     return summary, len(macs) - len(todo)
+
+
+@dataclass(frozen=True)
+class IssuedBuild:
+    """What ``build --issue`` did: devices listed, issued and built, kept from an earlier run,
+    and the files holding keys it wrote (0600)."""
+
+    devices: int
+    built: int
+    kept: int
+    private: int
+
+
+def issue_and_build(
+    run: DeviceRun,
+    macs: Sequence[tuple[str, int]],
+    out_dir: str | Path,
+    *,
+    jobs: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> IssuedBuild:
+    """Open the run's issuer (``run.given.issue``) and :func:`build_issued` the ``macs``
+    (:func:`load_macs` of ``run.given.macs``) with the run's spec."""
+    given = run.given
+    if given.issue is None or given.macs is None:
+        raise ValueError("issue_and_build needs an issuer file and a MAC list")
+    with Issuer.open(given.issue, station=given.station, ledger=given.ledger) as issuer:
+        summary, kept = build_issued(
+            issuer, macs, run.spec, out_dir, source=given.macs, reissue=given.reissue,
+            inputs=[*run.inputs, given.macs, given.issue], jobs=jobs, progress=progress,
+        )  # fmt: skip
+    built = summary.built if summary is not None else 0
+    private = summary.private if summary is not None else 0
+    return IssuedBuild(len(macs), built, kept, private)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import cast
 
 from atflash.content import checks, mfgnvs, nvs, pairing, pki
+from atflash.content.secret import is_secret
 from atflash.errors import AtflashError, ImageTooBigError, InputError, Overflow, ProfileError
 from atflash.files import Source
 from atflash.layout.model import MFG_NVS, Partition, Profile, pki_kind_for
@@ -77,6 +78,11 @@ class PartitionImage:
     def address(self) -> int:
         return self.partition.offset
 
+    @property
+    def secret(self) -> bool:
+        """It holds key material: a file made of it is written readable by its owner only."""
+        return is_secret(self.partition.pki, (content for _name, content in self.items))
+
 
 @dataclass(frozen=True)
 class WritePlan:
@@ -100,6 +106,11 @@ class WritePlan:
     def nvs(self) -> bool:
         """Credentials go into ``mfg_nvs`` (ESP-AT 3.1+), one namespace per image."""
         return self.profile.store == "mfg_nvs"
+
+    @property
+    def secret(self) -> bool:
+        """Some image holds key material: a file made of them is readable by its owner only."""
+        return any(image.secret for image in self.images)
 
     def changes(self) -> dict[str, tuple[bytes, ...]]:
         """Namespace -> values, for :func:`atflash.content.mfgnvs.replace_credentials`."""
