@@ -52,16 +52,19 @@ __all__ = [
     "build_images",
     "connect",
     "generate_bin",
+    "inspect_files",
     "parse_bin",
     "patch_image",
     "plan",
     "run_batch",
+    "unpack_bin",
 ]
 
 # Public name -> the module that defines it (atflash.api unless said here).
 _HOME = {
     "Issuer": "atflash.issue",
     "Blob": "atflash.files",
+    "inspect_files": "atflash.content.describe",
     "BoardIdentity": "atflash.planning.plan",
     "BoardResult": "atflash.results",
     "BoardTables": "atflash.backends.base",
@@ -120,8 +123,10 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         patch_image,
         plan,
         run_batch,
+        unpack_bin,
     )
     from atflash.backends.base import BoardTables
+    from atflash.content.describe import inspect_files
     from atflash.errors import (
         AtError,
         AtflashError,

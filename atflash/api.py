@@ -57,6 +57,7 @@ from atflash.offline import (
     parse_bin,
     patch_image,
     plan,
+    unpack_bin,
 )
 from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
 from atflash.results import BoardResult
@@ -80,6 +81,7 @@ __all__ = [
     "patch_image",
     "plan",
     "run_batch",
+    "unpack_bin",
 ]
 
 

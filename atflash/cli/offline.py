@@ -30,6 +30,7 @@ from atflash.planning.plan import PartitionImage, PlanOptions
 if TYPE_CHECKING:
     from atflash.factory.buildrun import BuildOptions
     from atflash.factory.devices import BuildSummary
+    from atflash.factory.images import PatchedImage
     from atflash.offline import BuiltImages, UnpackedItem
 
 
@@ -395,26 +396,28 @@ def patch_image(
     quiet = term.quiet()
     _echo_warnings(() if quiet else patched.warnings)
     if as_json:
-        echo_json(
-            {
-                "output": output, "source": image_path, "size": len(patched.data),
-                "sha256": hashlib.sha256(patched.data).hexdigest(), "grown": patched.grown,
-                "partitions": [
-                    {"partition": r.partition.name, "address": f"{r.partition.offset:#x}",
-                     "size": r.partition.size, "sha256": hashlib.sha256(r.data).hexdigest(),
-                     "covers": list(r.covers)}
-                    for r in patched.regions
-                ],
-                "images": [_namespace_json(img) for img in patched.images],
-                "warnings": list(patched.warnings),
-            }
-        )  # fmt: skip
+        echo_json(_patched_json(patched, output, image_path))
         return
     for region in () if quiet else patched.regions:
         part = region.partition
         click.echo(f"{output}: {part.name} @ {part.span} replaced ({', '.join(region.covers)})")
     grown = f", grown by {patched.grown} bytes of erased flash" if patched.grown else ""
     click.echo(f"{output}: {len(patched.data)} bytes, every other byte as in {image_path}{grown}")
+
+
+def _patched_json(patched: PatchedImage, output: str, source: str) -> dict[str, Any]:
+    return {
+        "output": output, "source": source, "size": len(patched.data),
+        "sha256": hashlib.sha256(patched.data).hexdigest(), "grown": patched.grown,
+        "partitions": [
+            {"partition": r.partition.name, "address": f"{r.partition.offset:#x}",
+             "size": r.partition.size, "sha256": hashlib.sha256(r.data).hexdigest(),
+             "covers": list(r.covers)}
+            for r in patched.regions
+        ],
+        "images": [_namespace_json(img) for img in patched.images],
+        "warnings": list(patched.warnings),
+    }  # fmt: skip
 
 
 @cli.command()

@@ -132,3 +132,113 @@ def test_a_named_blob_is_called_by_its_name(sample: dict[str, Path]) -> None:
     with pytest.raises(atflash.ContentError, match=re.escape(named.name)):
         atflash.plan({"client_cert": named}, chip="esp32")
     assert "garbage" not in repr(named)
+
+
+def test_generate_bin_writes_output_private_only_with_a_key(
+    sample: dict[str, Path], cli, tmp_path: Path
+) -> None:
+    cli("generate-bin", "-b", tmp_path / "cli.bin", "cert", sample["cert"], "key", sample["key"])
+    made = atflash.generate_bin(
+        [("cert", sample["cert"]), ("key", sample["key"].read_bytes())],
+        output=tmp_path / "api.bin",
+    )
+    assert (tmp_path / "api.bin").read_bytes() == made == (tmp_path / "cli.bin").read_bytes()
+    assert mode(tmp_path / "api.bin") == 0o600
+    atflash.generate_bin([("ca", sample["ca"])], output=tmp_path / "ca.bin")
+    assert mode(tmp_path / "ca.bin") & 0o044  # no key: as the umask allows
+
+
+def test_generate_bin_never_writes_over_its_input(sample: dict[str, Path], tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(sample["cert"].read_bytes())
+    with pytest.raises(atflash.FileInputError, match="also an input"):
+        atflash.generate_bin([("cert", cert)], output=cert)
+    assert cert.read_bytes() == sample["cert"].read_bytes()
+
+
+def _doubled_id(data: bytes) -> bytes:
+    """The bin of two items of one type with the second's ID set to the first's (hand-made)."""
+    first_length = int.from_bytes(data[10:12], "little")
+    second = 8 + 4 + -(-first_length // 4) * 4
+    return data[: second + 1] + b"\x00" + data[second + 2 :]
+
+
+def test_unpack_bin_writes_each_item_as_the_command_does(
+    sample: dict[str, Path], cli, tmp_path: Path
+) -> None:
+    key = sample["key"].read_bytes()
+    data = atflash.generate_bin([("cert", sample["cert"]), ("cert", sample["cert"]), ("key", key)])
+    source = tmp_path / "PKI.bin"
+    source.write_bytes(_doubled_id(data))
+    cli("parse-bin", "-b", source, "-o", tmp_path / "cli")
+    unpacked = atflash.unpack_bin(source, tmp_path / "api")
+    names = [u.path.name for u in unpacked]
+    assert names == ["cert_00.crt", "cert_00-1.crt", "key_00.key"]
+    assert [u.copy for u in unpacked] == [0, 1, 0]
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(names)
+    for done in unpacked:
+        assert (
+            done.path.read_bytes()
+            == done.item.content
+            == (tmp_path / "cli" / done.path.name).read_bytes()
+        )
+    assert mode(tmp_path / "api" / "key_00.key") == 0o600
+    assert mode(tmp_path / "api" / "cert_00.crt") & 0o044
+    assert key.split(b"\n")[1].decode() not in repr(unpacked)
+
+
+def test_unpack_bin_of_bytes_and_a_refused_bin_writes_nothing(
+    sample: dict[str, Path], tmp_path: Path
+) -> None:
+    data = atflash.generate_bin([("ca", sample["ca"])])
+    assert [u.path for u in atflash.unpack_bin(data, tmp_path / "ok")] == [
+        tmp_path / "ok" / "ca_00.crt"
+    ]
+    with pytest.raises(atflash.InputError, match="PKI bin"):
+        atflash.unpack_bin(data[:-4], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_build_images_says_what_it_built_from(sample: dict[str, Path], tmp_path: Path) -> None:
+    plan = atflash.plan(
+        {"client_cert": sample["cert"], "client_key": sample["key"]}, chip="esp32c3"
+    )
+    layout = next(name for name in plan.layouts if name.endswith("3x"))
+    built = atflash.build_images(plan, layout=layout, out_dir=tmp_path)
+    assert built.plan.profile.name == layout
+    assert built.files == {"mfg_nvs": tmp_path / "mfg_nvs.bin"}
+    assert built.base is not None and "factory_param" in built.base.namespaces
+    assert mode(tmp_path / "mfg_nvs.bin") == 0o600  # it holds the key
+    two = atflash.build_images(plan)  # the chip's usual layout, 2.x
+    assert two.base is None and two.files == {}
+    assert [img.partition.name for img in two.plan.images] == list(two)
+    with pytest.raises(atflash.InputError, match="keeps credentials in PKI partitions"):
+        atflash.build_images(plan, factory_param="module")
+
+
+def test_inspect_files_reports_each_and_names_the_bad_one(
+    sample: dict[str, Path], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.pem"
+    empty.write_bytes(b"")
+    found = list(atflash.inspect_files([str(sample["cert"]), str(empty), str(sample["key"])]))
+    assert [type(r).__name__ for r in found] == ["InspectReport", "InspectFailure", "InspectReport"]
+    assert found[0].items[0].info.kind == "certificate"
+    assert found[1].source == str(empty) and found[1].error.exit_code == 2
+    assert found[1].to_json()["error"].endswith("file is empty")
+    assert found[2].items[0].info.kind == "private key"
+    assert sample["key"].read_bytes().split(b"\n")[1].decode() not in repr(found)
+
+
+def test_patch_image_takes_a_cut_short_mfg_nvs_only_with_force(
+    sample: dict[str, Path], factory_image
+) -> None:
+    image = factory_image("esp32c3", "3.x")
+    credentials = {"client_cert": sample["cert"], "client_key": sample["key"]}
+    store = atflash.patch_image(image, credentials).regions[0].partition
+    cut = image[: store.offset + store.size // 2]
+    with pytest.raises(atflash.FileInputError, match="--force"):
+        atflash.patch_image(cut, credentials)
+    patched = atflash.patch_image(cut, credentials, force=True)
+    assert any("damaged, kept what reads" in w for w in patched.warnings)
+    assert len(patched.data) == store.end and patched.grown > 0
