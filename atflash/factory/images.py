@@ -130,7 +130,9 @@ def load_nvs_base(spec: FactoryParam, profile: Profile) -> NvsBase:
     return _base(items, str(spec.path))
 
 
-def nvs_base_for(profile: Profile, factory_param: str | None, *, pad: bool = True) -> NvsBase | None:
+def nvs_base_for(
+    profile: Profile, factory_param: str | None, *, pad: bool = True
+) -> NvsBase | None:
     """What a fresh mfg_nvs for ``profile`` starts from (``None``: a PKI layout, no mfg_nvs).
 
     ``factory_param`` is ``module`` (the default when ``None``), ``dump:FILE``
