@@ -3,14 +3,18 @@
 :func:`plan` turns Python values (paths, or bytes a CA or an HSM handed
 over) into checked write plans; :func:`build_images`, :func:`patch_image`,
 :func:`generate_bin`, :func:`parse_bin` and :func:`unpack_bin` make and
-read what a chip programmer or AtPKI.py would. The offline commands
-(``atflash build``, ``patch-image``, ``generate-bin``, ``parse-bin``) are
-clients of this module: they turn their arguments into a :class:`Layout`
-(:func:`layout_for`, :func:`open_image`) and requests, and call
-:func:`build_for_layout` or :func:`patch_layout`. Bytes are checked exactly as files are and are called
-``<bytes client_key[0]>`` in messages and records; their content never
-appears in a repr, an error or a report. Re-exported by :mod:`atflash.api`
-(and so by ``atflash``); nothing here opens a port or prints.
+read what a chip programmer or AtPKI.py would. Bytes are checked exactly
+as files are and are called ``<bytes client_key[0]>`` in messages and
+records; their content never appears in a repr, an error or a report.
+
+The offline commands (``atflash build``, ``patch-image``, ``generate-bin``,
+``parse-bin``) are clients of this module: they turn their arguments into
+a :class:`Layout` (:func:`layout_for`, :func:`open_image`) and requests,
+and call :func:`build_for_layout` or :func:`patch_layout`, the typed
+functions :func:`build_images` and :func:`patch_image` are made of.
+
+Re-exported by :mod:`atflash.api` (and so by ``atflash``); nothing here
+opens a port or prints.
 """
 
 from __future__ import annotations
@@ -198,14 +202,17 @@ def open_image(
 
     path = os.fspath(profile) if profile is not None else None
     base = LayoutChoice.of(chip, path).one() if chip or path else None
-    given = {"table_offset": table_offset, "base": base, "force": force}
+    read: tuple[str, ...] = (path,) if path else ()
     if isinstance(image, (bytes, bytearray, memoryview)):
-        factory = images.open_factory_image(bytes(image), source="<bytes image>", **given)  # type: ignore[arg-type]
-        read: tuple[str, ...] = ()
+        factory = images.open_factory_image(
+            bytes(image), source="<bytes image>", table_offset=table_offset, base=base, force=force
+        )
     else:
-        factory = images.read_factory_image(os.fspath(image), **given)  # type: ignore[arg-type]
-        read = (factory.source,)
-    return Layout(factory.profile, read + ((path,) if path else ()), factory)
+        factory = images.read_factory_image(
+            os.fspath(image), table_offset=table_offset, base=base, force=force
+        )
+        read = (factory.source, *read)
+    return Layout(factory.profile, read, factory)
 
 
 class BuiltImages(Mapping[str, bytes]):

@@ -202,12 +202,13 @@ def build(
     """
     from atflash.factory.buildrun import BuildOptions, build_mode
 
+    options = PlanOptions(
+        pair_check=not no_pair_check, pad=not no_pad, key_type_check=not no_key_type_check
+    )
     given = BuildOptions(
-        chip, profile_path, factory_param,
-        PlanOptions(pair_check=not no_pair_check, pad=not no_pad,
-                    key_type_check=not no_key_type_check),
-        manifest, pool_path, image_path, table_offset, force,
-        issue_path, macs, reissue, ledger, station,
+        chip=chip, profile=profile_path, factory_param=factory_param, options=options,
+        manifest=manifest, pool=pool_path, image=image_path, table_offset=table_offset,
+        force=force, issue=issue_path, macs=macs, reissue=reissue, ledger=ledger, station=station,
     )  # fmt: skip
     mode = build_mode(given, common=bool(groups))
     if mode == "issued":
@@ -218,7 +219,7 @@ def build(
         layout = offline.layout_for(chip, profile_path)
         requests = parse_groups(groups, layout.partition_names)
         built = offline.build_for_layout(
-            layout, requests, options=given.options, factory_param=factory_param, out_dir=out_dir
+            layout, requests, options=options, factory_param=factory_param, out_dir=out_dir
         )
         _echo_built(built, out_dir, as_json=as_json)
 
