@@ -31,6 +31,7 @@ from atflash.content.checks import check_items, validate_item
 from atflash.content.describe import ItemInfo, describe_credential, inspect_bytes
 from atflash.content.keys import check_no_private_key, load_private_key
 from atflash.content.pairing import check_pairs
+from atflash.content.secret import is_secret
 from atflash.errors import EXIT_USER_ERROR, AtflashError
 from atflash.events import Event
 from atflash.layout.profiles import find_profile
@@ -362,6 +363,26 @@ def test_bundles_extracted_by_parse_bin_are_owner_only(material: Material, tmp_p
     assert result.exit_code == 0, result.output
     assert_clean(outputs(result), material)
     assert stat.S_IMODE((tmp_path / "cert_00.crt").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("kind", "names", "secret"),
+    [
+        ("key", [], True),  # a key slot is secret whatever it holds
+        ("cert", ["cert.pem"], False),
+        ("ca", ["other_cert.pem", "cert.pem"], False),
+        (None, ["cert.pem"], False),
+        ("cert", ["cert.pem", "bundle.pem"], True),  # a key along with a certificate
+        ("cert", ["bundle_der.crt"], True),
+        (None, ["key_and_junk.pem"], True),
+        (None, ["truncated.key"], True),  # unreadable, but key material all the same
+    ],
+)
+def test_is_secret_is_the_one_rule_for_0600(
+    material: Material, kind: str | None, names: list[str], secret: bool
+) -> None:
+    contents = [(material.folder / name).read_bytes() for name in names]
+    assert is_secret(kind, contents) is secret
 
 
 def test_key_type_errors_never_show_the_key(tmp_path: Path) -> None:
