@@ -20,7 +20,7 @@ opens a port or prints.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
@@ -41,6 +41,7 @@ from atflash.planning.plan import (
 
 if TYPE_CHECKING:
     from atflash.content.pki import PkiItem
+    from atflash.factory.devices import BuildSummary
     from atflash.factory.images import FactoryImage, NvsBase, PatchedImage
 
 # One credential: a path, or its bytes (a Blob names them yourself).
@@ -370,6 +371,54 @@ def patch_layout(
         secret = planned.secret
         write_outputs({Path(output): patched.data}, private=lambda _p: secret, inputs=inputs)
     return patched
+
+
+def build_devices(
+    out_dir: str | os.PathLike[str],
+    *,
+    manifest: str | os.PathLike[str] | None = None,
+    pool: str | os.PathLike[str] | None = None,
+    common: Credentials | None = None,
+    chip: str | None = None,
+    profile: str | os.PathLike[str] | None = None,
+    image: str | os.PathLike[str] | None = None,
+    factory_param: str | None = None,
+    table_offset: int | None = None,
+    force: bool = False,
+    pair_check: bool = True,
+    pad: bool = True,
+    key_type_check: bool = True,
+    jobs: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BuildSummary:
+    """One folder per device of a ``manifest`` or a ``pool`` (or, with ``image``, one whole
+    patched factory image per device) in ``out_dir``, as ``atflash build --manifest`` makes
+    them: ``OUT/<device>/...`` and ``OUT/index.csv``, all or nothing, keys 0600, devices
+    whose inputs did not change skipped.
+
+    ``common`` credentials go to every device. The layout is ``chip`` or
+    ``profile`` (or the image's own tables); ``factory_param`` is that of
+    a 3.1+ ``mfg_nvs``. ``on_progress(done, total)`` hears the devices
+    built. The summary counts devices ``built``, ``skipped`` and ``kept``,
+    lists the index ``rows`` and any ``warnings`` about a damaged image
+    taken with ``force``.
+    """
+    from atflash.factory.buildrun import BuildOptions, build_listed, prepare_devices
+
+    def text(path: str | os.PathLike[str] | None) -> str | None:
+        return os.fspath(path) if path is not None else None
+
+    options = PlanOptions(pair_check=pair_check, pad=pad, key_type_check=key_type_check)
+    given = BuildOptions(
+        chip=chip, profile=text(profile), factory_param=factory_param, options=options,
+        manifest=text(manifest), pool=text(pool), image=text(image), table_offset=table_offset,
+        force=force,
+    )  # fmt: skip
+    if not (given.manifest or given.pool):
+        raise InputError("no devices given", hint="pass manifest= or pool=")
+    run = prepare_devices(given)
+    requests = requests_from(common, run.partition_names) if common else []
+    return build_listed(run, Path(out_dir), common=requests, jobs=jobs, progress=on_progress)
 
 
 # -- no board: PKI bins ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ Nothing prints: what a damaged image lost comes back as ``warnings``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -173,9 +173,10 @@ def build_listed(
         listed = devices_from_pool(load_pool(source), common)
     else:
         raise ValueError("build_listed needs a manifest or a pool")
-    return build_devices(
+    summary = build_devices(
         listed, run.spec, out_dir, inputs=[*run.inputs, source], jobs=jobs, progress=progress
     )
+    return replace(summary, warnings=run.warnings)
 
 
 __all__ = [

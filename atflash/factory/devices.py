@@ -474,6 +474,7 @@ class BuildSummary:
     rows: tuple[IndexRow, ...] = field(repr=False, default=())  # this run's devices, in order
     unchanged: frozenset[str] = frozenset()  # devices skipped because nothing changed
     stale_staging: int = 0  # staging folders an interrupted earlier run left, now removed
+    warnings: tuple[str, ...] = ()  # what a damaged factory image's mfg_nvs lost (--force)
 
     @property
     def index(self) -> Path:

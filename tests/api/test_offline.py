@@ -242,3 +242,37 @@ def test_patch_image_takes_a_cut_short_mfg_nvs_only_with_force(
     patched = atflash.patch_image(cut, credentials, force=True)
     assert any("damaged, kept what reads" in w for w in patched.warnings)
     assert len(patched.data) == store.end and patched.grown > 0
+
+
+def test_build_devices_as_the_command_builds_them(
+    credential_pool: Path, cli, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "devices.csv"
+    rows = [f"24:0A:C4:00:00:0{n},{credential_pool}/{n:04d}/client_cert.crt,"
+            f"{credential_pool}/{n:04d}/client_key.key" for n in (1, 2)]  # fmt: skip
+    manifest.write_text("mac,client_cert,client_key\n" + "\n".join(rows) + "\n")
+    ca = credential_pool / "0001" / "client_ca.crt"
+    cli("build", "--chip", "esp32", "--manifest", manifest, "-o", tmp_path / "cli", "client_ca", ca)
+    heard: list[tuple[int, int]] = []
+    summary = atflash.build_devices(
+        tmp_path / "api", manifest=manifest, chip="esp32",
+        common={"client_ca": ca.read_bytes()}, on_progress=lambda *done: heard.append(done),
+    )  # fmt: skip
+    assert (summary.total, summary.built, summary.skipped, summary.warnings) == (2, 2, 0, ())
+    assert heard[0] == (0, 2) and heard[-1] == (2, 2)
+    for row in summary.rows:
+        for name in row.files:
+            assert (tmp_path / "api" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+    assert mode(tmp_path / "api" / summary.rows[0].device / "client_key.bin") == 0o600
+    again = atflash.build_devices(
+        tmp_path / "api", manifest=manifest, chip="esp32", common={"client_ca": ca.read_bytes()}
+    )
+    assert (again.built, again.skipped) == (0, 2)
+
+
+def test_build_devices_needs_devices_and_refuses_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(atflash.InputError, match="no devices given"):
+        atflash.build_devices(tmp_path / "out", chip="esp32")
+    with pytest.raises(atflash.InputError, match="not both"):
+        atflash.build_devices(tmp_path / "out", manifest="m.csv", pool="p", chip="esp32")
+    assert not (tmp_path / "out").exists()
