@@ -12,7 +12,7 @@ and records it in the ledger (superseding the live one with ``reissue``),
 
 Writing boards with an issuer is the layers' above: ``board.write(issuer)``
 and ``atflash.run_batch(ports, issuer)`` (:mod:`atflash.api`), and
-``atflash write --issue`` (:mod:`atflash.batchrun`).
+``atflash write --issue`` (:mod:`atflash.run.runner`).
 """
 
 from __future__ import annotations
