@@ -160,7 +160,8 @@ class IssuedStore:
     def _insert_once(
         self, row: dict[str, str], *, supersede: bool, reason: str
     ) -> list[IssuedRecord]:
-        with self._transaction("cannot store the certificate") as run:
+        conflict = (self._database.conflict,)  # another station, same moment: insert() retries
+        with self._transaction("cannot store the certificate", passing=conflict) as run:
             live = [
                 _record(r)
                 for r in run(
@@ -244,15 +245,17 @@ class IssuedStore:
         return self._database.db.execute(sql, params)
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[Any]:
-        """One transaction, as ``run(sql, params)`` returning the rows; a unique-index clash
-        comes out as the driver raised it (:meth:`insert` looks again)."""
+    def _transaction(
+        self, what: str, *, passing: tuple[type[BaseException], ...] = ()
+    ) -> Iterator[Any]:
+        """One transaction, as ``run(sql, params)`` returning the rows; the driver's errors as
+        ledger errors, but ``passing``."""
 
         def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
             cursor = self._execute(sql, params)
             return list(cursor.fetchall()) if cursor.description else []
 
-        with self._database.transaction(what, passing=(self._database.conflict,)):
+        with self._database.transaction(what, passing=passing):
             yield run
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,25 @@ def test_one_board_with_escrow_then_a_verify_only_batch_refused(
             atflash.run_batch([one_board.url], issuer, verify_only=True, **LINK)
         assert len(issuer.records()) == 1  # refused before any board: nothing issued
     assert record.result == "ok" and record.live
+
+
+def test_a_ledger_that_cannot_record_the_write_marks_the_board_unrecorded(
+    one_board: MockBoard, tmp_path: Path
+) -> None:
+    """The board is written and its outcome returned; only the ledger's record is missing."""
+    ca = make_ca(tmp_path / "ca")
+    ledger = tmp_path / "issued.sqlite"
+    with atflash.Issuer.open(ca.issuer, ledger=str(ledger)) as issuer:
+        with sqlite3.connect(ledger) as db:  # a fault in the database itself, not in atflash
+            db.execute(
+                "CREATE TRIGGER cut BEFORE UPDATE OF result ON atflash_issued "
+                "BEGIN SELECT RAISE(ABORT, 'recording is switched off'); END"
+            )
+        outcome = atflash.run_batch([one_board.url], issuer, **LINK)
+        (result,) = outcome.results
+        assert result.ok, result.error
+        assert "cannot record the result (recording is switched off)" in (result.unrecorded or "")
+        assert outcome.exit_code == 3
+        (record,) = issuer.records()
+    assert record.result is None and record.live  # issued and written; its outcome not stored
+    check_board(one_board, ca.cert, tmp_path)
