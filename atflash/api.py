@@ -213,8 +213,8 @@ class Board:
         issuer for this board's MAC that the board holds is kept (written
         again as it is: unchanged, verified); otherwise a new one is issued
         (``reissue`` supersedes the live one in the ledger; ``escrow`` names
-        a folder for its key, encrypted), written and verified, and the
-        ledger records how the write ended.
+        a folder for its key, encrypted with ``$ATFLASH_ESCROW_PASSPHRASE``),
+        written and verified, and the ledger records how the write ended.
         """
         from atflash.run.config import check_outputs
 
