@@ -16,7 +16,10 @@ raised before anything is written::
 A plan can also be made once the board is connected, from what it said
 (``board.mac``, ``board.chip``, ``board.layout``): ``board.plan(...)``, and
 for a batch a ``plan_for`` function called with each board's identity, in
-this process, so that a CA key or an HSM session never leaves it.
+this process, so that a CA key or an HSM session never leaves it. An
+:class:`~atflash.issue.issuer.Issuer` goes where a plan goes
+(``board.write(issuer)``, ``run_batch(ports, issuer)``): each board gets a
+certificate issued for its MAC, as ``atflash write --issue`` gives it.
 
 Credentials are paths or bytes (what a CA or an HSM hands over). Bytes are
 checked exactly as files are, and called ``<bytes client_key[0]>`` in
@@ -27,22 +30,23 @@ Here: a board (:func:`connect`, :class:`Board`) and many
 (:func:`run_batch`); what needs no board (:func:`plan`, the images and
 bins) lives in :mod:`atflash.offline` and is re-exported from here. This
 layer sits on the library's flows (:mod:`atflash.backends.base`,
-:mod:`atflash.run.workers`) and adds no logic of its own beyond turning Python
-values into their inputs.
+:mod:`atflash.run.workers`, :mod:`atflash.issue`) and adds no logic of its own
+beyond turning Python values into their inputs, and the issuing steps around
+a write: read back what the board holds, keep it or issue, record the result.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from atflash.backends import registry
 from atflash.backends.base import BoardTables, Session, WriteOptions, verify_board, write_board
-from atflash.errors import InputError, ProfileError
+from atflash.errors import AtflashError, InputError, ProfileError
 from atflash.events import EventSink, ignore
 from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Partition
@@ -64,9 +68,12 @@ from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
+    from atflash.issue.issuer import Issuer
+    from atflash.issue.resolve import IssueResolver
     from atflash.run.runner import RunOutcome
 
 PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
+Plans = Plan | WritePlan | Sequence[WritePlan]  # what a board's write or verify takes
 
 __all__ = [
     "Board",
@@ -185,12 +192,14 @@ class Board:
 
     def write(
         self,
-        plan: Plan | WritePlan | Sequence[WritePlan],
+        plan: Plans | Issuer,
         *,
         on_event: EventSink | None = None,
         force: bool = False,
         backup_dir: str | os.PathLike[str] | None = None,
         skip_unchanged: bool = True,
+        reissue: bool = False,
+        escrow: str | os.PathLike[str] | None = None,
     ) -> BoardResult:
         """Write the plan and verify every partition; the result says what each holds now.
 
@@ -202,10 +211,17 @@ class Board:
         A whole-``mfg_nvs`` write keeps its image in the journal of the state
         folder (``ATFLASH_STATE_DIR``, as the command does) until verified, so
         the same call made again completes a write that was cut short.
+
+        ``plan`` may be an opened :class:`~atflash.Issuer` instead, as
+        ``atflash write --issue`` takes one: a valid certificate of that
+        issuer for this board's MAC that the board holds is kept (written
+        again as it is: unchanged, verified); otherwise a new one is issued
+        (``reissue`` supersedes the live one in the ledger; ``escrow`` names
+        a folder for its key, encrypted with ``$ATFLASH_ESCROW_PASSPHRASE``),
+        written and verified, and the ledger records how the write ended.
         """
         from atflash.run.config import check_outputs
 
-        plans = candidates_of(plan)
         if backup_dir is not None:
             check_outputs(report=None, backup=os.fspath(backup_dir))
         options = WriteOptions(
@@ -214,15 +230,13 @@ class Board:
             skip_unchanged=skip_unchanged,
             backup_dir=Path(backup_dir) if backup_dir is not None else None,
         )
-        held = _Held(self)
-        result = write_board(
-            held, self._options, plans, options=options, events=self._sink(on_event)
-        )
-        return result
+        events = self._sink(on_event)
+        issuer = _issuer(plan, {"reissue": reissue, "escrow": escrow})
+        if issuer is not None:
+            return self._write_issued(issuer, options, events, reissue=reissue, escrow=escrow)
+        return self._write(candidates_of(cast(Plans, plan)), options, events)
 
-    def verify(
-        self, plan: Plan | WritePlan | Sequence[WritePlan], *, on_event: EventSink | None = None
-    ) -> BoardResult:
+    def verify(self, plan: Plans, *, on_event: EventSink | None = None) -> BoardResult:
         """Compare the board with the plan, writing nothing: statuses ``match`` or ``differs``."""
         plans = candidates_of(plan)
         return verify_board(_Held(self), self._options, plans, events=self._sink(on_event))
@@ -272,6 +286,52 @@ class Board:
         self.close()
 
     # -- plumbing -------------------------------------------------------------------------
+
+    def _write(
+        self, plans: Sequence[WritePlan], options: WriteOptions, events: EventSink
+    ) -> BoardResult:
+        return write_board(_Held(self), self._options, plans, options=options, events=events)
+
+    def _write_issued(
+        self,
+        issuer: Issuer,
+        options: WriteOptions,
+        events: EventSink,
+        *,
+        reissue: bool,
+        escrow: str | os.PathLike[str] | None,
+    ) -> BoardResult:
+        """This board's certificate from ``issuer``: the one it holds kept, or one issued,
+        written and verified, and how its write ended recorded (a failed one is superseded)."""
+        from atflash.content.stored import items_in
+        from atflash.issue.issuer import check_escrow_dir
+
+        if escrow is not None:
+            check_escrow_dir(escrow)
+        held: dict[str, tuple[bytes, ...]] = {}
+        for name in () if reissue else issuer.reads:
+            try:
+                held[name] = items_in(name, self.read(name, on_event=events).data)
+            except AtflashError:
+                continue  # nothing readable there: nothing held
+        kept = issuer.held(self.mac or "", held)
+        if kept is not None:
+            return self._write(self.plan(issuer.credentials(kept)).candidates, options, events)
+        if not self.mac:
+            raise AtflashError(
+                f"{self.port}: the board's MAC is unknown, and certificates are issued by MAC"
+            )
+        leaf = issuer.issue(self.mac, chip=self.chip, reissue=reissue)
+        try:
+            if escrow is not None:
+                issuer.escrow(leaf, escrow, self.mac)
+            plans = self.plan(issuer.credentials(leaf)).candidates
+            result = self._write(plans, options, events)
+        except BaseException:
+            issuer.record(leaf.serial, ok=False)
+            raise
+        issuer.record(leaf.serial, ok=result.ok)
+        return result
 
     def _forward(self, event: Any) -> None:
         self._relay(event)
@@ -367,12 +427,31 @@ def _port_of(port: Any) -> tuple[str, Any]:
     )
 
 
+def _issuer(given: object, issuing: Mapping[str, object]) -> Issuer | None:
+    """``given`` if it is an :class:`~atflash.Issuer` rather than a plan or a ``plan_for``
+    function; with a plan, the ``issuing`` options given (not None or False) are refused."""
+    if not isinstance(given, (Plan, WritePlan, Sequence)) and not callable(given):
+        from atflash.issue.issuer import Issuer  # only for what is no plan: it costs a tenth
+
+        if isinstance(given, Issuer):
+            return given
+    named = [
+        f"{name}=" for name, value in issuing.items() if value is not None and value is not False
+    ]
+    if named:
+        raise InputError(
+            f"{', '.join(named)} {'goes' if len(named) == 1 else 'go'} with an Issuer",
+            hint="pass an opened atflash.Issuer where the plan goes",
+        )
+    return None
+
+
 # -- many boards ------------------------------------------------------------------------
 
 
 def run_batch(
     ports: str | Sequence[str],
-    plan_for: Plan | PlanFor,
+    plan_for: Plan | PlanFor | Issuer,
     *,
     via: str = "esptool",
     jobs: int | None = None,
@@ -389,6 +468,10 @@ def run_batch(
     after: str | None = None,
     connect_attempts: int | None = None,
     chunk_size: int | None = None,
+    chip: str | None = None,
+    profile: str | os.PathLike[str] | None = None,
+    reissue: bool = False,
+    escrow: str | os.PathLike[str] | None = None,
     on_event: EventSink | None = None,
 ) -> RunOutcome:
     """Write (or with ``verify_only`` compare) many boards at once, one worker process each.
@@ -399,7 +482,15 @@ def run_batch(
     :class:`BoardIdentity` (port, chip, MAC, USB serial number) once it is
     connected, returning its plan; raising ``BoardSkipped`` leaves the
     board alone, any other error fails that board only. One failing board
-    never stops the others. ``report`` (JSON, 0600) and ``log`` (JSON
+    never stops the others.
+
+    ``plan_for`` may also be an opened :class:`~atflash.Issuer`: each board
+    then gets its certificate as :meth:`Board.write` gives it one
+    (``reissue``, ``escrow``), for the layouts of ``chip`` or ``profile``
+    (default: every known one), and the ledger records each board's outcome
+    once the batch ends (a board it could not record is ``unrecorded``).
+
+    ``report`` (JSON, 0600) and ``log`` (JSON
     lines) are checked writable before the first board. Ctrl-C or SIGTERM
     (in the main thread) stops the batch the safe way, as the command
     does: running boards finish, the rest are ``interrupted``, the report
@@ -430,9 +521,51 @@ def run_batch(
         log=_path(log),
         station=station,
     )
-    run = prepare(spec, plan_for, as_keys=True)
+    resolver = _resolver(
+        plan_for, chip, profile, reissue=reissue, escrow=escrow, verify_only=verify_only
+    )
+    run = prepare(
+        spec, cast("Plan | PlanFor", plan_for) if resolver is None else resolver, as_keys=True
+    )
     with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish their step, the report comes
-        return execute(run, events=on_event or ignore, stop=stop)
+        if resolver is None:
+            return execute(run, events=on_event or ignore, stop=stop)
+        try:
+            outcome = execute(run, events=on_event or ignore, stop=stop)
+            for result in outcome.results:
+                resolver.on_result(result)  # how each new certificate's write ended
+        finally:
+            resolver.finish()  # a board lost before its result: its certificate superseded
+        return outcome
+
+
+def _resolver(
+    plan_for: object,
+    chip: str | None,
+    profile: str | os.PathLike[str] | None,
+    *,
+    reissue: bool,
+    escrow: str | os.PathLike[str] | None,
+    verify_only: bool,
+) -> IssueResolver | None:
+    """For an Issuer, a batch's ``plan_for`` issuing each board's certificate, checked before
+    any board; None for a plan or a ``plan_for`` function."""
+    issuing = {"chip": chip, "profile": profile, "reissue": reissue, "escrow": escrow}
+    issuer = _issuer(plan_for, issuing)
+    if issuer is None:
+        return None
+    from atflash.issue.issuer import check_escrow_dir
+    from atflash.issue.resolve import IssueResolver
+
+    if verify_only:
+        raise InputError(
+            "verify_only=True with an Issuer: it issues, so it writes",
+            hint="run it again without verify_only: a board holding its certificate keeps it",
+        )
+    if escrow is not None:
+        check_escrow_dir(escrow)
+    profiles = LayoutChoice.of(chip, _path(profile)).profiles()
+    return IssueResolver(issuer, profiles, reissue=reissue, escrow=_path(escrow))
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:

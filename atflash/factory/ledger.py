@@ -43,7 +43,8 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -283,9 +284,27 @@ def check_version(ledger: str, version: int | None) -> None:
         )  # fmt: skip
 
 
-def store_error(ledger: str, what: str, exc: BaseException, hint: str | None = None) -> LedgerError:
-    """A database driver's error as a one-line ledger error."""
-    return LedgerError(ledger, f"{what} ({one_line(exc)})", hint=hint)
+@contextmanager
+def folded(
+    ledger: str,
+    what: str,
+    errors: type[BaseException] | tuple[type[BaseException], ...],
+    *,
+    passing: tuple[type[BaseException], ...] = (),
+    hint: Callable[[BaseException], str | None] | None = None,
+) -> Iterator[None]:
+    """A database driver's ``errors`` as one-line ledger errors: ``what`` failed, and why.
+
+    ``passing`` goes through as it is (a unique-index clash its caller retries);
+    ``hint`` gives the error's hint from the driver's error.
+    """
+    try:
+        yield
+    except passing:
+        raise
+    except errors as exc:
+        reason = f"{what} ({one_line(exc)})"
+        raise LedgerError(ledger, reason, hint=hint(exc) if hint else None) from None
 
 
 def device_id(text: str) -> str:

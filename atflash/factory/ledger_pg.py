@@ -22,6 +22,7 @@ ledger is opened (the ``postgres`` extra).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -51,12 +52,12 @@ from atflash.factory.ledger import (
     encode_json,
     event_from_row,
     first_free,
+    folded,
     foreign_pool,
     no_longer_held,
     pool_matches,
     record_event,
     station_id,
-    store_error,
     utc_now,
     with_history,
 )
@@ -124,21 +125,53 @@ def _driver(name: str) -> ModuleType:
     return psycopg
 
 
+class PostgresDatabase:
+    """The connection to a ledger's PostgreSQL database, for each table kept there: the claims
+    (:class:`PostgresLedger`) and the issued certificates (:mod:`atflash.issue.store`).
+
+    Every change runs in :meth:`transaction`; errors of the driver come out
+    of it, and of :meth:`errors`, as one-line ledger errors (:class:`LedgerError`).
+    """
+
+    def __init__(self, url: str, *, name: str | None = None) -> None:
+        self.name = name or redact(url)
+        self.pg = _driver(self.name)
+        self.conflict: type[BaseException] = self.pg.errors.UniqueViolation
+        with self.errors("cannot connect"):
+            # autocommit: every change is in an explicit transaction() block.
+            self.db = self.pg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+
+    @contextmanager
+    def transaction(
+        self, what: str, *, passing: tuple[type[BaseException], ...] = ()
+    ) -> Iterator[Any]:
+        """One transaction, committed at the end of the block, rolled back on any error."""
+        with self.errors(what, passing=passing), self.db.transaction():
+            yield self.db
+
+    def errors(
+        self, what: str, *, passing: tuple[type[BaseException], ...] = ()
+    ) -> contextlib.AbstractContextManager[None]:
+        """The driver's errors as ledger errors saying ``what`` failed (``passing`` let through)."""
+        return folded(self.name, what, self.pg.Error, passing=passing)
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class PostgresLedger:
     """A :class:`~atflash.factory.ledger.Ledger` in a PostgreSQL database, tables made on first open."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.name = redact(url)
-        self._pg = _driver(self.name)
-        with self._errors("cannot connect"):
-            # autocommit: every change is in an explicit transaction() block.
-            self._db = self._pg.connect(url, connect_timeout=CONNECT_TIMEOUT, autocommit=True)
+        self._database = PostgresDatabase(url)
+        self.name = self._database.name
+        self._pg, self._db = self._database.pg, self._database.db
         try:
-            with self._errors("cannot set up"):
+            with self._database.errors("cannot set up"):
                 self.lock_timeout = self._bound_waits()
             self._setup(create)
         except BaseException:
-            self._db.close()
+            self._database.close()
             raise
 
     # -- the interface ------------------------------------------------------------
@@ -156,7 +189,7 @@ class PostgresLedger:
         conflict = self._pg.errors.UniqueViolation
         waited = self._pg.errors.LockNotAvailable
         stuck: list[str] = []  # sets another station is claiming right now (uncommitted)
-        with self._errors("cannot claim"):
+        with self._database.errors("cannot claim"):
             # Each lost race means another claim committed: at most one per set, plus
             # one for this device claimed elsewhere at the same moment.
             for _ in range(len(sets) + 2):
@@ -233,7 +266,7 @@ class PostgresLedger:
         verify: bool = False,
     ) -> None:
         outcome = check_result(result)
-        with self._errors("cannot record"), self._db.transaction():
+        with self._database.transaction("cannot record"):
             cursor = self._db.execute(
                 "UPDATE atflash_claims SET result = %s, recorded_at = clock_timestamp(), "
                 "image_sha256 = COALESCE(%s, image_sha256), busy_run = NULL, busy_port = NULL, "
@@ -249,7 +282,7 @@ class PostgresLedger:
     def note_identity(
         self, claim: Claim, identity: Mapping[str, Any], *, station: str, reissue: bool = False
     ) -> Claim:
-        with self._errors("cannot record the set's identity"), self._db.transaction():
+        with self._database.transaction("cannot record the set's identity"):
             cursor = self._db.execute(
                 "UPDATE atflash_claims SET identity = %s WHERE id = %s AND released_at IS NULL",
                 (encode_json(identity), claim.id),
@@ -262,7 +295,7 @@ class PostgresLedger:
         return replace(claim, identity=dict(identity))
 
     def bind_pool(self, name: str, digests: Mapping[str, str], *, force: bool = False) -> None:
-        with self._errors("cannot record its pool"), self._db.transaction():
+        with self._database.transaction("cannot record its pool"):
             self._db.execute("LOCK TABLE atflash_pool IN EXCLUSIVE MODE")
             row = self._db.execute(
                 "SELECT name, anchor_set, anchor_identity FROM atflash_pool LIMIT 1"
@@ -280,7 +313,7 @@ class PostgresLedger:
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         mac = device_id(device) if device is not None else None
         moment = as_utc(since) if since is not None else None
-        with self._errors("cannot read"):
+        with self._database.errors("cannot read"):
             rows = self._db.execute(
                 f"SELECT {COLUMNS} FROM atflash_claims "
                 "WHERE (%s::text IS NULL OR device = %s) "
@@ -298,7 +331,7 @@ class PostgresLedger:
         )
 
     def release(self, set_name: str) -> Claim:
-        with self._errors("cannot release"), self._db.transaction():
+        with self._database.transaction("cannot release"):
             row = self._db.execute(
                 "UPDATE atflash_claims SET released_at = clock_timestamp() "
                 f"WHERE set_name = %s AND released_at IS NULL RETURNING {COLUMNS}",
@@ -311,7 +344,7 @@ class PostgresLedger:
         return claim
 
     def close(self) -> None:
-        self._db.close()
+        self._database.close()
 
     def __enter__(self) -> PostgresLedger:
         return self
@@ -339,7 +372,7 @@ class PostgresLedger:
         return str(row[0])
 
     def _setup(self, create: bool) -> None:
-        with self._errors("cannot set up"):
+        with self._database.errors("cannot set up"):
             version = self._version()
             if version is None and not create:
                 raise LedgerError(
@@ -371,10 +404,3 @@ class PostgresLedger:
             return None
         row = self._db.execute("SELECT max(version) FROM atflash_schema").fetchone()
         return row[0] if row else None
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except self._pg.Error as exc:
-            raise store_error(self.name, what, exc) from None

@@ -15,6 +15,7 @@ stations on several hosts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sqlite3
@@ -48,12 +49,12 @@ from atflash.factory.ledger import (
     encode_json,
     event_from_row,
     first_free,
+    folded,
     foreign_pool,
     no_longer_held,
     pool_matches,
     record_event,
     station_id,
-    store_error,
     utc_now,
     with_history,
 )
@@ -63,6 +64,7 @@ from atflash.factory.ledger import (
 BUSY_TIMEOUT = 30.0
 _STATEMENT_TIMEOUT = 0.05  # SQLite's own wait inside one statement, before we retry it
 _MAX_PAUSE = 0.02  # longest sleep between two tries for the lock
+_LOCKED_HINT = "another process holds the ledger locked; is a station stuck?"
 T = TypeVar("T")
 
 # The events and pool tables and every index: made with a new ledger, and by
@@ -117,14 +119,26 @@ def _claim(row: Sequence[Any]) -> Claim:
     return claim_from_row(row, _time)
 
 
-class SqliteLedger:
-    """A :class:`~atflash.factory.ledger.Ledger` in one SQLite file, created on first open."""
+class SqliteFile:
+    """The connection to a ledger's SQLite file, for each table kept there: the claims
+    (:class:`SqliteLedger`) and the issued certificates (:mod:`atflash.issue.store`).
+
+    Every change runs in :meth:`transaction`; errors of the driver come out
+    of it, and of :meth:`errors`, as one-line ledger errors (:class:`LedgerError`).
+    """
+
+    conflict: type[BaseException] = sqlite3.IntegrityError  # a unique index refused a row
 
     def __init__(
-        self, path: Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
+        self,
+        path: Path,
+        *,
+        create: bool,
+        name: str | None = None,
+        busy_timeout: float = BUSY_TIMEOUT,
+        missing_hint: str = NOT_A_LEDGER_HINT,
     ) -> None:
-        self.path = path
-        self.name = str(path)
+        self.name = name or str(path)
         self.busy_timeout = busy_timeout
         # os.path never raises, unlike Path.is_dir (a name too long to look up).
         if os.path.isdir(path):
@@ -132,14 +146,73 @@ class SqliteLedger:
         if not os.path.isdir(path.parent):
             raise LedgerError(self.name, f"folder {path.parent} does not exist")
         if not create and not os.path.exists(path):
-            raise LedgerError(self.name, "no such ledger file", hint=NOT_A_LEDGER_HINT)
-        with self._errors("cannot open"):
+            raise LedgerError(self.name, "no such ledger file", hint=missing_hint)
+        with self.errors("cannot open"):
             # isolation_level=None: no implicit transactions; each change says BEGIN IMMEDIATE.
-            self._db = sqlite3.connect(str(path), timeout=_STATEMENT_TIMEOUT, isolation_level=None)
+            self.db = sqlite3.connect(str(path), timeout=_STATEMENT_TIMEOUT, isolation_level=None)
+
+    @contextmanager
+    def transaction(
+        self, what: str, *, passing: tuple[type[BaseException], ...] = ()
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction, the lock taken up front; rolled back on any error."""
+        with self.errors(what, passing=passing):
+            self.patiently(lambda: self.db.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def errors(
+        self, what: str, *, passing: tuple[type[BaseException], ...] = ()
+    ) -> contextlib.AbstractContextManager[None]:
+        """The driver's errors as ledger errors saying ``what`` failed (``passing`` let through)."""
+        return folded(self.name, what, sqlite3.Error, passing=passing, hint=_locked_hint)
+
+    def patiently(self, action: Callable[[], T]) -> T:
+        """``action()``, retried while another process holds the lock, up to the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            # Random, so waiting processes do not retry in step.
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, _MAX_PAUSE)
+
+    def use_wal(self) -> None:
+        """WAL mode: readers (``ledger show``) never wait for a writer. SQLite does not retry
+        the switch itself while another process holds the lock, so it waits here."""
+        with self.errors("cannot switch to WAL mode"):
+            self.patiently(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _locked_hint(exc: BaseException) -> str | None:
+    return _LOCKED_HINT if "locked" in str(exc) else None
+
+
+class SqliteLedger:
+    """A :class:`~atflash.factory.ledger.Ledger` in one SQLite file, created on first open."""
+
+    def __init__(
+        self, path: Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
+    ) -> None:
+        self.path = path
+        self._file = SqliteFile(path, create=create, busy_timeout=busy_timeout)
+        self.name = self._file.name
+        self._db = self._file.db
         try:
             self._setup(create)
         except BaseException:
-            self._db.close()
+            self._file.close()
             raise
 
     # -- the interface ------------------------------------------------------------
@@ -154,7 +227,7 @@ class SqliteLedger:
         run: str | None = None,
     ) -> Claim:
         mac, who = device_id(device), station_id(station)
-        with self._write("cannot claim") as db:
+        with self._file.transaction("cannot claim") as db:
             now = utc_now()
             row = db.execute(
                 f"SELECT {COLUMNS} FROM atflash_claims WHERE device = ? AND released_at IS NULL",
@@ -202,7 +275,7 @@ class SqliteLedger:
         verify: bool = False,
     ) -> None:
         outcome = check_result(result)
-        with self._write("cannot record") as db:
+        with self._file.transaction("cannot record") as db:
             now = utc_now()
             cursor = db.execute(
                 "UPDATE atflash_claims SET result = ?, recorded_at = ?, "
@@ -224,7 +297,7 @@ class SqliteLedger:
     def note_identity(
         self, claim: Claim, identity: Mapping[str, Any], *, station: str, reissue: bool = False
     ) -> Claim:
-        with self._write("cannot record the set's identity") as db:
+        with self._file.transaction("cannot record the set's identity") as db:
             cursor = db.execute(
                 "UPDATE atflash_claims SET identity = ? WHERE id = ? AND released_at IS NULL",
                 (encode_json(identity), claim.id),
@@ -237,7 +310,7 @@ class SqliteLedger:
         return replace(claim, identity=dict(identity))
 
     def bind_pool(self, name: str, digests: Mapping[str, str], *, force: bool = False) -> None:
-        with self._write("cannot record its pool") as db:
+        with self._file.transaction("cannot record its pool") as db:
             row = db.execute(
                 "SELECT name, anchor_set, anchor_identity FROM atflash_pool LIMIT 1"
             ).fetchone()
@@ -259,7 +332,7 @@ class SqliteLedger:
         if since is not None:
             where.append("claimed_at >= ?")
             params.append(_text(since))
-        with self._errors("cannot read"):
+        with self._file.errors("cannot read"):
             rows = self._db.execute(
                 f"SELECT {COLUMNS} FROM atflash_claims WHERE {' AND '.join(where)} "
                 "ORDER BY claimed_at, id",
@@ -275,7 +348,7 @@ class SqliteLedger:
         )
 
     def release(self, set_name: str) -> Claim:
-        with self._write("cannot release") as db:
+        with self._file.transaction("cannot release") as db:
             held = db.execute(
                 f"SELECT {COLUMNS} FROM atflash_claims WHERE set_name = ? AND released_at IS NULL",
                 (set_name,),
@@ -290,7 +363,7 @@ class SqliteLedger:
             return _claim((*held[:9], _text(now), *held[10:]))
 
     def close(self) -> None:
-        self._db.close()
+        self._file.close()
 
     def __enter__(self) -> SqliteLedger:
         return self
@@ -322,17 +395,16 @@ class SqliteLedger:
                 self.name, "not an atflash ledger (no tables)", hint=NOT_A_LEDGER_HINT
             )
         if version is None:
-            with self._write("cannot create the tables") as db:
+            with self._file.transaction("cannot create the tables") as db:
                 self._refuse_foreign(db)
                 for statement in _SCHEMA:
                     db.execute(statement)
                 if db.execute("SELECT COUNT(*) FROM atflash_schema").fetchone()[0] == 0:
                     db.execute("INSERT INTO atflash_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-            with self._errors("cannot switch to WAL mode"):
-                self._patiently(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
+            self._file.use_wal()
             version = self._version()
         if version == 1:
-            with self._write("cannot upgrade the ledger") as db:
+            with self._file.transaction("cannot upgrade the ledger") as db:
                 # Another station may have upgraded it since we looked.
                 if db.execute("SELECT MAX(version) FROM atflash_schema").fetchone()[0] == 1:
                     for statement in _UPGRADE:
@@ -368,43 +440,5 @@ class SqliteLedger:
             return row[0] if row else None
 
         # Before the file is in WAL mode a reader waits for a writer's commit too.
-        with self._errors("cannot read"):
-            return self._patiently(read)
-
-    def _patiently(self, action: Callable[[], T]) -> T:
-        """``action()``, retried while another process holds the lock, up to the busy timeout."""
-        deadline = time.monotonic() + self.busy_timeout
-        pause = 0.001
-        while True:
-            try:
-                return action()
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            # Random, so waiting processes do not retry in step.
-            time.sleep(random.uniform(0, pause))
-            pause = min(pause * 2, _MAX_PAUSE)
-
-    @contextmanager
-    def _write(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction, the lock taken up front; rolled back on any error."""
-        with self._errors(what):
-            self._patiently(lambda: self._db.execute("BEGIN IMMEDIATE"))
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            hint = (
-                "another process holds the ledger locked; is a station stuck?"
-                if "locked" in str(exc)
-                else None
-            )
-            raise store_error(self.name, what, exc, hint) from None
+        with self._file.errors("cannot read"):
+            return self._file.patiently(read)

@@ -9,6 +9,10 @@ and records it in the ledger (superseding the live one with ``reissue``),
 :meth:`Issuer.credentials` gives the partitions' contents and
 :meth:`Issuer.record` what became of the write. The key is never stored;
 :meth:`Issuer.escrow` writes it encrypted when asked.
+
+Writing boards with an issuer is the layers' above: ``board.write(issuer)``
+and ``atflash.run_batch(ports, issuer)`` (:mod:`atflash.api`), and
+``atflash write --issue`` (:mod:`atflash.run.runner`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -206,27 +209,6 @@ class Issuer:
         path = Path(directory) / f"{mac.replace(':', '')}-{leaf.serial}.key"
         write_private(path, leaf.escrow_pem(passphrase))
         return path
-
-    def write(
-        self,
-        board: Any,
-        *,
-        reissue: bool = False,
-        escrow: str | os.PathLike[str] | None = None,
-        on_event: Any = None,
-    ) -> Any:
-        """Give a connected :class:`~atflash.Board` its certificate, or keep the valid one it
-        holds; written, verified, recorded. Returns its :class:`~atflash.BoardResult`."""
-        from atflash.issue.flows import write_board
-
-        return write_board(self, board, reissue=reissue, escrow=escrow, on_event=on_event)
-
-    def run_batch(self, ports: Any, **options: Any) -> Any:
-        """:func:`atflash.run_batch` with each board's certificate issued here; also takes
-        ``reissue``, ``escrow``, ``chip`` and ``profile``. Returns the ``RunOutcome``."""
-        from atflash.issue.flows import run_batch
-
-        return run_batch(self, ports, **options)
 
     def crl(self, *, days: int = 30) -> bytes:
         """A CRL (PEM) of every superseded serial of this CA, signed with the CA key."""

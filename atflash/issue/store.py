@@ -17,26 +17,28 @@ The rules hold in the database itself, whatever stations run at once:
   second's insert fails on the index and it looks again.
 
 SQLite (a file, ``sqlite:///path``) or PostgreSQL (``postgresql://``), the
-same URL as the pool ledger's. Times are ISO 8601 UTC text in both.
+same URL as the pool ledger's, reached as the pool ledger reaches it
+(:class:`~atflash.factory.ledger_sqlite.SqliteFile`,
+:class:`~atflash.factory.ledger_pg.PostgresDatabase`: the same checks,
+transactions and errors). Times are ISO 8601 UTC text in both.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from atflash.errors import one_line
-from atflash.factory.errors import LedgerError
-from atflash.factory.ledger import redact
+from atflash.factory.errors import LedgerError, redact
+from atflash.factory.ledger_pg import PostgresDatabase
+from atflash.factory.ledger_sqlite import SqliteFile
 from atflash.factory.ledgers import ledger_kind, sqlite_path
 
 _SCHEMA_LOCK = 0x617466_697373  # "atfiss": serialises table creation in PostgreSQL
-BUSY_TIMEOUT = 30.0
+# A ledger file that is not there, for a command that only reads it (ledger export --issued).
+_MISSING_HINT = "check the URL: an issuer creates its ledger when it is first opened"
 COLUMNS = (
     "id, issuer, serial, device, subject, sha256, public_key_sha256, not_before, not_after, "
     "station, issued_at, result, superseded_at, reason, certificate"
@@ -112,44 +114,18 @@ class IssuedStore:
         # keyword string is PostgreSQL (never a SQLite file name).
         kind, url = ledger_kind(url)
         self.pg = kind == "postgresql"
-        if self.pg:
-            self._open_pg(url)
-        else:
-            self._open_sqlite(sqlite_path(url), create)
+        self._database: SqliteFile | PostgresDatabase = (
+            PostgresDatabase(url, name=self.name)
+            if self.pg
+            else SqliteFile(
+                sqlite_path(url), create=create, name=self.name, missing_hint=_MISSING_HINT
+            )
+        )
         try:
             self._setup()
         except BaseException:
             self.close()
             raise
-
-    # -- opening -------------------------------------------------------------------
-
-    def _open_sqlite(self, path: Path, create: bool) -> None:
-        if not path.parent.is_dir():
-            raise LedgerError(self.name, f"folder {path.parent} does not exist")
-        if not create and not path.exists():
-            raise LedgerError(self.name, "no such ledger file")
-        try:
-            self._db: Any = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise LedgerError(self.name, f"cannot open ({one_line(exc)})") from None
-        self._errors_of: tuple[type[BaseException], ...] = (sqlite3.Error,)
-        self._conflict: type[BaseException] = sqlite3.IntegrityError
-
-    def _open_pg(self, url: str) -> None:
-        try:
-            import psycopg
-        except ImportError:
-            raise LedgerError(
-                self.name, "the PostgreSQL driver (psycopg 3) is not installed",
-                hint="pip install 'atflash[postgres]'",
-            ) from None  # fmt: skip
-        try:
-            self._db = psycopg.connect(url, connect_timeout=10, autocommit=True)
-        except psycopg.Error as exc:
-            raise LedgerError(self.name, f"cannot connect ({one_line(exc)})") from None
-        self._errors_of = (psycopg.Error,)
-        self._conflict = psycopg.errors.UniqueViolation
 
     def _setup(self) -> None:
         with self._transaction("cannot set up") as run:
@@ -160,9 +136,8 @@ class IssuedStore:
                 statements = _schema("INTEGER PRIMARY KEY AUTOINCREMENT")
             for statement in statements:
                 run(statement, ())
-        if not self.pg:
-            with self._errors("cannot switch to WAL mode"):
-                self._db.execute("PRAGMA journal_mode = WAL")
+        if isinstance(self._database, SqliteFile):
+            self._database.use_wal()
 
     # -- the operations --------------------------------------------------------------
 
@@ -178,14 +153,15 @@ class IssuedStore:
         for _attempt in range(8):
             try:
                 return self._insert_once(row, supersede=supersede, reason=reason)
-            except self._conflict:
+            except self._database.conflict:
                 continue
         raise LedgerError(self.name, f"cannot store serial {row['serial']}: lost every race")
 
     def _insert_once(
         self, row: dict[str, str], *, supersede: bool, reason: str
     ) -> list[IssuedRecord]:
-        with self._transaction("cannot store the certificate") as run:
+        conflict = (self._database.conflict,)  # another station, same moment: insert() retries
+        with self._transaction("cannot store the certificate", passing=conflict) as run:
             live = [
                 _record(r)
                 for r in run(
@@ -243,7 +219,7 @@ class IssuedStore:
         if device is not None:
             where.append("device = ?")
             params.append(device)
-        with self._errors("cannot read"):
+        with self._database.errors("cannot read"):
             rows = self._execute(
                 f"SELECT {COLUMNS} FROM atflash_issued WHERE {' AND '.join(where)} "
                 "ORDER BY issued_at, id",
@@ -252,7 +228,7 @@ class IssuedStore:
         return [_record(r) for r in rows]
 
     def close(self) -> None:
-        self._db.close()
+        self._database.close()
 
     def __enter__(self) -> IssuedStore:
         return self
@@ -263,37 +239,24 @@ class IssuedStore:
     # -- plumbing -------------------------------------------------------------------
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
+        """``sql`` with ``?`` placeholders, in either database (PostgreSQL's are ``%s``)."""
         if self.pg:
             sql = sql.replace("?", "%s")
-        return self._db.execute(sql, params)
+        return self._database.db.execute(sql, params)
 
     @contextmanager
-    def _transaction(self, what: str) -> Iterator[Any]:
+    def _transaction(
+        self, what: str, *, passing: tuple[type[BaseException], ...] = ()
+    ) -> Iterator[Any]:
+        """One transaction, as ``run(sql, params)`` returning the rows; the driver's errors as
+        ledger errors, but ``passing``."""
+
         def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
             cursor = self._execute(sql, params)
             return list(cursor.fetchall()) if cursor.description else []
 
-        with self._errors(what):
-            if self.pg:
-                with self._db.transaction():
-                    yield run
-                return
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield run
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except self._conflict:
-            raise
-        except self._errors_of as exc:
-            raise LedgerError(self.name, f"{what} ({one_line(exc)})") from None
+        with self._database.transaction(what, passing=passing):
+            yield run
 
 
 def _record(row: Any) -> IssuedRecord:

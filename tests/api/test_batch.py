@@ -111,3 +111,12 @@ def test_a_log_that_fails_after_the_boards_leaves_the_report_and_says_so(
     assert json.loads(report.read_text())["summary"]["ok"] == 1
     if failed.saved:
         os.unlink(failed.saved)
+
+
+def test_issuing_options_with_a_plan_are_refused_before_any_board(dead_port, raw: Path) -> None:
+    """A dead port: a batch that got as far as its boards would fail them, not raise."""
+    plan = atflash.plan({"client_ca": [raw / "client_ca" / "client_ca_00.crt"]}, chip="esp32")
+    with pytest.raises(atflash.InputError, match=r"^reissue= goes with an Issuer"):
+        atflash.run_batch([dead_port], plan, reissue=True)
+    with pytest.raises(atflash.InputError, match=r"^chip=, escrow= go with an Issuer"):
+        atflash.run_batch([dead_port], lambda board: plan, chip="esp32", escrow="keys")

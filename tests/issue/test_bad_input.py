@@ -94,3 +94,26 @@ def test_check_validates_a_bench_files_issue_table(tmp_path: Path) -> None:
     bad = run("check", "--config", bench)
     assert bad.exit_code == 2 and "names unknown field {x}" in bad.output
     assert not (tmp_path / "bench.ledger.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("ledger", "expected"),
+    [
+        ("missing.sqlite", "ledger {d}/missing.sqlite: no such ledger file: check the URL"),
+        ("", "ledger {d}: is a folder: give a file name"),
+        ("no/l.sqlite", "ledger {d}/no/l.sqlite: folder {d}/no does not exist"),
+    ],
+)
+def test_export_of_no_ledger_file_is_one_line_and_creates_none(
+    ledger: str, expected: str, tmp_path: Path
+) -> None:
+    """The issued table's file is checked as the pool ledger's is (one SQLite opening)."""
+    path = str(tmp_path / ledger) if ledger else str(tmp_path)
+    result = run("ledger", "export", path, "--issued", "-o", tmp_path / "out.csv")
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        .splitlines()[0]
+        .startswith("atflash: error: " + expected.format(d=tmp_path))
+    ), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -24,12 +24,12 @@ def test_batch_of_four_signed_by_the_token(
 ) -> None:
     ca_cert = hsm_issuer.parent / "hsm-ca.crt"
     with atflash.Issuer.open(hsm_issuer, station="hsm-bench") as issuer:
-        outcome = issuer.run_batch([b.url for b in four_boards], **LINK)
+        outcome = atflash.run_batch([b.url for b in four_boards], issuer, **LINK)
         assert outcome.exit_code == 0, [r.error for r in outcome.results]
         first = {b.mac: check_board(b, ca_cert, tmp_path) for b in four_boards}
-        again = issuer.run_batch([b.url for b in four_boards[:2]], **LINK)
+        again = atflash.run_batch([b.url for b in four_boards[:2]], issuer, **LINK)
         assert {p.status for r in again.results for p in r.partitions} == {"unchanged"}
-        redo = issuer.run_batch([four_boards[0].url], reissue=True, **LINK)
+        redo = atflash.run_batch([four_boards[0].url], issuer, reissue=True, **LINK)
         assert redo.exit_code == 0
     assert check_board(four_boards[0], ca_cert, tmp_path) != first[four_boards[0].mac]
     crl_path = tmp_path / "crl.pem"

@@ -40,9 +40,9 @@ def at_module() -> Iterator[AtSimulator]:
 
 def issue_then_rerun(issuer: atflash.Issuer, connect: contextlib.AbstractContextManager) -> None:
     with connect as board:
-        first = issuer.write(board)
+        first = board.write(issuer)
         assert first.ok, first.error
-        again = issuer.write(board)
+        again = board.write(issuer)
         assert again.ok, again.error
         assert {p.status for p in again.partitions} == {"unchanged"}
         cert = board.read("client_cert")
