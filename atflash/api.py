@@ -488,7 +488,7 @@ def run_batch(
     then gets its certificate as :meth:`Board.write` gives it one
     (``reissue``, ``escrow``), for the layouts of ``chip`` or ``profile``
     (default: every known one), and the ledger records each board's outcome
-    once the batch ends (a board it could not record is ``unrecorded``).
+    as it ends (a board it could not record is ``unrecorded``).
 
     ``report`` (JSON, 0600) and ``log`` (JSON
     lines) are checked writable before the first board. Ctrl-C or SIGTERM
@@ -528,15 +528,7 @@ def run_batch(
         spec, cast("Plan | PlanFor", plan_for) if resolver is None else resolver, as_keys=True
     )
     with stop_on_signals() as stop:  # Ctrl-C, SIGTERM: boards finish their step, the report comes
-        if resolver is None:
-            return execute(run, events=on_event or ignore, stop=stop)
-        try:
-            outcome = execute(run, events=on_event or ignore, stop=stop)
-            for result in outcome.results:
-                resolver.on_result(result)  # how each new certificate's write ended
-        finally:
-            resolver.finish()  # a board lost before its result: its certificate superseded
-        return outcome
+        return execute(run, events=on_event or ignore, stop=stop)
 
 
 def _resolver(

@@ -203,6 +203,7 @@ class Sources:
     pool: Any = None  # atflash.factory.PoolResolver
     checked: CheckedConfig | None = None
     explicit: bool = False  # a caller's plan names one layout (it may be written blind)
+    owns_issuer: bool = False  # the run opened the issuer of ``here``, so it closes it
 
     @property
     def plan_for(self) -> Any:
@@ -230,7 +231,7 @@ def open_sources(spec: RunSpec) -> Sources:
     """The run's credential source, opened and checked (issuer, pool and ledger, or every image)."""
     issuing = _issue_resolver(spec)
     if issuing is not None:
-        return Sources(here=issuing)
+        return Sources(here=issuing, owns_issuer=True)
     pool = _pool_resolver(spec)
     if pool is not None:
         return Sources(pool=pool)
@@ -238,10 +239,17 @@ def open_sources(spec: RunSpec) -> Sources:
 
 
 def given_sources(plan_for: Plan | Callable[[BoardIdentity], Any]) -> Sources:
-    """A Python caller's source: one :class:`~atflash.offline.Plan`, or a function asked per board."""
+    """A Python caller's source: one :class:`~atflash.offline.Plan`, or a function asked per board.
+
+    A function that also takes each board's result (``on_result``, an
+    issuer's resolver) hears it as the board ends, and its ``finish`` when
+    the run ends, as in a run of the command's own issuer.
+    """
     if isinstance(plan_for, Plan):
         checked = CheckedConfig((), plan_for.candidates, None)
         return Sources(checked=checked, explicit=plan_for.explicit)
+    if callable(getattr(plan_for, "on_result", None)):
+        return Sources(here=plan_for)
     return Sources(here=_Answered(plan_for))
 
 
@@ -392,20 +400,22 @@ def execute(
     recorder = LedgerRecorder(sources.pool, spec.on_ledger_error, stop) if sources.pool else None
     # Each board's outcome as it ends: a pool's ledger, or an issuer's record of its certificate.
     on_result = recorder if recorder is not None else getattr(sources.here, "on_result", None)
-    if run.one_board:
-        results = [run_board(run.jobs[0], events)]
-    else:
-        results = run_batch(
-            list(run.jobs),
-            options=BatchOptions(jobs=spec.jobs, retries=spec.retry, plan_for=sources.here),
-            events=events,
-            stop=stop,
-            on_result=on_result,
-        )
+    try:
+        if run.one_board:
+            results = [run_board(run.jobs[0], events)]
+            if on_result is not None:
+                on_result(results[0])
+        else:
+            results = run_batch(
+                list(run.jobs),
+                options=BatchOptions(jobs=spec.jobs, retries=spec.retry, plan_for=sources.here),
+                events=events,
+                stop=stop,
+                on_result=on_result,
+            )
+    finally:
+        _close(sources)
     seconds = time.monotonic() - start
-    if run.one_board and on_result is not None:
-        on_result(results[0])
-    _close(sources.here)
     resolver = sources.checked.resolver if sources.checked else None
     unused = unused_rows(resolver, run.jobs, results)
     if run.earlier is not None:
@@ -451,14 +461,14 @@ def execute(
     )
 
 
-def _close(here: Any) -> None:
-    """An issuer's end of run: boards lost before their result superseded, the CA key let go."""
-    finish = getattr(here, "finish", None)
+def _close(sources: Sources) -> None:
+    """An issuer's end of run: boards lost before their result superseded; the CA key let go
+    when the run opened the issuer (a Python caller's stays open for the caller to close)."""
+    finish = getattr(sources.here, "finish", None)
     if finish is not None:
         finish()
-    issuer = getattr(here, "issuer", None)
-    if issuer is not None:
-        issuer.close()  # the CA key or token session: not held past the boards
+    if sources.owns_issuer:
+        sources.here.issuer.close()  # the CA key or token session: not held past the boards
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
