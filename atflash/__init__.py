@@ -54,9 +54,11 @@ __all__ = [
     "connect",
     "generate_bin",
     "inspect_files",
+    "load_backups",
     "parse_bin",
     "patch_image",
     "plan",
+    "restore",
     "run_batch",
     "unpack_bin",
 ]
@@ -121,9 +123,11 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         build_images,
         connect,
         generate_bin,
+        load_backups,
         parse_bin,
         patch_image,
         plan,
+        restore,
         run_batch,
         unpack_bin,
     )

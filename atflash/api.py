@@ -49,7 +49,7 @@ from atflash.backends.base import BoardTables, Session, WriteOptions, verify_boa
 from atflash.errors import AtflashError, InputError, ProfileError
 from atflash.events import EventSink, ignore
 from atflash.layout.choice import LayoutChoice
-from atflash.layout.model import Partition
+from atflash.layout.model import Partition, Profile
 from atflash.offline import (
     Credential,
     Credentials,
@@ -68,8 +68,10 @@ from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
+    from atflash.content.describe import InspectReport
     from atflash.issue.issuer import Issuer
     from atflash.issue.resolve import IssueResolver
+    from atflash.recovery import Backup
     from atflash.run.runner import RunOutcome
 
 PlanFor = Callable[[BoardIdentity], Plan | Sequence[WritePlan]]
@@ -86,9 +88,11 @@ __all__ = [
     "build_images",
     "connect",
     "generate_bin",
+    "load_backups",
     "parse_bin",
     "patch_image",
     "plan",
+    "restore",
     "run_batch",
     "unpack_bin",
 ]
@@ -99,10 +103,52 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Dump:
-    """A partition read whole from a board, and where its own table puts it."""
+    """A partition read whole from a board (``port``), and where its own table puts it."""
 
     partition: Partition
     data: bytes = field(repr=False)
+    port: str | None = None
+
+    def save(
+        self, path: str | os.PathLike[str], *, inputs: Sequence[str | os.PathLike[str]] = ()
+    ) -> None:
+        """Write the bytes to ``path``, 0600 (a partition may hold a key), all or nothing.
+
+        ``inputs`` are files the caller read (a profile): ``path`` may not be one of them.
+        """
+        from atflash.output import write_private
+
+        write_private(Path(path), self.data, inputs=[os.fspath(i) for i in inputs])
+
+    def inspect(self, *, saved: str | os.PathLike[str] | None = None) -> InspectReport:
+        """What the dump holds, item by item, as ``atflash read`` shows it.
+
+        The bytes came from the board, so what does not read (a PKI bin cut
+        short, an ``mfg_nvs`` without its ``factory_param``) is the board's
+        damage: :class:`~atflash.errors.DamagedStoreError`, naming ``saved``
+        (where the caller kept the bytes) if given.
+        """
+        from atflash.content import mfgnvs
+        from atflash.content.describe import inspect_bytes
+        from atflash.errors import DamagedStoreError, FormatError
+        from atflash.layout.model import MFG_NVS
+
+        part = self.partition
+        source = f"{part.name} @ {part.offset:#x}"
+        try:
+            if (
+                part.name == MFG_NVS
+            ):  # a 3.1+ mfg_nvs without factory_param is damage, as write says
+                mfgnvs.read_mfg_nvs(self.data, source=source)
+            return inspect_bytes(self.data, source=source)
+        except FormatError as exc:
+            where = f" (saved to {os.fspath(saved)})" if saved is not None else ""
+            raise DamagedStoreError(
+                self.port,
+                part.name,
+                f"{exc.what}: {exc.problem}{where}",
+                hint="restore a backup of this board (atflash restore --port PORT BACKUP.bin)",
+            ) from None
 
 
 class Board:
@@ -125,8 +171,8 @@ class Board:
         backend: registry.BackendInfo,
         options: Any,
         *,
-        chip: str | None,
-        profile: str | None,
+        layout: LayoutChoice,
+        named: Sequence[Profile],
         on_event: EventSink,
     ) -> None:
         self.via = backend.name
@@ -140,9 +186,8 @@ class Board:
             info = self._session.info
             self.port: str = self._session.port
             self.mac, self.chip, self.firmware = info.mac, info.chip, info.firmware
-            layout = LayoutChoice.of(chip, profile)
             self._explicit = layout.explicit
-            self._profiles = layout.for_board(info.chip)
+            self._profiles = list(named) or layout.for_board(info.chip)
             self.tables = (
                 self._session.tables(self._profiles)
                 if self._profiles
@@ -243,7 +288,7 @@ class Board:
 
     def restore(
         self,
-        backups: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        backups: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sequence[Backup],
         *,
         force: bool = False,
         on_event: EventSink | None = None,
@@ -252,18 +297,15 @@ class Board:
         ``.bin.json`` record) back verbatim, and verify them, as ``atflash restore`` does.
 
         Every backup is checked against its record before the board is
-        touched (:class:`~atflash.errors.InputError` otherwise); a backup of
+        touched (:class:`~atflash.errors.InputError` otherwise), or was
+        already (:func:`atflash.load_backups`, before connecting); a backup of
         another board (MAC) is refused unless ``force``. Like :meth:`write`,
         never raises for the board's own failure: see ``result.ok``.
         """
-        from atflash import recovery
         from atflash.backends.base import restore_board
 
-        given = [backups] if isinstance(backups, (str, os.PathLike)) else list(backups)
-        paths = [Path(p) for p in given]
-        loaded = recovery.load_all(paths)
         return restore_board(
-            _Held(self), self._options, loaded, force=force, events=self._sink(on_event)
+            _Held(self), self._options, _loaded(backups), force=force, events=self._sink(on_event)
         )
 
     def read(self, partition: str, *, on_event: EventSink | None = None) -> Dump:
@@ -272,7 +314,17 @@ class Board:
         items as a PKI bin. Raises a :class:`~atflash.errors.DeviceError` if it cannot."""
         with _Held(self).open(self._options, self._sink(on_event)) as session:
             part, data = session.read_partition(partition, self._profiles)
-        return Dump(part, data)
+        return Dump(part, data, self.port)
+
+    def read_table(
+        self, *, on_event: EventSink | None = None
+    ) -> tuple[str, tuple[Partition, ...] | None]:
+        """The board's credential partition table read afresh, as ``atflash partitions --port``
+        shows it: a title naming the board and where its table is, and the partitions (None:
+        blank flash). Unlike :attr:`tables`, a table that cannot be read raises a
+        :class:`~atflash.errors.DeviceError`."""
+        with _Held(self).open(self._options, self._sink(on_event)) as session:
+            return session.table(self._profiles)
 
     def close(self) -> None:
         """Release the port (an esptool board is reset as ``after`` says). Idempotent."""
@@ -392,17 +444,79 @@ def connect(
     :class:`~atflash.errors.DeviceError` when the board cannot be reached.
     """
     backend = registry.get(via)
-    values = _link_values(
-        backend,
+    options = _connect_options(
+        backend, port,
         {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
          "table_offset": table_offset, "chunk_size": chunk_size},
     )  # fmt: skip
+    layout = LayoutChoice.of(chip, os.fspath(profile) if profile is not None else None)
+    # Named layouts are loaded before the port opens: a bad chip or profile touches no board.
+    named = layout.profiles() if layout.kind != "auto" else []
+    return Board(backend, options, layout=layout, named=named, on_event=on_event or ignore)
+
+
+def restore(
+    port: str | os.PathLike[str] | Any,
+    backups: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sequence[Backup],
+    *,
+    via: Literal["esptool", "at"] | str = "esptool",
+    force: bool = False,
+    baud: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    connect_attempts: int | None = None,
+    table_offset: int | None = None,
+    chunk_size: int | None = None,
+    on_event: EventSink | None = None,
+) -> BoardResult:
+    """:meth:`Board.restore` on the board at ``port``, connected for it alone, as ``atflash
+    restore`` does: the board's failure, reaching it included, is in the result, never raised.
+
+    The backups are checked first (:func:`load_backups`), before the port opens.
+    """
+    from atflash.backends.base import restore_board
+
+    backend = registry.get(via)
+    options = _connect_options(
+        backend, port,
+        {"baud": baud, "before": before, "after": after, "connect_attempts": connect_attempts,
+         "table_offset": table_offset, "chunk_size": chunk_size},
+    )  # fmt: skip
+    loaded = _loaded(backups)
+    return restore_board(backend.load(), options, loaded, force=force, events=on_event or ignore)
+
+
+def _loaded(
+    backups: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | Sequence[Backup],
+) -> list[Backup]:
+    """Backups as given, or loaded and checked from paths."""
+    from atflash import recovery
+
+    given = [backups] if isinstance(backups, (str, os.PathLike)) else list(backups)
+    if given and all(isinstance(b, recovery.Backup) for b in given):
+        return list(given)  # type: ignore[arg-type]
+    return load_backups(given)  # type: ignore[arg-type]
+
+
+def load_backups(paths: Sequence[str | os.PathLike[str]]) -> list[Backup]:
+    """Backups (the ``.bin`` files ``backup_dir`` saved) read and checked against their
+    ``.bin.json`` records, with no board: one board's, one per partition.
+
+    For refusing a bad backup before connecting; :meth:`Board.restore` takes
+    the list. Raises :class:`~atflash.errors.InputError` naming the file.
+    """
+    from atflash import recovery
+
+    return recovery.load_all([Path(p) for p in paths])
+
+
+def _connect_options(
+    backend: registry.BackendInfo, port: str | os.PathLike[str] | Any, values: dict[str, Any]
+) -> Any:
+    """The backend's connection options for ``port`` (a name, or a serial port object)."""
     name, link = _port_of(port)
-    options = backend.connect_options(name, values)  # the backend's defaults where None
-    if link is not None:
-        options = replace(options, link=link)
-    path = os.fspath(profile) if profile is not None else None
-    return Board(backend, options, chip=chip, profile=path, on_event=on_event or ignore)
+    options = backend.connect_options(name, _link_values(backend, values))
+    return replace(options, link=link) if link is not None else options
 
 
 def _link_values(backend: registry.BackendInfo, values: dict[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,12 @@
 """Commands that talk to a board: write, read, verify, partitions, ports, check.
 
-Each command parses, calls one library flow of :mod:`atflash.backends.base`
-(or :mod:`atflash.run.runner` for many boards) through the backend the
-registry names, and renders.
+Each command parses, calls the public API (:func:`atflash.connect` and the
+board's methods, :func:`atflash.restore`) or, for write and verify, the run
+(:mod:`atflash.run.runner`), and renders.
 """
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from atflash import recovery
-from atflash.backends import base, registry
+import atflash
+from atflash.backends import registry
 from atflash.backends.at.protocol import DEFAULT_CHUNK
 from atflash.backends.esptool.options import AFTER, BEFORE
 from atflash.cli import batchopts, render, term
@@ -32,14 +31,9 @@ from atflash.cli.common import (
     profile_options,
     resolve_profile,
 )
-from atflash.content import mfgnvs
-from atflash.content.describe import inspect_bytes
-from atflash.errors import EXIT_DEVICE_ERROR, DamagedStoreError, FormatError, InputError
+from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.files import expand
-from atflash.layout.choice import LayoutChoice
-from atflash.layout.model import MFG_NVS, Partition
-from atflash.output import write_outputs
-from atflash.planning.plan import request_names
+from atflash.layout.model import Partition
 from atflash.ports import list_ports
 from atflash.run.config import BenchConfig, check_outputs, load_config
 from atflash.run.runner import check_plans, refuse_shared_outputs
@@ -234,48 +228,16 @@ def read(
     """Read a partition from a board and show what it holds."""
     backend, link = link_settings(ctx, params)
     port = one_port(port, backend)
-    profiles = [] if backend.lists_partitions else LayoutChoice.of(chip, profile_path).profiles()
-    known = request_names(profiles) | {p.name for prof in profiles for p in prof.primary}
-    if profiles and partition not in known:
-        raise InputError(
-            f"no partition {partition!r} in the {profiles[0].chip} layouts",
-            hint=f"credential partitions are: {', '.join(sorted(request_names(profiles)))}",
-        )
-    part, data = base.read_partition(
-        backend.load(), backend.connect_options(port, link), partition, profiles
-    )
+    with atflash.connect(port, via=backend.name, **link, chip=chip, profile=profile_path) as board:
+        dump = board.read(partition)
     if output:
-        write_outputs(
-            {Path(output): data},
-            private=lambda _p: True,
-            inputs=[profile_path] if profile_path else [],
-        )
-    try:
-        if part.name == MFG_NVS:  # a 3.1+ mfg_nvs without factory_param is damage, as write says
-            mfgnvs.read_mfg_nvs(data, source=f"{part.name} @ {part.offset:#x}")
-        report = inspect_bytes(data, source=f"{part.name} @ {part.offset:#x}")
-    except FormatError as exc:
-        # The bytes came from the board: what does not read is the board's damage, not the user's.
-        saved = f" (saved to {output})" if output else ""
-        raise DamagedStoreError(
-            port,
-            part.name,
-            f"{exc.what}: {exc.problem}{saved}",
-            hint="restore a backup of this board (atflash restore --port PORT BACKUP.bin)",
-        ) from None
+        dump.save(output, inputs=[profile_path] if profile_path else [])
+    report = dump.inspect(saved=output)
     if as_json:
-        echo_json(
-            {
-                "port": port,
-                "partition": render.partition_json(part),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "saved": output,
-                "content": report.to_json(),
-            }
-        )
+        echo_json(render.dump_json(dump, report, saved=output))
         return
     if output:
-        click.echo(f"{output}: {len(data)} bytes of {part.name} saved")
+        click.echo(f"{output}: {len(dump.data)} bytes of {dump.partition.name} saved")
         if term.quiet():  # the file is what was asked for; its content is one command away
             return
     render.echo_inspect(report)
@@ -312,13 +274,11 @@ def restore(
     """
     backend, link = link_settings(ctx, params)
     port = one_port(port, backend)
-    loaded = recovery.load_all(expand(backups))
+    loaded = atflash.load_backups(expand(backups))  # refused before the board is reached
     view = batchopts.view_for([port], single=True, as_json=as_json)  # progress on a terminal
     view.title = "atflash restore"
     with view:
-        result = base.restore_board(
-            backend.load(), backend.connect_options(port, link), loaded, force=force, events=view
-        )
+        result = atflash.restore(port, loaded, via=backend.name, force=force, on_event=view, **link)
     if as_json:
         echo_json(result.to_json())
     else:
@@ -350,18 +310,11 @@ def partitions(
     backend, link = link_settings(ctx, params)
     if port is None:
         profile = resolve_profile(chip, profile_path)
-        title = (
-            f"{profile.name} ({profile.chip}, {profile.flash_size}): at_customize.bin at "
-            f"{profile.at_customize_offset:#x}"
-        )
+        title = render.profile_title(profile)
         table: tuple[Partition, ...] | None = profile.partitions
     else:
-        profiles = (
-            [] if backend.lists_partitions else LayoutChoice.of(chip, profile_path).profiles()
-        )
-        title, table = base.read_table(
-            backend.load(), backend.connect_options(port, link), profiles
-        )
+        with atflash.connect(port, via=backend.name, **link, chip=chip, profile=profile_path) as b:
+            title, table = b.read_table()
     if as_json:
         rows = None if table is None else [render.partition_json(p) for p in table]
         echo_json({"port": port, "title": title, "blank": table is None, "partitions": rows})

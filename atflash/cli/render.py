@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.table import Table
@@ -16,6 +17,9 @@ from atflash.planning.plan import PartitionImage
 from atflash.ports import PortInfo
 from atflash.results import BoardResult, PartitionResult
 from atflash.run.config import BenchConfig, CheckedConfig
+
+if TYPE_CHECKING:
+    from atflash import Dump
 
 
 def size_text(size: int) -> str:
@@ -87,6 +91,25 @@ def partition_json(part: Partition) -> dict[str, Any]:
         "offset": f"{part.offset:#x}",
         "size": part.size,
         "pki": part.pki,
+    }
+
+
+def profile_title(profile: Profile) -> str:
+    """What ``partitions`` says above a profile's table."""
+    return (
+        f"{profile.name} ({profile.chip}, {profile.flash_size}): at_customize.bin at "
+        f"{profile.at_customize_offset:#x}"
+    )
+
+
+def dump_json(dump: Dump, report: InspectReport, *, saved: str | None) -> dict[str, Any]:
+    """``read --json``: where the partition is, its digest, where it was saved, what it holds."""
+    return {
+        "port": dump.port,
+        "partition": partition_json(dump.partition),
+        "sha256": hashlib.sha256(dump.data).hexdigest(),
+        "saved": saved,
+        "content": report.to_json(),
     }
 
 

@@ -208,6 +208,16 @@ def request_names(profiles: Sequence[Profile]) -> set[str]:
     return names
 
 
+def check_readable(name: str, profiles: Sequence[Profile]) -> None:
+    """Refuse a partition to read that none of ``profiles`` has (none: any name passes)."""
+    known = request_names(profiles) | {p.name for prof in profiles for p in prof.primary}
+    if profiles and name not in known:
+        raise InputError(
+            f"no partition {name!r} in the {profiles[0].chip} layouts",
+            hint=f"credential partitions are: {', '.join(sorted(request_names(profiles)))}",
+        )
+
+
 def _refuse_duplicates(requests: Sequence[PartitionRequest]) -> None:
     seen: set[str] = set()
     for req in requests:
