@@ -354,27 +354,6 @@ def _check_origin(
             events(Event("warning", session.port, message, partition=b.record.partition))
 
 
-def read_table(
-    backend: Backend, connect: Any, profiles: Sequence[Any], *, events: EventSink = ignore
-) -> tuple[str, tuple[Partition, ...] | None]:
-    """A title naming the board, and its own credential partition table (None when blank)."""
-    with backend.open(connect, events) as session:
-        return session.table(profiles)
-
-
-def read_partition(
-    backend: Backend,
-    connect: Any,
-    name: str,
-    profiles: Sequence[Any],
-    *,
-    events: EventSink = ignore,
-) -> tuple[Partition, bytes]:
-    """One whole partition of a board, and where it was found."""
-    with backend.open(connect, events) as session:
-        return session.read_partition(name, profiles)
-
-
 def run_session(
     backend: Backend, connect: Any, plans: Plans, events: EventSink, work: Work
 ) -> BoardResult:

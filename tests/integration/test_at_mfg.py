@@ -20,17 +20,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+import atflash
 from atflash import recovery
 from atflash.backends.at.backend import AtBackend
 from atflash.backends.at.client import AtClient, AtConnectOptions
 from atflash.backends.at.protocol import MFG_VALUE_MAX, PORT_BUSY_LINE
-from atflash.backends.base import (
-    WriteOptions,
-    read_partition,
-    read_table,
-    verify_board,
-    write_board,
-)
+from atflash.backends.base import WriteOptions, verify_board, write_board
 from atflash.content import mfgnvs, pki
 from atflash.content.describe import inspect_bytes
 from atflash.content.nvs import NvsItem, build_nvs
@@ -382,20 +377,21 @@ def test_backup_then_restore(sim: AtSimulator, tmp_path: Path) -> None:
 def test_read_and_table(sim: AtSimulator) -> None:
     url = sim.start_tcp()
     assert write_board(AtBackend(), AtConnectOptions(url), [c3_plan(client_cert=CERTS)]).ok
-    title, table = read_table(AtBackend(), AtConnectOptions(url), [])
-    assert "AT version:3." in title
-    assert [p.name for p in table or ()] == ["mfg_nvs", "fatfs"]
-    part, data = read_partition(AtBackend(), AtConnectOptions(url), "client_cert", [])
-    assert (part.name, part.offset, part.size) == ("client_cert", 0x1F000, len(data))
-    assert [i.content for i in pki.parse(data).items] == [f.read_bytes() for f in CERTS]
-    shown = inspect_bytes(data, source=part.name)
-    assert [(i.type, i.id) for i in shown.items] == [("cert", 0), ("cert", 1)]
-    part, empty = read_partition(AtBackend(), AtConnectOptions(url), "mqtt_ca", [])
-    assert pki.parse(empty).items == ()
-    part, raw = read_partition(AtBackend(), AtConnectOptions(url), "mfg_nvs", [])
-    assert raw == sim.partition_bytes("mfg_nvs")  # a listed partition reads raw, as on 2.x
-    with pytest.raises(FirmwareError, match="factory_param is neither a partition nor"):
-        read_partition(AtBackend(), AtConnectOptions(url), "factory_param", [])
+    with atflash.connect(url, via="at") as board:
+        title, table = board.read_table()
+        assert "AT version:3." in title
+        assert [p.name for p in table or ()] == ["mfg_nvs", "fatfs"]
+        dump = board.read("client_cert")
+        part, data = dump.partition, dump.data
+        assert (part.name, part.offset, part.size) == ("client_cert", 0x1F000, len(data))
+        assert [i.content for i in pki.parse(data).items] == [f.read_bytes() for f in CERTS]
+        shown = inspect_bytes(data, source=part.name)
+        assert [(i.type, i.id) for i in shown.items] == [("cert", 0), ("cert", 1)]
+        assert pki.parse(board.read("mqtt_ca").data).items == ()
+        raw = board.read("mfg_nvs").data
+        assert raw == sim.partition_bytes("mfg_nvs")  # a listed partition reads raw, as on 2.x
+        with pytest.raises(FirmwareError, match="factory_param is neither a partition nor"):
+            board.read("factory_param")
 
 
 # -- one host at a time ---------------------------------------------------------------------------
