@@ -202,6 +202,14 @@ class TableMismatchError(DeviceError):
             hint="pass --profile with this firmware's at_customize.csv, or --force to write anyway",
         )
 
+    @property
+    def table(self) -> str:
+        """The rows side by side as plain text, as a board's result keeps them (a warning)."""
+        width = max(len(r[0]) for r in self.rows)
+        lines = [f"{'partition':<{width}}  {'profile':<22}  board"]
+        lines += [f"{name:<{width}}  {prof:<22}  {dev}" for name, prof, dev in self.rows]
+        return "\n".join(lines)
+
 
 class VerifyError(DeviceError):
     """Flash content differs from what was written."""

@@ -625,7 +625,7 @@ def record_exception(result: BoardResult, exc: AtflashError, events: EventSink) 
         result.neighbours = list(exc.changes)  # reaches --json, the report and the log
     events(Event("failed", result.port, exc.detail))
     if isinstance(exc, TableMismatchError):
-        result.warnings.append(render_table_rows(exc.rows))
+        result.warnings.append(exc.table)
 
 
 def close_result(result: BoardResult, start: float, events: EventSink) -> BoardResult:
@@ -634,14 +634,6 @@ def close_result(result: BoardResult, start: float, events: EventSink) -> BoardR
     if result.ok:
         events(Event("done", result.port, "verified"))
     return result
-
-
-def render_table_rows(rows: Sequence[tuple[str, str, str]]) -> str:
-    """Plain-text side-by-side table of a mismatch."""
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'partition':<{width}}  {'profile':<22}  board"]
-    lines += [f"{name:<{width}}  {prof:<22}  {dev}" for name, prof, dev in rows]
-    return "\n".join(lines)
 
 
 # -- backups -----------------------------------------------------------------------

@@ -58,15 +58,11 @@ def test_a_named_layout_is_checked_before_the_port_opens(dead_port: str) -> None
 def test_restore_in_one_call_and_an_unreachable_board_in_the_result(
     esp32_board, raw: Path, flash_at, tmp_path: Path, dead_port: str
 ) -> None:
-    one = atflash.plan({"client_ca": raw / "client_ca" / "client_ca_00.crt"}, chip="esp32")
-    two = atflash.plan({"client_ca": raw / "client_ca" / "client_ca_01.crt"}, chip="esp32")
-    backups = tmp_path / "backups"
+    ca = atflash.plan({"client_ca": raw / "client_ca" / "client_ca_00.crt"}, chip="esp32")
     with atflash.connect(esp32_board.url) as board:
-        assert board.write(one).ok
-        before = board.read("client_ca").data
-        assert board.write(two, backup_dir=backups).ok
-    (saved,) = backups.glob("*client_ca*.bin")
-    loaded = atflash.load_backups([saved])  # checked with no board
+        before = board.read("client_ca").data  # as the firmware was flashed
+        assert board.write(ca, backup_dir=tmp_path).ok
+    loaded = atflash.load_backups(list(tmp_path.glob("*client_ca*.bin")))  # with no board
     unreachable = atflash.restore(dead_port, loaded, connect_attempts=1)
     assert not unreachable.ok and "nothing is listening" in (unreachable.error or "")
     restored = atflash.restore(esp32_board.url, loaded)
