@@ -185,3 +185,13 @@ class BoardResult:
             "set": self.credential_set,
             "unrecorded": self.unrecorded,
         }
+
+
+def bytes_text(payload: int, size: int) -> str:
+    """``612 of 8192 bytes``: the credentials and the region they fill, where they differ.
+
+    One phrase for a partition's sizes in the flow's events and the command's lines.
+    """
+    if payload and payload != size:
+        return f"{payload} of {size} bytes"
+    return f"{size} bytes"

@@ -48,7 +48,7 @@ from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import write_private
 from atflash.planning.facts import describe_image
 from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
-from atflash.results import BoardResult, PartitionResult, PartitionStatus
+from atflash.results import BoardResult, PartitionResult, PartitionStatus, bytes_text
 
 Plans = Sequence[WritePlan] | PlanResolver
 
@@ -462,7 +462,7 @@ def _write_round(
 
     def on_start(target: Target) -> None:
         started[target.name] = time.monotonic()
-        message = f"{_bytes(target)} at {target.address:#x}"
+        message = f"{bytes_text(target.payload, target.size)} at {target.address:#x}"
         for entry in entries[target.name]:
             _set(events, session.port, entry, PartitionStatus.POSSIBLY_PARTIAL, "writing", message)
 
@@ -503,15 +503,8 @@ def _verify_round(
         seconds = round(_span(target.name, started, done), 3)
         for entry in entries[target.name]:
             entry.seconds = seconds
-            message = f"{_bytes(target)} written and verified"
+            message = f"{bytes_text(target.payload, target.size)} written and verified"
             _set(events, session.port, entry, PartitionStatus.WRITTEN, "verified", message)
-
-
-def _bytes(target: Target) -> str:
-    """``612 of 8192 bytes``: the credential payload and the region it fills, where they differ."""
-    if target.payload and target.payload != target.size:
-        return f"{target.payload} of {target.size} bytes"
-    return f"{target.size} bytes"
 
 
 def _placed(

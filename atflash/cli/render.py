@@ -15,7 +15,7 @@ from atflash.content.describe import InspectReport, ItemReport
 from atflash.layout.model import Partition, Profile
 from atflash.planning.plan import PartitionImage
 from atflash.ports import PortInfo
-from atflash.results import BoardResult, PartitionResult
+from atflash.results import BoardResult, PartitionResult, bytes_text
 from atflash.run.config import BenchConfig, CheckedConfig
 
 if TYPE_CHECKING:
@@ -230,13 +230,6 @@ def _verdict_line(result: BoardResult, *, name_failed: bool = False) -> str:
         why = ", ".join(f"{p.name} {p.status}" for p in result.partitions if not p.ok)
     tail = f": {why}" if why else ""
     return f"{verdict} in {result.seconds:.1f} s{tail}"
-
-
-def bytes_text(payload: int, size: int) -> str:
-    """``612 of 8192 bytes``: the credentials and the region they fill, where they differ."""
-    if payload and payload != size:
-        return f"{payload} of {size} bytes"
-    return f"{size} bytes"
 
 
 # -- ports and bench files ---------------------------------------------------------
