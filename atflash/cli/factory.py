@@ -6,13 +6,10 @@ pool check is a rich bar on a terminal and a line per quarter otherwise.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 
 import click
 from rich.table import Table
@@ -21,18 +18,13 @@ from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import echo_json, profile_options
 from atflash.errors import EXIT_MISMATCH, InputError
-from atflash.factory.ledger import Claim, Ledger
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import Claim
+from atflash.factory.ledgers import export_claims, read_claims, release_set
 from atflash.factory.pool import check_pool, load_pool
 from atflash.layout.choice import LayoutChoice
-from atflash.output import write_outputs
 from atflash.planning.plan import PlanOptions
 
 SHOW_COLUMNS = ("set", "device", "station", "claimed (UTC)", "tries", "result", "released (UTC)")
-EXPORT_COLUMNS = (
-    "set", "device", "station", "claimed_at", "attempts", "result", "recorded_at",
-    "released_at", "image_sha256",
-)  # fmt: skip
 
 
 # -- pool ---------------------------------------------------------------------------
@@ -102,7 +94,7 @@ def ledger_show(url: str, device: str | None, since: str | None, as_json: bool) 
 
     Times are UTC; --since without a time zone is this machine's local time.
     """
-    claims = _read_claims(url, device=device, since=_parse_since(since))
+    claims = read_claims(url, device=device, since=_parse_since(since))
     if as_json:
         click.echo(json.dumps([c.to_json() for c in claims], indent=2))
         return
@@ -133,17 +125,11 @@ def ledger_export(url: str, out: str, issued: bool, as_json: bool) -> None:
 
         export_issued(url, out, as_json=as_json)
         return
-    path = Path(out)
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise InputError(f"{out}: cannot tell the format", hint="name the file .csv or .json")
-    claims = _read_claims(url)
-    data = _csv_bytes(claims) if suffix == ".csv" else _json_bytes(claims)
-    write_outputs({path: data})
+    kind, count = export_claims(url, out)
     if as_json:
-        echo_json({"output": out, "format": suffix[1:], "claims": len(claims)})
+        echo_json({"output": out, "format": kind, "claims": count})
         return
-    click.echo(f"{out}: {len(claims)} claims")
+    click.echo(f"{out}: {count} claims")
 
 
 @ledger.command("release")
@@ -162,11 +148,7 @@ def ledger_release(url: str, set_name: str, yes: bool, as_json: bool) -> None:
             f"not releasing set {set_name}: another device could then get its credentials",
             hint="rerun with --yes once the device holding it is scrapped or erased",
         )
-    store = open_ledger(url, create=False)
-    try:
-        claim = store.release(set_name)
-    finally:
-        store.close()
+    claim = release_set(url, set_name)
     if as_json:
         echo_json(claim.to_json())
         return
@@ -187,20 +169,12 @@ def ledger_reconcile(url: str, file: str, as_json: bool) -> None:
     a later run recorded that claim since. A claim released or holding
     another set is left alone and reported: exit 4. Safe to run again.
     """
-    from atflash.run.reconcile import CONFLICT, reconcile, unrecorded_in
+    from atflash.run.reconcile import conflicts, reconcile_file
 
-    boards = unrecorded_in(file)
-    if not boards:
-        if as_json:
-            click.echo("[]")
-        else:
-            click.echo(f"{file}: no unrecorded boards: nothing to do")
+    outcomes = reconcile_file(url, file)
+    if not outcomes:
+        click.echo("[]" if as_json else f"{file}: no unrecorded boards: nothing to do")
         return
-    store = open_ledger(url, create=False)
-    try:
-        outcomes = reconcile(store, boards)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps([o.to_json() for o in outcomes], indent=2))
     else:
@@ -209,23 +183,12 @@ def ledger_reconcile(url: str, file: str, as_json: bool) -> None:
             click.echo(
                 f"{o.board.device}: set {o.board.set_name} {o.board.result}: {o.action}{why}"
             )
-    conflicts = [o for o in outcomes if o.action == CONFLICT]
-    if conflicts:
+    if refused := conflicts(outcomes):
         click.echo(
-            f"atflash: {len(conflicts)} board(s) not recorded: the ledger disagrees with {file}",
+            f"atflash: {len(refused)} board(s) not recorded: the ledger disagrees with {file}",
             err=True,
         )
         sys.exit(EXIT_MISMATCH)
-
-
-def _read_claims(
-    url: str, *, device: str | None = None, since: datetime | None = None
-) -> list[Claim]:
-    store: Ledger = open_ledger(url, create=False)
-    try:
-        return store.claims(device=device, since=since)
-    finally:
-        store.close()
 
 
 def _parse_since(text: str | None) -> datetime | None:
@@ -268,21 +231,6 @@ def _aligned(rows: Sequence[Sequence[str]]) -> list[str]:
     return [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
-
-
-def _csv_bytes(claims: Sequence[Claim]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    for claim in claims:
-        row = claim.to_json()
-        row["image_sha256"] = ";".join(f"{k}={v}" for k, v in row["image_sha256"].items())
-        writer.writerow(["" if row[k] is None else row[k] for k in EXPORT_COLUMNS])
-    return buffer.getvalue().encode()
-
-
-def _json_bytes(claims: Sequence[Claim]) -> bytes:
-    return (json.dumps([c.to_json() for c in claims], indent=2) + "\n").encode()
 
 
 __all__ = ["ledger", "pool"]

@@ -1,28 +1,19 @@
 """``atflash issue crl`` and ``atflash ledger export --issued``: the certificates issued at stations.
 
-Thin: each opens the issuer or the ledger (:mod:`atflash.issue`), calls one
-function and writes its files (all or none). Neither ever shows key
+Thin: each calls :mod:`atflash.issue` (the issuer, or the export of the
+ledger's certificates) and renders; files are written all or none. Neither ever shows key
 material: the ledger holds none, and the CA key only signs.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import click
 
 from atflash.cli.app import cli
 from atflash.cli.common import echo_json
-from atflash.errors import InputError
-from atflash.issue.store import IssuedRecord, IssuedStore
 from atflash.output import write_outputs
-
-EXPORT_COLUMNS = (
-    "mac", "serial", "fingerprint", "subject", "not_before", "not_after", "station",
-    "time", "result", "superseded", "reason", "issuer",
-)  # fmt: skip
 
 
 @cli.group()
@@ -54,35 +45,18 @@ def issue_crl(issuer_file: str, ledger: str | None, out: str, days: int) -> None
 
 def export_issued(url: str, out: str, *, as_json: bool = False) -> None:
     """``ledger export --issued``: FILE.csv (one row per certificate) and FILE.pem (the bundle)."""
-    path = Path(out)
-    if path.suffix.lower() != ".csv":
-        raise InputError(f"{out}: --issued writes a CSV", hint="name the file .csv")
-    with IssuedStore(url, create=False) as store:
-        records = store.records()
-    bundle = "".join(r.certificate for r in records).encode()
-    write_outputs({path: _csv(records), path.with_suffix(".pem"): bundle})
-    live = sum(1 for r in records if r.live)
+    from atflash.issue.export import export_issued as export
+
+    done = export(url, out)
     if as_json:
         echo_json(
-            {"output": out, "bundle": str(path.with_suffix(".pem")), "certificates": len(records),
-             "live": live}
+            {"output": out, "bundle": str(done.bundle), "certificates": done.certificates,
+             "live": done.live}
         )  # fmt: skip
         return
     click.echo(
-        f"{out}: {len(records)} certificates ({live} live); {path.with_suffix('.pem')}: PEM bundle"
+        f"{out}: {done.certificates} certificates ({done.live} live); {done.bundle}: PEM bundle"
     )
-
-
-def _csv(records: list[IssuedRecord]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(EXPORT_COLUMNS)
-    for r in records:
-        writer.writerow([
-            r.device, r.serial, r.sha256, r.subject, r.not_before, r.not_after, r.station,
-            r.issued_at, r.result or "", r.superseded_at or "", r.reason or "", r.issuer,
-        ])  # fmt: skip
-    return buffer.getvalue().encode()
 
 
 __all__ = ["export_issued", "issue"]

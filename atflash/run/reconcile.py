@@ -18,6 +18,7 @@ Running it twice changes nothing the second time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -140,3 +141,20 @@ def reconcile(ledger: Ledger, boards: Iterable[Unrecorded]) -> list[Outcome]:
             ledger.record(claim, result=board.result, image_sha256=board.image_sha256)
             outcomes.append(Outcome(board, RECORDED))
     return outcomes
+
+
+def reconcile_file(url: str, path: str | Path) -> list[Outcome]:
+    """:func:`reconcile` the boards ``path`` (a log or report) marks unrecorded with the ledger
+    at ``url``; none marked: nothing to do, and the ledger is not opened."""
+    from atflash.factory.ledgers import open_ledger
+
+    boards = unrecorded_in(path)
+    if not boards:
+        return []
+    with contextlib.closing(open_ledger(url, create=False)) as store:
+        return reconcile(store, boards)
+
+
+def conflicts(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    """The outcomes a person must settle (the ledger disagrees with the record)."""
+    return [o for o in outcomes if o.action == CONFLICT]
