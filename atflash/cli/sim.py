@@ -12,7 +12,6 @@ import click
 
 from atflash.cli.app import cli
 from atflash.errors import InputError
-from atflash.layout.profiles import find_profile
 from atflash.sim.at_module import FIRMWARES, Firmware
 
 ROM_CHIPS = ("esp32", "esp32c3", "esp32c2", "esp32s2", "esp32s3", "esp32c6")
@@ -55,15 +54,12 @@ def sim_rom(
     at_customize.bin and the credential store. SIGTERM and SIGHUP stop it as
     Ctrl-C does, mock process included.
     """
-    from atflash.layout.profiles import find_profile
-    from atflash.sim.flash import board_flash
-    from atflash.sim.rom import distinct_mac, parse_mac, start_mock
+    from atflash.sim.rom import start_esp_at_board
 
-    mac = parse_mac(mac) if mac is not None else distinct_mac()
-    profile = find_profile(layout) if layout else None
-    flash = board_flash(chip, firmware, profile=profile)
     with _signals_interrupt():
-        board = start_mock(chip, pty=pty, port=tcp_port or None, mac=mac, flash=flash)
+        board = start_esp_at_board(
+            chip, firmware=firmware, layout=layout, pty=pty, port=tcp_port or None, mac=mac
+        )
         try:
             click.echo(f"mock {chip} board in download mode (MAC {board.mac}): --port {board.url}")
             what = "blank" if firmware == "blank" else f"an ESP-AT {firmware} layout"
@@ -142,17 +138,13 @@ def sim_at(chip: str, firmware: Firmware, tcp_port: int, pty: bool, mac: str | N
     factory mfg_nvs) and lives as long as this command. One TCP client at a
     time: a second one is turned away while the first is connected.
     """
-    from atflash.sim.at import AtSimulator
-    from atflash.sim.at_module import mac_for_port, normalize_mac
+    from atflash.sim.at import start_module
 
-    profile = find_profile(chip)
-    wanted_mac = normalize_mac(mac) if mac is not None else None  # refused before listening
-    module = AtSimulator(profile, firmware=firmware, mac=wanted_mac)
+    module, url = start_module(chip, firmware=firmware, tcp_port=tcp_port, mac=mac)
     try:
-        url = module.start_tcp(tcp_port)
-        module.mac = wanted_mac or mac_for_port(int(url.rsplit(":", 1)[1]))
         click.echo(
-            f"ESP-AT {firmware} {profile.name} module, MAC {module.mac}: --via at --port {url}"
+            f"ESP-AT {firmware} {module.profile.name} module, MAC {module.mac}: "
+            f"--via at --port {url}"
         )
         if pty:
             click.echo(f"  the same module on a PTY: --via at --port {module.start_pty()}")

@@ -49,6 +49,7 @@ from atflash.sim.at_module import (
     FIRMWARES,
     Firmware,
     firmware_table,
+    mac_for_port,
     normalize_mac,
     version_lines,
 )
@@ -381,3 +382,26 @@ class AtSimulator(PortLoop):
                 return FAILED  # a command 2.x firmware does not have
             return at_sysmfg.sysmfg(self.flash, self.partitions(), cmd[len("AT+SYSMFG") :])
         return FAILED
+
+
+def start_module(
+    chip: str, *, firmware: Firmware = "2.x", tcp_port: int = 0, mac: str | None = None
+) -> tuple[AtSimulator, str]:
+    """A simulated ESP-AT module listening on TCP, as ``atflash sim at`` runs it, and its URL.
+
+    ``chip`` is a chip or a built-in profile (the module's layout). Its MAC
+    is ``mac``, checked before it listens, else one made from the TCP port,
+    so that every instance differs (:func:`~atflash.sim.at_module.mac_for_port`).
+    """
+    from atflash.layout.profiles import find_profile
+
+    profile = find_profile(chip)
+    wanted = normalize_mac(mac) if mac is not None else None  # refused before listening
+    module = AtSimulator(profile, firmware=firmware, mac=wanted)
+    try:
+        url = module.start_tcp(tcp_port)
+    except BaseException:
+        module.close()
+        raise
+    module.mac = wanted or mac_for_port(int(url.rsplit(":", 1)[1]))
+    return module, url

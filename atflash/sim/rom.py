@@ -159,6 +159,31 @@ def start_mock(
     return board
 
 
+def start_esp_at_board(
+    chip: str,
+    *,
+    firmware: str = "2.x",
+    layout: str | None = None,
+    pty: bool = False,
+    port: int | None = None,
+    mac: str | None = None,
+) -> MockBoard:
+    """A mock board whose flash starts as a freshly flashed ESP-AT board's, as ``atflash sim
+    rom`` runs it.
+
+    ``firmware`` is ``2.x``, ``3.x`` or ``blank`` (:func:`atflash.sim.flash.board_flash`),
+    ``layout`` a built-in profile to lay it out as instead of the chip's
+    usual one; it reports ``mac``, else one no other mock has
+    (:func:`distinct_mac`).
+    """
+    from atflash.layout.profiles import find_profile
+    from atflash.sim.flash import board_flash
+
+    mac = parse_mac(mac) if mac is not None else distinct_mac()
+    flash = board_flash(chip, firmware, profile=find_profile(layout) if layout else None)
+    return start_mock(chip, pty=pty, port=port, mac=mac, flash=flash)
+
+
 def _mock_default_mac(registers: object, chip: str) -> str:
     raw = registers.mac_bytes_for_chip(chip)  # type: ignore[attr-defined]
     return ":".join(f"{b:02x}" for b in raw)
