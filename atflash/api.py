@@ -64,7 +64,7 @@ from atflash.offline import (
     plan,
     unpack_bin,
 )
-from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan
+from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan, check_readable
 from atflash.results import BoardResult
 
 if TYPE_CHECKING:
@@ -176,6 +176,7 @@ class Board:
         on_event: EventSink,
     ) -> None:
         self.via = backend.name
+        self._lists_partitions = backend.lists_partitions
         self._options = options
         self._on_event = on_event
         self._relay: EventSink = on_event  # where the session's own events go now
@@ -311,7 +312,11 @@ class Board:
     def read(self, partition: str, *, on_event: EventSink | None = None) -> Dump:
         """A whole partition, where the board's own table places it, as ``atflash read`` shows
         it: a 3.1+ namespace through esptool is the whole ``mfg_nvs`` holding it, over AT its
-        items as a PKI bin. Raises a :class:`~atflash.errors.DeviceError` if it cannot."""
+        items as a PKI bin. Raises a :class:`~atflash.errors.DeviceError` if it cannot, and an
+        :class:`~atflash.errors.InputError` before reading for a name none of the board's
+        layouts has (unless the firmware lists its partitions itself: ESP-AT's)."""
+        if not self._lists_partitions:
+            check_readable(partition, self._profiles)
         with _Held(self).open(self._options, self._sink(on_event)) as session:
             part, data = session.read_partition(partition, self._profiles)
         return Dump(part, data, self.port)

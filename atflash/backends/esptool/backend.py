@@ -81,7 +81,7 @@ from atflash.layout.model import (
 from atflash.layout.profiles import family
 from atflash.layout.safety import check_writable
 from atflash.planning.guard import Region, board_regions
-from atflash.planning.plan import WritePlan, check_readable
+from atflash.planning.plan import WritePlan
 
 
 class EsptoolBackend:
@@ -398,7 +398,6 @@ class EsptoolSession(Session):
         return EsptoolSession(self.board)
 
     def read_partition(self, name: str, profiles: Sequence[Profile]) -> tuple[Partition, bytes]:
-        check_readable(name, profiles)  # a name no layout has is the caller's slip, not the board's
         _title, table = self.table(profiles)
         parts = table or ()
         if name in mfgnvs.CREDENTIAL_NAMESPACES and any(p.name == MFG_NVS for p in parts):
