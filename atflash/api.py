@@ -136,9 +136,7 @@ class Dump:
         part = self.partition
         source = f"{part.name} @ {part.offset:#x}"
         try:
-            if (
-                part.name == MFG_NVS
-            ):  # a 3.1+ mfg_nvs without factory_param is damage, as write says
+            if part.name == MFG_NVS:  # without factory_param it is damage, as write says
                 mfgnvs.read_mfg_nvs(self.data, source=source)
             return inspect_bytes(self.data, source=source)
         except FormatError as exc:
