@@ -327,6 +327,22 @@ def test_restore_refuses_a_backup_that_does_not_match_its_record(
     assert missing.exit_code == 2 and "has no backup record" in missing.output
 
 
+def test_restore_of_a_board_not_reached_is_a_failed_board_not_an_error(
+    tmp_path: Path, dead_port: str
+) -> None:
+    """A sound backup, a board that does not answer: the board's result says why, exit 3."""
+    data = b"\xff" * 0x2000
+    saved = tmp_path / "240ac4000001-client_ca-20261207T100000.bin"
+    record = recovery.BackupRecord("client_ca", 0x3A000, len(data), hashlib.sha256(data).hexdigest(),
+                                   recovery.now(), "esp32", "24:0a:c4:00:00:01")  # fmt: skip
+    recovery.save(saved, data, record)
+    failed = run("restore", "--port", dead_port, *CONNECT, "--json", saved)
+    assert failed.exit_code == 3, failed.output
+    shown = json.loads(failed.stdout)
+    assert "nothing is listening" in shown["error"]
+    assert [p["status"] for p in shown["partitions"]] == ["not-started"]
+
+
 def test_restore_over_at_puts_a_pki_partition_back(raw: Path, tmp_path: Path) -> None:
     backups = tmp_path / "backups"
     with AtSimulator(find_profile("esp32")) as sim:
