@@ -309,14 +309,20 @@ def test_restore_refuses_another_boards_backup_unless_forced(
     assert on_board(board) == before
 
 
-def test_restore_refuses_a_backup_that_does_not_match_its_record(
-    tmp_path: Path, dead_port: str
-) -> None:
+def sound_backup(tmp_path: Path) -> tuple[Path, bytes]:
+    """A client_ca backup of an esp32 (erased bytes) with its record, made without a board."""
     data = b"\xff" * 0x2000
     saved = tmp_path / "240ac4000001-client_ca-20261207T100000.bin"
     record = recovery.BackupRecord("client_ca", 0x3A000, len(data), hashlib.sha256(data).hexdigest(),
                                    recovery.now(), "esp32", "24:0a:c4:00:00:01")  # fmt: skip
     recovery.save(saved, data, record)
+    return saved, data
+
+
+def test_restore_refuses_a_backup_that_does_not_match_its_record(
+    tmp_path: Path, dead_port: str
+) -> None:
+    saved, data = sound_backup(tmp_path)
     saved.write_bytes(b"\x00" + data[1:])
     changed = run("restore", "--port", dead_port, saved)
     assert changed.exit_code == 2, changed.output
@@ -331,11 +337,7 @@ def test_restore_of_a_board_not_reached_is_a_failed_board_not_an_error(
     tmp_path: Path, dead_port: str
 ) -> None:
     """A sound backup, a board that does not answer: the board's result says why, exit 3."""
-    data = b"\xff" * 0x2000
-    saved = tmp_path / "240ac4000001-client_ca-20261207T100000.bin"
-    record = recovery.BackupRecord("client_ca", 0x3A000, len(data), hashlib.sha256(data).hexdigest(),
-                                   recovery.now(), "esp32", "24:0a:c4:00:00:01")  # fmt: skip
-    recovery.save(saved, data, record)
+    saved, _data = sound_backup(tmp_path)
     failed = run("restore", "--port", dead_port, *CONNECT, "--json", saved)
     assert failed.exit_code == 3, failed.output
     shown = json.loads(failed.stdout)
