@@ -192,6 +192,9 @@ class Board:
                 if self._profiles
                 else BoardTables(None, problem=f"no known layout for chip {self.chip}")
             )
+            # The first operation runs in this session: it has read the tables, and nothing
+            # was written since. Each later one learns the flash afresh (Session.again).
+            self._first: Session | None = self._session
             self._stack = self._stack.pop_all()  # connected: stays open past this block
 
     # -- what the board said --------------------------------------------------------------
@@ -322,9 +325,9 @@ class Board:
     def read_table(
         self, *, on_event: EventSink | None = None
     ) -> tuple[str, tuple[Partition, ...] | None]:
-        """The board's credential partition table read afresh, as ``atflash partitions --port``
-        shows it: a title naming the board and where its table is, and the partitions (None:
-        blank flash). Unlike :attr:`tables`, a table that cannot be read raises a
+        """The board's credential partition table as ``atflash partitions --port`` shows it: a
+        title naming the board and where its table is, and the partitions (None: blank
+        flash). Unlike :attr:`tables`, a table that cannot be read raises a
         :class:`~atflash.errors.DeviceError`."""
         with _Held(self).open(self._options, self._sink(on_event)) as session:
             return session.table(self._profiles)
@@ -398,9 +401,10 @@ class Board:
 class _Held:
     """The backend the library's flows see for a board kept connected.
 
-    Its ``open`` opens nothing: it hands out a new session over the board's
-    connection (:meth:`~atflash.backends.base.Session.again`), with the
-    session's own events routed to the operation's sink meanwhile.
+    Its ``open`` opens nothing: it hands out the session that connected (to
+    the first operation) or a new one over the board's connection
+    (:meth:`~atflash.backends.base.Session.again`), with the session's own
+    events routed to the operation's sink meanwhile.
     """
 
     def __init__(self, board: Board) -> None:
@@ -413,8 +417,9 @@ class _Held:
         if board._session is None:
             raise InputError(f"{board.port}: the board was closed", hint="connect to it again")
         previous, board._relay = board._relay, events
+        session, board._first = board._first or board._session.again(), None
         try:
-            yield board._session.again()
+            yield session
         finally:
             board._relay = previous
 
