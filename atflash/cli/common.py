@@ -11,8 +11,7 @@ import click
 
 from atflash.errors import InputError
 from atflash.files import expand
-from atflash.layout.choice import LayoutChoice
-from atflash.layout.model import MFG_NVS, Profile
+from atflash.layout.model import MFG_NVS
 from atflash.planning.plan import PartitionRequest
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -34,11 +33,6 @@ def profile_options(func: F) -> F:
         "Boards reached through esptool are detected when none is given (auto).",
     )(func)
     return func
-
-
-def resolve_profile(chip: str | None, profile_path: str | None) -> Profile:
-    """The one profile --chip or --profile names (see :meth:`LayoutChoice.one`)."""
-    return LayoutChoice.of(chip, profile_path).one()
 
 
 def parse_groups(tokens: Sequence[str], partition_names: Collection[str]) -> list[PartitionRequest]:

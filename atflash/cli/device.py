@@ -29,10 +29,10 @@ from atflash.cli.common import (
     no_key_type_check_option,
     no_pair_check_option,
     profile_options,
-    resolve_profile,
 )
 from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.files import expand
+from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Partition
 from atflash.ports import list_ports
 from atflash.run.config import BenchConfig, check_outputs, load_config
@@ -309,7 +309,7 @@ def partitions(
     """Show a profile's partition table, or a board's own (with --port)."""
     backend, link = link_settings(ctx, params)
     if port is None:
-        profile = resolve_profile(chip, profile_path)
+        profile = LayoutChoice.of(chip, profile_path).one()
         title = render.profile_title(profile)
         table: tuple[Partition, ...] | None = profile.partitions
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import textwrap
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,8 +17,6 @@ from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import json_option
 from atflash.cli.live import RESULT_STYLE, STATUS_STYLE
-from atflash.errors import InputError
-from atflash.planning.manifest import normalize_mac
 from atflash.run import audit
 
 
@@ -48,9 +45,8 @@ def show(file: str, mac: str | None, since: str | None, as_json: bool) -> None:
     fingerprint, its serial number and expiry. The log is read one line at
     a time, however long it is.
     """
-    wanted_mac = _mac(mac) if mac else None
-    start = _since(since) if since else None
-    chosen = (r for r in _records(file) if _matches(r, wanted_mac, start))
+    wanted = audit.RecordFilter.of(mac=mac, since=since)
+    chosen = (r for r in _records(file) if wanted.matches(r))
     if as_json:
         _stream_json(chosen)
         return
@@ -62,7 +58,7 @@ def show(file: str, mac: str | None, since: str | None, as_json: bool) -> None:
     if count:
         click.echo(f"{count} record(s)")  # the file is the table's title
     else:
-        click.echo(f"{file}: no records" + (" for this board" if wanted_mac else ""))
+        click.echo(f"{file}: no records" + (" for this board" if wanted.mac else ""))
 
 
 # Records drawn per table: the rows of a long history are printed as they are read,
@@ -98,37 +94,6 @@ def _stream_json(records: Iterable[dict[str, Any]]) -> None:
         click.echo(("[\n" if first else ",\n") + text, nl=False)
         first = False
     click.echo("[]" if first else "\n]")
-
-
-def _mac(text: str) -> str:
-    found = normalize_mac(text)
-    if found is None:
-        raise InputError(
-            f"--mac {text!r} is not a MAC address", hint="write e.g. 24:0a:c4:00:00:01"
-        )
-    return found
-
-
-def _since(text: str) -> datetime.datetime:
-    try:
-        when = datetime.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise InputError(
-            f"--since {text!r} is not a date", hint="write e.g. 2025-01-31 or 2025-01-31T14:00"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
-
-
-def _matches(record: dict[str, Any], mac: str | None, since: datetime.datetime | None) -> bool:
-    if mac is not None and record.get("mac") != mac:
-        return False
-    if since is None:
-        return True
-    try:
-        when = datetime.datetime.fromisoformat(str(record.get("time")))
-    except ValueError:
-        return False
-    return (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)) >= since
 
 
 def history_table(

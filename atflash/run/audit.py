@@ -1,7 +1,8 @@
 """The append-only provisioning log: one record per board and run.
 
 What each image holds (its items' public facts, never key bytes) is on the
-board's result already (:mod:`atflash.planning.facts`). The log is JSON lines, one record per board and run: the board's
+board's result already (:mod:`atflash.planning.facts`). The log is JSON
+lines, one record per board and run: the board's
 :meth:`~atflash.results.BoardResult.to_json` record plus who, where and
 with what (time, action, station, host, atflash and esptool versions).
 It is only ever appended to, under an exclusive lock where the platform
@@ -23,7 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from atflash import __version__
-from atflash.errors import FileInputError, one_line
+from atflash.errors import FileInputError, InputError, one_line
+from atflash.planning.manifest import normalize_mac
 from atflash.results import BoardResult
 
 LOG_FORMAT = "atflash-log"
@@ -271,3 +273,46 @@ def stamp_path(path: str, when: datetime.datetime | None = None) -> str:
     return path.replace("{date}", when.strftime("%Y-%m-%d")).replace(
         "{time}", when.strftime("%H%M%S")
     )
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Which log records to show: one board's (by MAC), from a moment on, or all."""
+
+    mac: str | None = None  # normalized, as records hold it
+    since: datetime.datetime | None = None  # aware (UTC when none was given)
+
+    @classmethod
+    def of(cls, *, mac: str | None = None, since: str | None = None) -> RecordFilter:
+        """From ``--mac`` (any spelling of a MAC) and ``--since`` (an ISO date or time)."""
+        found = None
+        if mac:
+            found = normalize_mac(mac)
+            if found is None:
+                raise InputError(
+                    f"--mac {mac!r} is not a MAC address", hint="write e.g. 24:0a:c4:00:00:01"
+                )
+        start = None
+        if since:
+            try:
+                start = _aware(datetime.datetime.fromisoformat(since.strip()))
+            except ValueError:
+                raise InputError(
+                    f"--since {since!r} is not a date",
+                    hint="write e.g. 2025-01-31 or 2025-01-31T14:00",
+                ) from None
+        return cls(found, start)
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if self.mac is not None and record.get("mac") != self.mac:
+            return False
+        if self.since is None:
+            return True
+        try:
+            return _aware(datetime.datetime.fromisoformat(str(record.get("time")))) >= self.since
+        except ValueError:
+            return False
+
+
+def _aware(when: datetime.datetime) -> datetime.datetime:
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)

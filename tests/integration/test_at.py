@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import atflash
 from atflash.backends.at.backend import AtBackend
 from atflash.backends.at.client import AtClient, AtConnectOptions
 from atflash.backends.base import (
     WriteOptions,
-    read_partition,
-    read_table,
     verify_board,
     write_board,
 )
@@ -372,19 +371,23 @@ def test_verify_match_then_differs(sim: AtSimulator, transport: str) -> None:
 
 def test_read_table_and_partition(sim: AtSimulator) -> None:
     url = sim.start_tcp()
-    title, table = read_table(AtBackend(), AtConnectOptions(url), [])
+    with atflash.connect(url, via="at") as board:
+        title, table = board.read_table()
     assert "AT version:2." in title
     assert table == find_profile("esp32").partitions
     sim.load("mqtt_ca", b"\xf1\xf1abc")
-    part, data = read_partition(AtBackend(), AtConnectOptions(url, chunk_size=512), "mqtt_ca", [])
-    assert part.name == "mqtt_ca" and data == pki.pad(b"\xf1\xf1abc", part.size)
-    with pytest.raises(FirmwareError, match="no partition 'nope' in the module"):
-        read_partition(AtBackend(), AtConnectOptions(url), "nope", [])
+    with atflash.connect(url, via="at", chunk_size=512) as board:
+        dump = board.read("mqtt_ca")
+        assert dump.partition.name == "mqtt_ca"
+        assert dump.data == pki.pad(b"\xf1\xf1abc", dump.partition.size)
+        with pytest.raises(FirmwareError, match="no partition 'nope' in the module"):
+            board.read("nope")
 
 
 def test_bare_decimal_table_style() -> None:
     with AtSimulator(find_profile("esp32c3"), table_style="bare-decimal") as sim:
-        _title, table = read_table(AtBackend(), AtConnectOptions(sim.start_tcp()), [])
+        with atflash.connect(sim.start_tcp(), via="at") as board:
+            _title, table = board.read_table()
         assert table == find_profile("esp32c3").partitions
 
 
