@@ -1,11 +1,12 @@
 """Print atflash's import arrows between folders, read from the source with ``ast``.
 
 A node is a folder of the package (``backends/``) or a top-level module
-(``batch.py``). An arrow A -> B means some module in A imports from B, at
-at run time (inside a function: marked ``(lazy)``) or only for type
+(``api.py``). An arrow A -> B means some module in A imports from B, at
+run time (inside a function: marked ``(lazy)``) or only for type
 checking (``if TYPE_CHECKING:``, marked ``(t)``).
-An arrow that is part of a cycle runs back up: it is printed with the
-imports behind it. Used for docs/architecture.md:
+An arrow from a lower layer (``LAYERS``) to a higher one runs back up: it
+is printed with the imports behind it. Used for docs/architecture.md, and
+by tests/unit/test_architecture.py, which keeps the count at zero:
 
     python docs/import_arrows.py
 """
@@ -135,11 +136,17 @@ def in_cycle(arrows: dict[tuple[str, str], set[str]]) -> set[tuple[str, str]]:
     return {(a, b) for a, b in arrows if reaches(b, a)}
 
 
+def back_up(arrows: dict[tuple[str, str], set[str]]) -> list[tuple[str, str]]:
+    """The arrows from a lower layer to a higher one."""
+    return sorted((a, b) for a, b in arrows if LAYER[b] > LAYER[a])
+
+
 def main() -> int:
     modules, arrows = graph()
     print("## Modules\n")
     for node in sorted(modules):
-        print(f"{node:16} {', '.join(sorted(Path(m).name for m in modules[node]))}")
+        inside = sorted(str(Path(m).relative_to(node)) if "/" in node else m for m in modules[node])
+        print(f"{node:16} {', '.join(inside)}")
     print("\n## Arrows between folders and top-level modules\n")
     for a in sorted(modules):
         dests = sorted(b for x, b in arrows if x == a)
@@ -149,7 +156,7 @@ def main() -> int:
     if unplaced:
         print(f"\nnot in LAYERS: {', '.join(unplaced)}")
         return 1
-    back = sorted((a, b) for a, b in arrows if LAYER[b] > LAYER[a])
+    back = back_up(arrows)
     print(f"\n## Arrows that run back up ({len(back)})\n")
     for a, b in back:
         print(f"{a} -> {b}:")
