@@ -41,7 +41,7 @@ from atflash.planning.plan import (
 
 if TYPE_CHECKING:
     from atflash.content.pki import PkiItem
-    from atflash.factory.devices import BuildSummary
+    from atflash.factory.device_builds import BuildSummary
     from atflash.factory.images import FactoryImage, NvsBase, PatchedImage
 
 # One credential: a path, or its bytes (a Blob names them yourself).

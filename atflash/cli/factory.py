@@ -18,8 +18,8 @@ from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.common import echo_json, profile_options
 from atflash.errors import EXIT_MISMATCH, InputError
-from atflash.factory.ledger import Claim
-from atflash.factory.ledgers import export_claims, read_claims, release_set
+from atflash.factory.ledger import export_claims, read_claims, release_set
+from atflash.factory.ledger_store import Claim
 from atflash.factory.pool import check_pool, load_pool
 from atflash.layout.choice import LayoutChoice
 from atflash.planning.plan import PlanOptions

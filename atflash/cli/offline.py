@@ -29,7 +29,7 @@ from atflash.planning.plan import PartitionImage, PlanOptions
 
 if TYPE_CHECKING:
     from atflash.factory.buildrun import BuildOptions
-    from atflash.factory.devices import BuildSummary
+    from atflash.factory.device_builds import BuildSummary
     from atflash.factory.images import PatchedImage
     from atflash.offline import BuiltImages, UnpackedItem
 

@@ -11,8 +11,8 @@ Pure library code: nothing here prints or imports click.
 from __future__ import annotations
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolError, PoolExhaustedError
-from atflash.factory.ledger import Claim, Ledger
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
+from atflash.factory.ledger_store import Claim, Ledger
 from atflash.factory.pool import CredentialSet, Pool, check_pool, load_pool, plans_for_set
 from atflash.factory.resolve import PoolResolver, default_station, pool_resolver
 

@@ -5,9 +5,9 @@
 manifest's or pool's devices, or an issuer's), refusing options that do not
 go together. :func:`prepare_devices` checks what every device shares (a layout, or a
 factory image with ``--image``; the base of a 3.1+ ``mfg_nvs``) and makes
-the :class:`~atflash.factory.devices.BuildSpec`, before any device is
+the :class:`~atflash.factory.device_builds.BuildSpec`, before any device is
 read; :func:`build_listed` then builds the devices of a manifest or a pool
-(:func:`atflash.factory.devices.build_devices`). An issuer's devices
+(:func:`atflash.factory.device_builds.build_devices`). An issuer's devices
 (``build --issue``) take the same spec (:mod:`atflash.issue.offline`).
 Nothing prints: what a damaged image lost comes back as ``warnings``.
 """
@@ -22,7 +22,7 @@ from typing import Literal
 from atflash.content import mfgnvs
 from atflash.errors import InputError
 from atflash.factory import images
-from atflash.factory.devices import (
+from atflash.factory.device_builds import (
     BuildSpec,
     BuildSummary,
     ProgressCallback,

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError, redact
-from atflash.factory.ledger import (
+from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
     EVENTS_TABLE,
@@ -160,7 +160,7 @@ class PostgresDatabase:
 
 
 class PostgresLedger:
-    """A :class:`~atflash.factory.ledger.Ledger` in a PostgreSQL database, tables made on first open."""
+    """A :class:`~atflash.factory.ledger_store.Ledger` in a PostgreSQL database, tables made on first open."""
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self._database = PostgresDatabase(url)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
-from atflash.factory.ledger import (
+from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
     EVENTS_TABLE,
@@ -200,7 +200,7 @@ def _locked_hint(exc: BaseException) -> str | None:
 
 
 class SqliteLedger:
-    """A :class:`~atflash.factory.ledger.Ledger` in one SQLite file, created on first open."""
+    """A :class:`~atflash.factory.ledger_store.Ledger` in one SQLite file, created on first open."""
 
     def __init__(
         self, path: Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT

@@ -25,8 +25,8 @@ from typing import Any
 
 from atflash.errors import DeviceError
 from atflash.factory.errors import SetChangedError
-from atflash.factory.ledger import Claim, Ledger, RunId, identity_changes
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
+from atflash.factory.ledger_store import Claim, Ledger, RunId, identity_changes
 from atflash.factory.pool import (
     Pool,
     ProgressCallback,

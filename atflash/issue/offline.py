@@ -2,7 +2,7 @@
 
 Each MAC of the list gets a certificate issued (recorded in the ledger), and
 its images are built as ``build --manifest`` builds them
-(:func:`atflash.factory.devices.build_devices`): all or nothing, keys 0600,
+(:func:`atflash.factory.device_builds.build_devices`): all or nothing, keys 0600,
 ``OUT/index.csv``. If the build is refused, every certificate this run
 issued is recorded as failed (superseded, so in the CRL) and nothing is
 placed. Resumable: a MAC already in ``OUT/index.csv`` whose certificate in
@@ -20,7 +20,7 @@ from typing import Any
 
 from atflash.errors import InputError
 from atflash.factory.buildrun import DeviceRun
-from atflash.factory.devices import (
+from atflash.factory.device_builds import (
     BuildSpec,
     BuildSummary,
     ProgressCallback,

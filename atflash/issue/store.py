@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from atflash.factory.errors import LedgerError, redact
+from atflash.factory.ledger import ledger_kind, sqlite_path
 from atflash.factory.ledger_pg import PostgresDatabase
 from atflash.factory.ledger_sqlite import SqliteFile
-from atflash.factory.ledgers import ledger_kind, sqlite_path
 
 _SCHEMA_LOCK = 0x617466_697373  # "atfiss": serialises table creation in PostgreSQL
 # A ledger file that is not there, for a command that only reads it (ledger export --issued).

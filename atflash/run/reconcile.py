@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from atflash.errors import FileInputError
-from atflash.factory.ledger import RESULTS, Ledger
+from atflash.factory.ledger_store import RESULTS, Ledger
 from atflash.run import audit
 from atflash.run.report import load_report
 
@@ -146,7 +146,7 @@ def reconcile(ledger: Ledger, boards: Iterable[Unrecorded]) -> list[Outcome]:
 def reconcile_file(url: str, path: str | Path) -> list[Outcome]:
     """:func:`reconcile` the boards ``path`` (a log or report) marks unrecorded with the ledger
     at ``url``; none marked: nothing to do, and the ledger is not opened."""
-    from atflash.factory.ledgers import open_ledger
+    from atflash.factory.ledger import open_ledger
 
     boards = unrecorded_in(path)
     if not boards:

@@ -7,7 +7,7 @@ and the slots that need attention. The same thread reads every station's
 heartbeat and, from the ledger, today's results per station and its
 failures, and hands that to the station's page as ``line``.
 
-Only reads of the ledger (:meth:`~atflash.factory.ledger.Ledger.claims`);
+Only reads of the ledger (:meth:`~atflash.factory.ledger_store.Ledger.claims`);
 the heartbeat table is this module's own.
 """
 
@@ -116,7 +116,7 @@ class LineWatch:
     def _beat(self) -> dict[str, Any]:
         import psycopg
 
-        from atflash.factory.ledgers import open_ledger
+        from atflash.factory.ledger import open_ledger
 
         state = heartbeat_state(self.station.snapshot())
         with psycopg.connect(self.ledger, connect_timeout=5) as conn, conn.cursor() as cur:

@@ -19,7 +19,7 @@ from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run

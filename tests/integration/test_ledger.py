@@ -23,8 +23,8 @@ import pytest
 from atflash.backends.esptool.flasher import ConnectOptions
 from atflash.errors import EXIT_USER_ERROR, DeviceError, InputError
 from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
-from atflash.factory.ledger import SCHEMA_VERSION
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
+from atflash.factory.ledger_store import SCHEMA_VERSION
 from atflash.factory.pool import load_pool
 from atflash.factory.resolve import PoolResolver, pool_resolver
 from atflash.layout.profiles import find_profile
@@ -309,7 +309,7 @@ def test_a_postgres_error_never_shows_the_password() -> None:
 STATION = r"""
 import json, sys
 from atflash.factory.errors import DeviceBusyError
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
 print("ready", flush=True)
 def claim(ledger, job, device):
     # With "runs", each station is a run of its own writing the device ("busy" if another is).
@@ -445,7 +445,7 @@ def test_one_device_claimed_by_every_station_at_once_gets_one_set(ledger_url: st
 STOPPABLE = r"""
 import sys
 from atflash.factory import ledger_pg
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
 original = ledger_pg.PostgresLedger._claim_once
 def held_open(self, *args):
     claim = original(self, *args)
@@ -547,7 +547,7 @@ def test_one_mac_written_by_every_station_at_once_is_one_stations_and_the_others
 STOPPABLE_SQLITE = r"""
 import sys
 from atflash.factory import ledger_sqlite
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
 original = ledger_sqlite.first_free
 def held_open(sets, taken):
     print("inside", flush=True)

@@ -33,8 +33,8 @@ from click.testing import CliRunner, Result
 
 from atflash.cli import cli
 from atflash.errors import EXIT_DEVICE_ERROR, EXIT_MISMATCH, EXIT_USER_ERROR
-from atflash.factory.ledger import Claim
-from atflash.factory.ledgers import open_ledger
+from atflash.factory.ledger import open_ledger
+from atflash.factory.ledger_store import Claim
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, distinct_mac
 from tools.strictrom import start_strict

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from atflash.content import pki
-from atflash.factory.devices import safe_name
+from atflash.factory.device_builds import safe_name
 from atflash.issue.store import IssuedStore
 from tests.support.cli import run
 from tools.issuing import make_ca, openssl_verify

@@ -217,7 +217,7 @@ def test_a_pool_gives_each_board_a_set_and_the_ledger_records_it(
 ) -> None:
     """The pool's resolver is the station's plan_for; each result goes into the ledger."""
     from atflash.factory import pool_resolver
-    from atflash.factory.ledgers import open_ledger
+    from atflash.factory.ledger import open_ledger
     from atflash.layout.profiles import family
 
     rig = SlotRig()

@@ -115,7 +115,7 @@ look();
 def test_the_page_shows_a_slot_go_from_working_to_ok(
     browser, postgres_server, tmp_path: Path
 ) -> None:
-    from atflash.factory.ledgers import open_ledger
+    from atflash.factory.ledger import open_ledger
 
     rigs = [SlotRig() for _ in range(4)]
     release = threading.Event()

@@ -13,7 +13,7 @@ from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import FormatError, InputError, ManifestError, ProfileError
 from atflash.factory import devices as per_device
-from atflash.factory.devices import (
+from atflash.factory.device_builds import (
     BuildSpec,
     DeviceBuildError,
     IndexRow,
