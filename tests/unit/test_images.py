@@ -12,7 +12,7 @@ import pytest
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
 from atflash.errors import FormatError, InputError, ManifestError, ProfileError
-from atflash.factory import devices as per_device
+from atflash.factory import device_builds as per_device
 from atflash.factory.device_builds import (
     BuildSpec,
     DeviceBuildError,
