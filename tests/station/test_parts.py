@@ -198,7 +198,7 @@ def test_the_station_takes_a_batchs_credential_sources(tmp_path, small_pool) -> 
     bare = _bench(tmp_path, 'chip = "esp32"\n')
     pooled = {**params, "pool": str(small_pool), "ledger": str(tmp_path / "l.sqlite")}
     assert isinstance(plan_source(_settings(bare, pooled)), PoolResolver)
-    with pytest.raises(InputError, match="no \\[partitions\\] or manifest"):
+    with pytest.raises(InputError, match="\\[partitions\\] or --manifest"):
         plan_source(_settings(fixed, pooled))
     with pytest.raises(InputError, match="go with --pool"):
         plan_source(_settings(fixed, {**params, "ledger": "x.sqlite"}))
