@@ -9,9 +9,7 @@ ends with the counts: exit 0, or 130/143 as a stopped batch does.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-import threading
 from typing import Any
 
 import click
@@ -20,6 +18,7 @@ from atflash.cli import term
 from atflash.cli.app import cli
 from atflash.cli.batchopts import shared_option
 from atflash.errors import InputError
+from atflash.results import BoardResult
 from atflash.run.config import BenchConfig, load_config
 from atflash.run.spec import RunSpec, merge
 from atflash.run.workers import stop_on_signals
@@ -78,49 +77,32 @@ from atflash.run.workers import stop_on_signals
 )
 def station_command(**params: Any) -> None:
     """Run a station until stopped: boards plugged into its slots are provisioned once and counted."""
-    from atflash.station import Station, StationOptions
-    from atflash.station.slots import parse_slots
-    from atflash.station.sources import plan_source
+    from atflash.station import StationOptions
+    from atflash.station.sources import open_station
     from atflash.station.terminal import TerminalView
 
     web = _web_address(params["web"], params["web_token"])  # refused before anything else
     config = load_config(params["config_path"])
-    settings = _settings(config, params)
-    specs = parse_slots(list(config.slots or config.ports or ()), source=config.source)
-    view: TerminalView | None = None
-    level = term.verbosity()
-    live = level != term.Verbosity.QUIET and term.is_terminal(sys.stderr)
-    with contextlib.ExitStack() as held:  # closed in reverse: the line, the page, the issuer
-        source = plan_source(settings)
-        issuer = getattr(source, "issuer", None)
-        if issuer is not None:
-            held.callback(issuer.close)  # the CA key or the token session: not held past here
-        station = Station(
-            specs,
-            source,
-            via=settings.via,
-            link=settings.link,
-            write_options=settings.write_options,
-            name=settings.station,
-            log=settings.log,
-            report=settings.report,
-            options=StationOptions(poll=params["poll"], gone_after=params["gone_after"]),
-            on_result=lambda slot, result: view.on_result(slot, result) if view else None,
-        )
-        if web is not None:
-            from atflash.station.web import serve
+    views: list[TerminalView] = []  # the tiles, once the station they show exists
 
-            server = serve(station, web[0], web[1], token=params["web_token"])
-            held.callback(server.close)
-            click.echo(f"atflash station: page at {server.url}", err=True)
-        if settings.ledger and settings.ledger.startswith(("postgresql://", "postgres://")):
-            from atflash.station.line import LineWatch
+    def shown(slot: str, result: BoardResult) -> None:
+        for view in views:
+            view.on_result(slot, result)
 
-            watch = LineWatch(station, settings.ledger, threading.Event())  # heartbeats, the line
-            watch.start()
-            held.callback(watch.stop)
-        view = TerminalView(station, live=live, bell=params["bell"])
-        with stop_on_signals() as stop, view:
+    with open_station(
+        config,
+        _settings(config, params),
+        options=StationOptions(poll=params["poll"], gone_after=params["gone_after"]),
+        web=web,
+        web_token=params["web_token"],
+        on_result=shown,
+    ) as opened:
+        station = opened.station
+        if opened.page:
+            click.echo(f"atflash station: page at {opened.page}", err=True)
+        live = term.verbosity() != term.Verbosity.QUIET and term.is_terminal(sys.stderr)
+        views.append(TerminalView(station, live=live, bell=params["bell"]))
+        with stop_on_signals() as stop, views[0]:
             outcome = station.run(stop)
     counts = outcome.counts
     yield_text = f"{counts['yield']}%" if counts["yield"] is not None else "-"

@@ -15,13 +15,19 @@ and takes each result (``on_result``) and the end of the run (``finish``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from atflash.planning.plan import BoardIdentity, WritePlan
+from atflash.results import BoardResult
+from atflash.run.config import BenchConfig
 from atflash.run.runner import open_sources
 from atflash.run.spec import RunSpec
+from atflash.station.loop import Station, StationOptions
+from atflash.station.slots import parse_slots
 
 
 @dataclass(frozen=True)
@@ -47,3 +53,61 @@ def plan_source(spec: RunSpec) -> Any:
     if sources.checked is not None and sources.checked.resolver is None:
         return FixedPlans(tuple(sources.checked.plans))
     return sources.plan_for
+
+
+@dataclass(frozen=True)
+class OpenStation:
+    """A station ready to run, and the address of its page if it serves one."""
+
+    station: Station
+    page: str | None = None
+
+
+@contextlib.contextmanager
+def open_station(
+    config: BenchConfig,
+    spec: RunSpec,
+    *,
+    options: StationOptions | None = None,
+    web: tuple[str, int] | None = None,
+    web_token: str | None = None,
+    on_result: Callable[[str, BoardResult], None] | None = None,
+) -> Iterator[OpenStation]:
+    """The station a bench file describes: its slots, its credentials checked, before any board.
+
+    With ``web`` (host, port) the live page is served; with a PostgreSQL
+    ledger the station joins its line (heartbeats). Everything is closed in
+    reverse when the block ends: the line, the page, an issuer's CA key.
+    """
+    slots = parse_slots(list(config.slots or config.ports or ()), source=config.source)
+    with contextlib.ExitStack() as held:
+        source = plan_source(spec)
+        issuer = getattr(source, "issuer", None)
+        if issuer is not None:
+            held.callback(issuer.close)  # the CA key or the token session: not held past here
+        station = Station(
+            slots,
+            source,
+            via=spec.via,
+            link=spec.link,
+            write_options=spec.write_options,
+            name=spec.station,
+            log=spec.log,
+            report=spec.report,
+            options=options,
+            on_result=on_result,
+        )
+        page = None
+        if web is not None:
+            from atflash.station.web import serve
+
+            server = serve(station, web[0], web[1], token=web_token)
+            held.callback(server.close)
+            page = server.url
+        if spec.ledger and spec.ledger.startswith(("postgresql://", "postgres://")):
+            from atflash.station.line import LineWatch
+
+            watch = LineWatch(station, spec.ledger, threading.Event())  # heartbeats, the line
+            watch.start()
+            held.callback(watch.stop)
+        yield OpenStation(station, page)
