@@ -46,7 +46,6 @@ from atflash.errors import (
 from atflash.events import Event, EventSink, ignore
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.output import write_private
-from atflash.planning.facts import describe_image
 from atflash.planning.plan import BoardIdentity, PartitionImage, PlanResolver, WritePlan
 from atflash.results import BoardResult, PartitionResult, PartitionStatus, bytes_text
 
@@ -596,7 +595,7 @@ def _planned(image: PartitionImage, plan: WritePlan) -> PartitionResult:
         bin_size=image.payload,
         sha256=hashlib.sha256(data).hexdigest(),
         sources=list(image.sources),
-        items=describe_image(image),  # the audit facts travel with the result
+        items=[dict(item) for item in image.facts],  # the audit facts travel with the result
     )
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import cast
+from functools import cached_property
+from typing import Any, cast
 
 from atflash.content import checks, mfgnvs, nvs, pairing, pki
 from atflash.content.secret import is_secret
@@ -77,6 +78,20 @@ class PartitionImage:
     @property
     def address(self) -> int:
         return self.partition.offset
+
+    @cached_property
+    def facts(self) -> tuple[dict[str, Any], ...]:
+        """Each item's public facts (:func:`atflash.planning.facts.describe_image`), once."""
+        from atflash.planning.facts import describe_image
+
+        return tuple(describe_image(self))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worked out here, where the image was built and its keys were checked (so
+        # cheaply: see atflash.content.passed), before the image travels to a worker,
+        # which would otherwise check every key again only to describe it.
+        _ = self.facts
+        return self.__dict__
 
     @property
     def secret(self) -> bool:

@@ -73,3 +73,22 @@ def test_an_mfg_nvs_namespace_is_described_value_by_value(raw: Path) -> None:
     )
     (item,) = describe_image(plan.images[0])
     assert (item["type"], item["id"], item["kind"]) == ("cert", 0, "certificate")
+
+
+def test_an_image_sent_to_a_worker_carries_its_facts(monkeypatch) -> None:
+    """Made where the plan was built: a worker never parses and checks every key again for them."""
+    import pickle
+
+    from atflash.backends.base import new_result
+    from atflash.planning import facts
+
+    plan = pairs_plan()
+    sent = pickle.loads(pickle.dumps(plan))
+
+    def not_again(_image):  # pragma: no cover - only runs if the facts did not travel
+        raise AssertionError("described again in the worker")
+
+    monkeypatch.setattr(facts, "describe_image", not_again)
+    result = new_result("/dev/ttyUSB0", sent)
+    assert [p.items for p in result.partitions] == [list(i.facts) for i in plan.images]
+    assert result.partitions[1].items[0]["kind"] == "private key"
