@@ -67,7 +67,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
@@ -481,6 +481,7 @@ class _Running:
     attempt: int
     started: float
     statuses: dict[str, PartitionStatus] = field(default_factory=dict)  # last known, by partition
+    given: tuple[WritePlan, ...] = ()  # the plans the parent made for it (FromParent)
     ended_by: str | None = None  # why the parent ended the worker, if it did
     interrupted: bool = False  # ended because the batch was stopped
 
@@ -618,6 +619,7 @@ class _Batch:
                     identity.port, "the batch has no plan_for to make this board's plan"
                 )
             answer = list(self.options.plan_for(identity))
+            run.given = tuple(answer)
         except Exception as exc:  # the caller's function: any failure fails this board only
             answer = _Refusal.of(exc, identity.port)
         with contextlib.suppress(OSError):  # a worker gone meanwhile: its exit is handled next
@@ -679,7 +681,7 @@ class _Batch:
     def _lost(self, index: int, run: _Running, why: str) -> BoardResult:
         """A failed result for an attempt whose worker said nothing more, built from its events."""
         job = self.jobs[index]
-        result = new_result(job.port, _single_plan(job))
+        result = new_result(job.port, _single_plan(job) or plan_seen(run.given, run.statuses))
         result.mark_lost(f"{job.port}: {why}", run.statuses)
         result.interrupted = run.interrupted or self.stop.requested
         self.events(Event("interrupted" if result.interrupted else "failed", job.port, why))
@@ -708,6 +710,13 @@ def _single_plan(job: BoardJob) -> WritePlan | None:
     """The job's plan when it has exactly one (a result can then list its partitions)."""
     fixed = None if callable(job.plans) else job.plans
     return fixed[0] if fixed else None  # the chip's usual layout: names the partitions
+
+
+def plan_seen(plans: Sequence[WritePlan], statuses: Mapping[str, Any]) -> WritePlan | None:
+    """Among the plans a board was given, the one its events name partitions of (its partitions
+    can then be listed in the last state seen, when the worker ended without a result)."""
+    seen = set(statuses)
+    return next((p for p in plans if seen <= {i.partition.name for i in p.images}), None)
 
 
 def _stop(proc: Any) -> None:

@@ -59,6 +59,7 @@ from atflash.run.workers import (
     BoardJob,
     FromParent,
     StopRequest,
+    plan_seen,
     run_batch,
     warm_up,
 )
@@ -525,8 +526,7 @@ def _lost_partitions(result: BoardResult, work: _Work) -> None:
     """A board whose worker ended without a result (interrupted, killed): its partitions
     from the plan it was given, each in the last state its events showed (as a batch does
     for a board whose one plan it knows)."""
-    seen = set(work.statuses)
-    plan = next((p for p in work.given if seen <= {i.partition.name for i in p.images}), None)
+    plan = plan_seen(work.given, work.statuses)
     if plan is not None and result.error is not None:
         result.partitions = new_result(result.port, plan).partitions
         result.mark_lost(result.error, work.statuses)

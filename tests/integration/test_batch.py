@@ -23,10 +23,10 @@ from atflash.content import pki
 from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.events import Event, EventSink
 from atflash.layout.profiles import find_profile
-from atflash.planning.plan import PartitionRequest, build_plan
+from atflash.planning.plan import BoardIdentity, PartitionRequest, build_plan
 from atflash.ports import PortFilter
 from atflash.results import BoardResult, PartitionStatus
-from atflash.run.workers import START_METHOD_ENV, BatchOptions, BoardJob, run_batch
+from atflash.run.workers import START_METHOD_ENV, BatchOptions, BoardJob, FromParent, run_batch
 from atflash.sim.rom import MockBoard
 from tests.support.cli import run
 from tools.line import UartLine
@@ -292,6 +292,35 @@ def test_a_worker_that_dies_hangs_or_raises_is_a_failed_result(
     if status is not None:
         assert result.partitions[0].status == status
         assert seen[-1].kind == "failed"
+
+
+def _asks_then_dies(job: BoardJob, events: EventSink) -> BoardResult:
+    plans = job.plans.with_claims(job.claims)  # type: ignore[union-attr]
+    plans(BoardIdentity(job.port, chip="esp32", mac="24:0a:c4:00:00:01"))  # made in the parent
+    return _dies(job, events)
+
+
+def test_a_board_lost_after_the_parent_made_its_plan_lists_that_plans_partitions(
+    raw: Path,
+) -> None:
+    """FromParent: the parent knows the plan it gave, so the lost board's record names its
+    partitions, each in the last state its events showed (as for a fixed plan)."""
+    plan = build_plan(
+        find_profile("esp32"),
+        [
+            PartitionRequest("client_ca", (str(raw / "client_ca" / "client_ca_00.crt"),)),
+            PartitionRequest("client_cert", (str(raw / "client_cert" / "client_cert_00.crt"),)),
+        ],
+    )
+    job = BoardJob("socket://127.0.0.1:9", ConnectOptions("socket://127.0.0.1:9"), FromParent())
+    options = BatchOptions(plan_for=lambda _identity: [plan])
+    (result,) = run_batch([job], runner=_asks_then_dies, options=options)  # type: ignore[arg-type]
+    assert result.failed and "ended without a result" in (result.error or "")
+    assert [(p.name, p.status) for p in result.partitions] == [
+        ("client_ca", "possibly-partial"),
+        ("client_cert", "not-started"),
+    ]
+    assert result.partitions[1].items[0]["kind"] == "certificate"  # the plan's audit facts
 
 
 def test_plain_output_shows_progress_in_quarter_steps(capsys: pytest.CaptureFixture[str]) -> None:
