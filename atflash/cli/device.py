@@ -34,6 +34,7 @@ from atflash.errors import EXIT_DEVICE_ERROR
 from atflash.files import expand
 from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Partition
+from atflash.planning.plan import check_readable
 from atflash.ports import list_ports
 from atflash.run.config import BenchConfig, check_outputs, load_config
 from atflash.run.runner import check_plans, refuse_shared_outputs
@@ -228,6 +229,8 @@ def read(
     """Read a partition from a board and show what it holds."""
     backend, link = link_settings(ctx, params)
     port = one_port(port, backend)
+    if not backend.lists_partitions:  # a name no layout has: refused before the board is reset
+        check_readable(partition, LayoutChoice.of(chip, profile_path).profiles())
     with atflash.connect(port, via=backend.name, **link, chip=chip, profile=profile_path) as board:
         dump = board.read(partition)
     if output:

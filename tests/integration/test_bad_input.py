@@ -167,6 +167,8 @@ CASES = [
     Case("write-wrong-chip", f"write --chip esp32c3 --port {{board}} {CONNECT} --backup {{out}}/backups client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32, but the profile is for esp32c3", D, "board"),
     Case("read-wrong-chip", f"read --chip esp32c3 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_cert", "board is an esp32, but the profile is for esp32c3", D),
     Case("read-unknown-partition", f"read --chip esp32 --port {{board}} {CONNECT} -o {{out}}/dump.bin client_crt", "no partition 'client_crt' in the esp32 layouts"),
+    # Refused before the port opens (a closed port would say so otherwise): no board is reset for a typo.
+    Case("read-unknown-partition-before-connecting", f"read --port {{closed}} {CONNECT} client_crt", "no partition 'client_crt'"),
     Case("verify-wrong-chip", f"verify --chip esp32c3 --port {{board}} {CONNECT} client_cert {{raw}}/client_cert/client_cert_00.crt", "board is an esp32", D, "board"),
     Case("partitions-port-wrong-chip", f"partitions --chip esp32c3 --port {{board}} {CONNECT}", "board is an esp32", D),
     # -- baud rates: click bounds the number; a rate the port's driver refuses is a device error
