@@ -10,6 +10,11 @@ rather than the mock's CLI, for what that CLI cannot do:
   profile (the eFuse words esptool's ``read_mac`` reads) is built from that
   function on first use, so replacing the function before the server starts
   is enough.
+- Wait for a read's acknowledgement as a stub does. The real flasher stub
+  waits for the host's acknowledgement of a READ_FLASH stream as long as it
+  takes; the mock gives up after 50 ms (its socket timeout) and stops the
+  stream, so a host busy for 50 ms saw "Serial data stream stopped" three
+  seconds later. Here it waits up to :data:`ACK_PATIENCE`.
 - Outlive no one. A thread watches the process that started this one; when
   it is gone (killed with SIGKILL, say, so it could not stop us), the mock
   exits instead of holding its port for ever.
@@ -22,11 +27,13 @@ import os
 import shutil
 import threading
 import time
+from typing import Any
 
 from atflash.sim.flash import read_regions
 from atflash.sim.rom import STATE_ENV
 
 PARENT_POLL = 0.25  # seconds between checks that the starting process still lives
+ACK_PATIENCE = 10.0  # seconds the stub's read waits for the host's acknowledgement
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from esp32_mock_bootloader import registers, server
 
+    server._recv_slip_payload = _patient_reader(server)
     if args.flash:
         flash = server.get_flash_image().data
         for offset, data in read_regions(args.flash):
@@ -70,6 +78,32 @@ def _exit_with(parent: int) -> None:
     if state:
         shutil.rmtree(state, ignore_errors=True)
     os._exit(0)
+
+
+def _patient_reader(server: Any) -> Any:
+    """The mock's reader of one SLIP frame from the host, waiting as a stub does (see above)."""
+    consume = server._consume_slip_frame
+
+    def read_frame(conn: Any, stop_event: threading.Event, buf: bytearray) -> bytes | None:
+        deadline = time.monotonic() + ACK_PATIENCE
+        while not stop_event.is_set():
+            payload = consume(buf)
+            if payload is not None:
+                return payload
+            try:
+                chunk = conn.recv(4096)
+            except TimeoutError:
+                if time.monotonic() < deadline:
+                    continue  # the connection's own timeout is short: keep waiting
+                return None
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buf.extend(chunk)
+        return None
+
+    return read_frame
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -278,6 +279,36 @@ def test_esptools_default_stub_session_is_clean(esp8266: MockBoard) -> None:
     assert digest == hashlib.md5(b"\xff" * 0x1000).hexdigest()  # a blank board
     assert not rom.violations
     assert [r.op for r in rom.refused] in ([], [0x14], [0x14, 0x14])  # esptool probes security info
+
+
+def test_the_mock_stub_waits_for_a_late_read_acknowledgement_as_a_real_stub_does(
+    esp32: MockBoard,
+) -> None:
+    """A host that acknowledges a stub read 0.3 s late still gets it whole (a busy host).
+
+    The real stub waits for the acknowledgement; esp32-mock-bootloader gave
+    up after 50 ms and esptool then failed 3 s later ("Serial data stream
+    stopped"). atflash.sim.rom_main makes the mock wait as the stub does.
+    """
+    port = esptool_port(esp32.url)  # the plain mock, no relay between
+    try:
+        esp = CHIP_DEFS["esp32"](port, 115200)
+        esp.connect("no-reset", 3)
+        stub = cmds.run_stub(esp)
+        send = stub.write
+        late: list[bytes] = []
+
+        def acknowledge_late(packet: bytes) -> None:
+            if len(packet) == 4:  # a read's acknowledgement: the total received so far
+                late.append(packet)
+                time.sleep(0.3)
+            send(packet)
+
+        stub.write = acknowledge_late  # type: ignore[method-assign]
+        data = stub.read_flash(0x1000, 0x2000)
+    finally:
+        port.close()
+    assert len(data) == 0x2000 and late  # every acknowledgement was late, and the read whole
 
 
 # -- secure download mode and flash encryption ------------------------------------------
