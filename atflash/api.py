@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from atflash.backends import registry
 from atflash.backends.base import BoardTables, Session, WriteOptions, verify_board, write_board
-from atflash.errors import AtflashError, InputError, ProfileError
+from atflash.errors import InputError, ProfileError
 from atflash.events import EventSink, ignore
 from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Partition, Profile
@@ -228,14 +228,17 @@ class Board:
         Like :func:`plan`, and made from what the board said: per-board
         credentials (a certificate issued for ``board.mac``) go here.
         """
+        options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
+        return Plan(build(self._layouts(), credentials, options), self._explicit)
+
+    def _layouts(self) -> list[Profile]:
+        """The layout the board's tables match, else its chip's; none known is refused."""
         if not self._profiles:
             raise ProfileError(
                 f"{self.port}: no known layout for a {self.chip}",
                 hint="connect with profile= naming your firmware's at_customize.csv or profile",
             )
-        known = [p for p in self._profiles if p.name == self.layout]
-        options = PlanOptions(pair_check=pair_check, key_type_check=key_type_check)
-        return Plan(build(known or self._profiles, credentials, options), self._explicit)
+        return [p for p in self._profiles if p.name == self.layout] or list(self._profiles)
 
     def write(
         self,
@@ -360,35 +363,25 @@ class Board:
         escrow: str | os.PathLike[str] | None,
     ) -> BoardResult:
         """This board's certificate from ``issuer``: the one it holds kept, or one issued,
-        written and verified, and how its write ended recorded (a failed one is superseded)."""
-        from atflash.content.stored import items_in
+        written and verified, and how its write ended recorded (a failed one is superseded).
+
+        The batch's own resolver in the one write flow: what the board holds is read back
+        in the session that writes, and a board that does not answer that read fails
+        rather than counting as holding nothing (which would issue a second certificate).
+        """
         from atflash.issue.issuer import check_escrow_dir
+        from atflash.issue.resolve import IssueResolver
 
         if escrow is not None:
             check_escrow_dir(escrow)
-        held: dict[str, tuple[bytes, ...]] = {}
-        for name in () if reissue else issuer.reads:
-            try:
-                held[name] = items_in(name, self.read(name, on_event=events).data)
-            except AtflashError:
-                continue  # nothing readable there: nothing held
-        kept = issuer.held(self.mac or "", held)
-        if kept is not None:
-            return self._write(self.plan(issuer.credentials(kept)).candidates, options, events)
-        if not self.mac:
-            raise AtflashError(
-                f"{self.port}: the board's MAC is unknown, and certificates are issued by MAC"
-            )
-        leaf = issuer.issue(self.mac, chip=self.chip, reissue=reissue)
+        resolver = IssueResolver(issuer, self._layouts(), reissue=reissue, escrow=_path(escrow))
         try:
-            if escrow is not None:
-                issuer.escrow(leaf, escrow, self.mac)
-            plans = self.plan(issuer.credentials(leaf)).candidates
-            result = self._write(plans, options, events)
-        except BaseException:
-            issuer.record(leaf.serial, ok=False)
-            raise
-        issuer.record(leaf.serial, ok=result.ok)
+            result = write_board(
+                _Held(self), self._options, resolver, options=options, events=events
+            )
+            resolver.record(result)  # a ledger that cannot store it raises, as before
+        finally:
+            resolver.finish()  # a certificate whose write never ended: superseded
         return result
 
     def _forward(self, event: Any) -> None:
