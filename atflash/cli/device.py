@@ -8,7 +8,6 @@ board's methods, :func:`atflash.restore`) or, for write and verify, the run
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -378,18 +377,16 @@ def check(config_path: str, as_json: bool) -> None:
 
 def _check_issuer(config: BenchConfig, *, as_json: bool) -> None:
     """A bench file's [issue]: the CA opened and checked (key, PIN, validity), the templates."""
-    from atflash.issue.config import parse_issuer_config
+    from atflash.issue.config import bench_issuer_config
     from atflash.issue.issuer import check_issuer
 
-    bench = Path(config.source)
-    issuer = parse_issuer_config(
-        config.issue or {}, source=f"{bench} [issue]", base=bench.parent, stem=bench
+    facts = check_issuer(
+        bench_issuer_config(config.issue or {}, config.source), station=config.station
     )
-    facts = check_issuer(issuer, station=config.station)
     if as_json:
         echo_json({"issue": facts})
     else:
-        click.echo(f"{bench} [issue]: ok")
+        click.echo(f"{config.source} [issue]: ok")
         for name, value in facts.items():
             click.echo(f"  {name}: {value}")
 

@@ -141,6 +141,12 @@ def load_issuer_config(path: str | Path) -> IssuerConfig:
     return parse_issuer_config(data, source=source, base=path.parent, stem=path)
 
 
+def bench_issuer_config(table: Mapping[str, Any], bench: str | Path) -> IssuerConfig:
+    """A bench file's ``[issue]`` table: paths in it are taken from the bench file's folder."""
+    bench = Path(bench)
+    return parse_issuer_config(table, source=f"{bench} [issue]", base=bench.parent, stem=bench)
+
+
 def parse_issuer_config(
     data: Mapping[str, Any], *, source: str, base: Path, stem: Path | None = None
 ) -> IssuerConfig:

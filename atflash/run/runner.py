@@ -221,10 +221,7 @@ class Sources:
             return self.plan_for
         from atflash.run.workers import FromParent
 
-        return FromParent(
-            reads=tuple(getattr(self.here, "reads", ())),  # read back first (an issuer's)
-            profiles=tuple(getattr(self.here, "profiles", ())),
-        )
+        return FromParent.asking(self.here)
 
 
 def open_sources(spec: RunSpec) -> Sources:
@@ -282,15 +279,12 @@ def _issue_resolver(spec: RunSpec) -> Any:
     if spec.action != "write":
         raise InputError("--issue writes: use it with atflash write")
     from atflash.issue import Issuer, IssueResolver, check_escrow_dir, load_issuer_config
-    from atflash.issue.config import parse_issuer_config
+    from atflash.issue.config import bench_issuer_config
 
     if spec.issue is not None:
         config = load_issuer_config(spec.issue)
     else:
-        bench = Path(spec.bench or "")
-        config = parse_issuer_config(
-            dict(spec.issue_table or {}), source=f"{bench} [issue]", base=bench.parent, stem=bench
-        )
+        config = bench_issuer_config(spec.issue_table or {}, spec.bench or "")
     if spec.escrow is not None:
         check_escrow_dir(spec.escrow)
     issuer = Issuer.open(config, station=spec.station, ledger=spec.ledger)

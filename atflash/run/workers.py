@@ -150,6 +150,14 @@ class FromParent:
     reads: tuple[str, ...] = ()
     profiles: tuple[Any, ...] = ()
 
+    @classmethod
+    def asking(cls, resolver: object) -> FromParent:
+        """Plans that ``resolver`` makes in the parent; what it reads back first goes along."""
+        return cls(
+            reads=tuple(getattr(resolver, "reads", ())),
+            profiles=tuple(getattr(resolver, "profiles", ())),
+        )
+
     def with_claims(self, claims: object) -> FromParent:
         """Bound to the batch parent over the worker's pipe (what the worker's claims go over)."""
         if not isinstance(claims, _ParentClaims):

@@ -306,10 +306,7 @@ class Station:
             port=device,
             connect=self.backend.connect_options(device, self.link),
             # An issuer reads back what the board holds first (a valid certificate is kept).
-            plans=FromParent(
-                reads=tuple(getattr(self.plan_for, "reads", ())),
-                profiles=tuple(getattr(self.plan_for, "profiles", ())),
-            ),
+            plans=FromParent.asking(self.plan_for),
             options=self.write_options,
             serial_number=serial,
             backend=self.backend.name,
