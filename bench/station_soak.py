@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the slot rigs are bench equipment (tools/), not shipped
 
-from tools.station import SlotRig, free_port, mac_of  # noqa: E402
+from tools.station import SlotRig, free_port, mac_of, marked  # noqa: E402
 
 CYCLE_BOUND = 120.0  # a cycle longer than this is a stuck slot
 FAULTS = (("new", 0.78), ("linger", 0.06), ("dead", 0.06), ("cut", 0.05), ("again", 0.05))
@@ -55,18 +55,6 @@ def proc_figures(pid: int) -> tuple[float, int, int]:
         int(line.split()[1]) for line in status.splitlines() if line.startswith("Threads:")
     )
     return rss / 1024, len(os.listdir(f"/proc/{pid}/fd")), threads
-
-
-def marked(marker: str) -> list[int]:
-    """Processes whose environment carries ``marker`` (the station and what it started)."""
-    found = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 class Watcher:

@@ -17,10 +17,12 @@ USB port goes away. Two faults besides:
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from atflash.sim.flash import board_flash
@@ -40,6 +42,18 @@ def free_port() -> int:
 def mac_of(n: int) -> str:
     """A locally administered MAC numbered ``n`` (never a real board's)."""
     return "02:5e:00:" + ":".join(f"{b:02x}" for b in n.to_bytes(3, "big"))
+
+
+def marked(marker: str) -> list[int]:
+    """Processes whose environment carries ``marker`` (a station and what it started; Linux)."""
+    found = []
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:

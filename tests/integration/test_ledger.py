@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -381,6 +382,16 @@ def _lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
     return lines
 
 
+def _resume(stopped: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
+    """Let a station stopped inside its claim go on: it ends with the set it claimed."""
+    stopped.send_signal(signal.SIGCONT)
+    assert stopped.stdin is not None
+    stopped.stdin.write("\n")
+    stopped.stdin.flush()
+    assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
+    assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+
+
 def _next_line(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> str:
     """The next line of a station, waited for with a bound; its errors if it ended instead."""
     try:
@@ -484,7 +495,6 @@ LOCK_BOUND = 1  # seconds: the test ledger's lock_timeout, given in its URL as a
 def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_timeout(
     pg_url: str,
 ) -> None:
-    import signal
 
     bounded = f"{pg_url}?options=-c%20lock_timeout%3D{LOCK_BOUND}s"
     open_ledger(bounded).close()  # tables made
@@ -518,12 +528,7 @@ def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_time
             outcome["same"]
         )
         assert "a station is stopped inside a claim" in str(outcome["same"])
-        stopped.send_signal(signal.SIGCONT)
-        assert stopped.stdin is not None
-        stopped.stdin.write("\n")
-        stopped.stdin.flush()
-        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
-        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+        _resume(stopped, lines)
     finally:
         stopped.send_signal(signal.SIGCONT)
         stopped.kill()
@@ -563,7 +568,6 @@ print(claim.set_name, flush=True)
 def test_a_station_stopped_inside_its_sqlite_claim_makes_the_others_fail_clearly_in_the_bound(
     tmp_path: Path,
 ) -> None:
-    import signal
 
     from atflash.factory.ledger_sqlite import BUSY_TIMEOUT, SqliteLedger
 
@@ -596,12 +600,7 @@ def test_a_station_stopped_inside_its_sqlite_claim_makes_the_others_fail_clearly
             f"ledger {path}: cannot claim (database is locked): another process holds the "
             "ledger locked; is a station stuck?"
         )
-        stopped.send_signal(signal.SIGCONT)
-        assert stopped.stdin is not None
-        stopped.stdin.write("\n")
-        stopped.stdin.flush()
-        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
-        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+        _resume(stopped, lines)
     finally:
         stopped.send_signal(signal.SIGCONT)
         stopped.kill()

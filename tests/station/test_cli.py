@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from atflash.cli import cli
-from tools.station import SlotRig, free_port, mac_of, wait_for
+from tools.station import SlotRig, free_port, mac_of, marked, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
 
@@ -52,18 +52,6 @@ def test_a_slot_naming_many_ports_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["station", "--config", str(config)])
     assert result.exit_code == 2
     assert "names many ports, a slot is one" in result.output
-
-
-def _ours(marker: str) -> list[int]:
-    """Processes whose environment carries ``marker``: the station and anything it started."""
-    found = []
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -103,4 +91,4 @@ def test_sigterm_writes_the_report_and_leaves_no_process(tmp_path: Path) -> None
     assert json.loads(report.read_text())["summary"]["ok"] == 1
     (line,) = [json.loads(x) for x in log.read_text().splitlines()]
     assert (line["slot"], line["station"], line["result"]) == ("1", "cli-bench", "ok")
-    wait_for(lambda: not _ours(marker), "every process the station started to end", timeout=10)
+    wait_for(lambda: not marked(marker), "every process the station started to end", timeout=10)
