@@ -369,12 +369,9 @@ class Board:
         in the session that writes, and a board that does not answer that read fails
         rather than counting as holding nothing (which would issue a second certificate).
         """
-        from atflash.issue.issuer import check_escrow_dir
         from atflash.issue.resolve import IssueResolver
 
-        if escrow is not None:
-            check_escrow_dir(escrow)
-        resolver = IssueResolver(issuer, self._layouts(), reissue=reissue, escrow=_path(escrow))
+        resolver = IssueResolver.checked(issuer, self._layouts(), reissue=reissue, escrow=escrow)
         try:
             result = write_board(
                 _Held(self), self._options, resolver, options=options, events=events
@@ -661,7 +658,6 @@ def _resolver(
     issuer = _issuer(plan_for, issuing)
     if issuer is None:
         return None
-    from atflash.issue.issuer import check_escrow_dir
     from atflash.issue.resolve import IssueResolver
 
     if verify_only:
@@ -669,10 +665,8 @@ def _resolver(
             "verify_only=True with an Issuer: it issues, so it writes",
             hint="run it again without verify_only: a board holding its certificate keeps it",
         )
-    if escrow is not None:
-        check_escrow_dir(escrow)
     profiles = LayoutChoice.of(chip, _path(profile)).profiles()
-    return IssueResolver(issuer, profiles, reissue=reissue, escrow=_path(escrow))
+    return IssueResolver.checked(issuer, profiles, reissue=reissue, escrow=escrow)
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:

@@ -11,10 +11,11 @@ and the write finds everything unchanged and verifies it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from atflash.errors import AtflashError, DeviceError
-from atflash.issue.issuer import Issuer
+from atflash.issue.issuer import Issuer, check_escrow_dir
 from atflash.layout.model import Profile
 from atflash.offline import requests_from
 from atflash.planning.plan import BoardIdentity, PlanOptions, WritePlan, build_plans, request_names
@@ -45,6 +46,28 @@ class IssueResolver:
         ] = {}  # MAC -> serial issued in this run, its write not recorded
         self.kept: dict[str, str] = {}  # MAC -> serial a rerun kept
         self.escrowed: dict[str, str] = {}  # MAC -> escrow file
+
+    @classmethod
+    def checked(
+        cls,
+        issuer: Issuer,
+        profiles: Sequence[Profile],
+        options: PlanOptions | None = None,
+        *,
+        reissue: bool = False,
+        escrow: str | os.PathLike[str] | None = None,
+    ) -> IssueResolver:
+        """A resolver whose escrow folder and passphrase were checked: before any board, so a
+        run that could not escrow a key never issues one (every way to issue comes here)."""
+        if escrow is not None:
+            check_escrow_dir(escrow)
+        return cls(
+            issuer,
+            profiles,
+            options,
+            reissue=reissue,
+            escrow=os.fspath(escrow) if escrow is not None else None,
+        )
 
     def __call__(self, identity: BoardIdentity) -> Sequence[WritePlan]:
         mac = identity.mac

@@ -286,9 +286,9 @@ def _issue_resolver(spec: RunSpec) -> Any:
     else:
         config = bench_issuer_config(spec.issue_table or {}, spec.bench or "")
     if spec.escrow is not None:
-        check_escrow_dir(spec.escrow)
+        check_escrow_dir(spec.escrow)  # before the issuer opens (and may create) its ledger
     issuer = Issuer.open(config, station=spec.station, ledger=spec.ledger)
-    return IssueResolver(
+    return IssueResolver.checked(
         issuer,
         spec.layout.profiles(),
         spec.plan_options,
