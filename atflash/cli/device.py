@@ -35,9 +35,8 @@ from atflash.layout.choice import LayoutChoice
 from atflash.layout.model import Partition
 from atflash.planning.plan import check_readable
 from atflash.ports import list_ports
-from atflash.run.config import BenchConfig, check_outputs, load_config
-from atflash.run.runner import check_plans, refuse_shared_outputs
-from atflash.run.spec import merge
+from atflash.run.config import load_config
+from atflash.run.runner import check_bench
 
 
 class _Spelled(click.Choice):
@@ -356,39 +355,11 @@ def ports_command(show_all: bool, as_json: bool) -> None:
 @json_option
 def check(config_path: str, as_json: bool) -> None:
     """Validate a bench file completely (profile, ports, every file, manifest) without a board."""
-    config = load_config(config_path)
-    spec = merge({}, config)  # the file's values, as a run would take them
-    if config.slots is not None:
-        from atflash.station.slots import parse_slots
-
-        parse_slots(list(config.slots), source=config.source)  # as atflash station reads them
-    if config.issue is not None:
-        _check_issuer(config, as_json=as_json)
-        if not config.partitions and not config.manifest:
-            return  # an issuing bench: the issuer gives every board its files
-    refuse_shared_outputs(spec, as_keys=True)
-    check_outputs(report=spec.report, backup=spec.backup)
-    checked = check_plans(spec)
+    checked = check_bench(load_config(config_path))
     if as_json:
-        echo_json(render.checked_config_json(config, checked))
+        echo_json(render.bench_check_json(checked))
     else:
-        render.echo_checked_config(config, checked)
-
-
-def _check_issuer(config: BenchConfig, *, as_json: bool) -> None:
-    """A bench file's [issue]: the CA opened and checked (key, PIN, validity), the templates."""
-    from atflash.issue.config import bench_issuer_config
-    from atflash.issue.issuer import check_issuer
-
-    facts = check_issuer(
-        bench_issuer_config(config.issue or {}, config.source), station=config.station
-    )
-    if as_json:
-        echo_json({"issue": facts})
-    else:
-        click.echo(f"{config.source} [issue]: ok")
-        for name, value in facts.items():
-            click.echo(f"  {name}: {value}")
+        render.echo_bench_check(checked)
 
 
 __all__ = ["check", "partitions", "ports_command", "read", "restore", "verify", "write"]

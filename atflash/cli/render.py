@@ -16,7 +16,7 @@ from atflash.layout.model import Partition, Profile
 from atflash.planning.plan import PartitionImage
 from atflash.ports import PortInfo
 from atflash.results import BoardResult, PartitionResult, bytes_text
-from atflash.run.config import BenchConfig, CheckedConfig
+from atflash.run.runner import BenchCheck
 
 if TYPE_CHECKING:
     from atflash import Dump
@@ -263,24 +263,32 @@ def port_json(port: PortInfo) -> dict[str, Any]:
     }
 
 
-def echo_checked_config(config: BenchConfig, checked: CheckedConfig) -> None:
-    """What a bench file will do, after every file was built and checked (-q: the OK line)."""
+def echo_bench_check(checked: BenchCheck) -> None:
+    """What a bench file will do, after everything a run checks was checked (-q: the OK line)."""
+    config = checked.config
+    if checked.issuer is not None:
+        click.echo(f"{config.source} [issue]: ok")
+        for name, value in checked.issuer.items():
+            click.echo(f"  {name}: {value}")
+        return
+    assert checked.plans is not None
     click.echo(f"{config.source}: OK")
     if term.quiet():
         return
-    click.echo(f"  profiles  {', '.join(p.name for p in checked.profiles)}")
+    click.echo(f"  profiles  {', '.join(p.name for p in checked.plans.profiles)}")
     click.echo(f"  ports     {' '.join(config.ports or ()) or '(none: give --port when writing)'}")
-    for plan in checked.plans[:1]:
+    for plan in checked.plans.plans[:1]:
         for image in plan.images:
             part = image.partition
             click.echo(
                 f"  {part.name:<12} {len(image.bin):>5} of {part.size} bytes, "
                 f"{len(image.sources)} file(s)"
             )
-    if checked.resolver is not None:
+    resolver = checked.plans.resolver
+    if resolver is not None:
         click.echo(
-            f"  manifest  {checked.resolver.source}: {len(checked.resolver.plans)} board(s) "
-            f"keyed by {checked.resolver.key_kind}, every row built and checked"
+            f"  manifest  {resolver.source}: {len(resolver.plans)} board(s) "
+            f"keyed by {resolver.key_kind}, every row built and checked"
         )
     for name in ("report", "log", "station"):
         value = getattr(config, name)
@@ -288,13 +296,15 @@ def echo_checked_config(config: BenchConfig, checked: CheckedConfig) -> None:
             click.echo(f"  {name:<9} {value}")
 
 
-def checked_config_json(config: BenchConfig, checked: CheckedConfig) -> dict[str, Any]:
-    """``check --json``: what a bench file will do, after every file was built and checked."""
-    resolver = checked.resolver
+def bench_check_json(checked: BenchCheck) -> dict[str, Any]:
+    """``check --json``: one document, what a bench file will do once everything was checked."""
+    config, plans = checked.config, checked.plans
+    resolver = plans.resolver if plans is not None else None
     return {
         "config": config.source,
         "ok": True,
-        "profiles": [p.name for p in checked.profiles],
+        "issue": checked.issuer,
+        "profiles": [p.name for p in plans.profiles] if plans is not None else [],
         "ports": list(config.ports or ()),
         "partitions": [
             {
@@ -303,7 +313,7 @@ def checked_config_json(config: BenchConfig, checked: CheckedConfig) -> dict[str
                 "size": image.partition.size,
                 "sources": list(image.sources),
             }
-            for plan in checked.plans[:1]
+            for plan in (plans.plans[:1] if plans is not None else ())
             for image in plan.images
         ],
         "manifest": None

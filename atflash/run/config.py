@@ -61,6 +61,7 @@ from atflash.layout.model import Profile
 from atflash.planning.manifest import ManifestResolver, build_resolver, load_manifest
 from atflash.planning.plan import PartitionRequest, PlanOptions, WritePlan, build_plans
 from atflash.ports import check_port_spec, parse_vid_pid
+from atflash.run.slots import SlotSpec, parse_slots
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -107,8 +108,7 @@ class BenchConfig:
     strict: bool | None = None
     partitions: tuple[PartitionRequest, ...] = ()
     issue: dict[str, Any] | None = None  # the [issue] table: an issuer (atflash.issue.config)
-    # atflash station's slots: ports, or tables checked by atflash.station.slots.parse_slots.
-    slots: tuple[Any, ...] | None = None
+    slots: tuple[SlotSpec, ...] | None = None  # atflash station's slots, parsed as it reads them
 
 
 # key -> (expected type(s), description for errors); ports and partitions are special.
@@ -188,7 +188,7 @@ def parse_config(data: dict[str, Any], *, source: str, base: Path) -> BenchConfi
     if "slots" in data:
         if not isinstance(data["slots"], list) or not data["slots"]:
             raise ManifestError(source, None, "slots must be a list of ports or slot tables")
-        values["slots"] = tuple(data["slots"])
+        values["slots"] = parse_slots(data["slots"], source=source)
     return BenchConfig(source=source, **values)
 
 

@@ -42,7 +42,7 @@ from atflash.planning.plan import BoardIdentity, WritePlan
 from atflash.ports import AUTO, PortFilter, PortInfo, is_url, port_key, resolve_ports
 from atflash.results import BoardResult
 from atflash.run import audit
-from atflash.run.config import CheckedConfig, check_config, check_outputs
+from atflash.run.config import BenchConfig, CheckedConfig, check_config, check_outputs
 from atflash.run.records import LedgerRecorder, RunRecords, Unwritten, write_run_records
 from atflash.run.report import (
     build_report,
@@ -51,7 +51,7 @@ from atflash.run.report import (
     merge_reports,
     unused_rows_of,
 )
-from atflash.run.spec import RunSpec
+from atflash.run.spec import RunSpec, merge
 from atflash.run.workers import BatchOptions, BoardJob, StopRequest, run_batch, run_board, warm_up
 
 
@@ -271,20 +271,12 @@ def _issue_resolver(spec: RunSpec) -> Any:
         if spec.escrow:
             raise InputError("--escrow goes with --issue", hint="name the issuer file")
         return None  # --reissue alone: a pool's (refused below when there is none)
-    if spec.partitions or spec.manifest or spec.pool:
-        raise InputError(
-            "--issue gives each board its certificate and key: no PARTITION FILE..., "
-            "--manifest or --pool with it"
-        )
+    _refuse_files_with_issuer(spec)
     if spec.action != "write":
         raise InputError("--issue writes: use it with atflash write")
-    from atflash.issue import Issuer, IssueResolver, check_escrow_dir, load_issuer_config
-    from atflash.issue.config import bench_issuer_config
+    from atflash.issue import Issuer, IssueResolver, check_escrow_dir
 
-    if spec.issue is not None:
-        config = load_issuer_config(spec.issue)
-    else:
-        config = bench_issuer_config(spec.issue_table or {}, spec.bench or "")
+    config = _issuer_config(spec)
     if spec.escrow is not None:
         check_escrow_dir(spec.escrow)  # before the issuer opens (and may create) its ledger
     issuer = Issuer.open(config, station=spec.station, ledger=spec.ledger)
@@ -295,6 +287,59 @@ def _issue_resolver(spec: RunSpec) -> Any:
         reissue=spec.reissue,
         escrow=spec.escrow,
     )
+
+
+def _refuse_files_with_issuer(spec: RunSpec, *, as_keys: bool = False) -> None:
+    """An issuer gives each board its certificate and key: files besides it are refused."""
+    if spec.partitions or spec.manifest or spec.pool:
+        issuer = "--issue" if spec.issue is not None else f"{spec.bench}'s [issue]"
+        files = "partitions or manifest" if as_keys else "PARTITION FILE..., --manifest or --pool"
+        raise InputError(
+            f"{issuer} gives each board its certificate and key: no {files} with it",
+            hint="keep the issuer, or the files, not both",
+        )
+
+
+def _issuer_config(spec: RunSpec) -> Any:
+    """The issuer's settings: from --issue's file, or the bench file's [issue] table."""
+    from atflash.issue import load_issuer_config
+    from atflash.issue.config import bench_issuer_config
+
+    if spec.issue is not None:
+        return load_issuer_config(spec.issue)
+    return bench_issuer_config(spec.issue_table or {}, spec.bench or "")
+
+
+@dataclass(frozen=True)
+class BenchCheck:
+    """What ``atflash check`` found: a bench file checked as a run checks it, with no board.
+
+    ``issuer`` holds the facts of an issuing bench's CA (its ``[issue]``
+    table); ``plans`` every image of a bench that names its files, built and
+    checked. A bench file has one or the other.
+    """
+
+    config: BenchConfig
+    issuer: dict[str, str] | None = None
+    plans: CheckedConfig | None = None
+
+
+def check_bench(config: BenchConfig) -> BenchCheck:
+    """Everything a run of ``config`` checks before its first board, refused as the run would.
+
+    Its slots were parsed as it was loaded (:func:`~atflash.run.config.load_config`).
+    An ``[issue]`` table's CA is opened and checked (key, PIN, validity,
+    templates) and closed again, creating no ledger.
+    """
+    spec = merge({}, config)  # the file's values, as a run would take them
+    refuse_shared_outputs(spec, as_keys=True)
+    check_outputs(report=spec.report, backup=spec.backup)
+    if spec.issue_table is None:
+        return BenchCheck(config, plans=check_plans(spec))
+    from atflash.issue.issuer import check_issuer
+
+    _refuse_files_with_issuer(spec, as_keys=True)
+    return BenchCheck(config, issuer=check_issuer(_issuer_config(spec), station=spec.station))
 
 
 def refuse_shared_outputs(

@@ -10,7 +10,8 @@ line through a PostgreSQL ledger. The ``atflash station`` command is
 
 from __future__ import annotations
 
+from atflash.run.slots import SlotSpec
 from atflash.station.loop import Station, StationOptions, StationOutcome
-from atflash.station.slots import SlotSpec, SlotState
+from atflash.station.slots import SlotState
 
 __all__ = ["SlotSpec", "SlotState", "Station", "StationOptions", "StationOutcome"]

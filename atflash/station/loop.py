@@ -52,6 +52,7 @@ from atflash.ports import PortInfo, is_url, list_ports
 from atflash.results import BoardResult, PartitionStatus
 from atflash.run import audit
 from atflash.run.report import report_of_records, write_report
+from atflash.run.slots import SlotSpec, parse_slots
 from atflash.run.workers import (
     DEFAULT_ATTEMPT_TIMEOUT,
     DEFAULT_STOP_GRACE,
@@ -64,7 +65,7 @@ from atflash.run.workers import (
     warm_up,
 )
 from atflash.station.probe import identify
-from atflash.station.slots import Slot, SlotSpec, SlotState, parse_slots, short_reason
+from atflash.station.slots import Slot, SlotState, short_reason
 from atflash.station.tally import LOG_SLOT_KEY, Tally, restore
 
 PlanSource = Callable[[BoardIdentity], Sequence[WritePlan]]

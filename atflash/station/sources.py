@@ -25,9 +25,9 @@ from atflash.planning.plan import BoardIdentity, WritePlan
 from atflash.results import BoardResult
 from atflash.run.config import BenchConfig
 from atflash.run.runner import open_sources
+from atflash.run.slots import parse_slots
 from atflash.run.spec import RunSpec
 from atflash.station.loop import Station, StationOptions
-from atflash.station.slots import parse_slots
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ given is one where nothing listens, so reaching it would end in exit 3 instead."
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -93,6 +94,27 @@ def test_check_validates_a_bench_files_issue_table(tmp_path: Path) -> None:
     bench.write_text('[issue]\nca_cert = "ca/ca.crt"\nca_key = "ca/ca.key"\nsubject = "CN={x}"\n')
     bad = run("check", "--config", bench)
     assert bad.exit_code == 2 and "names unknown field {x}" in bad.output
+    assert not (tmp_path / "bench.ledger.sqlite").exists()
+
+
+def test_check_refuses_what_a_run_of_the_bench_file_refuses(tmp_path: Path) -> None:
+    """An [issue] table with files besides: a write refuses it, so check does, in one line;
+    an issuing bench's --json is one document."""
+    make_ca(tmp_path / "ca")
+    bench = tmp_path / "bench.toml"
+    issue = '[issue]\nca_cert = "ca/ca.crt"\nca_key = "ca/ca.key"\n'
+    bench.write_text(issue)
+    ok = run("check", "--config", bench, "--json")
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["issue"]["ca"] == "CN=atflash test CA"
+    (tmp_path / "ca.crt").write_bytes((tmp_path / "ca" / "ca.crt").read_bytes())
+    bench.write_text(issue + '[partitions]\nclient_ca = ["ca.crt"]\n')
+    expected = f"{bench}'s [issue] gives each board its certificate and key: no "
+    for args in (["check", "--config", bench], ["write", "--config", bench, "--port", "x"]):
+        refused = run(*args)
+        assert refused.exit_code == 2, refused.output
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith("atflash: error: " + expected), line
     assert not (tmp_path / "bench.ledger.sqlite").exists()
 
 

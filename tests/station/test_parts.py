@@ -9,7 +9,7 @@ import pytest
 
 from atflash.errors import InputError
 from atflash.ports import PortInfo
-from atflash.station.slots import SlotSpec, parse_slots
+from atflash.run.slots import SlotSpec, parse_slots
 from atflash.station.tally import HOURS, Tally, restore
 from atflash.station.webauth import allowed, is_local, parse_address
 
@@ -167,7 +167,7 @@ def test_a_bench_file_lists_slots(tmp_path) -> None:
     from atflash.errors import ManifestError
 
     config = _bench(tmp_path, 'slots = ["/dev/ttyUSB0", { location = "1-1.2", name = "B" }]\n')
-    assert config.slots == ("/dev/ttyUSB0", {"location": "1-1.2", "name": "B"})
+    assert config.slots == (SlotSpec("1", port="/dev/ttyUSB0"), SlotSpec("B", location="1-1.2"))
     with pytest.raises(ManifestError, match="slots must be a list"):
         _bench(tmp_path, 'slots = "/dev/ttyUSB0"\n')
 

@@ -161,6 +161,11 @@ def test_check_command_checks_a_stations_slots(bench: Path) -> None:
             'slots = ["/dev/ttyUSB0", { port = "/dev/ttyUSB1", name = "1" }]\n',
             "two slots are named '1'",
         ),
+        # The slot's own rule, named with the file it is in.
+        (
+            'slots = [{ port = "/dev/ttyUSB0", location = "1-1" }]\n',
+            f"{slots}: slot 1: give exactly one",
+        ),
     ]:
         result = CliRunner().invoke(cli, ["check", "--config", str(write(bench, bad + good))])
         assert result.exit_code == 2, result.output
