@@ -20,7 +20,6 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import shutil
 import subprocess
@@ -29,47 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the pool maker is bench equipment (tools/), not shipped
+
+from tools.certs import write_pool  # noqa: E402
+
 TARGETS = {"esp32": 10.0, "esp32c3-3x": 20.0}  # seconds for 1,000 devices
 LAYOUTS = {"esp32": "2.x, per-partition PKI images", "esp32c3-3x": "3.1+, mfg_nvs.bin"}
-
-
-def make_pool(root: Path, count: int) -> None:
-    """``root/0001 ... root/NNNN``, each with its own key and certificate and the shared CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-    end = start + datetime.timedelta(days=3650)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(1)
-        .not_valid_before(start).not_valid_after(end).sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
-    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
-    width = max(4, len(str(count)))
-    for n in range(1, count + 1):
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"device {n}")])
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(n + 1)
-            .not_valid_before(start).not_valid_after(end).sign(ca_key, hashes.SHA256())
-        )  # fmt: skip
-        folder = root / f"{n:0{width}d}"
-        folder.mkdir(parents=True)
-        (folder / "client_cert.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (folder / "client_key.key").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        (folder / "client_ca.crt").write_bytes(ca_pem)
 
 
 def atflash(*args: str) -> float:
@@ -103,7 +68,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="atflash-factory-bench-") as temp:
         root = Path(temp)
         started = time.perf_counter()
-        make_pool(root / "pool", args.devices)
+        write_pool(
+            root / "pool",
+            args.devices,
+            ca_name="bench CA",
+            device_name=lambda n: f"device {n}",
+            ca_signs=True,
+        )
         made = time.perf_counter() - started
         print(f"pool: {args.devices} devices (client_cert + client_key + client_ca), made in "
               f"{made:.1f} s; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")  # fmt: skip

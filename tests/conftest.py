@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import itertools
 import os
 from collections.abc import Iterator
@@ -51,37 +50,16 @@ def credential_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     0.05 s for 200), made once per session: treat the folder as read-only
     and copy it to change a set.
     """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
-
-    def self_signed(common_name: str, serial: int) -> tuple[bytes, bytes]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(serial)
-            .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=3650))
-            .sign(key, hashes.SHA256())
-        )  # fmt: skip
-        pem_key = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )  # fmt: skip
-        return cert.public_bytes(serialization.Encoding.PEM), pem_key
+    from tools.certs import write_pool  # cryptography loads only for the tests that use the pool
 
     root = tmp_path_factory.mktemp("pool")
-    ca, _ = self_signed("atflash test CA", 1)
-    for n in range(1, POOL_SETS + 1):
-        folder = root / f"{n:04d}"
-        folder.mkdir()
-        cert, key = self_signed(f"device {n:04d}", n + 1)
-        (folder / "client_cert.crt").write_bytes(cert)
-        (folder / "client_key.key").write_bytes(key)
-        (folder / "client_ca.crt").write_bytes(ca)
+    write_pool(
+        root,
+        POOL_SETS,
+        ca_name="atflash test CA",
+        device_name=lambda n: f"device {n:04d}",
+        ca_signs=False,
+    )
     return root
 
 

@@ -14,6 +14,8 @@ ship it (the sdist does, for the tests). What lives here:
   straight over the loader protocol, past atflash and esptool;
 - :mod:`tools.station`: station slots where mock boards are plugged in and
   pulled out;
+- :mod:`tools.certs`: certificates, key files and credential pools made on
+  the spot (the one certificate builder);
 - :mod:`tools.issuing`: a CA on disk for issuing, and checks of what a board
   was given;
 - :mod:`tools.softhsm`: a SoftHSM2 token holding a CA key.

@@ -10,14 +10,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificatePublicKeyTypes,
+)
+
+from tools.certs import CA_KEY_USAGE, PEM, certificate, key_bytes
 
 
 @dataclass(frozen=True)
@@ -34,29 +39,29 @@ class TestCA:
 
 
 def ca_certificate(
-    key: ec.EllipticCurvePrivateKey,
+    key: CertificateIssuerPrivateKeyTypes | CertificatePublicKeyTypes,
     *,
     name: str = "atflash test CA",
     days: int = 3650 * 2,
     start: datetime | None = None,
+    sign: Callable[[x509.CertificateBuilder], x509.Certificate] | None = None,
 ) -> x509.Certificate:
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    start = start or datetime.now(timezone.utc) - timedelta(days=1)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+    """A self-signed CA certificate for ``key``: it signs leaves and CRLs, no CA below it.
+
+    ``sign`` signs it some other way than with ``key`` (a token's key: then
+    ``key`` is its public half).
+    """
+    return certificate(
+        key,
+        common_name=name,
+        serial=None,
+        not_before=start,
+        days=days,
+        ca=True,
+        path_length=0,
+        key_usage=CA_KEY_USAGE,
+        subject_key_identifier=True,
+        sign=sign,
     )
 
 
@@ -66,16 +71,10 @@ def make_ca(folder: Path, *, issuer_text: str = "", days: int = 3650 * 2) -> Tes
     key = ec.generate_private_key(ec.SECP256R1())
     cert = ca_certificate(key, days=days)
     cert_path, key_path = folder / "ca.crt", folder / "ca.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(PEM))
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        handle.write(key_bytes(key))
     issuer = folder / "issuer.toml"
     issuer.write_text(
         f'ca_cert = "ca.crt"\nca_key = "ca.key"\nsubject = "CN={{mac}}"\n{issuer_text}'

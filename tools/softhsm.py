@@ -19,6 +19,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import utils
 
+from tools.issuing import ca_certificate
+
 MODULES = (
     "/usr/lib/softhsm/libsofthsm2.so",
     "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
@@ -87,30 +89,13 @@ def start(folder: Path) -> SoftHsm:
 
 def _ca_certificate(public: object, sign: object) -> bytes:
     """A self-signed CA certificate for the token's key, signed by the token."""
-    from datetime import datetime, timedelta, timezone
-
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     from atflash.issue.ca import Signer
     from atflash.issue.certs import sign_certificate
 
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atflash HSM test CA")])
-    now = datetime.now(timezone.utc) - timedelta(days=1)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)  # type: ignore[arg-type]
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + timedelta(days=7300))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)  # type: ignore[arg-type]
+    signer = Signer("test token", "ec", sign_data=sign)  # type: ignore[arg-type]
+    cert = ca_certificate(
+        public,  # type: ignore[arg-type]
+        name="atflash HSM test CA",
+        sign=lambda builder: sign_certificate(builder, signer),
     )
-    cert = sign_certificate(builder, Signer("test token", "ec", sign_data=sign))  # type: ignore[arg-type]
     return cert.public_bytes(serialization.Encoding.PEM)

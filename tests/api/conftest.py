@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import serial
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from atflash.layout.profiles import find_profile
@@ -22,7 +21,7 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.integration import conftest as integration
 from tests.integration.conftest import BoardPool, direct_url, flash_esp_at
-from tests.support.certs import self_signed
+from tools.certs import PEM, certificate, key_bytes
 from tools.mockflash import read_flash
 
 # The integration tests' boards (fixtures, found here by name).
@@ -96,12 +95,7 @@ def issue() -> Callable[[str], tuple[bytes, bytes]]:
 
     def make(common_name: str) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())
-        pem_key = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return self_signed(key, common_name=common_name), pem_key
+        return certificate(key, common_name=common_name).public_bytes(PEM), key_bytes(key)
 
     return make
 

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import atflash
 from atflash import recovery
@@ -41,6 +40,7 @@ from atflash.planning.plan import (
 from atflash.sim.at import BUSY_LINE, AtSimulator
 from tests.support.cli import run
 from tests.support.samples import CAS, CERTS, KEYS, RAW
+from tools.certs import certificate
 
 from .conftest import serve
 
@@ -92,21 +92,15 @@ def preload(sim: AtSimulator, extra: list[NvsItem]) -> None:
 
 def big_certificate(size: int) -> bytes:
     """A real self-signed certificate (PEM) of at least ``size`` bytes."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "big")])
-    now = datetime.datetime.now(datetime.timezone.utc)
     names = [x509.DNSName(f"host-{n:04d}.example.com") for n in range(size // 30)]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    cert = certificate(
+        ec.generate_private_key(ec.SECP256R1()),
+        common_name="big",
+        serial=None,
+        not_before=datetime.datetime.now(datetime.timezone.utc),
+        days=30,
+        ca=True,
+        extensions=[x509.SubjectAlternativeName(names)],
     )
     pem = cert.public_bytes(serialization.Encoding.PEM)
     assert len(pem) >= size

@@ -8,6 +8,7 @@ ledger, a pool edited after its sets were claimed, a set missing its key.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import shutil
 import socket
@@ -23,6 +24,7 @@ from atflash.factory.ledger import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run
+from tools.certs import certificate
 from tools.strictrom import strict_board
 
 LINK = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
@@ -101,21 +103,9 @@ def traditional_key(path: Path) -> None:
 
 def reissued_certificate(path: Path) -> None:
     """A new certificate (another serial number and name) for the key of the same set."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
     key = serialization.load_pem_private_key(path.with_name("client_key.key").read_bytes(), None)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "re-issued")])
     start = datetime.datetime(2025, 1, 1, tzinfo=datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(999)  # type: ignore[arg-type]
-        .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=365))
-        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
-    )  # fmt: skip
+    cert = certificate(key, common_name="re-issued", serial=999, not_before=start)  # type: ignore[arg-type]
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 

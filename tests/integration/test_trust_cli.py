@@ -36,13 +36,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from atflash.content import pki
 from atflash.errors import EXIT_USER_ERROR
-from tests.support.certs import self_signed
 from tests.support.cli import run
+from tools.certs import DER, PEM, certificate, key_bytes
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs a Unix host")
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-PEM = serialization.Encoding.PEM
-DER = serialization.Encoding.DER
 COMMAND_TIMEOUT = 60  # a refused input answers in well under a second; a hang hits this
 SIM_TIMEOUT = 30
 
@@ -67,22 +65,14 @@ def one_error_line(stdout: str, stderr: str) -> str:
     return lines[0]
 
 
-def key_pem(key: PrivateKeyTypes) -> bytes:
-    return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
-def key_der(key: PrivateKeyTypes) -> bytes:
-    return key.private_bytes(DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-
-
 def cert_of(key: PrivateKeyTypes, encoding: serialization.Encoding = PEM) -> bytes:
-    return self_signed(key, encoding, common_name="device 3", serial=3)
+    return certificate(key, common_name="device 3", serial=3).public_bytes(encoding)
 
 
 def secret_lines(key: PrivateKeyTypes) -> list[bytes]:
     """The base64 lines of a PEM key and 16-byte windows of its DER: none may be shown."""
-    body = [ln for ln in key_pem(key).splitlines() if ln and not ln.startswith(b"-----")]
-    der = key_der(key)
+    body = [ln for ln in key_bytes(key).splitlines() if ln and not ln.startswith(b"-----")]
+    der = key_bytes(key, DER)
     return body[1:-1] + [der[i : i + 16].hex().encode() for i in range(40, len(der) - 16, 16)]
 
 
@@ -102,16 +92,16 @@ def key() -> ec.EllipticCurvePrivateKey:
 def files(tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
     """A folder of certificate files that carry their key, and good ones."""
     ed = ed25519.Ed25519PrivateKey.generate()
-    bundle = cert_of(key) + key_pem(key)
+    bundle = cert_of(key) + key_bytes(key)
     content = {
         "combo.pem": bundle,
-        "combo_der.crt": cert_of(key, DER) + key_der(key),
-        "cert_then_der_key.pem": cert_of(key) + key_der(key),
+        "combo_der.crt": cert_of(key, DER) + key_bytes(key, DER),
+        "cert_then_der_key.pem": cert_of(key) + key_bytes(key, DER),
         "cert.pem": cert_of(key),
-        "key.pem": key_pem(key),
-        "ed25519.key": key_pem(ed),
+        "key.pem": key_bytes(key),
+        "ed25519.key": key_bytes(ed),
         "ed25519.crt": cert_of(ed),
-        "ed25519.bin": pki.build([("key", key_pem(ed), None)]),
+        "ed25519.bin": pki.build([("key", key_bytes(ed), None)]),
         "combo_ca.bin": pki.build([("ca", cert_of(key), None), ("ca", bundle, None)]),
         "combo_cert.bin": pki.build([("cert", bundle, None)]),
     }
@@ -211,7 +201,7 @@ def test_build_key_images_are_owner_only_whatever_the_partition_name(files: Path
 
 def _ready_key_bin(files: Path, name: str) -> Path:
     path = files / name
-    path.write_bytes(pki.build([("key", key_pem(ec.generate_private_key(ec.SECP256R1())), None)]))
+    path.write_bytes(pki.build([("key", key_bytes(ec.generate_private_key(ec.SECP256R1())), None)]))
     return path
 
 
@@ -226,7 +216,7 @@ OVERWRITES = {
 
 @pytest.mark.parametrize("args", list(OVERWRITES.values()), ids=list(OVERWRITES))
 def test_no_command_overwrites_its_own_input(files: Path, args: list[str]) -> None:
-    (files / "my.key").write_bytes(key_pem(ec.generate_private_key(ec.SECP256R1())))
+    (files / "my.key").write_bytes(key_bytes(ec.generate_private_key(ec.SECP256R1())))
     (files / "link.key").symlink_to(files / "my.key")
     _ready_key_bin(files, "client_key.bin")
     _ready_key_bin(files, "key_00.key")  # a bin whose name is what parse-bin would write
@@ -246,11 +236,11 @@ def test_no_command_overwrites_its_own_input(files: Path, args: list[str]) -> No
 def test_parse_bin_extracts_items_that_share_an_id(
     files: Path, key: ec.EllipticCurvePrivateKey
 ) -> None:
-    second = key_pem(ec.generate_private_key(ec.SECP256R1()))
+    second = key_bytes(ec.generate_private_key(ec.SECP256R1()))
     cert = cert_of(key)
-    bundle = cert + key_pem(key)
+    bundle = cert + key_bytes(key)
     items = (
-        pki.PkiItem("key", 0, key_pem(key)),
+        pki.PkiItem("key", 0, key_bytes(key)),
         pki.PkiItem("key", 0, second),
         pki.PkiItem("cert", 0, cert),
         pki.PkiItem("cert", 0, bundle),
@@ -263,7 +253,7 @@ def test_parse_bin_extracts_items_that_share_an_id(
     assert result.exit_code == 0, result.output
     got = {p.name: p.read_bytes() for p in out.iterdir()}
     assert got == {
-        "key_00.key": key_pem(key),
+        "key_00.key": key_bytes(key),
         "key_00-1.key": second,
         "key_00-2.key": b"third",
         "cert_00.crt": cert,

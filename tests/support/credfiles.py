@@ -1,7 +1,7 @@
 """Credential files made on the spot for the content tests, and the checks they share.
 
-Certificates here are self-signed at a fixed ``NOW``; keys and certificates
-are written in any encoding and format; ``junk`` is bytes that look enough
+Certificates here are self-signed at a fixed ``NOW`` (through
+:func:`tools.certs.certificate`) and written in any encoding; ``junk`` is bytes that look enough
 like PEM and DER to reach the parsers' corners.
 """
 
@@ -13,54 +13,36 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
 from atflash.errors import AtflashError, ContentError
+from tools.certs import PEM, certificate
 
 NOW = datetime(2025, 1, 1, tzinfo=timezone.utc)
-PEM = serialization.Encoding.PEM
-DER = serialization.Encoding.DER
-PKCS8 = serialization.PrivateFormat.PKCS8
 TRADITIONAL = serialization.PrivateFormat.TraditionalOpenSSL
-PLAIN = serialization.NoEncryption()
 PASSWORD = serialization.BestAvailableEncryption(b"correct horse")
 
 
 def make_cert(
-    key: PrivateKeyTypes,
+    key: CertificateIssuerPrivateKeyTypes,
     *,
     not_after: datetime = NOW + timedelta(days=365),
     ca: bool | None = False,
     cn: str = "device 1",
 ) -> x509.Certificate:
     """A self-signed certificate for ``key`` (BasicConstraints left out when ``ca`` is None)."""
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme"),
-        ]
+    return certificate(
+        key,
+        common_name=cn,
+        attributes=[x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Acme")],
+        serial=1234,
+        not_before=NOW - timedelta(days=30),
+        not_after=not_after,
+        ca=ca,
     )
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())  # type: ignore[arg-type]
-        .serial_number(1234)
-        .not_valid_before(NOW - timedelta(days=30))
-        .not_valid_after(not_after)
-    )
-    if ca is not None:
-        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=None), True)
-    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return builder.sign(key, algorithm)  # type: ignore[arg-type]
-
-
-def key_bytes(key: PrivateKeyTypes, encoding=PEM, fmt=PKCS8, encryption=PLAIN) -> bytes:  # type: ignore[no-untyped-def]
-    return key.private_bytes(encoding, fmt, encryption)
 
 
 def cert_bytes(cert: x509.Certificate, encoding=PEM) -> bytes:  # type: ignore[no-untyped-def]

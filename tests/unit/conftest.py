@@ -6,7 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from tests.support.credfiles import DER, PASSWORD, PEM, PKCS8, TRADITIONAL, key_bytes, make_cert
+from tests.support.credfiles import PASSWORD, TRADITIONAL, make_cert
+from tools.certs import DER, PEM, PKCS8, key_bytes
 
 
 @pytest.fixture(scope="session")

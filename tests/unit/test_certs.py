@@ -15,7 +15,8 @@ from atflash.content.checks import validate_item
 from atflash.content.describe import describe_credential
 from atflash.content.keys import load_private_key
 from atflash.content.pairing import public_key_fingerprint
-from tests.support.credfiles import DER, NOW, PEM, cert_bytes, key_bytes, raise_content
+from tests.support.credfiles import NOW, cert_bytes, raise_content
+from tools.certs import DER, PEM, key_bytes
 
 CERT_FIXTURES = [
     "client_ca/client_ca_00.crt",

@@ -12,8 +12,9 @@ from atflash.content.certs import load_certificate, load_certificates
 from atflash.content.checks import validate_item
 from atflash.content.keys import load_private_key
 from atflash.errors import ContentError
-from tests.support.credfiles import DER, cert_bytes, junk, key_bytes, raise_content
+from tests.support.credfiles import cert_bytes, junk, raise_content
 from tests.support.fuzzing import examples
+from tools.certs import DER, key_bytes
 
 
 def test_validate_item(

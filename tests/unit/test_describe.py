@@ -15,18 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from atflash.content.describe import describe_credential
 from atflash.content.keys import is_encrypted_key
 from atflash.content.pairing import public_key_fingerprint
-from tests.support.credfiles import (
-    DER,
-    NOW,
-    PEM,
-    TRADITIONAL,
-    cert_bytes,
-    junk,
-    key_bytes,
-    make_cert,
-    secret_windows,
-)
+from tests.support.credfiles import NOW, TRADITIONAL, cert_bytes, junk, make_cert, secret_windows
 from tests.support.fuzzing import examples
+from tools.certs import DER, PEM, key_bytes
 
 
 def test_describe_certificate(rsa_key: rsa.RSAPrivateKey, rsa_cert: x509.Certificate) -> None:

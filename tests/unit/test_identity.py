@@ -5,10 +5,8 @@ from __future__ import annotations
 import datetime
 
 import pytest
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from atflash.content import pki
 from atflash.content.identity import (
@@ -22,6 +20,7 @@ from atflash.content.identity import (
     set_fingerprints,
 )
 from atflash.factory.errors import LedgerError, redact
+from tools.certs import certificate
 
 START = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -33,14 +32,9 @@ def file_fingerprints(partition: str, data: bytes) -> tuple[Fingerprint, ...]:
 
 def make(name: str, *, ca: bool = False, signer: ec.EllipticCurvePrivateKey | None = None):  # type: ignore[no-untyped-def]
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(START).not_valid_after(START + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(signer or key, hashes.SHA256())
-    )  # fmt: skip
+    cert = certificate(
+        key, common_name=name, issuer_key=signer, serial=None, not_before=START, days=30, ca=ca
+    )
     return key, cert
 
 

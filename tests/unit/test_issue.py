@@ -15,6 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from atflash.issue.ca import CA, Signer, parse_pkcs11_uri
 from atflash.issue.certs import SERIAL_BITS, Fields, build_crl, issue_leaf, sign_certificate
 from atflash.issue.config import IssuerError, parse_issuer_config
+from tools.certs import certificate
 from tools.issuing import openssl_verify
 
 BASE = {"ca_cert": "ca.crt", "ca_key": "ca.key"}
@@ -38,19 +39,7 @@ def external(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> Signer:
 
 def rsa_ca() -> tuple[CA, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "RSA CA")])
-    now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=9000))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert = certificate(key, common_name="RSA CA", serial=7, days=9000, ca=True)
     return CA(cert, (), external(key), "test"), key
 
 
@@ -130,19 +119,14 @@ def test_a_crl_signed_outside_cryptography_verifies() -> None:
 
 def test_long_der_lengths_assemble() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x" * 60)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(datetime.datetime(2025, 1, 1))
-        .not_valid_after(datetime.datetime(2035, 1, 1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("a" * 60 + f".{n}") for n in range(40)]),
-            critical=False,
-        )
+    cert = certificate(
+        key,
+        common_name="x" * 60,
+        not_before=datetime.datetime(2025, 1, 1),
+        not_after=datetime.datetime(2035, 1, 1),
+        extensions=[
+            x509.SubjectAlternativeName([x509.DNSName("a" * 60 + f".{n}") for n in range(40)])
+        ],
+        sign=lambda builder: sign_certificate(builder, external(key)),
     )
-    cert = sign_certificate(builder, external(key))
     key.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))

@@ -16,18 +16,14 @@ from atflash.content.keys import is_encrypted_key, load_private_key
 from atflash.content.pairing import check_pairs, public_key_fingerprint
 from atflash.errors import AtflashError, ContentError, PairingError
 from tests.support.credfiles import (
-    DER,
     PASSWORD,
-    PEM,
-    PKCS8,
-    PLAIN,
     TRADITIONAL,
     assert_no_key_material,
     cert_bytes,
-    key_bytes,
     pem_block,
     raise_content,
 )
+from tools.certs import DER, PEM, PKCS8, PLAIN, key_bytes
 
 KEY_FIXTURES = [
     "client_key/client_key_00.key",

@@ -13,14 +13,8 @@ from atflash.content.certs import load_certificate
 from atflash.content.keys import load_private_key
 from atflash.content.pairing import check_pairs, public_key_fingerprint
 from atflash.errors import PairingError
-from tests.support.credfiles import (
-    DER,
-    TRADITIONAL,
-    cert_bytes,
-    key_bytes,
-    make_cert,
-    raise_content,
-)
+from tests.support.credfiles import TRADITIONAL, cert_bytes, make_cert, raise_content
+from tools.certs import DER, key_bytes
 
 
 def _fixture(raw: Path, name: str) -> tuple[str, bytes]:

@@ -12,15 +12,13 @@ import json
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import NameOID
 
 from atflash.backends.base import new_result, write_board
 from atflash.backends.esptool.backend import EsptoolBackend
@@ -37,6 +35,7 @@ from atflash.events import Event
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, build_plan
 from tests.support.cli import run
+from tools.certs import DER, PEM, certificate, key_bytes
 
 PROFILE = find_profile("esp32")
 NOW = datetime.now(timezone.utc)
@@ -53,9 +52,7 @@ class Material:
 
     @property
     def windows(self) -> set[bytes]:
-        cert_der = x509.load_pem_x509_certificate(self.cert_pem).public_bytes(
-            serialization.Encoding.DER
-        )
+        cert_der = x509.load_pem_x509_certificate(self.cert_pem).public_bytes(DER)
         public = {cert_der, _pem_body(self.cert_pem)}
         found = _windows(_pem_body(self.key_pem)) | _windows(self.key_der)
         return {w for w in found if not any(w in p for p in public)}
@@ -74,28 +71,9 @@ def _windows(data: bytes) -> set[bytes]:
 
 
 def _make(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, folder: Path) -> Material:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device 7")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(7)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    key_der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert = certificate(key, common_name="device 7", serial=7)
+    key_pem, key_der = key_bytes(key), key_bytes(key, DER)
+    cert_pem = cert.public_bytes(PEM)
     other = ec.generate_private_key(ec.SECP256R1())
     files = {
         "key.pem": key_pem,
@@ -107,30 +85,15 @@ def _make(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey, folder: Path) -> 
         "damaged.key": key_pem[:80] + b"!!!!" + key_pem[84:],
         "truncated.key": key_pem[: len(key_pem) // 2],
         "key_and_junk.pem": b"notes\n" + key_pem + b"\x00\x01garbage",
-        "other_cert.pem": _self_signed(other),
+        "other_cert.pem": certificate(other, common_name="other", serial=8).public_bytes(PEM),
         # The certificate with its key along: refused for certificate partitions.
         "bundle.pem": cert_pem + key_pem,
-        "bundle_der.crt": cert.public_bytes(serialization.Encoding.DER) + key_der,
+        "bundle_der.crt": cert.public_bytes(DER) + key_der,
         "bundle.bin": pki.build([("cert", cert_pem + key_pem, None)]),
     }  # fmt: skip
     for file_name, data in files.items():
         (folder / file_name).write_bytes(data)
     return Material(key_pem, key_der, cert_pem, folder)
-
-
-def _self_signed(key: ec.EllipticCurvePrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(8)
-        .not_valid_before(NOW - timedelta(days=1))
-        .not_valid_after(NOW + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
 
 
 @pytest.fixture(scope="module", params=["ec", "rsa"])
@@ -387,12 +350,7 @@ def test_is_secret_is_the_one_rule_for_0600(
 
 def test_key_type_errors_never_show_the_key(tmp_path: Path) -> None:
     key = ed25519.Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    der = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem, der = key_bytes(key), key_bytes(key, DER)
     (tmp_path / "ed.key").write_bytes(pem)
     (tmp_path / "ed.bin").write_bytes(pki.build([("key", pem, None)]))
     windows = _windows(_pem_body(pem)) | _windows(der[16:])  # past the PKCS#8 header

@@ -29,22 +29,14 @@ from atflash.output import write_outputs, write_private
 from atflash.planning.manifest import parse_manifest
 from atflash.planning.plan import PartitionRequest, PlanOptions, build_plan
 from atflash.sim.rom import distinct_mac, parse_mac
-from tests.support.certs import self_signed
+from tools.certs import DER, PEM, PKCS8, PLAIN, certificate, key_bytes
 
 ESP32 = find_profile("esp32")
-PEM = serialization.Encoding.PEM
-DER = serialization.Encoding.DER
-PKCS8 = serialization.PrivateFormat.PKCS8
-PLAIN = serialization.NoEncryption()
 needs_posix = pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and /dev need a Unix host")
 
 
-def key_bytes(key: PrivateKeyTypes, encoding: serialization.Encoding = PEM) -> bytes:
-    return key.private_bytes(encoding, PKCS8, PLAIN)
-
-
 def cert_for(key: PrivateKeyTypes, encoding: serialization.Encoding = PEM) -> bytes:
-    return self_signed(key, encoding, common_name="device 9", serial=9)
+    return certificate(key, common_name="device 9", serial=9).public_bytes(encoding)
 
 
 @pytest.fixture(scope="module")
