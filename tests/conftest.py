@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.support.postgres import PostgresServer, PostgresUnavailable, required, start_postgres
-from tests.support.samples import RAW
+from tests.support.samples import RAW, SAMPLE
 
 # No profile times an example: Hypothesis's 200 ms deadline and its too_slow
 # health check are wall-clock thresholds, and a full parallel run on two cores
@@ -37,6 +37,12 @@ settings.load_profile(PROFILE)
 def raw() -> Path:
     """ESP-AT's sample credentials folder (one subfolder per partition)."""
     return RAW
+
+
+@pytest.fixture
+def sample() -> dict[str, Path]:
+    """One sample credential file per role (``tests.support.samples.SAMPLE``), a copy to change."""
+    return dict(SAMPLE)
 
 
 POOL_SETS = 200

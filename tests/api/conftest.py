@@ -20,23 +20,16 @@ from atflash.sim.at import AtSimulator
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard
 from tests.integration import conftest as integration
-from tests.integration.conftest import BoardPool, direct_url, flash_esp_at
+from tests.integration.conftest import BoardPool, direct_url
 from tools.certs import PEM, certificate, key_bytes
 from tools.mockflash import read_flash
 
 # The integration tests' boards (fixtures, found here by name).
 board_pool = integration.board_pool
 boards = integration.boards
+c3_board_3x = integration.c3_board_3x
 dead_port = integration.dead_port
 esp32_board = integration.esp32_board
-
-
-@pytest.fixture
-def c3_board_3x(board_pool: BoardPool) -> Iterator[MockBoard]:
-    """An ESP32-C3 mock flashed with ESP-AT 3.1+ (credentials in mfg_nvs)."""
-    with board_pool.lease("esp32c3") as board:
-        flash_esp_at(board, "3.x")
-        yield board
 
 
 @pytest.fixture

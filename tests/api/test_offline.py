@@ -20,15 +20,6 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.fixture
-def sample(raw: Path) -> dict[str, Path]:
-    return {
-        "cert": raw / "client_cert" / "client_cert_00.crt",
-        "key": raw / "client_key" / "client_key_00.key",
-        "ca": raw / "client_ca" / "client_ca_00.crt",
-    }
-
-
 def test_generate_bin_is_the_commands_bin(sample: dict[str, Path], cli, tmp_path: Path) -> None:
     out = tmp_path / "PKI.bin"
     cli("generate-bin", "-b", out, "cert", sample["cert"], "key", sample["key"])

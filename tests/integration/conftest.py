@@ -212,6 +212,22 @@ def boards(board_pool: BoardPool) -> Iterator[list[MockBoard]]:
 
 
 @pytest.fixture
+def esp32_board_3x(board_pool: BoardPool) -> Iterator[MockBoard]:
+    """An ESP32 mock flashed with ESP-AT 3.x: mfg_nvs holds factory_param and ble_data."""
+    with board_pool.lease("esp32") as board:
+        flash_esp_at(board, "3.x")
+        yield board
+
+
+@pytest.fixture
+def c3_board_3x(board_pool: BoardPool) -> Iterator[MockBoard]:
+    """An ESP32-C3 mock flashed with ESP-AT 3.1+ (credentials in mfg_nvs)."""
+    with board_pool.lease("esp32c3") as board:
+        flash_esp_at(board, "3.x")
+        yield board
+
+
+@pytest.fixture
 def esp32_board(board_pool: BoardPool) -> Iterator[MockBoard]:
     """One ESP32 mock board over TCP with ESP-AT's table (for single-chip cases)."""
     with _board(board_pool, "esp32", "tcp") as board:

@@ -23,21 +23,11 @@ from atflash.errors import EXIT_DEVICE_ERROR, EXIT_USER_ERROR
 from atflash.factory.ledger import open_ledger
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
-from tests.support.cli import run
+from tests.support.cli import refused, run
 from tools.certs import certificate
 from tools.strictrom import strict_board
 
 LINK = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
-
-
-def refused(*args: object, code: int = EXIT_USER_ERROR) -> str:
-    """The one error line of a refused command."""
-    result = run(*args)
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("atflash: error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def copy_sets(credential_pool: Path, dest: Path, count: int) -> Path:
@@ -45,6 +35,17 @@ def copy_sets(credential_pool: Path, dest: Path, count: int) -> Path:
     for n in range(1, count + 1):
         shutil.copytree(credential_pool / f"{n:04d}", dest / f"{n:04d}")
     return dest
+
+
+def set_files(pool: Path, name: str, *files: str) -> list[Path]:
+    """The paths of ``files`` in set ``name`` of a folder pool."""
+    return [pool / name / file for file in files]
+
+
+def write_index(index: Path, header: list[str], *rows: list[str | Path]) -> Path:
+    """An index CSV at ``index``: ``header``, then one line per row."""
+    index.write_text("".join(",".join(map(str, row)) + "\n" for row in (header, *rows)))
+    return index
 
 
 @contextlib.contextmanager
@@ -169,12 +170,11 @@ def test_a_manifest_naming_one_key_twice_is_refused_by_write_verify_and_build(
 def test_a_pool_index_row_without_a_set_name_is_refused(
     tmp_path: Path, credential_pool: Path
 ) -> None:
-    index = tmp_path / "index.csv"
-    one, two = credential_pool / "0001", credential_pool / "0002"
-    index.write_text(
-        "set,client_cert,client_key\n"
-        f"0001,{one}/client_cert.crt,{one}/client_key.key\n"
-        f",{two}/client_cert.crt,{two}/client_key.key\n"
+    index = write_index(
+        tmp_path / "index.csv",
+        ["set", "client_cert", "client_key"],
+        ["0001", *set_files(credential_pool, "0001", "client_cert.crt", "client_key.key")],
+        ["", *set_files(credential_pool, "0002", "client_cert.crt", "client_key.key")],
     )
     line = refused("pool", "check", index, "--chip", "esp32")
     assert line.startswith(f"atflash: error: {index}:3: the set name is empty")
@@ -237,18 +237,22 @@ def test_pool_check_and_ledger_export_and_release_take_json(
 def test_a_set_without_its_key_is_refused_before_any_board(
     tmp_path: Path, credential_pool: Path
 ) -> None:
-    index = tmp_path / "index.csv"
-    one, two = credential_pool / "0001", credential_pool / "0002"
-    index.write_text(
-        "set,client_cert,client_key\n"
-        f"0001,{one}/client_cert.crt\n"
-        f"0002,{two}/client_cert.crt,{two}/client_key.key\n"
+    index = write_index(
+        tmp_path / "index.csv",
+        ["set", "client_cert", "client_key"],
+        ["0001", *set_files(credential_pool, "0001", "client_cert.crt")],
+        ["0002", *set_files(credential_pool, "0002", "client_cert.crt", "client_key.key")],
     )
     line = refused("pool", "check", index, "--chip", "esp32")
     assert "set 0002: holds client_cert, client_key but set 0001 holds client_cert" in line
     line = refused("write", "--chip", "esp32", "--port", tmp_path / "none", "--pool", index)
     assert "set 0002: holds client_cert, client_key but set 0001 holds client_cert" in line
-    index.write_text(f"set,client_cert\n0001,{one}/client_cert.crt\n0002,{two}/client_cert.crt\n")
+    write_index(
+        index,
+        ["set", "client_cert"],
+        ["0001", *set_files(credential_pool, "0001", "client_cert.crt")],
+        ["0002", *set_files(credential_pool, "0002", "client_cert.crt")],
+    )
     line = refused("pool", "check", index, "--chip", "esp32")
     assert "the sets hold client_cert but no client_key" in line and "cert_without_key" in line
     (tmp_path / "pool.toml").write_text('cert_without_key = ["client_cert"]\n')

@@ -26,12 +26,11 @@ from cryptography.hazmat.primitives import serialization
 
 from atflash.content import mfgnvs, pki
 from atflash.content.nvs import NvsItem, build_nvs, parse_nvs
-from atflash.errors import EXIT_USER_ERROR
 from atflash.layout.model import MFG_NVS, Partition
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import factory_items
 from atflash.sim.flash import board_flash, flash_image
-from tests.support.cli import run
+from tests.support.cli import refused, run
 
 MIB = 1024 * 1024
 C3X = find_profile("esp32c3-3x")
@@ -43,16 +42,6 @@ def ok(*args: object) -> Result:
     result = run(*args)
     assert result.exit_code == 0, result.output
     return result
-
-
-def refused(*args: object) -> str:
-    """The one error line of a refused command."""
-    result = run(*args)
-    assert result.exit_code == EXIT_USER_ERROR, result.output
-    assert "Traceback" not in result.output and "internal error" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("atflash: error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def mode(path: Path) -> int:
@@ -67,18 +56,6 @@ def outside(a: bytes, b: bytes, parts: list[Partition]) -> None:
         assert a[start : part.offset] == b[start : part.offset], f"differs before {part.name}"
         start = part.end
     assert a[start:] == b[start:], "differs after the last changed partition"
-
-
-@pytest.fixture
-def sample(raw: Path) -> dict[str, Path]:
-    return {
-        "cert": raw / "client_cert" / "client_cert_00.crt",
-        "key": raw / "client_key" / "client_key_00.key",
-        "ca": raw / "client_ca" / "client_ca_00.crt",
-        "cert1": raw / "client_cert" / "client_cert_01.crt",
-        "key1": raw / "client_key" / "client_key_01.key",
-        "mqtt_cert": raw / "mqtt_cert" / "mqtt_client.crt",
-    }
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ where it cannot start the PostgreSQL cases skip, saying why, unless
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -382,14 +384,43 @@ def _lines_of(proc: subprocess.Popen[str]) -> queue.Queue[str]:
     return lines
 
 
-def _resume(stopped: subprocess.Popen[str], lines: queue.Queue[str]) -> None:
-    """Let a station stopped inside its claim go on: it ends with the set it claimed."""
-    stopped.send_signal(signal.SIGCONT)
-    assert stopped.stdin is not None
-    stopped.stdin.write("\n")
-    stopped.stdin.flush()
-    assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
-    assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+@contextlib.contextmanager
+def _stopped_inside_claim(script: str, url: str) -> Iterator[Callable[[], None]]:
+    """A station (``script``) claiming one of sets 0001-0003 for MAC1, stopped inside its claim.
+
+    Yields ``resume``: let it go on, and check it ends with set 0001. Killed
+    on the way out, whatever happened.
+    """
+    stopped = subprocess.Popen(
+        [sys.executable, "-c", script, url, MAC1, *SETS[:3]],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lines = _lines_of(stopped)
+
+    def resume() -> None:
+        stopped.send_signal(signal.SIGCONT)
+        assert stopped.stdin is not None
+        stopped.stdin.write("\n")
+        stopped.stdin.flush()
+        assert _next_line(stopped, lines) == "0001\n"  # its claim is not lost
+        assert stopped.wait(timeout=STATION_TIMEOUT) == 0
+
+    try:
+        assert _next_line(stopped, lines) == "inside\n"
+        stopped.send_signal(signal.SIGSTOP)
+        yield resume
+    finally:
+        stopped.send_signal(signal.SIGCONT)
+        stopped.kill()
+        stopped.wait()
+
+
+def _ends_in_bound(station: Callable[[], None]) -> None:
+    """Run another ``station`` in a thread: it must end within STATION_TIMEOUT, stopped one or not."""
+    worker = threading.Thread(target=station, daemon=True)
+    worker.start()
+    worker.join(timeout=STATION_TIMEOUT)
+    assert not worker.is_alive(), "a station waited without bound for a stopped one"
 
 
 def _next_line(proc: subprocess.Popen[str], lines: queue.Queue[str]) -> str:
@@ -498,14 +529,7 @@ def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_time
 
     bounded = f"{pg_url}?options=-c%20lock_timeout%3D{LOCK_BOUND}s"
     open_ledger(bounded).close()  # tables made
-    stopped = subprocess.Popen(
-        [sys.executable, "-c", STOPPABLE, pg_url, MAC1, *SETS[:3]],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines = _lines_of(stopped)
-    try:
-        assert _next_line(stopped, lines) == "inside\n"
-        stopped.send_signal(signal.SIGSTOP)
+    with _stopped_inside_claim(STOPPABLE, pg_url) as resume:
         outcome: dict[str, object] = {}
 
         def others() -> None:
@@ -519,20 +543,13 @@ def test_a_station_stopped_inside_its_claim_holds_no_one_up_beyond_the_lock_time
             finally:
                 ledger.close()
 
-        worker = threading.Thread(target=others, daemon=True)
-        worker.start()
-        worker.join(timeout=STATION_TIMEOUT)  # three lock waits of 1 s, and a margin
-        assert not worker.is_alive(), "a station waited without bound for a stopped one"
+        _ends_in_bound(others)  # three lock waits of 1 s, and a margin
         assert outcome["other"] == "0002"
         assert "waited 1s for another station's claim of the same set or of " in str(
             outcome["same"]
         )
         assert "a station is stopped inside a claim" in str(outcome["same"])
-        _resume(stopped, lines)
-    finally:
-        stopped.send_signal(signal.SIGCONT)
-        stopped.kill()
-        stopped.wait()
+        resume()
     assert {c.device: c.set_name for c in _claims(pg_url)} == {MAC1: "0001", MAC2: "0002"}
 
 
@@ -573,14 +590,7 @@ def test_a_station_stopped_inside_its_sqlite_claim_makes_the_others_fail_clearly
 
     path = tmp_path / "ledger.db"
     open_ledger(str(path)).close()
-    stopped = subprocess.Popen(
-        [sys.executable, "-c", STOPPABLE_SQLITE, str(path), MAC1, *SETS[:3]],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    lines = _lines_of(stopped)
-    try:
-        assert _next_line(stopped, lines) == "inside\n"
-        stopped.send_signal(signal.SIGSTOP)
+    with _stopped_inside_claim(STOPPABLE_SQLITE, str(path)) as resume:
         outcome: dict[str, str] = {}
 
         def other() -> None:  # the bound is BUSY_TIMEOUT (30 s); this station's is 1 s
@@ -592,19 +602,12 @@ def test_a_station_stopped_inside_its_sqlite_claim_makes_the_others_fail_clearly
             finally:
                 ledger.close()
 
-        worker = threading.Thread(target=other, daemon=True)
-        worker.start()
-        worker.join(timeout=STATION_TIMEOUT)
-        assert not worker.is_alive(), "a station waited without bound for a stopped one"
+        _ends_in_bound(other)
         assert outcome["error"] == (
             f"ledger {path}: cannot claim (database is locked): another process holds the "
             "ledger locked; is a station stuck?"
         )
-        _resume(stopped, lines)
-    finally:
-        stopped.send_signal(signal.SIGCONT)
-        stopped.kill()
-        stopped.wait()
+        resume()
     assert {c.device: c.set_name for c in _claims(str(path))} == {MAC1: "0001"}
     assert BUSY_TIMEOUT == 30.0
 

@@ -9,10 +9,7 @@ process and parsed with atflash's NVS reader.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from atflash import recovery
 from atflash.backends.base import WriteOptions, write_board
@@ -30,6 +27,7 @@ from tests.support.esptool_waits import cap_waits, restore_waits
 from tools.line import UartLine
 from tools.mockflash import read_flash
 
+from . import conftest as integration
 from .conftest import BoardPool, direct_url, flash_esp_at, flash_holds
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
@@ -41,12 +39,7 @@ def files(raw: Path, partition: str, *names: str) -> list[str]:
     return [partition, *(str(raw / partition / name) for name in names)]
 
 
-@pytest.fixture
-def board(board_pool: BoardPool) -> Iterator[MockBoard]:
-    """An ESP32 that ESP-AT 3.x was flashed on: mfg_nvs holds factory_param and ble_data."""
-    with board_pool.lease("esp32") as mock:
-        flash_esp_at(mock, "3.x")
-        yield mock
+board = integration.esp32_board_3x  # an ESP32 that ESP-AT 3.x was flashed on
 
 
 def nvs_on(board: MockBoard, tmp_path: Path) -> list[NvsItem]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +38,7 @@ from tests.support.esptool_waits import cap_waits, restore_waits
 from tools.line import UartLine
 from tools.mockflash import read_flash
 
+from . import conftest as integration
 from .conftest import BoardPool, direct_url, flash_esp_at, preload
 
 CONNECT = ["--before", "no-reset", "--after", "no-reset", "--connect-attempts", "1"]
@@ -46,12 +46,7 @@ PROFILE = find_profile("esp32-3x")
 STORE = PROFILE.partition("mfg_nvs")
 
 
-@pytest.fixture
-def board(board_pool: BoardPool) -> Iterator[MockBoard]:
-    """An ESP32 flashed with ESP-AT 3.x: mfg_nvs holds factory_param and ble_data."""
-    with board_pool.lease("esp32") as mock:
-        flash_esp_at(mock, "3.x")
-        yield mock
+board = integration.esp32_board_3x  # an ESP32 flashed with ESP-AT 3.x
 
 
 @pytest.fixture

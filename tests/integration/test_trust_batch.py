@@ -46,6 +46,7 @@ from atflash.sim.flash import board_flash
 from atflash.sim.rom import MockBoard, start_mock
 from tests.support.cli import run
 from tests.support.esptool_waits import capped_waits
+from tests.support.procs import descendants, outliving
 from tools.line import UartLine
 
 from .conftest import flash_holds
@@ -250,40 +251,6 @@ def test_check_config_checks_the_report_and_backup_paths(raw: Path, tmp_path: Pa
 # -- stopping a batch --------------------------------------------------------------------------
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (Linux /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                parents[int(entry.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def all_gone(pids: set[int], seconds: float) -> set[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.05)
-    return {p for p in pids if alive(p)}
-
-
 def atflash_process(*args: str) -> subprocess.Popen[str]:
     """``atflash`` in a session of its own, with Ctrl-C handled as in a terminal.
 
@@ -358,7 +325,7 @@ def test_a_signal_to_the_batch_lets_running_boards_finish_and_records_the_rest(
     assert (summary["boards"], summary["ok"], summary["failed"]) == (3, 3 - left, 0), summary
     assert summary["interrupted"] == left
     assert f"{3 - left} ok, 0 failed, 0 skipped, {left} interrupted" in out  # the summary
-    assert all_gone(family, 15) == set(), "a worker outlived atflash"
+    assert outliving(family, 15) == set(), "a worker outlived atflash"
 
 
 def _writes_then_hangs(job: BoardJob, events: EventSink) -> BoardResult:

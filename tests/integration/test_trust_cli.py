@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -37,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from atflash.content import pki
 from atflash.errors import EXIT_USER_ERROR
 from tests.support.cli import run
+from tests.support.procs import children, outliving
 from tools.certs import DER, PEM, certificate, key_bytes
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="needs a Unix host")
@@ -113,17 +115,23 @@ def files(tmp_path: Path, key: ec.EllipticCurvePrivateKey) -> Path:
 # -- 1. a certificate file carrying a key -------------------------------------------------
 
 
+def build_refused(files: Path, partition: str, name: str) -> tuple[Result, str]:
+    """``atflash build`` of ``partition`` from ``files/name``, refused in one line, nothing written."""
+    out = files / "out"
+    result = run("build", "--chip", "esp32", "-o", str(out), partition, str(files / name))
+    assert result.exit_code == EXIT_USER_ERROR, result.output
+    line = one_error_line(result.stdout, result.stderr)
+    assert not out.exists()
+    return result, line
+
+
 @pytest.mark.parametrize("partition", ["client_cert", "client_ca", "mqtt_ca", "server_cert"])
 @pytest.mark.parametrize("name", ["combo.pem", "combo_der.crt", "cert_then_der_key.pem"])
 def test_build_refuses_a_certificate_file_holding_a_key(
     files: Path, key: ec.EllipticCurvePrivateKey, partition: str, name: str
 ) -> None:
-    out = files / "out"
-    result = run("build", "--chip", "esp32", "-o", str(out), partition, str(files / name))
-    assert result.exit_code == EXIT_USER_ERROR, result.output
-    line = one_error_line(result.stdout, result.stderr)
+    result, line = build_refused(files, partition, name)
     assert f"{files / name}: holds a private key; give the certificate alone" in line
-    assert not out.exists()
     assert_no_key([result.stdout, result.stderr], key)
 
 
@@ -133,12 +141,8 @@ def test_build_refuses_a_certificate_file_holding_a_key(
 def test_build_refuses_a_ready_bin_whose_certificate_item_holds_a_key(
     files: Path, key: ec.EllipticCurvePrivateKey, partition: str, name: str
 ) -> None:
-    out = files / "out"
-    result = run("build", "--chip", "esp32", "-o", str(out), partition, str(files / name))
-    assert result.exit_code == EXIT_USER_ERROR, result.output
-    line = one_error_line(result.stdout, result.stderr)
+    result, line = build_refused(files, partition, name)
     assert str(files / name) in line and "holds a private key" in line
-    assert not out.exists()
     assert_no_key([result.stderr], key)
 
 
@@ -517,38 +521,6 @@ def test_a_busy_tcp_port_is_a_one_line_error() -> None:
     assert f"TCP port {port} is already in use" in line
 
 
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid`` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent has yet to reap it
-
-
-def gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not alive(pid):
-            return True
-        time.sleep(0.05)
-    return not alive(pid)
-
-
 @linux_only
 @pytest.mark.parametrize(
     "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
@@ -565,5 +537,5 @@ def test_stopping_sim_rom_leaves_no_mock_running(
     proc.send_signal(sig)
     code = proc.wait(timeout=SIM_TIMEOUT)
     assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
-    assert gone_within(mock, 10), "the mock outlived atflash sim rom"
+    assert not outliving({mock}, 10), "the mock outlived atflash sim rom"
     assert not Path(state.decode()).exists(), "the mock's state folder was left behind"

@@ -20,6 +20,7 @@ import pytest
 
 import atflash
 from atflash.run.workers import StopRequest
+from tests.support.stations import station_plans
 from tools.station import SlotRig, mac_of, wait_for
 
 RAW = Path(__file__).parent.parent / "fixtures" / "esp-at-raw-data"
@@ -283,11 +284,9 @@ def test_an_issuer_gives_each_board_its_own_certificate(tmp_path: Path) -> None:
     process; the issuer's ledger holds the outcome; a board plugged in again is left alone."""
     from cryptography import x509
 
-    from atflash.cli.station import _settings
     from atflash.content import pki
     from atflash.layout.profiles import find_profile
     from atflash.run.config import load_config
-    from atflash.station.sources import plan_source
     from tools.issuing import make_ca
     from tools.mockflash import read_flash
 
@@ -298,15 +297,7 @@ def test_an_issuer_gives_each_board_its_own_certificate(tmp_path: Path) -> None:
         f'chip = "esp32"\nstation = "bench-i"\nslots = ["{rig.url}"]\n'
         f'[issue]\nca_cert = "{ca.cert}"\nca_key = "{ca.folder / "ca.key"}"\nsubject = "CN={{mac}}"\n'
     )
-    params = {
-        "report": None,
-        "pool": None,
-        "ledger": None,
-        "log": None,
-        "name": None,
-        "issue": None,
-    }
-    source = plan_source(_settings(load_config(bench), params))
+    source = station_plans(load_config(bench))
     station = atflash.Station(
         [rig.url], source, name="bench-i", log=tmp_path / "s.log", options=FAST
     )

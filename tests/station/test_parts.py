@@ -12,6 +12,7 @@ from atflash.ports import PortInfo
 from atflash.run.slots import SlotSpec, parse_slots
 from atflash.station.tally import HOURS, Tally, restore
 from atflash.station.webauth import allowed, is_local, parse_address
+from tests.support.stations import station_plans
 
 LISTING = [
     PortInfo("/dev/ttyUSB0", serial_number="A1", location="1-1.2"),
@@ -176,32 +177,23 @@ def test_the_station_takes_a_batchs_credential_sources(tmp_path, small_pool) -> 
     """[partitions]: one plan for all; a manifest: its resolver; a pool: its resolver; never two."""
     from pathlib import Path
 
-    from atflash.cli.station import _settings
     from atflash.factory.resolve import PoolResolver
     from atflash.planning.manifest import ManifestResolver
-    from atflash.station.sources import FixedPlans, plan_source
+    from atflash.station.sources import FixedPlans
 
     ca = Path(CA).resolve()
-    params = {
-        "report": None,
-        "pool": None,
-        "ledger": None,
-        "log": None,
-        "name": None,
-        "issue": None,
-    }
     fixed = _bench(tmp_path, f'chip = "esp32"\n[partitions]\nclient_ca = ["{ca}"]\n')
-    assert isinstance(plan_source(_settings(fixed, params)), FixedPlans)
+    assert isinstance(station_plans(fixed), FixedPlans)
     (tmp_path / "devices.csv").write_text(f"mac,client_ca\n24:0a:c4:00:00:01,{ca}\n")
     listed = _bench(tmp_path, 'chip = "esp32"\nmanifest = "devices.csv"\n')
-    assert isinstance(plan_source(_settings(listed, params)), ManifestResolver)
+    assert isinstance(station_plans(listed), ManifestResolver)
     bare = _bench(tmp_path, 'chip = "esp32"\n')
-    pooled = {**params, "pool": str(small_pool), "ledger": str(tmp_path / "l.sqlite")}
-    assert isinstance(plan_source(_settings(bare, pooled)), PoolResolver)
+    pooled = {"pool": str(small_pool), "ledger": str(tmp_path / "l.sqlite")}
+    assert isinstance(station_plans(bare, pooled), PoolResolver)
     with pytest.raises(InputError, match="\\[partitions\\] or --manifest"):
-        plan_source(_settings(fixed, pooled))
+        station_plans(fixed, pooled)
     with pytest.raises(InputError, match="go with --pool"):
-        plan_source(_settings(fixed, {**params, "ledger": "x.sqlite"}))
+        station_plans(fixed, {"ledger": "x.sqlite"})
 
 
 def test_a_tile_says_why_in_a_few_words() -> None:

@@ -39,6 +39,7 @@ from atflash.layout.parttable import encode_table
 from atflash.layout.profiles import find_profile
 from atflash.planning.plan import PartitionRequest, PlanOptions, build_plan, factory_items
 from atflash.sim.flash import board_flash, esp_at_flash, flash_image
+from tests.support.samples import SAMPLE
 
 C3X = find_profile("esp32c3-3x")
 ESP32 = find_profile("esp32")
@@ -46,12 +47,9 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def sample(raw: Path) -> dict[str, str]:
-    return {
-        "cert": str(raw / "client_cert" / "client_cert_00.crt"),
-        "key": str(raw / "client_key" / "client_key_00.key"),
-        "ca": str(raw / "client_ca" / "client_ca_00.crt"),
-    }
+def sample() -> dict[str, str]:
+    """The sample files by role (``tests.support.samples.SAMPLE``) as the path strings plans take."""
+    return {role: str(path) for role, path in SAMPLE.items()}
 
 
 # -- --factory-param --------------------------------------------------------------------
