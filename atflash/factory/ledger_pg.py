@@ -23,14 +23,13 @@ ledger is opened (the ``postgres`` extra).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from types import ModuleType
 from typing import Any
 
-from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError, redact
+from atflash.factory.errors import LedgerError, redact
 from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
@@ -41,23 +40,15 @@ from atflash.factory.ledger_store import (
     SCHEMA_VERSION,
     UPGRADE_COLUMNS,
     Claim,
+    ClaimRequest,
+    Now,
+    SqlLedger,
     as_utc,
-    busy_elsewhere,
-    busy_error,
-    check_result,
     check_version,
     claim_from_row,
     device_id,
-    encode_images,
-    encode_json,
     event_from_row,
-    first_free,
     folded,
-    foreign_pool,
-    no_longer_held,
-    pool_matches,
-    record_event,
-    station_id,
     utc_now,
     with_history,
 )
@@ -155,12 +146,20 @@ class PostgresDatabase:
         """The driver's errors as ledger errors saying ``what`` failed (``passing`` let through)."""
         return folded(self.name, what, self.pg.Error, passing=passing)
 
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        """``sql`` written with ``?`` placeholders, run with psycopg's (``%s``); the cursor."""
+        return self.db.execute(sql.replace("?", "%s"), params)
+
     def close(self) -> None:
         self.db.close()
 
 
-class PostgresLedger:
+class PostgresLedger(SqlLedger):
     """A :class:`~atflash.factory.ledger_store.Ledger` in a PostgreSQL database, tables made on first open."""
+
+    _database: PostgresDatabase
+    _FOR_UPDATE = " FOR UPDATE"
+    _POOL_LOCK = "LOCK TABLE atflash_pool IN EXCLUSIVE MODE"
 
     def __init__(self, url: str, *, create: bool = True) -> None:
         self._database = PostgresDatabase(url)
@@ -174,141 +173,7 @@ class PostgresLedger:
             self._database.close()
             raise
 
-    # -- the interface ------------------------------------------------------------
-
-    def claim(
-        self,
-        *,
-        device: str,
-        station: str,
-        sets: Sequence[str],
-        port: str | None = None,
-        run: str | None = None,
-    ) -> Claim:
-        mac, who = device_id(device), station_id(station)
-        conflict = self._pg.errors.UniqueViolation
-        waited = self._pg.errors.LockNotAvailable
-        stuck: list[str] = []  # sets another station is claiming right now (uncommitted)
-        with self._database.errors("cannot claim"):
-            # Each lost race means another claim committed: at most one per set, plus
-            # one for this device claimed elsewhere at the same moment.
-            for _ in range(len(sets) + 2):
-                trying: list[str | None] = [None]
-                try:
-                    with self._db.transaction():
-                        return self._claim_once(mac, who, sets, port, run, stuck, trying)
-                except conflict:
-                    continue
-                except waited:
-                    if len(stuck) + 1 >= MAX_LOCK_WAITS or trying[0] is None:
-                        raise self._stuck(mac) from None
-                    stuck.append(trying[0])
-        raise LedgerError(self.name, f"cannot claim a set for {mac}: lost every race")
-
-    def _stuck(self, mac: str) -> LedgerError:
-        return LedgerError(
-            self.name, f"waited {self.lock_timeout} for another station's claim of the same "
-            f"set or of {mac}, and gave up",
-            hint="a station is stopped inside a claim, or the database is overloaded; "
-            "nothing was written to this board",
-        )  # fmt: skip
-
-    def _claim_once(
-        self,
-        mac: str,
-        who: str,
-        sets: Sequence[str],
-        port: str | None,
-        run: str | None,
-        stuck: Sequence[str],
-        trying: list[str | None],
-    ) -> Claim:
-        row = self._db.execute(
-            f"SELECT {COLUMNS} FROM atflash_claims WHERE device = %s AND released_at IS NULL "
-            "FOR UPDATE",
-            (mac,),
-        ).fetchone()
-        if row is not None:
-            held = claim_from_row(row)
-            if run is not None and busy_elsewhere(held, run, utc_now()):
-                raise busy_error(self.name, held, port)
-            mark = (run, port) if run else (held.busy_run, held.busy_port)
-            row = self._db.execute(
-                "UPDATE atflash_claims SET attempts = attempts + 1, busy_run = %s, busy_port = %s, "
-                "busy_since = CASE WHEN %s::text IS NULL THEN busy_since ELSE clock_timestamp() END "
-                f"WHERE id = %s RETURNING {COLUMNS}",
-                (*mark, run, held.id),
-            ).fetchone()
-            return claim_from_row(row)
-        rows = self._db.execute("SELECT set_name FROM atflash_claims WHERE released_at IS NULL")
-        taken = {r[0] for r in rows} | set(stuck)
-        name = first_free(sets, taken)
-        if name is None:
-            raise PoolExhaustedError(self.name, mac, len(sets))
-        trying[0] = name
-        row = self._db.execute(
-            "INSERT INTO atflash_claims (set_name, device, station, busy_run, busy_port, busy_since) "
-            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL ELSE clock_timestamp() END) "
-            f"RETURNING {COLUMNS}",
-            (name, mac, who, run, port, run),
-        ).fetchone()
-        claim = claim_from_row(row)
-        self._event(claim.id, "claimed", who, {"set": name, "port": port})
-        return claim
-
-    def record(
-        self,
-        claim: Claim,
-        *,
-        result: str,
-        image_sha256: Mapping[str, str],
-        station: str | None = None,
-        verify: bool = False,
-    ) -> None:
-        outcome = check_result(result)
-        with self._database.transaction("cannot record"):
-            cursor = self._db.execute(
-                "UPDATE atflash_claims SET result = %s, recorded_at = clock_timestamp(), "
-                "image_sha256 = COALESCE(%s, image_sha256), busy_run = NULL, busy_port = NULL, "
-                "busy_since = NULL "
-                "WHERE id = %s AND released_at IS NULL",
-                (outcome, encode_images(image_sha256) if image_sha256 else None, claim.id),
-            )
-            if cursor.rowcount != 1:
-                raise no_longer_held(self.name, claim)
-            event = record_event(outcome, verify)
-            self._event(claim.id, event, station, {"image_sha256": dict(image_sha256)})
-
-    def note_identity(
-        self, claim: Claim, identity: Mapping[str, Any], *, station: str, reissue: bool = False
-    ) -> Claim:
-        with self._database.transaction("cannot record the set's identity"):
-            cursor = self._db.execute(
-                "UPDATE atflash_claims SET identity = %s WHERE id = %s AND released_at IS NULL",
-                (encode_json(identity), claim.id),
-            )
-            if cursor.rowcount != 1:
-                raise no_longer_held(self.name, claim)
-            if reissue:
-                detail = {"before": claim.identity, "after": dict(identity)}
-                self._event(claim.id, "reissued", station, detail)
-        return replace(claim, identity=dict(identity))
-
-    def bind_pool(self, name: str, digests: Mapping[str, str], *, force: bool = False) -> None:
-        with self._database.transaction("cannot record its pool"):
-            self._db.execute("LOCK TABLE atflash_pool IN EXCLUSIVE MODE")
-            row = self._db.execute(
-                "SELECT name, anchor_set, anchor_identity FROM atflash_pool LIMIT 1"
-            ).fetchone()
-            if row is None:
-                first = next(iter(digests))
-                self._db.execute(
-                    "INSERT INTO atflash_pool (name, anchor_set, anchor_identity, bound_at) "
-                    "VALUES (%s, %s, %s, clock_timestamp())",
-                    (name, first, digests[first]),
-                )
-            elif not force and not pool_matches(row, name, digests):
-                raise foreign_pool(self.name, row, name)
+    # -- the interface (the rest: SqlLedger) -------------------------------------
 
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         mac = device_id(device) if device is not None else None
@@ -330,38 +195,68 @@ class PostgresLedger:
             [claim_from_row(row) for row in rows], [event_from_row(e) for e in events]
         )
 
-    def release(self, set_name: str) -> Claim:
-        with self._database.transaction("cannot release"):
-            row = self._db.execute(
-                "UPDATE atflash_claims SET released_at = clock_timestamp() "
-                f"WHERE set_name = %s AND released_at IS NULL RETURNING {COLUMNS}",
-                (set_name,),
-            ).fetchone()
-            if row is None:
-                raise ClaimError(self.name, f"set {set_name} is not held by any device")
-            claim = claim_from_row(row)
-            self._event(claim.id, "released", None, {})
-        return claim
+    # -- what PostgreSQL does its own way -----------------------------------------
 
-    def close(self) -> None:
-        self._database.close()
+    def _claim_atomically(self, ask: ClaimRequest) -> Claim:
+        conflict = self._pg.errors.UniqueViolation
+        waited = self._pg.errors.LockNotAvailable
+        stuck: list[str] = []  # sets another station is claiming right now (uncommitted)
+        with self._database.errors("cannot claim"):
+            # Each lost race means another claim committed: at most one per set, plus
+            # one for this device claimed elsewhere at the same moment.
+            for _ in range(len(ask.sets) + 2):
+                trying: list[str | None] = [None]
+                try:
+                    with self._db.transaction():
+                        return self._claim_once(ask, skip=stuck, trying=trying)
+                except conflict:
+                    continue
+                except waited:
+                    if len(stuck) + 1 >= MAX_LOCK_WAITS or trying[0] is None:
+                        raise self._stuck(ask.device) from None
+                    stuck.append(trying[0])
+        raise LedgerError(self.name, f"cannot claim a set for {ask.device}: lost every race")
 
-    def __enter__(self) -> PostgresLedger:
-        return self
+    def _stuck(self, mac: str) -> LedgerError:
+        return LedgerError(
+            self.name, f"waited {self.lock_timeout} for another station's claim of the same "
+            f"set or of {mac}, and gave up",
+            hint="a station is stopped inside a claim, or the database is overloaded; "
+            "nothing was written to this board",
+        )  # fmt: skip
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def _now(self) -> Now:
+        # The server's clock, one for every station (busy marks are aged by this host's).
+        return Now(utc_now(), "clock_timestamp()")
+
+    def _reclaim(self, ask: ClaimRequest, row: Sequence[Any], held: Claim, now: Now) -> Claim:
+        mark = (ask.run, ask.port) if ask.run else (held.busy_run, held.busy_port)
+        row = self._db.execute(
+            "UPDATE atflash_claims SET attempts = attempts + 1, busy_run = %s, busy_port = %s, "
+            "busy_since = CASE WHEN %s::text IS NULL THEN busy_since ELSE clock_timestamp() END "
+            f"WHERE id = %s RETURNING {COLUMNS}",
+            (*mark, ask.run, held.id),
+        ).fetchone()
+        return claim_from_row(row)
+
+    def _insert(self, ask: ClaimRequest, name: str, now: Now) -> Claim:
+        row = self._db.execute(
+            "INSERT INTO atflash_claims (set_name, device, station, busy_run, busy_port, busy_since) "
+            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s::text IS NULL THEN NULL ELSE clock_timestamp() END) "
+            f"RETURNING {COLUMNS}",
+            (name, ask.device, ask.station, ask.run, ask.port, ask.run),
+        ).fetchone()
+        return claim_from_row(row)
+
+    def _released(self, set_name: str, now: Now) -> Claim | None:
+        row = self._db.execute(
+            "UPDATE atflash_claims SET released_at = clock_timestamp() "
+            f"WHERE set_name = %s AND released_at IS NULL RETURNING {COLUMNS}",
+            (set_name,),
+        ).fetchone()
+        return None if row is None else claim_from_row(row)
 
     # -- plumbing -----------------------------------------------------------------
-
-    def _event(
-        self, claim_id: int, event: str, station: str | None, detail: Mapping[str, Any]
-    ) -> None:
-        self._db.execute(
-            f"INSERT INTO atflash_events ({EVENT_COLUMNS}) "
-            "VALUES (%s, %s, %s, clock_timestamp(), %s)",
-            (claim_id, event, station, encode_json(detail)),
-        )
 
     def _bound_waits(self) -> str:
         """Bound this session's lock waits (unless the role, database or URL already did)."""

@@ -20,14 +20,13 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from atflash.factory.errors import ClaimError, LedgerError, PoolExhaustedError
+from atflash.factory.errors import LedgerError
 from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
@@ -38,23 +37,15 @@ from atflash.factory.ledger_store import (
     SCHEMA_VERSION,
     UPGRADE_COLUMNS,
     Claim,
+    ClaimRequest,
+    Now,
+    SqlLedger,
     as_utc,
-    busy_elsewhere,
-    busy_error,
-    check_result,
     check_version,
     claim_from_row,
     device_id,
-    encode_images,
-    encode_json,
     event_from_row,
-    first_free,
     folded,
-    foreign_pool,
-    no_longer_held,
-    pool_matches,
-    record_event,
-    station_id,
     utc_now,
     with_history,
 )
@@ -171,6 +162,10 @@ class SqliteFile:
         """The driver's errors as ledger errors saying ``what`` failed (``passing`` let through)."""
         return folded(self.name, what, sqlite3.Error, passing=passing, hint=_locked_hint)
 
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> sqlite3.Cursor:
+        """``sql`` with ``?`` placeholders (SQLite's own); the cursor."""
+        return self.db.execute(sql, () if params is None else params)
+
     def patiently(self, action: Callable[[], T]) -> T:
         """``action()``, retried while another process holds the lock, up to the busy timeout."""
         deadline = time.monotonic() + self.busy_timeout
@@ -199,130 +194,25 @@ def _locked_hint(exc: BaseException) -> str | None:
     return _LOCKED_HINT if "locked" in str(exc) else None
 
 
-class SqliteLedger:
+class SqliteLedger(SqlLedger):
     """A :class:`~atflash.factory.ledger_store.Ledger` in one SQLite file, created on first open."""
+
+    _database: SqliteFile
 
     def __init__(
         self, path: Path, *, create: bool = True, busy_timeout: float = BUSY_TIMEOUT
     ) -> None:
         self.path = path
-        self._file = SqliteFile(path, create=create, busy_timeout=busy_timeout)
-        self.name = self._file.name
-        self._db = self._file.db
+        self._database = SqliteFile(path, create=create, busy_timeout=busy_timeout)
+        self.name = self._database.name
+        self._db = self._database.db
         try:
             self._setup(create)
         except BaseException:
-            self._file.close()
+            self._database.close()
             raise
 
-    # -- the interface ------------------------------------------------------------
-
-    def claim(
-        self,
-        *,
-        device: str,
-        station: str,
-        sets: Sequence[str],
-        port: str | None = None,
-        run: str | None = None,
-    ) -> Claim:
-        mac, who = device_id(device), station_id(station)
-        with self._file.transaction("cannot claim") as db:
-            now = utc_now()
-            row = db.execute(
-                f"SELECT {COLUMNS} FROM atflash_claims WHERE device = ? AND released_at IS NULL",
-                (mac,),
-            ).fetchone()
-            if row is not None:
-                held = _claim(row)
-                if run is not None and busy_elsewhere(held, run, now):
-                    raise busy_error(self.name, held, port)
-                mark = (run, port, _text(now)) if run else (held.busy_run, held.busy_port, row[13])
-                db.execute(
-                    "UPDATE atflash_claims SET attempts = attempts + 1, busy_run = ?, "
-                    "busy_port = ?, busy_since = ? WHERE id = ?",
-                    (*mark, held.id),
-                )
-                return _claim((*row[:5], row[5] + 1, *row[6:11], *mark))
-            taken = {
-                row[0]
-                for row in db.execute(
-                    "SELECT set_name FROM atflash_claims WHERE released_at IS NULL"
-                )
-            }
-            name = first_free(sets, taken)
-            if name is None:
-                raise PoolExhaustedError(self.name, mac, len(sets))
-            mark = (run, port, _text(now)) if run else (None, None, None)
-            cursor = db.execute(
-                "INSERT INTO atflash_claims (set_name, device, station, claimed_at, busy_run, "
-                "busy_port, busy_since) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name, mac, who, _text(now), *mark),
-            )
-            self._event(db, cursor.lastrowid, "claimed", who, now, {"set": name, "port": port})
-            return _claim(
-                (cursor.lastrowid, name, mac, who, _text(now), 1, None, None, None, None, None,
-                 *mark)
-            )  # fmt: skip
-
-    def record(
-        self,
-        claim: Claim,
-        *,
-        result: str,
-        image_sha256: Mapping[str, str],
-        station: str | None = None,
-        verify: bool = False,
-    ) -> None:
-        outcome = check_result(result)
-        with self._file.transaction("cannot record") as db:
-            now = utc_now()
-            cursor = db.execute(
-                "UPDATE atflash_claims SET result = ?, recorded_at = ?, "
-                "image_sha256 = COALESCE(?, image_sha256), "
-                "busy_run = NULL, busy_port = NULL, busy_since = NULL "
-                "WHERE id = ? AND released_at IS NULL",
-                (
-                    outcome,
-                    _text(now),
-                    encode_images(image_sha256) if image_sha256 else None,
-                    claim.id,
-                ),
-            )
-            if cursor.rowcount != 1:
-                raise no_longer_held(self.name, claim)
-            event = record_event(outcome, verify)
-            self._event(db, claim.id, event, station, now, {"image_sha256": dict(image_sha256)})
-
-    def note_identity(
-        self, claim: Claim, identity: Mapping[str, Any], *, station: str, reissue: bool = False
-    ) -> Claim:
-        with self._file.transaction("cannot record the set's identity") as db:
-            cursor = db.execute(
-                "UPDATE atflash_claims SET identity = ? WHERE id = ? AND released_at IS NULL",
-                (encode_json(identity), claim.id),
-            )
-            if cursor.rowcount != 1:
-                raise no_longer_held(self.name, claim)
-            if reissue:
-                detail = {"before": claim.identity, "after": dict(identity)}
-                self._event(db, claim.id, "reissued", station, utc_now(), detail)
-        return replace(claim, identity=dict(identity))
-
-    def bind_pool(self, name: str, digests: Mapping[str, str], *, force: bool = False) -> None:
-        with self._file.transaction("cannot record its pool") as db:
-            row = db.execute(
-                "SELECT name, anchor_set, anchor_identity FROM atflash_pool LIMIT 1"
-            ).fetchone()
-            if row is None:
-                first = next(iter(digests))
-                db.execute(
-                    "INSERT INTO atflash_pool (name, anchor_set, anchor_identity, bound_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (name, first, digests[first], _text(utc_now())),
-                )
-            elif not force and not pool_matches(row, name, digests):
-                raise foreign_pool(self.name, row, name)
+    # -- the interface (the rest: SqlLedger) -------------------------------------
 
     def claims(self, *, device: str | None = None, since: datetime | None = None) -> list[Claim]:
         where, params = ["1 = 1"], []
@@ -332,7 +222,7 @@ class SqliteLedger:
         if since is not None:
             where.append("claimed_at >= ?")
             params.append(_text(since))
-        with self._file.errors("cannot read"):
+        with self._database.errors("cannot read"):
             rows = self._db.execute(
                 f"SELECT {COLUMNS} FROM atflash_claims WHERE {' AND '.join(where)} "
                 "ORDER BY claimed_at, id",
@@ -347,45 +237,56 @@ class SqliteLedger:
             [_claim(row) for row in rows], [event_from_row(e, _time) for e in events]
         )
 
-    def release(self, set_name: str) -> Claim:
-        with self._file.transaction("cannot release") as db:
-            held = db.execute(
-                f"SELECT {COLUMNS} FROM atflash_claims WHERE set_name = ? AND released_at IS NULL",
-                (set_name,),
-            ).fetchone()
-            if held is None:
-                raise ClaimError(self.name, f"set {set_name} is not held by any device")
-            now = utc_now()
-            db.execute(
-                "UPDATE atflash_claims SET released_at = ? WHERE id = ?", (_text(now), held[0])
-            )
-            self._event(db, held[0], "released", None, now, {})
-            return _claim((*held[:9], _text(now), *held[10:]))
+    # -- what SQLite does its own way ---------------------------------------------
 
-    def close(self) -> None:
-        self._file.close()
+    def _claim_atomically(self, ask: ClaimRequest) -> Claim:
+        # BEGIN IMMEDIATE: no other process claims meanwhile, so no race to retry.
+        with self._database.transaction("cannot claim"):
+            return self._claim_once(ask)
 
-    def __enter__(self) -> SqliteLedger:
-        return self
+    def _now(self) -> Now:
+        # This host's clock, one value for every statement of a change.
+        at = utc_now()
+        return Now(at, "?", (_text(at),))
 
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
+    def _claim_of(self, row: Sequence[Any]) -> Claim:
+        return _claim(row)
+
+    def _reclaim(self, ask: ClaimRequest, row: Sequence[Any], held: Claim, now: Now) -> Claim:
+        since = _text(now.at)
+        mark = (ask.run, ask.port, since) if ask.run else (held.busy_run, held.busy_port, row[13])
+        self._db.execute(
+            "UPDATE atflash_claims SET attempts = attempts + 1, busy_run = ?, "
+            "busy_port = ?, busy_since = ? WHERE id = ?",
+            (*mark, held.id),
+        )
+        return _claim((*row[:5], row[5] + 1, *row[6:11], *mark))
+
+    def _insert(self, ask: ClaimRequest, name: str, now: Now) -> Claim:
+        at = _text(now.at)
+        mark = (ask.run, ask.port, at) if ask.run else (None, None, None)
+        cursor = self._db.execute(
+            "INSERT INTO atflash_claims (set_name, device, station, claimed_at, busy_run, "
+            "busy_port, busy_since) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, ask.device, ask.station, at, *mark),
+        )
+        return _claim(
+            (cursor.lastrowid, name, ask.device, ask.station, at, 1, None, None, None, None, None,
+             *mark)
+        )  # fmt: skip
+
+    def _released(self, set_name: str, now: Now) -> Claim | None:
+        held = self._db.execute(
+            f"SELECT {COLUMNS} FROM atflash_claims WHERE set_name = ? AND released_at IS NULL",
+            (set_name,),
+        ).fetchone()
+        if held is None:
+            return None
+        at = _text(now.at)
+        self._db.execute("UPDATE atflash_claims SET released_at = ? WHERE id = ?", (at, held[0]))
+        return _claim((*held[:9], at, *held[10:]))
 
     # -- plumbing -----------------------------------------------------------------
-
-    @staticmethod
-    def _event(
-        db: sqlite3.Connection,
-        claim_id: int | None,
-        event: str,
-        station: str | None,
-        at: datetime,
-        detail: Mapping[str, Any],
-    ) -> None:
-        db.execute(
-            f"INSERT INTO atflash_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-            (claim_id, event, station, _text(at), encode_json(detail)),
-        )
 
     def _setup(self, create: bool) -> None:
         """Create the tables on first open; refuse a ledger a newer atflash made."""
@@ -395,16 +296,16 @@ class SqliteLedger:
                 self.name, "not an atflash ledger (no tables)", hint=NOT_A_LEDGER_HINT
             )
         if version is None:
-            with self._file.transaction("cannot create the tables") as db:
+            with self._database.transaction("cannot create the tables") as db:
                 self._refuse_foreign(db)
                 for statement in _SCHEMA:
                     db.execute(statement)
                 if db.execute("SELECT COUNT(*) FROM atflash_schema").fetchone()[0] == 0:
                     db.execute("INSERT INTO atflash_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-            self._file.use_wal()
+            self._database.use_wal()
             version = self._version()
         if version == 1:
-            with self._file.transaction("cannot upgrade the ledger") as db:
+            with self._database.transaction("cannot upgrade the ledger") as db:
                 # Another station may have upgraded it since we looked.
                 if db.execute("SELECT MAX(version) FROM atflash_schema").fetchone()[0] == 1:
                     for statement in _UPGRADE:
@@ -440,5 +341,5 @@ class SqliteLedger:
             return row[0] if row else None
 
         # Before the file is in WAL mode a reader waits for a writer's commit too.
-        with self._file.errors("cannot read"):
-            return self._file.patiently(read)
+        with self._database.errors("cannot read"):
+            return self._database.patiently(read)

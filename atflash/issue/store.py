@@ -220,7 +220,7 @@ class IssuedStore:
             where.append("device = ?")
             params.append(device)
         with self._database.errors("cannot read"):
-            rows = self._execute(
+            rows = self._database.execute(
                 f"SELECT {COLUMNS} FROM atflash_issued WHERE {' AND '.join(where)} "
                 "ORDER BY issued_at, id",
                 tuple(params),
@@ -238,12 +238,6 @@ class IssuedStore:
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _execute(self, sql: str, params: tuple[Any, ...]) -> Any:
-        """``sql`` with ``?`` placeholders, in either database (PostgreSQL's are ``%s``)."""
-        if self.pg:
-            sql = sql.replace("?", "%s")
-        return self._database.db.execute(sql, params)
-
     @contextmanager
     def _transaction(
         self, what: str, *, passing: tuple[type[BaseException], ...] = ()
@@ -252,7 +246,7 @@ class IssuedStore:
         ledger errors, but ``passing``."""
 
         def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
-            cursor = self._execute(sql, params)
+            cursor = self._database.execute(sql, params)
             return list(cursor.fetchall()) if cursor.description else []
 
         with self._database.transaction(what, passing=passing):
