@@ -33,12 +33,8 @@ from atflash.factory.errors import LedgerError, redact
 from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
-    EVENTS_TABLE,
-    INDEXES,
     NOT_A_LEDGER_HINT,
-    POOL_TABLE,
     SCHEMA_VERSION,
-    UPGRADE_COLUMNS,
     Claim,
     ClaimRequest,
     Now,
@@ -49,6 +45,7 @@ from atflash.factory.ledger_store import (
     device_id,
     event_from_row,
     folded,
+    schema_statements,
     utc_now,
     with_history,
 )
@@ -68,15 +65,8 @@ MAX_LOCK_WAITS = 2
 # (CREATE TABLE IF NOT EXISTS alone races in PostgreSQL). Any fixed number.
 _SCHEMA_LOCK = 0x617466_6C6564  # "atfled"
 
-# The events and pool tables and every index: made with a new ledger, and by
-# the upgrade from version 1.
-_SINCE_V2 = (
-    EVENTS_TABLE.format(id="bigint", time="timestamptz"),
-    POOL_TABLE.format(time="timestamptz"),
-    *INDEXES,
-)
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS atflash_schema (version integer NOT NULL)",
+# A new ledger's tables, and the upgrade of a version 1 one.
+_SCHEMA, _UPGRADE = schema_statements(
     """CREATE TABLE IF NOT EXISTS atflash_claims (
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         set_name text NOT NULL,
@@ -93,15 +83,10 @@ _SCHEMA = (
         busy_port text,
         busy_since timestamptz
     )""",
-    *_SINCE_V2,
-)
-_UPGRADE = (
-    *(
-        f"ALTER TABLE atflash_claims ADD COLUMN IF NOT EXISTS {c} {t.format(time='timestamptz')}"
-        for c, t in UPGRADE_COLUMNS
-    ),
-    *_SINCE_V2,
-    "UPDATE atflash_schema SET version = 2",
+    integer="integer",
+    claim_id="bigint",
+    time="timestamptz",
+    add_column="ADD COLUMN IF NOT EXISTS",
 )
 
 
@@ -226,7 +211,8 @@ class PostgresLedger(SqlLedger):
         )  # fmt: skip
 
     def _now(self) -> Now:
-        # The server's clock, one for every station (busy marks are aged by this host's).
+        # The server's clock, one for every station, read by each statement (as the statements
+        # below say it themselves); busy marks are aged by this host's.
         return Now(utc_now(), "clock_timestamp()")
 
     def _reclaim(self, ask: ClaimRequest, row: Sequence[Any], held: Claim, now: Now) -> Claim:

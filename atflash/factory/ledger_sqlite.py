@@ -30,12 +30,8 @@ from atflash.factory.errors import LedgerError
 from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
-    EVENTS_TABLE,
-    INDEXES,
     NOT_A_LEDGER_HINT,
-    POOL_TABLE,
     SCHEMA_VERSION,
-    UPGRADE_COLUMNS,
     Claim,
     ClaimRequest,
     Now,
@@ -46,6 +42,7 @@ from atflash.factory.ledger_store import (
     device_id,
     event_from_row,
     folded,
+    schema_statements,
     utc_now,
     with_history,
 )
@@ -58,15 +55,9 @@ _MAX_PAUSE = 0.02  # longest sleep between two tries for the lock
 _LOCKED_HINT = "another process holds the ledger locked; is a station stuck?"
 T = TypeVar("T")
 
-# The events and pool tables and every index: made with a new ledger, and by
-# the upgrade from version 1.
-_SINCE_V2 = (
-    EVENTS_TABLE.format(id="INTEGER", time="TEXT"),
-    POOL_TABLE.format(time="TEXT"),
-    *INDEXES,
-)
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS atflash_schema (version INTEGER NOT NULL)",
+# A new ledger's tables, and the upgrade of a version 1 one (run once, under the write
+# lock).
+_SCHEMA, _UPGRADE = schema_statements(
     # AUTOINCREMENT: ids are never reused, so an exported history stays unambiguous.
     """CREATE TABLE IF NOT EXISTS atflash_claims (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -84,16 +75,10 @@ _SCHEMA = (
         busy_port TEXT,
         busy_since TEXT
     )""",
-    *_SINCE_V2,
-)
-# Version 1 -> 2, run once under the write lock.
-_UPGRADE = (
-    *(
-        f"ALTER TABLE atflash_claims ADD COLUMN {c} {t.format(time='TEXT')}"
-        for c, t in UPGRADE_COLUMNS
-    ),
-    *_SINCE_V2,
-    "UPDATE atflash_schema SET version = 2",
+    integer="INTEGER",
+    claim_id="INTEGER",
+    time="TEXT",
+    add_column="ADD COLUMN",
 )
 
 

@@ -244,6 +244,35 @@ INDEXES = (
 )
 
 
+def schema_statements(
+    claims_table: str, *, integer: str, claim_id: str, time: str, add_column: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A store's statements that make a new ledger, and those that upgrade a version 1 one.
+
+    ``claims_table`` creates atflash_claims (its types and defaults are the store's own);
+    ``integer``, ``claim_id`` (an event's claim) and ``time`` are the database's types;
+    ``add_column`` is how it adds a column (to a table that may have it already).
+    """
+    # The events and pool tables and every index: made with a new ledger, and by the upgrade.
+    since_v2 = (
+        EVENTS_TABLE.format(id=claim_id, time=time), POOL_TABLE.format(time=time), *INDEXES,
+    )  # fmt: skip
+    create = (
+        f"CREATE TABLE IF NOT EXISTS atflash_schema (version {integer} NOT NULL)",
+        claims_table,
+        *since_v2,
+    )
+    upgrade = (
+        *(
+            f"ALTER TABLE atflash_claims {add_column} {c} {t.format(time=time)}"
+            for c, t in UPGRADE_COLUMNS
+        ),
+        *since_v2,
+        "UPDATE atflash_schema SET version = 2",
+    )
+    return create, upgrade
+
+
 def claim_from_row(row: Sequence[Any], when: Any = lambda value: value) -> Claim:
     """A :data:`COLUMNS` row as a Claim; ``when`` turns a stored time into a datetime (or None)."""
     return Claim(
@@ -696,7 +725,7 @@ class SqlLedger(ABC):
 
     @abstractmethod
     def _claim_atomically(self, ask: ClaimRequest) -> Claim:
-        """``ask`` claimed: :meth:`_claim_once` in a transaction, tried again where races are lost."""
+        """``ask`` claimed: :meth:`_claim_once` in a transaction, again where a race is lost."""
 
     @abstractmethod
     def _reclaim(self, ask: ClaimRequest, row: Sequence[Any], held: Claim, now: Now) -> Claim:
