@@ -1,8 +1,9 @@
 """Factory provisioning: credential pools and the ledger of which device holds which set.
 
 - :mod:`.pool`: load a pool (folder of sets or CSV index) and check every set.
-- :mod:`.ledger`: the :class:`~.ledger.Ledger` interface; :mod:`.ledgers`: :func:`~.ledgers.open_ledger`;
-  stores in :mod:`.ledger_sqlite` and :mod:`.ledger_pg`.
+- :mod:`.ledger_store`: the :class:`~.ledger_store.Ledger` interface; :mod:`.ledger`:
+  :func:`~.ledger.open_ledger`; stores in :mod:`.ledger_sqlite` and :mod:`.ledger_pg`, what
+  they run alike in :mod:`.ledger_sql`.
 - :mod:`.resolve`: :class:`~.resolve.PoolResolver`, what the write flow calls per board.
 
 Pure library code: nothing here prints or imports click.

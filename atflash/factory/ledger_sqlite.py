@@ -27,22 +27,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from atflash.factory.errors import LedgerError
+from atflash.factory.ledger_sql import ClaimRequest, Now, SqlLedger, schema_statements
 from atflash.factory.ledger_store import (
     COLUMNS,
     EVENT_COLUMNS,
     NOT_A_LEDGER_HINT,
     SCHEMA_VERSION,
     Claim,
-    ClaimRequest,
-    Now,
-    SqlLedger,
     as_utc,
     check_version,
     claim_from_row,
     device_id,
     event_from_row,
     folded,
-    schema_statements,
     utc_now,
     with_history,
 )

@@ -568,14 +568,14 @@ def test_one_mac_written_by_every_station_at_once_is_one_stations_and_the_others
 # The same stop on SQLite: inside BEGIN IMMEDIATE, the write lock held.
 STOPPABLE_SQLITE = r"""
 import sys
-from atflash.factory import ledger_store
+from atflash.factory import ledger_sql
 from atflash.factory.ledger import open_ledger
-original = ledger_store.first_free  # the claim's logic, SqlLedger's, looks it up there
+original = ledger_sql.first_free  # the claim's logic, SqlLedger's, looks it up there
 def held_open(sets, taken):
     print("inside", flush=True)
     sys.stdin.readline()  # stopped here by the test, holding the file's write lock
     return original(sets, taken)
-ledger_store.first_free = held_open
+ledger_sql.first_free = held_open
 ledger = open_ledger(sys.argv[1])
 claim = ledger.claim(device=sys.argv[2], station="stopped", sets=sys.argv[3:])
 print(claim.set_name, flush=True)
