@@ -53,7 +53,6 @@ from typing import Any, Protocol
 
 from atflash.errors import InputError, one_line
 from atflash.factory.errors import ClaimError, DeviceBusyError, ForeignPoolError, LedgerError
-from atflash.factory.errors import redact as redact  # its home before; still found here
 from atflash.planning.manifest import normalize_mac
 
 SCHEMA_VERSION = 2  # 2: identities, busy marks, the event history, the pool served

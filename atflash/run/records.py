@@ -58,7 +58,7 @@ class LedgerRecorder:
     @property
     def ledger(self) -> str:
         """The ledger's URL without its password, for messages."""
-        from atflash.factory.ledger_store import redact  # a pool run has loaded the factory already
+        from atflash.factory.errors import redact  # a pool run has loaded the factory already
 
         return str(redact(self.pool.ledger_url))
 
