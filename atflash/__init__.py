@@ -75,7 +75,7 @@ _HOME = {
     "PartitionResult": "atflash.results",
     "PartitionStatus": "atflash.results",
     "RunOutcome": "atflash.run.runner",
-    "SlotSpec": "atflash.station",
+    "SlotSpec": "atflash.run.slots",
     "Station": "atflash.station",
     "StationOptions": "atflash.station",
 }
@@ -156,4 +156,5 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from atflash.planning.plan import BoardIdentity
     from atflash.results import BoardResult, PartitionResult, PartitionStatus
     from atflash.run.runner import RunOutcome
-    from atflash.station import SlotSpec, Station, StationOptions
+    from atflash.run.slots import SlotSpec
+    from atflash.station import Station, StationOptions
