@@ -18,12 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: the port is still below the ephemeral range
+    fcntl = None  # type: ignore[assignment]
 
 from atflash.sim.flash import board_flash
 from atflash.sim.rom import start_mock
@@ -37,6 +44,42 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def slot_port() -> tuple[int, Any]:
+    """A port that stays a slot's own while boards come and go, and what holds it.
+
+    A port the kernel chose (:func:`free_port`) is one of its ephemeral ones:
+    once a board is pulled out, any connection on the host may be given it
+    as its local port, and the next board cannot listen there ("Address
+    already in use": once in eight full runs). So the port is taken below the
+    ephemeral range, where the kernel never lends one, and a lock file held
+    for the rig's life keeps other test processes' rigs off it.
+    """
+    low = _ephemeral_low()
+    folder = Path(tempfile.gettempdir()) / "atflash-slot-ports"
+    folder.mkdir(exist_ok=True)
+    for _ in range(1000):
+        port = random.randrange(max(1024, low - 12000), low)
+        hold = open(folder / f"{port}.lock", "a")  # noqa: SIM115 - held for the rig's life
+        try:
+            if fcntl is not None:
+                fcntl.flock(hold, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            hold.close()
+            continue
+        return port, hold
+    raise RuntimeError("no free port for a slot below the ephemeral range")
+
+
+def _ephemeral_low() -> int:
+    """The first port of Linux's ephemeral range (its default elsewhere)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def mac_of(n: int) -> str:
@@ -192,7 +235,7 @@ class SlotRig:
 
     def __init__(self, chip: str = "esp32") -> None:
         self.chip = chip
-        self.port = free_port()
+        self.port, self._held = slot_port()
         self.url = f"socket://127.0.0.1:{self.port}"
         self.plugged: Any = None
         self.violations: list[str] = []  # what the strict ROM saw that esptool never sends

@@ -220,3 +220,19 @@ def test_a_tile_says_why_in_a_few_words() -> None:
         port, mac="02:00:00:00:00:01", error=f"{port}: table mismatch: client_ca at 0x2000"
     )
     assert short_reason(refused) == "table mismatch"
+
+
+def test_a_slot_rigs_port_is_its_own_while_boards_come_and_go(monkeypatch) -> None:
+    """The rigs' ports lie below the ephemeral range, where the kernel lends none to a
+    connection, and one rig's port is never given to another while it is held."""
+    from tools import station as rigs
+
+    first, held = rigs.slot_port()
+    assert first < rigs._ephemeral_low()
+    real = rigs.random.randrange
+    picks = iter([first, first])  # the held port, twice; then ports as they come
+    monkeypatch.setattr(rigs.random, "randrange", lambda *a: next(picks, None) or real(*a))
+    second, other = rigs.slot_port()
+    assert second != first
+    held.close()
+    other.close()
