@@ -134,8 +134,7 @@ def prepare(
     for every board, or a function called here with each board's identity.
     ``as_keys``: a refusal names settings as keys (``report``), not options.
     """
-    refuse_shared_outputs(spec, as_keys=as_keys)
-    check_outputs(report=spec.report, backup=spec.backup)
+    check_run_outputs(spec, as_keys=as_keys)
     earlier = load_report(spec.only_failed) if spec.only_failed else None
     failed_ports = [b.port for b in failed_boards(earlier)] if earlier is not None else None
     if failed_ports == []:
@@ -332,8 +331,7 @@ def check_bench(config: BenchConfig) -> BenchCheck:
     templates) and closed again, creating no ledger.
     """
     spec = merge({}, config)  # the file's values, as a run would take them
-    refuse_shared_outputs(spec, as_keys=True)
-    check_outputs(report=spec.report, backup=spec.backup)
+    check_run_outputs(spec, as_keys=True)
     if spec.issue_table is None:
         return BenchCheck(config, plans=check_plans(spec))
     from atflash.issue.issuer import check_issuer
@@ -342,18 +340,19 @@ def check_bench(config: BenchConfig) -> BenchCheck:
     return BenchCheck(config, issuer=check_issuer(_issuer_config(spec), station=spec.station))
 
 
-def refuse_shared_outputs(
-    spec: RunSpec, when: datetime.datetime | None = None, *, as_keys: bool = False
-) -> None:
-    """The report, log, backup folder and the files the run reads are distinct paths.
+def check_run_outputs(spec: RunSpec, *, as_keys: bool = False) -> None:
+    """What a run writes can be written, before any board: a run's and ``atflash check``'s rule.
 
-    ``--log X --report X`` would replace the log's history with the report.
-    The one sharing allowed is ``--only-failed X --report X``: the rerun is
-    merged into X on purpose (see :func:`execute`). ``{date}`` and ``{time}``
-    are filled in with one time for both, as a run does. ``as_keys`` names
-    them as a bench file does (``report``, ``the bench file``), not as options.
+    The report, log, backup folder and the files the run reads are distinct
+    paths: ``--log X --report X`` would replace the log's history with the
+    report. The one sharing allowed is ``--only-failed X --report X``: the
+    rerun is merged into X on purpose (see :func:`execute`). ``{date}`` and
+    ``{time}`` are filled in with one time for both, as a run does. Then the
+    report's folder and the backup folder are checked writable
+    (:func:`~atflash.run.config.check_outputs`). ``as_keys`` names them as a
+    bench file does (``report``, ``the bench file``), not as options.
     """
-    when = when or datetime.datetime.now()
+    when = datetime.datetime.now()
     ledger = spec.ledger
     if ledger and "://" in ledger:  # only a SQLite file can be named twice
         ledger = ledger[len("sqlite:///") :] if ledger.startswith("sqlite:///") else None
@@ -369,6 +368,7 @@ def refuse_shared_outputs(
     if as_keys:
         named = {_KEYS.get(role, role[2:]): path for role, path in named.items()}
     refuse_shared_paths(named, allowed=[frozenset({"--only-failed", "--report"})])
+    check_outputs(report=spec.report, backup=spec.backup)
 
 
 _KEYS = {"--config": "the bench file"}

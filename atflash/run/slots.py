@@ -103,10 +103,8 @@ def parse_slots(raw: Sequence[Any], *, source: str = "slots") -> tuple[SlotSpec,
     specs: list[SlotSpec] = []
     for index, item in enumerate(raw, 1):
         try:
-            specs.append(_slot(index, item, source))
-        except InputError as error:
-            if error.message.startswith(f"{source}: "):
-                raise
+            specs.append(_slot(index, item))
+        except InputError as error:  # the slot's own rule, or SlotSpec's: named with its file
             raise InputError(f"{source}: {error.message}", hint=error.hint) from None
     if not specs:
         raise InputError(f"{source}: no slot given", hint="list the station's ports as slots")
@@ -117,30 +115,30 @@ def parse_slots(raw: Sequence[Any], *, source: str = "slots") -> tuple[SlotSpec,
     return tuple(specs)
 
 
-def _slot(index: int, item: Any, source: str) -> SlotSpec:
+def _slot(index: int, item: Any) -> SlotSpec:
     if isinstance(item, SlotSpec):
         return item
     if isinstance(item, str):
         return SlotSpec(str(index), port=item)
     if not isinstance(item, dict):
-        raise InputError(f"{source}: slot {index} must be a port or a table, not {item!r}")
+        raise InputError(f"slot {index} must be a port or a table, not {item!r}")
     unknown = sorted(set(item) - {"name", "port", "location", "serial_number", "persistent"})
     if unknown:
         raise InputError(
-            f"{source}: slot {index}: unknown key {unknown[0]!r}",
+            f"slot {index}: unknown key {unknown[0]!r}",
             hint="a slot has port, location or serial_number, and name, persistent",
         )
     return SlotSpec(
         str(item.get("name", index)),
-        port=_text(item, "port", source, index),
-        location=_text(item, "location", source, index),
-        serial_number=_text(item, "serial_number", source, index),
+        port=_text(item, "port", index),
+        location=_text(item, "location", index),
+        serial_number=_text(item, "serial_number", index),
         persistent=bool(item.get("persistent", False)),
     )
 
 
-def _text(item: dict[str, Any], key: str, source: str, index: int) -> str | None:
+def _text(item: dict[str, Any], key: str, index: int) -> str | None:
     value = item.get(key)
     if value is not None and not isinstance(value, str):
-        raise InputError(f"{source}: slot {index}: {key} must be a string, not {value!r}")
+        raise InputError(f"slot {index}: {key} must be a string, not {value!r}")
     return value
